@@ -1,0 +1,111 @@
+// The whole native surface, typed in one place. The addon (native/addon) is
+// built by cmake-js into native/build/Release/turbosparse_addon.node.
+// Heavy calls return Promises (AsyncWorkers); typed arrays passed to a call
+// must not be modified until its Promise settles.
+import path from 'node:path';
+import fs from 'node:fs';
+
+export type StoreDType = 'f32' | 'f16' | 'bf16' | 'i8';
+export type SourceDType = 'f32' | 'f16' | 'bf16';
+export type Device = 'cpu' | 'cuda';
+export type FfnMode = 'sparse' | 'dense';
+
+/** A row-major matrix in host memory, as read from a checkpoint. */
+export interface HostMatrix {
+  dtype: SourceDType;
+  rows: number;
+  cols: number;
+  /** rows * cols elements in `dtype`, little-endian. */
+  data: Uint8Array;
+}
+
+export interface NativeHandle {
+  /** Frees the native memory now (otherwise it is freed with the backend). */
+  free(): void;
+}
+export interface NativeWeight extends NativeHandle {
+  readonly rows: number;
+  readonly cols: number;
+}
+export interface NativeExpert extends NativeHandle {
+  readonly hidden: number;
+  readonly intermediate: number;
+}
+export interface NativePredictor extends NativeHandle {
+  readonly rank: number;
+}
+export interface NativeKvCache extends NativeHandle {
+  readonly bytes: number;
+}
+
+/** One predictor over some rows of a batch. masks: [rows.length, maskWords*8] bytes. */
+export interface PredictCall {
+  predictor: NativePredictor;
+  rows: Int32Array;
+  masks: Uint8Array;
+  counts?: Int32Array;
+}
+/** One expert over some rows of a batch; see ts_moe in native/include/turbosparse.h. */
+export interface ExpertCall {
+  expert: NativeExpert;
+  rows: Int32Array;
+  weight: Float32Array;
+  masks: Uint8Array;
+}
+
+export interface NativeBackend {
+  readonly device: Device;
+  /** e.g. "cpu avx512 (2 threads)". */
+  readonly description: string;
+  weightBytes(): number;
+  /** CPU only: "scalar" | "avx2" | "avx512" | "auto". */
+  setVariant(variant: string): void;
+
+  createWeight(m: HostMatrix, store: StoreDType): Promise<NativeWeight>;
+  createExpert(w1: HostMatrix, w3: HostMatrix, w2: HostMatrix, store: StoreDType): Promise<NativeExpert>;
+  createPredictor(fc1: HostMatrix, fc2: HostMatrix, store: StoreDType): Promise<NativePredictor>;
+  createKvCache(layers: number, maxTokens: number, kvHeads: number, headDim: number): NativeKvCache;
+
+  matmul(w: NativeWeight, n: number, x: Float32Array, y: Float32Array): Promise<void>;
+  rmsnorm(w: NativeWeight, n: number, d: number, x: Float32Array, eps: number, y: Float32Array): Promise<void>;
+  rope(n: number, heads: number, headDim: number, positions: Int32Array, theta: number, x: Float32Array): Promise<void>;
+  routerTopk(n: number, experts: number, logits: Float32Array, k: number, idx: Int32Array, weight: Float32Array): Promise<void>;
+  predictMany(nRows: number, hidden: number, x: Float32Array, calls: PredictCall[]): Promise<void>;
+  attention(layer: number, n: number, caches: NativeKvCache[], positions: Int32Array, heads: number, kvHeads: number,
+    headDim: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array): Promise<void>;
+  /** y [nRows, hidden] is overwritten; active (optional) gets one count per (call, row) in call order. */
+  moe(mode: FfnMode, nRows: number, hidden: number, x: Float32Array, calls: ExpertCall[], y: Float32Array,
+    active: Int32Array | null): Promise<void>;
+  /** Frees every handle and the backend. */
+  close(): void;
+}
+
+export interface NativeModule {
+  version(): string;
+  deviceAvailable(device: Device): boolean;
+  /** device "auto": CUDA when a GPU and driver are present, else CPU. threads 0 = all cores. */
+  createBackend(device: Device | 'auto', threads: number): NativeBackend;
+}
+
+/** Bytes of one token's mask row: whole uint64 words. */
+export function maskBytes(intermediate: number): number {
+  return Math.ceil(intermediate / 64) * 8;
+}
+
+let loaded: NativeModule | undefined;
+
+/** Loads the addon once; a clear message when it was not built. */
+export function native(): NativeModule {
+  if (loaded) return loaded;
+  const candidates = [
+    path.resolve(__dirname, '..', 'native', 'build', 'Release', 'turbosparse_addon.node'),
+    path.resolve(__dirname, '..', '..', 'native', 'build', 'Release', 'turbosparse_addon.node'),
+  ];
+  const file = candidates.find((f) => fs.existsSync(f));
+  if (!file) {
+    throw new Error('native addon not built: run `npm run build:native` (looked in native/build/Release)');
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  loaded = require(file) as NativeModule;
+  return loaded;
+}
