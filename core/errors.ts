@@ -1,0 +1,8 @@
+/** An error caused by the user's input (a file, a flag, a request field). The CLI prints
+ * its message as one line without a stack trace; servers map it to a 4xx/INVALID_ARGUMENT. */
+export class UserError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UserError';
+  }
+}
