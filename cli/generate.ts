@@ -1,0 +1,88 @@
+// `turbosparse generate`: one prompt through the engine, text streamed to stdout.
+import type { Command } from 'commander';
+import { UserError } from '../core/errors';
+import { writeSafetensors } from '../core/safetensors';
+import { TextTokenizer } from '../core/tokenizer';
+import { generate, type GenerateResult } from '../coordinator/generate';
+import { loadEngine } from '../coordinator/load-engine';
+import type { Engine } from '../coordinator/engine';
+import { floatOption, idsOption, intOption } from './options';
+import { engineOptionsFrom, addEngineOptions, type EngineFlags } from './engine-flags';
+
+export interface GenerateFlags extends EngineFlags {
+  prompt?: string;
+  ids?: number[];
+  maxTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed?: number;
+  json?: boolean;
+  dumpLogits?: string;
+}
+
+export function registerGenerate(program: Command): void {
+  const cmd = program
+    .command('generate')
+    .description('generate text from a prompt (streams to stdout)')
+    .requiredOption('--model <dir>', 'Hugging Face model folder (config.json, safetensors, tokenizer.json)')
+    .option('--prompt <text>', 'prompt text (BOS added as the tokenizer says)')
+    .option('--ids <ids>', 'prompt as comma-separated token ids, used as is', idsOption)
+    .option('--max-tokens <n>', 'tokens to generate at most', intOption('--max-tokens'), 64)
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy', floatOption('--temperature', 0, 100), 0.8)
+    .option('--top-k <k>', 'keep the k most likely tokens; 0 = off', intOption('--top-k'), 40)
+    .option('--top-p <p>', 'nucleus sampling mass; 1 = off', floatOption('--top-p', 0, 1), 0.95)
+    .option('--seed <s>', 'random seed (same seed, same tokens)', intOption('--seed'))
+    .option('--json', 'print one JSON object {tokens, text, stats} instead of streaming text')
+    .option('--dump-logits <file>', 'write the logits at every prompt position to a safetensors file (tensor "logits")');
+  addEngineOptions(cmd);
+  cmd.action(async (flags: GenerateFlags) => {
+    await runGenerate(flags);
+  });
+}
+
+export async function runGenerate(flags: GenerateFlags): Promise<GenerateResult> {
+  if ((flags.prompt === undefined) === (flags.ids === undefined)) {
+    throw new UserError('give exactly one of --prompt TEXT or --ids 1,5,9');
+  }
+  const engine = await loadEngine(engineOptionsFrom(flags));
+  try {
+    return await generateWith(engine, flags);
+  } finally {
+    await engine.close();
+  }
+}
+
+export async function generateWith(engine: Engine, flags: GenerateFlags): Promise<GenerateResult> {
+  const tok = TextTokenizer.fromModel(engine.folder);
+  const promptIds = flags.ids ?? tok.encode(flags.prompt!);
+  const stream = !flags.json;
+  const result = await generate(engine, tok, {
+    promptIds,
+    sampling: { temperature: flags.temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed },
+    maxTokens: flags.maxTokens,
+    keepPromptLogits: flags.dumpLogits !== undefined,
+    onText: stream ? (t) => process.stdout.write(t) : undefined,
+  });
+  if (stream) process.stdout.write('\n');
+  if (flags.dumpLogits) {
+    const V = engine.config.vocabSize;
+    const all = new Float32Array(promptIds.length * V);
+    result.promptLogits!.forEach((row, i) => all.set(row, i * V));
+    await writeSafetensors(flags.dumpLogits, [
+      { name: 'logits', dtype: 'F32', shape: [promptIds.length, V], data: new Uint8Array(all.buffer) },
+    ]);
+  }
+  if (flags.json) {
+    process.stdout.write(
+      JSON.stringify({ tokens: result.tokens, text: result.text, finish_reason: result.finishReason, stats: result.stats }) + '\n',
+    );
+  } else {
+    const s = result.stats;
+    process.stderr.write(
+      `${s.prompt_tokens} prompt tokens in ${s.prefill_ms.toFixed(0)} ms, ${s.generated_tokens} generated at ` +
+        `${s.decode_tokens_per_s.toFixed(1)} tokens/s, ${(100 * s.active_fraction).toFixed(1)}% of expert neurons computed\n`,
+    );
+  }
+  return result;
+}

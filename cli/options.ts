@@ -1,0 +1,35 @@
+// Option parsers shared by subcommands: each names the flag in its error.
+import { InvalidArgumentError } from 'commander';
+
+export function intOption(flag: string, min = 0) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${flag} must be an integer >= ${min}`);
+    return n;
+  };
+}
+
+export function floatOption(flag: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${flag} must be a number in [${min}, ${max}]`);
+    return n;
+  };
+}
+
+export function idsOption(value: string): number[] {
+  const ids = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0).map(Number);
+  if (ids.length === 0 || ids.some((n) => !Number.isInteger(n) || n < 0)) {
+    throw new InvalidArgumentError('--ids must be comma-separated token ids, e.g. 1,5,9');
+  }
+  return ids;
+}
+
+export function choiceOption<T extends string>(flag: string, choices: readonly T[]) {
+  return (value: string): T => {
+    if (!(choices as readonly string[]).includes(value)) {
+      throw new InvalidArgumentError(`${flag} must be one of ${choices.join(', ')}`);
+    }
+    return value as T;
+  };
+}

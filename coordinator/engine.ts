@@ -1,0 +1,164 @@
+// The engine: a loaded model plus `step()` = schedule rows -> forward -> sample.
+// It knows nothing of HTTP, gRPC, queues or telemetry; they wrap it through
+// the ExpertBackend it is given and the results and hooks it returns.
+import type { ExpertBackend } from '../core/expert-backend';
+import type { ModelConfig } from '../core/config';
+import type { ModelFolder } from '../core/model-folder';
+import type { NativeBackend } from '../core/native';
+import { UserError } from '../core/errors';
+import { forward, type ForwardHooks, type LayerRecord } from './forward';
+import type { CoordinatorWeights } from './model-weights';
+import { sample } from './sampler';
+import { Sequence, type SequenceOptions } from './sequence';
+import type { StepContext } from './step-context';
+
+export interface StepResult {
+  /** Per sequence that sampled a token this step. */
+  /** Per sequence that sampled a token this step; `stop` marks an EOS/stop id (not part of the output). */
+  sampled: { seq: Sequence; token: number; stop: boolean }[];
+  rows: number;
+  prefillRows: number;
+  activeNeurons: number;
+  expertSlots: number;
+  layers?: LayerRecord[];
+}
+
+export class Engine {
+  private nextSeqId = 1;
+  private stepId = 0;
+  constructor(
+    readonly folder: ModelFolder,
+    readonly backend: NativeBackend,
+    readonly weights: CoordinatorWeights,
+    readonly experts: ExpertBackend,
+  ) {}
+
+  get config(): ModelConfig {
+    return this.folder.config;
+  }
+
+  /** Starts a sequence; its KV cache holds prompt + maxTokens (capped at the context). */
+  newSequence(promptIds: number[], opts: SequenceOptions): Sequence {
+    const c = this.config;
+    if (promptIds.length === 0) throw new UserError('prompt is empty: give at least one token');
+    for (const id of promptIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
+        throw new UserError(`prompt token id ${id} is outside the vocabulary (0..${c.vocabSize - 1})`);
+      }
+    }
+    if (promptIds.length >= c.maxPositionEmbeddings) {
+      throw new UserError(
+        `prompt has ${promptIds.length} tokens; the model's context is ${c.maxPositionEmbeddings}: shorten the prompt`,
+      );
+    }
+    const capacity = Math.min(c.maxPositionEmbeddings, promptIds.length + Math.max(0, opts.maxTokens));
+    const cache = this.backend.createKvCache(c.numLayers, capacity, c.numKvHeads, c.headDim);
+    return new Sequence(this.nextSeqId++, promptIds, cache, opts);
+  }
+
+  /** Bytes of KV cache one sequence of `tokens` tokens needs. */
+  kvBytesFor(tokens: number): number {
+    const c = this.config;
+    return 2 * 4 * c.numLayers * tokens * c.numKvHeads * c.headDim;
+  }
+
+  /**
+   * One forward pass over every given sequence: each contributes up to `prefillChunk`
+   * pending prompt tokens, or its newest token when decoding. Sequences whose prompt is
+   * now fully in the cache sample their next token.
+   */
+  async step(
+    seqs: Sequence[],
+    opts: { prefillChunk?: number; record?: boolean; hooks?: ForwardHooks } = {},
+  ): Promise<StepResult> {
+    const chunk = opts.prefillChunk ?? 512;
+    const tokens: number[] = [];
+    const positions: number[] = [];
+    const caches = [];
+    const logitRows: number[] = [];
+    const plan: { seq: Sequence; rows: number; samples: boolean; firstLogit: number; nLogits: number }[] = [];
+    let prefillRows = 0;
+    for (const seq of seqs) {
+      if (seq.finished) continue;
+      const start = seq.computed;
+      const pending = seq.pendingPrompt;
+      const count = pending > 0 ? Math.min(chunk, pending) : 1;
+      if (pending > 0) prefillRows += count;
+      const samples = start + count >= seq.length; // all known tokens now in the cache
+      const firstRow = tokens.length;
+      for (let i = 0; i < count; i++) {
+        tokens.push(seq.tokenAt(start + i));
+        positions.push(start + i);
+        caches.push(seq.cache);
+      }
+      const firstLogit = logitRows.length;
+      if (seq.opts.keepPromptLogits && pending > 0) {
+        for (let i = 0; i < count; i++) logitRows.push(firstRow + i);
+      } else if (samples) {
+        logitRows.push(firstRow + count - 1);
+      }
+      plan.push({ seq, rows: count, samples, firstLogit, nLogits: logitRows.length - firstLogit });
+    }
+    if (tokens.length === 0) return { sampled: [], rows: 0, prefillRows: 0, activeNeurons: 0, expertSlots: 0 };
+
+    const ctx: StepContext = {
+      cfg: this.config,
+      n: tokens.length,
+      tokens: Int32Array.from(tokens),
+      positions: Int32Array.from(positions),
+      caches,
+      logitRows: Int32Array.from(logitRows),
+      stepId: this.stepId++,
+    };
+    const result = await forward(this.backend, this.weights, this.experts, ctx, opts);
+
+    const V = this.config.vocabSize;
+    const sampled: StepResult['sampled'] = [];
+    for (const p of plan) {
+      const { seq } = p;
+      const wasPrefill = seq.pendingPrompt > 0;
+      seq.computed += p.rows;
+      if (seq.opts.keepPromptLogits && wasPrefill) {
+        for (let j = 0; j < p.nLogits; j++) {
+          seq.promptLogits.push(result.logits.slice((p.firstLogit + j) * V, (p.firstLogit + j + 1) * V));
+        }
+      }
+      if (!p.samples) continue;
+      if (seq.opts.maxTokens <= 0) {
+        seq.finished = 'length';
+        continue;
+      }
+      const row = result.logits.subarray((p.firstLogit + p.nLogits - 1) * V, (p.firstLogit + p.nLogits) * V);
+      const token = sample(row, seq.opts.sampling, seq.rng);
+      const stop = seq.opts.stopIds.includes(token);
+      sampled.push({ seq, token, stop });
+      if (stop) {
+        seq.finished = 'stop';
+        continue;
+      }
+      seq.outputIds.push(token);
+      if (seq.outputIds.length >= seq.opts.maxTokens || seq.length >= this.config.maxPositionEmbeddings) {
+        seq.finished = 'length';
+      }
+    }
+    return {
+      sampled,
+      rows: tokens.length,
+      prefillRows,
+      activeNeurons: result.activeNeurons,
+      expertSlots: result.expertSlots,
+      layers: result.layers,
+    };
+  }
+
+  /** Frees a sequence's KV cache. */
+  release(seq: Sequence): void {
+    seq.cache.free();
+  }
+
+  async close(): Promise<void> {
+    await this.experts.close();
+    this.backend.close();
+    await this.folder.close();
+  }
+}

@@ -1,0 +1,99 @@
+// One prompt, start to finish: prefill, then decode until EOS or max tokens,
+// streaming text as it is produced.
+import type { Engine } from './engine';
+import type { SamplingParams } from './sampler';
+import type { FinishReason } from './sequence';
+import { StreamingDetokenizer, type TextTokenizer } from '../core/tokenizer';
+
+export interface GenerateRequest {
+  promptIds: number[];
+  sampling: SamplingParams;
+  maxTokens: number;
+  /** Defaults to the tokenizer's EOS ids. */
+  stopIds?: number[];
+  keepPromptLogits?: boolean;
+  /** Called with each new piece of text (never a broken UTF-8 sequence). */
+  onText?: (text: string) => void;
+}
+
+export interface GenerateStats {
+  prompt_tokens: number;
+  generated_tokens: number;
+  prefill_ms: number;
+  decode_ms: number;
+  decode_tokens_per_s: number;
+  /** Mean fraction of expert neurons computed, over every routed (layer, token, expert). */
+  active_fraction: number;
+}
+
+export interface GenerateResult {
+  tokens: number[];
+  text: string;
+  finishReason: FinishReason;
+  stats: GenerateStats;
+  promptLogits?: Float32Array[];
+}
+
+export async function generate(engine: Engine, tok: TextTokenizer, req: GenerateRequest): Promise<GenerateResult> {
+  const seq = engine.newSequence(req.promptIds, {
+    sampling: req.sampling,
+    maxTokens: req.maxTokens,
+    stopIds: req.stopIds ?? tok.eosIds,
+    keepPromptLogits: req.keepPromptLogits,
+  });
+  const detok = new StreamingDetokenizer(tok);
+  let text = '';
+  let active = 0;
+  let slots = 0;
+  let prefillMs = 0;
+  let decodeMs = 0;
+  let decodeTokens = 0;
+  try {
+    while (!seq.finished) {
+      const t0 = performance.now();
+      const wasPrefill = seq.pendingPrompt > 0;
+      const r = await engine.step([seq]);
+      const ms = performance.now() - t0;
+      if (wasPrefill) prefillMs += ms;
+      else {
+        decodeMs += ms;
+        decodeTokens++;
+      }
+      active += r.activeNeurons;
+      slots += r.expertSlots;
+      for (const s of r.sampled) {
+        if (s.stop) continue;
+        const piece = detok.push(s.token);
+        if (piece) {
+          text += piece;
+          req.onText?.(piece);
+        }
+      }
+    }
+    const tail = detok.flush();
+    if (tail) {
+      text += tail;
+      req.onText?.(tail);
+    }
+  } finally {
+    engine.release(seq);
+  }
+  return {
+    tokens: seq.outputIds,
+    text,
+    finishReason: seq.finished ?? 'error',
+    stats: {
+      prompt_tokens: req.promptIds.length,
+      generated_tokens: seq.outputIds.length,
+      prefill_ms: round(prefillMs),
+      decode_ms: round(decodeMs),
+      decode_tokens_per_s: decodeTokens > 0 ? round((decodeTokens * 1000) / decodeMs) : 0,
+      active_fraction: slots > 0 ? active / (slots * engine.config.intermediateSize) : 0,
+    },
+    promptLogits: req.keepPromptLogits ? seq.promptLogits : undefined,
+  };
+}
+
+function round(x: number): number {
+  return Math.round(x * 100) / 100;
+}

@@ -1,0 +1,106 @@
+// The weights the coordinator holds: embeddings, attention, router, predictors,
+// final norm and lm_head (experts live behind the ExpertBackend seam).
+// Each tensor is read lazily from the checkpoint and handed to the native
+// backend, so the JS heap never holds more than one tensor at a time.
+import type { ModelFolder } from '../core/model-folder';
+import { names } from '../core/model-folder';
+import type { HostMatrix, NativeBackend, NativePredictor, NativeWeight, StoreDType } from '../core/native';
+import type { ModelConfig } from '../core/config';
+
+export interface LayerWeights {
+  inputNorm: NativeWeight;
+  /** q, k and v projections stacked into one [q+k+v rows, hidden] matrix: one call instead of three. */
+  qkv: NativeWeight;
+  o: NativeWeight;
+  postNorm: NativeWeight;
+  gate: NativeWeight;
+  predictors: NativePredictor[];
+}
+
+export interface CoordinatorWeights {
+  /** Embedding table as stored in the checkpoint (rows are converted on lookup). */
+  embed: HostMatrix;
+  layers: LayerWeights[];
+  finalNorm: NativeWeight;
+  lmHead: NativeWeight;
+}
+
+export interface LoadOptions {
+  /** Storage dtype for projections and predictors ('auto': as in the checkpoint); norms always f32. */
+  store: StoreDType | 'auto';
+  /** Called after each tensor with the bytes just read. */
+  onTensor?: (name: string, bytes: number) => void;
+}
+
+/** Concatenates matrices with equal columns and dtype along rows. */
+function stackRows(parts: HostMatrix[]): HostMatrix {
+  const total = parts.reduce((s, p) => s + p.data.byteLength, 0);
+  const data = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    data.set(p.data, at);
+    at += p.data.byteLength;
+  }
+  return { dtype: parts[0].dtype, rows: parts.reduce((s, p) => s + p.rows, 0), cols: parts[0].cols, data };
+}
+
+function sameDtype(parts: HostMatrix[]): boolean {
+  return parts.every((p) => p.dtype === parts[0].dtype);
+}
+
+export async function loadCoordinatorWeights(
+  folder: ModelFolder,
+  backend: NativeBackend,
+  opts: LoadOptions,
+): Promise<CoordinatorWeights> {
+  const c: ModelConfig = folder.config;
+  const H = c.hiddenSize;
+  const read = async (name: string, rows: number, cols: number): Promise<HostMatrix> => {
+    const m = await folder.readMatrix(name, rows, cols);
+    opts.onTensor?.(name, m.data.byteLength);
+    return m;
+  };
+  const store = (m: HostMatrix): StoreDType => (opts.store === 'auto' ? m.dtype : opts.store);
+  const vector = async (name: string, n: number): Promise<NativeWeight> =>
+    backend.createWeight(await read(name, 1, n), 'f32');
+
+  const matrix = async (name: string, rows: number, cols: number): Promise<NativeWeight> => {
+    const m = await read(name, rows, cols);
+    return backend.createWeight(m, store(m));
+  };
+
+  const embed = await read(names.embed, c.vocabSize, H);
+  const layers: LayerWeights[] = [];
+  for (let L = 0; L < c.numLayers; L++) {
+    const qDim = c.numHeads * c.headDim;
+    const kvDim = c.numKvHeads * c.headDim;
+    const q = await read(names.q(L), qDim, H);
+    const k = await read(names.k(L), kvDim, H);
+    const v = await read(names.v(L), kvDim, H);
+    let qkv: NativeWeight;
+    if (sameDtype([q, k, v])) {
+      qkv = await backend.createWeight(stackRows([q, k, v]), store(q));
+    } else {
+      throw new Error(`layer ${L}: q/k/v projections have different dtypes (${q.dtype}/${k.dtype}/${v.dtype})`);
+    }
+    const predictors: NativePredictor[] = [];
+    const rank = folder.predictorRanks[L];
+    for (let E = 0; E < c.numExperts; E++) {
+      const fc1 = await read(names.fc1(L, E), rank, H);
+      const fc2 = await read(names.fc2(L, E), c.intermediateSize, rank);
+      predictors.push(await backend.createPredictor(fc1, fc2, store(fc1)));
+    }
+    layers.push({
+      inputNorm: await vector(names.inputNorm(L), H),
+      qkv,
+      o: await matrix(names.o(L), H, qDim),
+      postNorm: await vector(names.postNorm(L), H),
+      // The router decides discrete top-2 choices: keep it in f32 so bf16 storage cannot flip them.
+      gate: await backend.createWeight(await read(names.gate(L), c.numExperts, H), 'f32'),
+      predictors,
+    });
+  }
+  const finalNorm = await vector(names.finalNorm, H);
+  const lmHead = await matrix(names.lmHead, c.vocabSize, H);
+  return { embed, layers, finalNorm, lmHead };
+}
