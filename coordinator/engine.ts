@@ -15,7 +15,7 @@ import type { StepContext } from './step-context';
 export interface StepResult {
   /** Per sequence that sampled a token this step. */
   /** Per sequence that sampled a token this step; `stop` marks an EOS/stop id (not part of the output). */
-  sampled: { seq: Sequence; token: number; stop: boolean }[];
+  sampled: { seq: Sequence; token: number; stop: boolean; logits: Float32Array }[];
   rows: number;
   prefillRows: number;
   activeNeurons: number;
@@ -131,7 +131,7 @@ export class Engine {
       const row = result.logits.subarray((p.firstLogit + p.nLogits - 1) * V, (p.firstLogit + p.nLogits) * V);
       const token = sample(row, seq.opts.sampling, seq.rng);
       const stop = seq.opts.stopIds.includes(token);
-      sampled.push({ seq, token, stop });
+      sampled.push({ seq, token, stop, logits: row });
       if (stop) {
         seq.finished = 'stop';
         continue;

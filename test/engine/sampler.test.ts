@@ -1,0 +1,44 @@
+import { argmax, Rng, sample } from '../../coordinator/sampler';
+
+describe('sampler', () => {
+  const logits = Float32Array.from([0.1, 2.0, 1.9, -1, 0.5, 1.95]);
+
+  test('temperature 0 is argmax (first index on ties)', () => {
+    expect(sample(logits, { temperature: 0, topK: 0, topP: 1 }, new Rng(1))).toBe(1);
+    expect(argmax(Float32Array.from([3, 5, 5]))).toBe(1);
+  });
+
+  test('the same seed gives the same draws; different seeds differ', () => {
+    const draw = (seed: number) => {
+      const rng = new Rng(seed);
+      return Array.from({ length: 50 }, () => sample(logits, { temperature: 1, topK: 0, topP: 1 }, rng));
+    };
+    expect(draw(7)).toEqual(draw(7));
+    expect(draw(7)).not.toEqual(draw(8));
+  });
+
+  test('top-k 1 and tiny top-p reduce to greedy', () => {
+    const rng = new Rng(3);
+    for (let i = 0; i < 20; i++) {
+      expect(sample(logits, { temperature: 2, topK: 1, topP: 1 }, rng)).toBe(1);
+      expect(sample(logits, { temperature: 2, topK: 0, topP: 0.01 }, rng)).toBe(1);
+    }
+  });
+
+  test('top-k keeps only the k most likely tokens', () => {
+    const rng = new Rng(11);
+    const seen = new Set<number>();
+    for (let i = 0; i < 500; i++) seen.add(sample(logits, { temperature: 5, topK: 3, topP: 1 }, rng));
+    expect([...seen].sort()).toEqual([1, 2, 5]);
+  });
+
+  test('draws follow the softmax distribution', () => {
+    const two = Float32Array.from([0, Math.log(3)]); // p = 0.25, 0.75
+    const rng = new Rng(5);
+    let ones = 0;
+    const N = 20000;
+    for (let i = 0; i < N; i++) ones += sample(two, { temperature: 1, topK: 0, topP: 1 }, rng);
+    expect(ones / N).toBeGreaterThan(0.73);
+    expect(ones / N).toBeLessThan(0.77);
+  });
+});
