@@ -46,7 +46,7 @@ export async function forward(
 ): Promise<ForwardResult> {
   const { cfg, n } = ctx;
   const H = cfg.hiddenSize;
-  let x = new Float32Array(n * H);
+  let x: Float32Array = new Float32Array(n * H);
   embedTokens(weights.embed, ctx.tokens, x);
 
   let activeNeurons = 0;

@@ -11,8 +11,13 @@ export class LocalExperts implements ExpertBackend {
     private readonly backend: NativeBackend,
     private readonly experts: NativeExpert[][],
     private readonly hidden: number,
-    private readonly mode: FfnMode,
+    private mode: FfnMode,
   ) {}
+
+  /** Switches between the sparse FFN and the dense-with-mask baseline (benches compare both on one load). */
+  setMode(mode: FfnMode): void {
+    this.mode = mode;
+  }
 
   /** Loads every (layer, expert) of the model into `backend`. */
   static async load(
