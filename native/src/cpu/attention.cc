@@ -1,0 +1,64 @@
+// attention.cc — causal GQA attention over per-sequence KV caches.
+// Every row's k/v is written first (rows of one prefill chunk see each other),
+// then row i, head h attends over positions 0..positions[i] of its cache with
+// kv head h / (heads / kv_heads). Scores scaled by 1/sqrt(head_dim); softmax
+// in f32 with the max subtracted. Threads split the (row, head) pairs.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include "cpu_backend.h"
+
+namespace ts_cpu {
+
+int attention(ts_backend* b, int64_t layer, int64_t n, ts_kvcache* const* caches, const int32_t* positions,
+              int64_t heads, int64_t kv_heads, int64_t head_dim, const float* q, const float* k, const float* v,
+              float* out) {
+  CpuBackend* cb = cpu(b);
+  const int64_t kv_row = kv_heads * head_dim;
+  int64_t longest = 0;
+  for (int64_t i = 0; i < n; i++) {
+    auto* c = static_cast<CpuKvCache*>(caches[i]);
+    std::memcpy(c->k_at(layer, positions[i]), k + i * kv_row, size_t(kv_row) * 4);
+    std::memcpy(c->v_at(layer, positions[i]), v + i * kv_row, size_t(kv_row) * 4);
+    longest = std::max<int64_t>(longest, positions[i] + 1);
+  }
+  const int threads = cb->pool.size();
+  for (auto& s : cb->scratch) grow(s.scores, size_t(longest + head_dim));
+  const int64_t group = heads / kv_heads;
+  const float scale = 1.0f / std::sqrt(float(head_dim));
+  auto job = [&](int tid) {
+    int64_t t0, t1;
+    split_range(n * heads, threads, tid, 1, &t0, &t1);
+    float* scores = cb->scratch[size_t(tid)].scores.data();
+    float* acc = scores + longest;
+    for (int64_t task = t0; task < t1; task++) {
+      const int64_t i = task / heads, h = task % heads, kvh = h / group;
+      auto* c = static_cast<CpuKvCache*>(caches[i]);
+      const float* qi = q + (i * heads + h) * head_dim;
+      const int64_t len = int64_t(positions[i]) + 1;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < len; j++) {
+        const float* kj = c->k_at(layer, j) + kvh * head_dim;
+        float s = 0.f;
+        for (int64_t d = 0; d < head_dim; d++) s += qi[d] * kj[d];
+        scores[j] = s * scale;
+        mx = std::max(mx, scores[j]);
+      }
+      float sum = 0.f;
+      for (int64_t j = 0; j < len; j++) sum += (scores[j] = std::exp(scores[j] - mx));
+      std::fill(acc, acc + head_dim, 0.f);
+      for (int64_t j = 0; j < len; j++) {
+        const float* vj = c->v_at(layer, j) + kvh * head_dim;
+        const float p = scores[j];
+        for (int64_t d = 0; d < head_dim; d++) acc[d] += p * vj[d];
+      }
+      float* o = out + (i * heads + h) * head_dim;
+      const float inv = 1.f / sum;
+      for (int64_t d = 0; d < head_dim; d++) o[d] = acc[d] * inv;
+    }
+  };
+  cb->pool.run(job);
+  return 0;
+}
+
+}  // namespace ts_cpu

@@ -1,0 +1,137 @@
+// cpu_backend.h — the CPU device: its handle types, scratch and op entry points.
+// Weights are converted once at create time to the store dtype; rows are
+// padded to 64 bytes so every row starts on a cache line.
+#pragma once
+#include <cstdint>
+#include <cstdlib>
+#include <vector>
+#include "../backend.h"
+#include "kernels.h"
+#include "thread_pool.h"
+
+namespace ts_cpu {
+
+// A 64-byte aligned, zeroed block; big blocks are 2 MiB aligned and marked for
+// transparent huge pages (fewer TLB misses when a sparse expert jumps between rows).
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  ~AlignedBuffer() { std::free(p_); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  bool allocate(size_t bytes);  // false when out of memory
+  uint8_t* data() const { return static_cast<uint8_t*>(p_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Bytes between row starts for `cols` elements of `dtype` (a multiple of 64).
+int64_t row_stride(ts_dtype dtype, int64_t cols);
+
+// A stored matrix: rows of `dtype`, `stride` bytes apart; I8 rows have scales.
+struct Mat {
+  ts_dtype dtype = TS_F32;
+  int64_t rows = 0, cols = 0, stride = 0;
+  AlignedBuffer data;
+  std::vector<float> scales;  // [rows], I8 only
+  const uint8_t* row(int64_t r) const { return data.data() + r * stride; }
+  float scale(int64_t r) const { return dtype == TS_I8 ? scales[r] : 1.f; }
+  int64_t bytes() const { return rows * stride + int64_t(scales.size() * sizeof(float)); }
+};
+
+// Convert a host matrix into `out` (store dtype). transpose: store m^T.
+// Returns false with ts_fail() set on error.
+bool convert_matrix(const ts_host_matrix& m, ts_dtype store, bool transpose, Mat* out);
+// Store `src` row `r` (f32 values) into dst as `store`; returns the I8 scale (1 otherwise).
+float store_row(const float* src, int64_t n, ts_dtype store, uint8_t* dst);
+
+struct CpuWeight : ts_weight {
+  Mat m;
+};
+
+// One expert, neuron-major: neuron i is one contiguous block of three rows
+// [w1_i | w3_i | w2T_i] (gate, up, down column), so the sparse FFN touches one
+// contiguous span per active neuron and the dense one streams the whole buffer.
+struct CpuExpert : ts_expert {
+  int64_t stride = 0;         // bytes per row (64-multiple)
+  AlignedBuffer data;         // [I][3][stride]
+  std::vector<float> scales;  // [I][3] (w1, w3, w2T row scales), I8 only
+  const uint8_t* neuron(int64_t i) const { return data.data() + i * 3 * stride; }
+  int64_t bytes() const { return int64_t(data.bytes() + scales.size() * sizeof(float)); }
+};
+
+struct CpuPredictor : ts_predictor {
+  Mat fc1;  // [r, H]
+  Mat fc2;  // [I, r]
+};
+
+struct CpuKvCache : ts_kvcache {
+  std::vector<float> k, v;  // [layers][max_tokens][kv_heads][head_dim]
+  float* k_at(int64_t layer, int64_t pos) { return k.data() + ((layer * max_tokens + pos) * kv_heads) * head_dim; }
+  float* v_at(int64_t layer, int64_t pos) { return v.data() + ((layer * max_tokens + pos) * kv_heads) * head_dim; }
+};
+
+// Grows, never shrinks: the hot path allocates only the first time a size is seen.
+template <class T>
+T* grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+struct ThreadScratch {
+  std::vector<float> acc;       // moe: per-token expert accumulators [tokens, H]
+  std::vector<float> logits;    // predictor: [tokens, 64] fc2 outputs of one mask word
+  std::vector<float> scores;    // attention: scores over positions
+  std::vector<int32_t> counts;  // moe: active neurons per token
+};
+
+struct CpuBackend : ts_backend {
+  explicit CpuBackend(int threads) : pool(threads) {}
+  ThreadPool pool;
+  const KernelSet* kernels = nullptr;
+  std::vector<ThreadScratch> scratch;  // [pool.size()]
+  // shared scratch
+  std::vector<uint32_t> moe_list;      // (neuron index, token bits) pairs
+  std::vector<float> pred_hidden;      // predictor: relu(fc1 x) [tokens, r]
+  std::vector<const float*> xptr;      // row pointers
+  std::vector<float*> yptr;
+  std::vector<double> rope_cs;         // rope: cos/sin of one position
+  std::vector<double> router_p;        // router: probabilities of one row
+};
+
+inline CpuBackend* cpu(ts_backend* b) { return static_cast<CpuBackend*>(b); }
+
+// ---- ops (one file each) ----
+int matmul(ts_backend* b, const ts_weight* W, int64_t n, const float* x, float* y);
+int rmsnorm(ts_backend* b, const ts_weight* w, int64_t n, int64_t d, const float* x, float eps, float* y);
+int rope(ts_backend* b, int64_t n, int64_t heads, int64_t head_dim, const int32_t* positions, double theta, float* x);
+int router_topk(ts_backend* b, int64_t n, int64_t experts, const float* logits, int64_t k, int32_t* idx,
+                float* weight);
+int predict_many(ts_backend* b, int64_t n_rows, int64_t hidden, const float* x, int64_t n_calls,
+                 const ts_predict_call* calls);
+int attention(ts_backend* b, int64_t layer, int64_t n, ts_kvcache* const* caches, const int32_t* positions,
+              int64_t heads, int64_t kv_heads, int64_t head_dim, const float* q, const float* k, const float* v,
+              float* out);
+int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const float* x, int64_t n_calls,
+        const ts_expert_call* calls, float* y, int32_t* active);
+
+// y[t][r] = W[r] . x[t] for r in [r0, r1), t < nt (scales applied). The
+// rows are read once per call and reused for all nt tokens from cache.
+void mat_rows(const KernelSet* ks, const Mat& W, int64_t r0, int64_t r1, int nt, const float* const* x,
+              float* const* y);
+
+// handle creation (weights.cc)
+ts_weight* weight_create(ts_backend* b, const ts_host_matrix* m, ts_dtype store);
+void weight_free(ts_weight* w);
+ts_expert* expert_create(ts_backend* b, const ts_host_matrix* w1, const ts_host_matrix* w3, const ts_host_matrix* w2,
+                         ts_dtype store);
+void expert_free(ts_expert* e);
+ts_predictor* predictor_create(ts_backend* b, const ts_host_matrix* fc1, const ts_host_matrix* fc2, ts_dtype store);
+void predictor_free(ts_predictor* p);
+ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim);
+void kvcache_free(ts_kvcache* c);
+
+}  // namespace ts_cpu

@@ -1,0 +1,55 @@
+// matmul.cc — y[n, rows] = x[n, cols] . W^T for a stored weight of any dtype.
+// Threads split the rows; each row pair is read from memory once and used
+// for every token of the call (dot2 over groups of kDotTokens).
+#include <algorithm>
+#include "cpu_backend.h"
+
+namespace ts_cpu {
+
+// Tokens whose activations stay cache-resident while a thread sweeps its rows.
+static constexpr int kTokenBlock = 16;
+
+void mat_rows(const KernelSet* ks, const Mat& W, int64_t r0, int64_t r1, int nt, const float* const* x,
+              float* const* y) {
+  const Dot2Fn dot = ks->dot2[W.dtype];
+  for (int tb = 0; tb < nt; tb += kTokenBlock) {
+    const int nb = std::min(kTokenBlock, nt - tb);
+    for (int64_t r = r0; r < r1; r += 2) {
+      const bool pair = r + 1 < r1;
+      const uint8_t* ra = W.row(r);
+      const uint8_t* rb = pair ? W.row(r + 1) : ra;
+      const float sa = W.scale(r), sb = pair ? W.scale(r + 1) : 0.f;
+      for (int g = 0; g < nb; g += kDotTokens) {
+        const int ng = std::min<int>(kDotTokens, nb - g);
+        float oa[kDotTokens], ob[kDotTokens];
+        dot(ra, rb, W.cols, x + tb + g, ng, oa, ob);
+        for (int j = 0; j < ng; j++) {
+          y[tb + g + j][r] = oa[j] * sa;
+          if (pair) y[tb + g + j][r + 1] = ob[j] * sb;
+        }
+      }
+    }
+  }
+}
+
+int matmul(ts_backend* b, const ts_weight* W, int64_t n, const float* x, float* y) {
+  CpuBackend* cb = cpu(b);
+  const Mat& m = static_cast<const CpuWeight*>(W)->m;
+  const float** xp = grow(cb->xptr, size_t(n));
+  float** yp = grow(cb->yptr, size_t(n));
+  for (int64_t t = 0; t < n; t++) {
+    xp[t] = x + t * m.cols;
+    yp[t] = y + t * m.rows;
+  }
+  const KernelSet* ks = cb->kernels;
+  const int threads = cb->pool.size();
+  auto job = [&](int tid) {
+    int64_t r0, r1;
+    split_range(m.rows, threads, tid, 16, &r0, &r1);
+    if (r0 < r1) mat_rows(ks, m, r0, r1, int(n), xp, yp);
+  };
+  cb->pool.run(job);
+  return 0;
+}
+
+}  // namespace ts_cpu

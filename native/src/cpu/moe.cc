@@ -1,0 +1,154 @@
+// moe.cc — the expert FFN (dReLU): expert(x, m) = w2 . (m * relu(w1 x) * relu(w3 x)).
+//
+// Per call, tokens are taken in blocks of up to kBlock. For a block we list the
+// neurons to visit with, per neuron, the bits of the tokens whose mask has it:
+//   SPARSE: the union of the block's masks; each listed neuron's rows are read
+//           once and used for exactly the tokens that want it (gather-dot of
+//           gate+up, then an axpy of its down row into those tokens' outputs,
+//           skipped when relu*relu is 0 for all of them);
+//   DENSE_WITH_MASK: every neuron, computed for every token, masked after
+//           (the baseline: reads the whole expert).
+// Threads split the list; each accumulates into its own f32 buffer [block, H];
+// a second sweep sums the threads' buffers (in thread order) and adds
+// weight * output into y. No allocation once the scratch has grown.
+#include <algorithm>
+#include <cstring>
+#include "cpu_backend.h"
+
+namespace ts_cpu {
+
+static constexpr int kBlock = 16;  // tokens per block (token bits fit a uint32)
+
+int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const float* x, int64_t n_calls,
+        const ts_expert_call* calls, float* y, int32_t* active) {
+  CpuBackend* cb = cpu(b);
+  const KernelSet* ks = cb->kernels;
+  const int threads = cb->pool.size();
+  const bool dense = mode == TS_FFN_DENSE_WITH_MASK;
+  std::memset(y, 0, size_t(n_rows * hidden) * sizeof(float));
+
+  int64_t active_at = 0;
+  for (int64_t ci = 0; ci < n_calls; ci++) {
+    const ts_expert_call& c = calls[ci];
+    const auto* e = static_cast<const CpuExpert*>(c.expert);
+    const int64_t H = e->hidden, I = e->intermediate, words = ts_mask_words(I);
+    const Dot2Fn dot2 = ks->dot2[e->dtype];
+    const AxpyFn axpy = ks->axpy[e->dtype];
+    const bool i8 = e->dtype == TS_I8;
+    const float* scales = i8 ? e->scales.data() : nullptr;
+    for (auto& s : cb->scratch) {
+      grow(s.acc, size_t(kBlock * H));
+      grow(s.counts, size_t(kBlock));
+    }
+    uint32_t* list = grow(cb->moe_list, size_t(2 * I));
+    const float** xp = grow(cb->xptr, size_t(kBlock));
+
+    for (int64_t tb = 0; tb < c.n; tb += kBlock) {
+      const int nb = int(std::min<int64_t>(kBlock, c.n - tb));
+      for (int t = 0; t < nb; t++) xp[t] = x + int64_t(c.rows[tb + t]) * hidden;
+      const uint64_t* masks = c.masks + tb * words;
+
+      // ---- the neurons to visit, each with its tokens' mask bits ----
+      int64_t count = 0;
+      for (int64_t w = 0; w < words; w++) {
+        const uint64_t valid = (w == words - 1 && I % 64) ? (uint64_t(1) << (I % 64)) - 1 : ~uint64_t(0);
+        uint64_t any = 0;
+        for (int t = 0; t < nb; t++) any |= masks[t * words + w];
+        any &= valid;
+        if (dense) {
+          for (int64_t bit = 0; bit < 64 && w * 64 + bit < I; bit++) {
+            uint32_t tok = 0;
+            for (int t = 0; t < nb; t++) tok |= uint32_t((masks[t * words + w] >> bit) & 1u) << t;
+            list[2 * count] = uint32_t(w * 64 + bit);
+            list[2 * count + 1] = tok;
+            count++;
+          }
+          continue;
+        }
+        while (any) {
+          const int bit = __builtin_ctzll(any);
+          any &= any - 1;
+          uint32_t tok = 0;
+          for (int t = 0; t < nb; t++) tok |= uint32_t((masks[t * words + w] >> bit) & 1u) << t;
+          list[2 * count] = uint32_t(w * 64 + bit);
+          list[2 * count + 1] = tok;
+          count++;
+        }
+      }
+
+      // ---- gather-dot + axpy over each thread's share of the list ----
+      auto compute = [&](int tid) {
+        ThreadScratch& s = cb->scratch[size_t(tid)];
+        float* acc = s.acc.data();
+        int32_t* counts = s.counts.data();
+        std::memset(acc, 0, size_t(nb * H) * sizeof(float));
+        std::fill(counts, counts + nb, 0);
+        int64_t k0, k1;
+        split_range(count, threads, tid, 1, &k0, &k1);
+        const float* tx[kBlock];
+        int tt[kBlock];
+        float g[kBlock], u[kBlock], alpha[kBlock];
+        float* ty[kBlock];
+        for (int64_t k = k0; k < k1; k++) {
+          const int64_t i = list[2 * k];
+          const uint32_t tok = list[2 * k + 1];
+          const uint8_t* rows = e->neuron(i);
+          // tokens to compute: those that want the neuron (sparse) or all (dense)
+          int m = 0;
+          for (int t = 0; t < nb; t++)
+            if (dense || ((tok >> t) & 1u)) {
+              tt[m] = t;
+              tx[m] = xp[t];
+              m++;
+            }
+          for (int j = 0; j < m; j += kDotTokens)
+            dot2(rows, rows + e->stride, H, tx + j, std::min<int>(kDotTokens, m - j), g + j, u + j);
+          const float s1 = i8 ? scales[3 * i] : 1.f, s3 = i8 ? scales[3 * i + 1] : 1.f;
+          const float s2 = i8 ? scales[3 * i + 2] : 1.f;
+          int na = 0;
+          for (int j = 0; j < m; j++) {
+            const int t = tt[j];
+            const float gv = g[j] * s1, uv = u[j] * s3;
+            const bool on = ((tok >> t) & 1u) && gv > 0.f && uv > 0.f;
+            counts[t] += on;
+            const float a = on ? gv * uv : 0.f;
+            if (dense || a != 0.f) {
+              alpha[na] = a * s2;
+              ty[na] = acc + t * H;
+              na++;
+            }
+          }
+          if (na) axpy(rows + 2 * e->stride, H, alpha, ty, na);
+        }
+      };
+      cb->pool.run(compute);
+
+      // ---- y[row] += weight * (sum of the threads' accumulators) ----
+      auto reduce = [&](int tid) {
+        int64_t h0, h1;
+        split_range(H, threads, tid, 16, &h0, &h1);
+        for (int t = 0; t < nb; t++) {
+          float* yr = y + int64_t(c.rows[tb + t]) * hidden;
+          const float wt = c.weight[tb + t];
+          for (int64_t h = h0; h < h1; h++) {
+            float sum = cb->scratch[0].acc[size_t(t * H + h)];
+            for (int th = 1; th < threads; th++) sum += cb->scratch[size_t(th)].acc[size_t(t * H + h)];
+            yr[h] += wt * sum;
+          }
+        }
+      };
+      cb->pool.run(reduce);
+
+      if (active)
+        for (int t = 0; t < nb; t++) {
+          int32_t n_on = 0;
+          for (int th = 0; th < threads; th++) n_on += cb->scratch[size_t(th)].counts[size_t(t)];
+          active[active_at + tb + t] = n_on;
+        }
+    }
+    active_at += c.n;
+  }
+  return 0;
+}
+
+}  // namespace ts_cpu

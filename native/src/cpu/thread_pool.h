@@ -1,0 +1,58 @@
+// thread_pool.h — the CPU backend's own workers. run(f) calls f(tid) once on
+// every thread (the caller is tid 0) and returns when all are done; an op is a
+// few such parallel regions. Workers spin briefly between regions (an op is
+// ~1 ms, a sleep/wake is tens of microseconds), then sleep. No allocation per
+// region: the job is a function pointer and a context pointer.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace ts_cpu {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads);  // total threads including the caller; <= 0 = all cores
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return size_; }
+
+  template <class F>
+  void run(F& f) {
+    run_raw([](void* ctx, int tid) { (*static_cast<F*>(ctx))(tid); }, &f);
+  }
+
+  // Cores this process may run on (affinity mask), at least 1.
+  static int available_cores();
+
+ private:
+  using Job = void (*)(void* ctx, int tid);
+  void run_raw(Job job, void* ctx);
+  void worker(int tid);
+
+  int size_;
+  std::vector<std::thread> workers_;
+  Job job_ = nullptr;
+  void* ctx_ = nullptr;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::atomic<int> sleeping_{0};
+};
+
+// Even split of [0, total) into `parts` ranges, each boundary a multiple of `align`.
+inline void split_range(int64_t total, int parts, int part, int64_t align, int64_t* begin, int64_t* end) {
+  int64_t units = (total + align - 1) / align;
+  int64_t b = units * part / parts, e = units * (part + 1) / parts;
+  *begin = b * align < total ? b * align : total;
+  *end = e * align < total ? e * align : total;
+}
+
+}  // namespace ts_cpu

@@ -1,0 +1,233 @@
+// weights.cc — converting and packing weights at create time (never per call).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <string>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+#include "../dtype.h"
+#include "cpu_backend.h"
+
+namespace ts_cpu {
+
+bool AlignedBuffer::allocate(size_t bytes) {
+  std::free(p_);
+  p_ = nullptr;
+  bytes_ = 0;
+  const size_t huge = size_t(2) << 20;
+  const size_t align = bytes >= 2 * huge ? huge : 64;
+  size_t rounded = (bytes + align - 1) / align * align;
+  if (rounded == 0) rounded = align;
+  p_ = std::aligned_alloc(align, rounded);
+  if (!p_) return false;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (align == huge) madvise(p_, rounded, MADV_HUGEPAGE);
+#endif
+  std::memset(p_, 0, rounded);
+  bytes_ = bytes;
+  return true;
+}
+
+int64_t row_stride(ts_dtype dtype, int64_t cols) { return (cols * ts::dtype_size(dtype) + 63) / 64 * 64; }
+
+float store_row(const float* src, int64_t n, ts_dtype store, uint8_t* dst) {
+  switch (store) {
+    case TS_F32:
+      std::memcpy(dst, src, size_t(n) * 4);
+      return 1.f;
+    case TS_F16: {
+      auto* d = reinterpret_cast<uint16_t*>(dst);
+      for (int64_t k = 0; k < n; k++) d[k] = ts::f32_to_f16(src[k]);
+      return 1.f;
+    }
+    case TS_BF16: {
+      auto* d = reinterpret_cast<uint16_t*>(dst);
+      for (int64_t k = 0; k < n; k++) d[k] = ts::f32_to_bf16(src[k]);
+      return 1.f;
+    }
+    case TS_I8: {
+      // symmetric per-row scale: the largest |value| maps to 127
+      float mx = 0.f;
+      for (int64_t k = 0; k < n; k++) mx = std::max(mx, std::fabs(src[k]));
+      auto* d = reinterpret_cast<int8_t*>(dst);
+      if (mx == 0.f || !std::isfinite(mx)) {
+        std::memset(d, 0, size_t(n));
+        return 0.f;
+      }
+      const float scale = mx / 127.f;
+      for (int64_t k = 0; k < n; k++) {
+        float q = std::nearbyint(src[k] / scale);
+        d[k] = int8_t(std::min(127.f, std::max(-127.f, q)));
+      }
+      return scale;
+    }
+  }
+  return 1.f;
+}
+
+namespace {
+
+bool fail_oom(const char* what, int64_t bytes) {
+  ts_fail(std::string("out of memory allocating ") + what + " (" + std::to_string(bytes) + " bytes)");
+  return false;
+}
+
+// Columns [c0, c0 + nc) of a host matrix as rows, f32: out[j][r] = m[r][c0 + j].
+void load_block_transposed(const ts_host_matrix& m, int64_t c0, int64_t nc, float* out) {
+  for (int64_t r = 0; r < m.rows; r++)
+    for (int64_t j = 0; j < nc; j++) out[j * m.rows + r] = ts::load_as_f32(m.data, m.dtype, r * m.cols + c0 + j);
+}
+
+void load_row(const ts_host_matrix& m, int64_t r, float* out) {
+  for (int64_t c = 0; c < m.cols; c++) out[c] = ts::load_as_f32(m.data, m.dtype, r * m.cols + c);
+}
+
+}  // namespace
+
+bool convert_matrix(const ts_host_matrix& m, ts_dtype store, bool transpose, Mat* out) {
+  const int64_t rows = transpose ? m.cols : m.rows, cols = transpose ? m.rows : m.cols;
+  out->dtype = store;
+  out->rows = rows;
+  out->cols = cols;
+  out->stride = row_stride(store, cols);
+  if (!out->data.allocate(size_t(rows * out->stride))) return fail_oom("a weight matrix", rows * out->stride);
+  if (store == TS_I8) out->scales.assign(size_t(rows), 1.f);
+  if (!transpose) {
+    std::vector<float> tmp(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; r++) {
+      load_row(m, r, tmp.data());
+      float s = store_row(tmp.data(), cols, store, out->data.data() + r * out->stride);
+      if (store == TS_I8) out->scales[r] = s;
+    }
+  } else {
+    const int64_t block = 64;
+    std::vector<float> tmp(size_t(block * cols));
+    for (int64_t r0 = 0; r0 < rows; r0 += block) {
+      int64_t nr = std::min(block, rows - r0);
+      load_block_transposed(m, r0, nr, tmp.data());
+      for (int64_t j = 0; j < nr; j++) {
+        float s = store_row(tmp.data() + j * cols, cols, store, out->data.data() + (r0 + j) * out->stride);
+        if (store == TS_I8) out->scales[r0 + j] = s;
+      }
+    }
+  }
+  return true;
+}
+
+ts_weight* weight_create(ts_backend* b, const ts_host_matrix* m, ts_dtype store) {
+  auto* w = new (std::nothrow) CpuWeight();
+  if (!w) return ts_fail("out of memory"), nullptr;
+  if (!convert_matrix(*m, store, false, &w->m)) {
+    delete w;
+    return nullptr;
+  }
+  w->owner = b;
+  w->rows = m->rows;
+  w->cols = m->cols;
+  w->dtype = store;
+  b->weight_bytes += w->m.bytes();
+  return w;
+}
+
+void weight_free(ts_weight* w) {
+  auto* cw = static_cast<CpuWeight*>(w);
+  cw->owner->weight_bytes -= cw->m.bytes();
+  delete cw;
+}
+
+ts_expert* expert_create(ts_backend* b, const ts_host_matrix* w1, const ts_host_matrix* w3, const ts_host_matrix* w2,
+                         ts_dtype store) {
+  const int64_t I = w1->rows, H = w1->cols;
+  auto* e = new (std::nothrow) CpuExpert();
+  if (!e) return ts_fail("out of memory"), nullptr;
+  e->owner = b;
+  e->hidden = H;
+  e->intermediate = I;
+  e->dtype = store;
+  e->stride = row_stride(store, H);
+  if (!e->data.allocate(size_t(I * 3 * e->stride))) {
+    fail_oom("an expert", I * 3 * e->stride);
+    delete e;
+    return nullptr;
+  }
+  if (store == TS_I8) e->scales.assign(size_t(I * 3), 1.f);
+  auto set_scale = [&](int64_t i, int part, float s) {
+    if (store == TS_I8) e->scales[size_t(i * 3 + part)] = s;
+  };
+  std::vector<float> tmp(static_cast<size_t>(H));
+  for (int64_t i = 0; i < I; i++) {
+    uint8_t* base = e->data.data() + i * 3 * e->stride;
+    load_row(*w1, i, tmp.data());
+    set_scale(i, 0, store_row(tmp.data(), H, store, base));
+    load_row(*w3, i, tmp.data());
+    set_scale(i, 1, store_row(tmp.data(), H, store, base + e->stride));
+  }
+  // w2 [H, I] -> column i becomes neuron i's down row; in blocks of neurons so
+  // the source is read row by row.
+  const int64_t block = 64;
+  std::vector<float> cols(size_t(block * H));
+  for (int64_t i0 = 0; i0 < I; i0 += block) {
+    int64_t ni = std::min(block, I - i0);
+    load_block_transposed(*w2, i0, ni, cols.data());
+    for (int64_t j = 0; j < ni; j++) {
+      uint8_t* base = e->data.data() + (i0 + j) * 3 * e->stride;
+      set_scale(i0 + j, 2, store_row(cols.data() + j * H, H, store, base + 2 * e->stride));
+    }
+  }
+  b->weight_bytes += e->bytes();
+  return e;
+}
+
+void expert_free(ts_expert* e) {
+  auto* ce = static_cast<CpuExpert*>(e);
+  ce->owner->weight_bytes -= ce->bytes();
+  delete ce;
+}
+
+ts_predictor* predictor_create(ts_backend* b, const ts_host_matrix* fc1, const ts_host_matrix* fc2, ts_dtype store) {
+  auto* p = new (std::nothrow) CpuPredictor();
+  if (!p) return ts_fail("out of memory"), nullptr;
+  if (!convert_matrix(*fc1, store, false, &p->fc1) || !convert_matrix(*fc2, store, false, &p->fc2)) {
+    delete p;
+    return nullptr;
+  }
+  p->owner = b;
+  p->hidden = fc1->cols;
+  p->rank = fc1->rows;
+  p->intermediate = fc2->rows;
+  p->dtype = store;
+  b->weight_bytes += p->fc1.bytes() + p->fc2.bytes();
+  return p;
+}
+
+void predictor_free(ts_predictor* p) {
+  auto* cp = static_cast<CpuPredictor*>(p);
+  cp->owner->weight_bytes -= cp->fc1.bytes() + cp->fc2.bytes();
+  delete cp;
+}
+
+ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim) {
+  auto* c = new (std::nothrow) CpuKvCache();
+  if (!c) return ts_fail("out of memory"), nullptr;
+  c->owner = b;
+  c->layers = layers;
+  c->max_tokens = max_tokens;
+  c->kv_heads = kv_heads;
+  c->head_dim = head_dim;
+  const size_t n = size_t(layers * max_tokens * kv_heads * head_dim);
+  try {
+    c->k.assign(n, 0.f);
+    c->v.assign(n, 0.f);
+  } catch (const std::bad_alloc&) {
+    delete c;
+    ts_fail("out of memory allocating a KV cache (" + std::to_string(2 * n * 4) + " bytes)");
+    return nullptr;
+  }
+  return c;
+}
+
+void kvcache_free(ts_kvcache* c) { delete static_cast<CpuKvCache*>(c); }
+
+}  // namespace ts_cpu

@@ -1,0 +1,946 @@
+// test_kernels.cc — every op of the C ABI against a plain double-precision
+// reference, on random inputs with sizes that are not multiples of any vector
+// width; every CPU variant (scalar, avx2, avx512) x weight dtype; sparse vs
+// dense-with-mask; argument errors; and the golden expert cases of
+// ../shared/golden/tiny-a (path as argv[1]: the tiny-a folder or its
+// expert_cases.safetensors; skipped with a message when absent).
+//
+// Prints one line per check and ends with "N passed, M failed"; exits non-zero
+// on any failure.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+#include "turbosparse.h"
+
+namespace {
+
+int g_passed = 0, g_failed = 0;
+
+void check(bool ok, const std::string& name, const std::string& detail = "") {
+  (ok ? g_passed : g_failed)++;
+  std::printf("%s %s%s%s\n", ok ? "ok  " : "FAIL", name.c_str(), detail.empty() ? "" : "  ", detail.c_str());
+  std::fflush(stdout);
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+const char* dtype_name(ts_dtype t) {
+  switch (t) {
+    case TS_F32: return "f32";
+    case TS_F16: return "f16";
+    case TS_BF16: return "bf16";
+    case TS_I8: return "i8";
+  }
+  return "?";
+}
+const ts_dtype kDtypes[] = {TS_F32, TS_F16, TS_BF16, TS_I8};
+
+// ---------- independent conversions (not the library's) ----------
+uint32_t bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+float from_bits(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+uint16_t to_bf16(float f) { uint32_t u = bits(f); return uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16); }
+float bf16_value(uint16_t h) { return from_bits(uint32_t(h) << 16); }
+double f16_value(uint16_t h) {
+  int e = (h >> 10) & 31, m = h & 1023;
+  double v = e == 0 ? std::ldexp(m, -24) : std::ldexp(1024 + m, e - 25);
+  return (h & 0x8000) ? -v : v;
+}
+// nearest f16 (ties to even) by search over the ordered encodings
+uint16_t to_f16(float f) {
+  double a = std::fabs(double(f));
+  uint16_t lo = 0, hi = 0x7bff;
+  while (lo < hi) {  // first encoding with value >= a
+    uint16_t mid = uint16_t((lo + hi) / 2);
+    if (f16_value(mid) < a) lo = uint16_t(mid + 1); else hi = mid;
+  }
+  uint16_t best = lo;
+  if (lo > 0) {
+    double up = f16_value(lo) - a, down = a - f16_value(uint16_t(lo - 1));
+    if (down < up || (down == up && ((lo - 1) & 1) == 0)) best = uint16_t(lo - 1);
+  }
+  return uint16_t(best | (f < 0 ? 0x8000 : 0));
+}
+
+struct Rng {
+  std::mt19937_64 g{12345};
+  float uni(float a, float b) { return std::uniform_real_distribution<float>(a, b)(g); }
+  int below(int n) { return int(std::uniform_int_distribution<int>(0, n - 1)(g)); }
+};
+
+// A host matrix with the exact values the backend should hold after storing it
+// as `store`: the source is already exactly representable (bf16/f16 sources,
+// i8 values k * 2^-7 with a +-127 per row), unless `convert` asks for f32
+// source data that the library must round (checked against our own rounding).
+struct HostMat {
+  int64_t rows = 0, cols = 0;
+  ts_dtype store = TS_F32;
+  std::vector<float> f32;
+  std::vector<uint16_t> h16;
+  std::vector<double> v;  // values as stored, [rows * cols]
+  ts_host_matrix m{};
+  const ts_host_matrix* host() const { return &m; }
+  double at(int64_t r, int64_t c) const { return v[size_t(r * cols + c)]; }
+};
+
+// by_column: the i8 peaks go one per column (a down matrix is quantised per row of its transpose)
+std::unique_ptr<HostMat> make_mat(Rng& rng, int64_t rows, int64_t cols, ts_dtype store, float scale,
+                                  bool convert = false, bool by_column = false) {
+  auto h = std::make_unique<HostMat>();
+  h->rows = rows;
+  h->cols = cols;
+  h->store = store;
+  const size_t n = size_t(rows * cols);
+  h->v.resize(n);
+  if (store == TS_F32 || convert) {
+    h->f32.resize(n);
+    for (auto& x : h->f32) x = rng.uni(-scale, scale);
+    h->m = {TS_F32, rows, cols, h->f32.data()};
+    for (int64_t r = 0; r < rows; r++) {
+      float mx = 0;
+      for (int64_t c = 0; c < cols; c++) mx = std::max(mx, std::fabs(h->f32[size_t(r * cols + c)]));
+      for (int64_t c = 0; c < cols; c++) {
+        const float x = h->f32[size_t(r * cols + c)];
+        double& out = h->v[size_t(r * cols + c)];
+        switch (store) {
+          case TS_F32: out = x; break;
+          case TS_BF16: out = bf16_value(to_bf16(x)); break;
+          case TS_F16: out = f16_value(to_f16(x)); break;
+          case TS_I8: {
+            const float s = mx / 127.f;
+            out = double(std::nearbyint(x / s)) * double(s);
+            break;
+          }
+        }
+      }
+    }
+    return h;
+  }
+  if (store == TS_BF16 || store == TS_F16) {
+    h->h16.resize(n);
+    for (size_t i = 0; i < n; i++) {
+      const float x = rng.uni(-scale, scale);
+      h->h16[i] = store == TS_BF16 ? to_bf16(x) : to_f16(x);
+      h->v[i] = store == TS_BF16 ? bf16_value(h->h16[i]) : f16_value(h->h16[i]);
+    }
+    h->m = {store, rows, cols, h->h16.data()};
+    return h;
+  }
+  // I8: k * unit with |k| <= 127 and one |k| = 127 per row (or column), unit a power of 2
+  h->f32.resize(n);
+  const double unit = std::ldexp(1.0, int(std::floor(std::log2(double(scale)))) - 7);
+  std::vector<int> k(n);
+  for (auto& v : k) v = rng.below(255) - 127;
+  if (!by_column)
+    for (int64_t r = 0; r < rows; r++) k[size_t(r * cols + rng.below(int(cols)))] = rng.below(2) ? 127 : -127;
+  else
+    for (int64_t c = 0; c < cols; c++) k[size_t(rng.below(int(rows)) * cols + c)] = rng.below(2) ? 127 : -127;
+  for (size_t i = 0; i < n; i++) {
+    h->v[i] = k[i] * unit;
+    h->f32[i] = float(k[i] * unit);
+  }
+  h->m = {TS_F32, rows, cols, h->f32.data()};
+  return h;
+}
+
+std::vector<float> rand_vec(Rng& rng, size_t n, float lo, float hi) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = rng.uni(lo, hi);
+  return v;
+}
+
+// max |a - b| / max |b|
+double rel_err(const float* a, const double* b, size_t n) {
+  double d = 0, m = 0;
+  for (size_t i = 0; i < n; i++) {
+    d = std::max(d, std::fabs(double(a[i]) - b[i]));
+    m = std::max(m, std::fabs(b[i]));
+  }
+  return d / std::max(m, 1e-30);
+}
+double rel_err(const float* a, const float* b, size_t n) {
+  std::vector<double> bd(b, b + n);
+  return rel_err(a, bd.data(), n);
+}
+
+std::vector<std::string> runnable_variants(ts_backend* b) {
+  std::vector<std::string> out;
+  for (const char* v : {"scalar", "avx2", "avx512"}) {
+    if (ts_backend_set_variant(b, v) == 0) out.push_back(v);
+    else std::printf("skip variant %s: %s\n", v, ts_last_error());
+  }
+  ts_backend_set_variant(b, "auto");
+  return out;
+}
+
+// ---------- references (double) ----------
+
+std::vector<double> ref_matmul(const HostMat& W, int64_t n, const float* x) {
+  std::vector<double> y(size_t(n * W.rows));
+  for (int64_t t = 0; t < n; t++)
+    for (int64_t r = 0; r < W.rows; r++) {
+      double s = 0;
+      for (int64_t c = 0; c < W.cols; c++) s += W.at(r, c) * x[t * W.cols + c];
+      y[size_t(t * W.rows + r)] = s;
+    }
+  return y;
+}
+
+struct ExpertRef {
+  std::unique_ptr<HostMat> w1, w3, w2;
+};
+
+// expert(x, mask) in double; counts neurons on; `ambiguous` = masked neurons whose
+// gate or up is so close to 0 that float rounding may flip its sign
+std::vector<double> ref_expert(const ExpertRef& e, const float* x, const uint64_t* mask, int* on, int* ambiguous) {
+  const int64_t I = e.w1->rows, H = e.w1->cols;
+  std::vector<double> y(size_t(H), 0.0);
+  *on = 0;
+  *ambiguous = 0;
+  for (int64_t i = 0; i < I; i++) {
+    if (!((mask[i / 64] >> (i % 64)) & 1)) continue;
+    double g = 0, u = 0, mg = 0, mu = 0;
+    for (int64_t k = 0; k < H; k++) {
+      g += e.w1->at(i, k) * x[k];
+      u += e.w3->at(i, k) * x[k];
+      mg += std::fabs(e.w1->at(i, k) * x[k]);
+      mu += std::fabs(e.w3->at(i, k) * x[k]);
+    }
+    if (std::fabs(g) <= 1e-5 * mg || std::fabs(u) <= 1e-5 * mu) (*ambiguous)++;
+    if (g > 0 && u > 0) {
+      (*on)++;
+      const double a = g * u;
+      for (int64_t k = 0; k < H; k++) y[size_t(k)] += a * e.w2->at(k, i);
+    }
+  }
+  return y;
+}
+
+// ---------- tiny safetensors reader ----------
+
+struct Tensor {
+  std::string dtype;
+  std::vector<int64_t> shape;
+  std::vector<float> data;  // F32 only (enough for the golden files)
+};
+
+class SafeTensors {
+ public:
+  bool open(const std::string& path, std::string* err) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) return *err = "cannot open " + path, false;
+    uint64_t hlen = 0;
+    f.read(reinterpret_cast<char*>(&hlen), 8);
+    if (!f || hlen > (uint64_t(1) << 30)) return *err = path + ": bad header length", false;
+    header_.resize(size_t(hlen));
+    f.read(&header_[0], std::streamsize(hlen));
+    std::vector<char> rest((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    data_.swap(rest);
+    pos_ = 0;
+    if (!parse_header()) return *err = path + ": cannot parse header", false;
+    return true;
+  }
+  bool get(const std::string& name, Tensor* t) const {
+    auto it = entries_.find(name);
+    if (it == entries_.end()) return false;
+    const Entry& e = it->second;
+    if (e.dtype != "F32" || e.end > int64_t(data_.size()) || e.begin > e.end) return false;
+    t->dtype = e.dtype;
+    t->shape = e.shape;
+    t->data.resize(size_t((e.end - e.begin) / 4));
+    std::memcpy(t->data.data(), data_.data() + e.begin, t->data.size() * 4);
+    return true;
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> n;
+    for (auto& kv : entries_) n.push_back(kv.first);
+    return n;
+  }
+
+ private:
+  struct Entry {
+    std::string dtype;
+    std::vector<int64_t> shape;
+    int64_t begin = 0, end = 0;
+  };
+  void ws() { while (pos_ < header_.size() && std::isspace(static_cast<unsigned char>(header_[pos_]))) pos_++; }
+  bool eat(char c) {
+    ws();
+    if (pos_ < header_.size() && header_[pos_] == c) return pos_++, true;
+    return false;
+  }
+  bool str(std::string* s) {
+    ws();
+    if (!eat('"')) return false;
+    s->clear();
+    while (pos_ < header_.size() && header_[pos_] != '"') {
+      if (header_[pos_] == '\\') pos_++;
+      s->push_back(header_[pos_++]);
+    }
+    return eat('"');
+  }
+  bool num(int64_t* v) {
+    ws();
+    size_t start = pos_;
+    while (pos_ < header_.size() && (std::isdigit(static_cast<unsigned char>(header_[pos_])) || header_[pos_] == '-')) pos_++;
+    if (start == pos_) return false;
+    *v = std::stoll(header_.substr(start, pos_ - start));
+    return true;
+  }
+  bool num_list(std::vector<int64_t>* out) {
+    if (!eat('[')) return false;
+    out->clear();
+    if (eat(']')) return true;
+    do {
+      int64_t v;
+      if (!num(&v)) return false;
+      out->push_back(v);
+    } while (eat(','));
+    return eat(']');
+  }
+  bool skip_value() {  // for __metadata__: an object of strings
+    ws();
+    if (eat('{')) {
+      if (eat('}')) return true;
+      do {
+        std::string k, v;
+        if (!str(&k) || !eat(':') || !str(&v)) return false;
+      } while (eat(','));
+      return eat('}');
+    }
+    std::string s;
+    return str(&s);
+  }
+  bool parse_header() {
+    if (!eat('{')) return false;
+    if (eat('}')) return true;
+    do {
+      std::string name;
+      if (!str(&name) || !eat(':')) return false;
+      if (name == "__metadata__") {
+        if (!skip_value()) return false;
+        continue;
+      }
+      Entry e;
+      if (!eat('{')) return false;
+      do {
+        std::string key;
+        if (!str(&key) || !eat(':')) return false;
+        if (key == "dtype") {
+          if (!str(&e.dtype)) return false;
+        } else if (key == "shape") {
+          if (!num_list(&e.shape)) return false;
+        } else if (key == "data_offsets") {
+          std::vector<int64_t> off;
+          if (!num_list(&off) || off.size() != 2) return false;
+          e.begin = off[0];
+          e.end = off[1];
+        } else {
+          return false;
+        }
+      } while (eat(','));
+      if (!eat('}')) return false;
+      entries_[name] = e;
+    } while (eat(','));
+    return eat('}');
+  }
+  std::string header_;
+  std::vector<char> data_;
+  size_t pos_ = 0;
+  std::map<std::string, Entry> entries_;
+};
+
+// ---------- the checks ----------
+
+void test_matmul(ts_backend* b, Rng& rng, const std::vector<std::string>& variants) {
+  for (ts_dtype dt : kDtypes)
+    for (bool convert : {false, true}) {
+      if (convert && dt == TS_F32) continue;
+      auto W = make_mat(rng, 131, 67, dt, 0.5f, convert);
+      ts_weight* w = ts_weight_create(b, W->host(), dt);
+      if (!w) {
+        check(false, std::string("matmul create ") + dtype_name(dt), ts_last_error());
+        continue;
+      }
+      for (const auto& var : variants) {
+        ts_backend_set_variant(b, var.c_str());
+        double worst = 0;
+        for (int64_t n : {1, 3, 8, 21}) {
+          auto x = rand_vec(rng, size_t(n * 67), -1, 1);
+          std::vector<float> y(size_t(n * 131));
+          if (ts_matmul(b, w, n, x.data(), y.data()) != 0) {
+            worst = 1e9;
+            break;
+          }
+          auto ref = ref_matmul(*W, n, x.data());
+          worst = std::max(worst, rel_err(y.data(), ref.data(), y.size()));
+        }
+        check(worst <= 2e-5,
+              std::string("matmul ") + dtype_name(dt) + (convert ? " (from f32)" : "") + " " + var + " [131x67] n=1,3,8,21",
+              fmt("rel err %.2e", worst));
+      }
+      ts_backend_set_variant(b, "auto");
+      ts_weight_free(w);
+    }
+}
+
+void test_rmsnorm(ts_backend* b, Rng& rng) {
+  const int64_t d = 67, n = 3;
+  auto W = make_mat(rng, 1, d, TS_F32, 1.0f);
+  ts_weight* w = ts_weight_create(b, W->host(), TS_F32);
+  auto x = rand_vec(rng, size_t(n * d), -2, 2);
+  std::vector<float> y(x.size());
+  int rc = ts_rmsnorm(b, w, n, d, x.data(), 1e-5f, y.data());
+  std::vector<double> ref(x.size());
+  for (int64_t i = 0; i < n; i++) {
+    double ss = 0;
+    for (int64_t k = 0; k < d; k++) ss += double(x[size_t(i * d + k)]) * x[size_t(i * d + k)];
+    const double inv = 1.0 / std::sqrt(ss / d + 1e-5);
+    for (int64_t k = 0; k < d; k++) ref[size_t(i * d + k)] = x[size_t(i * d + k)] * inv * W->at(0, k);
+  }
+  double err = rel_err(y.data(), ref.data(), y.size());
+  // in place (y == x)
+  int rc2 = ts_rmsnorm(b, w, n, d, x.data(), 1e-5f, x.data());
+  bool same = std::memcmp(x.data(), y.data(), x.size() * 4) == 0;
+  check(rc == 0 && rc2 == 0 && err <= 1e-6 && same, "rmsnorm d=67 n=3 (and in place)", fmt("rel err %.2e", err));
+  ts_weight_free(w);
+}
+
+void test_rope(ts_backend* b, Rng& rng) {
+  for (int64_t hd : {16, 128}) {
+    const int64_t n = 4, heads = 3;
+    const double theta = 1e6;
+    std::vector<int32_t> pos = {0, 1, 977, 100000};
+    auto x = rand_vec(rng, size_t(n * heads * hd), -1, 1);
+    std::vector<double> ref(x.size());
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t h = 0; h < heads; h++)
+        for (int64_t j = 0; j < hd / 2; j++) {
+          const double f = std::pow(theta, -2.0 * j / hd), a = pos[size_t(i)] * f;
+          const size_t o = size_t((i * heads + h) * hd);
+          const double x1 = x[o + size_t(j)], x2 = x[o + size_t(j + hd / 2)];
+          ref[o + size_t(j)] = x1 * std::cos(a) - x2 * std::sin(a);
+          ref[o + size_t(j + hd / 2)] = x2 * std::cos(a) + x1 * std::sin(a);
+        }
+    int rc = ts_rope(b, n, heads, hd, pos.data(), theta, x.data());
+    double err = rel_err(x.data(), ref.data(), x.size());
+    check(rc == 0 && err <= 1e-6, "rope head_dim=" + std::to_string(hd) + " positions up to 1e5",
+          fmt("rel err %.2e", err));
+  }
+}
+
+void test_router(ts_backend* b, Rng& rng) {
+  const int64_t n = 5, E = 8, k = 2;
+  auto logits = rand_vec(rng, size_t(n * E), -3, 3);
+  // row 4: ties everywhere -> experts 0 and 1, weights 0.5
+  for (int64_t e = 0; e < E; e++) logits[size_t(4 * E + e)] = 1.25f;
+  // row 3: a tie for second place between experts 6 and 2 -> 2 first
+  logits[size_t(3 * E + 5)] = 4.f;
+  logits[size_t(3 * E + 2)] = 3.5f;
+  logits[size_t(3 * E + 6)] = 3.5f;
+  std::vector<int32_t> idx(size_t(n * k));
+  std::vector<float> w(size_t(n * k));
+  int rc = ts_router_topk(b, n, E, logits.data(), k, idx.data(), w.data());
+  bool ok = rc == 0;
+  double err = 0;
+  for (int64_t i = 0; i < n && ok; i++) {
+    std::vector<double> p(static_cast<size_t>(E));
+    double mx = -1e300, sum = 0;
+    for (int64_t e = 0; e < E; e++) mx = std::max(mx, double(logits[size_t(i * E + e)]));
+    for (int64_t e = 0; e < E; e++) sum += (p[size_t(e)] = std::exp(logits[size_t(i * E + e)] - mx));
+    std::vector<int> order(static_cast<size_t>(E));
+    for (int e = 0; e < E; e++) order[size_t(e)] = e;
+    std::stable_sort(order.begin(), order.end(), [&](int a, int c) { return p[size_t(a)] > p[size_t(c)]; });
+    const double top = p[size_t(order[0])] + p[size_t(order[1])];
+    for (int64_t j = 0; j < k; j++) {
+      ok = ok && idx[size_t(i * k + j)] == order[size_t(j)];
+      err = std::max(err, std::fabs(w[size_t(i * k + j)] - p[size_t(order[size_t(j)])] / top));
+    }
+  }
+  ok = ok && idx[8] == 0 && idx[9] == 1 && idx[6] == 5 && idx[7] == 2;
+  check(ok && err <= 1e-7, "router softmax top-2 of 8 (ties -> lower id)", fmt("weight err %.2e", err));
+}
+
+struct PredRef {
+  std::unique_ptr<HostMat> fc1, fc2;
+};
+
+// mask vs double reference; a bit may differ only where |logit| is within rounding of 0
+bool predictor_matches(const PredRef& p, const float* x, const uint64_t* mask, int32_t count, std::string* why) {
+  const int64_t R = p.fc1->rows, H = p.fc1->cols, I = p.fc2->rows;
+  std::vector<double> h(static_cast<size_t>(R));
+  for (int64_t r = 0; r < R; r++) {
+    double s = 0;
+    for (int64_t k = 0; k < H; k++) s += p.fc1->at(r, k) * x[k];
+    h[size_t(r)] = std::max(s, 0.0);
+  }
+  int bits_set = 0;
+  for (int64_t i = 0; i < I; i++) {
+    double s = 0, mag = 0;
+    for (int64_t r = 0; r < R; r++) {
+      s += p.fc2->at(i, r) * h[size_t(r)];
+      mag += std::fabs(p.fc2->at(i, r) * h[size_t(r)]);
+    }
+    const bool bit = (mask[i / 64] >> (i % 64)) & 1;
+    bits_set += bit;
+    if (bit != (s > 0) && std::fabs(s) > 1e-5 * mag) {
+      *why = "neuron " + std::to_string(i) + " logit " + fmt("%.3e", s);
+      return false;
+    }
+  }
+  const int64_t words = ts_mask_words(I);
+  if (I % 64 && (mask[words - 1] >> (I % 64)) != 0) return *why = "bits set past I", false;
+  if (count >= 0 && count != bits_set) return *why = "count " + std::to_string(count) + " != popcount", false;
+  return true;
+}
+
+void test_predictor(ts_backend* b, Rng& rng, const std::vector<std::string>& variants) {
+  const int64_t H = 67, R = 37, I = 131, W = ts_mask_words(I);
+  for (ts_dtype dt : kDtypes) {
+    PredRef p;
+    p.fc1 = make_mat(rng, R, H, dt, 0.5f);
+    p.fc2 = make_mat(rng, I, R, dt, 0.5f);
+    ts_predictor* pr = ts_predictor_create(b, p.fc1->host(), p.fc2->host(), dt);
+    if (!pr) {
+      check(false, std::string("predictor create ") + dtype_name(dt), ts_last_error());
+      continue;
+    }
+    for (const auto& var : variants) {
+      ts_backend_set_variant(b, var.c_str());
+      std::string why;
+      bool ok = ts_predictor_rank(pr) == R;
+      for (int64_t n : {1, 3, 8, 19}) {
+        auto x = rand_vec(rng, size_t(n * H), -1, 1);
+        std::vector<uint64_t> masks(size_t(n * W), ~uint64_t(0));
+        std::vector<int32_t> counts(size_t(n), -1);
+        if (ts_predict(b, pr, n, x.data(), masks.data(), counts.data()) != 0) {
+          ok = false;
+          why = ts_last_error();
+          break;
+        }
+        for (int64_t t = 0; t < n && ok; t++)
+          ok = predictor_matches(p, x.data() + t * H, masks.data() + t * W, counts[size_t(t)], &why);
+      }
+      check(ok, std::string("predict ") + dtype_name(dt) + " " + var + " r=37 I=131 H=67 n=1,3,8,19", why);
+    }
+    ts_backend_set_variant(b, "auto");
+    // predict_many: two predictors over different rows of one batch
+    {
+      PredRef q;
+      q.fc1 = make_mat(rng, R + 8, H, dt, 0.5f);
+      q.fc2 = make_mat(rng, I, R + 8, dt, 0.5f);
+      ts_predictor* pq = ts_predictor_create(b, q.fc1->host(), q.fc2->host(), dt);
+      const int64_t n_rows = 5;
+      auto x = rand_vec(rng, size_t(n_rows * H), -1, 1);
+      std::vector<int32_t> rows_a = {4, 0, 2}, rows_b = {1, 4};
+      std::vector<uint64_t> ma(size_t(3 * W)), mb(size_t(2 * W));
+      std::vector<int32_t> ca(3), cb(2);
+      ts_predict_call calls[2] = {{pr, 3, rows_a.data(), ma.data(), ca.data()}, {pq, 2, rows_b.data(), mb.data(), nullptr}};
+      bool ok = ts_predict_many(b, n_rows, H, x.data(), 2, calls) == 0;
+      std::string why = ok ? "" : ts_last_error();
+      for (int j = 0; j < 3 && ok; j++) ok = predictor_matches(p, x.data() + rows_a[size_t(j)] * H, ma.data() + j * W, ca[size_t(j)], &why);
+      for (int j = 0; j < 2 && ok; j++) ok = predictor_matches(q, x.data() + rows_b[size_t(j)] * H, mb.data() + j * W, -1, &why);
+      check(ok, std::string("predict_many ") + dtype_name(dt) + " 2 predictors over row subsets", why);
+      ts_predictor_free(pq);
+    }
+    ts_predictor_free(pr);
+  }
+}
+
+void test_attention(ts_backend* b, Rng& rng) {
+  const int64_t L = 2, T = 12, heads = 4, kvh = 2, hd = 18, layer = 1;
+  ts_kvcache* ca = ts_kvcache_create(b, L, T, kvh, hd);
+  ts_kvcache* cb = ts_kvcache_create(b, L, T, kvh, hd);
+  // what the caches should hold: seq -> positions -> k/v rows
+  std::vector<std::vector<float>> K(2, std::vector<float>(size_t(T * kvh * hd))), V = K;
+  auto run = [&](std::vector<int> seq, std::vector<int32_t> pos) -> double {
+    const int64_t n = int64_t(seq.size());
+    auto q = rand_vec(rng, size_t(n * heads * hd), -1, 1);
+    auto k = rand_vec(rng, size_t(n * kvh * hd), -1, 1);
+    auto v = rand_vec(rng, size_t(n * kvh * hd), -1, 1);
+    std::vector<ts_kvcache*> caches;
+    for (int s : seq) caches.push_back(s == 0 ? ca : cb);
+    std::vector<float> out(size_t(n * heads * hd));
+    if (ts_attention(b, layer, n, caches.data(), pos.data(), heads, kvh, hd, q.data(), k.data(), v.data(), out.data()))
+      return 1e9;
+    for (int64_t i = 0; i < n; i++) {
+      std::memcpy(&K[size_t(seq[size_t(i)])][size_t(pos[size_t(i)] * kvh * hd)], &k[size_t(i * kvh * hd)], size_t(kvh * hd) * 4);
+      std::memcpy(&V[size_t(seq[size_t(i)])][size_t(pos[size_t(i)] * kvh * hd)], &v[size_t(i * kvh * hd)], size_t(kvh * hd) * 4);
+    }
+    std::vector<double> ref(out.size());
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t h = 0; h < heads; h++) {
+        const auto& Ks = K[size_t(seq[size_t(i)])];
+        const auto& Vs = V[size_t(seq[size_t(i)])];
+        const int64_t g = h / (heads / kvh), len = pos[size_t(i)] + 1;
+        std::vector<double> s(static_cast<size_t>(len));
+        double mx = -1e300, sum = 0;
+        for (int64_t j = 0; j < len; j++) {
+          double d = 0;
+          for (int64_t c = 0; c < hd; c++) d += double(q[size_t((i * heads + h) * hd + c)]) * Ks[size_t((j * kvh + g) * hd + c)];
+          s[size_t(j)] = d / std::sqrt(double(hd));
+          mx = std::max(mx, s[size_t(j)]);
+        }
+        for (auto& e : s) sum += (e = std::exp(e - mx));
+        for (int64_t c = 0; c < hd; c++) {
+          double o = 0;
+          for (int64_t j = 0; j < len; j++) o += s[size_t(j)] * Vs[size_t((j * kvh + g) * hd + c)];
+          ref[size_t((i * heads + h) * hd + c)] = o / sum;
+        }
+      }
+    return rel_err(out.data(), ref.data(), out.size());
+  };
+  double e1 = run({1, 1, 1}, {0, 1, 2});                  // prefill of seq b
+  double e2 = run({0, 0, 0, 0, 0, 1}, {0, 1, 2, 3, 4, 3}); // prefill of a (rows see each other) + decode of b
+  double e3 = run({1, 0}, {4, 5});                         // decode of both
+  check(e1 <= 1e-5 && e2 <= 1e-5 && e3 <= 1e-5, "attention GQA 4/2 heads, head_dim 18, prefill + mixed decode",
+        fmt("rel err %.2e", std::max(e1, std::max(e2, e3))));
+  check(ts_kvcache_bytes(ca) == 2 * L * T * kvh * hd * 4, "kvcache bytes");
+  ts_kvcache_free(ca);
+  ts_kvcache_free(cb);
+}
+
+struct MoeCase {
+  std::vector<ExpertRef> refs;
+  std::vector<ts_expert*> experts;
+};
+
+std::vector<uint64_t> random_masks(Rng& rng, int64_t n, int64_t I, float density) {
+  const int64_t W = ts_mask_words(I);
+  std::vector<uint64_t> m(size_t(n * W), 0);
+  for (int64_t t = 0; t < n; t++)
+    for (int64_t i = 0; i < I; i++)
+      if (rng.uni(0, 1) < density) m[size_t(t * W + i / 64)] |= uint64_t(1) << (i % 64);
+  // garbage past I must be ignored
+  if (I % 64)
+    for (int64_t t = 0; t < n; t++) m[size_t(t * W + W - 1)] |= ~uint64_t(0) << (I % 64);
+  return m;
+}
+
+// One ts_moe over n_rows with calls to experts (call c: rows, weights, masks),
+// compared with the double reference. Returns rel err, checks active counts.
+struct MoeCall {
+  int expert;
+  std::vector<int32_t> rows;
+  std::vector<float> weight;
+  std::vector<uint64_t> masks;
+};
+
+double run_moe(ts_backend* b, ts_ffn_mode mode, const MoeCase& mc, int64_t n_rows, int64_t H,
+               const std::vector<float>& x, const std::vector<MoeCall>& calls, std::vector<float>* y_out,
+               std::vector<int32_t>* active_out, std::string* why) {
+  std::vector<ts_expert_call> ec;
+  size_t total = 0;
+  for (auto& c : calls) {
+    ec.push_back({mc.experts[size_t(c.expert)], int64_t(c.rows.size()), c.rows.data(), c.weight.data(), c.masks.data()});
+    total += c.rows.size();
+  }
+  std::vector<float> y(size_t(n_rows * H), 12345.f);
+  std::vector<int32_t> active(total, -1);
+  if (ts_moe(b, mode, n_rows, H, x.data(), int64_t(ec.size()), ec.data(), y.data(), active.data()) != 0) {
+    *why = ts_last_error();
+    return 1e9;
+  }
+  std::vector<double> ref(size_t(n_rows * H), 0.0);
+  size_t at = 0;
+  for (auto& c : calls) {
+    const ExpertRef& e = mc.refs[size_t(c.expert)];
+    const int64_t I = e.w1->rows, W = ts_mask_words(I);
+    for (size_t j = 0; j < c.rows.size(); j++, at++) {
+      int on, amb;
+      auto yr = ref_expert(e, x.data() + c.rows[j] * H, c.masks.data() + j * W, &on, &amb);
+      for (int64_t k = 0; k < H; k++) ref[size_t(c.rows[j] * H + k)] += c.weight[j] * yr[size_t(k)];
+      if (std::abs(active[at] - on) > amb) {
+        *why = "active[" + std::to_string(at) + "] = " + std::to_string(active[at]) + ", expected " + std::to_string(on);
+        return 1e9;
+      }
+    }
+  }
+  if (y_out) *y_out = y;
+  if (active_out) *active_out = active;
+  return rel_err(y.data(), ref.data(), y.size());
+}
+
+void test_moe(ts_backend* b, Rng& rng, const std::vector<std::string>& variants) {
+  const int64_t H = 67, I = 131, W = ts_mask_words(I);
+  for (ts_dtype dt : kDtypes) {
+    MoeCase mc;
+    bool created = true;
+    for (int e = 0; e < 3; e++) {
+      ExpertRef r;
+      r.w1 = make_mat(rng, I, H, dt, 0.3f);
+      r.w3 = make_mat(rng, I, H, dt, 0.3f);
+      r.w2 = make_mat(rng, H, I, dt, 0.3f, false, true);
+      ts_expert* ex = ts_expert_create(b, r.w1->host(), r.w3->host(), r.w2->host(), dt);
+      if (!ex) {
+        check(false, std::string("expert create ") + dtype_name(dt), ts_last_error());
+        created = false;
+        break;
+      }
+      mc.refs.push_back(std::move(r));
+      mc.experts.push_back(ex);
+    }
+    if (!created) continue;
+    check(ts_expert_hidden(mc.experts[0]) == H && ts_expert_intermediate(mc.experts[0]) == I,
+          std::string("expert shape ") + dtype_name(dt));
+    for (const auto& var : variants) {
+      ts_backend_set_variant(b, var.c_str());
+      double worst_sparse = 0, worst_dense = 0, worst_gap = 0;
+      std::string why;
+      bool counts_equal = true;
+      for (int64_t n : {1, 3, 8, 21}) {
+        auto x = rand_vec(rng, size_t(n * H), -1, 1);
+        // top-2 routing of each row over 3 experts, with random masks; plus a
+        // call that lists one row twice
+        std::vector<MoeCall> calls(3);
+        for (int e = 0; e < 3; e++) calls[size_t(e)].expert = e;
+        for (int64_t r = 0; r < n; r++) {
+          int a = rng.below(3), c = (a + 1 + rng.below(2)) % 3;
+          for (int e : {a, c}) {
+            calls[size_t(e)].rows.push_back(int32_t(r));
+            calls[size_t(e)].weight.push_back(rng.uni(0.1f, 0.9f));
+          }
+        }
+        calls[0].rows.push_back(0);
+        calls[0].weight.push_back(0.25f);
+        for (auto& c : calls) c.masks = random_masks(rng, int64_t(c.rows.size()), I, n == 3 ? 0.9f : 0.35f);
+        std::vector<float> ys, yd;
+        std::vector<int32_t> as, ad;
+        worst_sparse = std::max(worst_sparse, run_moe(b, TS_FFN_SPARSE, mc, n, H, x, calls, &ys, &as, &why));
+        worst_dense = std::max(worst_dense, run_moe(b, TS_FFN_DENSE_WITH_MASK, mc, n, H, x, calls, &yd, &ad, &why));
+        if (ys.size() == yd.size()) worst_gap = std::max(worst_gap, rel_err(ys.data(), yd.data(), ys.size()));
+        counts_equal = counts_equal && as == ad;
+      }
+      const std::string name = std::string("moe ") + dtype_name(dt) + " " + var + " H=67 I=131 n=1,3,8,21";
+      check(worst_sparse <= 2e-5, name + " sparse", fmt("rel err %.2e ", worst_sparse) + why);
+      check(worst_dense <= 2e-5, name + " dense-with-mask", fmt("rel err %.2e ", worst_dense) + why);
+      check(worst_gap <= 1e-5 && counts_equal, name + " sparse == dense-with-mask",
+            fmt("rel gap %.2e", worst_gap) + (counts_equal ? "" : ", active counts differ"));
+    }
+    ts_backend_set_variant(b, "auto");
+    // rows no call touches become 0; empty masks give 0
+    {
+      std::vector<float> x(size_t(4 * H), 1.f), y(size_t(4 * H), 7.f);
+      std::vector<int32_t> rows = {2};
+      std::vector<float> wt = {1.f};
+      std::vector<uint64_t> m(size_t(W), 0);
+      ts_expert_call c{mc.experts[0], 1, rows.data(), wt.data(), m.data()};
+      int32_t act = -1;
+      bool ok = ts_moe(b, TS_FFN_SPARSE, 4, H, x.data(), 1, &c, y.data(), &act) == 0;
+      for (float v : y) ok = ok && v == 0.f;
+      check(ok && act == 0, std::string("moe ") + dtype_name(dt) + " untouched rows and empty masks give 0");
+    }
+    for (auto* e : mc.experts) ts_expert_free(e);
+  }
+}
+
+// results must not depend on how many threads the backend has (beyond rounding)
+void test_threads(Rng& rng) {
+  const int64_t H = 67, I = 131;
+  ExpertRef r;
+  r.w1 = make_mat(rng, I, H, TS_BF16, 0.3f);
+  r.w3 = make_mat(rng, I, H, TS_BF16, 0.3f);
+  r.w2 = make_mat(rng, H, I, TS_BF16, 0.3f, false, true);
+  double worst = 0;
+  bool ok = true;
+  std::string why;
+  for (int threads : {1, 2, 5}) {
+    ts_backend* b = ts_backend_create("cpu", threads);
+    MoeCase mc;
+    mc.experts.push_back(ts_expert_create(b, r.w1->host(), r.w3->host(), r.w2->host(), TS_BF16));
+    mc.refs.resize(1);
+    mc.refs[0].w1.reset(new HostMat(*r.w1));
+    mc.refs[0].w3.reset(new HostMat(*r.w3));
+    mc.refs[0].w2.reset(new HostMat(*r.w2));
+    auto x = rand_vec(rng, size_t(5 * H), -1, 1);
+    std::vector<MoeCall> calls(1);
+    calls[0].expert = 0;
+    calls[0].rows = {0, 1, 2, 3, 4};
+    calls[0].weight = {1, 0.5f, 0.25f, 1, 1};
+    calls[0].masks = random_masks(rng, 5, I, 0.5f);
+    double e = run_moe(b, TS_FFN_SPARSE, mc, 5, H, x, calls, nullptr, nullptr, &why);
+    worst = std::max(worst, e);
+    ok = ok && std::string(ts_backend_describe(b)).find("(" + std::to_string(threads) + " thread") != std::string::npos;
+    ts_backend_free(b);  // frees the expert too
+  }
+  check(ok && worst <= 2e-5, "moe with 1, 2 and 5 threads", fmt("rel err %.2e ", worst) + why);
+}
+
+bool fails_with(int rc, const char* needle) {
+  return rc != 0 && std::strstr(ts_last_error(), needle) != nullptr;
+}
+
+void test_errors(ts_backend* b, Rng& rng) {
+  auto W = make_mat(rng, 4, 6, TS_F32, 1);
+  ts_weight* w = ts_weight_create(b, W->host(), TS_F32);
+  float x[24] = {0}, y[24] = {0};
+  bool ok = true;
+  ok = ok && fails_with(ts_matmul(b, w, 1, nullptr, y), "x is NULL");
+  ok = ok && fails_with(ts_matmul(nullptr, w, 1, x, y), "backend is NULL");
+  ok = ok && fails_with(ts_rmsnorm(b, w, 1, 6, x, 1e-5f, y), "must be [1, d]");
+  ts_host_matrix bad = W->m;
+  bad.dtype = TS_I8;
+  ok = ok && ts_weight_create(b, &bad, TS_F32) == nullptr && std::strstr(ts_last_error(), "dtype");
+  auto w1 = make_mat(rng, 8, 6, TS_F32, 1), w3 = make_mat(rng, 8, 6, TS_F32, 1), w2 = make_mat(rng, 8, 6, TS_F32, 1);
+  ok = ok && ts_expert_create(b, w1->host(), w3->host(), w2->host(), TS_F32) == nullptr && std::strstr(ts_last_error(), "w2");
+  auto w2ok = make_mat(rng, 6, 8, TS_F32, 1);
+  ts_expert* e = ts_expert_create(b, w1->host(), w3->host(), w2ok->host(), TS_BF16);
+  ok = ok && e != nullptr;
+  int32_t rows[1] = {3};
+  float wt[1] = {1};
+  uint64_t m[1] = {0xff};
+  ts_expert_call c{e, 1, rows, wt, m};
+  ok = ok && fails_with(ts_moe(b, TS_FFN_SPARSE, 2, 6, x, 1, &c, y, nullptr), "calls[0].rows[0] = 3");
+  ok = ok && fails_with(ts_moe(b, TS_FFN_SPARSE, 4, 5, x, 1, &c, y, nullptr), "hidden");
+  ok = ok && fails_with(ts_router_topk(b, 1, 4, x, 5, rows, wt), "k = 5");
+  ok = ok && fails_with(ts_rope(b, 1, 1, 5, rows, 1e4, x), "even");
+  ok = ok && fails_with(ts_backend_set_variant(b, "sse9"), "unknown CPU variant");
+  ok = ok && ts_backend_create("tpu", 0) == nullptr && std::strstr(ts_last_error(), "unknown device");
+  ts_backend* other = ts_backend_create("cpu", 1);
+  ok = ok && fails_with(ts_matmul(other, w, 1, x, y), "another backend");
+  ts_backend_free(other);
+  ts_kvcache* kv = ts_kvcache_create(b, 1, 4, 1, 2);
+  int32_t pos[1] = {4};
+  ok = ok && fails_with(ts_attention(b, 0, 1, &kv, pos, 1, 1, 2, x, x, x, y), "positions[0] = 4");
+  ts_kvcache_free(kv);
+  ts_expert_free(e);
+  ts_expert_free(e);  // double free is ignored
+  ts_weight_free(w);
+  check(ok, "argument errors give one-line messages", ok ? "" : ts_last_error());
+  check(ts_device_available("cpu") == 1 && ts_device_available("tpu") == 0 && std::strcmp(ts_version(), "") != 0,
+        "device availability, version set");
+}
+
+void test_golden(ts_backend* b, const char* arg, const std::vector<std::string>& variants) {
+  std::string dir = arg ? arg : "";
+  std::string cases = dir;
+  if (cases.size() > 12 && cases.substr(cases.size() - 12) == ".safetensors") {
+    dir = cases.substr(0, cases.find_last_of('/') == std::string::npos ? 0 : cases.find_last_of('/'));
+  } else {
+    cases = dir + "/expert_cases.safetensors";
+  }
+  const std::string model = (dir.empty() ? "." : dir) + "/model/model.safetensors";
+  std::ifstream probe(cases);
+  if (!arg || !probe) {
+    std::printf("skip golden expert cases: %s (pass ../shared/golden/tiny-a as argv[1])\n",
+                arg ? (cases + " not found").c_str() : "no path given");
+    return;
+  }
+  SafeTensors ec, mt;
+  std::string err;
+  if (!ec.open(cases, &err) || !mt.open(model, &err)) {
+    check(false, "golden files readable", err);
+    return;
+  }
+  int n_cases = 0;
+  for (const auto& var : variants) {
+    ts_backend_set_variant(b, var.c_str());
+    double worst = 0;
+    std::string why;
+    int mask_diff = 0, mask_total = 0;
+    n_cases = 0;
+    for (const auto& name : ec.names()) {
+      if (name.size() < 2 || name.substr(name.size() - 2) != ".x") continue;
+      const std::string key = name.substr(0, name.size() - 2);  // "L.E"
+      const std::string L = key.substr(0, key.find('.')), E = key.substr(key.find('.') + 1);
+      Tensor x, mask, yref, w1, w2, w3, fc1, fc2;
+      const std::string pre = "model.layers." + L + ".block_sparse_moe.experts." + E + ".";
+      if (!ec.get(key + ".x", &x) || !ec.get(key + ".mask", &mask) || !ec.get(key + ".y", &yref) ||
+          !mt.get(pre + "w1.weight", &w1) || !mt.get(pre + "w2.weight", &w2) || !mt.get(pre + "w3.weight", &w3) ||
+          !mt.get(pre + "predictor.fc1.weight", &fc1) || !mt.get(pre + "predictor.fc2.weight", &fc2)) {
+        why = "missing tensors for " + key;
+        worst = 1e9;
+        continue;
+      }
+      const int64_t n = x.shape[0], H = x.shape[1], I = w1.shape[0], Wd = ts_mask_words(I);
+      ts_host_matrix m1{TS_F32, w1.shape[0], w1.shape[1], w1.data.data()};
+      ts_host_matrix m3{TS_F32, w3.shape[0], w3.shape[1], w3.data.data()};
+      ts_host_matrix m2{TS_F32, w2.shape[0], w2.shape[1], w2.data.data()};
+      ts_expert* e = ts_expert_create(b, &m1, &m3, &m2, TS_F32);
+      if (!e) {
+        why = ts_last_error();
+        worst = 1e9;
+        continue;
+      }
+      std::vector<uint64_t> masks(size_t(n * Wd), 0);
+      for (int64_t t = 0; t < n; t++)
+        for (int64_t i = 0; i < I; i++)
+          if (mask.data[size_t(t * I + i)] != 0.f) masks[size_t(t * Wd + i / 64)] |= uint64_t(1) << (i % 64);
+      std::vector<int32_t> rows(static_cast<size_t>(n));
+      std::vector<float> wt(size_t(n), 1.f), y(size_t(n * H));
+      for (int64_t t = 0; t < n; t++) rows[size_t(t)] = int32_t(t);
+      for (ts_ffn_mode mode : {TS_FFN_SPARSE, TS_FFN_DENSE_WITH_MASK}) {
+        ts_expert_call c{e, n, rows.data(), wt.data(), masks.data()};
+        if (ts_moe(b, mode, n, H, x.data.data(), 1, &c, y.data(), nullptr) != 0) {
+          why = ts_last_error();
+          worst = 1e9;
+          continue;
+        }
+        worst = std::max(worst, rel_err(y.data(), yref.data.data(), y.size()));
+      }
+      // the predictor on the same inputs should give the same masks
+      ts_host_matrix p1{TS_F32, fc1.shape[0], fc1.shape[1], fc1.data.data()};
+      ts_host_matrix p2{TS_F32, fc2.shape[0], fc2.shape[1], fc2.data.data()};
+      ts_predictor* p = ts_predictor_create(b, &p1, &p2, TS_F32);
+      std::vector<uint64_t> pm(size_t(n * Wd));
+      if (p && ts_predict(b, p, n, x.data.data(), pm.data(), nullptr) == 0) {
+        for (size_t k = 0; k < pm.size(); k++) mask_diff += __builtin_popcountll(pm[k] ^ masks[k]);
+        mask_total += int(n * I);
+      } else {
+        why = ts_last_error();
+        mask_diff = 1 << 30;
+      }
+      ts_predictor_free(p);
+      ts_expert_free(e);
+      n_cases++;
+    }
+    check(n_cases > 0 && worst <= 1e-4,
+          "golden tiny-a expert cases " + var + " (" + std::to_string(n_cases) + " experts x 6 rows, sparse + dense)",
+          fmt("max rel err %.2e ", worst) + why);
+    check(mask_diff == 0, "golden tiny-a predictor masks " + var,
+          std::to_string(mask_diff) + " of " + std::to_string(mask_total) + " bits differ");
+  }
+  ts_backend_set_variant(b, "auto");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ts_backend* b = ts_backend_create("cpu", 3);
+  if (!b) {
+    std::printf("FAIL cannot create the CPU backend: %s\n0 passed, 1 failed\n", ts_last_error());
+    return 1;
+  }
+  std::printf("backend: %s, library %s\n", ts_backend_describe(b), ts_version());
+  check(std::strcmp(ts_backend_device(b), "cpu") == 0, "cpu backend device name");
+  ts_backend* a = ts_backend_create("auto", 1);
+  check(a != nullptr, std::string("auto backend: ") + (a ? ts_backend_describe(a) : ts_last_error()));
+  if (a) ts_backend_free(a);
+  const auto variants = runnable_variants(b);
+  Rng rng;
+  test_matmul(b, rng, variants);
+  test_rmsnorm(b, rng);
+  test_rope(b, rng);
+  test_router(b, rng);
+  test_predictor(b, rng, variants);
+  test_attention(b, rng);
+  test_moe(b, rng, variants);
+  test_threads(rng);
+  test_errors(b, rng);
+  test_golden(b, argc > 1 ? argv[1] : nullptr, variants);
+  check(ts_backend_weight_bytes(b) == 0, "all weight bytes released",
+        std::to_string(ts_backend_weight_bytes(b)) + " bytes left");
+  ts_backend_free(b);
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}
