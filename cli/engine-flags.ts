@@ -1,6 +1,7 @@
 // Flags every command that runs the model shares: where experts run, device, threads, weights.
 import type { Command } from 'commander';
 import { parseExpertsChoice, type EngineOptions } from '../coordinator/load-engine';
+import { remoteExpertsFactory } from '../coordinator/remote-factory';
 import type { Device, StoreDType } from '../core/native';
 import { choiceOption, intOption } from './options';
 
@@ -31,5 +32,7 @@ export function engineOptionsFrom(flags: EngineFlags): EngineOptions {
     threads: flags.threads,
     weights: flags.weights,
     dense: flags.dense,
+    // cluster:N nodes inherit this command's weights/device/threads/FFN choices.
+    remoteExperts: remoteExpertsFactory({ weights: flags.weights, device: flags.device, threads: flags.threads, dense: flags.dense }),
   };
 }
