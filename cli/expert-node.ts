@@ -1,0 +1,61 @@
+// `turbosparse expert-node`: serve some (layer, expert) pairs of a model over gRPC.
+// Also runnable on its own (`node dist/cli/expert-node.js --model ...`): that is
+// how coordinator/local-cluster.ts spawns `cluster:N` nodes without loading the
+// whole CLI.
+import { Command } from 'commander';
+import { serveUntilStopped } from '../expert-node/main';
+import type { Device, StoreDType } from '../core/native';
+import { choiceOption, intOption } from './options';
+
+interface ExpertNodeFlags {
+  model: string;
+  experts: string;
+  port: number;
+  host: string;
+  device: Device | 'auto';
+  threads: number;
+  weights: StoreDType | 'auto';
+  dense?: boolean;
+  graceMs: number;
+  name?: string;
+}
+
+function configure(cmd: Command): Command {
+  return cmd
+    .description('serve (layer, expert) pairs of a model to coordinators over gRPC')
+    .requiredOption('--model <dir>', 'Hugging Face model folder (only the listed experts are read)')
+    .requiredOption('--experts <spec>', 'pairs to hold: LAYERS:EXPERTS items, e.g. "0-31:0-3" or "0:1,0:5,3:*"')
+    .option('--port <p>', 'port to listen on; 0 = any free port', intOption('--port'), 50051)
+    .option('--host <h>', 'address to bind (0.0.0.0 for all interfaces)', '127.0.0.1')
+    .option('--device <d>', 'auto | cpu | cuda', choiceOption('--device', ['auto', 'cpu', 'cuda'] as const), 'auto')
+    .option('--threads <n>', 'CPU kernel threads; 0 = all cores', intOption('--threads'), 0)
+    .option('--weights <dtype>', 'weight storage: auto (as in the checkpoint) | f32 | bf16 | f16 | i8',
+      choiceOption('--weights', ['auto', 'f32', 'bf16', 'f16', 'i8'] as const), 'auto')
+    .option('--dense', 'dense-with-mask expert FFN (same outputs; the speed baseline)')
+    .option('--grace-ms <ms>', 'on SIGTERM, finish queued work for up to this long', intOption('--grace-ms'), 10_000)
+    .option('--name <name>', 'name for log lines')
+    .action(async (flags: ExpertNodeFlags) => {
+      await serveUntilStopped({ ...flags });
+    });
+}
+
+/** Adds the `expert-node` subcommand to the `turbosparse` program. */
+export function registerExpertNode(program: Command): void {
+  configure(program.command('expert-node'));
+}
+
+if (require.main === module) {
+  const program = configure(new Command('turbosparse expert-node')).exitOverride();
+  program.parseAsync(process.argv).catch((e: unknown) => {
+    // Same rule as cli/main.ts: a user error is one line, a bug keeps its stack.
+    const err = e as Error & { exitCode?: number; code?: string };
+    if (err.code?.startsWith('commander.')) process.exitCode = err.exitCode ?? 2;
+    else if (err.name === 'UserError') {
+      process.stderr.write(`error: ${err.message}\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`${err.stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    }
+  });
+}

@@ -1,0 +1,203 @@
+// One coordinator -> expert-node connection: a gRPC channel, one persistent
+// bidirectional `Run` stream that carries every call (matched by request id,
+// answered in any order), unary `Info`, and the standard health `Check`.
+// Requests are serialised here (not inside grpc-js) so their exact wire size
+// is known for the per-node byte counts.
+import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
+import {
+  EXPERT_SERVICE_NAME, expertProto, type ExpertRequest, type ExpertResponse__Output, type InfoResponse__Output,
+} from '../core/wire/expert-proto';
+
+const MiB = 1024 * 1024;
+
+/** Channel options for expert-node connections; see the comment on each key. */
+export const EXPERT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  // Big prefill batches: up to 256 MiB each way, same as the node's limits.
+  'grpc.max_receive_message_length': 256 * MiB,
+  'grpc.max_send_message_length': 256 * MiB,
+  // The Run stream is idle between generations: ping every 20 s (a node
+  // accepts pings without calls) and drop the connection after 10 s without an
+  // ack, so a dead node is noticed even when no step is running.
+  'grpc.keepalive_time_ms': 20_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  // We retry on replicas ourselves; grpc-js retries would buffer every stream
+  // message until the first response (copying hidden states for nothing).
+  'grpc.enable_retries': 0,
+  // A restarted node (or a failed-over one) should be re-reached within a
+  // second, not after grpc's default 1-120 s exponential backoff.
+  'grpc.initial_reconnect_backoff_ms': 200,
+  'grpc.max_reconnect_backoff_ms': 2_000,
+  // Never let the channel go idle and tear down the connection between steps:
+  // reconnecting would add a handshake to the next layer's round trip.
+  'grpc.client_idle_timeout_ms': 2 ** 31 - 1,
+  // Each node gets its own subchannel so one node's failure cannot be shared.
+  'grpc.use_local_subchannel_pool': 1,
+};
+
+/** How to reach a node: credentials (mTLS plugs in here) and channel options. */
+export interface ChannelSetup {
+  credentials: grpc.ChannelCredentials;
+  /** Merged over EXPERT_CHANNEL_OPTIONS. */
+  options?: grpc.ChannelOptions;
+}
+export type ChannelFactory = (address: string) => ChannelSetup;
+
+/** Plaintext, for loopback and trusted networks. */
+export const insecureChannel: ChannelFactory = () => ({ credentials: grpc.credentials.createInsecure() });
+
+/** A failed call to a node, with its gRPC status code. */
+export class NodeCallError extends Error {
+  constructor(readonly address: string, readonly code: grpc.status, readonly detail: string) {
+    super(`${address}: ${grpc.status[code] ?? code}: ${detail}`);
+    this.name = 'NodeCallError';
+  }
+}
+
+export interface CallReply {
+  response: ExpertResponse__Output;
+  bytesSent: number;
+  bytesReceived: number;
+}
+
+interface Pending {
+  resolve: (r: CallReply) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+  bytesSent: number;
+}
+
+type Sized = { size: number; message: ExpertResponse__Output };
+type RunStream = grpc.ClientDuplexStream<Buffer, Sized>;
+
+export type HealthStatus = 'SERVING' | 'NOT_SERVING' | 'UNKNOWN' | 'SERVICE_UNKNOWN';
+
+export class ExpertClient {
+  private readonly client: grpc.Client;
+  private stream: RunStream | null = null;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closed = false;
+
+  constructor(readonly address: string, factory: ChannelFactory = insecureChannel) {
+    const setup = factory(address);
+    this.client = new grpc.Client(address, setup.credentials, { ...EXPERT_CHANNEL_OPTIONS, ...setup.options });
+  }
+
+  /** Resolves when the channel is connected (or rejects after `timeoutMs`). */
+  waitForReady(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.client.waitForReady(Date.now() + timeoutMs, (err) => {
+        if (err) reject(new NodeCallError(this.address, grpc.status.UNAVAILABLE, `not reachable within ${timeoutMs} ms (${err.message})`));
+        else resolve();
+      });
+    });
+  }
+
+  info(timeoutMs: number): Promise<InfoResponse__Output> {
+    const m = expertProto().service.Info;
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest(m.path, m.requestSerialize, m.responseDeserialize, {}, new grpc.Metadata(),
+        { deadline: Date.now() + timeoutMs }, (err, res) => {
+          if (err) reject(new NodeCallError(this.address, err.code, err.details || err.message));
+          else resolve(res!);
+        });
+    });
+  }
+
+  /** The standard health check of the ExpertNode service. */
+  health(timeoutMs: number): Promise<HealthStatus> {
+    const m = healthService.Check;
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest(m.path, m.requestSerialize, m.responseDeserialize, { service: EXPERT_SERVICE_NAME },
+        new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+          if (err) reject(new NodeCallError(this.address, err.code, err.details || err.message));
+          else resolve((res as { status: HealthStatus }).status);
+        });
+    });
+  }
+
+  /**
+   * Sends one request on the node's stream (opened on first use and after a
+   * failure) and resolves with its response; rejects with DEADLINE_EXCEEDED
+   * after `timeoutMs`, or when the stream fails. An `error` in the response
+   * rejects too, with the node's status code.
+   */
+  call(req: Omit<ExpertRequest, 'id'>, timeoutMs: number): Promise<CallReply> {
+    if (this.closed) return Promise.reject(new NodeCallError(this.address, grpc.status.CANCELLED, 'client closed'));
+    const id = this.nextId++;
+    const bytes = expertProto().service.Run.requestSerialize({ ...req, id });
+    return new Promise<CallReply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new NodeCallError(this.address, grpc.status.DEADLINE_EXCEEDED, `no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer, bytesSent: bytes.length });
+      try {
+        this.runStream().write(bytes);
+      } catch (e) {
+        this.fail(grpc.status.UNAVAILABLE, `cannot write to the stream: ${(e as Error).message}`);
+      }
+    });
+  }
+
+  /** Drops the stream and fails every call in flight (a node marked unhealthy). */
+  reset(reason: string): void {
+    this.fail(grpc.status.UNAVAILABLE, reason);
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.fail(grpc.status.CANCELLED, 'client closed');
+    this.client.close();
+  }
+
+  private runStream(): RunStream {
+    if (this.stream) return this.stream;
+    const m = expertProto().service.Run;
+    const stream: RunStream = this.client.makeBidiStreamRequest<Buffer, Sized>(m.path, (b) => b,
+      (buf) => ({ size: buf.length, message: m.responseDeserialize(buf) }));
+    stream.on('data', ({ size, message }: Sized) => {
+      const id = Number(message.id);
+      const p = this.pending.get(id);
+      if (!p) return; // timed out earlier: the late answer is dropped
+      this.pending.delete(id);
+      clearTimeout(p.timer);
+      if (message.error) {
+        p.reject(new NodeCallError(this.address, message.error.code, message.error.message));
+      } else {
+        p.resolve({ response: message, bytesSent: p.bytesSent, bytesReceived: size });
+      }
+    });
+    stream.on('error', (err: grpc.ServiceError) => {
+      if (this.stream === stream) this.fail(err.code ?? grpc.status.UNAVAILABLE, err.details || err.message);
+    });
+    // The node ended the stream (drain on shutdown): whatever is in flight must go elsewhere.
+    stream.on('end', () => {
+      if (this.stream === stream) this.fail(grpc.status.UNAVAILABLE, 'the node closed the stream (shutting down)');
+    });
+    this.stream = stream;
+    return stream;
+  }
+
+  private fail(code: grpc.status, detail: string): void {
+    const stream = this.stream;
+    this.stream = null;
+    if (stream) {
+      stream.removeAllListeners('data');
+      stream.on('error', () => undefined); // a cancelled stream still reports CANCELLED
+      stream.cancel();
+    }
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending) {
+      clearTimeout(p.timer);
+      p.reject(new NodeCallError(this.address, code, detail));
+    }
+  }
+}

@@ -1,0 +1,66 @@
+// Builds the remote expert backend for `--experts cluster:N | FILE`: the
+// RemoteExpertsFactory that coordinator/load-engine.ts takes, so the engine
+// itself never imports gRPC.
+import type { ModelFolder } from '../core/model-folder';
+import type { Device, StoreDType } from '../core/native';
+import { loadShardMap } from '../core/shard-map';
+import type { WireEncoding } from '../core/wire/rows';
+import type { ChannelFactory } from './expert-client';
+import type { ExpertsChoice, RemoteExpertsFactory } from './load-engine';
+import { LocalCluster } from './local-cluster';
+import { type ExpertCallObserver, RemoteExperts } from './remote-experts';
+
+export interface RemoteSetup {
+  /** cluster:N nodes: weight storage, device, threads per node, dense FFN. */
+  weights?: StoreDType | 'auto';
+  device?: Device | 'auto';
+  threads?: number;
+  dense?: boolean;
+  /** cluster:N: copies of every pair on different nodes. */
+  replicas?: number;
+  /** cluster:N: how to run `expert-node` (default: the built CLI). */
+  nodeCommand?: string[];
+  /** cluster:N: each node's stderr lines. */
+  nodeLog?: (line: string) => void;
+  wire?: WireEncoding;
+  callTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  healthCheckIntervalMs?: number;
+  channelFactory?: ChannelFactory;
+  observers?: ExpertCallObserver[];
+}
+
+/** A backend for a shard-map file or a local cluster (whose nodes stop when it closes). */
+export async function createRemoteExperts(choice: Exclude<ExpertsChoice, { kind: 'local' }>, folder: ModelFolder,
+  log: (line: string) => void, setup: RemoteSetup = {}): Promise<RemoteExperts> {
+  const c = folder.config;
+  const model = { hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, numLayers: c.numLayers, numExperts: c.numExperts };
+  const common = {
+    model, log, wire: setup.wire, callTimeoutMs: setup.callTimeoutMs, connectTimeoutMs: setup.connectTimeoutMs,
+    healthCheckIntervalMs: setup.healthCheckIntervalMs, channelFactory: setup.channelFactory, observers: setup.observers,
+  };
+  if (choice.kind === 'file') {
+    const shardMap = loadShardMap(choice.path, model);
+    return RemoteExperts.connect({ ...common, shardMap, name: choice.path });
+  }
+  const t0 = Date.now();
+  log(`cluster: starting ${choice.nodes} expert node(s) on loopback`);
+  const cluster = await LocalCluster.start({
+    modelDir: folder.dir, dims: model, nodes: choice.nodes, replicas: setup.replicas, weights: setup.weights,
+    device: setup.device, threads: setup.threads, dense: setup.dense, nodeCommand: setup.nodeCommand, log, nodeLog: setup.nodeLog,
+  });
+  try {
+    const remote = await RemoteExperts.connect({ ...common, shardMap: cluster.shardMap, name: `cluster:${choice.nodes}`,
+      onClose: () => cluster.stop() });
+    log(`cluster: ${choice.nodes} node(s) SERVING in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    return remote;
+  } catch (e) {
+    await cluster.stop();
+    throw e;
+  }
+}
+
+/** The factory load-engine.ts takes, with the flags of the command that runs it. */
+export function remoteExpertsFactory(setup: RemoteSetup = {}): RemoteExpertsFactory {
+  return (choice, folder, log) => createRemoteExperts(choice, folder, log, setup);
+}

@@ -1,0 +1,388 @@
+// The ExpertNode gRPC service: typed handlers, validation of every request,
+// one FIFO of work per node, health and reflection, graceful drain.
+// `createServer(opts)` is apart from main.ts so tests bind port 0 in process.
+//
+// A request's path: stream 'data' -> decode + validate (bad request: an error
+// *response* for that id; the stream keeps serving) -> queue -> one native moe
+// call -> encode -> write the response with queue and compute microseconds.
+import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import { UserError } from '../core/errors';
+import { pairKey } from '../core/expert-spec';
+import { maskBytes } from '../core/native';
+import {
+  EXPERT_SERVICE_NAME, expertProto, type ExpertNodeHandlers, type ExpertRequest__Output, type ExpertResponse,
+  type InfoResponse,
+} from '../core/wire/expert-proto';
+import { decodeMaskInto } from '../core/wire/masks';
+import { decodeRows, encodeRows, fromProtoEncoding, type WireEncoding } from '../core/wire/rows';
+import type { ExpertStore, StoreRoute } from './expert-store';
+
+const MiB = 1024 * 1024;
+
+/** gRPC server options of an expert node; see the comment on each key. */
+export const EXPERT_SERVER_OPTIONS: grpc.ServerOptions = {
+  // A prefill chunk at Mixtral width is 512 rows x 4096 x 4 B = 8 MiB of hidden
+  // state plus up to 2 x 512 masks of 1.8 KiB: allow large batches explicitly
+  // (the default 4 MiB receive limit would reject them).
+  'grpc.max_receive_message_length': 256 * MiB,
+  'grpc.max_send_message_length': 256 * MiB,
+  // Ping an idle coordinator connection every 30 s and drop it if no ack within
+  // 10 s, so a vanished coordinator's stream and queue entries are freed.
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  // Coordinators keep one stream open for hours: no connection age or idle limit.
+  'grpc.max_connection_idle_ms': 2 ** 31 - 1,
+};
+
+/** A request as a hook sees it (tracing wraps this; see issue 7). */
+export interface NodeRequestInfo {
+  id: number;
+  stepId: number;
+  layer: number;
+  tokens: number;
+  routes: number;
+  experts: number[];
+  wire: WireEncoding;
+  /** W3C trace context sent with the request. */
+  traceContext: Record<string, string>;
+}
+
+export interface NodeRequestResult {
+  ok: boolean;
+  /** gRPC status code when not ok. */
+  code?: number;
+  message?: string;
+  queueUs: number;
+  computeUs: number;
+  activeNeurons: number;
+}
+
+export interface ExpertNodeHooks {
+  /** Called when a valid request is accepted; the returned `end` runs when it has been answered. */
+  onRequest?(info: NodeRequestInfo): { end?(result: NodeRequestResult): void } | void;
+}
+
+export interface ExpertNodeServerOptions {
+  /** Model id reported by Info (e.g. the folder name). */
+  modelId?: string;
+  /** Kernel library version reported by Info. */
+  version?: string;
+  /** Insecure when absent (mTLS arrives with the deployment work). */
+  credentials?: grpc.ServerCredentials;
+  /** Merged over EXPERT_SERVER_OPTIONS. */
+  grpcOptions?: grpc.ServerOptions;
+  hooks?: ExpertNodeHooks;
+  log?: (line: string) => void;
+}
+
+/** A request failed validation: answered with this status, nothing else happens. */
+class Rejected extends Error {
+  constructor(readonly code: grpc.status, message: string) {
+    super(message);
+  }
+}
+
+interface OpenStream {
+  call: grpc.ServerDuplexStream<ExpertRequest__Output, ExpertResponse>;
+  open: boolean;
+  ended: boolean;
+  pending: number;
+}
+
+interface Job {
+  stream: OpenStream;
+  id: number;
+  arrival: bigint;
+  timeoutMs: number;
+  layer: number;
+  nRows: number;
+  hidden: Float32Array;
+  routes: StoreRoute[];
+  masks: Uint8Array;
+  reply: WireEncoding;
+  scope?: { end?(result: NodeRequestResult): void } | void;
+}
+
+const usSince = (t: bigint): number => Number((process.hrtime.bigint() - t) / 1000n);
+
+export class ExpertNodeServer {
+  readonly server: grpc.Server;
+  readonly health: HealthImplementation;
+  private store: ExpertStore | null = null;
+  private draining = false;
+  private readonly streams = new Set<OpenStream>();
+  private readonly queue: Job[] = [];
+  private running = false;
+  private idleWaiters: (() => void)[] = [];
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly opts: ExpertNodeServerOptions = {}) {
+    this.log = opts.log ?? (() => undefined);
+    this.server = new grpc.Server({ ...EXPERT_SERVER_OPTIONS, ...opts.grpcOptions });
+    const { packageDefinition, service } = expertProto();
+    const handlers: ExpertNodeHandlers = {
+      Run: (call) => this.handleRun(call),
+      Info: (call, callback) => this.handleInfo(call, callback),
+    };
+    this.server.addService(service as unknown as grpc.ServiceDefinition, handlers);
+    this.health = new HealthImplementation({ '': 'NOT_SERVING', [EXPERT_SERVICE_NAME]: 'NOT_SERVING' });
+    this.health.addToServer(this.server);
+    new ReflectionService(packageDefinition).addToServer(this.server);
+  }
+
+  /** Binds host:port (port 0 = any free port) and returns the port. */
+  listen(host: string, port: number): Promise<number> {
+    const addr = host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
+    return new Promise((resolve, reject) => {
+      this.server.bindAsync(addr, this.opts.credentials ?? grpc.ServerCredentials.createInsecure(), (err, bound) => {
+        if (err) reject(new UserError(`cannot listen on ${addr}: ${err.message}`));
+        else resolve(bound);
+      });
+    });
+  }
+
+  /** Weights are loaded: start serving (health SERVING). */
+  setStore(store: ExpertStore): void {
+    this.store = store;
+    if (!this.draining) this.setHealth('SERVING');
+  }
+
+  get serving(): boolean {
+    return this.store !== null && !this.draining;
+  }
+
+  /**
+   * Graceful stop: NOT_SERVING, new requests answered UNAVAILABLE (the
+   * coordinator retries them on a replica), queued work finished, streams
+   * ended, then tryShutdown; forceShutdown when `graceMs` runs out.
+   */
+  async shutdown(graceMs = 10_000): Promise<void> {
+    const deadline = Date.now() + graceMs;
+    this.draining = true;
+    this.setHealth('NOT_SERVING');
+    await Promise.race([this.idle(), sleep(graceMs)]);
+    for (const s of this.streams) {
+      if (s.open) s.call.end();
+      s.open = false;
+    }
+    this.streams.clear();
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, Math.max(0, deadline - Date.now()));
+      force.unref();
+      this.server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+  }
+
+  /** Stops at once (tests, fatal errors). */
+  forceShutdown(): void {
+    this.draining = true;
+    this.server.forceShutdown();
+  }
+
+  private setHealth(status: 'SERVING' | 'NOT_SERVING'): void {
+    this.health.setStatus('', status);
+    this.health.setStatus(EXPERT_SERVICE_NAME, status);
+  }
+
+  private idle(): Promise<void> {
+    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  // ---- Info ----
+
+  private handleInfo(call: grpc.ServerUnaryCall<unknown, InfoResponse>, callback: grpc.sendUnaryData<InfoResponse>): void {
+    const store = this.store;
+    if (!store) {
+      callback({ code: grpc.status.UNAVAILABLE, details: 'weights are still loading (health is NOT_SERVING until they are)' });
+      return;
+    }
+    if (call.cancelled) return;
+    callback(null, {
+      modelId: this.opts.modelId ?? '',
+      hiddenSize: store.dims.hiddenSize,
+      intermediateSize: store.dims.intermediateSize,
+      numLayers: store.dims.numLayers,
+      numExperts: store.dims.numExperts,
+      experts: store.pairs.map((p) => ({ layer: p.layer, expert: p.expert })),
+      expertsSpec: store.spec,
+      dtype: store.dtype,
+      device: store.backend.device,
+      kernels: store.backend.description,
+      weightBytes: store.backend.weightBytes(),
+      version: this.opts.version ?? '',
+    });
+  }
+
+  // ---- Run ----
+
+  private handleRun(call: grpc.ServerDuplexStream<ExpertRequest__Output, ExpertResponse>): void {
+    const stream: OpenStream = { call, open: true, ended: false, pending: 0 };
+    this.streams.add(stream);
+    const close = () => {
+      stream.open = false;
+      this.streams.delete(stream);
+    };
+    call.on('data', (req: ExpertRequest__Output) => this.accept(stream, req));
+    call.on('end', () => {
+      stream.ended = true;
+      this.finishIfDone(stream);
+    });
+    // The coordinator went away or cancelled: drop its queued work's replies.
+    call.on('cancelled', close);
+    call.on('error', close);
+    call.on('close', close);
+  }
+
+  private accept(stream: OpenStream, req: ExpertRequest__Output): void {
+    const arrival = process.hrtime.bigint();
+    const id = Number(req.id);
+    stream.pending++;
+    let job: Job;
+    try {
+      if (this.draining) throw new Rejected(grpc.status.UNAVAILABLE, 'expert node is shutting down');
+      job = this.decode(stream, id, arrival, req);
+    } catch (e) {
+      const r = e instanceof Rejected ? e
+        : e instanceof UserError ? new Rejected(grpc.status.INVALID_ARGUMENT, e.message)
+          : new Rejected(grpc.status.INTERNAL, `bug: ${(e as Error).message}`);
+      if (r.code === grpc.status.INTERNAL) this.log(`request ${id}: ${(e as Error).stack}`);
+      this.respond(stream, { id, error: { code: r.code, message: r.message } });
+      return;
+    }
+    job.scope = this.opts.hooks?.onRequest?.({
+      id, stepId: Number(req.stepId), layer: job.layer, tokens: job.nRows, routes: job.routes.length,
+      experts: [...new Set(job.routes.map((r) => r.expert))].sort((a, b) => a - b),
+      wire: fromProtoEncoding(req.hidden!.encoding), traceContext: req.traceContext ?? {},
+    });
+    this.queue.push(job);
+    void this.pump();
+  }
+
+  /** Validates a request against what this node holds and decodes it. */
+  private decode(stream: OpenStream, id: number, arrival: bigint, req: ExpertRequest__Output): Job {
+    const store = this.store;
+    if (!store) throw new Rejected(grpc.status.UNAVAILABLE, 'weights are still loading (wait for health SERVING)');
+    const { numLayers, hiddenSize: H, intermediateSize: I } = store.dims;
+    const layer = req.layer;
+    if (layer >= numLayers) {
+      throw new Rejected(grpc.status.INVALID_ARGUMENT, `layer ${layer} out of range: the model has ${numLayers} layers (0-${numLayers - 1})`);
+    }
+    if (!store.holdsLayer(layer)) {
+      throw new Rejected(grpc.status.FAILED_PRECONDITION, `this node holds no expert of layer ${layer} (it holds ${store.spec}); check the shard map`);
+    }
+    if (!req.hidden) throw new Rejected(grpc.status.INVALID_ARGUMENT, 'hidden: missing');
+    const nRows = req.hidden.count;
+    if (nRows === 0) throw new Rejected(grpc.status.INVALID_ARGUMENT, 'hidden: no rows');
+    const hidden = decodeRows(req.hidden, nRows, H, 'hidden');
+    const reply = fromProtoEncoding(req.replyEncoding);
+    if (req.routes.length === 0) throw new Rejected(grpc.status.INVALID_ARGUMENT, 'routes: empty (each request needs at least one (row, expert) route)');
+    const rowBytes = maskBytes(I);
+    const masks = new Uint8Array(req.routes.length * rowBytes);
+    const seen = new Set<string>();
+    const routes: StoreRoute[] = req.routes.map((r, i) => {
+      if (r.row >= nRows) {
+        throw new Rejected(grpc.status.INVALID_ARGUMENT, `routes[${i}].row ${r.row} out of range (the request has ${nRows} hidden rows)`);
+      }
+      if (r.expert >= store.dims.numExperts) {
+        throw new Rejected(grpc.status.INVALID_ARGUMENT, `routes[${i}].expert ${r.expert} out of range: the model has ${store.dims.numExperts} experts per layer`);
+      }
+      if (!store.has(layer, r.expert)) {
+        throw new Rejected(grpc.status.FAILED_PRECONDITION, `routes[${i}]: this node does not hold expert ${pairKey(layer, r.expert)} (it holds ${store.spec}); check the shard map`);
+      }
+      if (!Number.isFinite(r.weight)) throw new Rejected(grpc.status.INVALID_ARGUMENT, `routes[${i}].weight is ${r.weight}, not a finite number`);
+      const key = pairKey(r.row, r.expert);
+      if (seen.has(key)) throw new Rejected(grpc.status.INVALID_ARGUMENT, `routes[${i}]: row ${r.row} is routed to expert ${r.expert} twice`);
+      seen.add(key);
+      decodeMaskInto(r.mask, I, masks, i * rowBytes, `routes[${i}].mask`);
+      return { row: r.row, expert: r.expert, weight: r.weight };
+    });
+    return { stream, id, arrival, timeoutMs: req.timeoutMs, layer, nRows, hidden, routes, masks, reply };
+  }
+
+  /** Runs queued jobs one at a time (the native backend serialises ops anyway; this keeps queue time honest). */
+  private async pump(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      let job: Job | undefined;
+      while ((job = this.queue.shift())) await this.runJob(job);
+    } finally {
+      this.running = false;
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private async runJob(job: Job): Promise<void> {
+    const queueUs = usSince(job.arrival);
+    const end = (result: NodeRequestResult) => job.scope && job.scope.end?.(result);
+    if (!job.stream.open) {
+      end({ ok: false, code: grpc.status.CANCELLED, message: 'stream closed', queueUs, computeUs: 0, activeNeurons: 0 });
+      this.settle(job.stream);
+      return;
+    }
+    if (job.timeoutMs > 0 && queueUs > job.timeoutMs * 1000) {
+      const message = `waited ${(queueUs / 1000).toFixed(1)} ms in the queue, past its ${job.timeoutMs} ms deadline`;
+      this.respond(job.stream, { id: job.id, error: { code: grpc.status.DEADLINE_EXCEEDED, message }, queueUs });
+      end({ ok: false, code: grpc.status.DEADLINE_EXCEEDED, message, queueUs, computeUs: 0, activeNeurons: 0 });
+      return;
+    }
+    const t0 = process.hrtime.bigint();
+    try {
+      const store = this.store!;
+      const r = await store.run(job.layer, job.nRows, job.hidden, job.routes, job.masks, maskBytes(store.dims.intermediateSize));
+      const computeUs = usSince(t0);
+      const out = encodeRows(r.out, store.dims.hiddenSize, null, job.reply);
+      this.respond(job.stream, { id: job.id, out, active: Array.from(r.active), queueUs, computeUs });
+      end({ ok: true, queueUs, computeUs, activeNeurons: r.active.reduce((a, b) => a + b, 0) });
+    } catch (e) {
+      const message = `expert computation failed: ${(e as Error).message}`;
+      this.log(`request ${job.id}: ${(e as Error).stack}`);
+      this.respond(job.stream, { id: job.id, error: { code: grpc.status.INTERNAL, message }, queueUs, computeUs: usSince(t0) });
+      end({ ok: false, code: grpc.status.INTERNAL, message, queueUs, computeUs: usSince(t0), activeNeurons: 0 });
+    }
+  }
+
+  private respond(stream: OpenStream, res: ExpertResponse): void {
+    if (stream.open) {
+      try {
+        stream.call.write(res);
+      } catch (e) {
+        this.log(`cannot write response ${String(res.id)}: ${(e as Error).message}`);
+      }
+    }
+    this.settle(stream);
+  }
+
+  private settle(stream: OpenStream): void {
+    stream.pending--;
+    this.finishIfDone(stream);
+  }
+
+  /** The coordinator half-closed and every answer is out: end our side too. */
+  private finishIfDone(stream: OpenStream): void {
+    if (stream.ended && stream.pending === 0 && stream.open) {
+      stream.open = false;
+      this.streams.delete(stream);
+      stream.call.end();
+    }
+  }
+}
+
+export function createServer(opts: ExpertNodeServerOptions = {}): ExpertNodeServer {
+  return new ExpertNodeServer(opts);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}

@@ -1,0 +1,64 @@
+// Original file: proto/expert.proto
+
+import type * as grpc from '@grpc/grpc-js'
+import type { MethodDefinition } from '@grpc/proto-loader'
+import type { ExpertRequest as _turbosparse_expert_v1_ExpertRequest, ExpertRequest__Output as _turbosparse_expert_v1_ExpertRequest__Output } from '../../../turbosparse/expert/v1/ExpertRequest';
+import type { ExpertResponse as _turbosparse_expert_v1_ExpertResponse, ExpertResponse__Output as _turbosparse_expert_v1_ExpertResponse__Output } from '../../../turbosparse/expert/v1/ExpertResponse';
+import type { InfoRequest as _turbosparse_expert_v1_InfoRequest, InfoRequest__Output as _turbosparse_expert_v1_InfoRequest__Output } from '../../../turbosparse/expert/v1/InfoRequest';
+import type { InfoResponse as _turbosparse_expert_v1_InfoResponse, InfoResponse__Output as _turbosparse_expert_v1_InfoResponse__Output } from '../../../turbosparse/expert/v1/InfoResponse';
+
+export interface ExpertNodeClient extends grpc.Client {
+  /**
+   * What this node holds and runs on. UNAVAILABLE while its weights load.
+   */
+  Info(argument: _turbosparse_expert_v1_InfoRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  Info(argument: _turbosparse_expert_v1_InfoRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  Info(argument: _turbosparse_expert_v1_InfoRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  Info(argument: _turbosparse_expert_v1_InfoRequest, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * What this node holds and runs on. UNAVAILABLE while its weights load.
+   */
+  info(argument: _turbosparse_expert_v1_InfoRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  info(argument: _turbosparse_expert_v1_InfoRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  info(argument: _turbosparse_expert_v1_InfoRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  info(argument: _turbosparse_expert_v1_InfoRequest, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * One persistent stream per coordinator connection carries every layer of
+   * every step (no stream per call). Each request has an id that its response
+   * echoes; responses may complete out of order. A bad request gets a response
+   * with `error` set; the stream stays open for the next request.
+   */
+  Run(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
+  Run(options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
+  /**
+   * One persistent stream per coordinator connection carries every layer of
+   * every step (no stream per call). Each request has an id that its response
+   * echoes; responses may complete out of order. A bad request gets a response
+   * with `error` set; the stream stays open for the next request.
+   */
+  run(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
+  run(options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
+  
+}
+
+export interface ExpertNodeHandlers extends grpc.UntypedServiceImplementation {
+  /**
+   * What this node holds and runs on. UNAVAILABLE while its weights load.
+   */
+  Info: grpc.handleUnaryCall<_turbosparse_expert_v1_InfoRequest__Output, _turbosparse_expert_v1_InfoResponse>;
+  
+  /**
+   * One persistent stream per coordinator connection carries every layer of
+   * every step (no stream per call). Each request has an id that its response
+   * echoes; responses may complete out of order. A bad request gets a response
+   * with `error` set; the stream stays open for the next request.
+   */
+  Run: grpc.handleBidiStreamingCall<_turbosparse_expert_v1_ExpertRequest__Output, _turbosparse_expert_v1_ExpertResponse>;
+  
+}
+
+export interface ExpertNodeDefinition extends grpc.ServiceDefinition {
+  Info: MethodDefinition<_turbosparse_expert_v1_InfoRequest, _turbosparse_expert_v1_InfoResponse, _turbosparse_expert_v1_InfoRequest__Output, _turbosparse_expert_v1_InfoResponse__Output>
+  Run: MethodDefinition<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse, _turbosparse_expert_v1_ExpertRequest__Output, _turbosparse_expert_v1_ExpertResponse__Output>
+}

@@ -1,0 +1,139 @@
+// Wire codecs: rows (f32 / bf16 / int8) and masks (bits / indices), both directions.
+import { maskBytes } from '../../core/native';
+import { expertProto } from '../../core/wire/expert-proto';
+import { decodeMaskInto, encodeMask, maskPopcount, maskWireBytes } from '../../core/wire/masks';
+import { bf16ToF32, decodeRows, encodeRows, f32ToBf16, rowWireBytes } from '../../core/wire/rows';
+import type { Rows__Output, Mask__Output } from '../../core/wire/expert-proto';
+
+/** Deterministic pseudo-random numbers (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randomRows(n: number, width: number, seed: number): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: n * width }, () => (r() - 0.5) * 8);
+}
+
+/** Through the real protobuf encoding, as a node would receive it. */
+function viaProto(rows: ReturnType<typeof encodeRows>): Rows__Output {
+  const m = expertProto().service.Run;
+  const bytes = m.requestSerialize({ id: 1, layer: 0, hidden: rows, routes: [] });
+  return m.requestDeserialize(bytes).hidden!;
+}
+
+function viaProtoMask(mask: ReturnType<typeof encodeMask>): Mask__Output {
+  const m = expertProto().service.Run;
+  const bytes = m.requestSerialize({ id: 1, routes: [{ row: 0, expert: 0, weight: 1, mask }] });
+  return m.requestDeserialize(bytes).routes[0].mask!;
+}
+
+describe('row codecs', () => {
+  const width = 37;
+  const src = randomRows(5, width, 1);
+
+  test('f32 is bit-exact, including a subset of rows in a given order', () => {
+    const enc = encodeRows(src, width, [4, 0, 2], 'f32');
+    expect(enc.data!.length).toBe(3 * width * 4);
+    const dec = decodeRows(viaProto(enc), 3, width, 'hidden');
+    expect(dec).toEqual(Float32Array.from([...src.subarray(4 * width, 5 * width), ...src.subarray(0, width), ...src.subarray(2 * width, 3 * width)]));
+  });
+
+  test('bf16 rounds to nearest even and keeps 8 bits of mantissa', () => {
+    expect(f32ToBf16(1)).toBe(0x3f80);
+    // 1 + 2^-8 is exactly halfway between two bf16 values: ties to even (down); a bit more rounds up.
+    expect(bf16ToF32(f32ToBf16(1 + 2 ** -8))).toBe(1);
+    expect(bf16ToF32(f32ToBf16(1 + 2 ** -8 + 2 ** -12))).toBe(1 + 2 ** -7);
+    expect(Number.isNaN(bf16ToF32(f32ToBf16(NaN)))).toBe(true);
+    expect(bf16ToF32(f32ToBf16(-Infinity))).toBe(-Infinity);
+    const dec = decodeRows(viaProto(encodeRows(src, width, null, 'bf16')), 5, width, 'hidden');
+    for (let i = 0; i < src.length; i++) expect(Math.abs(dec[i] - src[i])).toBeLessThanOrEqual(Math.abs(src[i]) * 2 ** -8);
+  });
+
+  test('int8 with one scale per row stays within half a step of the row maximum / 127', () => {
+    const rows = Float32Array.from(src);
+    rows.fill(0, width, 2 * width); // an all-zero row gets scale 0 and decodes to zeros
+    const enc = encodeRows(rows, width, null, 'int8');
+    expect(enc.data!.length + enc.scales!.length).toBe(5 * rowWireBytes('int8', width));
+    const dec = decodeRows(viaProto(enc), 5, width, 'hidden');
+    for (let r = 0; r < 5; r++) {
+      let max = 0;
+      for (let j = 0; j < width; j++) max = Math.max(max, Math.abs(rows[r * width + j]));
+      for (let j = 0; j < width; j++) {
+        expect(Math.abs(dec[r * width + j] - rows[r * width + j])).toBeLessThanOrEqual((max / 127) * 0.5 + 1e-6);
+      }
+    }
+    expect(Array.from(dec.subarray(width, 2 * width)).every((x) => x === 0)).toBe(true);
+  });
+
+  test('decoding checks width, row count, byte length and int8 scales', () => {
+    const enc = viaProto(encodeRows(src, width, null, 'bf16'));
+    expect(() => decodeRows(enc, 5, 64, 'hidden')).toThrow('hidden: rows are 37 values wide, expected 64');
+    expect(() => decodeRows(enc, 4, width, 'hidden')).toThrow('hidden: 5 rows, expected 4');
+    expect(() => decodeRows({ ...enc, data: enc.data.subarray(1) }, 5, width, 'hidden'))
+      .toThrow(`hidden: 5 rows x 37 values in bf16 need ${5 * 37 * 2} bytes, got ${5 * 37 * 2 - 1}`);
+    const i8 = viaProto(encodeRows(src, width, null, 'int8'));
+    expect(() => decodeRows({ ...i8, scales: i8.scales.subarray(4) }, 5, width, 'out')).toThrow('out: int8 rows need 5 f32 scales');
+    expect(() => decodeRows(null, 1, width, 'hidden')).toThrow('hidden: missing rows');
+  });
+});
+
+describe('mask codecs', () => {
+  function maskRow(intermediate: number, active: number[]): Uint8Array {
+    const row = new Uint8Array(maskBytes(intermediate));
+    for (const i of active) row[i >> 3] |= 1 << (i & 7);
+    return row;
+  }
+
+  test.each([
+    ['sparse mask -> uint16 indices', 160, [0, 7, 63, 64, 159]],
+    ['dense mask -> bits', 160, Array.from({ length: 80 }, (_, i) => 2 * i)],
+    ['empty mask -> no bytes', 14336, []],
+    ['wide model -> uint32 indices', 70000, [0, 65536, 69999]],
+  ])('%s round-trips', (_name, intermediate, active) => {
+    const row = maskRow(intermediate, active);
+    const wire = encodeMask(row, intermediate);
+    const { form, bytes } = maskWireBytes(intermediate, active.length);
+    expect(wire[form]).toBeDefined();
+    expect((wire[form] as Uint8Array).length).toBe(bytes);
+    const out = new Uint8Array(maskBytes(intermediate) + 8);
+    const n = decodeMaskInto(viaProtoMask(wire), intermediate, out, 8, 'mask');
+    expect(n).toBe(active.length);
+    expect(out.subarray(8)).toEqual(row);
+    expect(maskPopcount(row, intermediate)).toBe(active.length);
+  });
+
+  test('the smaller form wins: at 14336 neurons indices until 896 active, then bits', () => {
+    expect(maskWireBytes(14336, 895).form).toBe('indices16');
+    expect(maskWireBytes(14336, 896).form).toBe('bits');
+    expect(maskWireBytes(14336, 896).bytes).toBe(1792);
+  });
+
+  test('bits past the intermediate size are dropped on encode', () => {
+    const row = maskRow(160, Array.from({ length: 100 }, (_, i) => i));
+    row[20] = 0xff; // neurons 160..167 do not exist
+    const wire = encodeMask(row, 160);
+    expect(wire.bits!.length).toBe(20);
+  });
+
+  test('decoding rejects out-of-range indices, stray bits and wrong lengths', () => {
+    const out = () => new Uint8Array(maskBytes(160));
+    const idx = Buffer.from(Uint16Array.from([3, 170]).buffer);
+    expect(() => decodeMaskInto({ indices16: idx, kind: 'indices16' }, 160, out(), 0, 'routes[2].mask'))
+      .toThrow('routes[2].mask: mask index 170 out of range (intermediate size 160)');
+    expect(() => decodeMaskInto({ bits: Buffer.alloc(19), kind: 'bits' }, 160, out(), 0, 'm')).toThrow('m: bit mask of 19 bytes, expected 20');
+    const odd = Buffer.alloc(23);
+    expect(() => decodeMaskInto({ indices16: odd, kind: 'indices16' }, 160, out(), 0, 'm')).toThrow('not a whole number of 2-byte indices');
+    expect(() => decodeMaskInto({ bits: Buffer.alloc(2), kind: 'bits' }, 10, out(), 0, 'm')).not.toThrow();
+    const stray = Buffer.from([0, 0x08]); // bit 11 of a 10-neuron mask
+    expect(() => decodeMaskInto({ bits: stray, kind: 'bits' }, 10, out(), 0, 'm')).toThrow('m: mask index 11 out of range (intermediate size 10)');
+    expect(() => decodeMaskInto(null, 160, out(), 0, 'm')).toThrow('m: missing mask');
+  });
+});
