@@ -34,6 +34,8 @@ export interface ForwardResult {
 }
 
 export interface ForwardHooks {
+  /** Before a layer's attention starts (tracing opens the layer's span here). */
+  onLayerStart?: (layer: number) => void;
   onLayer?: (layer: number, startNs: bigint, endNs: bigint) => void;
 }
 
@@ -52,6 +54,7 @@ export async function forward(
   let activeNeurons = 0;
   const records: LayerRecord[] = [];
   for (let L = 0; L < cfg.numLayers; L++) {
+    opts.hooks?.onLayerStart?.(L);
     const t0 = process.hrtime.bigint();
     const w = weights.layers[L];
     const h = await attentionBlock(backend, ctx, L, w, x);
