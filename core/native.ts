@@ -97,13 +97,17 @@ let loaded: NativeModule | undefined;
 /** Loads the addon once; a clear message when it was not built. */
 export function native(): NativeModule {
   if (loaded) return loaded;
-  const candidates = [
-    path.resolve(__dirname, '..', 'native', 'build', 'Release', 'turbosparse_addon.node'),
-    path.resolve(__dirname, '..', '..', 'native', 'build', 'Release', 'turbosparse_addon.node'),
-  ];
+  // TURBOSPARSE_ADDON names an explicit build (a debug or scratch build outside native/build).
+  const override = process.env.TURBOSPARSE_ADDON;
+  const candidates = override
+    ? [path.resolve(override)]
+    : [
+        path.resolve(__dirname, '..', 'native', 'build', 'Release', 'turbosparse_addon.node'),
+        path.resolve(__dirname, '..', '..', 'native', 'build', 'Release', 'turbosparse_addon.node'),
+      ];
   const file = candidates.find((f) => fs.existsSync(f));
   if (!file) {
-    throw new Error('native addon not built: run `npm run build:native` (looked in native/build/Release)');
+    throw new Error(`native addon not built: run \`npm run build:native\` (looked in ${candidates.join(', ')})`);
   }
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   loaded = require(file) as NativeModule;

@@ -1,0 +1,68 @@
+// op_worker.cc — see op_worker.h.
+#include "op_worker.h"
+
+#include <exception>
+
+namespace tsaddon {
+
+OpWorker::OpWorker(Napi::Env env, const char* op, std::shared_ptr<BackendState> state)
+    : Napi::AsyncWorker(env, op),
+      op_(op),
+      state_(std::move(state)),
+      backend_(state_->backend),
+      deferred_(Napi::Promise::Deferred::New(env)) {}
+
+Napi::Promise OpWorker::Start(std::unique_ptr<OpWorker> worker) {
+  OpWorker* w = worker.release();
+  w->state_->BeginOp(w->used_);
+  Napi::Promise promise = w->deferred_.Promise();
+  w->Queue();
+  return promise;
+}
+
+void OpWorker::Execute() {
+  int rc;
+  try {
+    rc = Run();
+  } catch (const std::exception& e) {
+    SetError(std::string(op_) + ": " + e.what());
+    return;
+  }
+  if (rc != 0) {
+    const char* msg = ts_last_error();
+    SetError(std::string(op_) + ": " + (msg && *msg ? msg : "failed (no message from the kernel library)"));
+  }
+}
+
+void OpWorker::Finish() {
+  if (finished_) return;
+  finished_ = true;
+  state_->EndOp(used_);
+}
+
+void OpWorker::OnOK() {
+  Napi::Env env = Env();
+  Napi::HandleScope scope(env);
+  Napi::Value result;
+  try {
+    result = Result();
+  } catch (const Napi::Error& e) {
+    Finish();
+    deferred_.Reject(e.Value());
+    return;
+  } catch (const std::exception& e) {
+    Finish();
+    deferred_.Reject(Napi::Error::New(env, std::string(op_) + ": " + e.what()).Value());
+    return;
+  }
+  Finish();
+  deferred_.Resolve(result);
+}
+
+void OpWorker::OnError(const Napi::Error& e) {
+  Napi::HandleScope scope(Env());
+  Finish();
+  deferred_.Reject(e.Value());
+}
+
+}  // namespace tsaddon

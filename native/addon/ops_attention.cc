@@ -1,0 +1,94 @@
+// ops_attention.cc — causal GQA attention over KV caches (one per row).
+#include "handles.h"
+#include "op_worker.h"
+#include "ops.h"
+
+namespace tsaddon {
+
+namespace {
+
+class AttentionWorker : public OpWorker {
+ public:
+  using OpWorker::OpWorker;
+  int64_t layer = 0, n = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  std::vector<ts_kvcache*> caches;
+  const int32_t* positions = nullptr;
+  const float *q = nullptr, *k = nullptr, *v = nullptr;
+  float* out = nullptr;
+
+ private:
+  int Run() override {
+    return ts_attention(backend(), layer, n, caches.data(), positions, heads, kv_heads, head_dim, q, k, v, out);
+  }
+};
+
+}  // namespace
+
+// attention(layer, n, caches, positions, heads, kvHeads, headDim, q, k, v, out)
+Napi::Value Attention(const Args& a, const StatePtr& s) {
+  int64_t layer = a.Int(a[0], "layer", 0);
+  int64_t n = a.Int(a[1], "n", 0);
+  Napi::Array caches = a.Array(a[2], "caches");
+  auto positions = a.Int32(a[3], "positions");
+  int64_t heads = a.Int(a[4], "heads", 1);
+  int64_t kv_heads = a.Int(a[5], "kvHeads", 1);
+  int64_t head_dim = a.Int(a[6], "headDim", 1);
+  auto q = a.Float32(a[7], "q");
+  auto k = a.Float32(a[8], "k");
+  auto v = a.Float32(a[9], "v");
+  auto out = a.Float32(a[10], "out");
+
+  if (heads % kv_heads != 0) {
+    a.RangeFail("heads = " + std::to_string(heads) + " is not a multiple of kvHeads = " + std::to_string(kv_heads));
+  }
+  if (static_cast<int64_t>(caches.Length()) != n) {
+    a.RangeFail("caches has " + std::to_string(caches.Length()) + " entries, expected n = " + std::to_string(n) +
+                " (one per row)");
+  }
+  a.ExpectSize(positions, "positions", "n", {n});
+  a.ExpectSize(q, "q", "n * heads * headDim", {n, heads, head_dim});
+  a.ExpectSize(k, "k", "n * kvHeads * headDim", {n, kv_heads, head_dim});
+  a.ExpectSize(v, "v", "n * kvHeads * headDim", {n, kv_heads, head_dim});
+  a.ExpectSize(out, "out", "n * heads * headDim", {n, heads, head_dim});
+
+  auto wk = std::make_unique<AttentionWorker>(a.Env(), a.op(), s);
+  wk->caches.reserve(n);
+  for (int64_t i = 0; i < n; ++i) {
+    std::string name = "caches[" + std::to_string(i) + "]";
+    auto c = ReadHandle<HandleKind::KvCache>(a, caches.Get(static_cast<uint32_t>(i)), name, *s);
+    if (layer >= c->layers) {
+      a.RangeFail("layer = " + std::to_string(layer) + " is out of range for " + name + " (" +
+                  std::to_string(c->layers) + " layers)");
+    }
+    if (c->kv_heads != kv_heads || c->head_dim != head_dim) {
+      a.RangeFail(name + " holds " + std::to_string(c->kv_heads) + " kv heads of " + std::to_string(c->head_dim) +
+                  ", but kvHeads = " + std::to_string(kv_heads) + " and headDim = " + std::to_string(head_dim));
+    }
+    int32_t pos = positions.data[i];
+    if (pos < 0 || pos >= c->max_tokens) {
+      a.RangeFail("positions[" + std::to_string(i) + "] = " + std::to_string(pos) + " is outside " + name +
+                  " (0 <= position < maxTokens = " + std::to_string(c->max_tokens) + ")");
+    }
+    wk->caches.push_back(static_cast<ts_kvcache*>(c->ptr));
+    wk->Use(c);
+  }
+  wk->layer = layer;
+  wk->n = n;
+  wk->heads = heads;
+  wk->kv_heads = kv_heads;
+  wk->head_dim = head_dim;
+  wk->positions = positions.data;
+  wk->q = q.data;
+  wk->k = k.data;
+  wk->v = v.data;
+  wk->out = out.data;
+  wk->Keep(caches);
+  wk->Keep(positions);
+  wk->Keep(q);
+  wk->Keep(k);
+  wk->Keep(v);
+  wk->Keep(out);
+  return OpWorker::Start(std::move(wk));
+}
+
+}  // namespace tsaddon

@@ -1,0 +1,97 @@
+// attention through the addon on the CPU backend: a prefill of 5 tokens then
+// one decode token equals recomputing all 6 at once, and both match a float64
+// causal GQA reference; rows of different sequences can share a batch.
+import { native, type NativeBackend } from '../../core/native';
+import { expectClose, randomF32 } from './helpers';
+
+const LAYERS = 2;
+const MAX_TOKENS = 16;
+const HEADS = 4;
+const KV_HEADS = 2;
+const HD = 8;
+const Q = HEADS * HD;
+const KV = KV_HEADS * HD;
+
+let backend: NativeBackend;
+beforeAll(() => {
+  backend = native().createBackend('cpu', 2);
+});
+afterAll(() => backend.close());
+
+/** Output row t of causal GQA over tokens 0..t (q, k, v already rotated). */
+function refAttention(q: Float32Array, k: Float32Array, v: Float32Array, t: number): Float64Array {
+  const out = new Float64Array(Q);
+  const group = HEADS / KV_HEADS;
+  for (let h = 0; h < HEADS; h++) {
+    const kh = Math.floor(h / group);
+    const scores: number[] = [];
+    for (let s = 0; s <= t; s++) {
+      let d = 0;
+      for (let i = 0; i < HD; i++) d += q[t * Q + h * HD + i] * k[s * KV + kh * HD + i];
+      scores.push(d / Math.sqrt(HD));
+    }
+    const m = Math.max(...scores);
+    const p = scores.map((s) => Math.exp(s - m));
+    const sum = p.reduce((a, b) => a + b, 0);
+    for (let s = 0; s <= t; s++)
+      for (let i = 0; i < HD; i++) out[h * HD + i] += (p[s] / sum) * v[s * KV + kh * HD + i];
+  }
+  return out;
+}
+
+const T = 6;
+const q = randomF32(T * Q, 71, 2);
+const k = randomF32(T * KV, 72, 2);
+const v = randomF32(T * KV, 73);
+
+test('prefill 5 then decode 1 equals recomputing 6; both match the reference', async () => {
+  const layer = 1;
+  const cache = backend.createKvCache(LAYERS, MAX_TOKENS, KV_HEADS, HD);
+  expect(cache.bytes).toBeGreaterThanOrEqual(2 * LAYERS * MAX_TOKENS * KV * 4);
+
+  const prefill = new Float32Array(5 * Q);
+  await backend.attention(layer, 5, [cache, cache, cache, cache, cache], Int32Array.from([0, 1, 2, 3, 4]),
+    HEADS, KV_HEADS, HD, q.subarray(0, 5 * Q), k.subarray(0, 5 * KV), v.subarray(0, 5 * KV), prefill);
+  const decode = new Float32Array(Q);
+  await backend.attention(layer, 1, [cache], Int32Array.from([5]), HEADS, KV_HEADS, HD,
+    q.subarray(5 * Q), k.subarray(5 * KV), v.subarray(5 * KV), decode);
+
+  const fresh = backend.createKvCache(LAYERS, MAX_TOKENS, KV_HEADS, HD);
+  const all = new Float32Array(T * Q);
+  await backend.attention(layer, T, Array(T).fill(fresh), Int32Array.from([0, 1, 2, 3, 4, 5]),
+    HEADS, KV_HEADS, HD, q, k, v, all);
+
+  expectClose(decode, all.subarray(5 * Q), 1e-6, 1e-5);
+  expectClose(prefill, all.subarray(0, 5 * Q), 1e-6, 1e-5);
+  for (let t = 0; t < T; t++) expectClose(all.subarray(t * Q, (t + 1) * Q), refAttention(q, k, v, t), 1e-5, 1e-4);
+  cache.free();
+  fresh.free();
+});
+
+test('rows of two sequences in one batch; layers are separate', async () => {
+  const a = backend.createKvCache(LAYERS, MAX_TOKENS, KV_HEADS, HD);
+  const b = backend.createKvCache(LAYERS, MAX_TOKENS, KV_HEADS, HD);
+  // Fill layer 0 of both with the first 3 tokens, then write junk into layer 1 of a.
+  const junk = new Float32Array(3 * Q);
+  await backend.attention(0, 3, [a, a, a], Int32Array.from([0, 1, 2]), HEADS, KV_HEADS, HD,
+    q.subarray(0, 3 * Q), k.subarray(0, 3 * KV), v.subarray(0, 3 * KV), junk);
+  await backend.attention(0, 3, [b, b, b], Int32Array.from([0, 1, 2]), HEADS, KV_HEADS, HD,
+    q.subarray(0, 3 * Q), k.subarray(0, 3 * KV), v.subarray(0, 3 * KV), junk);
+  await backend.attention(1, 3, [a, a, a], Int32Array.from([0, 1, 2]), HEADS, KV_HEADS, HD,
+    randomF32(3 * Q, 5), randomF32(3 * KV, 6), randomF32(3 * KV, 7), junk);
+  // One batch: token 3 of a and token 3 of b (the same token, so the same output).
+  const qq = new Float32Array(2 * Q);
+  qq.set(q.subarray(3 * Q, 4 * Q), 0);
+  qq.set(q.subarray(3 * Q, 4 * Q), Q);
+  const kk = new Float32Array(2 * KV);
+  kk.set(k.subarray(3 * KV, 4 * KV), 0);
+  kk.set(k.subarray(3 * KV, 4 * KV), KV);
+  const vv = new Float32Array(2 * KV);
+  vv.set(v.subarray(3 * KV, 4 * KV), 0);
+  vv.set(v.subarray(3 * KV, 4 * KV), KV);
+  const out = new Float32Array(2 * Q);
+  await backend.attention(0, 2, [a, b], Int32Array.from([3, 3]), HEADS, KV_HEADS, HD, qq, kk, vv, out);
+  const want = refAttention(q, k, v, 3);
+  expectClose(out.subarray(0, Q), want, 1e-5, 1e-4);
+  expectClose(out.subarray(Q), want, 1e-5, 1e-4);
+});

@@ -1,0 +1,43 @@
+// Heavy calls run on the thread pool: timers and setImmediate keep firing
+// while a big matmul is in flight.
+import { native, type NativeBackend } from '../../core/native';
+import { hostMatrix, randomF32 } from './helpers';
+
+let backend: NativeBackend;
+beforeAll(() => {
+  backend = native().createBackend('cpu', 2);
+});
+afterAll(() => backend.close());
+
+test('the event loop stays responsive during a big matmul', async () => {
+  const ROWS = 2048;
+  const COLS = 4096;
+  const N = 256; // 2 G multiply-adds: far longer than a few timer ticks on any CPU
+  const w = await backend.createWeight(hostMatrix(randomF32(ROWS * COLS, 1), ROWS, COLS).m, 'f32');
+  const x = randomF32(N * COLS, 2);
+  const y = new Float32Array(N * ROWS);
+
+  let done = false;
+  let timerTicks = 0;
+  let immediates = 0;
+  const interval = setInterval(() => {
+    if (!done) timerTicks++;
+  }, 1);
+  const spin = (): void => {
+    if (done) return;
+    immediates++;
+    setImmediate(spin);
+  };
+  setImmediate(spin);
+  const t0 = Date.now();
+  await backend.matmul(w, N, x, y).finally(() => {
+    done = true;
+  });
+  clearInterval(interval);
+  const ms = Date.now() - t0;
+  expect(timerTicks).toBeGreaterThan(0);
+  expect(immediates).toBeGreaterThan(1);
+  // eslint-disable-next-line no-console
+  console.log(`matmul ${ROWS}x${COLS} n=${N}: ${ms} ms, ${timerTicks} timer ticks, ${immediates} immediates`);
+  w.free();
+});

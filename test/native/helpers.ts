@@ -1,0 +1,207 @@
+// Shared pieces of the addon tests: seeded random data, dtype encoding, host
+// matrices, f64 reference ops, mask packing and a tiny safetensors reader.
+import fs from 'node:fs';
+import path from 'node:path';
+import { maskBytes, type HostMatrix, type SourceDType } from '../../core/native';
+
+/** Deterministic uniform floats in [-scale, scale) (mulberry32). */
+export function rng(seed: number): (scale?: number) => number {
+  let a = seed >>> 0;
+  return (scale = 1) => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    const u = ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return (2 * u - 1) * scale;
+  };
+}
+
+export function randomF32(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => r(scale));
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** float32 -> bfloat16 bits, round to nearest even. */
+export function toBf16Bits(v: number): number {
+  f32[0] = v;
+  const b = u32[0];
+  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+}
+export function fromBf16Bits(h: number): number {
+  u32[0] = h << 16;
+  return f32[0];
+}
+
+/** float32 -> float16 bits, round to nearest even (normal and subnormal range). */
+export function toF16Bits(v: number): number {
+  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
+  const a = Math.abs(v);
+  if (Number.isNaN(v)) return 0x7e00;
+  if (a >= 65520) return sign | 0x7c00;
+  if (a < 2 ** -14) {
+    // subnormal: units of 2^-24
+    return sign | roundEven(a / 2 ** -24);
+  }
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--; // guard log2 rounding
+  if (2 ** (e + 1) <= a) e++;
+  let m = roundEven((a / 2 ** e - 1) * 1024);
+  if (m === 1024) {
+    m = 0;
+    e++;
+  }
+  return sign | ((e + 15) << 10) | m;
+}
+function roundEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+export function fromF16Bits(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+/** A host matrix in `dtype` holding `values` rounded to it, and those rounded values as f32. */
+export function hostMatrix(
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  dtype: SourceDType = 'f32',
+): { m: HostMatrix; rounded: Float32Array } {
+  if (values.length !== rows * cols) throw new Error('hostMatrix: size mismatch');
+  if (dtype === 'f32') {
+    return { m: { dtype, rows, cols, data: new Uint8Array(values.slice().buffer) }, rounded: values };
+  }
+  const bits = new Uint16Array(values.length);
+  const rounded = new Float32Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    bits[i] = dtype === 'bf16' ? toBf16Bits(values[i]) : toF16Bits(values[i]);
+    rounded[i] = dtype === 'bf16' ? fromBf16Bits(bits[i]) : fromF16Bits(bits[i]);
+  }
+  return { m: { dtype, rows, cols, data: new Uint8Array(bits.buffer) }, rounded };
+}
+
+/** A Uint8Array of `length` bytes whose address is NOT 8-aligned (byteOffset 3). */
+export function unalignedBytes(length: number): Uint8Array {
+  return new Uint8Array(new ArrayBuffer(length + 8), 3, length);
+}
+
+/** y[n, rows] = x[n, cols] . W^T in float64. */
+export function refMatmul(W: Float32Array, rows: number, cols: number, n: number, x: Float32Array): Float64Array {
+  const y = new Float64Array(n * rows);
+  for (let i = 0; i < n; i++)
+    for (let r = 0; r < rows; r++) {
+      let s = 0;
+      for (let c = 0; c < cols; c++) s += W[r * cols + c] * x[i * cols + c];
+      y[i * rows + r] = s;
+    }
+  return y;
+}
+
+/** Packs 0/1 flags [n, I] into mask bytes [n, maskBytes(I)] (bit i%64 of word i/64, little-endian). */
+export function packMask(flags: ArrayLike<number>, n: number, I: number, out?: Uint8Array): Uint8Array {
+  const rb = maskBytes(I);
+  const bytes = out ?? new Uint8Array(n * rb);
+  bytes.fill(0);
+  for (let t = 0; t < n; t++)
+    for (let i = 0; i < I; i++) if (flags[t * I + i]) bytes[t * rb + (i >> 3)] |= 1 << (i & 7);
+  return bytes;
+}
+
+export function maskBit(bytes: Uint8Array, row: number, I: number, i: number): boolean {
+  return ((bytes[row * maskBytes(I) + (i >> 3)] >> (i & 7)) & 1) === 1;
+}
+
+/** One dReLU expert in float64: w2 . (mask * relu(w1 x) * relu(w3 x)), and the active-neuron count. */
+export function refExpert(
+  w1: Float32Array,
+  w3: Float32Array,
+  w2: Float32Array,
+  H: number,
+  I: number,
+  x: Float32Array,
+  xOff: number,
+  mask: (i: number) => boolean,
+): { y: Float64Array; active: number; ambiguous: number } {
+  const y = new Float64Array(H);
+  let active = 0;
+  let ambiguous = 0;
+  for (let i = 0; i < I; i++) {
+    let g = 0;
+    let u = 0;
+    for (let c = 0; c < H; c++) {
+      g += w1[i * H + c] * x[xOff + c];
+      u += w3[i * H + c] * x[xOff + c];
+    }
+    if (!mask(i)) continue;
+    if (Math.abs(g) < 1e-5 || Math.abs(u) < 1e-5) ambiguous++;
+    if (g <= 0 || u <= 0) continue;
+    active++;
+    const a = g * u;
+    for (let h = 0; h < H; h++) y[h] += w2[h * I + i] * a;
+  }
+  return { y, active, ambiguous };
+}
+
+/** Fails with the worst element when |got - want| exceeds atol + rtol * |want| anywhere. */
+export function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol = 0): void {
+  expect(got.length).toBe(want.length);
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < want.length; i++) {
+    const excess = Math.abs(got[i] - want[i]) - (atol + rtol * Math.abs(want[i]));
+    if (!(excess <= worstExcess)) {
+      worst = i;
+      worstExcess = Number.isNaN(excess) ? Infinity : excess;
+    }
+  }
+  if (worst >= 0) {
+    throw new Error(`element ${worst}: got ${got[worst]}, want ${want[worst]} (atol ${atol}, rtol ${rtol})`);
+  }
+}
+
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+// ---- a minimal safetensors reader (F32 only), enough for the golden files ----
+
+export interface SafeTensor {
+  shape: number[];
+  /** A view into the file's bytes (not necessarily 4-byte aligned). */
+  bytes: Uint8Array;
+  /** The values, copied into an aligned Float32Array. */
+  values: Float32Array;
+}
+
+export function readSafetensors(file: string): Map<string, SafeTensor> {
+  const buf = fs.readFileSync(file);
+  const headerLen = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + headerLen).toString('utf8')) as Record<
+    string,
+    { dtype: string; shape: number[]; data_offsets: [number, number] }
+  >;
+  const start = 8 + headerLen;
+  const out = new Map<string, SafeTensor>();
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    if (t.dtype !== 'F32') throw new Error(`${path.basename(file)}: ${name} is ${t.dtype}; this helper reads F32 only`);
+    const bytes = new Uint8Array(buf.buffer, buf.byteOffset + start + t.data_offsets[0], t.data_offsets[1] - t.data_offsets[0]);
+    const values = new Float32Array(bytes.slice().buffer);
+    out.set(name, { shape: t.shape, bytes, values });
+  }
+  return out;
+}
