@@ -1,0 +1,146 @@
+// The expert node in process: every kind of bad request gets the right status
+// and message as an error response for its id, and the same stream keeps
+// serving; health, Info and a graceful drain.
+import * as grpc from '@grpc/grpc-js';
+import { parseExpertSpec } from '../../core/expert-spec';
+import { ModelFolder } from '../../core/model-folder';
+import { native } from '../../core/native';
+import type { ExpertBatch } from '../../core/expert-backend';
+import { LocalExperts } from '../../coordinator/local-experts';
+import { encodeMask } from '../../core/wire/masks';
+import { decodeRows, encodeRows } from '../../core/wire/rows';
+import type { ExpertRequest } from '../../core/wire/expert-proto';
+import { ExpertClient } from '../../coordinator/expert-client';
+import { createServer } from '../../expert-node/server';
+import { ExpertStore } from '../../expert-node/expert-store';
+import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
+import { type InProcessNode, maxAbsDiff, randomBatch, startNode } from './helpers';
+
+describeGolden('expert node server (tiny-a, in process)', () => {
+  let folder: ModelFolder;
+  let node: InProcessNode;
+  let client: ExpertClient;
+  const H = 64;
+  const I = 160;
+
+  beforeAll(async () => {
+    folder = await ModelFolder.open(TINY_A_MODEL);
+    node = await startNode(folder, parseExpertSpec('0:0-1', folder.config));
+    client = new ExpertClient(node.address);
+  });
+  afterAll(async () => {
+    client?.close();
+    await node?.stop();
+    await folder?.close();
+  });
+
+  /** 3 tokens of layer 0, each routed to experts 0 and 1 (what this node holds). */
+  function goodBatch(): ExpertBatch {
+    const b = randomBatch(folder.config, 0, 3, 11, { topK: 2 });
+    b.experts.set([0, 1, 1, 0, 0, 1]);
+    return b;
+  }
+
+  /** The request the remote backend would send for goodBatch(). */
+  function goodRequest(): Omit<ExpertRequest, 'id'> & { routes: NonNullable<ExpertRequest['routes']> } {
+    const b = goodBatch();
+    const routes = Array.from({ length: 6 }, (_, s) => ({
+      row: Math.floor(s / 2), expert: b.experts[s], weight: b.weights[s],
+      mask: encodeMask(b.masks.subarray(s * b.maskRowBytes, (s + 1) * b.maskRowBytes), I),
+    }));
+    return { layer: 0, hidden: encodeRows(b.hidden, H, null, 'f32'), routes, replyEncoding: 'ROW_F32' };
+  }
+
+  test('Info describes what the node holds; health is SERVING', async () => {
+    const info = await client.info(5000);
+    expect(info).toMatchObject({ hiddenSize: 64, intermediateSize: 160, numLayers: 2, numExperts: 4, expertsSpec: '0:0-1', device: 'cpu' });
+    expect(info.experts).toEqual([{ layer: 0, expert: 0 }, { layer: 0, expert: 1 }]);
+    expect(await client.health(5000)).toBe('SERVING');
+  });
+
+  test('a good request gives exactly what the in-process backend gives', async () => {
+    const backend = native().createBackend('cpu', 1);
+    try {
+      const local = await LocalExperts.load(folder, backend, { store: 'auto', mode: 'sparse' });
+      const want = await local.runExperts(goodBatch());
+      const { response } = await client.call(goodRequest(), 5000);
+      expect(maxAbsDiff(decodeRows(response.out, 3, H, 'out'), want.out)).toBe(0);
+      expect(response.active).toEqual(Array.from(want.active));
+      expect(response.computeUs).toBeGreaterThan(0);
+      await local.close();
+    } finally {
+      backend.close();
+    }
+  });
+
+  const bad: [string, (r: ReturnType<typeof goodRequest>) => void, number, string][] = [
+    ['a layer out of range', (r) => (r.layer = 7), grpc.status.INVALID_ARGUMENT, 'layer 7 out of range: the model has 2 layers (0-1)'],
+    ['a layer the node does not hold', (r) => (r.layer = 1), grpc.status.FAILED_PRECONDITION, 'this node holds no expert of layer 1 (it holds 0:0-1); check the shard map'],
+    ['an expert the node does not hold', (r) => (r.routes[3].expert = 2), grpc.status.FAILED_PRECONDITION, 'routes[3]: this node does not hold expert 0:2 (it holds 0:0-1)'],
+    ['an expert out of range', (r) => (r.routes[0].expert = 9), grpc.status.INVALID_ARGUMENT, 'routes[0].expert 9 out of range: the model has 4 experts per layer'],
+    ['a wrong row width', (r) => (r.hidden = encodeRows(new Float32Array(3 * 63), 63, null, 'f32')), grpc.status.INVALID_ARGUMENT, 'hidden: rows are 63 values wide, expected 64'],
+    ['a byte length that does not match', (r) => (r.hidden = { ...r.hidden, data: (r.hidden!.data as Uint8Array).subarray(2) }), grpc.status.INVALID_ARGUMENT, 'hidden: 3 rows x 64 values in f32 need 768 bytes, got 766'],
+    ['a mask index out of range', (r) => (r.routes[2].mask = { indices16: new Uint8Array(Uint16Array.from([5, 160]).buffer) }), grpc.status.INVALID_ARGUMENT, 'routes[2].mask: mask index 160 out of range (intermediate size 160)'],
+    ['a bit mask of the wrong size', (r) => (r.routes[1].mask = { bits: new Uint8Array(21) }), grpc.status.INVALID_ARGUMENT, 'routes[1].mask: bit mask of 21 bytes, expected 20 for 160 neurons'],
+    ['a route to a row that is not there', (r) => (r.routes[4].row = 3), grpc.status.INVALID_ARGUMENT, 'routes[4].row 3 out of range (the request has 3 hidden rows)'],
+    ['the same (row, expert) twice', (r) => (r.routes[2].row = 0), grpc.status.INVALID_ARGUMENT, 'routes[2]: row 0 is routed to expert 1 twice'],
+    ['no routes', (r) => r.routes.splice(0), grpc.status.INVALID_ARGUMENT, 'routes: empty'],
+    ['a missing mask', (r) => (r.routes[0].mask = null), grpc.status.INVALID_ARGUMENT, 'routes[0].mask: missing mask'],
+    ['a NaN weight', (r) => (r.routes[0].weight = NaN), grpc.status.INVALID_ARGUMENT, 'routes[0].weight is NaN, not a finite number'],
+    ['missing int8 scales', (r) => (r.hidden = { ...encodeRows(new Float32Array(3 * 64), 64, null, 'int8'), scales: new Uint8Array(4) }), grpc.status.INVALID_ARGUMENT, 'hidden: int8 rows need 3 f32 scales (12 bytes), got 4 bytes'],
+  ];
+  test.each(bad)('%s -> an error response on the stream, which keeps serving', async (_what, spoil, code, message) => {
+    const req = goodRequest();
+    spoil(req);
+    await expect(client.call(req, 5000)).rejects.toMatchObject({ code, detail: expect.stringContaining(message) });
+    // Same client, same stream: the next request is answered normally.
+    const { response } = await client.call(goodRequest(), 5000);
+    expect(response.out!.count).toBe(3);
+  });
+
+  test('many requests in flight on one stream are matched by id', async () => {
+    const reqs = Array.from({ length: 12 }, (_, i) => {
+      const r = goodRequest();
+      if (i % 3 === 1) r.layer = 1; // every third one is bad, interleaved with good ones
+      return r;
+    });
+    const settled = await Promise.allSettled(reqs.map((r) => client.call(r, 5000)));
+    settled.forEach((s, i) => expect(s.status).toBe(i % 3 === 1 ? 'rejected' : 'fulfilled'));
+    const outs = settled.filter((s) => s.status === 'fulfilled').map((s) => decodeRows((s as PromiseFulfilledResult<Awaited<ReturnType<ExpertClient['call']>>>).value.response.out, 3, H, 'out'));
+    // goodRequest() is deterministic, so every good answer is the same.
+    for (const o of outs) expect(maxAbsDiff(o, outs[0])).toBe(0);
+  });
+});
+
+describeGolden('expert node lifecycle', () => {
+  test('NOT_SERVING and UNAVAILABLE while loading, SERVING after; drain ends streams and refuses new work', async () => {
+    const folder = await ModelFolder.open(TINY_A_MODEL);
+    const backend = native().createBackend('cpu', 1);
+    const server = createServer();
+    const port = await server.listen('127.0.0.1', 0);
+    const client = new ExpertClient(`127.0.0.1:${port}`);
+    try {
+      expect(await client.health(5000)).toBe('NOT_SERVING');
+      await expect(client.info(5000)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE, detail: expect.stringContaining('weights are still loading') });
+      const b = randomBatch(folder.config, 1, 1, 3);
+      const req = { layer: 1, hidden: encodeRows(b.hidden, 64, null, 'f32'), routes: [{ row: 0, expert: 3, weight: 1, mask: encodeMask(b.masks, 160) }] };
+      await expect(client.call(req, 5000)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+
+      const store = await ExpertStore.load({ source: folder, dims: folder.config, pairs: parseExpertSpec('1:2-3', folder.config), backend, weights: 'auto' });
+      server.setStore(store);
+      expect(await client.health(5000)).toBe('SERVING');
+      expect((await client.call(req, 5000)).response.active).toHaveLength(1);
+
+      await server.shutdown(2000);
+      // The node ended our stream; a new call cannot reach it.
+      await expect(client.call(req, 2000)).rejects.toMatchObject({ code: expect.any(Number) });
+      await expect(client.health(1000)).rejects.toBeDefined();
+      store.close();
+    } finally {
+      client.close();
+      server.forceShutdown();
+      backend.close();
+      await folder.close();
+    }
+  });
+});
