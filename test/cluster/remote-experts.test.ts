@@ -62,8 +62,9 @@ describeGolden('remote experts vs local (tiny-a, in-process nodes)', () => {
     for (const b of batches()) {
       const want = await local.runExperts(b);
       const got = await remote.runExperts(b, { stepId: 1 });
-      // Each node runs the same kernels on the same f32 rows: bit-identical for top-2.
-      expect(maxAbsDiff(got.out, want.out)).toBe(0);
+      // Same kernels on the same f32 rows (bit-identical today); the tolerance allows a kernel
+      // that fuses the weighted add (an FMA) where the coordinator adds two nodes' rows.
+      expect(maxAbsDiff(got.out, want.out)).toBeLessThanOrEqual(1e-6);
       expect(got.active).toEqual(want.active);
     }
     const stats = remote.stats();
