@@ -40,6 +40,15 @@ export class Engine {
   /** Starts a sequence; its KV cache holds prompt + maxTokens (capped at the context). */
   newSequence(promptIds: number[], opts: SequenceOptions): Sequence {
     const c = this.config;
+    this.checkPrompt(promptIds);
+    const capacity = Math.min(c.maxPositionEmbeddings, promptIds.length + Math.max(0, opts.maxTokens));
+    const cache = this.backend.createKvCache(c.numLayers, capacity, c.numKvHeads, c.headDim);
+    return new Sequence(this.nextSeqId++, promptIds, cache, opts);
+  }
+
+  /** Throws UserError for a prompt newSequence would refuse (so a scheduler can refuse it before queueing). */
+  checkPrompt(promptIds: number[]): void {
+    const c = this.config;
     if (promptIds.length === 0) throw new UserError('prompt is empty: give at least one token');
     for (const id of promptIds) {
       if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
@@ -51,9 +60,6 @@ export class Engine {
         `prompt has ${promptIds.length} tokens; the model's context is ${c.maxPositionEmbeddings}: shorten the prompt`,
       );
     }
-    const capacity = Math.min(c.maxPositionEmbeddings, promptIds.length + Math.max(0, opts.maxTokens));
-    const cache = this.backend.createKvCache(c.numLayers, capacity, c.numKvHeads, c.headDim);
-    return new Sequence(this.nextSeqId++, promptIds, cache, opts);
   }
 
   /** Bytes of KV cache one sequence of `tokens` tokens needs. */

@@ -1,0 +1,50 @@
+// Errors as OpenAI error objects: {"error": {"message", "type", "param", "code"}},
+// with the status the OpenAI API (and its clients) expect for each kind.
+import { UserError } from '../../core/errors';
+import { QueueFullError, SchedulerClosedError, StepError } from '../scheduler';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type: string = 'invalid_request_error',
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+
+  /** The client sent something wrong (4xx) as opposed to the server failing. */
+  get isClientError(): boolean {
+    return this.status >= 400 && this.status < 500 && this.status !== 429;
+  }
+
+  toJSON(): { error: { message: string; type: string; param: string | null; code: string | null } } {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+export const badRequest = (message: string, param: string | null = null, code: string | null = null): ApiError =>
+  new ApiError(400, message, 'invalid_request_error', param, code);
+
+export const expertsUnavailable = (detail = 'not every expert node is reachable'): ApiError =>
+  new ApiError(503, `experts unavailable: ${detail}; retry shortly`, 'service_unavailable', null, 'experts_unavailable');
+
+/** Maps anything thrown while serving a request to an ApiError (unknown errors are 500s). */
+export function toApiError(e: unknown, expertsReady = true): ApiError {
+  if (e instanceof ApiError) return e;
+  if (e instanceof UserError) return badRequest(e.message, paramOf(e.message));
+  if (e instanceof QueueFullError) return new ApiError(429, e.message, 'rate_limit_error', null, 'queue_full');
+  if (e instanceof SchedulerClosedError) return new ApiError(503, e.message, 'service_unavailable', null, 'shutting_down');
+  if (e instanceof StepError) {
+    return expertsReady ? new ApiError(500, e.message, 'server_error', null, 'generation_failed') : expertsUnavailable(e.message);
+  }
+  return new ApiError(500, `internal error: ${e instanceof Error ? e.message : String(e)}`, 'server_error');
+}
+
+/** "max_tokens must be ..." -> "max_tokens": engine and scheduler messages start with the field they are about. */
+function paramOf(message: string): string | null {
+  const m = /^(prompt|max_tokens|messages|stop|seed|n)\b/.exec(message);
+  return m ? m[1] : null;
+}

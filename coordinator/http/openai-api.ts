@@ -1,0 +1,275 @@
+// The OpenAI completions API on top of the scheduler, transport-free: `prepare`
+// turns a body into token-id prompts and sampling settings (or a 400),
+// `run` generates every choice through the shared scheduler and returns the
+// response object, emitting stream chunks on the way when asked. The HTTP
+// server and the BullMQ worker both call it, so a job's return value is exactly
+// what the endpoint would have answered.
+import { randomUUID } from 'node:crypto';
+import { ChatTemplate, type ChatMessage } from '../../core/chat-template';
+import type { TextTokenizer } from '../../core/tokenizer';
+import type { SamplingParams } from '../sampler';
+import type { GenerationRequest, GenerationResult, Scheduler, SequenceHandle } from '../scheduler';
+import { ApiError, badRequest } from './errors';
+import { chatBody, completionBody, messageText, parseBody, parsePrompt, type ChatBody, type CompletionBody, type Endpoint } from './schemas';
+
+export interface OpenAIApiOptions {
+  scheduler: Scheduler;
+  tokenizer: TextTokenizer;
+  /** The id clients pass as `model` (GET /v1/models lists it). */
+  modelName: string;
+  chatTemplate?: ChatTemplate;
+}
+
+/** A validated request: the prompts as ids, how many choices each, and the settings. */
+export interface Prepared {
+  endpoint: Endpoint;
+  prompts: number[][];
+  n: number;
+  maxTokens: number;
+  sampling: SamplingParams;
+  stopStrings: string[];
+  stopIds: number[];
+  stream: boolean;
+  includeUsage: boolean;
+  returnTokenIds: boolean;
+}
+
+export interface RunOptions {
+  /** Aborting cancels every sequence of the request. */
+  signal?: AbortSignal;
+  /** Stream chunks (OpenAI's chunk objects), in order. */
+  onChunk?: (chunk: object) => void;
+  /** Tokens generated so far over all choices. */
+  onProgress?: (tokens: number) => void;
+}
+
+/** The request's sequences were cancelled (client gone, job released) before they finished. */
+export class RequestCancelledError extends Error {
+  constructor() {
+    super('the request was cancelled before it finished');
+    this.name = 'RequestCancelledError';
+  }
+}
+
+type Choice = { index: number; result: GenerationResult; promptIds: number[] };
+
+export class OpenAIApi {
+  readonly scheduler: Scheduler;
+  readonly tokenizer: TextTokenizer;
+  readonly modelName: string;
+  readonly chatTemplate: ChatTemplate;
+  readonly contextLength: number;
+  /** Token id of the template's end-of-turn marker when it is one token (e.g. <|im_end|>). */
+  private readonly endOfTurnId: number | null;
+
+  constructor(opts: OpenAIApiOptions) {
+    this.scheduler = opts.scheduler;
+    this.tokenizer = opts.tokenizer;
+    this.modelName = opts.modelName;
+    this.chatTemplate = opts.chatTemplate ?? ChatTemplate.chatml();
+    this.contextLength = opts.scheduler.engine.config.maxPositionEmbeddings;
+    const eot = this.chatTemplate.endOfTurn;
+    const ids = eot ? this.tokenizer.encode(eot, { addBos: false }) : [];
+    this.endOfTurnId = ids.length === 1 ? ids[0] : null;
+  }
+
+  /** Validates and tokenizes a body; throws ApiError (400/404) naming the field. */
+  prepare(endpoint: Endpoint, body: unknown): Prepared {
+    if (endpoint === 'completions') {
+      const b = parseBody(completionBody, body);
+      this.checkModel(b.model);
+      const prompts = parsePrompt(b.prompt).map((p) => (typeof p === 'string' ? this.tokenizer.encode(p) : p));
+      if (b.best_of != null && b.best_of !== (b.n ?? 1)) throw badRequest('best_of: only best_of equal to n is supported', 'best_of');
+      return this.finish(endpoint, b, prompts, b.max_tokens ?? 16, 'max_tokens', [], []);
+    }
+    const b = parseBody(chatBody, body);
+    this.checkModel(b.model);
+    const messages: ChatMessage[] = b.messages.map((m, i) => ({
+      role: m.role,
+      content: messageText(m.content, i),
+      ...(m.name !== undefined ? { name: m.name } : {}),
+    }));
+    const text = this.chatTemplate.render(messages);
+    // A template that writes BOS itself must not get a second one from the tokenizer.
+    const bos = this.chatTemplate.bosToken;
+    const ids = this.tokenizer.encode(text, bos && text.startsWith(bos) ? { addBos: false } : {});
+    const field = b.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+    const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? Math.max(0, this.contextLength - ids.length);
+    const eot = this.chatTemplate.endOfTurn;
+    return this.finish(
+      endpoint,
+      b,
+      [ids],
+      maxTokens,
+      field,
+      this.endOfTurnId !== null ? [this.endOfTurnId] : [],
+      eot && this.endOfTurnId === null ? [eot] : [],
+    );
+  }
+
+  private checkModel(model: string | null | undefined): void {
+    if (model != null && model !== this.modelName) {
+      throw new ApiError(404, `model: '${model}' is not served here; this server serves '${this.modelName}'`, 'invalid_request_error', 'model', 'model_not_found');
+    }
+  }
+
+  private finish(
+    endpoint: Endpoint,
+    b: CompletionBody | ChatBody,
+    prompts: number[][],
+    maxTokens: number,
+    maxField: string,
+    extraStopIds: number[],
+    extraStops: string[],
+  ): Prepared {
+    const ctx = this.contextLength;
+    prompts.forEach((p, i) => {
+      const where = prompts.length > 1 ? `prompt[${i}]` : endpoint === 'completions' ? 'prompt' : 'messages';
+      if (p.length === 0) throw badRequest(`${where}: the prompt is empty`, where);
+      const vocab = this.scheduler.engine.config.vocabSize;
+      const badId = p.find((id) => id >= vocab);
+      if (badId !== undefined) throw badRequest(`${where}: token id ${badId} is outside the vocabulary (0..${vocab - 1})`, where);
+      if (p.length >= ctx) {
+        throw badRequest(
+          `${where}: this model's maximum context length is ${ctx} tokens, but the prompt has ${p.length} tokens: shorten it`,
+          where,
+          'context_length_exceeded',
+        );
+      }
+      if (p.length + maxTokens > ctx) {
+        throw badRequest(
+          `${maxField}: this model's maximum context length is ${ctx} tokens; you requested ${p.length + maxTokens} ` +
+            `(${p.length} in the prompt, ${maxTokens} to generate): lower ${maxField}`,
+          maxField,
+          'context_length_exceeded',
+        );
+      }
+    });
+    const stop = b.stop == null ? [] : typeof b.stop === 'string' ? [b.stop] : b.stop;
+    if (stop.some((s) => s === '')) throw badRequest('stop: stop strings must not be empty', 'stop');
+    const topK = b.top_k ?? 0;
+    return {
+      endpoint,
+      prompts,
+      n: b.n ?? 1,
+      maxTokens,
+      sampling: {
+        temperature: b.temperature ?? 1,
+        topP: b.top_p ?? 1,
+        topK: topK < 0 ? 0 : topK,
+        seed: b.seed ?? undefined,
+      },
+      stopStrings: [...stop, ...extraStops],
+      stopIds: b.ignore_eos ? extraStopIds : [...this.tokenizer.eosIds, ...extraStopIds],
+      stream: b.stream === true,
+      includeUsage: b.stream_options?.include_usage === true,
+      returnTokenIds: b.return_token_ids === true,
+    };
+  }
+
+  /**
+   * Generates every choice (prompts x n) together through the scheduler. Throws
+   * QueueFullError / UserError before anything starts, StepError if the engine fails.
+   */
+  async run(p: Prepared, opts: RunOptions = {}): Promise<object> {
+    const chat = p.endpoint === 'chat.completions';
+    const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
+    const created = Math.floor(Date.now() / 1000);
+    const base = { id, object: chat ? 'chat.completion.chunk' : 'text_completion', created, model: this.modelName };
+    const stream = opts.onChunk;
+    let generated = 0;
+
+    const reqs: GenerationRequest[] = [];
+    const promptOf: number[][] = [];
+    p.prompts.forEach((ids) => {
+      for (let j = 0; j < p.n; j++) {
+        const index = reqs.length;
+        promptOf.push(ids);
+        reqs.push({
+          promptIds: ids,
+          maxTokens: p.maxTokens,
+          // Same seed, different samples: the j-th choice of a prompt draws with seed + j.
+          sampling: { ...p.sampling, seed: p.sampling.seed === undefined ? undefined : p.sampling.seed + j },
+          stopIds: p.stopIds,
+          stopStrings: p.stopStrings,
+          onDelta: (d) => {
+            generated += d.tokenIds.length;
+            if (d.tokenIds.length) opts.onProgress?.(generated);
+            if (stream && (d.text || p.returnTokenIds)) stream(this.chunk(base, chat, index, d.text, null, p.returnTokenIds ? d.tokenIds : null));
+          },
+        });
+      }
+    });
+
+    // Throws (queue full, budget) before anything was streamed; deltas arrive only after the next step.
+    const handles: SequenceHandle[] = this.scheduler.submitAll(reqs);
+    if (stream && chat) {
+      // OpenAI opens each chat choice with the assistant role.
+      reqs.forEach((_, index) => stream({ ...base, choices: [{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] }));
+    }
+    const cancelAll = () => handles.forEach((h) => h.cancel());
+    if (opts.signal?.aborted) cancelAll();
+    opts.signal?.addEventListener('abort', cancelAll, { once: true });
+
+    let choices: Choice[];
+    try {
+      choices = await Promise.all(
+        handles.map(async (h, index) => {
+          const result = await h.result;
+          if (stream && result.finishReason !== 'cancelled') stream(this.chunk(base, chat, index, '', finishReason(result), null));
+          return { index, result, promptIds: promptOf[index] };
+        }),
+      );
+    } catch (e) {
+      cancelAll();
+      throw e;
+    } finally {
+      opts.signal?.removeEventListener('abort', cancelAll);
+    }
+
+    if (choices.some((c) => c.result.finishReason === 'cancelled')) throw new RequestCancelledError();
+    const promptTokens = p.prompts.reduce((s, ids) => s + ids.length, 0);
+    const completionTokens = choices.reduce((s, c) => s + c.result.tokenIds.length, 0);
+    const usage = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+    if (stream) {
+      if (p.includeUsage) stream({ ...base, choices: [], usage });
+      return { ...base, usage };
+    }
+    return {
+      id,
+      object: chat ? 'chat.completion' : 'text_completion',
+      created,
+      model: this.modelName,
+      choices: choices.map((c) => this.choice(chat, c, p.returnTokenIds)),
+      usage,
+    };
+  }
+
+  private choice(chat: boolean, c: Choice, withIds: boolean): object {
+    const ids = withIds ? { prompt_token_ids: c.promptIds, token_ids: c.result.tokenIds } : {};
+    const finish_reason = finishReason(c.result);
+    if (chat) return { index: c.index, message: { role: 'assistant', content: c.result.text }, logprobs: null, finish_reason, ...ids };
+    return { index: c.index, text: c.result.text, logprobs: null, finish_reason, ...ids };
+  }
+
+  private chunk(base: object, chat: boolean, index: number, text: string, finish: string | null, tokenIds: number[] | null): object {
+    const ids = tokenIds ? { token_ids: tokenIds } : {};
+    const choice = chat
+      ? { index, delta: finish ? {} : { content: text }, logprobs: null, finish_reason: finish, ...ids }
+      : { index, text, logprobs: null, finish_reason: finish, ...ids };
+    return { ...base, choices: [choice] };
+  }
+
+  /** GET /v1/models */
+  models(): object {
+    return {
+      object: 'list',
+      data: [{ id: this.modelName, object: 'model', created: 0, owned_by: 'turbosparse', max_model_len: this.contextLength }],
+    };
+  }
+}
+
+/** OpenAI's finish_reason: "stop" (EOS or a stop string) or "length". */
+function finishReason(r: GenerationResult): string {
+  return r.finishReason === 'length' ? 'length' : 'stop';
+}

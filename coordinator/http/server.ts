@@ -1,0 +1,221 @@
+// The OpenAI-compatible HTTP API on Node's `http` module (no framework):
+//
+//   POST /v1/completions, POST /v1/chat/completions   (stream: true -> server-sent events)
+//   GET  /v1/models, /health, /ready, /metrics
+//
+// `createHttpServer` is apart from the CLI so tests bind port 0. Every failure
+// becomes an OpenAI error object with its status; nothing a client sends can
+// crash the process. A client that goes away cancels its sequences.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { timingSafeEqual } from 'node:crypto';
+import { metrics as globalMetrics, PROMETHEUS_CONTENT_TYPE, type Registry } from '../../core/metrics';
+import { ApiError, expertsUnavailable, toApiError } from './errors';
+import { OpenAIApi, type OpenAIApiOptions } from './openai-api';
+import type { Endpoint } from './schemas';
+
+export interface HttpServerOptions extends OpenAIApiOptions {
+  /** When set, /v1/* needs `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+  /** True once every expert is reachable; /ready and generation answer 503 until then. Default: always ready. */
+  ready?: () => boolean | Promise<boolean>;
+  /** Where /metrics reads from (and HTTP counters go); default the process-wide registry. */
+  metrics?: Registry;
+  /** Largest request body accepted (413 beyond). Default 16 MiB. */
+  maxBodyBytes?: number;
+  /** One line per server-side failure (500s). */
+  log?: (line: string) => void;
+}
+
+export interface HttpServer {
+  readonly server: http.Server;
+  readonly api: OpenAIApi;
+  /** Binds (port 0 = any free port); resolves with the address and base URL. */
+  listen(port?: number, host?: string): Promise<{ port: number; host: string; url: string }>;
+  /** Stops accepting, ends open connections (their sequences are cancelled). */
+  close(): Promise<void>;
+}
+
+const ROUTES: Record<string, Endpoint> = { '/v1/completions': 'completions', '/v1/chat/completions': 'chat.completions' };
+
+export function createHttpServer(opts: HttpServerOptions): HttpServer {
+  const api = new OpenAIApi(opts);
+  const reg = opts.metrics ?? globalMetrics;
+  const ready = opts.ready ?? (() => true);
+  const maxBody = opts.maxBodyBytes ?? 16 * 2 ** 20;
+  const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  const requests = reg.counter({ name: 'turbosparse_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'] });
+  const latency = reg.histogram({
+    name: 'turbosparse_http_request_seconds',
+    help: 'HTTP request duration (to the last byte) by route',
+    labelNames: ['route'],
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+  });
+  const promptTokens = reg.counter({ name: 'turbosparse_prompt_tokens_total', help: 'Prompt tokens of accepted requests' });
+
+  const isReady = async (): Promise<boolean> => {
+    try {
+      return await ready();
+    } catch {
+      return false;
+    }
+  };
+
+  const authorized = (req: http.IncomingMessage): boolean => {
+    if (!opts.apiKey) return true;
+    const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
+    if (!m) return false;
+    const a = Buffer.from(m[1].trim());
+    const b = Buffer.from(opts.apiKey);
+    return a.length === b.length && timingSafeEqual(a, b);
+  };
+
+  async function generate(endpoint: Endpoint, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const body = await readJson(req, maxBody);
+    const prepared = api.prepare(endpoint, body);
+    if (!(await isReady())) throw expertsUnavailable();
+    promptTokens.inc(undefined, prepared.prompts.reduce((s, p) => s + p.length, 0));
+
+    // The client going away (socket closed before we finished) cancels everything.
+    const abort = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+
+    if (!prepared.stream) {
+      const out = await api.run(prepared, { signal: abort.signal });
+      sendJson(res, 200, out);
+      return;
+    }
+    let started = false;
+    const write = (data: string): void => {
+      if (!started) {
+        started = true;
+        res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
+        res.flushHeaders();
+      }
+      if (!res.writableEnded && !res.destroyed) res.write(`data: ${data}\n\n`);
+    };
+    try {
+      await api.run(prepared, { signal: abort.signal, onChunk: (c) => write(JSON.stringify(c)) });
+    } catch (e) {
+      if (!started) throw e; // still a plain JSON error response
+      const err = toApiError(e, await isReady());
+      if (err.status >= 500) log(`stream failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      write(JSON.stringify(err.toJSON()));
+    }
+    write('[DONE]');
+    res.end();
+  }
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<number | void> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const method = req.method ?? 'GET';
+    if (path === '/health') return method === 'GET' ? sendJson(res, 200, { status: 'ok' }) : notAllowed(method, path);
+    if (path === '/ready') {
+      if (method !== 'GET') return notAllowed(method, path);
+      const ok = await isReady();
+      return sendJson(res, ok ? 200 : 503, ok ? { status: 'ready' } : { status: 'not ready', reason: 'not every expert is reachable' });
+    }
+    if (path === '/metrics') {
+      if (method !== 'GET') return notAllowed(method, path);
+      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
+      res.end(reg.text());
+      return;
+    }
+    if (path.startsWith('/v1/') && !authorized(req)) {
+      throw new ApiError(401, 'Incorrect or missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', null, 'invalid_api_key');
+    }
+    if (path === '/v1/models') return method === 'GET' ? sendJson(res, 200, api.models()) : notAllowed(method, path);
+    const endpoint = ROUTES[path];
+    if (endpoint) return method === 'POST' ? generate(endpoint, req, res) : notAllowed(method, path);
+    throw new ApiError(404, `no route ${method} ${url.pathname}`, 'invalid_request_error', null, 'not_found');
+  }
+
+  const server = http.createServer((req, res) => {
+    const t0 = performance.now();
+    const route = routeLabel(req.url);
+    res.on('finish', () => {
+      requests.inc({ route, status: res.statusCode });
+      latency.observe({ route }, (performance.now() - t0) / 1000);
+    });
+    handle(req, res).catch(async (e: unknown) => {
+      const err = toApiError(e, await isReady());
+      if (err.status >= 500 && err.code !== 'experts_unavailable' && err.code !== 'shutting_down') {
+        log(`${req.method} ${req.url} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      }
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      // Drain what is left of a body we refused so the client reads our answer.
+      if (!req.complete) req.resume();
+      sendJson(res, err.status, err.toJSON());
+    });
+  });
+  server.on('clientError', (_err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+  });
+
+  return {
+    server,
+    api,
+    listen(port = 0, host = '127.0.0.1') {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          const a = server.address() as AddressInfo;
+          const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+          resolve({ port: a.port, host: a.address, url: `http://${h}:${a.port}` });
+        });
+      });
+    },
+    close() {
+      return new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    },
+  };
+}
+
+function routeLabel(url: string | undefined): string {
+  const p = (url ?? '/').split('?')[0].replace(/\/+$/, '') || '/';
+  return ['/v1/completions', '/v1/chat/completions', '/v1/models', '/health', '/ready', '/metrics'].includes(p) ? p : 'other';
+}
+
+function notAllowed(method: string, path: string): never {
+  throw new ApiError(405, `${method} is not allowed on ${path}`, 'invalid_request_error', null, 'method_not_allowed');
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** Reads and parses a JSON body: 413 beyond `limit` bytes, 400 when it is not JSON. */
+async function readJson(req: http.IncomingMessage, limit: number): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (declared > limit) throw tooLarge(limit);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw tooLarge(limit);
+    chunks.push(chunk as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') throw new ApiError(400, 'the request body is empty: send a JSON object', 'invalid_request_error');
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ApiError(400, `the request body is not valid JSON (${(e as Error).message})`, 'invalid_request_error');
+  }
+}
+
+function tooLarge(limit: number): ApiError {
+  return new ApiError(413, `the request body is larger than ${limit} bytes`, 'invalid_request_error', null, 'request_too_large');
+}

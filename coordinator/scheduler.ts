@@ -1,0 +1,493 @@
+// Continuous batching: one loop runs engine steps over every live sequence.
+//
+//   submit -> [waiting, bounded] --(KV budget allows)--> [running] --step--> tokens -> text -> caller
+//                   \-- beyond the bound: QueueFullError (never dropped silently)
+//
+// Each step is ONE forward pass over every running sequence: decoding ones add
+// their newest token, prefilling ones add a chunk of their prompt (a per-step
+// prompt-token budget, so a long prompt does not stall everyone's decoding).
+// New requests join and finished/cancelled ones leave only between steps, which
+// is also the only time a KV cache is created or freed (a step owns its caches).
+import { UserError } from '../core/errors';
+import { metrics as globalMetrics, type Registry } from '../core/metrics';
+import { StreamingDetokenizer, type TextTokenizer } from '../core/tokenizer';
+import type { Engine } from './engine';
+import type { SamplingParams } from './sampler';
+import type { FinishReason, Sequence } from './sequence';
+
+/** What the scheduler needs of the engine (the real Engine in production). */
+export type SchedulerEngine = Pick<Engine, 'config' | 'newSequence' | 'step' | 'release' | 'kvBytesFor' | 'checkPrompt'>;
+
+export interface SchedulerOptions {
+  /** Bytes of KV cache all running sequences may reserve together. Default: 1 GiB. */
+  kvBudgetBytes?: number;
+  /** Requests that may wait for KV budget; beyond it submit throws QueueFullError. Default 256. */
+  maxQueue?: number;
+  /** Sequences decoded together at most. Default 256. */
+  maxRunning?: number;
+  /** Prompt tokens prefilled per step, over all sequences. Default 256. */
+  prefillBudget?: number;
+  /** Where gauges and counters go; default the process-wide registry. */
+  metrics?: Registry;
+}
+
+export interface GenerationRequest {
+  promptIds: number[];
+  sampling: SamplingParams;
+  maxTokens: number;
+  /** Token ids that end generation (not part of the output). Default: the tokenizer's EOS ids. */
+  stopIds?: number[];
+  /** Strings that end generation; the text is cut before the first match. */
+  stopStrings?: string[];
+  /** Called for every new piece of output, in order. */
+  onDelta?: (delta: Delta) => void;
+}
+
+/** New output since the last delta: ids sampled and the text they completed (stop-string candidates held back). */
+export interface Delta {
+  tokenIds: number[];
+  text: string;
+}
+
+export interface GenerationResult {
+  tokenIds: number[];
+  text: string;
+  finishReason: FinishReason;
+  promptTokens: number;
+}
+
+/** Every slot of the wait queue is taken: the caller should retry later (HTTP 429). */
+export class QueueFullError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'QueueFullError';
+  }
+}
+
+/** The engine failed a step (e.g. an expert node went away); the sequences in it ended. */
+export class StepError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`generation step failed: ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = 'StepError';
+  }
+}
+
+/** submit after close(). */
+export class SchedulerClosedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SchedulerClosedError';
+  }
+}
+
+type Item = { delta: Delta } | { end: GenerationResult } | { error: unknown };
+
+/** One submitted sequence: its output as callbacks, an async iterator of deltas, and a final result. */
+export class SequenceHandle implements AsyncIterable<Delta> {
+  /** Resolves at the end (also when cancelled); rejects when the engine failed. */
+  readonly result: Promise<GenerationResult>;
+  readonly tokenIds: number[] = [];
+  private resolve!: (r: GenerationResult) => void;
+  private reject!: (e: unknown) => void;
+  private readonly items: Item[] = [];
+  private wake: (() => void) | null = null;
+  private iterating = false;
+  /** Set once; the scheduler acts on it between steps. */
+  cancelRequested = false;
+  done = false;
+  seq: Sequence | null = null;
+  readonly kvBytes: number;
+  readonly submittedAt = performance.now();
+  firstTokenAt: number | null = null;
+  // Text state: `text` is everything decoded (cut at a stop string); `sent` chars went out.
+  text = '';
+  sent = 0;
+  /** A stop string matched: text is final. */
+  stopMatched = false;
+  detok: StreamingDetokenizer | null = null;
+
+  constructor(
+    readonly id: number,
+    readonly req: GenerationRequest,
+    kvBytes: number,
+    private readonly onCancel: (h: SequenceHandle) => void,
+  ) {
+    this.kvBytes = kvBytes;
+    this.result = new Promise<GenerationResult>((res, rej) => {
+      this.resolve = res;
+      this.reject = rej;
+    });
+    // A caller that only iterates must not see an unhandled rejection.
+    this.result.catch(() => undefined);
+  }
+
+  /** Stops generation at the next step boundary and frees the KV cache; result resolves with 'cancelled'. */
+  cancel(): void {
+    if (this.done || this.cancelRequested) return;
+    this.cancelRequested = true;
+    this.onCancel(this);
+  }
+
+  emit(delta: Delta): void {
+    if (delta.tokenIds.length === 0 && delta.text === '') return;
+    this.req.onDelta?.(delta);
+    if (this.iterating) this.push({ delta });
+  }
+
+  finish(r: GenerationResult): void {
+    if (this.done) return;
+    this.done = true;
+    this.push({ end: r });
+    this.resolve(r);
+  }
+
+  fail(e: unknown): void {
+    if (this.done) return;
+    this.done = true;
+    this.push({ error: e });
+    this.reject(e);
+  }
+
+  private push(item: Item): void {
+    this.items.push(item);
+    this.wake?.();
+    this.wake = null;
+  }
+
+  /** Deltas from the moment iteration starts; ends at finish, throws if the engine failed. */
+  async *[Symbol.asyncIterator](): AsyncIterator<Delta> {
+    this.iterating = true;
+    for (;;) {
+      const item = this.items.shift();
+      if (!item) {
+        if (this.done && this.items.length === 0) return;
+        await new Promise<void>((r) => (this.wake = r));
+        continue;
+      }
+      if ('delta' in item) yield item.delta;
+      else if ('end' in item) return;
+      else throw item.error;
+    }
+  }
+}
+
+const DEFAULTS = { kvBudgetBytes: 1 << 30, maxQueue: 256, maxRunning: 256, prefillBudget: 256 };
+
+export class Scheduler {
+  readonly opts: Required<Omit<SchedulerOptions, 'metrics'>>;
+  private readonly waiting: SequenceHandle[] = [];
+  private readonly running: SequenceHandle[] = [];
+  private kvReserved = 0;
+  private nextId = 1;
+  private loop: Promise<void> | null = null;
+  private closed = false;
+  private readonly m: ReturnType<typeof schedulerMetrics>;
+  /** Called after every step (its tokens delivered) with what it did: bench and tests. */
+  onStep: ((s: { rows: number; prefillRows: number; running: number; ms: number }) => void) | null = null;
+
+  constructor(
+    readonly engine: SchedulerEngine,
+    readonly tokenizer: TextTokenizer,
+    opts: SchedulerOptions = {},
+  ) {
+    const o = { ...DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) };
+    for (const k of ['maxQueue', 'maxRunning', 'prefillBudget'] as const) {
+      if (!Number.isInteger(o[k]) || o[k] < (k === 'maxQueue' ? 0 : 1)) throw new UserError(`scheduler ${k} must be a positive integer, got ${o[k]}`);
+    }
+    if (!(o.kvBudgetBytes > 0)) throw new UserError(`scheduler kvBudgetBytes must be positive, got ${o.kvBudgetBytes}`);
+    this.opts = { kvBudgetBytes: o.kvBudgetBytes, maxQueue: o.maxQueue, maxRunning: o.maxRunning, prefillBudget: o.prefillBudget };
+    this.m = schedulerMetrics(opts.metrics ?? globalMetrics, this);
+  }
+
+  /** Sequences in the batch now / waiting for KV budget / bytes of KV cache reserved. */
+  get stats(): { running: number; waiting: number; kvBytes: number; kvBudget: number } {
+    return { running: this.running.length, waiting: this.waiting.length, kvBytes: this.kvReserved, kvBudget: this.opts.kvBudgetBytes };
+  }
+
+  /** KV bytes a request reserves: prompt + max tokens, capped at the context (what the engine allocates). */
+  kvBytesFor(promptTokens: number, maxTokens: number): number {
+    const ctx = this.engine.config.maxPositionEmbeddings;
+    return this.engine.kvBytesFor(Math.min(ctx, promptTokens + Math.max(0, maxTokens)));
+  }
+
+  /** One sequence; see submitAll. */
+  submit(req: GenerationRequest): SequenceHandle {
+    return this.submitAll([req])[0];
+  }
+
+  /**
+   * Queues the requests together (all or none): throws UserError for a request that can
+   * never run, QueueFullError when the wait queue has no room for all of them.
+   */
+  submitAll(reqs: GenerationRequest[]): SequenceHandle[] {
+    if (this.closed) throw new SchedulerClosedError('the server is shutting down: retry on another instance');
+    const sizes = reqs.map((r) => {
+      this.engine.checkPrompt(r.promptIds);
+      if (!Number.isInteger(r.maxTokens) || r.maxTokens < 0) throw new UserError(`max_tokens must be a non-negative integer, got ${r.maxTokens}`);
+      const bytes = this.kvBytesFor(r.promptIds.length, r.maxTokens);
+      if (bytes > this.opts.kvBudgetBytes) {
+        throw new UserError(
+          `the request needs ${mb(bytes)} of KV cache (prompt ${r.promptIds.length} + max_tokens ${r.maxTokens} tokens) ` +
+            `but the server's KV budget is ${mb(this.opts.kvBudgetBytes)}: lower max_tokens or shorten the prompt`,
+        );
+      }
+      return bytes;
+    });
+    // Requests that would not start right away take queue slots.
+    let free = this.opts.kvBudgetBytes - this.kvReserved;
+    let slots = this.opts.maxRunning - this.running.length;
+    let queued = 0;
+    for (const bytes of sizes) {
+      if (this.waiting.length === 0 && queued === 0 && bytes <= free && slots > 0) {
+        free -= bytes;
+        slots--;
+      } else queued++;
+    }
+    if (queued > 0 && this.waiting.length + queued > this.opts.maxQueue) {
+      this.m.rejected.inc();
+      throw new QueueFullError(
+        `the server is at capacity (${this.running.length} sequences running, ${this.waiting.length} waiting, queue limit ${this.opts.maxQueue}): retry later`,
+      );
+    }
+    const handles = reqs.map((r, i) => new SequenceHandle(this.nextId++, r, sizes[i], (h) => this.onCancel(h)));
+    this.waiting.push(...handles);
+    this.admit();
+    this.kick();
+    return handles;
+  }
+
+  /** Cancels everything and waits for the loop to stop. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const h of [...this.waiting, ...this.running]) h.cancel();
+    await this.loop;
+  }
+
+  private onCancel(h: SequenceHandle): void {
+    const i = this.waiting.indexOf(h);
+    if (i >= 0) {
+      // Never started: nothing to free.
+      this.waiting.splice(i, 1);
+      this.end(h, 'cancelled');
+      this.admit();
+    }
+    // Running: removed at the next step boundary (its cache may be in use by a step now).
+    this.kick();
+  }
+
+  /** Moves waiting requests into the batch, in order, while budget and slots allow. */
+  private admit(): void {
+    while (this.waiting.length > 0 && this.running.length < this.opts.maxRunning) {
+      const h = this.waiting[0];
+      if (this.kvReserved + h.kvBytes > this.opts.kvBudgetBytes) break;
+      this.waiting.shift();
+      const r = h.req;
+      try {
+        h.seq = this.engine.newSequence(r.promptIds, {
+          sampling: r.sampling,
+          maxTokens: r.maxTokens,
+          stopIds: r.stopIds ?? this.tokenizer.eosIds,
+        });
+      } catch (e) {
+        h.fail(e);
+        continue;
+      }
+      h.detok = new StreamingDetokenizer(this.tokenizer, r.promptIds);
+      this.kvReserved += h.kvBytes;
+      this.running.push(h);
+    }
+  }
+
+  private kick(): void {
+    if (this.loop || (this.running.length === 0 && this.waiting.length === 0)) return;
+    this.loop = this.run().finally(() => {
+      this.loop = null;
+      this.kick();
+    });
+  }
+
+  private async run(): Promise<void> {
+    while (this.running.length > 0 || this.waiting.length > 0) {
+      this.reap();
+      this.admit();
+      if (this.running.length === 0) break; // only possible when nothing is waiting either
+      const batch = this.pickBatch();
+      const t0 = performance.now();
+      let result;
+      try {
+        result = await this.engine.step(batch.map((h) => h.seq!), { prefillChunk: this.opts.prefillBudget });
+      } catch (e) {
+        const err = new StepError(e);
+        for (const h of batch) this.leave(h, () => h.fail(err));
+        this.m.stepErrors.inc();
+        continue;
+      }
+      const ms = performance.now() - t0;
+      this.m.stepSeconds.observe(undefined, ms / 1000);
+      this.m.stepRows.observe(undefined, result.rows);
+      const byId = new Map(batch.map((h) => [h.seq!.id, h]));
+      for (const s of result.sampled) {
+        const h = byId.get(s.seq.id)!;
+        if (s.stop) continue;
+        this.onToken(h, s.token);
+      }
+      const running = this.running.length;
+      for (const h of batch) if (h.seq!.finished && !h.cancelRequested) this.complete(h);
+      this.onStep?.({ rows: result.rows, prefillRows: result.prefillRows, running, ms });
+      // Let HTTP callbacks (new requests, disconnects) run between steps.
+      await new Promise<void>((r) => setImmediate(r));
+    }
+  }
+
+  /**
+   * Every decoding sequence plus prefilling ones within the prompt-token budget (the first
+   * always, so a long prompt advances by one chunk per step).
+   */
+  private pickBatch(): SequenceHandle[] {
+    const batch: SequenceHandle[] = [];
+    let budget = this.opts.prefillBudget;
+    let anyPrefill = false;
+    for (const h of this.running) {
+      const pending = h.seq!.pendingPrompt;
+      if (pending === 0) {
+        batch.push(h);
+        continue;
+      }
+      const take = Math.min(pending, this.opts.prefillBudget);
+      if (!anyPrefill || take <= budget) {
+        batch.push(h);
+        budget -= take;
+        anyPrefill = true;
+      }
+    }
+    return batch;
+  }
+
+  private onToken(h: SequenceHandle, token: number): void {
+    h.firstTokenAt ??= performance.now();
+    if (h.tokenIds.length === 0) this.m.ttft.observe(undefined, (h.firstTokenAt - h.submittedAt) / 1000);
+    h.tokenIds.push(token);
+    this.m.tokens.inc();
+    const piece = h.detok!.push(token);
+    if (this.appendText(h, piece)) h.seq!.finished = 'stop';
+    this.flushText(h, [token], h.stopMatched);
+  }
+
+  /** Appends decoded text; true when a stop string now matches (the text is cut before it). */
+  private appendText(h: SequenceHandle, piece: string): boolean {
+    if (!piece) return false;
+    const stops = h.req.stopStrings ?? [];
+    const from = Math.max(0, h.text.length - longest(stops) + 1);
+    h.text += piece;
+    let cut = -1;
+    for (const s of stops) {
+      if (!s) continue;
+      const i = h.text.indexOf(s, from);
+      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
+    }
+    if (cut < 0) return false;
+    h.text = h.text.slice(0, cut);
+    h.stopMatched = true;
+    return true;
+  }
+
+  /** Sends text not yet sent, holding back a tail that could still become a stop string. */
+  private flushText(h: SequenceHandle, tokenIds: number[], final: boolean): void {
+    let end = h.text.length;
+    if (!final) end -= holdBack(h.text, h.sent, h.req.stopStrings ?? []);
+    const text = h.text.slice(h.sent, end);
+    h.sent = end;
+    h.emit({ tokenIds, text });
+  }
+
+  private complete(h: SequenceHandle): void {
+    const seq = h.seq!;
+    if (!h.stopMatched && this.appendText(h, h.detok!.flush())) seq.finished = 'stop';
+    this.flushText(h, [], true);
+    this.leave(h, () => this.end(h, seq.finished ?? 'stop'));
+  }
+
+  private end(h: SequenceHandle, reason: FinishReason): void {
+    this.m.finished.inc({ reason });
+    h.finish({ tokenIds: h.tokenIds, text: h.text, finishReason: reason, promptTokens: h.req.promptIds.length });
+  }
+
+  /** Drops cancelled sequences from the batch (between steps only). */
+  private reap(): void {
+    for (const h of [...this.running]) {
+      if (h.cancelRequested && !h.done) {
+        h.seq!.finished = 'cancelled';
+        this.leave(h, () => this.end(h, 'cancelled'));
+      }
+    }
+  }
+
+  /** Removes a running sequence, frees its cache and budget, then settles it. */
+  private leave(h: SequenceHandle, settle: () => void): void {
+    const i = this.running.indexOf(h);
+    if (i >= 0) this.running.splice(i, 1);
+    if (h.seq) {
+      this.engine.release(h.seq);
+      this.kvReserved -= h.kvBytes;
+    }
+    settle();
+  }
+}
+
+function longest(stops: string[]): number {
+  return stops.reduce((m, s) => Math.max(m, s.length), 0);
+}
+
+/** Length of the longest suffix of text[sent..] that is a proper prefix of a stop string. */
+function holdBack(text: string, sent: number, stops: string[]): number {
+  let best = 0;
+  for (const s of stops) {
+    for (let k = Math.min(s.length - 1, text.length - sent); k > best; k--) {
+      if (text.endsWith(s.slice(0, k))) {
+        best = k;
+        break;
+      }
+    }
+  }
+  return best;
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}
+
+function schedulerMetrics(reg: Registry, s: Scheduler) {
+  reg.gauge({
+    name: 'turbosparse_scheduler_running_sequences',
+    help: 'Sequences in the continuous batch',
+    collect: (g) => g.set(undefined, s.stats.running),
+  });
+  reg.gauge({
+    name: 'turbosparse_scheduler_waiting_requests',
+    help: 'Sequences waiting for KV-cache budget',
+    collect: (g) => g.set(undefined, s.stats.waiting),
+  });
+  reg.gauge({
+    name: 'turbosparse_kv_cache_reserved_bytes',
+    help: 'KV-cache bytes reserved by running sequences',
+    collect: (g) => g.set(undefined, s.stats.kvBytes),
+  });
+  reg.gauge({
+    name: 'turbosparse_kv_cache_budget_bytes',
+    help: 'KV-cache budget of the scheduler',
+    collect: (g) => g.set(undefined, s.stats.kvBudget),
+  });
+  return {
+    tokens: reg.counter({ name: 'turbosparse_generated_tokens_total', help: 'Tokens generated' }),
+    finished: reg.counter({ name: 'turbosparse_sequences_finished_total', help: 'Sequences ended, by reason', labelNames: ['reason'] }),
+    rejected: reg.counter({ name: 'turbosparse_queue_full_rejections_total', help: 'Requests rejected because the wait queue was full' }),
+    stepErrors: reg.counter({ name: 'turbosparse_step_errors_total', help: 'Engine steps that failed' }),
+    stepSeconds: reg.histogram({ name: 'turbosparse_step_seconds', help: 'Wall time of one batched engine step' }),
+    stepRows: reg.histogram({
+      name: 'turbosparse_step_rows',
+      help: 'Token rows in one engine step',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+    }),
+    ttft: reg.histogram({ name: 'turbosparse_time_to_first_token_seconds', help: 'Submit to first generated token' }),
+  };
+}

@@ -1,0 +1,159 @@
+// Continuous batching on a real engine (small demo model): batched tokens equal
+// solo tokens, prompts are prefilled in chunks without stalling decoders, the KV
+// budget makes requests wait, cancellation and engine failures free everything.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { makeDemoModel } from '../../core/demo-model';
+import type { ExpertBackend } from '../../core/expert-backend';
+import { Registry } from '../../core/metrics';
+import { TextTokenizer } from '../../core/tokenizer';
+import { Engine } from '../../coordinator/engine';
+import { GREEDY } from '../../coordinator/sampler';
+import { Scheduler, StepError, type GenerationRequest, type SchedulerOptions } from '../../coordinator/scheduler';
+import { loadTestEngine } from './helpers';
+
+const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
+
+let dir: string;
+let engine: Engine;
+let tok: TextTokenizer;
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-sched-'));
+  await makeDemoModel(dir, DEMO);
+  engine = await loadTestEngine(dir);
+  tok = TextTokenizer.fromModel(engine.folder);
+});
+afterAll(async () => {
+  await engine?.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const sched = (opts: SchedulerOptions = {}, e: Engine = engine) => new Scheduler(e, tok, { metrics: new Registry(), ...opts });
+const greedy = (promptIds: number[], maxTokens: number, extra: Partial<GenerationRequest> = {}): GenerationRequest => ({
+  promptIds,
+  sampling: GREEDY,
+  maxTokens,
+  stopIds: [],
+  ...extra,
+});
+const prompt = (len: number, seed: number) => [1, ...Array.from({ length: len - 1 }, (_, i) => 3 + ((i * 7 + seed * 13) % 250))];
+
+test('sequences batched together (joining at different steps) produce the tokens they produce alone', async () => {
+  const prompts = [prompt(5, 1), prompt(17, 2), prompt(40, 3), prompt(9, 4)];
+  const s = sched({ prefillBudget: 16 });
+  const solo = [];
+  for (const p of prompts) solo.push((await s.submit(greedy(p, 10)).result).tokenIds);
+  const rows: number[] = [];
+  s.onStep = (x) => rows.push(x.rows);
+  const first = s.submitAll(prompts.slice(0, 2).map((p) => greedy(p, 10)));
+  await new Promise((r) => setTimeout(r, 5));
+  const later = s.submitAll(prompts.slice(2).map((p) => greedy(p, 10)));
+  const batched = await Promise.all([...first, ...later].map((h) => h.result));
+  expect(batched.map((r) => r.tokenIds)).toEqual(solo);
+  expect(batched.every((r) => r.finishReason === 'length')).toBe(true);
+  expect(Math.max(...rows)).toBeGreaterThan(4); // several sequences shared steps
+  await s.close();
+});
+
+test('a long prompt is prefilled in budget-sized chunks while the others keep decoding', async () => {
+  const s = sched({ prefillBudget: 32 });
+  const decoders = s.submitAll([greedy(prompt(4, 5), 200), greedy(prompt(4, 6), 200)]);
+  const counts = () => decoders.map((h) => h.tokenIds.length);
+  await new Promise<void>((r) => {
+    s.onStep = () => counts()[0] > 2 && r();
+  });
+  const log: { rows: number; prefill: number; progressed: boolean }[] = [];
+  let before = counts();
+  s.onStep = (x) => {
+    const now = counts();
+    log.push({ rows: x.rows, prefill: x.prefillRows, progressed: now.every((c, i) => c === before[i] + 1 || c >= 200) });
+    before = now;
+  };
+  const long = s.submit(greedy(prompt(300, 7), 3));
+  await long.result;
+  s.onStep = null;
+  const prefillSteps = log.filter((l) => l.prefill > 0);
+  expect(prefillSteps.length).toBe(Math.ceil(300 / 32));
+  expect(prefillSteps.every((l) => l.prefill <= 32 && l.rows <= 32 + 2)).toBe(true);
+  expect(prefillSteps.every((l) => l.progressed)).toBe(true); // no decode step was skipped
+  decoders.forEach((h) => h.cancel());
+  await s.close();
+});
+
+test('the KV budget caps running sequences; the rest wait in order and all finish', async () => {
+  const p = prompt(6, 8);
+  const one = engine.kvBytesFor(p.length + 12);
+  const s = sched({ kvBudgetBytes: 2 * one, maxQueue: 10 });
+  let maxRunning = 0;
+  s.onStep = () => (maxRunning = Math.max(maxRunning, s.stats.running));
+  const hs = s.submitAll(Array.from({ length: 5 }, () => greedy(p, 12)));
+  expect(s.stats).toEqual(expect.objectContaining({ running: 2, waiting: 3, kvBytes: 2 * one }));
+  const rs = await Promise.all(hs.map((h) => h.result));
+  expect(maxRunning).toBe(2);
+  expect(rs.every((r) => r.tokenIds.length === 12)).toBe(true);
+  expect(new Set(rs.map((r) => r.tokenIds.join(','))).size).toBe(1);
+  expect(s.stats).toEqual(expect.objectContaining({ running: 0, waiting: 0, kvBytes: 0 }));
+  // One that can never fit is refused up front, not queued forever.
+  expect(() => s.submit(greedy(p, 40))).toThrow(/KV cache/);
+  await s.close();
+});
+
+test('cancel: a waiting request leaves without running, a running one at the next step', async () => {
+  const p = prompt(6, 9);
+  const s = sched({ kvBudgetBytes: engine.kvBytesFor(p.length + 500), maxQueue: 4 });
+  const [running, waiting] = s.submitAll([greedy(p, 500), greedy(p, 500)]);
+  waiting.cancel();
+  expect(await waiting.result).toEqual(expect.objectContaining({ finishReason: 'cancelled', tokenIds: [] }));
+  await new Promise<void>((r) => (s.onStep = () => running.tokenIds.length >= 3 && r()));
+  running.cancel();
+  const r = await running.result;
+  expect(r.finishReason).toBe('cancelled');
+  expect(r.tokenIds.length).toBeLessThan(500);
+  expect(s.stats.kvBytes).toBe(0);
+  await s.close();
+});
+
+test('deltas (async iterator and callback) add up to the final text; stop strings cut it', async () => {
+  const s = sched();
+  const p = prompt(7, 10);
+  const base = await s.submit(greedy(p, 24)).result;
+  expect(base.text).toBe(tok.decode(base.tokenIds));
+  const seen: string[] = [];
+  const h = s.submit(greedy(p, 24, { onDelta: (d) => seen.push(d.text) }));
+  let iterated = '';
+  for await (const d of h) iterated += d.text;
+  expect(iterated).toBe(base.text);
+  expect(seen.join('')).toBe(base.text);
+
+  const at = Math.floor(base.text.length / 2);
+  const stop = base.text.slice(at, at + 3);
+  const cut = base.text.indexOf(stop);
+  const pieces: string[] = [];
+  const r = await s.submit(greedy(p, 24, { stopStrings: [stop], onDelta: (d) => pieces.push(d.text) })).result;
+  expect(r.finishReason).toBe('stop');
+  expect(r.text).toBe(base.text.slice(0, cut));
+  expect(pieces.join('')).toBe(r.text); // nothing of the stop string was ever sent
+  expect(r.tokenIds).toEqual(base.tokenIds.slice(0, r.tokenIds.length));
+  await s.close();
+});
+
+test('an engine failure ends the sequences of that step with StepError; the scheduler keeps serving', async () => {
+  let failures = 1;
+  const flaky: ExpertBackend = {
+    name: 'flaky',
+    runExperts: (batch, ctx) => (failures-- > 0 ? Promise.reject(new Error('expert node down')) : engine.experts.runExperts(batch, ctx)),
+    close: async () => undefined,
+  };
+  const e = new Engine(engine.folder, engine.backend, engine.weights, flaky);
+  const s = sched({}, e);
+  const p = prompt(5, 11);
+  const [a, b] = s.submitAll([greedy(p, 4), greedy(p, 4)]);
+  await expect(a.result).rejects.toBeInstanceOf(StepError);
+  await expect(b.result).rejects.toThrow(/expert node down/);
+  expect(s.stats.kvBytes).toBe(0);
+  const ok = await s.submit(greedy(p, 4)).result;
+  expect(ok.tokenIds).toHaveLength(4);
+  await s.close();
+});
