@@ -15,12 +15,12 @@ export function registerMakeDemoModel(program: Command): void {
     .option('--kv-heads <n>', 'key/value heads', intOption('--kv-heads', 1))
     .option('--experts <n>', 'experts per layer', intOption('--experts', 1))
     .option('--top-k <n>', 'experts per token', intOption('--top-k', 1))
-    .option('--vocab <n>', 'vocabulary size (>= 259)', intOption('--vocab', 259))
+    .option('--vocab <n>', 'vocabulary size (>= 262)', intOption('--vocab', 262))
     .option('--predictor-rank <n>', 'predictor width', intOption('--predictor-rank', 1))
     .option('--shards <n>', 'safetensors shards (1 = model.safetensors)', intOption('--shards', 1))
     .option('--dtype <t>', 'bf16 | f16 | f32', choiceOption('--dtype', ['bf16', 'f16', 'f32'] as const))
     .option('--seed <n>', 'random seed', intOption('--seed'))
-    .option('--active-fraction <f>', 'fraction of neurons the predictors mark active', floatOption('--active-fraction', 0.01, 1))
+    .option('--active-fraction <f>', 'fraction of neurons the predictors mark active', floatOption('--active-fraction', 0.01, 0.99))
     .action(async (dir: string, o: Record<string, unknown>) => {
       const opts = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
       await makeDemoModel(dir, opts);

@@ -41,7 +41,7 @@ export async function generate(engine: Engine, tok: TextTokenizer, req: Generate
     stopIds: req.stopIds ?? tok.eosIds,
     keepPromptLogits: req.keepPromptLogits,
   });
-  const detok = new StreamingDetokenizer(tok);
+  const detok = new StreamingDetokenizer(tok, req.promptIds);
   let text = '';
   let active = 0;
   let slots = 0;

@@ -63,6 +63,9 @@ function expertTensorNames(folder: ModelFolder): string[] {
 export async function loadEngine(opts: EngineOptions): Promise<Engine> {
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const folder = await ModelFolder.open(opts.modelDir);
+  if (folder.config.hiddenAct && folder.config.hiddenAct !== 'relu') {
+    log(`warning: config.json hidden_act is '${folder.config.hiddenAct}'; TurboSparse experts are dReLU (relu), results assume relu`);
+  }
   const choice = opts.experts ?? { kind: 'local' };
   const mod = native();
   const device = opts.device ?? 'auto';
