@@ -22,7 +22,7 @@ export interface LocalClusterOptions {
   replicas?: number;
   weights?: StoreDType | 'auto';
   device?: Device | 'auto';
-  /** CPU threads per node; default: the cores shared evenly. */
+  /** CPU threads per node; 0 or absent: the machine's cores shared evenly between the nodes. */
   threads?: number;
   dense?: boolean;
   host?: string;
@@ -83,7 +83,7 @@ export class LocalCluster {
     const names = Array.from({ length: n }, (_, i) => `node${i}`);
     const plan = balancedShardMap(uniformPairs(dims, bytes), names, { replicas: opts.replicas ?? 1 });
     const command = opts.nodeCommand ?? defaultNodeCommand();
-    const threads = opts.threads ?? Math.max(1, Math.floor(os.availableParallelism() / n));
+    const threads = opts.threads || Math.max(1, Math.floor(os.availableParallelism() / n));
     const timeoutMs = opts.startTimeoutMs ?? 600_000;
     const log = opts.log ?? (() => undefined);
 
@@ -122,8 +122,9 @@ export class LocalCluster {
           } else if (m.event === 'failed') reject(new UserError(`cluster: expert node ${node.name} failed to start: ${m.message}`));
         });
         child.on('error', (e) => reject(new Error(`cluster: cannot start ${command[0]}: ${e.message}`)));
-        child.on('exit', (code, signal) => reject(new UserError(
-          `cluster: expert node ${node.name} exited (${signal ?? `code ${code}`}) before serving: ${why()}`)));
+        // A 'failed' message says it better; give one still in the pipe a moment to arrive.
+        child.on('exit', (code, signal) => setTimeout(() => reject(new UserError(
+          `cluster: expert node ${node.name} exited (${signal ?? `code ${code}`}) before serving: ${why()}`)), 100));
       }));
     }
     const cluster = new LocalCluster(plan, nodes);

@@ -125,14 +125,22 @@ export async function serveUntilStopped(opts: ExpertNodeOptions): Promise<void> 
     throw e;
   }
   if (process.send) process.off('disconnect', orphaned);
+  const signals = ['SIGTERM', 'SIGINT'] as const;
+  let onSignal: Record<string, () => void> = {};
+  let onDisconnect = () => undefined as void;
   await new Promise<void>((resolve) => {
     const stop = (why: string) => {
       log(`${why}: draining (grace ${opts.graceMs} ms)`);
       node.stop().then(resolve, resolve);
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-    if (process.send) process.once('disconnect', () => stop('parent exited'));
+    onSignal = Object.fromEntries(signals.map((s) => [s, () => stop(s)]));
+    for (const s of signals) process.once(s, onSignal[s]);
+    onDisconnect = () => stop('parent exited');
+    if (process.send) process.once('disconnect', onDisconnect);
   });
+  for (const s of signals) process.off(s, onSignal[s]);
+  process.off('disconnect', onDisconnect);
+  // The IPC channel to a local-cluster parent would keep this process alive.
+  if (process.connected) process.disconnect();
   log('stopped');
 }

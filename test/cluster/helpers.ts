@@ -12,7 +12,7 @@ export const ROOT = path.resolve(__dirname, '..', '..');
 
 /** `expert-node` from the TypeScript sources, for LocalCluster's nodeCommand. */
 export function sourceNodeCommand(): string[] {
-  return [process.execPath, '-r', path.join(ROOT, 'test', 'helpers', 'ts-register.js'), path.join(ROOT, 'cli', 'expert-node.ts')];
+  return [process.execPath, '-r', path.join(__dirname, 'ts-register-cached.js'), path.join(ROOT, 'cli', 'expert-node.ts')];
 }
 
 /** Deterministic uniform floats in [0, 1) (mulberry32). */

@@ -1,0 +1,93 @@
+// cluster:N's processes: started through the factory the CLI uses, stopped on
+// close, cleaned up after a failed start, and never outliving their parent.
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ModelFolder } from '../../core/model-folder';
+import { native } from '../../core/native';
+import { LocalCluster } from '../../coordinator/local-cluster';
+import { LocalExperts } from '../../coordinator/local-experts';
+import { createRemoteExperts } from '../../coordinator/remote-factory';
+import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
+import { maxAbsDiff, randomBatch, ROOT, sourceNodeCommand } from './helpers';
+
+const dims = { hiddenSize: 64, intermediateSize: 160, numLayers: 2, numExperts: 4 };
+
+/** Expert-node processes whose parent is `pid`. */
+function nodeChildren(pid: number): number[] {
+  let out = '';
+  try {
+    out = execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(pid)], { encoding: 'utf8' });
+  } catch {
+    return []; // ps exits 1 when there are none
+  }
+  return out.split('\n').filter((l) => l.includes('expert-node')).map((l) => Number(l.trim().split(/\s+/)[0]));
+}
+
+/** Running (a zombie waiting for a reaper that never comes counts as gone). */
+function alive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
+  const t0 = Date.now();
+  while (!cond() && Date.now() - t0 < ms) await new Promise((r) => setTimeout(r, 50));
+  return cond();
+}
+
+describeGolden('local cluster processes (tiny-a)', () => {
+  test('cluster:2 through the CLI factory matches local experts, and close() stops its nodes', async () => {
+    const folder = await ModelFolder.open(TINY_A_MODEL);
+    const backend = native().createBackend('cpu', 1);
+    const lines: string[] = [];
+    try {
+      const remote = await createRemoteExperts({ kind: 'cluster', nodes: 2 }, folder, (l) => void lines.push(l),
+        { nodeCommand: sourceNodeCommand(), device: 'cpu', threads: 1 });
+      const pids = nodeChildren(process.pid);
+      expect(pids).toHaveLength(2);
+      expect(remote.name).toBe('cluster:2');
+      expect(lines.join('\n')).toMatch(/cluster: node0 SERVING 0-1:0,0-1:2 on 127\.0\.0\.1:\d+/);
+      const local = await LocalExperts.load(folder, backend, { store: 'auto', mode: 'sparse' });
+      for (let i = 0; i < 3; i++) {
+        const b = randomBatch(dims, i % 2, 7, 40 + i);
+        expect(maxAbsDiff((await remote.runExperts(b)).out, (await local.runExperts(b)).out)).toBeLessThanOrEqual(1e-6);
+      }
+      await local.close();
+      await remote.close();
+      expect(pids.some(alive)).toBe(false);
+    } finally {
+      backend.close();
+      await folder.close();
+    }
+  });
+
+  test('a node that cannot start is one clear error, and nothing is left running', async () => {
+    await expect(LocalCluster.start({ modelDir: '/nonexistent/model', dims, nodes: 1, nodeCommand: sourceNodeCommand(), device: 'cpu', threads: 1 }))
+      .rejects.toThrow(/^cluster: expert node node0 failed to start: model folder \/nonexistent\/model does not exist$/);
+    expect(await waitFor(() => nodeChildren(process.pid).length === 0, 5000)).toBe(true);
+  });
+
+  test('the nodes exit when their parent is SIGKILLed (no orphans)', async () => {
+    const parent = spawn(process.execPath, ['-r', path.join(__dirname, 'ts-register-cached.js'),
+      path.join(__dirname, 'fixtures', 'cluster-parent.ts'), TINY_A_MODEL], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    parent.stderr.on('data', (d) => (stderr += d));
+    const pids = await new Promise<number[]>((resolve, reject) => {
+      let out = '';
+      parent.stdout.on('data', (d) => {
+        out += d;
+        if (out.includes('\n')) resolve(JSON.parse(out.split('\n')[0]));
+      });
+      parent.on('exit', (code) => reject(new Error(`parent exited ${code}: ${stderr}`)));
+    });
+    expect(pids).toHaveLength(2);
+    expect(pids.every(alive)).toBe(true);
+    parent.kill('SIGKILL');
+    expect(await waitFor(() => !pids.some(alive), 10_000)).toBe(true);
+  });
+});
