@@ -14,9 +14,15 @@ OpWorker::OpWorker(Napi::Env env, const char* op, std::shared_ptr<BackendState> 
 
 Napi::Promise OpWorker::Start(std::unique_ptr<OpWorker> worker) {
   OpWorker* w = worker.release();
-  w->state_->BeginOp(w->used_);
+  BackendState& s = *w->state_;
+  s.BeginOp(w->used_);
   Napi::Promise promise = w->deferred_.Promise();
-  w->Queue();
+  if (s.worker_running) {
+    s.waiting.push_back(w);
+  } else {
+    s.worker_running = true;
+    w->Queue();
+  }
   return promise;
 }
 
@@ -37,7 +43,16 @@ void OpWorker::Execute() {
 void OpWorker::Finish() {
   if (finished_) return;
   finished_ = true;
-  state_->EndOp(used_);
+  // Hand the pool slot to the next waiting call of this backend.
+  BackendState& s = *state_;
+  if (s.waiting.empty()) {
+    s.worker_running = false;
+  } else {
+    OpWorker* next = s.waiting.front();
+    s.waiting.pop_front();
+    next->Queue();
+  }
+  s.EndOp(used_);
 }
 
 void OpWorker::OnOK() {

@@ -29,8 +29,8 @@ class OpWorker : public Napi::AsyncWorker {
   }
   void Use(std::shared_ptr<HandleRecord> rec) { used_.push_back(std::move(rec)); }
 
-  // Marks the op in flight, queues it and returns its Promise. Ownership of
-  // the worker passes to the thread pool (it deletes itself when done).
+  // Marks the op in flight, queues it (behind the backend's running call, if
+  // any) and returns its Promise. The worker deletes itself when done.
   static Napi::Promise Start(std::unique_ptr<OpWorker> worker);
 
  protected:

@@ -16,6 +16,7 @@
 //                   are gone, the destructor does what close() would.
 #pragma once
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +28,7 @@ namespace tsaddon {
 enum class HandleKind { Weight, Expert, Predictor, KvCache };
 
 struct BackendState;
+class OpWorker;
 
 // One native handle as the addon tracks it.
 struct HandleRecord {
@@ -54,6 +56,12 @@ struct BackendState {
   std::string description;
   bool closed = false;
   int inflight = 0;  // queued or running workers (ops and create* calls)
+
+  // The C ABI runs one op at a time per backend, so only one worker per
+  // backend goes to the libuv pool; the rest wait here, in call order, rather
+  // than parking pool threads (shared with fs, dns, zlib) on the backend lock.
+  bool worker_running = false;
+  std::deque<OpWorker*> waiting;
 
   // Takes ownership of a freshly created native handle.
   std::shared_ptr<HandleRecord> Adopt(HandleKind kind, void* ptr);

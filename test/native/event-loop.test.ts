@@ -1,5 +1,7 @@
 // Heavy calls run on the thread pool: timers and setImmediate keep firing
-// while a big matmul is in flight.
+// while a big matmul is in flight, and calls queued on one backend wait their
+// turn without occupying the pool that fs shares.
+import fs from 'node:fs';
 import { native, type NativeBackend } from '../../core/native';
 import { hostMatrix, randomF32 } from './helpers';
 
@@ -39,5 +41,27 @@ test('the event loop stays responsive during a big matmul', async () => {
   expect(immediates).toBeGreaterThan(1);
   // eslint-disable-next-line no-console
   console.log(`matmul ${ROWS}x${COLS} n=${N}: ${ms} ms, ${timerTicks} timer ticks, ${immediates} immediates`);
+  w.free();
+});
+
+test('calls on one backend run in call order and leave the thread pool to fs', async () => {
+  const ROWS = 2048;
+  const COLS = 4096;
+  const N = 64;
+  const CALLS = 6; // more than libuv's 4 pool threads
+  const w = await backend.createWeight(hostMatrix(randomF32(ROWS * COLS, 3), ROWS, COLS).m, 'f32');
+  const x = randomF32(N * COLS, 4);
+  const order: number[] = [];
+  const calls = Array.from({ length: CALLS }, (_, i) =>
+    backend.matmul(w, N, x, new Float32Array(N * ROWS)).then(() => {
+      order.push(i);
+    }),
+  );
+  // fs work queued after all six still gets a pool thread at once.
+  await fs.promises.readFile(__filename);
+  const doneWhenFsFinished = order.length;
+  await Promise.all(calls);
+  expect(doneWhenFsFinished).toBeLessThanOrEqual(1);
+  expect(order).toEqual([0, 1, 2, 3, 4, 5]);
   w.free();
 });

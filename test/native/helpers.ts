@@ -17,9 +17,18 @@ export function rng(seed: number): (scale?: number) => number {
   };
 }
 
+/** n uniform floats in [-scale, scale) (xorshift32, inlined: big arrays are made quickly). */
 export function randomF32(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => r(scale));
+  const out = new Float32Array(n);
+  let s = (seed * 2654435761) | 0 || 1;
+  const k = (2 * scale) / 4294967296;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = (s >>> 0) * k - scale;
+  }
+  return out;
 }
 
 const f32 = new Float32Array(1);
