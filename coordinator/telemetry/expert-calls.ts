@@ -1,0 +1,63 @@
+// What one expert call did, as the coordinator saw it. A "call" is one message
+// to one expert node for one layer of one step (or, with `--experts local`, one
+// in-process runExperts): it carries every token routed to the experts that
+// node holds. Both the tracing (a CLIENT span per call) and the metrics (per
+// (layer, expert, node) histograms) are fed from this one record.
+import type { ExpertBatch, ExpertOutput } from '../../core/expert-backend';
+
+export interface ExpertCallRecord {
+  layer: number;
+  /** Node address or pod name; "local" for in-process experts. */
+  node: string;
+  /** Distinct expert ids in this call, ascending. */
+  experts: number[];
+  /** Routed (token, expert) slots per entry of `experts`. */
+  slots: number[];
+  /** Neurons computed per entry of `experts` (summed over its slots); empty when the call failed. */
+  active: number[];
+  /** Token rows sent (each once, however many of its experts live there). */
+  tokens: number;
+  /** Round trip, seconds. */
+  seconds: number;
+  /** As reported by the node (absent for local calls: all of it is compute). */
+  queueUs?: number;
+  computeUs?: number;
+  /** Request and reply bytes on the wire (0 for local calls). */
+  bytesIn: number;
+  bytesOut: number;
+  /** Row encoding on the wire: f32 | bf16 | int8 (local: "none"). */
+  wire: string;
+  /** Step id the call belongs to. */
+  stepId?: number;
+  /** Set when the call failed: a short code (gRPC status name, "TIMEOUT", ...). */
+  error?: string;
+  errorMessage?: string;
+  /** This call was a retry on a replica after another node failed. */
+  retry?: boolean;
+}
+
+/** Per-expert slots and active neurons of an ExpertBatch, for a call covering `experts` (or all, when omitted). */
+export function summariseBatch(
+  batch: ExpertBatch,
+  result: ExpertOutput | undefined,
+  onlyExperts?: ReadonlySet<number>,
+): { experts: number[]; slots: number[]; active: number[]; tokens: number } {
+  const slotsBy = new Map<number, number>();
+  const activeBy = new Map<number, number>();
+  const rows = new Set<number>();
+  const n = batch.nRows * batch.topK;
+  for (let s = 0; s < n; s++) {
+    const e = batch.experts[s];
+    if (e < 0 || (onlyExperts && !onlyExperts.has(e))) continue;
+    slotsBy.set(e, (slotsBy.get(e) ?? 0) + 1);
+    if (result) activeBy.set(e, (activeBy.get(e) ?? 0) + result.active[s]);
+    rows.add(Math.floor(s / batch.topK));
+  }
+  const experts = [...slotsBy.keys()].sort((a, b) => a - b);
+  return {
+    experts,
+    slots: experts.map((e) => slotsBy.get(e)!),
+    active: result ? experts.map((e) => activeBy.get(e) ?? 0) : [],
+    tokens: rows.size,
+  };
+}

@@ -1,0 +1,299 @@
+// Exact recent statistics per expert, per node and per layer, for the latency
+// table printed after `generate`/`demo`, the status page and `turbosparse stats`.
+// Prometheus histograms (metrics.ts) answer "over time, in Grafana"; this
+// answers "p50/p99 right now" from a bounded window of the latest samples.
+import type { ExpertCallRecord } from './expert-calls';
+
+/** The last `cap` samples of a value. */
+export class SampleWindow {
+  private readonly buf: Float64Array;
+  private next = 0;
+  private size = 0;
+  constructor(cap: number) {
+    this.buf = new Float64Array(cap);
+  }
+  push(v: number): void {
+    this.buf[this.next] = v;
+    this.next = (this.next + 1) % this.buf.length;
+    if (this.size < this.buf.length) this.size++;
+  }
+  get count(): number {
+    return this.size;
+  }
+  /** Nearest-rank quantiles of the window, NaN when empty. */
+  quantiles(qs: number[]): number[] {
+    if (this.size === 0) return qs.map(() => NaN);
+    const sorted = this.buf.slice(0, this.size).sort();
+    return qs.map((q) => sorted[Math.min(this.size - 1, Math.max(0, Math.ceil(q * this.size) - 1))]);
+  }
+  mean(): number {
+    if (this.size === 0) return NaN;
+    let s = 0;
+    for (let i = 0; i < this.size; i++) s += this.buf[i];
+    return s / this.size;
+  }
+}
+
+class Series {
+  calls = 0;
+  errors = 0;
+  retries = 0;
+  tokens = 0;
+  slots = 0;
+  active = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  computeS = 0;
+  readonly latency: SampleWindow;
+  readonly compute: SampleWindow;
+  /** Active fraction of recent calls (slot-weighted per call). */
+  readonly fraction: SampleWindow;
+  constructor(cap: number) {
+    this.latency = new SampleWindow(cap);
+    this.compute = new SampleWindow(cap);
+    this.fraction = new SampleWindow(cap);
+  }
+}
+
+/** One row of the per-node / per-expert tables (times in milliseconds). */
+export interface SeriesSummary {
+  calls: number;
+  errors: number;
+  retries: number;
+  /** Token rows sent (per node) or routed token slots (per expert). */
+  tokens: number;
+  p50_ms: number | null;
+  p99_ms: number | null;
+  mean_ms: number | null;
+  compute_p50_ms: number | null;
+  /** Neurons computed / neurons a dense FFN would compute, over the recent window. */
+  active_fraction: number | null;
+  bytes_in: number;
+  bytes_out: number;
+}
+
+export interface NodeSummary extends SeriesSummary {
+  node: string;
+  /** Distinct (layer, expert) pairs seen on this node. */
+  experts_seen: number;
+}
+
+export interface ExpertSummary extends SeriesSummary {
+  layer: number;
+  expert: number;
+  /** Share of all routed slots (hotness). */
+  share: number;
+}
+
+export interface LayerSummary {
+  layer: number;
+  active_fraction: number | null;
+  p50_ms: number | null;
+  calls: number;
+}
+
+export interface Throughput {
+  window_s: number;
+  /** Generated (decode) tokens per second over the window. */
+  tokens_per_s: number;
+  /** Prompt tokens prefilled per second over the window. */
+  prefill_tokens_per_s: number;
+  steps_per_s: number;
+  /** Mean sequences per step over the window. */
+  mean_batch: number;
+  total_generated: number;
+  total_prefilled: number;
+}
+
+export interface ExpertStatsSnapshot {
+  nodes: NodeSummary[];
+  experts: ExpertSummary[];
+  layers: LayerSummary[];
+  throughput: Throughput;
+  totals: { calls: number; errors: number; retries: number; slots: number };
+}
+
+const ms = (s: number): number | null => (Number.isFinite(s) ? Math.round(s * 1e6) / 1e3 : null);
+const frac = (x: number): number | null => (Number.isFinite(x) ? Math.round(x * 1e4) / 1e4 : null);
+
+export class ExpertStats {
+  private readonly byExpert = new Map<number, Series>(); // key layer * 65536 + expert
+  private readonly byNode = new Map<string, Series>();
+  private readonly nodeExperts = new Map<string, Set<number>>();
+  private readonly layerFraction: SampleWindow[] = [];
+  private readonly layerLatency: SampleWindow[] = [];
+  private readonly layerCalls: number[] = [];
+  private readonly steps: { t: number; decode: number; prefill: number; seqs: number }[] = [];
+  private totalGenerated = 0;
+  private totalPrefilled = 0;
+  private totalSlots = 0;
+  private totalCalls = 0;
+  private totalErrors = 0;
+  private totalRetries = 0;
+
+  constructor(
+    readonly intermediateSize: number,
+    readonly opts: { window?: number; throughputWindowS?: number; now?: () => number } = {},
+  ) {}
+
+  private get cap(): number {
+    return this.opts.window ?? 512;
+  }
+  private now(): number {
+    return this.opts.now ? this.opts.now() : performance.now();
+  }
+
+  recordCall(c: ExpertCallRecord): void {
+    this.totalCalls++;
+    const node = this.series(this.byNode, c.node);
+    node.calls++;
+    node.tokens += c.tokens;
+    node.bytesIn += c.bytesIn;
+    node.bytesOut += c.bytesOut;
+    if (c.retry) {
+      node.retries++;
+      this.totalRetries++;
+    }
+    if (c.error) {
+      node.errors++;
+      this.totalErrors++;
+      for (const e of c.experts) this.series(this.byExpert, c.layer * 65536 + e).errors++;
+      return;
+    }
+    const computeS = c.computeUs !== undefined ? c.computeUs / 1e6 : c.seconds;
+    node.latency.push(c.seconds);
+    node.compute.push(computeS);
+    node.computeS += computeS;
+    let slots = 0;
+    let active = 0;
+    const seen = this.nodeExperts.get(c.node) ?? new Set<number>();
+    this.nodeExperts.set(c.node, seen);
+    for (let i = 0; i < c.experts.length; i++) {
+      const key = c.layer * 65536 + c.experts[i];
+      seen.add(key);
+      const s = this.series(this.byExpert, key);
+      s.calls++;
+      s.tokens += c.slots[i];
+      s.slots += c.slots[i];
+      s.active += c.active[i] ?? 0;
+      s.latency.push(c.seconds);
+      // Compute time of a multi-expert call is shared by active neurons (the sparse FFN's cost).
+      const share = c.active.length > 0 ? (c.active[i] ?? 0) / Math.max(1, sumOf(c.active)) : 1 / c.experts.length;
+      s.compute.push(computeS * share);
+      s.computeS += computeS * share;
+      s.fraction.push((c.active[i] ?? 0) / (c.slots[i] * this.intermediateSize));
+      slots += c.slots[i];
+      active += c.active[i] ?? 0;
+    }
+    this.totalSlots += slots;
+    node.slots += slots;
+    node.active += active;
+    if (slots > 0) node.fraction.push(active / (slots * this.intermediateSize));
+    const L = c.layer;
+    while (this.layerFraction.length <= L) {
+      this.layerFraction.push(new SampleWindow(this.cap));
+      this.layerLatency.push(new SampleWindow(this.cap));
+      this.layerCalls.push(0);
+    }
+    if (slots > 0) this.layerFraction[L].push(active / (slots * this.intermediateSize));
+    this.layerLatency[L].push(c.seconds);
+    this.layerCalls[L]++;
+  }
+
+  /** One engine step: generated (decode) tokens, prompt rows, sequences in the batch. */
+  recordStep(decodeTokens: number, prefillRows: number, sequences: number): void {
+    this.totalGenerated += decodeTokens;
+    this.totalPrefilled += prefillRows;
+    const t = this.now();
+    this.steps.push({ t, decode: decodeTokens, prefill: prefillRows, seqs: sequences });
+    const horizon = t - (this.opts.throughputWindowS ?? 10) * 1000;
+    while (this.steps.length > 0 && this.steps[0].t < horizon) this.steps.shift();
+  }
+
+  private series<K>(map: Map<K, Series>, key: K): Series {
+    let s = map.get(key);
+    if (!s) map.set(key, (s = new Series(this.cap)));
+    return s;
+  }
+
+  private summary(s: Series): SeriesSummary {
+    const [p50, p99] = s.latency.quantiles([0.5, 0.99]);
+    const [c50] = s.compute.quantiles([0.5]);
+    return {
+      calls: s.calls,
+      errors: s.errors,
+      retries: s.retries,
+      tokens: s.tokens,
+      p50_ms: ms(p50),
+      p99_ms: ms(p99),
+      mean_ms: ms(s.latency.mean()),
+      compute_p50_ms: ms(c50),
+      active_fraction: frac(s.fraction.mean()),
+      bytes_in: s.bytesIn,
+      bytes_out: s.bytesOut,
+    };
+  }
+
+  snapshot(): ExpertStatsSnapshot {
+    const nodes: NodeSummary[] = [...this.byNode.entries()]
+      .map(([node, s]) => ({ node, experts_seen: this.nodeExperts.get(node)?.size ?? 0, ...this.summary(s) }))
+      .sort((a, b) => a.node.localeCompare(b.node, undefined, { numeric: true }));
+    const experts: ExpertSummary[] = [...this.byExpert.entries()]
+      .map(([key, s]) => ({
+        layer: Math.floor(key / 65536),
+        expert: key % 65536,
+        share: this.totalSlots > 0 ? Math.round((s.slots / this.totalSlots) * 1e4) / 1e4 : 0,
+        ...this.summary(s),
+      }))
+      .sort((a, b) => a.layer - b.layer || a.expert - b.expert);
+    const layers: LayerSummary[] = this.layerFraction.map((w, layer) => ({
+      layer,
+      active_fraction: frac(w.mean()),
+      p50_ms: ms(this.layerLatency[layer].quantiles([0.5])[0]),
+      calls: this.layerCalls[layer],
+    }));
+    return { nodes, experts, layers, throughput: this.throughput(), totals: this.totals() };
+  }
+
+  private totals(): ExpertStatsSnapshot['totals'] {
+    return { calls: this.totalCalls, errors: this.totalErrors, retries: this.totalRetries, slots: this.totalSlots };
+  }
+
+  throughput(): Throughput {
+    const windowS = this.opts.throughputWindowS ?? 10;
+    const t = this.now();
+    const recent = this.steps.filter((s) => s.t >= t - windowS * 1000);
+    // Rate over the span actually covered (a 2-second run is not diluted over 10 seconds).
+    const spanS = recent.length > 1 ? Math.max((t - recent[0].t) / 1000, 1e-3) : windowS;
+    // The first step of the window marks its start; its own tokens were made before it.
+    const counted = recent.length > 1 ? recent.slice(1) : recent;
+    const sum = (f: (s: (typeof recent)[number]) => number) => counted.reduce((a, s) => a + f(s), 0);
+    const round = (x: number) => Math.round(x * 100) / 100;
+    return {
+      window_s: windowS,
+      tokens_per_s: round(sum((s) => s.decode) / spanS),
+      prefill_tokens_per_s: round(sum((s) => s.prefill) / spanS),
+      steps_per_s: round(counted.length / spanS),
+      mean_batch: counted.length > 0 ? round(sum((s) => s.seqs) / counted.length) : 0,
+      total_generated: this.totalGenerated,
+      total_prefilled: this.totalPrefilled,
+    };
+  }
+
+  reset(): void {
+    this.byExpert.clear();
+    this.byNode.clear();
+    this.nodeExperts.clear();
+    this.layerFraction.length = 0;
+    this.layerLatency.length = 0;
+    this.layerCalls.length = 0;
+    this.steps.length = 0;
+    this.totalGenerated = this.totalPrefilled = this.totalSlots = this.totalCalls = this.totalErrors = this.totalRetries = 0;
+  }
+}
+
+function sumOf(xs: number[]): number {
+  let s = 0;
+  for (const x of xs) s += x;
+  return s;
+}

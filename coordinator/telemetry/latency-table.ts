@@ -1,0 +1,83 @@
+// The per-expert latency table printed after `generate`/`demo` and by
+// `turbosparse stats --url`: p50/p99 per node and per expert, and the hottest
+// experts. Built from the status JSON so both print exactly the same thing.
+import type { StatusJson } from './status';
+
+type Cell = string;
+
+function table(header: Cell[], rows: Cell[][], leftCols: number): string {
+  const all = [header, ...rows];
+  const widths = header.map((_, c) => Math.max(...all.map((r) => r[c].length)));
+  const line = (r: Cell[]) => r.map((cell, c) => (c < leftCols ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ').trimEnd();
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+const f = (x: number | null | undefined, digits = 3): string => (x === null || x === undefined ? '-' : x.toFixed(digits));
+const pct = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : `${(100 * x).toFixed(1)}%`);
+
+export interface LatencyTableOptions {
+  /** Per-expert rows printed at most (the slowest by p99 first when cut). Default 24. */
+  maxExperts?: number;
+}
+
+export function formatLatencyTable(s: StatusJson, opts: LatencyTableOptions = {}): string {
+  const out: string[] = [];
+  const nodes = s.nodes.filter((n) => (n.calls ?? 0) > 0 || n.address !== n.node || !n.healthy);
+  out.push('expert latency per node (coordinator round trip; recent calls):');
+  if (nodes.length === 0) out.push('  no expert calls yet');
+  else {
+    out.push(
+      table(
+        ['node', 'calls', 'p50 ms', 'p99 ms', 'compute p50', 'active', 'errors', 'state'],
+        nodes.map((n) => [
+          n.node,
+          String(n.calls ?? 0),
+          f(n.p50_ms),
+          f(n.p99_ms),
+          f(n.compute_p50_ms),
+          pct(n.active_fraction),
+          String((n.errors ?? 0) + (n.retries ? ` (${n.retries} retried)` : '')),
+          n.healthy ? 'up' : 'DOWN',
+        ]),
+        1,
+      ),
+    );
+  }
+
+  const experts = s.experts.filter((e) => e.calls > 0);
+  if (experts.length > 0) {
+    const max = opts.maxExperts ?? 24;
+    const shown = experts.length <= max ? experts : [...experts].sort((a, b) => (b.p99_ms ?? 0) - (a.p99_ms ?? 0)).slice(0, max);
+    out.push('');
+    out.push(
+      experts.length <= max
+        ? 'per expert (layer:expert):'
+        : `per expert (layer:expert), the ${max} slowest by p99 of ${experts.length}:`,
+    );
+    out.push(
+      table(
+        ['expert', 'calls', 'tokens', 'p50 ms', 'p99 ms', 'compute p50', 'active', 'share'],
+        shown.map((e) => [
+          `${e.layer}:${e.expert}`,
+          String(e.calls),
+          String(e.tokens),
+          f(e.p50_ms),
+          f(e.p99_ms),
+          f(e.compute_p50_ms),
+          pct(e.active_fraction),
+          pct(e.share),
+        ]),
+        1,
+      ),
+    );
+  }
+  if (s.hottest.length > 0) {
+    out.push('');
+    out.push(`hottest experts: ${s.hottest.slice(0, 5).map((h) => `${h.layer}:${h.expert} (${pct(h.share)})`).join(', ')}`);
+  }
+  const t = s.throughput;
+  if (t.total_generated > 0 || t.tokens_per_s > 0) {
+    out.push(`throughput: ${t.tokens_per_s.toFixed(1)} tokens/s over the last ${t.window_s} s, ${t.total_generated} generated in all`);
+  }
+  return out.join('\n');
+}

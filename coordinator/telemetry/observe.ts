@@ -1,0 +1,543 @@
+// Observability of one Engine: metrics and recent stats always, spans when
+// tracing is on. `observeEngine(engine)` instruments the instance in place
+// (the engine itself imports no telemetry; see DESIGN.md "Habits"):
+//
+//   engine.step      -> a step span (attributes: rows, phase, sequences), layer spans
+//                       through ForwardHooks, tokens/s and batch-size metrics
+//   engine.experts   -> wrapped: per (layer, expert, node) metrics for every call;
+//                       a remote backend's call observer adds one CLIENT span per
+//                       node call and sends its W3C context inside the request
+//
+//   request span (GenAI attributes)            startRequest() / observeScheduler()
+//     engine.step   (one per decode step / prefill chunk)
+//       moe.layer   (one per layer)
+//         moe.expert_call  CLIENT, one per expert-node message  ->  expert node: moe.expert_serve SERVER
+//
+// The step span's parent is the active context (e.g. `generate`'s request
+// span); under the scheduler a step serves many requests, so its parent is the
+// oldest sequence's request span and the others are links.
+import {
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  context,
+  createContextKey,
+  trace,
+  type Context,
+  type Link,
+  type Span,
+  type Tracer,
+} from '@opentelemetry/api';
+import type { ExpertBackend, ExpertBatch, ExpertOutput, StepContext } from '../../core/expert-backend';
+import { metrics as defaultRegistry, type Registry } from '../../core/metrics';
+import { currentTelemetry, injectTraceContext, type Telemetry } from '../../core/telemetry';
+import type { Engine, StepResult } from '../engine';
+import type { ForwardHooks } from '../forward';
+import type { Sequence } from '../sequence';
+import { summariseBatch, type ExpertCallRecord } from './expert-calls';
+import { ExpertStats } from './expert-stats';
+import { CallMetrics, coordinatorMetrics, type CoordinatorMetrics } from './metrics';
+
+/** How much of a request is traced: request spans only, + step spans, + layer and expert-call spans. */
+export type TraceDetail = 'requests' | 'steps' | 'layers';
+
+export interface ObserveOptions {
+  registry?: Registry;
+  /** Tracing setup; default the process's current one (setupTelemetry). Off: metrics only. */
+  telemetry?: Telemetry;
+  /** Default from TURBOSPARSE_TRACE_DETAIL, else 'layers'. */
+  detail?: TraceDetail;
+  /** Model name for GenAI attributes (default the model folder's name). */
+  modelName?: string;
+}
+
+/** The parts of the remote backend's observer API used here (coordinator/remote-experts.ts). */
+interface CallInfoLike {
+  stepId?: number;
+  layer: number;
+  node: string;
+  nodeName?: string;
+  experts: number[];
+  tokens: number;
+  routes: number;
+  wire: string;
+  attempt: number;
+  bytesOut: number;
+}
+interface CallResultLike {
+  ok: boolean;
+  error?: Error;
+  latencyUs: number;
+  queueUs: number;
+  computeUs: number;
+  activeNeurons: number;
+  bytesIn: number;
+}
+interface ObservableBackend extends ExpertBackend {
+  addObserver(o: {
+    onCallStart?(call: CallInfoLike): { traceContext?: Record<string, string>; end?(r: CallResultLike): void } | void;
+    onNodeHealth?(node: string, healthy: boolean, reason: string): void;
+  }): void;
+  stats?(): NodeHealthLike[];
+}
+/** What the status page shows per node (RemoteExperts.stats() has these fields). */
+export interface NodeHealthLike {
+  address: string;
+  name?: string;
+  healthy: boolean;
+  lastError?: string;
+  expertsHeld?: number;
+  expertsSpec?: string;
+}
+
+/** Per-step tracing state, found by the expert wrapper through the active context. */
+interface StepTrace {
+  span: Span;
+  ctx: Context;
+  layerSpan?: Span;
+  layerCtx?: Context;
+}
+const STEP_TRACE = createContextKey('turbosparse.step-trace');
+
+interface PendingCall {
+  info: CallInfoLike;
+  result?: CallResultLike;
+}
+
+const GRPC_CODE_NAMES: Record<number, string> = {
+  1: 'CANCELLED', 2: 'UNKNOWN', 3: 'INVALID_ARGUMENT', 4: 'DEADLINE_EXCEEDED', 5: 'NOT_FOUND', 8: 'RESOURCE_EXHAUSTED',
+  9: 'FAILED_PRECONDITION', 13: 'INTERNAL', 14: 'UNAVAILABLE',
+};
+
+function errorCode(e: Error | undefined): string {
+  const code = (e as { code?: unknown } | undefined)?.code;
+  if (typeof code === 'number') return GRPC_CODE_NAMES[code] ?? `CODE_${code}`;
+  if (typeof code === 'string' && /^[A-Z_]+$/.test(code)) return code;
+  return e?.name && e.name !== 'Error' ? e.name : 'ERROR';
+}
+
+function detailFromEnv(env: NodeJS.ProcessEnv = process.env): TraceDetail {
+  const v = env.TURBOSPARSE_TRACE_DETAIL?.trim().toLowerCase();
+  return v === 'requests' || v === 'steps' || v === 'layers' ? v : 'layers';
+}
+
+/** GenAI request attributes (OpenTelemetry semantic conventions for generative AI). */
+export interface GenAiRequest {
+  operation: 'text_completion' | 'chat';
+  inputTokens: number;
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  seed?: number;
+  /** Links the span to e.g. a batch job (`turbosparse.job.id`). */
+  attributes?: Record<string, string | number | boolean>;
+  /** Parent context; default the active one. */
+  parent?: Context;
+}
+
+export interface GenAiResult {
+  outputTokens: number;
+  finishReason: string;
+}
+
+export interface RequestScope {
+  readonly span: Span | undefined;
+  /** Runs `fn` with the request span active (steps it causes become its children). */
+  run<T>(fn: () => T): T;
+  end(result: GenAiResult): void;
+  fail(error: unknown): void;
+}
+
+const NOOP_SCOPE: RequestScope = { span: undefined, run: (fn) => fn(), end: () => {}, fail: () => {} };
+
+export class EngineObservability {
+  readonly metrics: CoordinatorMetrics;
+  readonly calls: CallMetrics;
+  readonly stats: ExpertStats;
+  readonly tracer: Tracer | undefined;
+  readonly detail: TraceDetail;
+  readonly modelName: string;
+  readonly startedAt = Date.now();
+  /** Run before every step (observeScheduler binds newly admitted sequences here). */
+  readonly beforeStep: (() => void)[] = [];
+  private readonly pending = new Map<string, PendingCall[]>();
+  private readonly seqContexts = new WeakMap<Sequence, Context>();
+  private backend: ExpertBackend | undefined;
+  private syntheticStep = -1;
+
+  constructor(
+    readonly engine: Engine,
+    opts: ObserveOptions = {},
+  ) {
+    const tel = opts.telemetry ?? currentTelemetry();
+    this.tracer = tel?.enabled ? tel.tracer : undefined;
+    this.detail = opts.detail ?? detailFromEnv();
+    this.metrics = coordinatorMetrics(opts.registry ?? defaultRegistry);
+    this.calls = new CallMetrics(this.metrics, engine.config.intermediateSize);
+    this.stats = new ExpertStats(engine.config.intermediateSize);
+    this.modelName = opts.modelName ?? engine.folder.dir.split(/[\\/]/).filter(Boolean).pop() ?? 'turbosparse';
+  }
+
+  get registry(): Registry {
+    return this.metrics.registry;
+  }
+
+  /** Expert nodes and their health, when the backend knows them (remote); [] for local experts. */
+  nodes(): NodeHealthLike[] {
+    const b = this.backend as Partial<ObservableBackend> | undefined;
+    return typeof b?.stats === 'function' ? b.stats() : [];
+  }
+
+  private record(c: ExpertCallRecord): void {
+    this.calls.observe(c);
+    this.stats.recordCall(c);
+  }
+
+  // ---- instrumentation of the engine instance ----
+
+  /** @internal see observeEngine */
+  install(): void {
+    const engine = this.engine as { experts: ExpertBackend; step: Engine['step'] };
+    const inner = engine.experts;
+    this.backend = inner;
+    engine.experts = isObservable(inner) ? this.wrapRemote(inner) : this.wrapLocal(inner);
+    const step = engine.step.bind(this.engine);
+    engine.step = (seqs, opts = {}) => this.step(step, seqs, opts);
+  }
+
+  private async step(
+    inner: Engine['step'],
+    seqs: Sequence[],
+    opts: Parameters<Engine['step']>[1] = {},
+  ): Promise<StepResult> {
+    for (const f of this.beforeStep) f();
+    const layerSeconds = this.metrics.layerSeconds;
+    const traced = this.tracer !== undefined && this.detail !== 'requests';
+    const st = traced ? this.startStep(seqs) : undefined;
+    const callerHooks = opts.hooks;
+    const hooks: ForwardHooks = {
+      onLayerStart: (layer) => {
+        callerHooks?.onLayerStart?.(layer);
+        if (st && this.detail === 'layers') {
+          st.layerSpan = this.tracer!.startSpan('moe.layer', { attributes: { 'moe.layer': layer } }, st.ctx);
+          st.layerCtx = trace.setSpan(st.ctx, st.layerSpan);
+        }
+      },
+      onLayer: (layer, t0, t1) => {
+        callerHooks?.onLayer?.(layer, t0, t1);
+        layerSeconds.labels({ layer }).observe(Number(t1 - t0) / 1e9);
+        if (st?.layerSpan) {
+          st.layerSpan.end();
+          st.layerSpan = st.layerCtx = undefined;
+        }
+      },
+    };
+    const run = () => inner(seqs, { ...opts, hooks });
+    let result: StepResult;
+    try {
+      result = st ? await context.with(st.ctx, run) : await run();
+    } catch (e) {
+      if (st) {
+        st.layerSpan?.end();
+        st.span.recordException(e as Error);
+        st.span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
+        st.span.end();
+      }
+      throw e;
+    }
+    let generated = 0;
+    for (const s of result.sampled) if (!s.stop) generated++;
+    const decodeRows = result.rows - result.prefillRows;
+    this.metrics.stepTokens.labels({ phase: 'decode' }).inc(decodeRows);
+    this.metrics.stepTokens.labels({ phase: 'prefill' }).inc(result.prefillRows);
+    this.metrics.batchRows.labels().set(result.rows);
+    this.metrics.batchSequences.labels().set(seqs.length);
+    this.stats.recordStep(generated, result.prefillRows, seqs.length);
+    if (st) {
+      st.span.setAttributes({
+        'turbosparse.step.rows': result.rows,
+        'turbosparse.step.prefill_rows': result.prefillRows,
+        'turbosparse.step.sampled': generated,
+        'turbosparse.step.active_fraction':
+          result.expertSlots > 0 ? result.activeNeurons / (result.expertSlots * this.engine.config.intermediateSize) : 0,
+      });
+      st.span.end();
+    }
+    return result;
+  }
+
+  private startStep(seqs: Sequence[]): StepTrace {
+    // Parent: the active request (generate) or the sequences' request spans (scheduler).
+    let parent = context.active();
+    const links: Link[] = [];
+    if (!trace.getSpan(parent)) {
+      const ctxs = seqs.map((s) => this.seqContexts.get(s)).filter((c): c is Context => c !== undefined);
+      if (ctxs.length > 0) parent = ctxs[0];
+      for (const c of ctxs.slice(1)) {
+        const sc = trace.getSpanContext(c);
+        if (sc) links.push({ context: sc });
+      }
+    }
+    const prefill = seqs.some((s) => s.pendingPrompt > 0);
+    const decode = seqs.some((s) => s.pendingPrompt === 0);
+    const span = this.tracer!.startSpan(
+      'engine.step',
+      {
+        links,
+        attributes: {
+          'turbosparse.step.sequences': seqs.length,
+          'turbosparse.step.phase': prefill && decode ? 'mixed' : prefill ? 'prefill' : 'decode',
+        },
+      },
+      parent,
+    );
+    const st: StepTrace = { span, ctx: ROOT_CONTEXT };
+    st.ctx = trace.setSpan(parent, span).setValue(STEP_TRACE, st);
+    return st;
+  }
+
+  /** The context an expert call's span hangs from: the current layer span, else the step span. */
+  private callParent(): Context | undefined {
+    const active = context.active();
+    const st = active.getValue(STEP_TRACE) as StepTrace | undefined;
+    if (st) return st.layerCtx ?? st.ctx;
+    return trace.getSpan(active) ? active : undefined;
+  }
+
+  // ---- in-process experts: the whole runExperts is one call on node "local" ----
+
+  private wrapLocal(inner: ExpertBackend): ExpertBackend {
+    return {
+      name: inner.name,
+      close: () => inner.close(),
+      runExperts: async (batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> => {
+        const parent = this.tracer && this.detail === 'layers' ? this.callParent() : undefined;
+        const span = parent
+          ? this.tracer!.startSpan(
+              'moe.expert_call',
+              { kind: SpanKind.INTERNAL, attributes: { 'moe.layer': batch.layer, 'moe.node': 'local', 'moe.wire': 'none' } },
+              parent,
+            )
+          : undefined;
+        const t0 = performance.now();
+        let out: ExpertOutput | undefined;
+        try {
+          out = await inner.runExperts(batch, ctx);
+          return out;
+        } finally {
+          const seconds = (performance.now() - t0) / 1000;
+          const sum = summariseBatch(batch, out);
+          const rec: ExpertCallRecord = {
+            layer: batch.layer,
+            node: 'local',
+            ...sum,
+            seconds,
+            bytesIn: 0,
+            bytesOut: 0,
+            wire: 'none',
+            stepId: ctx?.stepId,
+            error: out ? undefined : 'ERROR',
+          };
+          this.record(rec);
+          if (span) {
+            span.setAttributes({
+              'moe.experts': sum.experts,
+              'moe.tokens': sum.tokens,
+              'moe.active_neurons': sum.active.reduce((a, b) => a + b, 0),
+              'moe.compute_us': Math.round(seconds * 1e6),
+              'moe.queue_us': 0,
+              'moe.bytes_in': 0,
+              'moe.bytes_out': 0,
+            });
+            if (!out) span.setStatus({ code: SpanStatusCode.ERROR });
+            span.end();
+          }
+        }
+      },
+    };
+  }
+
+  // ---- remote experts: one record and one CLIENT span per node message ----
+
+  private wrapRemote(inner: ObservableBackend): ExpertBackend {
+    inner.addObserver({
+      onCallStart: (info) => this.onCallStart(info),
+      onNodeHealth: (node, healthy, reason) => {
+        const parent = this.callParent();
+        if (parent) trace.getSpan(parent)?.addEvent(healthy ? 'moe.node_up' : 'moe.node_down', { 'moe.node': node, reason });
+      },
+    });
+    return {
+      name: inner.name,
+      close: () => inner.close(),
+      runExperts: async (batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> => {
+        const stepId = ctx?.stepId ?? this.syntheticStep--;
+        const key = `${stepId}|${batch.layer}`;
+        const calls: PendingCall[] = [];
+        this.pending.set(key, calls);
+        let out: ExpertOutput | undefined;
+        try {
+          out = await inner.runExperts(batch, { ...ctx, stepId });
+          return out;
+        } finally {
+          this.pending.delete(key);
+          this.recordRemote(batch, out, calls, stepId);
+        }
+      },
+    };
+  }
+
+  private onCallStart(info: CallInfoLike): { traceContext?: Record<string, string>; end(r: CallResultLike): void } {
+    const entry: PendingCall = { info };
+    this.pending.get(`${info.stepId}|${info.layer}`)?.push(entry);
+    const parent = this.tracer && this.detail === 'layers' ? this.callParent() : undefined;
+    if (!parent) {
+      return { end: (r) => void (entry.result = r) };
+    }
+    const span = this.tracer!.startSpan(
+      'moe.expert_call',
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          'moe.layer': info.layer,
+          'moe.experts': info.experts,
+          'moe.node': info.nodeName ?? info.node,
+          'moe.tokens': info.tokens,
+          'moe.routes': info.routes,
+          'moe.wire': info.wire,
+          'moe.attempt': info.attempt,
+          'rpc.system': 'grpc',
+          'rpc.service': 'turbosparse.expert.v1.ExpertNode',
+          'rpc.method': 'Run',
+          'server.address': info.node,
+        },
+      },
+      parent,
+    );
+    return {
+      traceContext: injectTraceContext(trace.setSpan(parent, span)),
+      end: (r) => {
+        entry.result = r;
+        span.setAttributes({
+          'moe.active_neurons': r.activeNeurons,
+          'moe.queue_us': r.queueUs,
+          'moe.compute_us': r.computeUs,
+          'moe.latency_us': r.latencyUs,
+          'moe.bytes_out': info.bytesOut,
+          'moe.bytes_in': r.bytesIn,
+        });
+        if (!r.ok) {
+          if (r.error) span.recordException(r.error);
+          span.setStatus({ code: SpanStatusCode.ERROR, message: r.error?.message });
+          span.setAttribute('error.type', errorCode(r.error));
+        }
+        span.end();
+      },
+    };
+  }
+
+  private recordRemote(batch: ExpertBatch, out: ExpertOutput | undefined, calls: PendingCall[], stepId: number): void {
+    for (const { info, result } of calls) {
+      if (!result) continue;
+      const sum = summariseBatch(batch, result.ok ? out : undefined, new Set(info.experts));
+      this.record({
+        layer: info.layer,
+        node: info.nodeName ?? info.node,
+        experts: sum.experts,
+        slots: sum.slots,
+        active: result.ok && out ? sum.active : [],
+        tokens: info.tokens,
+        seconds: result.latencyUs / 1e6,
+        queueUs: result.queueUs,
+        computeUs: result.computeUs,
+        bytesOut: info.bytesOut,
+        bytesIn: result.bytesIn,
+        wire: info.wire,
+        stepId,
+        retry: info.attempt > 0,
+        error: result.ok && out ? undefined : errorCode(result.error),
+        errorMessage: result.error?.message,
+      });
+    }
+  }
+
+  // ---- requests ----
+
+  /** A GenAI request span (when tracing); run the generation inside `scope.run`. */
+  startRequest(req: GenAiRequest): RequestScope {
+    if (!this.tracer) return NOOP_SCOPE;
+    const parent = req.parent ?? context.active();
+    const span = this.tracer.startSpan(
+      `${req.operation} ${this.modelName}`,
+      {
+        kind: SpanKind.INTERNAL,
+        attributes: {
+          'gen_ai.operation.name': req.operation,
+          'gen_ai.provider.name': 'turbosparse',
+          'gen_ai.system': 'turbosparse',
+          'gen_ai.request.model': this.modelName,
+          'gen_ai.usage.input_tokens': req.inputTokens,
+          ...(req.maxTokens !== undefined ? { 'gen_ai.request.max_tokens': req.maxTokens } : {}),
+          ...(req.temperature !== undefined ? { 'gen_ai.request.temperature': req.temperature } : {}),
+          ...(req.topP !== undefined ? { 'gen_ai.request.top_p': req.topP } : {}),
+          ...(req.topK !== undefined ? { 'gen_ai.request.top_k': req.topK } : {}),
+          ...(req.seed !== undefined ? { 'gen_ai.request.seed': req.seed } : {}),
+          ...(req.attributes ?? {}),
+        },
+      },
+      parent,
+    );
+    const ctx = trace.setSpan(parent, span);
+    let ended = false;
+    return {
+      span,
+      run: (fn) => context.with(ctx, fn),
+      end: (r) => {
+        if (ended) return;
+        ended = true;
+        span.setAttributes({
+          'gen_ai.usage.output_tokens': r.outputTokens,
+          'gen_ai.response.finish_reasons': [r.finishReason],
+          'gen_ai.response.model': this.modelName,
+        });
+        span.end();
+      },
+      fail: (e) => {
+        if (ended) return;
+        ended = true;
+        span.recordException(e instanceof Error ? e : String(e));
+        span.setStatus({ code: SpanStatusCode.ERROR, message: e instanceof Error ? e.message : String(e) });
+        span.setAttribute('error.type', e instanceof Error ? e.name : 'error');
+        span.end();
+      },
+    };
+  }
+
+  /** Makes `ctx` (a request span's context) the parent of the steps this sequence runs in. */
+  bindSequence(seq: Sequence, ctx: Context): void {
+    this.seqContexts.set(seq, ctx);
+  }
+}
+
+function isObservable(b: ExpertBackend): b is ObservableBackend {
+  return typeof (b as Partial<ObservableBackend>).addObserver === 'function';
+}
+
+const observed = new WeakMap<Engine, EngineObservability>();
+
+/** Instruments `engine` once (idempotent) and returns its observability. */
+export function observeEngine(engine: Engine, opts: ObserveOptions = {}): EngineObservability {
+  let o = observed.get(engine);
+  if (!o) {
+    o = new EngineObservability(engine, opts);
+    o.install();
+    observed.set(engine, o);
+  }
+  return o;
+}
+
+/** The observability of an engine observeEngine instrumented, if any. */
+export function engineObservability(engine: Engine): EngineObservability | undefined {
+  return observed.get(engine);
+}

@@ -1,0 +1,185 @@
+// The coordinator's status page: polls ./status.json (coordinator/telemetry/status.ts
+// describes it) and draws the nodes, a layers x experts heatmap, the active fraction per
+// layer and throughput. Plain browser JavaScript: no framework, no build step, no CDN.
+(function () {
+  'use strict';
+  var params = new URLSearchParams(location.search);
+  var intervalMs = Math.max(200, Number(params.get('interval')) || 1000);
+  var tpsHistory = [];
+  var last = null;
+  var metricSel = document.getElementById('metric');
+  if (params.get('metric')) metricSel.value = params.get('metric');
+  metricSel.addEventListener('change', function () { if (last) drawHeatmap(last); });
+
+  // Viridis stops: dark (low) to bright (high).
+  var STOPS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  function color(t) {
+    t = Math.min(1, Math.max(0, t));
+    var x = t * (STOPS.length - 1), i = Math.min(STOPS.length - 2, Math.floor(x)), f = x - i;
+    var a = STOPS[i], b = STOPS[i + 1];
+    return 'rgb(' + [0, 1, 2].map(function (k) { return Math.round(a[k] + (b[k] - a[k]) * f); }).join(',') + ')';
+  }
+  function el(tag, attrs, text) {
+    var e = document.createElement(tag);
+    for (var k in attrs || {}) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function fmt(x, d) { return x === null || x === undefined ? '–' : Number(x).toFixed(d === undefined ? 2 : d); }
+  function pct(x) { return x === null || x === undefined ? '–' : (100 * x).toFixed(1) + '%'; }
+  function bytes(b) {
+    if (b === null || b === undefined) return '–';
+    var u = ['B', 'KiB', 'MiB', 'GiB'], i = 0;
+    while (b >= 1024 && i < u.length - 1) { b /= 1024; i++; }
+    return b.toFixed(i ? 1 : 0) + ' ' + u[i];
+  }
+
+  function drawKpis(s) {
+    document.getElementById('model').textContent = s.model.name + ' · ' + s.model.layers + ' layers × ' + s.model.experts +
+      ' experts (top-' + s.model.top_k + ') · experts ' + s.experts_backend;
+    document.getElementById('kpi-tps').textContent = fmt(s.throughput.tokens_per_s, 1);
+    document.getElementById('kpi-running').textContent = s.queue.running === null ? '–' : s.queue.running;
+    var q = (s.queue.waiting || 0) + (s.queue.jobs_waiting || 0);
+    document.getElementById('kpi-queue').textContent = s.queue.waiting === null && s.queue.jobs_waiting === null ? '–' : q;
+    document.getElementById('kpi-kv').textContent = s.queue.kv_used_bytes === null ? '–'
+      : bytes(s.queue.kv_used_bytes) + (s.queue.kv_budget_bytes ? ' / ' + bytes(s.queue.kv_budget_bytes) : '');
+    var fr = s.layers.filter(function (l) { return l.active_fraction !== null; });
+    var mean = fr.length ? fr.reduce(function (a, l) { return a + l.active_fraction; }, 0) / fr.length : null;
+    document.getElementById('kpi-active').textContent = pct(mean);
+    document.getElementById('kpi-calls').textContent = s.totals.calls + (s.totals.errors ? ' (' + s.totals.errors + ' failed)' : '');
+    tpsHistory.push(s.throughput.tokens_per_s);
+    if (tpsHistory.length > 120) tpsHistory.shift();
+    var max = Math.max.apply(null, tpsHistory.concat([1e-9]));
+    var pts = tpsHistory.map(function (v, i) {
+      return (tpsHistory.length < 2 ? 0 : (120 * i) / (tpsHistory.length - 1)).toFixed(1) + ',' + (29 - (28 * v) / max).toFixed(1);
+    }).join(' ');
+    var svg = document.getElementById('tps-spark');
+    svg.innerHTML = '';
+    var line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
+    line.setAttribute('points', pts);
+    svg.appendChild(line);
+  }
+
+  function drawNodes(s) {
+    var body = document.querySelector('#nodes tbody');
+    body.innerHTML = '';
+    if (s.nodes.length === 0) {
+      var tr = el('tr');
+      tr.appendChild(el('td', { colspan: '9', class: 'muted' }, 'no expert nodes'));
+      body.appendChild(tr);
+    }
+    s.nodes.forEach(function (n) {
+      var tr = el('tr', { 'data-node': n.node });
+      tr.appendChild(el('td', {}, n.node + (n.address !== n.node ? ' (' + n.address + ')' : '')));
+      var st = el('td', { class: n.healthy ? 'up' : 'down', title: n.last_error || '' }, n.healthy ? 'up' : 'DOWN');
+      tr.appendChild(st);
+      tr.appendChild(el('td', {}, n.experts_spec || (n.experts_seen !== undefined ? n.experts_seen + ' seen' : '–')));
+      tr.appendChild(el('td', {}, String(n.calls || 0)));
+      tr.appendChild(el('td', {}, fmt(n.p50_ms, 3)));
+      tr.appendChild(el('td', {}, fmt(n.p99_ms, 3)));
+      tr.appendChild(el('td', {}, fmt(n.compute_p50_ms, 3)));
+      tr.appendChild(el('td', {}, pct(n.active_fraction)));
+      tr.appendChild(el('td', {}, String((n.errors || 0) + (n.retries ? ' (' + n.retries + ' retried)' : ''))));
+      body.appendChild(tr);
+    });
+  }
+
+  function drawHeatmap(s) {
+    var metric = metricSel.value;
+    var isLatency = metric === 'p50_ms' || metric === 'p99_ms';
+    var vals = [];
+    s.heatmap.forEach(function (row) { row.forEach(function (c) { if (c && c[metric] !== null && c[metric] !== undefined) vals.push(c[metric]); }); });
+    var lo = vals.length ? Math.min.apply(null, vals) : 0, hi = vals.length ? Math.max.apply(null, vals) : 1;
+    // Latency on a log scale (a slow expert is often 10x, not 10%, slower); fractions linear.
+    var scale = function (v) {
+      if (hi <= lo) return 0.5;
+      if (isLatency && lo > 0) return Math.log(v / lo) / Math.log(hi / lo);
+      return (v - lo) / (hi - lo);
+    };
+    var t = document.getElementById('heatmap');
+    t.innerHTML = '';
+    var head = el('tr');
+    head.appendChild(el('th', {}, 'layer'));
+    for (var e = 0; e < s.model.experts; e++) head.appendChild(el('th', {}, 'E' + e));
+    t.appendChild(el('thead')).appendChild(head);
+    var body = el('tbody');
+    t.appendChild(body);
+    s.heatmap.forEach(function (row, L) {
+      var tr = el('tr', { 'data-layer': String(L) });
+      tr.appendChild(el('th', {}, 'L' + L));
+      row.forEach(function (c, E) {
+        var v = c ? c[metric] : null;
+        var td = el('td', { class: 'cell', 'data-layer': String(L), 'data-expert': String(E) });
+        if (v === null || v === undefined) {
+          td.className = 'cell empty';
+          td.title = 'layer ' + L + ', expert ' + E + ': no calls yet';
+        } else {
+          td.className = 'cell filled';
+          td.setAttribute('data-value', String(v));
+          td.setAttribute('data-calls', String(c.calls));
+          td.style.background = color(scale(v));
+          td.style.color = scale(v) > 0.6 ? '#0b0e12' : '#e6e9ee';
+          td.textContent = metric === 'active_fraction' || metric === 'share' ? (100 * v).toFixed(0) : v < 10 ? v.toFixed(2) : v.toFixed(0);
+          td.title = 'layer ' + L + ', expert ' + E + ': ' + c.calls + ' calls, p50 ' + fmt(c.p50_ms, 3) + ' ms, p99 ' +
+            fmt(c.p99_ms, 3) + ' ms, active ' + pct(c.active_fraction) + ', share ' + pct(c.share);
+        }
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    var legend = document.getElementById('legend');
+    legend.innerHTML = '';
+    var unit = isLatency ? ' ms' : '';
+    var show = function (v) { return isLatency ? fmt(v, 3) + unit : pct(v); };
+    legend.appendChild(el('span', {}, vals.length ? show(lo) : ''));
+    var ramp = el('span', { class: 'ramp' });
+    ramp.style.background = 'linear-gradient(to right,' + [0, 0.25, 0.5, 0.75, 1].map(color).join(',') + ')';
+    legend.appendChild(ramp);
+    legend.appendChild(el('span', {}, vals.length ? show(hi) + (isLatency ? ' (log scale)' : '') : 'no calls yet'));
+  }
+
+  function drawLayers(s) {
+    var box = document.getElementById('layers');
+    box.innerHTML = '';
+    s.layers.forEach(function (l) {
+      var row = el('div', { class: 'bar', 'data-layer': String(l.layer) });
+      row.appendChild(el('span', {}, 'layer ' + l.layer));
+      var track = el('div', { class: 'track' });
+      var fill = el('div', { class: 'fill' });
+      fill.style.width = (100 * (l.active_fraction || 0)).toFixed(1) + '%';
+      track.appendChild(fill);
+      row.appendChild(track);
+      row.appendChild(el('span', {}, pct(l.active_fraction)));
+      box.appendChild(row);
+    });
+    var hot = document.getElementById('hottest');
+    hot.innerHTML = '';
+    s.hottest.forEach(function (h) {
+      hot.appendChild(el('li', {}, 'layer ' + h.layer + ' expert ' + h.expert + ' — ' + pct(h.share) + ' of tokens'));
+    });
+  }
+
+  function tick() {
+    fetch('status.json', { cache: 'no-store' })
+      .then(function (r) { if (!r.ok) throw new Error('HTTP ' + r.status); return r.json(); })
+      .then(function (s) {
+        last = s;
+        drawKpis(s);
+        drawNodes(s);
+        drawHeatmap(s);
+        drawLayers(s);
+        var c = document.getElementById('conn');
+        c.textContent = 'live';
+        c.className = 'badge ok';
+        document.getElementById('updated').textContent = 'updated ' + new Date(s.time).toLocaleTimeString() + ', up ' + s.uptime_s + ' s';
+        document.body.setAttribute('data-updates', String(Number(document.body.getAttribute('data-updates') || 0) + 1));
+      })
+      .catch(function (e) {
+        var c = document.getElementById('conn');
+        c.textContent = 'disconnected: ' + e.message;
+        c.className = 'badge bad';
+      })
+      .then(function () { setTimeout(tick, intervalMs); });
+  }
+  tick();
+})();
