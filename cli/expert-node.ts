@@ -9,7 +9,9 @@ import { choiceOption, intOption } from './options';
 
 interface ExpertNodeFlags {
   model: string;
-  experts: string;
+  experts?: string;
+  shardMap?: string;
+  shardIndex?: number;
   port: number;
   host: string;
   device: Device | 'auto';
@@ -18,13 +20,16 @@ interface ExpertNodeFlags {
   dense?: boolean;
   graceMs: number;
   name?: string;
+  metricsPort?: number;
 }
 
 function configure(cmd: Command): Command {
   return cmd
     .description('serve (layer, expert) pairs of a model to coordinators over gRPC')
     .requiredOption('--model <dir>', 'Hugging Face model folder (only the listed experts are read)')
-    .requiredOption('--experts <spec>', 'pairs to hold: LAYERS:EXPERTS items, e.g. "0-31:0-3" or "0:1,0:5,3:*"')
+    .option('--experts <spec>', 'pairs to hold: LAYERS:EXPERTS items, e.g. "0-31:0-3" or "0:1,0:5,3:*"')
+    .option('--shard-map <file>', 'instead of --experts: hold the pairs of one entry of this shard map (YAML or JSON)')
+    .option('--shard-index <n>', 'with --shard-map: which entry (e.g. a StatefulSet pod ordinal)', intOption('--shard-index'))
     .option('--port <p>', 'port to listen on; 0 = any free port', intOption('--port'), 50051)
     .option('--host <h>', 'address to bind (0.0.0.0 for all interfaces)', '127.0.0.1')
     .option('--device <d>', 'auto | cpu | cuda', choiceOption('--device', ['auto', 'cpu', 'cuda'] as const), 'auto')
@@ -34,6 +39,7 @@ function configure(cmd: Command): Command {
     .option('--dense', 'dense-with-mask expert FFN (same outputs; the speed baseline)')
     .option('--grace-ms <ms>', 'on SIGTERM, finish queued work for up to this long', intOption('--grace-ms'), 10_000)
     .option('--name <name>', 'name for log lines')
+    .option('--metrics-port <p>', 'serve Prometheus metrics at http://HOST:P/metrics (0 = any free port)', intOption('--metrics-port'))
     .action(async (flags: ExpertNodeFlags) => {
       await serveUntilStopped({ ...flags });
     });

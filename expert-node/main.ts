@@ -1,17 +1,24 @@
 // An expert node process: bind (health NOT_SERVING), load only its pairs'
 // weights, then SERVING; SIGTERM/SIGINT (or the parent of a local cluster
 // going away) drains and stops. `turbosparse expert-node` (cli/expert-node.ts) calls runExpertNode.
+import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../core/errors';
-import { parseExpertSpec } from '../core/expert-spec';
+import { type ExpertPair, type ModelDims, parseExpertSpec } from '../core/expert-spec';
+import { loadShardMap } from '../core/shard-map';
 import { ModelFolder } from '../core/model-folder';
 import { native, type Device, type NativeBackend, type StoreDType } from '../core/native';
 import { ExpertStore } from './expert-store';
 import { createServer, type ExpertNodeHooks, type ExpertNodeServer } from './server';
+import { createNodeTelemetry, startMetricsServer, type MetricsServer, type NodeTelemetry } from './telemetry';
+import { EXPERT_NODE_SERVICE, setupTelemetry, shutdownTelemetry } from '../core/telemetry';
 
 export interface ExpertNodeOptions {
   model: string;
-  experts: string;
+  /** The pairs to hold as a SPEC, or `shardMap` + `shardIndex` (entry N of a shard-map file). */
+  experts?: string;
+  shardMap?: string;
+  shardIndex?: number;
   port: number;
   host: string;
   device: Device | 'auto';
@@ -24,6 +31,8 @@ export interface ExpertNodeOptions {
   /** A name for log lines ("node1"). */
   name?: string;
   hooks?: ExpertNodeHooks;
+  /** Serve Prometheus metrics on this port (0 = any free port); absent: no metrics server. */
+  metricsPort?: number;
   log?: (line: string) => void;
 }
 
@@ -48,16 +57,26 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
   let backend: NativeBackend | undefined;
   let server: ExpertNodeServer | undefined;
   let store: ExpertStore | undefined;
+  let nodeTel: NodeTelemetry | undefined;
+  let metricsServer: MetricsServer | undefined;
   let port = 0;
   try {
-    const pairs = parseExpertSpec(opts.experts, c, '--experts');
+    const pairs = pairsToHold(opts, c);
     const mod = native();
     if (opts.device === 'cuda' && !mod.deviceAvailable('cuda')) {
       throw new UserError('--device cuda: no usable CUDA device (or the addon was built without CUDA); use --device cpu');
     }
     backend = mod.createBackend(opts.device, opts.threads);
-    server = createServer({ modelId: path.basename(path.resolve(opts.model)), version: mod.version(), hooks: opts.hooks, log });
+    // Spans (when tracing is set up) and Prometheus metrics of every request; see telemetry.ts.
+    nodeTel = createNodeTelemetry({ node: opts.name ?? `${opts.host}:${opts.port}`, intermediateSize: c.intermediateSize });
+    const hooks = combineHooks(nodeTel.hooks, opts.hooks);
+    server = createServer({ modelId: path.basename(path.resolve(opts.model)), version: mod.version(), hooks, log });
     port = await server.listen(opts.host, opts.port);
+    if (!opts.name) nodeTel.setNode(`${opts.host}:${port}`);
+    if (opts.metricsPort !== undefined) {
+      metricsServer = await startMetricsServer(opts.metricsPort, opts.host, nodeTel.registry);
+      log(`metrics on ${metricsServer.url}`);
+    }
     log(`listening on ${opts.host}:${port} (NOT_SERVING until weights load); device ${backend.description}`);
     process.send?.({ event: 'listening', port } satisfies NodeParentMessage);
 
@@ -83,6 +102,7 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
       `loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     process.send?.({ event: 'serving', experts: store.spec, weightBytes: backend.weightBytes() } satisfies NodeParentMessage);
   } catch (e) {
+    await metricsServer?.close();
     server?.forceShutdown();
     store?.close();
     backend?.close();
@@ -100,12 +120,29 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
     stop: () => {
       stopping ??= (async () => {
         await srv.shutdown(opts.graceMs);
+        await metricsServer?.close();
         st.close();
         be.close();
       })();
       return stopping;
     },
   };
+}
+
+/** `--experts SPEC`, or entry `--shard-index` of `--shard-map FILE` (how a StatefulSet pod picks its shard). */
+export function pairsToHold(opts: Pick<ExpertNodeOptions, 'experts' | 'shardMap' | 'shardIndex'>, dims: ModelDims): ExpertPair[] {
+  if (opts.experts !== undefined && opts.shardMap !== undefined) {
+    throw new UserError('give either --experts SPEC or --shard-map FILE with --shard-index N, not both');
+  }
+  if (opts.experts !== undefined) return parseExpertSpec(opts.experts, dims, '--experts');
+  if (opts.shardMap === undefined) throw new UserError('say which experts to hold: --experts SPEC (e.g. "0-31:0-3"), or --shard-map FILE --shard-index N');
+  if (opts.shardIndex === undefined) throw new UserError('--shard-map needs --shard-index N (which entry of the map this node is)');
+  const map = loadShardMap(opts.shardMap, dims);
+  const entry = map.nodes[opts.shardIndex];
+  if (!entry) {
+    throw new UserError(`--shard-index ${opts.shardIndex}: shard map ${opts.shardMap} has ${map.nodes.length} nodes (0-${map.nodes.length - 1})`);
+  }
+  return entry.experts;
 }
 
 /**
@@ -117,6 +154,8 @@ export async function serveUntilStopped(opts: ExpertNodeOptions): Promise<void> 
   // The parent may vanish while weights load: exit at once then.
   const orphaned = () => process.exit(0);
   if (process.send) process.once('disconnect', orphaned);
+  // Tracing from OTEL_* (off when unset); this process names itself turbosparse-expert-node.
+  setupTelemetry({ serviceName: EXPERT_NODE_SERVICE, instanceId: opts.name ? `${opts.name}@${os.hostname()}` : undefined, log });
   let node: RunningExpertNode;
   try {
     node = await runExpertNode({ ...opts, log });
@@ -142,5 +181,23 @@ export async function serveUntilStopped(opts: ExpertNodeOptions): Promise<void> 
   process.off('disconnect', onDisconnect);
   // The IPC channel to a local-cluster parent would keep this process alive.
   if (process.connected) process.disconnect();
+  await shutdownTelemetry();
   log('stopped');
+}
+
+/** Both hooks see every request (telemetry first, then the caller's). */
+function combineHooks(a: ExpertNodeHooks, b?: ExpertNodeHooks): ExpertNodeHooks {
+  if (!b?.onRequest) return a;
+  return {
+    onRequest: (info) => {
+      const x = a.onRequest?.(info);
+      const y = b.onRequest?.(info);
+      return {
+        end: (r) => {
+          if (x) x.end?.(r);
+          if (y) y.end?.(r);
+        },
+      };
+    },
+  };
 }
