@@ -47,6 +47,10 @@ export interface NodeRequestInfo {
   wire: WireEncoding;
   /** W3C trace context sent with the request. */
   traceContext: Record<string, string>;
+  /** Routes per expert id (telemetry: routed tokens per (layer, expert)). */
+  routesByExpert?: Record<number, number>;
+  /** Payload bytes received: hidden rows, scales and masks. */
+  bytesIn?: number;
 }
 
 export interface NodeRequestResult {
@@ -57,6 +61,8 @@ export interface NodeRequestResult {
   queueUs: number;
   computeUs: number;
   activeNeurons: number;
+  /** Payload bytes of the output rows sent back (when ok). */
+  bytesOut?: number;
 }
 
 export interface ExpertNodeHooks {
@@ -258,11 +264,20 @@ export class ExpertNodeServer {
       this.respond(stream, { id, error: { code: r.code, message: r.message } });
       return;
     }
-    job.scope = this.opts.hooks?.onRequest?.({
-      id, stepId: Number(req.stepId), layer: job.layer, tokens: job.nRows, routes: job.routes.length,
-      experts: [...new Set(job.routes.map((r) => r.expert))].sort((a, b) => a - b),
-      wire: fromProtoEncoding(req.hidden!.encoding), traceContext: req.traceContext ?? {},
-    });
+    if (this.opts.hooks?.onRequest) {
+      const routesByExpert: Record<number, number> = {};
+      let maskBytesIn = 0;
+      for (const r of req.routes) {
+        routesByExpert[r.expert] = (routesByExpert[r.expert] ?? 0) + 1;
+        maskBytesIn += (r.mask?.bits ?? r.mask?.indices16 ?? r.mask?.indices32)?.length ?? 0;
+      }
+      job.scope = this.opts.hooks.onRequest({
+        id, stepId: Number(req.stepId), layer: job.layer, tokens: job.nRows, routes: job.routes.length,
+        experts: Object.keys(routesByExpert).map(Number).sort((a, b) => a - b), routesByExpert,
+        wire: fromProtoEncoding(req.hidden!.encoding), traceContext: req.traceContext ?? {},
+        bytesIn: req.hidden!.data.length + (req.hidden!.scales?.length ?? 0) + maskBytesIn,
+      });
+    }
     this.queue.push(job);
     void this.pump();
   }
@@ -344,7 +359,8 @@ export class ExpertNodeServer {
       const computeUs = usSince(t0);
       const out = encodeRows(r.out, store.dims.hiddenSize, null, job.reply);
       this.respond(job.stream, { id: job.id, out, active: Array.from(r.active), queueUs, computeUs });
-      end({ ok: true, queueUs, computeUs, activeNeurons: r.active.reduce((a, b) => a + b, 0) });
+      end({ ok: true, queueUs, computeUs, activeNeurons: r.active.reduce((a, b) => a + b, 0),
+        bytesOut: (out.data?.length ?? 0) + (out.scales?.length ?? 0) });
     } catch (e) {
       const message = `expert computation failed: ${(e as Error).message}`;
       this.log(`request ${job.id}: ${(e as Error).stack}`);
