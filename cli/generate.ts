@@ -8,6 +8,8 @@ import { loadEngine } from '../coordinator/load-engine';
 import type { Engine } from '../coordinator/engine';
 import { floatOption, idsOption, intOption } from './options';
 import { engineOptionsFrom, addEngineOptions, type EngineFlags } from './engine-flags';
+import { COORDINATOR_SERVICE, currentTelemetry, setupTelemetry } from '../core/telemetry';
+import { buildStatus, engineObservability, formatLatencyTable, observeEngine } from '../coordinator/telemetry';
 
 export interface GenerateFlags extends EngineFlags {
   prompt?: string;
@@ -45,7 +47,10 @@ export async function runGenerate(flags: GenerateFlags): Promise<GenerateResult>
   if ((flags.prompt === undefined) === (flags.ids === undefined)) {
     throw new UserError('give exactly one of --prompt TEXT or --ids 1,5,9');
   }
+  // Tracing from OTEL_* (off when unset), unless the caller already set it up.
+  if (!currentTelemetry()) setupTelemetry({ serviceName: COORDINATOR_SERVICE });
   const engine = await loadEngine(engineOptionsFrom(flags));
+  observeEngine(engine);
   try {
     return await generateWith(engine, flags);
   } finally {
@@ -57,13 +62,32 @@ export async function generateWith(engine: Engine, flags: GenerateFlags): Promis
   const tok = TextTokenizer.fromModel(engine.folder);
   const promptIds = flags.ids ?? tok.encode(flags.prompt!);
   const stream = !flags.json;
-  const result = await generate(engine, tok, {
-    promptIds,
-    sampling: { temperature: flags.temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed },
+  const obs = engineObservability(engine);
+  const request = obs?.startRequest({
+    operation: 'text_completion',
+    inputTokens: promptIds.length,
     maxTokens: flags.maxTokens,
-    keepPromptLogits: flags.dumpLogits !== undefined,
-    onText: stream ? (t) => process.stdout.write(t) : undefined,
+    temperature: flags.temperature,
+    topP: flags.topP,
+    topK: flags.topK,
+    seed: flags.seed,
   });
+  let result: GenerateResult;
+  try {
+    const run = () =>
+      generate(engine, tok, {
+        promptIds,
+        sampling: { temperature: flags.temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed },
+        maxTokens: flags.maxTokens,
+        keepPromptLogits: flags.dumpLogits !== undefined,
+        onText: stream ? (t) => process.stdout.write(t) : undefined,
+      });
+    result = request ? await request.run(run) : await run();
+    request?.end({ outputTokens: result.tokens.length, finishReason: result.finishReason });
+  } catch (e) {
+    request?.fail(e);
+    throw e;
+  }
   if (stream) process.stdout.write('\n');
   if (flags.dumpLogits) {
     const V = engine.config.vocabSize;
@@ -83,6 +107,8 @@ export async function generateWith(engine: Engine, flags: GenerateFlags): Promis
       `${s.prompt_tokens} prompt tokens in ${s.prefill_ms.toFixed(0)} ms, ${s.generated_tokens} generated at ` +
         `${s.decode_tokens_per_s.toFixed(1)} tokens/s, ${(100 * s.active_fraction).toFixed(1)}% of expert neurons computed\n`,
     );
+    // Per-expert latency: p50/p99 per node and per expert, the hottest experts.
+    if (obs) process.stderr.write(`\n${formatLatencyTable(buildStatus(obs))}\n`);
   }
   return result;
 }

@@ -16,7 +16,7 @@ const f = (x: number | null | undefined, digits = 3): string => (x === null || x
 const pct = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : `${(100 * x).toFixed(1)}%`);
 
 export interface LatencyTableOptions {
-  /** Per-expert rows printed at most (the slowest by p99 first when cut). Default 24. */
+  /** Per-expert rows printed at most (the slowest by p99 first when cut). Default 32 (the demo model has 4 x 8). */
   maxExperts?: number;
 }
 
@@ -46,7 +46,7 @@ export function formatLatencyTable(s: StatusJson, opts: LatencyTableOptions = {}
 
   const experts = s.experts.filter((e) => e.calls > 0);
   if (experts.length > 0) {
-    const max = opts.maxExperts ?? 24;
+    const max = opts.maxExperts ?? 32;
     const shown = experts.length <= max ? experts : [...experts].sort((a, b) => (b.p99_ms ?? 0) - (a.p99_ms ?? 0)).slice(0, max);
     out.push('');
     out.push(
