@@ -25,6 +25,11 @@ export interface HttpServerOptions extends OpenAIApiOptions {
   maxBodyBytes?: number;
   /** One line per server-side failure (500s). */
   log?: (line: string) => void;
+  /**
+   * Extra routes tried before 404, e.g. the status page (coordinator/telemetry/status-routes.ts):
+   * each answers and returns true, or returns false. Paths under /v1/ need the API key first.
+   */
+  routes?: ((req: http.IncomingMessage, res: http.ServerResponse, pathname: string) => boolean)[];
 }
 
 export interface HttpServer {
@@ -127,6 +132,7 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
     if (path.startsWith('/v1/') && !authorized(req)) {
       throw new ApiError(401, 'Incorrect or missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', null, 'invalid_api_key');
     }
+    for (const route of opts.routes ?? []) if (route(req, res, path)) return;
     if (path === '/v1/models') return method === 'GET' ? sendJson(res, 200, api.models()) : notAllowed(method, path);
     const endpoint = ROUTES[path];
     if (endpoint) return method === 'POST' ? generate(endpoint, req, res) : notAllowed(method, path);

@@ -308,9 +308,7 @@ export class EngineObservability {
   // ---- in-process experts: the whole runExperts is one call on node "local" ----
 
   private wrapLocal(inner: ExpertBackend): ExpertBackend {
-    return {
-      name: inner.name,
-      close: () => inner.close(),
+    return delegate(inner, {
       runExperts: async (batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> => {
         const parent = this.tracer && this.detail === 'layers' ? this.callParent() : undefined;
         const span = parent
@@ -355,7 +353,7 @@ export class EngineObservability {
           }
         }
       },
-    };
+    });
   }
 
   // ---- remote experts: one record and one CLIENT span per node message ----
@@ -368,9 +366,7 @@ export class EngineObservability {
         if (parent) trace.getSpan(parent)?.addEvent(healthy ? 'moe.node_up' : 'moe.node_down', { 'moe.node': node, reason });
       },
     });
-    return {
-      name: inner.name,
-      close: () => inner.close(),
+    return delegate(inner, {
       runExperts: async (batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> => {
         const stepId = ctx?.stepId ?? this.syntheticStep--;
         const key = `${stepId}|${batch.layer}`;
@@ -385,7 +381,7 @@ export class EngineObservability {
           this.recordRemote(batch, out, calls, stepId);
         }
       },
-    };
+    });
   }
 
   private onCallStart(info: CallInfoLike): { traceContext?: Record<string, string>; end(r: CallResultLike): void } {
@@ -518,6 +514,21 @@ export class EngineObservability {
   bindSequence(seq: Sequence, ctx: Context): void {
     this.seqContexts.set(seq, ctx);
   }
+}
+
+/**
+ * `inner` with `runExperts` replaced: every other property (name, close, stats,
+ * ready, ...) is the backend's own, called on the backend itself, so code that
+ * inspects `engine.experts` (readiness, node tables) sees the real backend.
+ */
+function delegate<T extends ExpertBackend>(inner: T, over: Pick<ExpertBackend, 'runExperts'>): T {
+  return new Proxy(inner, {
+    get(target, prop) {
+      if (prop === 'runExperts') return over.runExperts;
+      const v = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
 }
 
 function isObservable(b: ExpertBackend): b is ObservableBackend {
