@@ -35,12 +35,17 @@ ArrayArg<T> ReadTyped(const Args& a, const Napi::Value& v, const std::string& na
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != want) {
     a.TypeFail(name + " must be a " + TypedArrayName(want) + " (got " + Describe(v) + ")");
   }
-  auto ta = v.As<Napi::TypedArray>();
+  // napi_get_typedarray_info gives the element pointer directly, also for
+  // arrays over a SharedArrayBuffer (which Napi::ArrayBuffer refuses).
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  napi_status st = napi_get_typedarray_info(a.Env(), v, &type, &length, &data, nullptr, nullptr);
+  if (st != napi_ok) a.Fail("cannot read " + name);
   ArrayArg<T> out;
-  out.object = ta;
-  out.length = ta.ElementLength();
-  auto buf = ta.ArrayBuffer();
-  out.data = reinterpret_cast<T*>(static_cast<uint8_t*>(buf.Data()) + ta.ByteOffset());
+  out.object = v.As<Napi::Object>();
+  out.length = length;
+  out.data = static_cast<T*>(data);
   if (out.data == nullptr && out.length > 0) a.Fail(name + " has no backing memory (was its buffer detached?)");
   return out;
 }

@@ -105,6 +105,16 @@ describe('matmul (cpu)', () => {
     w.free();
   });
 
+  test('typed arrays over a SharedArrayBuffer (as worker threads share them)', async () => {
+    const w = await backend.createWeight(hostMatrix(W, ROWS, COLS).m, 'f32');
+    const xs = new Float32Array(new SharedArrayBuffer(N * COLS * 4));
+    xs.set(x);
+    const ys = new Float32Array(new SharedArrayBuffer(N * ROWS * 4));
+    await backend.matmul(w, N, xs, ys);
+    expectWithin(ys, refMatmul(W, ROWS, COLS, N, x), rowBounds(W, x, 1e-5));
+    w.free();
+  });
+
   test('weightBytes counts stored weights and drops on free', async () => {
     const before = backend.weightBytes();
     const w = await backend.createWeight(hostMatrix(W, ROWS, COLS).m, 'f32');
