@@ -268,15 +268,21 @@ export class EngineObservability {
   }
 
   private startStep(seqs: Sequence[]): StepTrace {
-    // Parent: the active request (generate) or the sequences' request spans (scheduler).
+    // Parent: the sequences' request spans (scheduler: the oldest is the parent, the
+    // others links; the loop's own context is whichever request started it), else the
+    // active context (generate runs its steps inside its request span).
     let parent = context.active();
     const links: Link[] = [];
-    if (!trace.getSpan(parent)) {
-      const ctxs = seqs.map((s) => this.seqContexts.get(s)).filter((c): c is Context => c !== undefined);
-      if (ctxs.length > 0) parent = ctxs[0];
+    const ctxs = seqs.map((s) => this.seqContexts.get(s)).filter((c): c is Context => c !== undefined);
+    if (ctxs.length > 0) {
+      parent = ctxs[0];
+      const seen = new Set([trace.getSpanContext(parent)?.spanId]);
       for (const c of ctxs.slice(1)) {
         const sc = trace.getSpanContext(c);
-        if (sc) links.push({ context: sc });
+        if (sc && !seen.has(sc.spanId)) {
+          seen.add(sc.spanId);
+          links.push({ context: sc });
+        }
       }
     }
     const prefill = seqs.some((s) => s.pendingPrompt > 0);
