@@ -44,11 +44,15 @@ class TimedExperts implements ExpertBackend {
   }
 }
 
-/** Greedy decode of `tokens` tokens after an untimed prefill and one warm-up step; tokens/s. */
-async function decode(engine: Engine, tokens: number): Promise<number> {
-  const seq = engine.newSequence([1, 100, 200, 300, 400, 500, 600, 700], { sampling: GREEDY, maxTokens: tokens + 1, stopIds: [] });
-  await engine.step([seq]); // prefill
+/**
+ * Greedy decode: an untimed prefill and warm-up step, then `tokens` timed steps;
+ * `onTimed` runs just before the first timed step (to reset counters). Returns tokens/s.
+ */
+async function decode(engine: Engine, tokens: number, onTimed: () => void = () => undefined): Promise<number> {
+  const seq = engine.newSequence([1, 100, 200, 300, 400, 500, 600, 700], { sampling: GREEDY, maxTokens: tokens + 2, stopIds: [] });
+  await engine.step([seq]); // prefill: samples the first token
   await engine.step([seq]); // warm up
+  onTimed();
   const t0 = performance.now();
   let n = 0;
   for (; !seq.finished; n++) await engine.step([seq]);
@@ -107,8 +111,7 @@ async function main(): Promise<void> {
     // ---- local ----
     log('local: loading every expert in process');
     timed.current = await LocalExperts.load(engine.folder, engine.backend, { store: 'auto', mode: 'sparse' });
-    timed.layerUs.clear();
-    results.push({ mode: 'local', tokens_per_s: await decode(engine, tokens), layer_us_mean: layerMean() });
+    results.push({ mode: 'local', tokens_per_s: await decode(engine, tokens, () => timed.layerUs.clear()), layer_us_mean: layerMean() });
     await timed.current.close();
     timed.current = null;
 
@@ -128,10 +131,11 @@ async function main(): Promise<void> {
             } }],
           });
           timed.current = remote;
-          await decode(engine, 2); // connect streams, warm caches
-          remote.resetStats();
-          timed.layerUs.clear();
-          const tps = await decode(engine, tokens);
+          await decode(engine, 2); // open the streams, warm caches
+          const tps = await decode(engine, tokens, () => {
+            remote.resetStats();
+            timed.layerUs.clear();
+          });
           const overhead = [...timed.layerUs].map(([k, us]) => us - (computeUs.get(k) ?? 0)).sort((a, b) => a - b);
           const stats = remote.stats();
           const perTokenLayer = tokens * c.numLayers;
