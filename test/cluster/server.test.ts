@@ -1,7 +1,9 @@
 // The expert node in process: every kind of bad request gets the right status
 // and message as an error response for its id, and the same stream keeps
 // serving; health, Info and a graceful drain.
+import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import { parseExpertSpec } from '../../core/expert-spec';
 import { ModelFolder } from '../../core/model-folder';
 import { native } from '../../core/native';
@@ -9,7 +11,7 @@ import type { ExpertBatch } from '../../core/expert-backend';
 import { LocalExperts } from '../../coordinator/local-experts';
 import { encodeMask } from '../../core/wire/masks';
 import { decodeRows, encodeRows } from '../../core/wire/rows';
-import type { ExpertRequest } from '../../core/wire/expert-proto';
+import { EXPERT_SERVICE_NAME, type ExpertRequest } from '../../core/wire/expert-proto';
 import { ExpertClient } from '../../coordinator/expert-client';
 import { createServer } from '../../expert-node/server';
 import { ExpertStore } from '../../expert-node/expert-store';
@@ -96,6 +98,46 @@ describeGolden('expert node server (tiny-a, in process)', () => {
     // Same client, same stream: the next request is answered normally.
     const { response } = await client.call(goodRequest(), 5000);
     expect(response.out!.count).toBe(3);
+  });
+
+  test('a request still queued past its timeout_ms is answered DEADLINE_EXCEEDED without computing', async () => {
+    // A big request (4000 tokens x 2 experts) keeps the node busy; the small one behind it
+    // allows itself 1 ms in the queue.
+    const big = randomBatch(folder.config, 0, 4000, 12);
+    big.experts.set(Array.from({ length: 8000 }, (_, s) => s % 2));
+    const bigReq = {
+      layer: 0, hidden: encodeRows(big.hidden, H, null, 'f32'), replyEncoding: 'ROW_F32' as const,
+      routes: Array.from({ length: 8000 }, (_, s) => ({ row: Math.floor(s / 2), expert: s % 2, weight: 0.5,
+        mask: encodeMask(big.masks.subarray(s * big.maskRowBytes, (s + 1) * big.maskRowBytes), I) })),
+    };
+    const first = client.call(bigReq, 30_000);
+    const late = client.call({ ...goodRequest(), timeoutMs: 1 }, 30_000);
+    await expect(late).rejects.toMatchObject({ code: grpc.status.DEADLINE_EXCEEDED, detail: expect.stringMatching(/^waited [\d.]+ ms in the queue, past its 1 ms deadline$/) });
+    const { response } = await first;
+    expect(response.out!.count).toBe(4000);
+    expect(response.computeUs).toBeGreaterThan(1000);
+  });
+
+  test('server reflection lists the ExpertNode service', async () => {
+    const def = protoLoader.loadSync('grpc/reflection/v1/reflection.proto', {
+      includeDirs: [path.join(path.dirname(require.resolve('@grpc/reflection')), '..', 'proto')], keepCase: true, oneofs: true,
+    });
+    const Reflection = (grpc.loadPackageDefinition(def) as any).grpc.reflection.v1.ServerReflection; // eslint-disable-line @typescript-eslint/no-explicit-any
+    const rc = new Reflection(node.address, grpc.credentials.createInsecure());
+    try {
+      const services = await new Promise<string[]>((resolve, reject) => {
+        const call = rc.ServerReflectionInfo();
+        call.on('data', (m: { list_services_response?: { service: { name: string }[] } }) => {
+          resolve(m.list_services_response!.service.map((x) => x.name));
+          call.end();
+        });
+        call.on('error', reject);
+        call.write({ list_services: '' });
+      });
+      expect(services).toContain(EXPERT_SERVICE_NAME);
+    } finally {
+      rc.close();
+    }
   });
 
   test('many requests in flight on one stream are matched by id', async () => {
