@@ -1,0 +1,46 @@
+// cuda_internal.h — what the CUDA backend offers beyond the vtable: device-resident
+// "frames" of an expert FFN or predictor call, for the standalone GPU bench
+// (native/bench/gpu_bench.cc) to time by CUDA-graph replay without PCIe in the
+// loop, and a few tuning knobs. Host-only C++ (no CUDA syntax): plain .cc files
+// include it. Only meaningful when the library is built with TS_HAVE_CUDA.
+#pragma once
+#include <cuda_runtime_api.h>
+#include <cstdint>
+#include "../backend.h"
+
+namespace tscuda {
+
+// Knobs the bench flips to compare variants; defaults are what the library uses.
+struct Tuning {
+  bool pdl = true;        // programmatic dependent launch (sm_90+): the next kernel's launch overlaps this one's tail
+  bool prefetch = true;   // sparse FFN: the gate/up kernel prefetches the active down rows into L2
+  int down_splits = 0;    // sparse/dense FFN: K-splits of the down kernel (0 = chosen from the SM count)
+  int ffn_stages = 3;     // bench breakdown only: launch the first 1 (gate_up), 2 (+down) or 3 (+combine) kernels
+};
+Tuning get_tuning(ts_backend* b);
+void set_tuning(ts_backend* b, const Tuning& t);
+
+// The backend's stream (every op of the backend runs on it; capture it for graphs).
+cudaStream_t backend_stream(ts_backend* b);
+int backend_sm_count(ts_backend* b);
+
+// One ts_moe call whose inputs (x, rows, weights, masks) were uploaded once into
+// device memory owned by the frame. enqueue only launches kernels on the backend
+// stream (capturable into a CUDA graph); read waits and copies y / active out.
+struct MoeFrame;
+MoeFrame* moe_frame_create(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const float* x,
+                           int64_t n_calls, const ts_expert_call* calls);
+int moe_frame_enqueue(ts_backend* b, MoeFrame* f);
+int moe_frame_read(ts_backend* b, MoeFrame* f, float* y, int32_t* active);
+void moe_frame_free(MoeFrame* f);
+
+// Likewise for ts_predict_many.
+struct PredictFrame;
+PredictFrame* predict_frame_create(ts_backend* b, int64_t n_rows, int64_t hidden, const float* x, int64_t n_calls,
+                                   const ts_predict_call* calls);
+int predict_frame_enqueue(ts_backend* b, PredictFrame* f);
+// masks[c] / counts[c]: where call c's outputs go (counts[c] may be NULL).
+int predict_frame_read(ts_backend* b, PredictFrame* f, uint64_t* const* masks, int32_t* const* counts);
+void predict_frame_free(PredictFrame* f);
+
+}  // namespace tscuda

@@ -1,0 +1,751 @@
+// moe.cu — the dReLU expert FFN over a batch: expert(x, m) = w2 . (m * relu(w1 x) * relu(w3 x)).
+//
+// Three kernels per call (every expert of the call in the same launches):
+//   gate_up  the union of the call's token masks (made on the host from the
+//            masks it uploads anyway) is compacted on the device into a list of
+//            neurons; each warp takes list entries and does the gathered dot of
+//            that neuron's two adjacent rows (w1_i, w3_i) against every token of
+//            the pass, so a row wanted by several tokens is read once. Output:
+//            h[k][t] = mask_t(i) * relu(g) * relu(u) and the active count. While
+//            it is at it, the warp prefetches the neuron's down row into L2 when
+//            some token uses it (the down kernel then reads from L2).
+//   down     the axpy over the active rows of transposed w2: blocks own a
+//            stripe of columns and a slice of the list, skip rows whose h is 0
+//            for every token, and write one partial sum per (slice, token).
+//   combine  e = sum of the slices (the expert's output, in f32), then
+//            y[row] += weight * e in call order; also the active counts.
+// DENSE_WITH_MASK is the same path with the list = every neuron and no skip.
+// Kernels are chained with programmatic dependent launch (sm_90+): each one is
+// launched while the previous one runs, reads what the host uploaded (call
+// descriptors, x, the mask unions) and compacts its list, and only then waits
+// for the previous kernel's results. Rule: before pdl_wait() a kernel reads
+// nothing any kernel writes, and writes nothing.
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+#include "common.cuh"
+
+namespace tscuda {
+
+// One expert call, as the kernels see it.
+struct MoeCall {
+  const char* w13;         // [2I][ldH]
+  const float* s13;        // [2I] I8 scales
+  const char* w2t;         // [I][ldH]
+  const float* s2;         // [I]
+  const uint64_t* masks;   // [n][W]
+  const uint64_t* uni;     // [W] union of the masks (bits < I only)
+  const int* rows;         // [n] rows of x
+  long long list_off;      // this call's first entry in idx
+  long long hv_off;        // ... and in hv (floats)
+  int I, W, n, npad;       // npad: h row length (n rounded up to the token pass, >= 4)
+  int K;                   // list length (popcount of the union; I when dense)
+  int gx;                  // gate_up blocks along x for this call
+  int q0;                  // index of (this call, token 0) among all (call, token) pairs
+  int prefetch;            // gate_up prefetches active down rows into L2
+};
+
+struct MoeArgs {
+  const MoeCall* calls;  // this launch's calls (grid.y)
+  const float* x;        // [n_rows][ldH]
+  int* idx;              // list: neuron of entry k
+  float* hv;             // h[k][t]
+  int* blk_active;       // [pairs][gxs] active counts of each gate_up block
+  float* partials;       // [pairs][S][ldH]
+  int ldH, S, gxs, dense;
+};
+
+struct MoeContrib {
+  int q;      // (call, token) pair
+  float w;    // routing weight
+  int gx;     // gate_up blocks that counted its active neurons
+  int pad;
+};
+
+struct MoeCombineArgs {
+  const int* row_start;   // [n_rows + 1] into contribs (call order within a row)
+  const MoeContrib* contribs;
+  const float* partials;
+  const int* blk_active;
+  float* y;               // [n_rows][H]
+  int* active;            // [pairs]
+  int H, ldH, S, gxs;
+};
+
+namespace {
+
+constexpr int kThreads = 256;       // per block of gate_up and down
+constexpr int kCombineThreads = 128;
+constexpr int kMaxList = 4096;      // list entries one gate_up block may hold
+constexpr int kMaxSplits = 32;
+
+// (neurons per warp R, 16-byte chunks per row in flight U) of gate_up for TOK tokens
+template <int TOK>
+struct GateUpShape {
+  static constexpr int R = TOK == 8 ? 2 : 1;
+  static constexpr int U = TOK <= 2 ? 8 : TOK == 4 ? 4 : 2;
+};
+// down: elements per lane load (16 bytes; 8 bytes of I8) and rows in flight per warp
+template <int DT>
+struct DownVec {
+  static constexpr int n = DT == TS_F32 ? 4 : 8;
+};
+template <int TOK>
+struct DownShape {
+  static constexpr int U = TOK <= 2 ? 8 : TOK == 4 ? 4 : 2;
+};
+
+// Block-wide: list[0..cnt) = neurons at positions [pos0, pos0+cnt) of the
+// ascending list of set bits of uni[0..W).
+__device__ void compact_list(const uint64_t* uni, int W, int pos0, int cnt, int* list, int* s_warp) {
+  const int tid = threadIdx.x, nth = blockDim.x, lane = tid & 31, warp = tid >> 5;
+  const int per = (W + nth - 1) / nth;
+  const int w0 = min(W, tid * per), w1 = min(W, w0 + per);
+  int mine = 0;
+  for (int w = w0; w < w1; ++w) mine += __popcll(uni[w]);
+  int incl = mine;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  if (lane == 31) s_warp[warp] = incl;
+  __syncthreads();
+  if (warp == 0) {
+    int v = lane < (nth >> 5) ? s_warp[lane] : 0;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int u = __shfl_up_sync(0xffffffffu, v, o);
+      if (lane >= o) v += u;
+    }
+    s_warp[lane] = v;  // inclusive over warps
+  }
+  __syncthreads();
+  int pos = (warp ? s_warp[warp - 1] : 0) + incl - mine;
+  const int end = pos0 + cnt;
+  for (int w = w0; w < w1 && pos < end; ++w) {
+    uint64_t u = uni[w];
+    const int c = __popcll(u);
+    if (pos + c <= pos0) {
+      pos += c;
+      continue;
+    }
+    while (u) {
+      const int bit = __ffsll(static_cast<long long>(u)) - 1;
+      u &= u - 1;
+      if (pos >= pos0 && pos < end) list[pos - pos0] = w * 64 + bit;
+      ++pos;
+    }
+  }
+}
+
+template <int DT, int TOK>
+__global__ void __launch_bounds__(kThreads) k_gate_up(MoeArgs a) {
+  constexpr int R = GateUpShape<TOK>::R, U = GateUpShape<TOK>::U;
+  const MoeCall d = a.calls[blockIdx.y];
+  const int t0 = blockIdx.z * TOK;
+  if (t0 >= d.n || int(blockIdx.x) >= d.gx) return;
+  const int nt = min(TOK, d.n - t0);
+  const int ldH = a.ldH;
+  const int P = (d.K + d.gx - 1) / d.gx;
+  const int pos0 = blockIdx.x * P;
+  const int cnt = max(0, min(P, d.K - pos0));
+
+  extern __shared__ float4 smem_moe[];
+  float* xs = reinterpret_cast<float*>(smem_moe);  // [TOK][ldH]
+  int* list = reinterpret_cast<int*>(xs + size_t(TOK) * ldH);
+  __shared__ int s_warp[32];
+  __shared__ int s_act[TOK];
+  if (threadIdx.x < TOK) s_act[threadIdx.x] = 0;
+
+  // the pass's token rows; rows past the call's end are zero
+  const int q4 = ldH / 4;
+  for (int i = threadIdx.x; i < TOK * q4; i += blockDim.x) {
+    const int t = i / q4, c = i - t * q4;
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (t < nt) v = reinterpret_cast<const float4*>(a.x + size_t(d.rows[t0 + t]) * ldH)[c];
+    reinterpret_cast<float4*>(xs)[i] = v;
+  }
+  if (!a.dense && cnt > 0) compact_list(d.uni, d.W, pos0, cnt, list, s_warp);
+  // Everything above reads only what the host uploaded (no kernel writes it),
+  // so it may overlap the previous kernel; from here on we write scratch.
+  pdl_launch_next();
+  pdl_wait();
+  __syncthreads();
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  const size_t rowb = size_t(ldH) * Vec<DT>::bytes;
+  const int nch = int(rowb / 16);
+  const uint64_t pol = l2_evict_first_policy();
+  const uint64_t* mrow = d.masks + size_t(t0 + min(lane, nt - 1)) * d.W;  // this lane's token's mask
+  int act = 0;
+  for (int e = warp * R; e < cnt; e += nwarps * R) {
+    int nr[R];
+    const char* rp[2 * R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int ee = min(e + r, cnt - 1);
+      nr[r] = a.dense ? pos0 + ee : list[ee];
+      rp[2 * r] = d.w13 + size_t(2 * nr[r]) * rowb;
+      rp[2 * r + 1] = rp[2 * r] + rowb;
+    }
+    float acc[2 * R][TOK];
+#pragma unroll
+    for (int r = 0; r < 2 * R; ++r)
+#pragma unroll
+      for (int t = 0; t < TOK; ++t) acc[r][t] = 0.f;
+    warp_dot<DT, TOK, 2 * R, U>(rp, nch, xs, ldH, acc, lane, pol);
+    warp_sum(acc);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (e + r >= cnt) break;  // warp-uniform
+      const int i = nr[r];
+      float sg = 1.f, su = 1.f;
+      if (DT == TS_I8) {
+        sg = d.s13[2 * i];
+        su = d.s13[2 * i + 1];
+      }
+      // lane t handles token t
+      float h = 0.f;
+      bool on = false;
+      const bool bit = lane < nt && ((mrow[i >> 6] >> (i & 63)) & 1ull);
+#pragma unroll
+      for (int t = 0; t < TOK; ++t)
+        if (t == lane) {
+          const float g = acc[2 * r][t] * sg, u = acc[2 * r + 1][t] * su;
+          on = bit && g > 0.f && u > 0.f;
+          h = on ? g * u : 0.f;
+        }
+      act += on;
+      const long long pos = pos0 + e + r;
+      if (lane < TOK && t0 + lane < d.npad) a.hv[d.hv_off + pos * d.npad + t0 + lane] = h;
+      if (!a.dense && blockIdx.z == 0 && lane == 0) a.idx[d.list_off + pos] = i;
+      if (d.prefetch && __any_sync(0xffffffffu, on)) {
+        const char* down = d.w2t + size_t(i) * rowb;
+        for (size_t o = size_t(lane) * 128; o < rowb; o += 32 * 128) prefetch_l2(down + o);
+      }
+    }
+  }
+  if (lane < TOK && act) atomicAdd(&s_act[lane], act);
+  __syncthreads();
+  if (int(threadIdx.x) < nt) a.blk_active[size_t(d.q0 + t0 + threadIdx.x) * a.gxs + blockIdx.x] = s_act[threadIdx.x];
+}
+
+template <int DT, int TOK>
+__global__ void __launch_bounds__(kThreads) k_down(MoeArgs a) {
+  constexpr int LV = DownVec<DT>::n, U = DownShape<TOK>::U;
+  constexpr int LB = LV * Vec<DT>::bytes;  // bytes per lane load: 16, or 8 for I8
+  const MoeCall d = a.calls[blockIdx.y];  // uploaded by the host: safe before the wait
+  const int t0 = blockIdx.z * TOK;
+  if (t0 >= d.n) return;
+  pdl_launch_next();
+  pdl_wait();  // idx, hv: written by gate_up
+  const int nt = min(TOK, d.n - t0);
+  const int nch = a.ldH / LV;
+  const int stripes = (nch + 31) / 32;
+  const int stripe = blockIdx.x % stripes, s = blockIdx.x / stripes;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  const int c = stripe * 32 + lane;
+  const bool cok = c < nch;
+  const int kb = int((long long)d.K * s / a.S), ke = int((long long)d.K * (s + 1) / a.S);
+  const size_t rowb = size_t(a.ldH) * Vec<DT>::bytes;
+  const uint64_t pol = l2_evict_first_policy();
+  float acc[TOK][LV];
+#pragma unroll
+  for (int t = 0; t < TOK; ++t)
+#pragma unroll
+    for (int i = 0; i < LV; ++i) acc[t][i] = 0.f;
+
+  for (int k = kb + warp; k < ke; k += nwarps * U) {
+    int nrn[U];
+    float h[U][TOK];
+    bool use[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int kk = k + u * nwarps;
+      const bool ok = kk < ke;
+      nrn[u] = !ok ? 0 : a.dense ? kk : a.idx[d.list_off + kk];
+      bool any = false;
+      if (ok) {
+        const float4* hp = reinterpret_cast<const float4*>(a.hv + d.hv_off + (long long)kk * d.npad + t0);
+#pragma unroll
+        for (int q = 0; q < (TOK + 3) / 4; ++q) {
+          const float4 v = hp[q];
+          const float vv[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+            if (4 * q + i < TOK) h[u][4 * q + i] = vv[i];
+        }
+#pragma unroll
+        for (int t = 0; t < TOK; ++t) any |= h[u][t] != 0.f;
+      } else {
+#pragma unroll
+        for (int t = 0; t < TOK; ++t) h[u][t] = 0.f;
+      }
+      use[u] = ok && (a.dense || any);
+    }
+    float f[U][LV];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const char* p = d.w2t + size_t(nrn[u]) * rowb + size_t(c) * LB;
+      if constexpr (DT == TS_I8) {
+        const uint2 w = (use[u] && cok) ? ld_stream8(p, pol) : make_uint2(0, 0);
+        unpack_i8x4(w.x, f[u]);
+        unpack_i8x4(w.y, f[u] + 4);
+      } else {
+        const uint4 w = (use[u] && cok) ? ld_stream16(p, pol) : make_uint4(0, 0, 0, 0);
+        unpack16<DT>(w, f[u]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (!use[u]) continue;
+      const float sc = (DT == TS_I8) ? d.s2[nrn[u]] : 1.f;
+#pragma unroll
+      for (int t = 0; t < TOK; ++t) {
+        const float hs = h[u][t] * sc;
+#pragma unroll
+        for (int i = 0; i < LV; ++i) acc[t][i] = fmaf(hs, f[u][i], acc[t][i]);
+      }
+    }
+  }
+
+  // sum the warps' accumulators in shared memory ([t][i][lane]: no bank conflicts)
+  __shared__ float red[TOK * LV * 32];
+  for (int w = 0; w < nwarps; ++w) {
+    if (warp == w) {
+#pragma unroll
+      for (int t = 0; t < TOK; ++t)
+#pragma unroll
+        for (int i = 0; i < LV; ++i) {
+          float* p = &red[(t * LV + i) * 32 + lane];
+          *p = (w == 0 ? 0.f : *p) + acc[t][i];
+        }
+    }
+    __syncthreads();
+  }
+  for (int e = threadIdx.x; e < nt * LV * 32; e += blockDim.x) {
+    const int t = e / (LV * 32), r = e - t * LV * 32, i = r / 32, ln = r - i * 32;
+    const int col = (stripe * 32 + ln) * LV + i;
+    if (col < a.ldH) a.partials[(size_t(d.q0 + t0 + t) * a.S + s) * a.ldH + col] = red[e];
+  }
+}
+
+__global__ void __launch_bounds__(kCombineThreads) k_combine(MoeCombineArgs a) {
+  const int r = blockIdx.y;
+  const int cs = a.row_start[r], ce = a.row_start[r + 1];  // uploaded by the host
+  pdl_launch_next();
+  pdl_wait();  // partials, blk_active: written by down / gate_up
+  const int c0 = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
+  if (c0 < a.ldH) {
+    float y[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int i = cs; i < ce; ++i) {
+      const MoeContrib ct = a.contribs[i];
+      const float* p = a.partials + size_t(ct.q) * a.S * a.ldH + c0;
+      float4 e = *reinterpret_cast<const float4*>(p);
+      for (int s = 1; s < a.S; ++s) {
+        const float4 v = *reinterpret_cast<const float4*>(p + size_t(s) * a.ldH);
+        e.x += v.x;
+        e.y += v.y;
+        e.z += v.z;
+        e.w += v.w;
+      }
+      y[0] += ct.w * e.x;
+      y[1] += ct.w * e.y;
+      y[2] += ct.w * e.z;
+      y[3] += ct.w * e.w;
+    }
+    float* yr = a.y + size_t(r) * a.H;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      if (c0 + i < a.H) yr[c0 + i] = y[i];
+  }
+  if (blockIdx.x == 0)
+    for (int i = cs + threadIdx.x; i < ce; i += blockDim.x) {
+      const MoeContrib ct = a.contribs[i];
+      int sum = 0;
+      for (int x = 0; x < ct.gx; ++x) sum += a.blk_active[size_t(ct.q) * a.gxs + x];
+      a.active[ct.q] = sum;
+    }
+}
+
+using MoeKernel = void (*)(MoeArgs);
+
+template <int DT>
+MoeKernel gate_up_for(int tok) {
+  switch (tok) {
+    case 1: return k_gate_up<DT, 1>;
+    case 2: return k_gate_up<DT, 2>;
+    case 4: return k_gate_up<DT, 4>;
+    default: return k_gate_up<DT, 8>;
+  }
+}
+template <int DT>
+MoeKernel down_for(int tok) {
+  switch (tok) {
+    case 1: return k_down<DT, 1>;
+    case 2: return k_down<DT, 2>;
+    case 4: return k_down<DT, 4>;
+    default: return k_down<DT, 8>;
+  }
+}
+MoeKernel gate_up_kernel(ts_dtype dt, int tok) {
+  switch (dt) {
+    case TS_F32: return gate_up_for<TS_F32>(tok);
+    case TS_F16: return gate_up_for<TS_F16>(tok);
+    case TS_BF16: return gate_up_for<TS_BF16>(tok);
+    default: return gate_up_for<TS_I8>(tok);
+  }
+}
+MoeKernel down_kernel(ts_dtype dt, int tok) {
+  switch (dt) {
+    case TS_F32: return down_for<TS_F32>(tok);
+    case TS_F16: return down_for<TS_F16>(tok);
+    case TS_BF16: return down_for<TS_BF16>(tok);
+    default: return down_for<TS_I8>(tok);
+  }
+}
+int down_lane_elems(ts_dtype dt) { return dt == TS_F32 ? 4 : 8; }
+
+}  // namespace
+
+// ------------------------------------------------------------------ planning
+
+// Calls of one dtype, launched together.
+struct MoeGroup {
+  ts_dtype dt;
+  int first = 0, count = 0;  // range of descriptors
+  int tok = 1, passes = 1, gx = 1, stripes = 1;
+  size_t smem = 0;
+};
+
+struct MoeFrame {
+  ts_ffn_mode mode = TS_FFN_SPARSE;
+  int64_t n_rows = 0, H = 0, ldH = 0, pairs = 0;
+  int S = 1, gxs = 1;
+  Layout L;
+  size_t x_off = 0, rows_off = 0, masks_off = 0, uni_off = 0, calls_off = 0, rstart_off = 0, contrib_off = 0;
+  size_t y_off = 0, active_off = 0, idx_off = 0, hv_off = 0, blk_off = 0, part_off = 0;
+  std::vector<MoeGroup> groups;
+  std::vector<MoeCall> desc;          // descriptors, grouped by dtype (device pointers relative to 0 until packed)
+  std::vector<int> src;               // desc[i] is calls[src[i]]
+  std::vector<size_t> rows_at, masks_at;  // per desc: element offsets into the rows / masks segments
+  std::vector<uint64_t> uni;          // all unions, per desc at desc.uni offset
+  std::vector<size_t> uni_at;
+  std::vector<int> row_start;         // [n_rows + 1]
+  std::vector<MoeContrib> contribs;
+  char* owned = nullptr;              // device memory of a bench frame
+};
+
+namespace {
+
+int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n_calls, const ts_expert_call* calls,
+              MoeFrame& f) {
+  const bool dense = mode == TS_FFN_DENSE_WITH_MASK;
+  f.mode = mode;
+  f.n_rows = n_rows;
+  f.H = H;
+  f.ldH = padded(H);
+  if (n_rows > 65535) return ts_fail("ts_moe: n_rows = " + std::to_string(n_rows) + " is more than one CUDA call takes (65535)");
+  if (size_t(f.ldH) * 4 * 1 > b->smem_optin)
+    return ts_fail("ts_moe: hidden = " + std::to_string(H) + " is too wide for the CUDA kernels");
+
+  // descriptors in dtype order; pairs (call, token) numbered in call order
+  std::vector<int> q0(size_t(n_calls), 0);
+  int64_t pairs = 0;
+  for (int64_t c = 0; c < n_calls; ++c) {
+    q0[size_t(c)] = int(pairs);
+    pairs += calls[c].n;
+  }
+  f.pairs = pairs;
+  if (pairs > (int64_t(1) << 30)) return ts_fail("ts_moe: too many (call, row) pairs for one CUDA call");
+  size_t rows_n = 0, masks_n = 0, uni_n = 0;
+  long long list_n = 0, hv_n = 0;
+  for (ts_dtype dt : {TS_F32, TS_F16, TS_BF16, TS_I8}) {
+    MoeGroup g;
+    g.dt = dt;
+    g.first = int(f.desc.size());
+    for (int64_t c = 0; c < n_calls; ++c) {
+      const ts_expert_call& ec = calls[c];
+      if (ec.n == 0 || ec.expert->dtype != dt) continue;
+      const auto* e = static_cast<const Expert*>(ec.expert);
+      MoeCall d = {};
+      d.I = int(e->intermediate);
+      d.W = int(ts_mask_words(e->intermediate));
+      d.n = int(ec.n);
+      d.q0 = q0[size_t(c)];
+      // union of the masks, bits past I cleared
+      f.uni_at.push_back(uni_n);
+      f.uni.resize(uni_n + size_t(d.W));
+      uint64_t* u = f.uni.data() + uni_n;
+      int K = 0;
+      for (int w = 0; w < d.W; ++w) {
+        uint64_t any = 0;
+        for (int64_t t = 0; t < ec.n; ++t) any |= ec.masks[size_t(t) * d.W + w];
+        if (w == d.W - 1 && d.I % 64) any &= (uint64_t(1) << (d.I % 64)) - 1;
+        u[w] = any;
+        K += __builtin_popcountll(any);
+      }
+      d.K = dense ? d.I : K;
+      f.rows_at.push_back(rows_n);
+      f.masks_at.push_back(masks_n);
+      rows_n += size_t(ec.n);
+      masks_n += size_t(ec.n) * size_t(d.W);
+      uni_n += size_t(d.W);
+      f.desc.push_back(d);
+      f.src.push_back(int(c));
+    }
+    g.count = int(f.desc.size()) - g.first;
+    if (g.count == 0) continue;
+    if (g.count > 65535) return ts_fail("ts_moe: too many calls for one CUDA launch");
+    int maxn = 0;
+    for (int i = g.first; i < g.first + g.count; ++i) maxn = std::max(maxn, f.desc[size_t(i)].n);
+    int tok = tokens_per_pass(maxn);
+    auto smem_for = [&](int t) { return size_t(t) * size_t(f.ldH) * 4 + size_t(kMaxList) * 4; };
+    while (tok > 1 && smem_for(tok) + 1024 > b->smem_optin) tok /= 2;
+    if (smem_for(tok) + 1024 > b->smem_optin)
+      return ts_fail("ts_moe: hidden = " + std::to_string(H) + " is too wide for the CUDA kernels");
+    g.tok = tok;
+    g.passes = (maxn + tok - 1) / tok;
+    if (g.passes > 65535) return ts_fail("ts_moe: too many rows for one expert in one CUDA call");
+    int per_sm = 1;
+    TS_TRY(prepare_kernel(b, reinterpret_cast<const void*>(gate_up_kernel(dt, tok)), kThreads, smem_for(tok), &per_sm));
+    int dummy = 1;
+    TS_TRY(prepare_kernel(b, reinterpret_cast<const void*>(down_kernel(dt, tok)), kThreads, 0, &dummy));
+    // one wave of blocks, shared by the calls in proportion to their work
+    const double budget = double(b->sms) * std::min(per_sm, 2);
+    double work = 0;
+    for (int i = g.first; i < g.first + g.count; ++i) {
+      const MoeCall& d = f.desc[size_t(i)];
+      work += double(std::max(d.K, 1)) * ((d.n + tok - 1) / tok);
+    }
+    constexpr int R = 2;  // neurons per warp at the widest; fewer blocks than K/R would idle warps
+    int maxP = 1;
+    g.gx = 1;
+    for (int i = g.first; i < g.first + g.count; ++i) {
+      MoeCall& d = f.desc[size_t(i)];
+      const int64_t min_gx = (int64_t(d.K) + kMaxList - 1) / kMaxList;
+      int64_t gx = int64_t(budget * double(std::max(d.K, 1)) / work);
+      gx = std::min<int64_t>(gx, (int64_t(d.K) + R - 1) / R);
+      gx = std::max<int64_t>({gx, min_gx, 1});
+      d.gx = int(std::min<int64_t>(gx, 65535));
+      g.gx = std::max(g.gx, d.gx);
+      maxP = std::max(maxP, (d.K + d.gx - 1) / d.gx);
+    }
+    g.smem = size_t(tok) * size_t(f.ldH) * 4 + size_t(maxP) * 4;
+    g.stripes = int((f.ldH / down_lane_elems(dt) + 31) / 32);
+    for (int i = g.first; i < g.first + g.count; ++i) {
+      MoeCall& d = f.desc[size_t(i)];
+      d.npad = std::max(4, (d.n + tok - 1) / tok * tok);
+      d.npad = (d.npad + 3) / 4 * 4;
+      d.list_off = list_n;
+      d.hv_off = hv_n;
+      list_n += d.K;
+      hv_n += (long long)d.K * d.npad;
+      d.prefetch = (!dense && b->tuning.prefetch &&
+                    double(d.K) * double(f.ldH) * dtype_bytes(dt) <= 0.5 * double(b->l2_bytes))
+                       ? 1
+                       : 0;
+    }
+    f.groups.push_back(g);
+  }
+  f.gxs = 1;
+  for (const MoeCall& d : f.desc) f.gxs = std::max(f.gxs, d.gx);
+
+  // down splits: about two blocks per SM over all launches
+  int64_t units = 0;
+  for (const MoeGroup& g : f.groups)
+    for (int i = g.first; i < g.first + g.count; ++i)
+      units += int64_t(g.stripes) * ((f.desc[size_t(i)].n + g.tok - 1) / g.tok);
+  int S = b->tuning.down_splits > 0 ? b->tuning.down_splits
+                                    : int(std::max<int64_t>(1, 2 * int64_t(b->sms) / std::max<int64_t>(1, units)));
+  S = std::min(S, kMaxSplits);
+  while (S > 1 && double(pairs) * S * f.ldH * 4 > double(size_t(256) << 20)) --S;
+  f.S = S;
+
+  // combine plan: per output row, its (call, token) pairs in call order
+  f.row_start.assign(size_t(n_rows) + 1, 0);
+  for (int64_t c = 0; c < n_calls; ++c)
+    for (int64_t j = 0; j < calls[c].n; ++j) f.row_start[size_t(calls[c].rows[j]) + 1]++;
+  for (int64_t r = 0; r < n_rows; ++r) f.row_start[size_t(r) + 1] += f.row_start[size_t(r)];
+  f.contribs.assign(size_t(pairs), MoeContrib{});
+  {
+    std::vector<int> fill(f.row_start.begin(), f.row_start.end() - 1);
+    std::vector<int> gx_of(size_t(n_calls), 1);
+    for (size_t i = 0; i < f.desc.size(); ++i) gx_of[size_t(f.src[i])] = f.desc[i].gx;
+    for (int64_t c = 0; c < n_calls; ++c)
+      for (int64_t j = 0; j < calls[c].n; ++j) {
+        MoeContrib& ct = f.contribs[size_t(fill[size_t(calls[c].rows[j])]++)];
+        ct.q = q0[size_t(c)] + int(j);
+        ct.w = calls[c].weight[j];
+        ct.gx = gx_of[size_t(c)];
+      }
+  }
+
+  // device layout
+  Layout& L = f.L;
+  f.x_off = L.add_in(size_t(n_rows * f.ldH) * 4);
+  f.rows_off = L.add_in(rows_n * 4);
+  f.masks_off = L.add_in(masks_n * 8);
+  f.uni_off = L.add_in(uni_n * 8);
+  f.calls_off = L.add_in(f.desc.size() * sizeof(MoeCall));
+  f.rstart_off = L.add_in(f.row_start.size() * 4);
+  f.contrib_off = L.add_in(f.contribs.size() * sizeof(MoeContrib));
+  f.y_off = L.add_out(size_t(n_rows * H) * 4);
+  f.active_off = L.add_out(size_t(pairs) * 4);
+  f.idx_off = L.add_scratch(size_t(list_n) * 4);
+  f.hv_off = L.add_scratch(size_t(hv_n) * 4);
+  f.blk_off = L.add_scratch(size_t(pairs) * size_t(f.gxs) * 4);
+  f.part_off = L.add_scratch(size_t(pairs) * size_t(S) * size_t(f.ldH) * 4);
+  return 0;
+}
+
+// Inputs into the host staging buffer h; device pointers relative to d.
+void moe_pack(MoeFrame& f, char* h, char* d, const float* x, const ts_expert_call* calls) {
+  float* xh = reinterpret_cast<float*>(h + f.x_off);
+  for (int64_t r = 0; r < f.n_rows; ++r) {
+    std::memcpy(xh + r * f.ldH, x + r * f.H, size_t(f.H) * 4);
+    std::memset(xh + r * f.ldH + f.H, 0, size_t(f.ldH - f.H) * 4);
+  }
+  int* rows_h = reinterpret_cast<int*>(h + f.rows_off);
+  uint64_t* masks_h = reinterpret_cast<uint64_t*>(h + f.masks_off);
+  std::memcpy(h + f.uni_off, f.uni.data(), f.uni.size() * 8);
+  std::vector<MoeCall> desc = f.desc;
+  for (size_t i = 0; i < desc.size(); ++i) {
+    const ts_expert_call& ec = calls[f.src[i]];
+    const auto* e = static_cast<const Expert*>(ec.expert);
+    MoeCall& dc = desc[i];
+    std::memcpy(rows_h + f.rows_at[i], ec.rows, size_t(ec.n) * 4);
+    std::memcpy(masks_h + f.masks_at[i], ec.masks, size_t(ec.n) * size_t(dc.W) * 8);
+    dc.w13 = static_cast<const char*>(e->w13.data);
+    dc.s13 = e->w13.scale;
+    dc.w2t = static_cast<const char*>(e->w2t.data);
+    dc.s2 = e->w2t.scale;
+    dc.masks = reinterpret_cast<const uint64_t*>(d + f.masks_off) + f.masks_at[i];
+    dc.uni = reinterpret_cast<const uint64_t*>(d + f.uni_off) + f.uni_at[i];
+    dc.rows = reinterpret_cast<const int*>(d + f.rows_off) + f.rows_at[i];
+  }
+  std::memcpy(h + f.calls_off, desc.data(), desc.size() * sizeof(MoeCall));
+  std::memcpy(h + f.rstart_off, f.row_start.data(), f.row_start.size() * 4);
+  std::memcpy(h + f.contrib_off, f.contribs.data(), f.contribs.size() * sizeof(MoeContrib));
+}
+
+int moe_enqueue(Backend* b, const MoeFrame& f, char* d) {
+  char* out = d + f.L.out_base();
+  char* scr = d + f.L.scratch_base();
+  MoeArgs a = {};
+  a.x = reinterpret_cast<const float*>(d + f.x_off);
+  a.idx = reinterpret_cast<int*>(scr + f.idx_off);
+  a.hv = reinterpret_cast<float*>(scr + f.hv_off);
+  a.blk_active = reinterpret_cast<int*>(scr + f.blk_off);
+  a.partials = reinterpret_cast<float*>(scr + f.part_off);
+  a.ldH = int(f.ldH);
+  a.S = f.S;
+  a.gxs = f.gxs;
+  a.dense = f.mode == TS_FFN_DENSE_WITH_MASK;
+  for (const MoeGroup& g : f.groups) {
+    a.calls = reinterpret_cast<const MoeCall*>(d + f.calls_off) + g.first;
+    TS_CUDA(launch(b, true, gate_up_kernel(g.dt, g.tok), dim3(unsigned(g.gx), unsigned(g.count), unsigned(g.passes)),
+                   dim3(kThreads), g.smem, a));
+    if (b->tuning.ffn_stages >= 2)
+      TS_CUDA(launch(b, true, down_kernel(g.dt, g.tok),
+                     dim3(unsigned(g.stripes * f.S), unsigned(g.count), unsigned(g.passes)), dim3(kThreads), 0, a));
+  }
+  if (b->tuning.ffn_stages < 3) return 0;
+  MoeCombineArgs c = {};
+  c.row_start = reinterpret_cast<const int*>(d + f.rstart_off);
+  c.contribs = reinterpret_cast<const MoeContrib*>(d + f.contrib_off);
+  c.partials = a.partials;
+  c.blk_active = a.blk_active;
+  c.y = reinterpret_cast<float*>(out + f.y_off);
+  c.active = reinterpret_cast<int*>(out + f.active_off);
+  c.H = int(f.H);
+  c.ldH = int(f.ldH);
+  c.S = f.S;
+  c.gxs = f.gxs;
+  const unsigned gx = unsigned((f.ldH / 4 + kCombineThreads - 1) / kCombineThreads);
+  TS_CUDA(launch(b, true, k_combine, dim3(gx, unsigned(f.n_rows)), dim3(kCombineThreads), 0, c));
+  return 0;
+}
+
+}  // namespace
+
+int moe(ts_backend* tb, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const float* x, int64_t n_calls,
+        const ts_expert_call* calls, float* y, int32_t* active) {
+  Backend* b = as_cuda(tb);
+  TS_TRY(b->activate());
+  if (n_rows == 0) return 0;
+  int64_t pairs = 0;
+  for (int64_t c = 0; c < n_calls; ++c) pairs += calls[c].n;
+  if (pairs == 0) {
+    std::memset(y, 0, size_t(n_rows * hidden) * 4);
+    return 0;
+  }
+  MoeFrame f;
+  TS_TRY(moe_build(b, mode, n_rows, hidden, n_calls, calls, f));
+  return run_staged(
+      b, f.L, [&](char* h, char* d) { moe_pack(f, h, d, x, calls); },
+      [&](char* d) { return moe_enqueue(b, f, d); },
+      [&](const char* h) {
+        std::memcpy(y, h + f.y_off, size_t(n_rows * hidden) * 4);
+        if (active) std::memcpy(active, h + f.active_off, size_t(pairs) * 4);
+      });
+}
+
+// ------------------------------------------------------- frames for the bench
+
+MoeFrame* moe_frame_create(ts_backend* tb, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const float* x,
+                           int64_t n_calls, const ts_expert_call* calls) {
+  Backend* b = as_cuda(tb);
+  if (b->activate()) return nullptr;
+  auto* f = new (std::nothrow) MoeFrame();
+  if (!f) return ts_fail("out of memory"), nullptr;
+  int64_t pairs = 0;
+  for (int64_t c = 0; c < n_calls; ++c) pairs += calls[c].n;
+  if (n_rows == 0 || pairs == 0) {
+    delete f;
+    return ts_fail("moe_frame_create: the call has no work"), nullptr;
+  }
+  if (moe_build(b, mode, n_rows, hidden, n_calls, calls, *f)) {
+    delete f;
+    return nullptr;
+  }
+  cudaError_t e = cudaMalloc(reinterpret_cast<void**>(&f->owned), f->L.total());
+  if (e != cudaSuccess) {
+    f->owned = nullptr;
+    ts_fail(cuda_error(e, "cudaMalloc (moe frame)", __FILE__, __LINE__));
+    delete f;
+    return nullptr;
+  }
+  std::vector<char> h(f->L.in);
+  moe_pack(*f, h.data(), f->owned, x, calls);
+  e = cudaMemcpy(f->owned, h.data(), f->L.in, cudaMemcpyHostToDevice);
+  if (e != cudaSuccess) {
+    ts_fail(cuda_error(e, "cudaMemcpy (moe frame)", __FILE__, __LINE__));
+    moe_frame_free(f);
+    return nullptr;
+  }
+  return f;
+}
+
+int moe_frame_enqueue(ts_backend* tb, MoeFrame* f) { return moe_enqueue(as_cuda(tb), *f, f->owned); }
+
+int moe_frame_read(ts_backend* tb, MoeFrame* f, float* y, int32_t* active) {
+  Backend* b = as_cuda(tb);
+  TS_TRY(b->activate());
+  TS_CUDA(cudaStreamSynchronize(b->stream));
+  const char* out = f->owned + f->L.out_base();
+  TS_CUDA(cudaMemcpy(y, out + f->y_off, size_t(f->n_rows * f->H) * 4, cudaMemcpyDeviceToHost));
+  if (active) TS_CUDA(cudaMemcpy(active, out + f->active_off, size_t(f->pairs) * 4, cudaMemcpyDeviceToHost));
+  return 0;
+}
+
+void moe_frame_free(MoeFrame* f) {
+  if (!f) return;
+  if (f->owned) cudaFree(f->owned);
+  delete f;
+}
+
+}  // namespace tscuda
