@@ -138,6 +138,11 @@ export class RemoteExperts implements ExpertBackend {
   private constructor(opts: RemoteExpertsOptions) {
     this.opts = { ...DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as
       RemoteExpertsOptions & typeof DEFAULTS;
+    for (const key of ['callTimeoutMs', 'connectTimeoutMs', 'healthCheckIntervalMs'] as const) {
+      const v = this.opts[key];
+      if (!Number.isFinite(v) || v <= 0) throw new UserError(`remote experts: ${key} must be a positive number of milliseconds, got ${v}`);
+    }
+    if (!['f32', 'bf16', 'int8'].includes(this.opts.wire)) throw new UserError(`remote experts: unknown wire encoding "${this.opts.wire}" (use f32, bf16 or int8)`);
     this.name = opts.name ?? `remote:${opts.shardMap.nodes.length}`;
     this.wire = this.opts.wire;
     this.log = opts.log ?? (() => undefined);
