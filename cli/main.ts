@@ -4,6 +4,11 @@ import { UserError } from '../core/errors';
 import { registerGenerate } from './generate';
 import { registerMakeDemoModel } from './make-demo-model';
 import { registerDemo } from './demo';
+import { registerServe } from './serve';
+import { registerWorker } from './worker';
+import { registerBatch } from './batch';
+import { registerExpertNode } from './expert-node';
+import { ExpertsUnavailableError } from '../coordinator/remote-experts';
 
 export function buildProgram(): Command {
   const program = new Command('turbosparse')
@@ -13,6 +18,10 @@ export function buildProgram(): Command {
   registerGenerate(program);
   registerMakeDemoModel(program);
   registerDemo(program);
+  registerServe(program);
+  registerWorker(program);
+  registerBatch(program);
+  registerExpertNode(program);
   return program;
 }
 
@@ -22,6 +31,11 @@ export function reportError(e: unknown): number {
   if (e instanceof UserError) {
     process.stderr.write(`error: ${e.message}\n`);
     return 2;
+  }
+  // The cluster lost every replica of some experts: an operational failure, not a bug.
+  if (e instanceof ExpertsUnavailableError) {
+    process.stderr.write(`error: ${e.message}\n`);
+    return 3;
   }
   process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
   return 1;

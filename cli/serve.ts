@@ -1,0 +1,48 @@
+// `turbosparse serve`: the OpenAI-compatible HTTP API over the continuous-batching scheduler.
+// The server and engine modules load inside the action, so other commands start fast.
+import type { Command } from 'commander';
+import { intOption } from './options';
+import { addServingOptions, type ServingFlags } from './serving';
+
+export interface ServeFlags extends ServingFlags {
+  port: number;
+  host: string;
+  apiKey?: string;
+}
+
+export function registerServe(program: Command): void {
+  const cmd = program
+    .command('serve')
+    .description('serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)')
+    .requiredOption('--model <dir>', 'Hugging Face model folder')
+    .option('--port <p>', 'TCP port (0 = any free port)', intOption('--port'), 8000)
+    .option('--host <addr>', 'address to bind', '127.0.0.1')
+    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on /v1/* (default: $TURBOSPARSE_API_KEY)');
+  addServingOptions(cmd);
+  cmd.action(async (flags: ServeFlags) => {
+    await runServe(flags);
+  });
+}
+
+export async function runServe(flags: ServeFlags): Promise<void> {
+  const { createHttpServer } = await import('../coordinator/http/server');
+  const { loadServing, onShutdownSignal } = await import('./serving');
+  const log = (line: string) => process.stderr.write(line + '\n');
+  const serving = await loadServing(flags, log);
+  const http = createHttpServer({
+    scheduler: serving.scheduler,
+    tokenizer: serving.tokenizer,
+    modelName: serving.modelName,
+    chatTemplate: serving.chatTemplate,
+    apiKey: flags.apiKey ?? process.env.TURBOSPARSE_API_KEY,
+    ready: serving.ready,
+    log,
+  });
+  const { url } = await http.listen(flags.port, flags.host);
+  log(`serving ${serving.modelName} at ${url}/v1 (health ${url}/health, metrics ${url}/metrics)`);
+  onShutdownSignal(async (signal) => {
+    log(`${signal}: closing`);
+    await http.close();
+    await serving.close();
+  });
+}

@@ -1,0 +1,84 @@
+// `turbosparse worker`: takes generation jobs from the BullMQ queue and runs them
+// through the same continuous-batching scheduler as `serve`.
+// BullMQ and the engine load inside the action, so other commands start fast.
+import type { Command } from 'commander';
+import { floatOption, intOption } from './options';
+import { addServingOptions, type ServingFlags } from './serving';
+
+export interface WorkerFlags extends ServingFlags {
+  redis?: string;
+  concurrency: number;
+  gracePeriod: number;
+  stalledInterval: number;
+  lockDuration: number;
+  resultsTtl: number;
+  progressInterval: number;
+  queue?: string;
+}
+
+export function registerWorker(program: Command): void {
+  const cmd = program
+    .command('worker')
+    .description('process batch generation jobs from Redis (BullMQ queue "generation")')
+    .requiredOption('--model <dir>', 'Hugging Face model folder')
+    .option('--redis <url>', 'Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379)')
+    .option('--concurrency <c>', 'jobs processed at once; their sequences decode together', intOption('--concurrency', 1), 4)
+    .option('--grace-period <s>', 'on SIGTERM: seconds to finish current jobs before handing them back', floatOption('--grace-period', 0, 86400), 30)
+    .option('--stalled-interval <ms>', 'how often to look for jobs of dead workers', intOption('--stalled-interval', 100), 30000)
+    .option('--lock-duration <ms>', 'a job lock lives this long without renewal', intOption('--lock-duration', 100), 30000)
+    .option('--results-ttl <s>', 'keep results this long (jobs whose producer set no TTL)', intOption('--results-ttl', 1), 86400)
+    .option('--progress-interval <ms>', 'write job progress (tokens) at most this often', intOption('--progress-interval', 10), 500)
+    .option('--queue <name>', 'queue name (default: generation)');
+  addServingOptions(cmd);
+  cmd.action(async (flags: WorkerFlags) => {
+    await runWorker(flags);
+  });
+}
+
+export async function runWorker(flags: WorkerFlags): Promise<void> {
+  const { checkRedis, connectRedis, redisUrlFrom } = await import('../coordinator/queue/connection');
+  const { GenerationWorker } = await import('../coordinator/queue/worker');
+  const { OpenAIApi } = await import('../coordinator/http/openai-api');
+  const { loadServing, onShutdownSignal } = await import('./serving');
+  const log = (line: string) => process.stderr.write(line + '\n');
+  const url = redisUrlFrom(flags.redis);
+  const connection = connectRedis(url, 'worker');
+  connection.on('error', () => undefined); // reconnects; a worker rides out Redis restarts
+  await checkRedis(connection, url).catch((e) => {
+    connection.disconnect();
+    throw e;
+  });
+  let serving;
+  try {
+    serving = await loadServing(flags, log);
+  } catch (e) {
+    connection.disconnect();
+    throw e;
+  }
+  const api = new OpenAIApi({
+    scheduler: serving.scheduler,
+    tokenizer: serving.tokenizer,
+    modelName: serving.modelName,
+    chatTemplate: serving.chatTemplate,
+  });
+  const worker = new GenerationWorker({
+    connection,
+    api,
+    concurrency: flags.concurrency,
+    queueName: flags.queue,
+    stalledIntervalMs: flags.stalledInterval,
+    lockDurationMs: flags.lockDuration,
+    resultsTtlSeconds: flags.resultsTtl,
+    progressIntervalMs: flags.progressInterval,
+    log,
+  });
+  await worker.waitUntilReady();
+  log(`worker: taking jobs from ${worker.worker.name} at ${url} (concurrency ${flags.concurrency})`);
+  onShutdownSignal(async (signal) => {
+    log(`${signal}: no new jobs; finishing ${worker.activeJobs} current job(s) within ${flags.gracePeriod} s`);
+    await worker.shutdown(flags.gracePeriod * 1000);
+    await serving!.close();
+    connection.disconnect();
+    log('worker: stopped');
+  });
+}

@@ -1,0 +1,126 @@
+// The producer role: puts generation jobs on the queue and reads their state and
+// results. One options object, defaults merged and checked once here.
+import { Queue, type Job, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { UserError } from '../../core/errors';
+import { QUEUE_NAME } from './connection';
+import { jobIdFor, type JobData } from './job';
+
+export interface ProducerOptions {
+  connection: Redis;
+  /** Tries per job for transient failures (an expert node down). Default 5. */
+  attempts?: number;
+  /** First retry delay; doubles each time. Default 2000 ms. */
+  backoffMs?: number;
+  /** How long a completed job's result is kept. Default one day. */
+  resultsTtlSeconds?: number;
+  /** How long a failed job is kept. Default seven days. */
+  failedTtlSeconds?: number;
+  /** Queue name (tests use their own). */
+  queueName?: string;
+}
+
+export type JobState = 'waiting' | 'active' | 'delayed' | 'prioritized' | 'completed' | 'failed' | 'waiting-children' | 'unknown';
+
+export interface JobStatus {
+  id: string;
+  state: JobState;
+  /** Tokens generated so far. */
+  progress: number;
+  attemptsMade: number;
+  failedReason?: string;
+}
+
+export interface JobOutcome {
+  id: string;
+  state: JobState;
+  /** The endpoint's response object, when completed. */
+  response?: unknown;
+  /** Why it failed, when failed (the validation message for bad input). */
+  error?: string;
+}
+
+export class GenerationProducer {
+  readonly queue: Queue;
+  readonly opts: Required<Omit<ProducerOptions, 'connection'>>;
+
+  constructor(opts: ProducerOptions) {
+    this.opts = {
+      attempts: opts.attempts ?? 5,
+      backoffMs: opts.backoffMs ?? 2000,
+      resultsTtlSeconds: opts.resultsTtlSeconds ?? 86400,
+      failedTtlSeconds: opts.failedTtlSeconds ?? 7 * 86400,
+      queueName: opts.queueName ?? QUEUE_NAME,
+    };
+    if (!Number.isInteger(this.opts.attempts) || this.opts.attempts < 1) throw new UserError('--attempts must be an integer >= 1');
+    if (!(this.opts.resultsTtlSeconds > 0)) throw new UserError('--results-ttl must be a positive number of seconds');
+    this.queue = new Queue(this.opts.queueName, { connection: opts.connection });
+  }
+
+  jobOptions(jobId: string): JobsOptions {
+    return {
+      jobId,
+      attempts: this.opts.attempts,
+      backoff: { type: 'exponential', delay: this.opts.backoffMs },
+      removeOnComplete: { age: this.opts.resultsTtlSeconds },
+      removeOnFail: { age: this.opts.failedTtlSeconds },
+    };
+  }
+
+  /**
+   * Adds one job (id = hash of the request unless given). Submitting a request that is
+   * already queued, running or done returns the existing job; a failed one is retried.
+   */
+  async submit(data: JobData, jobId = jobIdFor(data)): Promise<{ id: string; existing: boolean }> {
+    const old = await this.queue.getJob(jobId);
+    if (old) {
+      if ((await old.getState()) === 'failed') await old.retry('failed');
+      return { id: jobId, existing: true };
+    }
+    const job = await this.queue.add(data.endpoint, data, this.jobOptions(jobId));
+    return { id: job.id!, existing: false };
+  }
+
+  async status(ids: string[]): Promise<JobStatus[]> {
+    return Promise.all(
+      ids.map(async (id) => {
+        const job = await this.queue.getJob(id);
+        if (!job) return { id, state: 'unknown' as const, progress: 0, attemptsMade: 0 };
+        return {
+          id,
+          state: (await job.getState()) as JobState,
+          progress: typeof job.progress === 'number' ? job.progress : 0,
+          attemptsMade: job.attemptsMade,
+          ...(job.failedReason ? { failedReason: job.failedReason } : {}),
+        };
+      }),
+    );
+  }
+
+  /** Results of finished jobs (others report their state only). */
+  async results(ids: string[]): Promise<JobOutcome[]> {
+    return Promise.all(ids.map(async (id) => outcome(id, await this.queue.getJob(id))));
+  }
+
+  /** Polls until every job is completed, failed or unknown; `onUpdate` sees each poll. */
+  async waitFor(ids: string[], onUpdate?: (s: JobStatus[]) => void, pollMs = 500): Promise<JobOutcome[]> {
+    for (;;) {
+      const s = await this.status(ids);
+      onUpdate?.(s);
+      if (s.every((x) => x.state === 'completed' || x.state === 'failed' || x.state === 'unknown')) return this.results(ids);
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+  }
+}
+
+async function outcome(id: string, job: Job | undefined): Promise<JobOutcome> {
+  if (!job) return { id, state: 'unknown', error: 'no such job (never submitted, or removed after its results TTL)' };
+  const state = (await job.getState()) as JobState;
+  if (state === 'completed') return { id, state, response: job.returnvalue };
+  if (state === 'failed') return { id, state, error: job.failedReason };
+  return { id, state };
+}

@@ -1,0 +1,152 @@
+// The worker role: takes generation jobs and runs them through the same
+// scheduler as the HTTP API, so C concurrent jobs decode together in one batch.
+//
+//   bad input           -> UnrecoverableError (fails at once with the 400 message)
+//   engine/expert error -> thrown as is: BullMQ retries with exponential backoff
+//   kill -9             -> the lock expires; a worker's stall check puts the job back
+//   shutdown(grace)     -> stop taking jobs; finish current ones, or after the grace
+//                          period cancel them and move them back to wait
+import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { UserError } from '../../core/errors';
+import { ApiError } from '../http/errors';
+import type { OpenAIApi } from '../http/openai-api';
+import { QUEUE_NAME } from './connection';
+import { ENDPOINTS, type JobData } from './job';
+
+export interface GenerationWorkerOptions {
+  connection: Redis;
+  api: OpenAIApi;
+  /** Jobs processed at once (their sequences share every decode step). Default 1. */
+  concurrency?: number;
+  queueName?: string;
+  /** How often this worker looks for jobs whose worker died. Default 30000 ms. */
+  stalledIntervalMs?: number;
+  /** A job's lock lives this long without renewal (renewed at half). Default 30000 ms. */
+  lockDurationMs?: number;
+  /** Times a job may be recovered from a dead worker before it fails. Default 2. */
+  maxStalledCount?: number;
+  /** Results TTL for jobs whose producer set none. Default one day. */
+  resultsTtlSeconds?: number;
+  /** Progress (tokens generated) is written at most this often. Default 500 ms. */
+  progressIntervalMs?: number;
+  log?: (line: string) => void;
+}
+
+interface Running {
+  abort: AbortController;
+  /** Set when shutdown gives the job back instead of finishing it. */
+  release: boolean;
+}
+
+export class GenerationWorker {
+  readonly worker: Worker<JobData, object>;
+  private readonly running = new Map<string, Running>();
+  private readonly log: (line: string) => void;
+  private readonly progressMs: number;
+
+  constructor(readonly opts: GenerationWorkerOptions) {
+    const concurrency = opts.concurrency ?? 1;
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new UserError('--concurrency must be an integer >= 1');
+    this.log = opts.log ?? ((line) => process.stderr.write(line + '\n'));
+    this.progressMs = opts.progressIntervalMs ?? 500;
+    const ttl = opts.resultsTtlSeconds ?? 86400;
+    this.worker = new Worker<JobData, object>(opts.queueName ?? QUEUE_NAME, (job, token, signal) => this.process(job, token, signal), {
+      connection: opts.connection,
+      concurrency,
+      stalledInterval: opts.stalledIntervalMs ?? 30000,
+      lockDuration: opts.lockDurationMs ?? 30000,
+      maxStalledCount: opts.maxStalledCount ?? 2,
+      removeOnComplete: { age: ttl },
+      removeOnFail: { age: 7 * 86400 },
+    });
+    this.worker.on('error', (e) => this.log(`worker: ${e.message}`));
+    this.worker.on('failed', (job, e) => {
+      if (job && !(e instanceof WaitingError)) this.log(`job ${job.id} failed (attempt ${job.attemptsMade}): ${e.message}`);
+    });
+  }
+
+  /** Resolves once connected and taking jobs. */
+  waitUntilReady(): Promise<void> {
+    return this.worker.waitUntilReady().then(() => undefined);
+  }
+
+  /** Jobs being processed now. */
+  get activeJobs(): number {
+    return this.running.size;
+  }
+
+  private async process(job: Job<JobData, object>, token?: string, signal?: AbortSignal): Promise<object> {
+    const data = job.data;
+    if (!data || !ENDPOINTS.includes(data.endpoint)) {
+      throw new UnrecoverableError(`endpoint must be "completions" or "chat.completions", got ${JSON.stringify(data?.endpoint)}`);
+    }
+    let prepared;
+    try {
+      prepared = this.opts.api.prepare(data.endpoint, data);
+    } catch (e) {
+      throw unrecoverableIfBadInput(e);
+    }
+    prepared.stream = false;
+    this.log(`job ${job.id} started: ${data.endpoint}, ${prepared.prompts.length * prepared.n} sequence(s)`);
+
+    const run: Running = { abort: new AbortController(), release: false };
+    this.running.set(job.id!, run);
+    signal?.addEventListener('abort', () => run.abort.abort(), { once: true });
+    let tokens = 0;
+    let lastWrite = 0;
+    const onProgress = (n: number): void => {
+      tokens = n;
+      const now = Date.now();
+      if (now - lastWrite < this.progressMs) return;
+      lastWrite = now;
+      job.updateProgress(n).catch((e: Error) => this.log(`job ${job.id}: progress not written (${e.message})`));
+    };
+    try {
+      const out = await this.opts.api.run(prepared, { signal: run.abort.signal, onProgress });
+      await job.updateProgress(tokens);
+      return out;
+    } catch (e) {
+      if (run.release) {
+        // Shutting down: hand the job back untouched for another worker.
+        await job.moveToWait(token);
+        this.log(`job ${job.id} released back to the queue`);
+        throw new WaitingError();
+      }
+      throw unrecoverableIfBadInput(e);
+    } finally {
+      this.running.delete(job.id!);
+    }
+  }
+
+  /**
+   * Stops taking jobs and waits for the current ones; after `graceMs` the ones still
+   * running are cancelled and moved back to wait. Then closes the worker.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    const closing = this.worker.close();
+    const timer = setTimeout(() => {
+      for (const r of this.running.values()) {
+        r.release = true;
+        r.abort.abort();
+      }
+    }, graceMs);
+    try {
+      await closing;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Closes at once; running jobs are left to the stall check of other workers. */
+  async close(): Promise<void> {
+    await this.worker.close(true);
+  }
+}
+
+/** A bad request never gets better by retrying. */
+function unrecoverableIfBadInput(e: unknown): unknown {
+  if (e instanceof UserError) return new UnrecoverableError(e.message);
+  if (e instanceof ApiError && e.isClientError) return new UnrecoverableError(e.message);
+  return e;
+}

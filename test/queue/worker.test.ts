@@ -1,0 +1,189 @@
+// Batch jobs through BullMQ against a real Redis: a job's return value is the
+// endpoint's response, progress counts tokens, ids dedupe, bad input fails at
+// once, transient failures retry with backoff, shutdown finishes or hands back.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { makeDemoModel } from '../../core/demo-model';
+import type { ExpertBackend } from '../../core/expert-backend';
+import { Registry } from '../../core/metrics';
+import { TextTokenizer } from '../../core/tokenizer';
+import { ChatTemplate } from '../../core/chat-template';
+import { Engine } from '../../coordinator/engine';
+import { OpenAIApi } from '../../coordinator/http/openai-api';
+import { Scheduler } from '../../coordinator/scheduler';
+import { connectRedis } from '../../coordinator/queue/connection';
+import { jobIdFor, type JobData } from '../../coordinator/queue/job';
+import { GenerationProducer } from '../../coordinator/queue/producer';
+import { GenerationWorker, type GenerationWorkerOptions } from '../../coordinator/queue/worker';
+import { loadTestEngine, waitFor } from '../serve/helpers';
+import { startRedis, uniqueQueue, type TestRedis } from './redis';
+
+const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
+
+let redis: TestRedis;
+let dir: string;
+let engine: Engine;
+let tok: TextTokenizer;
+const conns: Redis[] = [];
+const closers: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  redis = await startRedis();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-queue-'));
+  await makeDemoModel(dir, DEMO);
+  engine = await loadTestEngine(dir);
+  tok = TextTokenizer.fromModel(engine.folder);
+});
+afterEach(async () => {
+  for (const c of closers.splice(0).reverse()) await c();
+});
+afterAll(async () => {
+  for (const c of conns) c.disconnect();
+  await engine?.close();
+  await redis?.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function conn(role: 'producer' | 'worker'): Redis {
+  const c = connectRedis(redis.url, role);
+  conns.push(c);
+  return c;
+}
+
+function apiOn(e: Engine = engine): { api: OpenAIApi; scheduler: Scheduler } {
+  const scheduler = new Scheduler(e, tok, { metrics: new Registry() });
+  const api = new OpenAIApi({ scheduler, tokenizer: tok, modelName: 'demo', chatTemplate: ChatTemplate.fromModel(dir, engine.folder.tokenizerConfig) });
+  closers.push(() => scheduler.close());
+  return { api, scheduler };
+}
+
+function setup(queueName: string, opts: Partial<GenerationWorkerOptions> = {}, e?: Engine) {
+  const { api, scheduler } = apiOn(e);
+  const worker = new GenerationWorker({ connection: conn('worker'), api, queueName, progressIntervalMs: 10, log: () => undefined, ...opts });
+  const producer = new GenerationProducer({ connection: conn('producer'), queueName, backoffMs: 50 });
+  closers.push(async () => {
+    await worker.close();
+    await producer.queue.obliterate({ force: true });
+    await producer.close();
+  });
+  return { worker, producer, api, scheduler };
+}
+
+/** What the HTTP endpoint answers for this body, minus the per-response id and time. */
+async function direct(api: OpenAIApi, data: JobData): Promise<any> {
+  return strip(await api.run(api.prepare(data.endpoint, data)));
+}
+function strip(r: any): any {
+  const { id: _id, created: _c, ...rest } = r;
+  return rest;
+}
+
+test('completions and chat jobs return the endpoint response; progress is tokens; C jobs share decode steps', async () => {
+  const q = uniqueQueue('gen');
+  const { worker, producer, api, scheduler } = setup(q, { concurrency: 4 });
+  await worker.waitUntilReady();
+  let maxRunning = 0;
+  scheduler.onStep = (s) => (maxRunning = Math.max(maxRunning, s.running));
+  const jobs: JobData[] = [
+    { endpoint: 'completions', prompt: 'the cluster', max_tokens: 16, temperature: 0, ignore_eos: true, return_token_ids: true },
+    { endpoint: 'completions', prompt: [1, 40, 41, 42], max_tokens: 16, temperature: 0.7, seed: 3, ignore_eos: true },
+    { endpoint: 'chat.completions', messages: [{ role: 'user', content: 'hello' }], max_tokens: 16, temperature: 0, ignore_eos: true },
+    { endpoint: 'completions', prompt: ['a', 'b'], n: 2, max_tokens: 16, temperature: 0, ignore_eos: true },
+  ];
+  const ids = [];
+  for (const j of jobs) ids.push((await producer.submit(j)).id);
+  const out = await producer.waitFor(ids, undefined, 50);
+  expect(out.map((o) => o.state)).toEqual(['completed', 'completed', 'completed', 'completed']);
+  expect(maxRunning).toBeGreaterThanOrEqual(4);
+  scheduler.onStep = null;
+  for (let i = 0; i < jobs.length; i++) expect(strip(out[i].response)).toEqual(await direct(api, jobs[i]));
+  expect((out[2].response as any).object).toBe('chat.completion');
+  const status = await producer.status(ids);
+  expect(status.map((s) => s.progress)).toEqual([16, 16, 16, 64]);
+});
+
+test('the job id is a hash of the request: resubmitting (any key order) does not duplicate work', async () => {
+  const q = uniqueQueue('dedupe');
+  const producer = new GenerationProducer({ connection: conn('producer'), queueName: q });
+  closers.push(async () => {
+    await producer.queue.obliterate({ force: true });
+    await producer.close();
+  });
+  const a: JobData = { endpoint: 'completions', prompt: 'x', max_tokens: 2, temperature: 0 };
+  const b = { temperature: 0, max_tokens: 2, prompt: 'x', endpoint: 'completions' } as JobData;
+  const r1 = await producer.submit(a);
+  const r2 = await producer.submit(b);
+  expect(r1).toEqual({ id: jobIdFor(a), existing: false });
+  expect(r2).toEqual({ id: r1.id, existing: true });
+  expect(await producer.queue.getJobCounts('waiting', 'active', 'completed')).toEqual({ waiting: 1, active: 0, completed: 0 });
+});
+
+test('bad input from a plain BullMQ producer fails at once with the validation message, no retries', async () => {
+  const q = uniqueQueue('bad');
+  const { worker, producer } = setup(q);
+  await worker.waitUntilReady();
+  const plain = new Queue(q, { connection: conn('producer') });
+  closers.push(() => plain.close());
+  const job = await plain.add('x', { endpoint: 'completions', prompt: 'hi', temperature: 'hot' }, { attempts: 5, backoff: { type: 'exponential', delay: 10 } });
+  const ctx = await plain.add('y', { endpoint: 'completions', prompt: Array(5000).fill(3) }, { attempts: 5 });
+  const bad = await plain.add('z', { endpoint: 'embeddings', input: 'hi' }, { attempts: 5 });
+  const [s1, s2, s3] = (await producer.waitFor([job.id!, ctx.id!, bad.id!], undefined, 50)).map((o) => o);
+  expect(s1).toEqual(expect.objectContaining({ state: 'failed', error: expect.stringMatching(/^temperature: /) }));
+  expect(s2).toEqual(expect.objectContaining({ state: 'failed', error: expect.stringMatching(/maximum context length/) }));
+  expect(s3).toEqual(expect.objectContaining({ state: 'failed', error: expect.stringMatching(/endpoint must be/) }));
+  const st = await producer.status([job.id!, ctx.id!, bad.id!]);
+  expect(st.map((s) => s.attemptsMade)).toEqual([1, 1, 1]);
+});
+
+test('a transient failure (expert node down) is retried with exponential backoff and then succeeds', async () => {
+  const q = uniqueQueue('retry');
+  let failures = 2;
+  const flaky: ExpertBackend = {
+    name: 'flaky',
+    runExperts: (b, c) => (failures-- > 0 ? Promise.reject(new Error('expert node 127.0.0.1:1 unavailable')) : engine.experts.runExperts(b, c)),
+    close: async () => undefined,
+  };
+  const { worker, producer } = setup(q, {}, new Engine(engine.folder, engine.backend, engine.weights, flaky));
+  await worker.waitUntilReady();
+  const failedAttempts: number[] = [];
+  worker.worker.on('failed', (_j, _e) => failedAttempts.push(Date.now()));
+  const t0 = Date.now();
+  const { id } = await producer.submit({ endpoint: 'completions', prompt: 'x', max_tokens: 3, temperature: 0 });
+  const [o] = await producer.waitFor([id], undefined, 20);
+  expect(o.state).toBe('completed');
+  expect((await producer.status([id]))[0].attemptsMade).toBe(3); // two failed tries + the one that completed
+  expect(failedAttempts).toHaveLength(2);
+  // Backoff 50 ms then 100 ms.
+  expect(Date.now() - t0).toBeGreaterThanOrEqual(150);
+});
+
+test('shutdown finishes a job within the grace period, and hands back one that would take longer', async () => {
+  const q = uniqueQueue('term');
+  const a = setup(q);
+  await a.worker.waitUntilReady();
+  const short = await a.producer.submit({ endpoint: 'completions', prompt: 'a', max_tokens: 20, temperature: 0, ignore_eos: true });
+  await waitFor(async () => (await a.producer.status([short.id]))[0].state === 'active', 10000, 'the short job to start');
+  await a.worker.shutdown(30000);
+  expect((await a.producer.status([short.id]))[0].state).toBe('completed');
+
+  const b = setup(q);
+  await b.worker.waitUntilReady();
+  const long = await b.producer.submit({ endpoint: 'completions', prompt: 'b', max_tokens: 4000, temperature: 0, ignore_eos: true });
+  await waitFor(async () => (await b.producer.status([long.id]))[0].progress > 0, 10000, 'the long job to make progress');
+  const t0 = Date.now();
+  await b.worker.shutdown(200);
+  expect(Date.now() - t0).toBeLessThan(5000);
+  const s = (await b.producer.status([long.id]))[0];
+  expect(s.state).toBe('waiting');
+  expect(s.failedReason).toBeUndefined();
+  expect(b.scheduler.stats.kvBytes).toBe(0);
+
+  // Another worker picks it up and completes it.
+  const c = setup(q);
+  const [o] = await c.producer.waitFor([long.id], undefined, 50);
+  expect(o.state).toBe('completed');
+  expect((o.response as any).usage.completion_tokens).toBe(4000);
+}, 60000);
