@@ -7,6 +7,8 @@ import { generate, type GenerateResult } from '../coordinator/generate';
 import { loadEngine } from '../coordinator/load-engine';
 import type { Engine } from '../coordinator/engine';
 import { floatOption, idsOption, intOption } from './options';
+import { RemoteExperts } from '../coordinator/remote-experts';
+import { formatNodeTable } from '../coordinator/node-stats';
 import { engineOptionsFrom, addEngineOptions, type EngineFlags } from './engine-flags';
 import { COORDINATOR_SERVICE, currentTelemetry, setupTelemetry } from '../core/telemetry';
 import { buildStatus, engineObservability, formatLatencyTable, observeEngine } from '../coordinator/telemetry';
