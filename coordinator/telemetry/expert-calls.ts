@@ -40,24 +40,35 @@ export interface ExpertCallRecord {
 export function summariseBatch(
   batch: ExpertBatch,
   result: ExpertOutput | undefined,
-  onlyExperts?: ReadonlySet<number>,
+  onlyExperts?: readonly number[],
 ): { experts: number[]; slots: number[]; active: number[]; tokens: number } {
-  const slotsBy = new Map<number, number>();
-  const activeBy = new Map<number, number>();
-  const rows = new Set<number>();
-  const n = batch.nRows * batch.topK;
-  for (let s = 0; s < n; s++) {
-    const e = batch.experts[s];
-    if (e < 0 || (onlyExperts && !onlyExperts.has(e))) continue;
-    slotsBy.set(e, (slotsBy.get(e) ?? 0) + 1);
-    if (result) activeBy.set(e, (activeBy.get(e) ?? 0) + result.active[s]);
-    rows.add(Math.floor(s / batch.topK));
+  // Small arrays indexed by expert id: this runs once per layer of every step.
+  const slotsBy: number[] = [];
+  const activeBy: number[] = [];
+  let tokens = 0;
+  const { topK, nRows } = batch;
+  for (let row = 0; row < nRows; row++) {
+    let counted = false;
+    for (let k = 0; k < topK; k++) {
+      const s = row * topK + k;
+      const e = batch.experts[s];
+      if (e < 0 || (onlyExperts && !onlyExperts.includes(e))) continue;
+      slotsBy[e] = (slotsBy[e] ?? 0) + 1;
+      if (result) activeBy[e] = (activeBy[e] ?? 0) + result.active[s];
+      if (!counted) {
+        counted = true;
+        tokens++;
+      }
+    }
   }
-  const experts = [...slotsBy.keys()].sort((a, b) => a - b);
-  return {
-    experts,
-    slots: experts.map((e) => slotsBy.get(e)!),
-    active: result ? experts.map((e) => activeBy.get(e) ?? 0) : [],
-    tokens: rows.size,
-  };
+  const experts: number[] = [];
+  const slots: number[] = [];
+  const active: number[] = [];
+  for (let e = 0; e < slotsBy.length; e++) {
+    if (slotsBy[e] === undefined) continue;
+    experts.push(e);
+    slots.push(slotsBy[e]);
+    if (result) active.push(activeBy[e] ?? 0);
+  }
+  return { experts, slots, active, tokens };
 }

@@ -123,7 +123,9 @@ export class ExpertStats {
   private readonly layerFraction: SampleWindow[] = [];
   private readonly layerLatency: SampleWindow[] = [];
   private readonly layerCalls: number[] = [];
-  private readonly steps: { t: number; decode: number; prefill: number; seqs: number }[] = [];
+  /** Steps of the throughput window; entries before `stepsHead` have left it (dropped in batches). */
+  private steps: { t: number; decode: number; prefill: number; seqs: number }[] = [];
+  private stepsHead = 0;
   private totalGenerated = 0;
   private totalPrefilled = 0;
   private totalSlots = 0;
@@ -207,7 +209,11 @@ export class ExpertStats {
     const t = this.now();
     this.steps.push({ t, decode: decodeTokens, prefill: prefillRows, seqs: sequences });
     const horizon = t - (this.opts.throughputWindowS ?? 10) * 1000;
-    while (this.steps.length > 0 && this.steps[0].t < horizon) this.steps.shift();
+    while (this.stepsHead < this.steps.length && this.steps[this.stepsHead].t < horizon) this.stepsHead++;
+    if (this.stepsHead > 1024 && this.stepsHead * 2 > this.steps.length) {
+      this.steps = this.steps.slice(this.stepsHead);
+      this.stepsHead = 0;
+    }
   }
 
   private series<K>(map: Map<K, Series>, key: K): Series {
@@ -262,7 +268,7 @@ export class ExpertStats {
   throughput(): Throughput {
     const windowS = this.opts.throughputWindowS ?? 10;
     const t = this.now();
-    const recent = this.steps.filter((s) => s.t >= t - windowS * 1000);
+    const recent = this.steps.slice(this.stepsHead).filter((s) => s.t >= t - windowS * 1000);
     // Rate over the span actually covered (a 2-second run is not diluted over 10 seconds).
     const spanS = recent.length > 1 ? Math.max((t - recent[0].t) / 1000, 1e-3) : windowS;
     // The first step of the window marks its start; its own tokens were made before it.
@@ -287,7 +293,8 @@ export class ExpertStats {
     this.layerFraction.length = 0;
     this.layerLatency.length = 0;
     this.layerCalls.length = 0;
-    this.steps.length = 0;
+    this.steps = [];
+    this.stepsHead = 0;
     this.totalGenerated = this.totalPrefilled = this.totalSlots = this.totalCalls = this.totalErrors = this.totalRetries = 0;
   }
 }

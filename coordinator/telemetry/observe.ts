@@ -29,7 +29,7 @@ import {
   type Tracer,
 } from '@opentelemetry/api';
 import type { ExpertBackend, ExpertBatch, ExpertOutput, StepContext } from '../../core/expert-backend';
-import { metrics as defaultRegistry, type Registry } from '../../core/metrics';
+import { metrics as defaultRegistry, type CounterChild, type GaugeChild, type HistogramChild, type Registry } from '../../core/metrics';
 import { currentTelemetry, injectTraceContext, type Telemetry } from '../../core/telemetry';
 import type { Engine, StepResult } from '../engine';
 import type { ForwardHooks } from '../forward';
@@ -165,6 +165,9 @@ export class EngineObservability {
   private readonly seqContexts = new WeakMap<Sequence, Context>();
   private backend: ExpertBackend | undefined;
   private syntheticStep = -1;
+  // Metric children kept at hand: the per-step path makes no label keys.
+  private readonly layerChildren: HistogramChild[] = [];
+  private readonly stepChildren: { decode: CounterChild; prefill: CounterChild; rows: GaugeChild; sequences: GaugeChild };
 
   constructor(
     readonly engine: Engine,
@@ -176,6 +179,12 @@ export class EngineObservability {
     this.metrics = coordinatorMetrics(opts.registry ?? defaultRegistry);
     this.calls = new CallMetrics(this.metrics, engine.config.intermediateSize);
     this.stats = new ExpertStats(engine.config.intermediateSize);
+    this.stepChildren = {
+      decode: this.metrics.stepTokens.labels({ phase: 'decode' }),
+      prefill: this.metrics.stepTokens.labels({ phase: 'prefill' }),
+      rows: this.metrics.batchRows.labels(),
+      sequences: this.metrics.batchSequences.labels(),
+    };
     this.modelName = opts.modelName ?? engine.folder.dir.split(/[\\/]/).filter(Boolean).pop() ?? 'turbosparse';
   }
 
@@ -212,7 +221,7 @@ export class EngineObservability {
     opts: Parameters<Engine['step']>[1] = {},
   ): Promise<StepResult> {
     for (const f of this.beforeStep) f();
-    const layerSeconds = this.metrics.layerSeconds;
+    const layerSeconds = this.layerChildren;
     const traced = this.tracer !== undefined && this.detail !== 'requests';
     const st = traced ? this.startStep(seqs) : undefined;
     const callerHooks = opts.hooks;
@@ -226,7 +235,7 @@ export class EngineObservability {
       },
       onLayer: (layer, t0, t1) => {
         callerHooks?.onLayer?.(layer, t0, t1);
-        layerSeconds.labels({ layer }).observe(Number(t1 - t0) / 1e9);
+        (layerSeconds[layer] ??= this.metrics.layerSeconds.labels({ layer })).observe(Number(t1 - t0) / 1e9);
         if (st?.layerSpan) {
           st.layerSpan.end();
           st.layerSpan = st.layerCtx = undefined;
@@ -249,10 +258,11 @@ export class EngineObservability {
     let generated = 0;
     for (const s of result.sampled) if (!s.stop) generated++;
     const decodeRows = result.rows - result.prefillRows;
-    this.metrics.stepTokens.labels({ phase: 'decode' }).inc(decodeRows);
-    this.metrics.stepTokens.labels({ phase: 'prefill' }).inc(result.prefillRows);
-    this.metrics.batchRows.labels().set(result.rows);
-    this.metrics.batchSequences.labels().set(seqs.length);
+    const m = this.stepChildren;
+    m.decode.inc(decodeRows);
+    m.prefill.inc(result.prefillRows);
+    m.rows.set(result.rows);
+    m.sequences.set(seqs.length);
     this.stats.recordStep(generated, result.prefillRows, seqs.length);
     if (st) {
       st.span.setAttributes({
@@ -442,7 +452,7 @@ export class EngineObservability {
   private recordRemote(batch: ExpertBatch, out: ExpertOutput | undefined, calls: PendingCall[], stepId: number): void {
     for (const { info, result } of calls) {
       if (!result) continue;
-      const sum = summariseBatch(batch, result.ok ? out : undefined, new Set(info.experts));
+      const sum = summariseBatch(batch, result.ok ? out : undefined, info.experts);
       this.record({
         layer: info.layer,
         node: info.nodeName ?? info.node,
