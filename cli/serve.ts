@@ -26,6 +26,7 @@ export function registerServe(program: Command): void {
 
 export async function runServe(flags: ServeFlags): Promise<void> {
   const { createHttpServer } = await import('../coordinator/http/server');
+  const { observeApi, statusRoutes } = await import('../coordinator/telemetry');
   const { loadServing, onShutdownSignal } = await import('./serving');
   const log = (line: string) => process.stderr.write(line + '\n');
   const serving = await loadServing(flags, log);
@@ -37,9 +38,12 @@ export async function runServe(flags: ServeFlags): Promise<void> {
     apiKey: flags.apiKey ?? process.env.TURBOSPARSE_API_KEY,
     ready: serving.ready,
     log,
+    // The status page at / and its JSON at /status.json.
+    routes: [statusRoutes(serving.observability)],
   });
+  observeApi(http.api, serving.observability);
   const { url } = await http.listen(flags.port, flags.host);
-  log(`serving ${serving.modelName} at ${url}/v1 (health ${url}/health, metrics ${url}/metrics)`);
+  log(`serving ${serving.modelName} at ${url}/v1 (status page ${url}/, health ${url}/health, metrics ${url}/metrics)`);
   onShutdownSignal(async (signal) => {
     log(`${signal}: closing`);
     await http.close();

@@ -10,6 +10,8 @@ import type { Engine } from '../coordinator/engine';
 import { loadEngine } from '../coordinator/load-engine';
 import { Scheduler } from '../coordinator/scheduler';
 import { addEngineOptions, engineOptionsFrom, type EngineFlags } from './engine-flags';
+import { COORDINATOR_SERVICE, currentTelemetry, setupTelemetry, shutdownTelemetry } from '../core/telemetry';
+import { observeEngine, observeScheduler, type EngineObservability } from '../coordinator/telemetry';
 import { intOption } from './options';
 
 export interface ServingFlags extends EngineFlags {
@@ -38,10 +40,14 @@ export interface Serving {
   modelName: string;
   /** True while every expert is reachable. */
   ready: () => boolean;
+  /** Metrics, stats and spans of the engine (coordinator/telemetry); the status page reads it. */
+  observability: EngineObservability;
   close(): Promise<void>;
 }
 
 export async function loadServing(flags: ServingFlags, log: (line: string) => void): Promise<Serving> {
+  // Tracing from OTEL_* (off when unset), unless the caller already set it up.
+  if (!currentTelemetry()) setupTelemetry({ serviceName: COORDINATOR_SERVICE, log });
   const engine = await loadEngine({ ...engineOptionsFrom(flags), log });
   try {
     const tokenizer = TextTokenizer.fromModel(engine.folder);
@@ -54,6 +60,8 @@ export async function loadServing(flags: ServingFlags, log: (line: string) => vo
       metrics,
     });
     log(`chat template: ${chatTemplate.origin}`);
+    const observability = observeEngine(engine, { modelName: flags.servedModelName ?? path.basename(engine.folder.dir) });
+    observeScheduler(scheduler, observability);
     return {
       engine,
       tokenizer,
@@ -61,9 +69,12 @@ export async function loadServing(flags: ServingFlags, log: (line: string) => vo
       scheduler,
       modelName: flags.servedModelName ?? path.basename(engine.folder.dir),
       ready: () => expertsReady(engine.experts),
+      observability,
       async close() {
         await scheduler.close();
         await engine.close();
+        // Signal handlers exit with process.exit, which skips beforeExit: flush spans here.
+        await shutdownTelemetry();
       },
     };
   } catch (e) {

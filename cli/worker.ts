@@ -61,6 +61,8 @@ export async function runWorker(flags: WorkerFlags): Promise<void> {
     modelName: serving.modelName,
     chatTemplate: serving.chatTemplate,
   });
+  // A GenAI request span per job (inside the job's CONSUMER span, see coordinator/queue/worker.ts).
+  (await import('../coordinator/telemetry')).observeApi(api, serving.observability);
   const worker = new GenerationWorker({
     connection,
     api,

@@ -11,6 +11,7 @@ import type { Redis } from 'ioredis';
 import { UserError } from '../../core/errors';
 import { ApiError } from '../http/errors';
 import type { OpenAIApi } from '../http/openai-api';
+import { traceJob } from '../telemetry/scheduler-tracing';
 import { QUEUE_NAME } from './connection';
 import { ENDPOINTS, type JobData } from './job';
 
@@ -103,7 +104,8 @@ export class GenerationWorker {
       job.updateProgress(n).catch((e: Error) => this.log(`job ${job.id}: progress not written (${e.message})`));
     };
     try {
-      const out = await this.opts.api.run(prepared, { signal: run.abort.signal, onProgress });
+      // A CONSUMER span carrying the job id around the job's request spans (when tracing).
+      const out = await traceJob(job, () => this.opts.api.run(prepared!, { signal: run.abort.signal, onProgress }));
       await job.updateProgress(tokens);
       return out;
     } catch (e) {

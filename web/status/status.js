@@ -141,12 +141,16 @@
   function drawLayers(s) {
     var box = document.getElementById('layers');
     box.innerHTML = '';
+    // Bars on 0..a round 10% above the largest fraction: ~10% would be a sliver on 0..100%.
+    var top = s.layers.reduce(function (m, l) { return Math.max(m, l.active_fraction || 0); }, 0);
+    var full = Math.min(1, Math.max(0.1, Math.ceil((top * 1.1) * 10) / 10));
+    document.getElementById('layers-scale').textContent = '(bars: 0–' + Math.round(full * 100) + '%)';
     s.layers.forEach(function (l) {
       var row = el('div', { class: 'bar', 'data-layer': String(l.layer) });
       row.appendChild(el('span', {}, 'layer ' + l.layer));
       var track = el('div', { class: 'track' });
       var fill = el('div', { class: 'fill' });
-      fill.style.width = (100 * (l.active_fraction || 0)).toFixed(1) + '%';
+      fill.style.width = (100 * Math.min(1, (l.active_fraction || 0) / full)).toFixed(1) + '%';
       track.appendChild(fill);
       row.appendChild(track);
       row.appendChild(el('span', {}, pct(l.active_fraction)));
