@@ -8,6 +8,7 @@ import { registerServe } from './serve';
 import { registerWorker } from './worker';
 import { registerBatch } from './batch';
 import { registerExpertNode } from './expert-node';
+import { registerStats } from './stats';
 import { ExpertsUnavailableError } from '../coordinator/remote-experts';
 
 export function buildProgram(): Command {
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   registerWorker(program);
   registerBatch(program);
   registerExpertNode(program);
+  registerStats(program);
   return program;
 }
 
