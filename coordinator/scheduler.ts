@@ -102,6 +102,8 @@ export class SequenceHandle implements AsyncIterable<Delta> {
   // Text state: `text` is everything decoded (cut at a stop string); `sent` chars went out.
   text = '';
   sent = 0;
+  /** What onDelta threw: the sequence fails with it. */
+  callbackError: unknown = undefined;
   /** A stop string matched: text is final. */
   stopMatched = false;
   detok: StreamingDetokenizer | null = null;
@@ -130,7 +132,13 @@ export class SequenceHandle implements AsyncIterable<Delta> {
 
   emit(delta: Delta): void {
     if (delta.tokenIds.length === 0 && delta.text === '') return;
-    this.req.onDelta?.(delta);
+    try {
+      this.req.onDelta?.(delta);
+    } catch (e) {
+      // A broken consumer ends its own sequence, never the loop.
+      this.callbackError = e;
+      this.cancel();
+    }
     if (this.iterating) this.push({ delta });
   }
 
@@ -300,10 +308,25 @@ export class Scheduler {
 
   private kick(): void {
     if (this.loop || (this.running.length === 0 && this.waiting.length === 0)) return;
-    this.loop = this.run().finally(() => {
-      this.loop = null;
-      this.kick();
-    });
+    this.loop = this.run()
+      .catch((e) => this.failAll(e))
+      .finally(() => {
+        this.loop = null;
+        this.kick();
+      });
+  }
+
+  /** A bug in the loop: every sequence fails with it (and frees its cache) instead of the process crashing. */
+  private failAll(e: unknown): void {
+    for (const h of this.waiting.splice(0)) h.fail(e);
+    for (const h of [...this.running]) {
+      try {
+        this.leave(h, () => h.fail(e));
+      } catch {
+        this.running.splice(this.running.indexOf(h), 1);
+        h.fail(e);
+      }
+    }
   }
 
   private async run(): Promise<void> {
@@ -417,7 +440,7 @@ export class Scheduler {
     for (const h of [...this.running]) {
       if (h.cancelRequested && !h.done) {
         h.seq!.finished = 'cancelled';
-        this.leave(h, () => this.end(h, 'cancelled'));
+        this.leave(h, () => (h.callbackError !== undefined ? h.fail(h.callbackError) : this.end(h, 'cancelled')));
       }
     }
   }

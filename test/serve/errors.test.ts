@@ -157,7 +157,7 @@ test('503 from /ready and generation while experts are missing', async () => {
 
 test('when the KV budget is full requests wait in a bounded queue; beyond it 429', async () => {
   const prompt = [1, 10, 11, 12];
-  const maxTokens = 3000;
+  const maxTokens = 4000;
   const one = engine.kvBytesFor(prompt.length + maxTokens);
   const s = await serve(engine, { scheduler: { kvBudgetBytes: one, maxQueue: 1 }, modelName: 'demo' });
   const c = new OpenAI({ apiKey: 'x', baseURL: `${s.url}/v1`, maxRetries: 0 });

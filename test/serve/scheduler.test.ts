@@ -157,3 +157,16 @@ test('an engine failure ends the sequences of that step with StepError; the sche
   expect(ok.tokenIds).toHaveLength(4);
   await s.close();
 });
+
+test('a consumer whose callback throws fails only its own sequence', async () => {
+  const s = sched();
+  const p = prompt(5, 12);
+  const [bad, good] = s.submitAll([
+    greedy(p, 6, { onDelta: () => { throw new Error('consumer broke'); } }),
+    greedy(p, 6),
+  ]);
+  await expect(bad.result).rejects.toThrow('consumer broke');
+  expect((await good.result).tokenIds).toHaveLength(6);
+  expect(s.stats.kvBytes).toBe(0);
+  await s.close();
+});
