@@ -38,7 +38,9 @@ export function toApiError(e: unknown, expertsReady = true): ApiError {
   if (e instanceof QueueFullError) return new ApiError(429, e.message, 'rate_limit_error', null, 'queue_full');
   if (e instanceof SchedulerClosedError) return new ApiError(503, e.message, 'service_unavailable', null, 'shutting_down');
   if (e instanceof StepError) {
-    return expertsReady ? new ApiError(500, e.message, 'server_error', null, 'generation_failed') : expertsUnavailable(e.message);
+    // The remote backend's ExpertsUnavailableError (matched by name: http does not import gRPC code).
+    const missing = (e.cause as Error | undefined)?.name === 'ExpertsUnavailableError';
+    return expertsReady && !missing ? new ApiError(500, e.message, 'server_error', null, 'generation_failed') : expertsUnavailable(e.message);
   }
   return new ApiError(500, `internal error: ${e instanceof Error ? e.message : String(e)}`, 'server_error');
 }

@@ -27,9 +27,13 @@ export function canonicalJson(v: unknown): string {
   return JSON.stringify(v);
 }
 
-/** sha256 of the canonical request (hex; BullMQ custom ids must not look like integers, and hex never quite does). */
+/**
+ * sha256 of the canonical request (hex; BullMQ custom ids must not look like integers, and
+ * hex never quite does). A producer's `trace_context` is not part of the request.
+ */
 export function jobIdFor(data: JobData): string {
-  return createHash('sha256').update(canonicalJson(data)).digest('hex');
+  const { trace_context: _ignored, ...request } = data;
+  return createHash('sha256').update(canonicalJson(request)).digest('hex');
 }
 
 /**

@@ -3,6 +3,7 @@
 import { Queue, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { UserError } from '../../core/errors';
+import { injectTraceContext } from '../../core/telemetry/propagation';
 import { QUEUE_NAME } from './connection';
 import { jobIdFor, type JobData } from './job';
 
@@ -77,7 +78,10 @@ export class GenerationProducer {
       if ((await old.getState()) === 'failed') await old.retry('failed');
       return { id: jobId, existing: true };
     }
-    const job = await this.queue.add(data.endpoint, data, this.jobOptions(jobId));
+    // The submitter's trace (when tracing) travels in the job; the worker links its span to it.
+    const traceContext = injectTraceContext();
+    const payload = Object.keys(traceContext).length > 0 ? { ...data, trace_context: traceContext } : data;
+    const job = await this.queue.add(data.endpoint, payload, this.jobOptions(jobId));
     return { id: job.id!, existing: false };
   }
 

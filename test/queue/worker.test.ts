@@ -118,6 +118,9 @@ test('the job id is a hash of the request: resubmitting (any key order) does not
   const r2 = await producer.submit(b);
   expect(r1).toEqual({ id: jobIdFor(a), existing: false });
   expect(r2).toEqual({ id: r1.id, existing: true });
+  // A producer's trace context rides along but is not part of the request.
+  expect(jobIdFor({ ...a, trace_context: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' } })).toBe(r1.id);
+  expect(jobIdFor({ ...a, max_tokens: 3 })).not.toBe(r1.id);
   expect(await producer.queue.getJobCounts('waiting', 'active', 'completed')).toEqual({ waiting: 1, active: 0, completed: 0 });
 });
 
