@@ -14,6 +14,8 @@ export interface WorkerFlags extends ServingFlags {
   resultsTtl: number;
   progressInterval: number;
   queue?: string;
+  metricsPort?: number;
+  metricsHost: string;
 }
 
 export function registerWorker(program: Command): void {
@@ -28,7 +30,9 @@ export function registerWorker(program: Command): void {
     .option('--lock-duration <ms>', 'a job lock lives this long without renewal', intOption('--lock-duration', 100), 30000)
     .option('--results-ttl <s>', 'keep results this long (jobs whose producer set no TTL)', intOption('--results-ttl', 1), 86400)
     .option('--progress-interval <ms>', 'write job progress (tokens) at most this often', intOption('--progress-interval', 10), 500)
-    .option('--queue <name>', 'queue name (default: generation)');
+    .option('--queue <name>', 'queue name (default: generation)')
+    .option('--metrics-port <p>', 'serve Prometheus metrics (engine, experts, queue depth) at http://HOST:P/metrics', intOption('--metrics-port'))
+    .option('--metrics-host <addr>', 'address the metrics port binds', '127.0.0.1');
   addServingOptions(cmd);
   cmd.action(async (flags: WorkerFlags) => {
     await runWorker(flags);
@@ -74,11 +78,23 @@ export async function runWorker(flags: WorkerFlags): Promise<void> {
     progressIntervalMs: flags.progressInterval,
     log,
   });
+  // Metrics of this process (it has no HTTP API): engine, expert calls, the queue's depth.
+  const metricsServer = flags.metricsPort === undefined ? undefined : await (async () => {
+    const { startMetricsServer } = await import('../core/metrics-server');
+    const { watchQueueDepth } = await import('../coordinator/telemetry');
+    const { Queue } = await import('bullmq');
+    const queue = new Queue(flags.queue ?? worker.worker.name, { connection });
+    const depth = watchQueueDepth((...states) => queue.getJobCounts(...(states as Parameters<typeof queue.getJobCounts>)));
+    const srv = await startMetricsServer(flags.metricsPort!, flags.metricsHost);
+    log(`worker: metrics on ${srv.url}`);
+    return { close: async () => { depth.stop(); await srv.close(); await queue.close(); } };
+  })();
   await worker.waitUntilReady();
   log(`worker: taking jobs from ${worker.worker.name} at ${url} (concurrency ${flags.concurrency})`);
   onShutdownSignal(async (signal) => {
     log(`${signal}: no new jobs; finishing ${worker.activeJobs} current job(s) within ${flags.gracePeriod} s`);
     await worker.shutdown(flags.gracePeriod * 1000);
+    await metricsServer?.close();
     await serving!.close();
     connection.disconnect();
     log('worker: stopped');

@@ -6,11 +6,8 @@
 //   - Prometheus metrics on a small HTTP port of its own (`--metrics-port`):
 //     requests, queue and compute time per layer, active-neuron fraction, routed
 //     tokens per (layer, expert).
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api';
-import { UserError } from '../core/errors';
-import { exponentialBuckets, linearBuckets, metrics as defaultRegistry, PROMETHEUS_CONTENT_TYPE, type Registry } from '../core/metrics';
+import { exponentialBuckets, linearBuckets, metrics as defaultRegistry, type Registry } from '../core/metrics';
 import { currentTelemetry, extractTraceContext, type Telemetry } from '../core/telemetry';
 import type { ExpertNodeHooks, NodeRequestInfo, NodeRequestResult } from './server';
 
@@ -143,46 +140,5 @@ export function createNodeTelemetry(opts: NodeTelemetryOptions): NodeTelemetry {
   };
 }
 
-export interface MetricsServer {
-  port: number;
-  url: string;
-  close(): Promise<void>;
-}
-
-/** A small HTTP server answering GET /metrics (Prometheus text) and /health; port 0 = any free port. */
-export function startMetricsServer(port: number, host: string, registry: Registry = defaultRegistry): Promise<MetricsServer> {
-  const server = http.createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET' }).end();
-      return;
-    }
-    if (path === '/metrics') {
-      const body = registry.text();
-      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(body) });
-      res.end(req.method === 'HEAD' ? undefined : body);
-    } else if (path === '/health') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
-    } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
-    }
-  });
-  return new Promise((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new UserError(`--metrics-port ${port}: cannot listen on ${host}:${port} (${e.code ?? e.message}); pick another port`)),
-    );
-    server.listen(port, host, () => {
-      const a = server.address() as AddressInfo;
-      const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-      resolve({
-        port: a.port,
-        url: `http://${h}:${a.port}/metrics`,
-        close: () =>
-          new Promise<void>((r) => {
-            server.close(() => r());
-            server.closeAllConnections();
-          }),
-      });
-    });
-  });
-}
+// The metrics port: shared with the batch worker, so it lives in core/.
+export { startMetricsServer, type MetricsServer } from '../core/metrics-server';

@@ -8,3 +8,4 @@ export { formatLatencyTable } from './latency-table';
 export { coordinatorMetrics, CallMetrics, LATENCY_BUCKETS, FRACTION_BUCKETS, type CoordinatorMetrics } from './metrics';
 export { ExpertStats, SampleWindow } from './expert-stats';
 export type { ExpertCallRecord } from './expert-calls';
+export { watchQueueDepth, QUEUE_STATES } from './queue-depth';

@@ -43,13 +43,13 @@ export interface StatusJson {
   totals: ExpertStatsSnapshot['totals'];
 }
 
-/** A gauge's value summed over its series, or null when no such metric (e.g. no scheduler in this process). */
-function gaugeValue(reg: Registry, name: string): number | null {
+/** A gauge's value summed over its series (those matching `labels`), or null when no such metric (e.g. no scheduler here). */
+function gaugeValue(reg: Registry, name: string, labels: Record<string, string> = {}): number | null {
   const m = reg.get(name);
   if (!m || m.type !== 'gauge') return null;
-  const snap = m.json();
-  if (snap.series.length === 0) return null;
-  return snap.series.reduce((a, s) => a + (s.value ?? 0), 0);
+  const series = m.json().series.filter((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+  if (series.length === 0) return null;
+  return series.reduce((a, s) => a + (s.value ?? 0), 0);
 }
 
 export function buildStatus(obs: EngineObservability, service = 'turbosparse-coordinator'): StatusJson {
@@ -104,7 +104,7 @@ export function buildStatus(obs: EngineObservability, service = 'turbosparse-coo
     queue: {
       running: gaugeValue(reg, 'turbosparse_scheduler_running_sequences'),
       waiting: gaugeValue(reg, 'turbosparse_scheduler_waiting_requests'),
-      jobs_waiting: gaugeValue(reg, 'turbosparse_queue_jobs_waiting'),
+      jobs_waiting: gaugeValue(reg, 'turbosparse_queue_jobs', { state: 'waiting' }),
       kv_used_bytes: gaugeValue(reg, 'turbosparse_kv_cache_reserved_bytes'),
       kv_budget_bytes: gaugeValue(reg, 'turbosparse_kv_cache_budget_bytes'),
     },

@@ -1,0 +1,51 @@
+// A small HTTP server answering GET /metrics (Prometheus text of a Registry) and
+// GET /health, for processes without an HTTP server of their own: expert nodes
+// (`--metrics-port`) and batch workers (`worker --metrics-port`).
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { UserError } from './errors';
+import { metrics as defaultRegistry, PROMETHEUS_CONTENT_TYPE, type Registry } from './metrics';
+
+export interface MetricsServer {
+  port: number;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Listens on host:port (0 = any free port); a port in use is a UserError naming the flag. */
+export function startMetricsServer(port: number, host: string, registry: Registry = defaultRegistry, flag = '--metrics-port'): Promise<MetricsServer> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET' }).end();
+      return;
+    }
+    if (path === '/metrics') {
+      const body = registry.text();
+      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(body) });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    } else if (path === '/health') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
+    }
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', (e: NodeJS.ErrnoException) =>
+      reject(new UserError(`${flag} ${port}: cannot listen on ${host}:${port} (${e.code ?? e.message}); pick another port`)),
+    );
+    server.listen(port, host, () => {
+      const a = server.address() as AddressInfo;
+      const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+      resolve({
+        port: a.port,
+        url: `http://${h}:${a.port}/metrics`,
+        close: () =>
+          new Promise<void>((r) => {
+            server.close(() => r());
+            server.closeAllConnections();
+          }),
+      });
+    });
+  });
+}
