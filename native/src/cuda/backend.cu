@@ -98,8 +98,9 @@ int prepare_kernel(Backend* b, const void* kernel, int threads, size_t smem, int
   if (smem > b->smem_optin)
     return ts_fail("cuda: a kernel needs " + std::to_string(smem) + " bytes of shared memory, the device allows " +
                    std::to_string(b->smem_optin));
+  // raised for any size: the 48 KB default limit counts static shared memory too
   size_t& have = raised[{b->device, kernel}];
-  if (smem > 48 * 1024 && smem > have) {
+  if (smem > have) {
     TS_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     have = smem;
   }

@@ -1,0 +1,373 @@
+// bench_kernels.cc — CPU expert kernels against the memory floor.
+//
+// At Mixtral width (hidden 4096, intermediate 14336, predictor rank 1024), for
+// each weight dtype and batch 1 and 8:
+//   - the machine's read bandwidth, measured in the same run (all threads
+//     summing a buffer far larger than the last-level cache);
+//   - the sparse expert at 5/10/15/25/50% active neurons, the dense-with-mask
+//     expert and the predictor;
+//   - per line: median milliseconds, GB/s on the bytes the call actually needs
+//     (sparse: only the rows of w1, w3, w2 of neurons some token uses), and the
+//     ratio of that to the measured read bandwidth.
+// Weights are rotated over enough copies, and masks redrawn, that no call finds
+// its rows in cache. Prints a table, then one JSON line per measurement
+// (--json: only the JSON lines).
+//
+//   bench_kernels [--json] [--threads N] [--dtypes f32,f16,bf16,i8] [--batches 1,8]
+//                 [--variant auto|scalar|avx2|avx512] [--reps N] [--quick]
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+#include "turbosparse.h"
+
+namespace {
+
+constexpr int64_t kHidden = 4096, kInter = 14336, kRank = 1024;
+
+struct Options {
+  bool json_only = false;
+  int threads = 0;
+  std::vector<std::string> dtypes = {"bf16", "f16", "i8", "f32"};
+  std::vector<int> batches = {1, 8};
+  std::string variant = "auto";
+  int reps = 15;
+  std::vector<double> actives = {0.05, 0.10, 0.15, 0.25, 0.50};
+};
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+void die(const std::string& what) {
+  std::fprintf(stderr, "bench_kernels: %s: %s\n", what.c_str(), ts_last_error());
+  std::exit(1);
+}
+
+// Fast deterministic random numbers (weights for ~180M parameters).
+struct XorShift {
+  uint64_t s;
+  explicit XorShift(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  uint64_t next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+  }
+  float uni(float a, float b) { return a + (b - a) * float(next() >> 40) * (1.0f / 16777216.0f); }
+};
+
+// ---- read bandwidth: every thread sums its slice of a buffer >> LLC ----
+double measure_read_gbps(int threads, size_t bytes, int reps) {
+  std::vector<uint64_t> buf(bytes / 8);
+  for (size_t i = 0; i < buf.size(); i++) buf[i] = i * 0x9E3779B97F4A7C15ull;
+  std::vector<double> gbps;
+  std::atomic<uint64_t> sink{0};
+  for (int r = 0; r < reps; r++) {
+    std::vector<std::thread> ts;
+    std::atomic<int> ready{0};
+    std::atomic<bool> go{false};
+    double t0 = 0;
+    for (int t = 0; t < threads; t++)
+      ts.emplace_back([&, t] {
+        const size_t n = buf.size(), b = n * size_t(t) / size_t(threads), e = n * size_t(t + 1) / size_t(threads);
+        const uint64_t* p = buf.data();
+        ready++;
+        while (!go.load()) {
+        }
+        uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+        size_t i = b;
+        for (; i + 8 <= e; i += 8) {
+          a0 += p[i]; a1 += p[i + 1]; a2 += p[i + 2]; a3 += p[i + 3];
+          a4 += p[i + 4]; a5 += p[i + 5]; a6 += p[i + 6]; a7 += p[i + 7];
+        }
+        for (; i < e; i++) a0 += p[i];
+        sink += a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
+      });
+    while (ready.load() < threads) {
+    }
+    t0 = now_s();
+    go = true;
+    for (auto& t : ts) t.join();
+    const double dt = now_s() - t0;
+    gbps.push_back(double(buf.size() * 8) / dt / 1e9);
+  }
+  if (sink.load() == 42) std::fprintf(stderr, " ");
+  return median(gbps);
+}
+
+struct Result {
+  std::string kernel, dtype;
+  double active;  // fraction of neurons set per token mask (1 for dense / predictor)
+  int batch;
+  double rows_read;  // fraction of the expert's rows read (union over tokens), sparse only
+  double on_frac;    // of masked neurons, the share with both relus positive
+  double ms, gbps, read_gbps;
+  double speedup;  // sparse vs dense-with-mask (same dtype and batch), 0 if n/a
+};
+
+ts_dtype parse_dtype(const std::string& s) {
+  if (s == "f32") return TS_F32;
+  if (s == "f16") return TS_F16;
+  if (s == "bf16") return TS_BF16;
+  if (s == "i8") return TS_I8;
+  std::fprintf(stderr, "bench_kernels: unknown dtype '%s' (use f32, f16, bf16, i8)\n", s.c_str());
+  std::exit(2);
+}
+
+int64_t elem_bytes(ts_dtype t) { return t == TS_F32 ? 4 : t == TS_I8 ? 1 : 2; }
+
+// masks [batch, words] with exactly round(frac * I) neurons per token, each token drawn independently
+std::vector<uint64_t> draw_masks(XorShift& rng, int batch, double frac, int64_t* union_count) {
+  const int64_t W = ts_mask_words(kInter), k = int64_t(std::llround(frac * double(kInter)));
+  std::vector<uint64_t> m(size_t(batch * W), 0);
+  std::vector<int32_t> idx(static_cast<size_t>(kInter));
+  for (int t = 0; t < batch; t++) {
+    for (int64_t i = 0; i < kInter; i++) idx[size_t(i)] = int32_t(i);
+    for (int64_t j = 0; j < k; j++) {  // partial Fisher-Yates
+      int64_t r = j + int64_t(rng.next() % uint64_t(kInter - j));
+      std::swap(idx[size_t(j)], idx[size_t(r)]);
+      const int64_t i = idx[size_t(j)];
+      m[size_t(t * W + i / 64)] |= uint64_t(1) << (i % 64);
+    }
+  }
+  int64_t u = 0;
+  for (int64_t w = 0; w < W; w++) {
+    uint64_t any = 0;
+    for (int t = 0; t < batch; t++) any |= m[size_t(t * W + w)];
+    u += __builtin_popcountll(any);
+  }
+  *union_count = u;
+  return m;
+}
+
+void print_row(const Result& r) {
+  char act[16], rows[16], spd[16];
+  std::snprintf(act, sizeof act, r.kernel == "sparse_expert" ? "%.0f%%" : "-", r.active * 100);
+  std::snprintf(rows, sizeof rows, "%.1f%%", r.rows_read * 100);
+  std::snprintf(spd, sizeof spd, r.speedup > 0 ? "%.1fx" : "-", r.speedup);
+  std::printf("%-14s %-5s %5d %7s %8s %9.3f %8.1f %8.1f %7.2f %8s\n", r.kernel.c_str(), r.dtype.c_str(), r.batch, act,
+              rows, r.ms, r.gbps, r.read_gbps, r.gbps / r.read_gbps, spd);
+}
+
+void print_json(const Result& r) {
+  std::printf(
+      "{\"kernel\": \"%s\", \"dtype\": \"%s\", \"active\": %.2f, \"batch\": %d, \"ms\": %.4f, \"gbps\": %.2f, "
+      "\"read_gbps\": %.2f, \"ratio\": %.3f}\n",
+      r.kernel.c_str(), r.dtype.c_str(), r.active, r.batch, r.ms, r.gbps, r.read_gbps, r.gbps / r.read_gbps);
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  size_t a = 0;
+  while (a <= s.size()) {
+    size_t b = s.find(',', a);
+    if (b == std::string::npos) b = s.size();
+    if (b > a) out.push_back(s.substr(a, b - a));
+    a = b + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_kernels: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--json") o.json_only = true;
+    else if (a == "--threads") o.threads = std::atoi(next().c_str());
+    else if (a == "--dtypes") o.dtypes = split(next());
+    else if (a == "--batches") {
+      o.batches.clear();
+      for (auto& s : split(next())) o.batches.push_back(std::atoi(s.c_str()));
+    } else if (a == "--variant") o.variant = next();
+    else if (a == "--reps") o.reps = std::max(3, std::atoi(next().c_str()));
+    else if (a == "--quick") {
+      o.reps = 5;
+      o.dtypes = {"bf16"};
+      o.actives = {0.10};
+    } else if (a == "--help" || a == "-h") {
+      std::printf("usage: bench_kernels [--json] [--threads N] [--dtypes f32,f16,bf16,i8] [--batches 1,8] "
+                  "[--variant auto|scalar|avx2|avx512] [--reps N] [--quick]\n");
+      return 0;
+    } else {
+      std::fprintf(stderr, "bench_kernels: unknown option %s (see --help)\n", a.c_str());
+      return 2;
+    }
+  }
+  for (auto& d : o.dtypes) parse_dtype(d);
+
+  ts_backend* b = ts_backend_create("cpu", o.threads);
+  if (!b) die("cannot create the CPU backend");
+  if (ts_backend_set_variant(b, o.variant.c_str()) != 0) die("variant " + o.variant);
+  int threads = o.threads;
+  {
+    // the backend chose the thread count; read it back from the description "(N threads)"
+    const char* d = ts_backend_describe(b);
+    const char* p = std::strchr(d, '(');
+    threads = p ? std::atoi(p + 1) : 1;
+  }
+  FILE* info = o.json_only ? stderr : stdout;
+  std::fprintf(info, "backend: %s; Mixtral expert H=%lld I=%lld, predictor rank %lld; median of %d\n",
+               ts_backend_describe(b), (long long)kHidden, (long long)kInter, (long long)kRank, o.reps);
+
+  // ---- source weights (f32, positive-leaning so gate and up are > 0 for our
+  //      inputs: every masked neuron is really active, w2 rows included) ----
+  XorShift rng(7);
+  const float ws = 1.0f / std::sqrt(float(kHidden));
+  std::vector<float> w1(size_t(kInter * kHidden)), w3(w1.size()), w2(w1.size());
+  for (auto& v : w1) v = rng.uni(-0.5f, 1.0f) * ws;
+  for (auto& v : w3) v = rng.uni(-0.5f, 1.0f) * ws;
+  for (auto& v : w2) v = rng.uni(-1.0f, 1.0f) * ws;
+  std::vector<float> fc1(size_t(kRank * kHidden)), fc2(size_t(kInter * kRank));
+  for (auto& v : fc1) v = rng.uni(-1.f, 1.f) * ws;
+  for (auto& v : fc2) v = rng.uni(-1.f, 1.f) / std::sqrt(float(kRank));
+  const ts_host_matrix m1{TS_F32, kInter, kHidden, w1.data()}, m3{TS_F32, kInter, kHidden, w3.data()},
+      m2{TS_F32, kHidden, kInter, w2.data()}, p1{TS_F32, kRank, kHidden, fc1.data()},
+      p2{TS_F32, kInter, kRank, fc2.data()};
+
+  const int max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  std::vector<float> x(size_t(max_batch * kHidden)), y(x.size());
+  for (auto& v : x) v = rng.uni(0.f, 1.f);
+  std::vector<int32_t> rows(static_cast<size_t>(max_batch)), active(static_cast<size_t>(max_batch)),
+      counts(static_cast<size_t>(max_batch));
+  std::vector<float> weight(static_cast<size_t>(max_batch), 1.f);
+  for (int t = 0; t < max_batch; t++) rows[size_t(t)] = t;
+  const int64_t W = ts_mask_words(kInter);
+
+  std::vector<Result> results;
+  if (!o.json_only)
+    std::printf("\n%-14s %-5s %5s %7s %8s %9s %8s %8s %7s %8s\n", "kernel", "dtype", "batch", "active", "rows",
+                "ms", "GB/s", "read", "ratio", "speedup");
+
+  for (const auto& dname : o.dtypes) {
+    const ts_dtype dt = parse_dtype(dname);
+    const int64_t expert_bytes = 3 * kInter * kHidden * elem_bytes(dt) + (dt == TS_I8 ? 3 * kInter * 4 : 0);
+    const int64_t row_bytes = 3 * kHidden * elem_bytes(dt) + (dt == TS_I8 ? 3 * 4 : 0);
+    const int64_t pred_bytes = (kRank * kHidden + kInter * kRank) * elem_bytes(dt) + (dt == TS_I8 ? (kRank + kInter) * 4 : 0);
+    // enough copies that a rotation touches several times the LLC even at 5% active
+    const int copies = int(std::min<int64_t>(12, std::max<int64_t>(4, (int64_t(2) << 30) / expert_bytes)));
+    const int pcopies = int(std::min<int64_t>(12, std::max<int64_t>(4, (int64_t(256) << 20) / pred_bytes)));
+    std::fprintf(stderr, "[%s] packing %d expert copies (%.0f MB each) and %d predictor copies...\n", dname.c_str(),
+                 copies, expert_bytes / 1e6, pcopies);
+    std::vector<ts_expert*> experts;
+    for (int c = 0; c < copies; c++) {
+      ts_expert* e = ts_expert_create(b, &m1, &m3, &m2, dt);
+      if (!e) die("expert_create");
+      experts.push_back(e);
+    }
+    std::vector<ts_predictor*> preds;
+    for (int c = 0; c < pcopies; c++) {
+      ts_predictor* p = ts_predictor_create(b, &p1, &p2, dt);
+      if (!p) die("predictor_create");
+      preds.push_back(p);
+    }
+    std::fprintf(stderr, "[%s] measuring read bandwidth...\n", dname.c_str());
+    const double read_gbps = measure_read_gbps(threads, size_t(1) << 30, 5);
+
+    for (int batch : o.batches) {
+      // one call of `batch` rows on one expert copy
+      auto time_moe = [&](ts_ffn_mode mode, const std::vector<std::vector<uint64_t>>& mask_sets, int rep,
+                          int64_t* on_total) {
+        ts_expert* e = experts[size_t(rep % copies)];
+        const std::vector<uint64_t>& m = mask_sets[size_t(rep % int(mask_sets.size()))];
+        ts_expert_call call{e, batch, rows.data(), weight.data(), m.data()};
+        const double t0 = now_s();
+        if (ts_moe(b, mode, batch, kHidden, x.data(), 1, &call, y.data(), active.data()) != 0) die("ts_moe");
+        const double dt_s = now_s() - t0;
+        if (on_total)
+          for (int t = 0; t < batch; t++) *on_total += active[size_t(t)];
+        return dt_s;
+      };
+
+      // dense-with-mask baseline (10% masks; it reads everything regardless)
+      double dense_ms = 0;
+      {
+        std::vector<std::vector<uint64_t>> sets;
+        int64_t u;
+        for (int s = 0; s < 5; s++) sets.push_back(draw_masks(rng, batch, 0.10, &u));
+        std::vector<double> ts;
+        for (int r = -2; r < o.reps; r++) {
+          double dt_s = time_moe(TS_FFN_DENSE_WITH_MASK, sets, r + 2, nullptr);
+          if (r >= 0) ts.push_back(dt_s);
+        }
+        dense_ms = median(ts) * 1e3;
+        Result res{"dense_expert", dname, 1.0, batch, 1.0, 1.0, dense_ms, 0, read_gbps, 0};
+        res.gbps = double(expert_bytes) / (dense_ms / 1e3) / 1e9;
+        results.push_back(res);
+        if (!o.json_only) print_row(res);
+      }
+      for (double frac : o.actives) {
+        // mask sets: a different draw per call, count coprime to the copies
+        std::vector<std::vector<uint64_t>> sets;
+        std::vector<int64_t> unions;
+        for (int s = 0; s < 7; s++) {
+          int64_t u;
+          sets.push_back(draw_masks(rng, batch, frac, &u));
+          unions.push_back(u);
+        }
+        std::vector<double> ts, gbps;
+        int64_t on = 0, masked = 0;
+        for (int r = -2; r < o.reps; r++) {
+          const int rep = r + 2;
+          double dt_s = time_moe(TS_FFN_SPARSE, sets, rep, r >= 0 ? &on : nullptr);
+          if (r < 0) continue;
+          ts.push_back(dt_s);
+          masked += batch * int64_t(std::llround(frac * double(kInter)));
+          gbps.push_back(double(unions[size_t(rep % 7)] * row_bytes) / dt_s / 1e9);
+        }
+        double mean_union = 0;
+        for (auto u : unions) mean_union += double(u) / double(unions.size());
+        Result res{"sparse_expert", dname, frac, batch, mean_union / double(kInter), double(on) / double(masked),
+                   median(ts) * 1e3, median(gbps), read_gbps, 0};
+        res.speedup = dense_ms / res.ms;
+        results.push_back(res);
+        if (!o.json_only) print_row(res);
+        if (res.on_frac < 0.99)
+          std::fprintf(stderr, "note: only %.1f%% of masked neurons were active\n", res.on_frac * 100);
+      }
+      // predictor
+      {
+        std::vector<uint64_t> masks(size_t(batch * W));
+        std::vector<double> ts;
+        for (int r = -2; r < o.reps; r++) {
+          ts_predictor* p = preds[size_t((r + 2) % pcopies)];
+          const double t0 = now_s();
+          if (ts_predict(b, p, batch, x.data(), masks.data(), counts.data()) != 0) die("ts_predict");
+          const double dt_s = now_s() - t0;
+          if (r >= 0) ts.push_back(dt_s);
+        }
+        Result res{"predictor", dname, 1.0, batch, 1.0, 1.0, median(ts) * 1e3, 0, read_gbps, 0};
+        res.gbps = double(pred_bytes) / (res.ms / 1e3) / 1e9;
+        results.push_back(res);
+        if (!o.json_only) print_row(res);
+      }
+    }
+    for (auto* e : experts) ts_expert_free(e);
+    for (auto* p : preds) ts_predictor_free(p);
+  }
+  if (!o.json_only) std::printf("\n");
+  for (const auto& r : results) print_json(r);
+  ts_backend_free(b);
+  return 0;
+}
