@@ -62,8 +62,7 @@ int rowdot_plan(Backend* b, ts_dtype dt, bool mask, int64_t max_n, int64_t max_l
   // one wave over the SMs, shared by the jobs and token passes; never more
   // blocks than the work has (rows in warps of R, or mask words)
   const int64_t slots = int64_t(b->sms) * per_sm;
-  // store: at least 4 row pairs per block (spread over SMs rather than stacked in few)
-  const int64_t work_blocks = mask ? units : (units + 2 * 4 - 1) / (2 * 4);
+  const int64_t work_blocks = mask ? units : (units + 2 * (kRowDotThreads / 32) - 1) / (2 * (kRowDotThreads / 32));
   int64_t gx = std::max<int64_t>(1, slots / std::max<int64_t>(1, n_jobs * plan->passes));
   gx = std::min(gx, std::max<int64_t>(1, work_blocks));
   plan->gx = int(std::min<int64_t>(gx, 65535));

@@ -6,16 +6,14 @@
 //            neurons; each warp takes list entries and does the gathered dot of
 //            that neuron's two adjacent rows (w1_i, w3_i) against every token of
 //            the pass, so a row wanted by several tokens is read once. Output:
-//            h[k][t] = mask_t(i) * relu(g) * relu(u) and the active count. A
-//            warp asks L2 for a neuron's whole rows before it reads them (all
-//            the bytes in flight at once), and can prefetch the neuron's down
-//            row when some token uses it.
-//   down     the axpy over the listed rows of transposed w2: blocks own a
-//            stripe of columns and a slice of the list (compacted again from the
-//            union, so no load waits on gate_up's output to find a row); rows
-//            are prefetched into L2 ahead of use, the first ones before the
-//            kernel even waits for gate_up. Rows whose h is 0 for every token add
-//            nothing. One partial sum per (slice, token).
+//            h[k][t] = mask_t(i) * relu(g) * relu(u) and the active count. While
+//            it is at it, the warp prefetches the neuron's down row into L2 when
+//            some token uses it (the down kernel then reads from L2).
+//   down     the axpy over the active rows of transposed w2: blocks own a
+//            stripe of columns and a slice of the list, skip rows whose h is 0
+//            for every token, and write one partial sum per (slice, token).
+//   combine  e = sum of the slices (the expert's output, in f32), then
+//            y[row] += weight * e in call order; also the active counts.
 // DENSE_WITH_MASK is the same path with the list = every neuron and no skip.
 // Kernels are chained with programmatic dependent launch (sm_90+): each one is
 // launched while the previous one runs, reads what the host uploaded (call
@@ -40,7 +38,8 @@ struct MoeCall {
   const uint64_t* masks;   // [n][W]
   const uint64_t* uni;     // [W] union of the masks (bits < I only)
   const int* rows;         // [n] rows of x
-  long long hv_off;        // this call's first entry in hv (floats)
+  long long list_off;      // this call's first entry in idx
+  long long hv_off;        // ... and in hv (floats)
   int I, W, n, npad;       // npad: h row length (n rounded up to the token pass, >= 4)
   int K;                   // list length (popcount of the union; I when dense)
   int gx;                  // gate_up blocks along x for this call
@@ -51,6 +50,7 @@ struct MoeCall {
 struct MoeArgs {
   const MoeCall* calls;  // this launch's calls (grid.y)
   const float* x;        // [n_rows][ldH]
+  int* idx;              // list: neuron of entry k
   float* hv;             // h[k][t]
   int* blk_active;       // [pairs][gxs] active counts of each gate_up block
   float* partials;       // [pairs][S][ldH]
@@ -181,17 +181,7 @@ __global__ void __launch_bounds__(kThreads) k_gate_up(MoeArgs a) {
   const uint64_t pol = l2_evict_first_policy();
   const uint64_t* mrow = d.masks + size_t(t0 + min(lane, nt - 1)) * d.W;  // this lane's token's mask
   int act = 0;
-  // a neuron's two rows are adjacent: 2 * rowb bytes from its w1 row
-  auto prefetch_group = [&](int e0) {
-    for (int r = 0; r < R && e0 + r < cnt; ++r) {
-      const char* p = d.w13 + size_t(2 * (a.dense ? pos0 + e0 + r : list[e0 + r])) * rowb;
-      for (size_t o = size_t(lane) * 128; o < 2 * rowb; o += 32 * 128) prefetch_l2(p + o);
-    }
-  };
-  if (warp * R < cnt) prefetch_group(warp * R);
   for (int e = warp * R; e < cnt; e += nwarps * R) {
-    // the next group's rows are requested now; the loads of this one follow
-    if (TOK <= 2 && e + nwarps * R < cnt) prefetch_group(e + nwarps * R);
     int nr[R];
     const char* rp[2 * R];
 #pragma unroll
@@ -201,7 +191,6 @@ __global__ void __launch_bounds__(kThreads) k_gate_up(MoeArgs a) {
       rp[2 * r] = d.w13 + size_t(2 * nr[r]) * rowb;
       rp[2 * r + 1] = rp[2 * r] + rowb;
     }
-    if (TOK > 2 && e + nwarps * R < cnt) prefetch_group(e + nwarps * R);
     float acc[2 * R][TOK];
 #pragma unroll
     for (int r = 0; r < 2 * R; ++r)
@@ -232,6 +221,7 @@ __global__ void __launch_bounds__(kThreads) k_gate_up(MoeArgs a) {
       act += on;
       const long long pos = pos0 + e + r;
       if (lane < TOK && t0 + lane < d.npad) a.hv[d.hv_off + pos * d.npad + t0 + lane] = h;
+      if (!a.dense && blockIdx.z == 0 && lane == 0) a.idx[d.list_off + pos] = i;
       if (d.prefetch && __any_sync(0xffffffffu, on)) {
         const char* down = d.w2t + size_t(i) * rowb;
         for (size_t o = size_t(lane) * 128; o < rowb; o += 32 * 128) prefetch_l2(down + o);
@@ -247,10 +237,11 @@ template <int DT, int TOK>
 __global__ void __launch_bounds__(kThreads) k_down(MoeArgs a) {
   constexpr int LV = DownVec<DT>::n, U = DownShape<TOK>::U;
   constexpr int LB = LV * Vec<DT>::bytes;  // bytes per lane load: 16, or 8 for I8
-  constexpr int LINES = 32 * LB / 128;     // 128-byte lines of a warp's stripe of one row: 4, or 2
-  const MoeCall d = a.calls[blockIdx.y];   // uploaded by the host: safe before the wait
+  const MoeCall d = a.calls[blockIdx.y];  // uploaded by the host: safe before the wait
   const int t0 = blockIdx.z * TOK;
   if (t0 >= d.n) return;
+  pdl_launch_next();
+  pdl_wait();  // idx, hv: written by gate_up
   const int nt = min(TOK, d.n - t0);
   const int nch = a.ldH / LV;
   const int stripes = (nch + 31) / 32;
@@ -260,26 +251,6 @@ __global__ void __launch_bounds__(kThreads) k_down(MoeArgs a) {
   const bool cok = c < nch;
   const int kb = int((long long)d.K * s / a.S), ke = int((long long)d.K * (s + 1) / a.S);
   const size_t rowb = size_t(a.ldH) * Vec<DT>::bytes;
-  const size_t seg = size_t(stripe) * 32 * LB;  // the stripe's first byte in a row
-  extern __shared__ int smem_down[];            // this slice's neurons (sparse)
-  __shared__ int s_warp[32];
-  __shared__ float red[TOK * LV * 32];
-  if (!a.dense && ke > kb) compact_list(d.uni, d.W, kb, ke - kb, smem_down, s_warp);
-  __syncthreads();
-  // this warp's rows: k = kb + warp + r * nwarps, r < nrows
-  const int nrows = ke - kb > warp ? (ke - kb - warp + nwarps - 1) / nwarps : 0;
-  auto neuron = [&](int r) { return a.dense ? kb + warp + r * nwarps : smem_down[warp + r * nwarps]; };
-  // L2 prefetch of this warp's stripe of rows [r0, r1): lane -> (row, line)
-  auto prefetch = [&](int r0, int r1) {
-    for (int r = r0 + lane / LINES; r < r1 && r < nrows; r += 32 / LINES) {
-      const size_t o = seg + size_t(lane % LINES) * 128;
-      if (o < rowb) prefetch_l2(d.w2t + size_t(neuron(r)) * rowb + o);
-    }
-  };
-  constexpr int AHEAD = 3 * U;  // rows requested before their loads
-  prefetch(0, AHEAD);           // weights are inputs: before the wait
-  pdl_launch_next();
-  pdl_wait();  // hv: written by gate_up
   const uint64_t pol = l2_evict_first_policy();
   float acc[TOK][LV];
 #pragma unroll
@@ -287,42 +258,50 @@ __global__ void __launch_bounds__(kThreads) k_down(MoeArgs a) {
 #pragma unroll
     for (int i = 0; i < LV; ++i) acc[t][i] = 0.f;
 
-  for (int r0 = 0; r0 < nrows; r0 += U) {
-    prefetch(r0 + AHEAD, r0 + AHEAD + U);
+  for (int k = kb + warp; k < ke; k += nwarps * U) {
     int nrn[U];
     float h[U][TOK];
-    float f[U][LV];
-    // weights and h are loaded independently (no load waits on another)
+    bool use[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const bool ok = r0 + u < nrows;
-      nrn[u] = ok ? neuron(r0 + u) : 0;
-      const char* p = d.w2t + size_t(nrn[u]) * rowb + seg + size_t(lane) * LB;
+      const int kk = k + u * nwarps;
+      const bool ok = kk < ke;
+      nrn[u] = !ok ? 0 : a.dense ? kk : a.idx[d.list_off + kk];
+      bool any = false;
+      if (ok) {
+        const float4* hp = reinterpret_cast<const float4*>(a.hv + d.hv_off + (long long)kk * d.npad + t0);
+#pragma unroll
+        for (int q = 0; q < (TOK + 3) / 4; ++q) {
+          const float4 v = hp[q];
+          const float vv[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+            if (4 * q + i < TOK) h[u][4 * q + i] = vv[i];
+        }
+#pragma unroll
+        for (int t = 0; t < TOK; ++t) any |= h[u][t] != 0.f;
+      } else {
+#pragma unroll
+        for (int t = 0; t < TOK; ++t) h[u][t] = 0.f;
+      }
+      use[u] = ok && (a.dense || any);
+    }
+    float f[U][LV];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const char* p = d.w2t + size_t(nrn[u]) * rowb + size_t(c) * LB;
       if constexpr (DT == TS_I8) {
-        const uint2 w = (ok && cok) ? ld_stream8(p, pol) : make_uint2(0, 0);
+        const uint2 w = (use[u] && cok) ? ld_stream8(p, pol) : make_uint2(0, 0);
         unpack_i8x4(w.x, f[u]);
         unpack_i8x4(w.y, f[u] + 4);
       } else {
-        const uint4 w = (ok && cok) ? ld_stream16(p, pol) : make_uint4(0, 0, 0, 0);
+        const uint4 w = (use[u] && cok) ? ld_stream16(p, pol) : make_uint4(0, 0, 0, 0);
         unpack16<DT>(w, f[u]);
-      }
-      const int k = kb + warp + (r0 + u) * nwarps;
-      const float4* hp = reinterpret_cast<const float4*>(a.hv + d.hv_off + (long long)(ok ? k : kb) * d.npad + t0);
-#pragma unroll
-      for (int q = 0; q < (TOK + 3) / 4; ++q) {
-        const float4 v = ok ? hp[q] : make_float4(0.f, 0.f, 0.f, 0.f);
-        const float vv[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-          if (4 * q + i < TOK) h[u][4 * q + i] = vv[i];
       }
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      bool any = false;
-#pragma unroll
-      for (int t = 0; t < TOK; ++t) any |= h[u][t] != 0.f;
-      if (!any) continue;  // masked out or relu closed for every token: adds nothing
+      if (!use[u]) continue;
       const float sc = (DT == TS_I8) ? d.s2[nrn[u]] : 1.f;
 #pragma unroll
       for (int t = 0; t < TOK; ++t) {
@@ -334,6 +313,7 @@ __global__ void __launch_bounds__(kThreads) k_down(MoeArgs a) {
   }
 
   // sum the warps' accumulators in shared memory ([t][i][lane]: no bank conflicts)
+  __shared__ float red[TOK * LV * 32];
   for (int w = 0; w < nwarps; ++w) {
     if (warp == w) {
 #pragma unroll
@@ -364,20 +344,13 @@ __global__ void __launch_bounds__(kCombineThreads) k_combine(MoeCombineArgs a) {
     for (int i = cs; i < ce; ++i) {
       const MoeContrib ct = a.contribs[i];
       const float* p = a.partials + size_t(ct.q) * a.S * a.ldH + c0;
-      // the slices in order, eight loads in flight at a time
-      float4 e = make_float4(0.f, 0.f, 0.f, 0.f);
-      for (int s0 = 0; s0 < a.S; s0 += 8) {
-        float4 v[8];
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-          v[j] = s0 + j < a.S ? *reinterpret_cast<const float4*>(p + size_t(s0 + j) * a.ldH) : make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          e.x += v[j].x;
-          e.y += v[j].y;
-          e.z += v[j].z;
-          e.w += v[j].w;
-        }
+      float4 e = *reinterpret_cast<const float4*>(p);
+      for (int s = 1; s < a.S; ++s) {
+        const float4 v = *reinterpret_cast<const float4*>(p + size_t(s) * a.ldH);
+        e.x += v.x;
+        e.y += v.y;
+        e.z += v.z;
+        e.w += v.w;
       }
       y[0] += ct.w * e.x;
       y[1] += ct.w * e.y;
@@ -454,8 +427,7 @@ struct MoeFrame {
   int S = 1, gxs = 1;
   Layout L;
   size_t x_off = 0, rows_off = 0, masks_off = 0, uni_off = 0, calls_off = 0, rstart_off = 0, contrib_off = 0;
-  size_t y_off = 0, active_off = 0, hv_off = 0, blk_off = 0, part_off = 0;
-  size_t down_smem = 0;   // down: its slice of the list
+  size_t y_off = 0, active_off = 0, idx_off = 0, hv_off = 0, blk_off = 0, part_off = 0;
   std::vector<MoeGroup> groups;
   std::vector<MoeCall> desc;          // descriptors, grouped by dtype (device pointers relative to 0 until packed)
   std::vector<int> src;               // desc[i] is calls[src[i]]
@@ -490,7 +462,7 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
   f.pairs = pairs;
   if (pairs > (int64_t(1) << 30)) return ts_fail("ts_moe: too many (call, row) pairs for one CUDA call");
   size_t rows_n = 0, masks_n = 0, uni_n = 0;
-  long long hv_n = 0;
+  long long list_n = 0, hv_n = 0;
   for (ts_dtype dt : {TS_F32, TS_F16, TS_BF16, TS_I8}) {
     MoeGroup g;
     g.dt = dt;
@@ -540,6 +512,8 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
     if (g.passes > 65535) return ts_fail("ts_moe: too many rows for one expert in one CUDA call");
     int per_sm = 1;
     TS_TRY(prepare_kernel(b, reinterpret_cast<const void*>(gate_up_kernel(dt, tok)), kThreads, smem_for(tok), &per_sm));
+    int dummy = 1;
+    TS_TRY(prepare_kernel(b, reinterpret_cast<const void*>(down_kernel(dt, tok)), kThreads, 0, &dummy));
     // one wave of blocks, shared by the calls in proportion to their work
     const double budget = double(b->sms) * std::min(per_sm, 2);
     double work = 0;
@@ -566,7 +540,9 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
       MoeCall& d = f.desc[size_t(i)];
       d.npad = std::max(4, (d.n + tok - 1) / tok * tok);
       d.npad = (d.npad + 3) / 4 * 4;
+      d.list_off = list_n;
       d.hv_off = hv_n;
+      list_n += d.K;
       hv_n += (long long)d.K * d.npad;
       d.prefetch = (!dense && b->tuning.prefetch &&
                     double(d.K) * double(f.ldH) * dtype_bytes(dt) <= 0.5 * double(b->l2_bytes))
@@ -588,15 +564,6 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
   S = std::min(S, kMaxSplits);
   while (S > 1 && double(pairs) * S * f.ldH * 4 > double(size_t(256) << 20)) --S;
   f.S = S;
-  // down: each block compacts its slice of the list into shared memory
-  int max_slice = 0;
-  if (!dense)
-    for (const MoeCall& d : f.desc) max_slice = std::max(max_slice, (d.K + S - 1) / S);
-  f.down_smem = size_t(max_slice) * 4;
-  for (const MoeGroup& g : f.groups) {
-    int per_sm = 1;
-    TS_TRY(prepare_kernel(b, reinterpret_cast<const void*>(down_kernel(g.dt, g.tok)), kThreads, f.down_smem, &per_sm));
-  }
 
   // combine plan: per output row, its (call, token) pairs in call order
   f.row_start.assign(size_t(n_rows) + 1, 0);
@@ -628,6 +595,7 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
   f.contrib_off = L.add_in(f.contribs.size() * sizeof(MoeContrib));
   f.y_off = L.add_out(size_t(n_rows * H) * 4);
   f.active_off = L.add_out(size_t(pairs) * 4);
+  f.idx_off = L.add_scratch(size_t(list_n) * 4);
   f.hv_off = L.add_scratch(size_t(hv_n) * 4);
   f.blk_off = L.add_scratch(size_t(pairs) * size_t(f.gxs) * 4);
   f.part_off = L.add_scratch(size_t(pairs) * size_t(S) * size_t(f.ldH) * 4);
@@ -669,6 +637,7 @@ int moe_enqueue(Backend* b, const MoeFrame& f, char* d) {
   char* scr = d + f.L.scratch_base();
   MoeArgs a = {};
   a.x = reinterpret_cast<const float*>(d + f.x_off);
+  a.idx = reinterpret_cast<int*>(scr + f.idx_off);
   a.hv = reinterpret_cast<float*>(scr + f.hv_off);
   a.blk_active = reinterpret_cast<int*>(scr + f.blk_off);
   a.partials = reinterpret_cast<float*>(scr + f.part_off);
@@ -682,8 +651,7 @@ int moe_enqueue(Backend* b, const MoeFrame& f, char* d) {
                    dim3(kThreads), g.smem, a));
     if (b->tuning.ffn_stages >= 2)
       TS_CUDA(launch(b, true, down_kernel(g.dt, g.tok),
-                     dim3(unsigned(g.stripes * f.S), unsigned(g.count), unsigned(g.passes)), dim3(kThreads),
-                     f.down_smem, a));
+                     dim3(unsigned(g.stripes * f.S), unsigned(g.count), unsigned(g.passes)), dim3(kThreads), 0, a));
   }
   if (b->tuning.ffn_stages < 3) return 0;
   MoeCombineArgs c = {};

@@ -57,16 +57,7 @@ __global__ void __launch_bounds__(kRowDotThreads) k_rowdot(const RowDotJob* jobs
   const int nch = int(rowb / 16);
   const uint64_t pol = l2_evict_first_policy();
   const char* W = static_cast<const char*>(j.W);
-  const int step = gridDim.x * nwarps * R;
-  // whole rows are requested from L2 before their loads (all bytes in flight);
-  // with few tokens the next group's rows too
-  auto prefetch_rows = [&](int q0) {
-    for (int r = q0; r < q0 + R && r < j.rows; ++r)
-      for (size_t o = size_t(lane) * 128; o < rowb; o += 32 * 128) prefetch_l2(W + size_t(r) * rowb + o);
-  };
-  for (int r0 = (blockIdx.x * nwarps + warp) * R; r0 < j.rows; r0 += step) {
-    prefetch_rows(r0);
-    if (TOK <= 2) prefetch_rows(r0 + step);
+  for (int r0 = (blockIdx.x * nwarps + warp) * R; r0 < j.rows; r0 += gridDim.x * nwarps * R) {
     const char* rp[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) rp[r] = W + size_t(min(r0 + r, j.rows - 1)) * rowb;
@@ -116,9 +107,6 @@ __global__ void __launch_bounds__(kRowDotThreads) k_rowmask(const RowDotJob* job
   const uint64_t pol = l2_evict_first_policy();
   const char* W = static_cast<const char*>(j.W);
   for (int w = blockIdx.x; w < j.words; w += gridDim.x) {
-    // this warp's rows of the word, whole, requested from L2 before their loads
-    for (int r = w * 64 + warp * per_warp; r < w * 64 + (warp + 1) * per_warp && r < j.rows; ++r)
-      for (size_t o = size_t(lane) * 128; o < rowb; o += 32 * 128) prefetch_l2(W + size_t(r) * rowb + o);
     for (int k = 0; k < per_warp; k += R) {
       const int r0 = w * 64 + warp * per_warp + k;
       const char* rp[R];
