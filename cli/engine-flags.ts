@@ -1,11 +1,14 @@
-// Flags every command that runs the model shares: where experts run, device, threads, weights.
+// Flags every command that runs the model shares: where experts run, device, threads, weights,
+// and the client side of mTLS to expert nodes.
 import type { Command } from 'commander';
+import { tlsChannel } from '../coordinator/expert-client';
 import { parseExpertsChoice, type EngineOptions } from '../coordinator/load-engine';
 import { remoteExpertsFactory } from '../coordinator/remote-factory';
 import type { Device, StoreDType } from '../core/native';
+import { loadTlsFiles, type TlsFlags } from '../core/tls-files';
 import { choiceOption, intOption } from './options';
 
-export interface EngineFlags {
+export interface EngineFlags extends TlsFlags {
   model: string;
   experts: string;
   device: Device | 'auto';
@@ -21,10 +24,15 @@ export function addEngineOptions(cmd: Command): Command {
     .option('--threads <n>', 'CPU kernel threads; 0 = all cores', intOption('--threads'), 0)
     .option('--weights <dtype>', 'weight storage: auto (as in the checkpoint) | f32 | bf16 | f16 | i8',
       choiceOption('--weights', ['auto', 'f32', 'bf16', 'f16', 'i8'] as const), 'auto')
-    .option('--dense', 'dense-with-mask expert FFN (same tokens; the speed baseline)');
+    .option('--dense', 'dense-with-mask expert FFN (same tokens; the speed baseline)')
+    .option('--tls-cert <file>', 'mTLS to the expert nodes of --experts FILE: our client certificate (PEM)')
+    .option('--tls-key <file>', 'mTLS: the private key of --tls-cert (PEM)')
+    .option('--tls-ca <file>', 'TLS: the CA that signed the expert nodes\' certificates (PEM); none of the three: plaintext');
 }
 
 export function engineOptionsFrom(flags: EngineFlags): EngineOptions {
+  // Read now: a wrong path is one line before the model starts loading.
+  const tls = loadTlsFiles(flags, 'client');
   return {
     modelDir: flags.model,
     experts: parseExpertsChoice(flags.experts),
@@ -33,6 +41,7 @@ export function engineOptionsFrom(flags: EngineFlags): EngineOptions {
     weights: flags.weights,
     dense: flags.dense,
     // cluster:N nodes inherit this command's weights/device/threads/FFN choices.
-    remoteExperts: remoteExpertsFactory({ weights: flags.weights, device: flags.device, threads: flags.threads, dense: flags.dense }),
+    remoteExperts: remoteExpertsFactory({ weights: flags.weights, device: flags.device, threads: flags.threads, dense: flags.dense,
+      channelFactory: tls && tlsChannel(tls) }),
   };
 }

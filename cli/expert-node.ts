@@ -21,6 +21,10 @@ interface ExpertNodeFlags {
   graceMs: number;
   name?: string;
   metricsPort?: number;
+  healthPort?: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
 }
 
 function configure(cmd: Command): Command {
@@ -40,6 +44,11 @@ function configure(cmd: Command): Command {
     .option('--grace-ms <ms>', 'on SIGTERM, finish queued work for up to this long', intOption('--grace-ms'), 10_000)
     .option('--name <name>', 'name for log lines')
     .option('--metrics-port <p>', 'serve Prometheus metrics at http://HOST:P/metrics (0 = any free port)', intOption('--metrics-port'))
+    .option('--health-port <p>', 'also serve gRPC health alone, in plaintext, on this port (kubelet probes; 0 = any free port)',
+      intOption('--health-port'))
+    .option('--tls-cert <file>', 'TLS: this node\'s certificate (PEM); none of the --tls-* flags: plaintext')
+    .option('--tls-key <file>', 'TLS: the private key of --tls-cert (PEM)')
+    .option('--tls-ca <file>', 'mTLS: require client certificates signed by this CA (PEM)')
     .action(async (flags: ExpertNodeFlags) => {
       await serveUntilStopped({ ...flags });
     });

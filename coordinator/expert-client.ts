@@ -47,6 +47,28 @@ export type ChannelFactory = (address: string) => ChannelSetup;
 /** Plaintext, for loopback and trusted networks. */
 export const insecureChannel: ChannelFactory = () => ({ credentials: grpc.credentials.createInsecure() });
 
+/**
+ * TLS to every node (PEM bytes, see core/tls-files.ts): the node's certificate
+ * must be signed by `ca` (the system's public roots when absent) and name the
+ * host of its shard-map address; `cert` + `key` are presented to nodes that
+ * require a client certificate (mTLS).
+ */
+export function tlsChannel(files: { cert?: Buffer; key?: Buffer; ca?: Buffer }): ChannelFactory {
+  const credentials = grpc.credentials.createSsl(files.ca ?? null, files.key ?? null, files.cert ?? null);
+  return () => ({ credentials });
+}
+
+/**
+ * The cause in grpc-js's "No connection established. Last error: ..." detail,
+ * OpenSSL's codes dropped ("tlsv13 alert certificate required"); '' when none.
+ */
+export function lastConnectError(detail: string): string {
+  const m = /Last error: ([\s\S]*?)(?:\s*\(\d{4}-\d\d-\d\dT[^)]*\))?\.?\s*Resolution note/.exec(detail);
+  if (!m) return '';
+  const ssl = /error:[0-9A-Fa-f]+:[^:]*:[^:]*:([^:]+):/.exec(m[1]);
+  return (ssl ? ssl[1] : m[1].replace(/^Error: /, '')).trim();
+}
+
 /** A failed call to a node, with its gRPC status code. */
 export class NodeCallError extends Error {
   constructor(readonly address: string, readonly code: grpc.status, readonly detail: string) {
@@ -89,8 +111,17 @@ export class ExpertClient {
   waitForReady(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
       this.client.waitForReady(Date.now() + timeoutMs, (err) => {
-        if (err) reject(new NodeCallError(this.address, grpc.status.UNAVAILABLE, `not reachable within ${timeoutMs} ms (${err.message})`));
-        else resolve();
+        if (!err) {
+          resolve();
+          return;
+        }
+        // waitForReady only says "failed to connect"; a call carries the channel's last error
+        // (a refused or unverifiable TLS certificate, say), which is what an operator needs.
+        const fail = (why: string) => reject(new NodeCallError(this.address, grpc.status.UNAVAILABLE, `not reachable within ${timeoutMs} ms (${why})`));
+        this.health(1_000).then(() => fail(err.message), (e: NodeCallError) => {
+          const last = lastConnectError(e.detail ?? '');
+          fail(last ? `${err.message}; last error: ${last}` : err.message);
+        });
       });
     });
   }

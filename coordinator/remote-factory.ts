@@ -4,6 +4,7 @@
 import type { ModelFolder } from '../core/model-folder';
 import type { Device, StoreDType } from '../core/native';
 import { loadShardMap } from '../core/shard-map';
+import { isLoopbackAddress } from '../core/tls-files';
 import type { WireEncoding } from '../core/wire/rows';
 import type { ChannelFactory } from './expert-client';
 import type { ExpertsChoice, RemoteExpertsFactory } from './load-engine';
@@ -26,6 +27,11 @@ export interface RemoteSetup {
   callTimeoutMs?: number;
   connectTimeoutMs?: number;
   healthCheckIntervalMs?: number;
+  /**
+   * How to reach the nodes of a shard-map FILE (tlsChannel for mTLS); absent:
+   * plaintext, with a warning line when an address is not loopback. cluster:N
+   * nodes listen on loopback only and are always reached in plaintext.
+   */
   channelFactory?: ChannelFactory;
   observers?: ExpertCallObserver[];
 }
@@ -41,7 +47,16 @@ export async function createRemoteExperts(choice: Exclude<ExpertsChoice, { kind:
   };
   if (choice.kind === 'file') {
     const shardMap = loadShardMap(choice.path, model);
+    const exposed = shardMap.nodes.map((n) => n.address).filter((a) => !isLoopbackAddress(a));
+    if (!setup.channelFactory && exposed.length) {
+      log(`warning: plaintext gRPC to ${exposed.length} expert node(s) not on loopback (${exposed.slice(0, 3).join(', ')}` +
+        `${exposed.length > 3 ? ', ...' : ''}): hidden states travel unencrypted and any client may call the nodes; ` +
+        'give --tls-cert, --tls-key and --tls-ca for mTLS');
+    }
     return RemoteExperts.connect({ ...common, shardMap, name: choice.path });
+  }
+  if (setup.channelFactory) {
+    log(`cluster:${choice.nodes}: the expert nodes listen on loopback only, in plaintext (--tls-* apply to a shard-map FILE)`);
   }
   const t0 = Date.now();
   log(`cluster: starting ${choice.nodes} expert node(s) on loopback`);
@@ -50,8 +65,8 @@ export async function createRemoteExperts(choice: Exclude<ExpertsChoice, { kind:
     device: setup.device, threads: setup.threads, dense: setup.dense, nodeCommand: setup.nodeCommand, log, nodeLog: setup.nodeLog,
   });
   try {
-    const remote = await RemoteExperts.connect({ ...common, shardMap: cluster.shardMap, name: `cluster:${choice.nodes}`,
-      onClose: () => cluster.stop() });
+    const remote = await RemoteExperts.connect({ ...common, channelFactory: undefined, shardMap: cluster.shardMap,
+      name: `cluster:${choice.nodes}`, onClose: () => cluster.stop() });
     log(`cluster: ${choice.nodes} node(s) SERVING in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     return remote;
   } catch (e) {

@@ -6,10 +6,11 @@ import path from 'node:path';
 import { UserError } from '../core/errors';
 import { type ExpertPair, type ModelDims, parseExpertSpec } from '../core/expert-spec';
 import { loadShardMap } from '../core/shard-map';
+import { isLoopbackAddress, loadTlsFiles } from '../core/tls-files';
 import { ModelFolder } from '../core/model-folder';
 import { native, type Device, type NativeBackend, type StoreDType } from '../core/native';
 import { ExpertStore } from './expert-store';
-import { createServer, type ExpertNodeHooks, type ExpertNodeServer } from './server';
+import { createServer, type ExpertNodeHooks, type ExpertNodeServer, serverCredentials } from './server';
 import { createNodeTelemetry, startMetricsServer, type MetricsServer, type NodeTelemetry } from './telemetry';
 import { EXPERT_NODE_SERVICE, setupTelemetry, shutdownTelemetry } from '../core/telemetry';
 
@@ -33,17 +34,25 @@ export interface ExpertNodeOptions {
   hooks?: ExpertNodeHooks;
   /** Serve Prometheus metrics on this port (0 = any free port); absent: no metrics server. */
   metricsPort?: number;
+  /** Also serve the gRPC health service alone, in plaintext, on this port (0 = any free port); for kubelet probes. */
+  healthPort?: number;
+  /** PEM files: TLS with cert + key; with a CA too, clients must present a certificate it signed (mTLS). */
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
   log?: (line: string) => void;
 }
 
 /** Messages a node sends its parent over IPC when a local cluster spawned it. */
 export type NodeParentMessage =
-  | { event: 'listening'; port: number }
+  | { event: 'listening'; port: number; healthPort?: number }
   | { event: 'serving'; experts: string; weightBytes: number }
   | { event: 'failed'; message: string };
 
 export interface RunningExpertNode {
   port: number;
+  /** The plaintext health port, when --health-port was given. */
+  healthPort?: number;
   server: ExpertNodeServer;
   /** Drains and frees everything; resolves when the process may exit. */
   stop(): Promise<void>;
@@ -52,6 +61,8 @@ export interface RunningExpertNode {
 export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExpertNode> {
   const tag = opts.name ? `expert-node ${opts.name}` : 'expert-node';
   const log = opts.log ?? ((line: string) => process.stderr.write(`${tag}: ${line}\n`));
+  // Certificates first: a wrong path is one line before anything loads.
+  const tls = loadTlsFiles(opts, 'server');
   const folder = await ModelFolder.open(opts.model);
   const c = folder.config;
   let backend: NativeBackend | undefined;
@@ -60,6 +71,7 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
   let nodeTel: NodeTelemetry | undefined;
   let metricsServer: MetricsServer | undefined;
   let port = 0;
+  let healthPort: number | undefined;
   try {
     const pairs = pairsToHold(opts, c);
     const mod = native();
@@ -70,15 +82,26 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
     // Spans (when tracing is set up) and Prometheus metrics of every request; see telemetry.ts.
     nodeTel = createNodeTelemetry({ node: opts.name ?? `${opts.host}:${opts.port}`, intermediateSize: c.intermediateSize });
     const hooks = combineHooks(nodeTel.hooks, opts.hooks);
-    server = createServer({ modelId: path.basename(path.resolve(opts.model)), version: mod.version(), hooks, log });
+    server = createServer({ modelId: path.basename(path.resolve(opts.model)), version: mod.version(), hooks, log,
+      credentials: tls && serverCredentials(tls) });
     port = await server.listen(opts.host, opts.port);
+    if (opts.healthPort !== undefined) healthPort = await server.listenHealth(opts.host, opts.healthPort);
     if (!opts.name) nodeTel.setNode(`${opts.host}:${port}`);
     if (opts.metricsPort !== undefined) {
       metricsServer = await startMetricsServer(opts.metricsPort, opts.host, nodeTel.registry);
       log(`metrics on ${metricsServer.url}`);
     }
-    log(`listening on ${opts.host}:${port} (NOT_SERVING until weights load); device ${backend.description}`);
-    process.send?.({ event: 'listening', port } satisfies NodeParentMessage);
+    const security = !tls ? 'plaintext' : tls.ca ? `mTLS, clients verified against ${opts.tlsCa}` : 'TLS, no client certificates checked';
+    log(`listening on ${opts.host}:${port} (${security}; NOT_SERVING until weights load); device ${backend.description}`);
+    if (healthPort !== undefined) log(`gRPC health (plaintext) on ${opts.host}:${healthPort}`);
+    if (!tls?.ca && !isLoopbackAddress(opts.host)) {
+      log(!tls
+        ? `warning: plaintext gRPC on ${opts.host}:${port}, not loopback: anyone who reaches the port may call this node ` +
+          'and read its traffic; give --tls-cert, --tls-key and --tls-ca for mTLS'
+        : `warning: TLS without --tls-ca on ${opts.host}:${port}, not loopback: any client may call this node; ` +
+          'give --tls-ca to require client certificates');
+    }
+    process.send?.({ event: 'listening', port, healthPort } satisfies NodeParentMessage);
 
     const t0 = Date.now();
     let lastLog = 0;
@@ -116,6 +139,7 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
   const be = backend;
   return {
     port,
+    healthPort,
     server: srv,
     stop: () => {
       stopping ??= (async () => {

@@ -1,6 +1,8 @@
 // The ExpertNode gRPC service: typed handlers, validation of every request,
 // one FIFO of work per node, health and reflection, graceful drain.
 // `createServer(opts)` is apart from main.ts so tests bind port 0 in process.
+// The health service is also offered alone on a plaintext port (listenHealth):
+// kubelet gRPC probes present no client certificate to the mTLS port.
 //
 // A request's path: stream 'data' -> decode + validate (bad request: an error
 // *response* for that id; the stream keeps serving) -> queue -> one native moe
@@ -75,7 +77,7 @@ export interface ExpertNodeServerOptions {
   modelId?: string;
   /** Kernel library version reported by Info. */
   version?: string;
-  /** Insecure when absent (mTLS arrives with the deployment work). */
+  /** Of the service port; plaintext when absent (see serverCredentials in main.ts for mTLS). */
   credentials?: grpc.ServerCredentials;
   /** Merged over EXPERT_SERVER_OPTIONS. */
   grpcOptions?: grpc.ServerOptions;
@@ -116,6 +118,8 @@ const usSince = (t: bigint): number => Number((process.hrtime.bigint() - t) / 10
 export class ExpertNodeServer {
   readonly server: grpc.Server;
   readonly health: HealthImplementation;
+  /** The plaintext health-only server, once listenHealth() bound it. */
+  private healthServer: grpc.Server | null = null;
   private store: ExpertStore | null = null;
   private draining = false;
   private readonly streams = new Set<OpenStream>();
@@ -145,6 +149,28 @@ export class ExpertNodeServer {
       this.server.bindAsync(addr, this.opts.credentials ?? grpc.ServerCredentials.createInsecure(), (err, bound) => {
         if (err) reject(new UserError(`cannot listen on ${addr}: ${err.message}`));
         else resolve(bound);
+      });
+    });
+  }
+
+  /**
+   * Binds a second, plaintext server with only the gRPC health service (same
+   * statuses as the main port) on host:port; returns the port. Nothing but
+   * Check/Watch/List is reachable there.
+   */
+  listenHealth(host: string, port: number): Promise<number> {
+    const addr = host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
+    const server = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 });
+    this.health.addToServer(server);
+    return new Promise((resolve, reject) => {
+      server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+        if (err) {
+          server.forceShutdown();
+          reject(new UserError(`--health-port: cannot listen on ${addr}: ${err.message}`));
+        } else {
+          this.healthServer = server;
+          resolve(bound);
+        }
       });
     });
   }
@@ -185,12 +211,17 @@ export class ExpertNodeServer {
         resolve();
       });
     });
+    // Probes see NOT_SERVING until the very end of the drain.
+    this.healthServer?.forceShutdown();
+    this.healthServer = null;
   }
 
   /** Stops at once (tests, fatal errors). */
   forceShutdown(): void {
     this.draining = true;
     this.server.forceShutdown();
+    this.healthServer?.forceShutdown();
+    this.healthServer = null;
   }
 
   private setHealth(status: 'SERVING' | 'NOT_SERVING'): void {
@@ -393,6 +424,16 @@ export class ExpertNodeServer {
       stream.call.end();
     }
   }
+}
+
+/**
+ * Server credentials from PEM bytes (core/tls-files.ts): TLS with our
+ * certificate; with a CA, every client must present a certificate that CA
+ * signed (mTLS), else the handshake fails before any call.
+ */
+export function serverCredentials(files: { cert?: Buffer; key?: Buffer; ca?: Buffer }): grpc.ServerCredentials {
+  if (!files.cert || !files.key) throw new UserError('an expert node needs --tls-cert and --tls-key for TLS');
+  return grpc.ServerCredentials.createSsl(files.ca ?? null, [{ cert_chain: files.cert, private_key: files.key }], files.ca !== undefined);
 }
 
 export function createServer(opts: ExpertNodeServerOptions = {}): ExpertNodeServer {

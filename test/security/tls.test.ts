@@ -1,0 +1,286 @@
+// mTLS between coordinators/workers and expert nodes, on loopback, with
+// certificates this test makes with openssl: a real `expert-node` process
+// with --tls-cert/--tls-key/--tls-ca and --health-port serves a client that
+// presents a certificate of its CA (same outputs as local experts), refuses a
+// client without a certificate, one whose certificate another CA signed, and
+// plaintext; the plaintext health port answers without a certificate.
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
+import { parseExpertSpec } from '../../core/expert-spec';
+import { ModelFolder } from '../../core/model-folder';
+import { native, type NativeBackend } from '../../core/native';
+import { isLoopbackAddress, loadTlsFiles } from '../../core/tls-files';
+import { EXPERT_SERVICE_NAME } from '../../core/wire/expert-proto';
+import { type ChannelFactory, ExpertClient, insecureChannel, tlsChannel } from '../../coordinator/expert-client';
+import { LocalExperts } from '../../coordinator/local-experts';
+import { createRemoteExperts } from '../../coordinator/remote-factory';
+import { engineOptionsFrom } from '../../cli/engine-flags';
+import { ExpertStore } from '../../expert-node/expert-store';
+import { runExpertNode } from '../../expert-node/main';
+import { createServer } from '../../expert-node/server';
+import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
+import { maxAbsDiff, randomBatch, sourceNodeCommand } from '../cluster/helpers';
+import { haveOpenssl, makeTestCerts, type TestCerts } from './certs';
+
+const describeTls = haveOpenssl ? describeGolden : (name: string, fn: () => void) => {
+  // eslint-disable-next-line no-console
+  console.warn(`skipping "${name}": openssl not found`);
+  describe.skip(name, fn);
+};
+
+/** A plaintext health Check of `service` at `address`. */
+function checkHealth(address: string, service = ''): Promise<string> {
+  const Client = grpc.makeGenericClientConstructor(healthService, 'Health');
+  const client = new Client(address, grpc.credentials.createInsecure());
+  return new Promise((resolve, reject) => {
+    client.check({ service }, { deadline: Date.now() + 5000 }, (err: grpc.ServiceError | null, res: { status: string }) => {
+      client.close();
+      if (err) reject(err);
+      else resolve(res.status);
+    });
+  });
+}
+
+/** What a client with this channel gets from the node: 'SERVING', or the refusal. */
+async function tryClient(address: string, factory: ChannelFactory): Promise<string> {
+  const client = new ExpertClient(address, factory);
+  try {
+    return await client.health(3000);
+  } catch (e) {
+    return (e as Error).message;
+  } finally {
+    client.close();
+  }
+}
+
+describeTls('mTLS between coordinator and expert nodes (tiny-a, loopback)', () => {
+  let certs: TestCerts;
+  let folder: ModelFolder;
+  let node: ChildProcess;
+  let port: number;
+  let healthPort: number;
+  const nodeLog: string[] = [];
+  const spec = '0-1:0-3';
+
+  beforeAll(async () => {
+    certs = makeTestCerts();
+    folder = await ModelFolder.open(TINY_A_MODEL);
+    const [exe, ...args] = sourceNodeCommand();
+    node = spawn(exe, [...args, '--model', TINY_A_MODEL, '--experts', spec, '--port', '0', '--health-port', '0',
+      '--device', 'cpu', '--threads', '1', '--tls-cert', certs.serverCert, '--tls-key', certs.serverKey, '--tls-ca', certs.ca],
+    { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    node.stderr!.setEncoding('utf8').on('data', (d: string) => nodeLog.push(d));
+    await new Promise<void>((resolve, reject) => {
+      node.on('message', (m: { event: string; port?: number; healthPort?: number; message?: string }) => {
+        if (m.event === 'listening') {
+          port = m.port!;
+          healthPort = m.healthPort!;
+        } else if (m.event === 'serving') resolve();
+        else if (m.event === 'failed') reject(new Error(m.message));
+      });
+      node.on('exit', (code) => reject(new Error(`expert-node exited (${code}): ${nodeLog.join('')}`)));
+    });
+  });
+
+  afterAll(async () => {
+    if (node && node.exitCode === null) {
+      const exited = new Promise((resolve) => node.once('exit', resolve));
+      node.kill('SIGTERM');
+      await exited;
+    }
+    await folder?.close();
+    certs?.remove();
+  });
+
+  test('the node says it runs mTLS and serves health in plaintext on its own port', () => {
+    const log = nodeLog.join('');
+    expect(log).toContain(`mTLS, clients verified against ${certs.ca}`);
+    expect(log).toContain(`gRPC health (plaintext) on 127.0.0.1:${healthPort}`);
+    expect(log).not.toContain('warning');
+    expect(healthPort).not.toBe(port);
+  });
+
+  test('a client with a certificate of the CA: runExperts through the engine flags equals local experts', async () => {
+    const dir = fs.mkdtempSync(path.join(certs.dir, 'map-'));
+    const mapFile = path.join(dir, 'shard-map.yaml');
+    fs.writeFileSync(mapFile, `nodes:\n  - address: localhost:${port}\n    experts: "${spec}"\n`);
+    const opts = engineOptionsFrom({ model: TINY_A_MODEL, experts: mapFile, device: 'cpu', threads: 1, weights: 'auto',
+      tlsCert: certs.clientCert, tlsKey: certs.clientKey, tlsCa: certs.ca });
+    const lines: string[] = [];
+    expect(opts.experts).toEqual({ kind: 'file', path: mapFile });
+    const remote = await opts.remoteExperts!({ kind: 'file', path: mapFile }, folder, (l) => lines.push(l));
+    const backend: NativeBackend = native().createBackend('cpu', 1);
+    const local = await LocalExperts.load(folder, backend, { store: 'auto', mode: 'sparse' });
+    try {
+      for (const [layer, rows, seed] of [[0, 3, 1], [1, 9, 2]]) {
+        const b = randomBatch(folder.config, layer, rows, seed);
+        const want = await local.runExperts(b);
+        const got = await remote.runExperts(b, { stepId: seed });
+        expect(maxAbsDiff(got.out, want.out)).toBeLessThanOrEqual(1e-6);
+        expect(got.active).toEqual(want.active);
+      }
+    } finally {
+      await remote.close();
+      await local.close();
+      backend.close();
+    }
+    expect(lines.join('\n')).not.toContain('plaintext');
+  });
+
+  test('the server is verified too: its IP address works, a client trusting another CA refuses it', async () => {
+    const good = loadTlsFiles({ tlsCert: certs.clientCert, tlsKey: certs.clientKey, tlsCa: certs.ca }, 'client')!;
+    expect(await tryClient(`127.0.0.1:${port}`, tlsChannel(good))).toBe('SERVING');
+    const wrongTrust = loadTlsFiles({ tlsCert: certs.clientCert, tlsKey: certs.clientKey, tlsCa: certs.otherCa }, 'client')!;
+    expect(await tryClient(`localhost:${port}`, tlsChannel(wrongTrust))).toMatch(/UNAVAILABLE/);
+    // What RemoteExperts.connect reports names the TLS cause, not only "failed to connect".
+    const client = new ExpertClient(`localhost:${port}`, tlsChannel(wrongTrust));
+    await expect(client.waitForReady(1000)).rejects.toThrow(/not reachable within 1000 ms \(.*; last error: self[- ]signed certificate in certificate chain\)/);
+    client.close();
+  });
+
+  test('refused: no client certificate, a certificate of another CA, plaintext', async () => {
+    const address = `localhost:${port}`;
+    const noCert = loadTlsFiles({ tlsCa: certs.ca }, 'client')!;
+    const otherCa = loadTlsFiles({ tlsCert: certs.otherClientCert, tlsKey: certs.otherClientKey, tlsCa: certs.ca }, 'client')!;
+    for (const factory of [tlsChannel(noCert), tlsChannel(otherCa), insecureChannel]) {
+      expect(await tryClient(address, factory)).toMatch(/UNAVAILABLE/);
+    }
+    // Nothing of the service either, not only health.
+    const client = new ExpertClient(address, tlsChannel(otherCa));
+    await expect(client.info(3000)).rejects.toThrow(/UNAVAILABLE/);
+    client.close();
+  });
+
+  test('the plaintext health port answers SERVING without a certificate, and offers nothing else', async () => {
+    const address = `127.0.0.1:${healthPort}`;
+    expect(await checkHealth(address)).toBe('SERVING');
+    expect(await checkHealth(address, EXPERT_SERVICE_NAME)).toBe('SERVING');
+    const client = new ExpertClient(address, insecureChannel);
+    await expect(client.info(3000)).rejects.toThrow(/UNIMPLEMENTED/);
+    client.close();
+  });
+});
+
+describeTls('health port statuses (in process)', () => {
+  test('NOT_SERVING while weights load, SERVING once loaded, NOT_SERVING while draining', async () => {
+    const folder = await ModelFolder.open(TINY_A_MODEL);
+    const backend = native().createBackend('cpu', 1);
+    const server = createServer();
+    try {
+      await server.listen('127.0.0.1', 0);
+      const address = `127.0.0.1:${await server.listenHealth('127.0.0.1', 0)}`;
+      expect(await checkHealth(address)).toBe('NOT_SERVING');
+      const store = await ExpertStore.load({ source: folder, dims: folder.config, pairs: parseExpertSpec('0:0', folder.config), backend, weights: 'auto' });
+      server.setStore(store);
+      expect(await checkHealth(address, EXPERT_SERVICE_NAME)).toBe('SERVING');
+      // A probe watching the port sees the drain start before the port closes.
+      const Client = grpc.makeGenericClientConstructor(healthService, 'Health');
+      const watcher = new Client(address, grpc.credentials.createInsecure());
+      const seen: string[] = [];
+      const call = watcher.watch({ service: '' });
+      const drained = new Promise<void>((resolve) => {
+        call.on('data', (r: { status: string }) => {
+          seen.push(r.status);
+          if (r.status === 'NOT_SERVING') resolve();
+        });
+        call.on('error', () => resolve());
+      });
+      await new Promise<void>((resolve) => call.once('data', () => resolve()));
+      await server.shutdown(2000);
+      await drained;
+      expect(seen).toEqual(['SERVING', 'NOT_SERVING']);
+      watcher.close();
+      store.close();
+    } finally {
+      server.forceShutdown();
+      backend.close();
+      await folder.close();
+    }
+  });
+});
+
+describeTls('TLS flags: errors and warnings', () => {
+  let certs: TestCerts;
+  beforeAll(() => {
+    certs = makeTestCerts();
+  });
+  afterAll(() => certs?.remove());
+
+  test('a missing or wrong file is one UserError line naming the flag and the file', () => {
+    const missing = path.join(certs.dir, 'nope.crt');
+    const cases: [Parameters<typeof loadTlsFiles>[0], 'server' | 'client', string][] = [
+      [{ tlsCert: missing, tlsKey: certs.clientKey }, 'client', `--tls-cert ${missing}: cannot read it (no such file)`],
+      [{ tlsCa: missing }, 'client', `--tls-ca ${missing}: cannot read it (no such file)`],
+      [{ tlsCert: certs.serverCert, tlsKey: certs.serverKey, tlsCa: certs.serverKey }, 'server', `--tls-ca ${certs.serverKey}: not a PEM CA certificate`],
+      [{ tlsCert: certs.serverCert, tlsKey: certs.clientKey }, 'server', `--tls-key ${certs.clientKey} is not the private key of --tls-cert ${certs.serverCert}`],
+      [{ tlsCert: certs.clientCert }, 'client', `--tls-cert ${certs.clientCert} needs --tls-key FILE`],
+      [{ tlsCa: certs.ca }, 'server', `--tls-ca ${certs.ca} needs --tls-cert FILE and --tls-key FILE`],
+    ];
+    for (const [flags, role, message] of cases) {
+      let err: Error | undefined;
+      try {
+        loadTlsFiles(flags, role);
+      } catch (e) {
+        err = e as Error;
+      }
+      expect(err?.name).toBe('UserError');
+      expect(err?.message).toContain(message);
+      expect(err?.message).not.toContain('\n');
+    }
+    expect(loadTlsFiles({}, 'server')).toBeUndefined();
+    // The client side fails on the flags, before any model is opened.
+    expect(() => engineOptionsFrom({ model: '/nowhere', experts: 'local', device: 'cpu', threads: 1, weights: 'auto', tlsCa: missing }))
+      .toThrow(`--tls-ca ${missing}: cannot read it (no such file)`);
+  });
+
+  test('expert-node with a missing certificate exits 2 with one line on stderr', () => {
+    const [exe, ...args] = sourceNodeCommand();
+    const missing = path.join(certs.dir, 'missing.key');
+    const r = spawnSync(exe, [...args, '--model', TINY_A_MODEL, '--experts', '0:0', '--port', '0', '--device', 'cpu',
+      '--tls-cert', certs.serverCert, '--tls-key', missing, '--tls-ca', certs.ca], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.stderr).toBe(`error: --tls-key ${missing}: cannot read it (no such file)\n`);
+    expect(r.status).toBe(2);
+  });
+
+  test('an expert node on a non-loopback address warns without TLS or without --tls-ca; not with mTLS', async () => {
+    const base = { model: TINY_A_MODEL, experts: '0:0', port: 0, device: 'cpu' as const, threads: 1, weights: 'auto' as const, graceMs: 100 };
+    const runs: [Partial<Parameters<typeof runExpertNode>[0]>, RegExp | null][] = [
+      [{ host: '0.0.0.0' }, /^warning: plaintext gRPC on 0\.0\.0\.0:\d+, not loopback: .*give --tls-cert, --tls-key and --tls-ca for mTLS$/],
+      [{ host: '0.0.0.0', tlsCert: certs.serverCert, tlsKey: certs.serverKey }, /^warning: TLS without --tls-ca on 0\.0\.0\.0:\d+, not loopback: any client may call this node/],
+      [{ host: '0.0.0.0', tlsCert: certs.serverCert, tlsKey: certs.serverKey, tlsCa: certs.ca }, null],
+      [{ host: '127.0.0.1' }, null],
+    ];
+    for (const [extra, warning] of runs) {
+      const lines: string[] = [];
+      const node = await runExpertNode({ ...base, host: '127.0.0.1', ...extra, log: (l) => lines.push(l) });
+      await node.stop();
+      const warnings = lines.filter((l) => l.startsWith('warning'));
+      if (warning) {
+        expect(warnings).toHaveLength(1);
+        expect(warnings[0]).toMatch(warning);
+      } else {
+        expect(warnings).toEqual([]);
+      }
+    }
+  });
+
+  test('plaintext to a shard map address that is not loopback logs a warning', async () => {
+    expect(['127.0.0.1:1', 'localhost:5', '[::1]:7', '127.3.2.1:9'].every(isLoopbackAddress)).toBe(true);
+    expect(['10.0.0.5:50051', 'turbosparse-expert-0.turbosparse-expert:50051', '[2001:db8::1]:1', '0.0.0.0:1'].some(isLoopbackAddress)).toBe(false);
+    const folder = await ModelFolder.open(TINY_A_MODEL);
+    const mapFile = path.join(certs.dir, 'remote-map.yaml');
+    // 192.0.2.0/24 is TEST-NET-1: never routed, so the connect fails (quickly, by its timeout).
+    fs.writeFileSync(mapFile, 'nodes:\n  - address: 192.0.2.1:50051\n    experts: "*"\n');
+    const lines: string[] = [];
+    try {
+      await expect(createRemoteExperts({ kind: 'file', path: mapFile }, folder, (l) => lines.push(l), { connectTimeoutMs: 300 }))
+        .rejects.toThrow();
+    } finally {
+      await folder.close();
+    }
+    expect(lines[0]).toMatch(/^warning: plaintext gRPC to 1 expert node\(s\) not on loopback \(192\.0\.2\.1:50051\).*--tls-cert, --tls-key and --tls-ca/);
+  });
+});
