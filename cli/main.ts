@@ -9,6 +9,7 @@ import { registerWorker } from './worker';
 import { registerBatch } from './batch';
 import { registerExpertNode } from './expert-node';
 import { registerStats } from './stats';
+import { registerShardMap } from './shard-map';
 import { ExpertsUnavailableError } from '../coordinator/remote-experts';
 
 export function buildProgram(): Command {
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerBatch(program);
   registerExpertNode(program);
   registerStats(program);
+  registerShardMap(program);
   return program;
 }
 
