@@ -168,6 +168,12 @@ export class EngineObservability {
   // Metric children kept at hand: the per-step path makes no label keys.
   private readonly layerChildren: HistogramChild[] = [];
   private readonly stepChildren: { decode: CounterChild; prefill: CounterChild; rows: GaugeChild; sequences: GaugeChild };
+  /** Layer-time metrics only (no span, no caller hooks). */
+  private readonly metricsHooks: ForwardHooks = {
+    onLayer: (layer, t0, t1) => {
+      (this.layerChildren[layer] ??= this.metrics.layerSeconds.labels({ layer })).observe(Number(t1 - t0) / 1e9);
+    },
+  };
 
   constructor(
     readonly engine: Engine,
@@ -225,7 +231,8 @@ export class EngineObservability {
     const traced = this.tracer !== undefined && this.detail !== 'requests';
     const st = traced ? this.startStep(seqs) : undefined;
     const callerHooks = opts.hooks;
-    const hooks: ForwardHooks = {
+    // Untraced and no caller hooks (the usual case): one hooks object made once, no closures per step.
+    const hooks: ForwardHooks = !st && !callerHooks ? this.metricsHooks : {
       onLayerStart: (layer) => {
         callerHooks?.onLayerStart?.(layer);
         if (st && this.detail === 'layers') {
