@@ -9,11 +9,13 @@ import { loadTestEngine, serve, type TestServer } from './helpers';
 type WithIds = { token_ids: number[]; prompt_token_ids: number[] };
 
 describeGolden('openai client against serve on tiny-a (golden)', () => {
-  const golden = goldenJson();
+  // Read in beforeAll: jest runs a skipped describe's body too, and the folder may be absent.
+  let golden: ReturnType<typeof goldenJson>;
   let engine: Engine;
   let srv: TestServer;
   let client: OpenAI;
   beforeAll(async () => {
+    golden = goldenJson();
     engine = await loadTestEngine(TINY_A_MODEL);
     srv = await serve(engine, { modelName: 'tiny-a' });
     client = new OpenAI({ apiKey: 'unused', baseURL: `${srv.url}/v1`, maxRetries: 0 });
