@@ -13,8 +13,11 @@
 // its rows in cache. Prints a table, then one JSON line per measurement
 // (--json: only the JSON lines).
 //
-//   bench_kernels [--json] [--threads N] [--dtypes f32,f16,bf16,i8] [--batches 1,8]
-//                 [--variant auto|scalar|avx2|avx512] [--reps N] [--quick]
+// A repeat only counts when no other process took our cores during it (see
+// measure()); the "clean" column says how many of the tries counted.
+//
+//   bench_kernels [--json] [--threads N] [--dtypes bf16,f16,i8,f32] [--batches 1,8]
+//                 [--variant auto|scalar|avx2|avx512] [--reps 15] [--budget 20] [--quick]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -22,6 +25,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +43,7 @@ struct Options {
   std::vector<int> batches = {1, 8};
   std::string variant = "auto";
   int reps = 15;
+  double budget_s = 20;  // per measurement, to collect clean repeats on a busy machine
   std::vector<double> actives = {0.05, 0.10, 0.15, 0.25, 0.50};
 };
 
@@ -49,6 +55,42 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Process CPU time (all threads), seconds.
+double cpu_s() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + double(t.tv_nsec) * 1e-9;
+}
+
+// A repeat counts ("clean") when our threads held their cores for the whole
+// call: process CPU time >= 93% of threads x wall time. On a shared machine a
+// repeat during which another process ran is dropped instead of measured.
+struct Timing {
+  double median_s = 0;
+  int clean = 0, tries = 0;
+};
+
+template <class F>
+Timing measure(int threads, int warmup, int want, double budget_s, F&& fn) {
+  for (int r = 0; r < warmup; r++) fn(r);
+  std::vector<double> clean, all;
+  const double t_end = now_s() + budget_s;
+  int r = warmup;
+  while (int(clean.size()) < want && (now_s() < t_end || all.size() < size_t(want))) {
+    const double w0 = now_s(), c0 = cpu_s();
+    fn(r++);
+    const double w1 = now_s(), c1 = cpu_s();
+    all.push_back(w1 - w0);
+    if (c1 - c0 >= 0.93 * threads * (w1 - w0)) clean.push_back(w1 - w0);
+  }
+  Timing t;
+  t.clean = int(clean.size());
+  t.tries = int(all.size());
+  // too few clean repeats (a busy machine): report all of them, flagged by the counts
+  t.median_s = median(t.clean * 2 >= want ? clean : all);
+  return t;
 }
 
 void die(const std::string& what) {
@@ -69,53 +111,44 @@ struct XorShift {
   float uni(float a, float b) { return a + (b - a) * float(next() >> 40) * (1.0f / 16777216.0f); }
 };
 
-// ---- read bandwidth: every thread sums its slice of a buffer >> LLC ----
-double measure_read_gbps(int threads, size_t bytes, int reps) {
-  std::vector<uint64_t> buf(bytes / 8);
-  for (size_t i = 0; i < buf.size(); i++) buf[i] = i * 0x9E3779B97F4A7C15ull;
-  std::vector<double> gbps;
-  std::atomic<uint64_t> sink{0};
-  for (int r = 0; r < reps; r++) {
-    std::vector<std::thread> ts;
-    std::atomic<int> ready{0};
-    std::atomic<bool> go{false};
-    double t0 = 0;
-    for (int t = 0; t < threads; t++)
-      ts.emplace_back([&, t] {
-        const size_t n = buf.size(), b = n * size_t(t) / size_t(threads), e = n * size_t(t + 1) / size_t(threads);
-        const uint64_t* p = buf.data();
-        ready++;
-        while (!go.load()) {
-        }
-        uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-        size_t i = b;
-        for (; i + 8 <= e; i += 8) {
-          a0 += p[i]; a1 += p[i + 1]; a2 += p[i + 2]; a3 += p[i + 3];
-          a4 += p[i + 4]; a5 += p[i + 5]; a6 += p[i + 6]; a7 += p[i + 7];
-        }
-        for (; i < e; i++) a0 += p[i];
-        sink += a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
-      });
-    while (ready.load() < threads) {
-    }
-    t0 = now_s();
-    go = true;
-    for (auto& t : ts) t.join();
-    const double dt = now_s() - t0;
-    gbps.push_back(double(buf.size() * 8) / dt / 1e9);
+// ---- read bandwidth: every thread (the caller too) sums its slice of a buffer >> LLC ----
+struct ReadBuffer {
+  std::vector<uint64_t> buf;
+  explicit ReadBuffer(size_t bytes) : buf(bytes / 8) {
+    for (size_t i = 0; i < buf.size(); i++) buf[i] = i * 0x9E3779B97F4A7C15ull;
   }
-  if (sink.load() == 42) std::fprintf(stderr, " ");
-  return median(gbps);
-}
+  uint64_t sum(size_t b, size_t e) const {
+    const uint64_t* p = buf.data();
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    size_t i = b;
+    for (; i + 8 <= e; i += 8) {
+      a0 += p[i]; a1 += p[i + 1]; a2 += p[i + 2]; a3 += p[i + 3];
+      a4 += p[i + 4]; a5 += p[i + 5]; a6 += p[i + 6]; a7 += p[i + 7];
+    }
+    for (; i < e; i++) a0 += p[i];
+    return a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
+  }
+  // one pass over the whole buffer with `threads` threads
+  void pass(int threads) const {
+    std::atomic<uint64_t> sink{0};
+    std::vector<std::thread> ts;
+    const size_t n = buf.size();
+    for (int t = 1; t < threads; t++)
+      ts.emplace_back([&, t] { sink += sum(n * size_t(t) / size_t(threads), n * size_t(t + 1) / size_t(threads)); });
+    sink += sum(0, n / size_t(threads));
+    for (auto& t : ts) t.join();
+    if (sink.load() == 42) std::fprintf(stderr, " ");
+  }
+};
 
 struct Result {
   std::string kernel, dtype;
-  double active;  // fraction of neurons set per token mask (1 for dense / predictor)
+  double active;     // fraction of neurons set in each token's mask (1 for dense / predictor)
   int batch;
-  double rows_read;  // fraction of the expert's rows read (union over tokens), sparse only
-  double on_frac;    // of masked neurons, the share with both relus positive
+  double rows_read;  // fraction of the expert's neurons read (the union over the batch's masks)
   double ms, gbps, read_gbps;
-  double speedup;  // sparse vs dense-with-mask (same dtype and batch), 0 if n/a
+  double speedup;    // sparse vs dense-with-mask of the same dtype and batch (0: n/a)
+  int clean = 0, tries = 0;
 };
 
 ts_dtype parse_dtype(const std::string& s) {
@@ -153,13 +186,15 @@ std::vector<uint64_t> draw_masks(XorShift& rng, int batch, double frac, int64_t*
   return m;
 }
 
-void print_row(const Result& r) {
-  char act[16], rows[16], spd[16];
+void print_row(FILE* f, const Result& r) {
+  char act[16], rows[16], spd[16], clean[24];
   std::snprintf(act, sizeof act, r.kernel == "sparse_expert" ? "%.0f%%" : "-", r.active * 100);
-  std::snprintf(rows, sizeof rows, "%.1f%%", r.rows_read * 100);
+  std::snprintf(rows, sizeof rows, "%.0f%%", r.rows_read * 100);
   std::snprintf(spd, sizeof spd, r.speedup > 0 ? "%.1fx" : "-", r.speedup);
-  std::printf("%-14s %-5s %5d %7s %8s %9.3f %8.1f %8.1f %7.2f %8s\n", r.kernel.c_str(), r.dtype.c_str(), r.batch, act,
-              rows, r.ms, r.gbps, r.read_gbps, r.gbps / r.read_gbps, spd);
+  std::snprintf(clean, sizeof clean, "%d/%d", r.clean, r.tries);
+  std::fprintf(f, "%-14s %-5s %5d %7s %7s %9.3f %8.1f %8.1f %7.2f %8s %7s\n", r.kernel.c_str(), r.dtype.c_str(),
+               r.batch, act, rows, r.ms, r.gbps, r.read_gbps, r.gbps / r.read_gbps, spd, clean);
+  std::fflush(f);
 }
 
 void print_json(const Result& r) {
@@ -202,13 +237,20 @@ int main(int argc, char** argv) {
       for (auto& s : split(next())) o.batches.push_back(std::atoi(s.c_str()));
     } else if (a == "--variant") o.variant = next();
     else if (a == "--reps") o.reps = std::max(3, std::atoi(next().c_str()));
+    else if (a == "--budget") o.budget_s = std::max(1.0, std::atof(next().c_str()));
     else if (a == "--quick") {
       o.reps = 5;
       o.dtypes = {"bf16"};
       o.actives = {0.10};
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: bench_kernels [--json] [--threads N] [--dtypes f32,f16,bf16,i8] [--batches 1,8] "
-                  "[--variant auto|scalar|avx2|avx512] [--reps N] [--quick]\n");
+      std::printf(
+          "usage: bench_kernels [--json] [--threads N] [--dtypes bf16,f16,i8,f32] [--batches 1,8]\n"
+          "                     [--variant auto|scalar|avx2|avx512] [--reps 15] [--budget 20] [--quick]\n"
+          "  --json     only the JSON lines (the table and notes go to stderr)\n"
+          "  --threads  worker threads, 0 = all cores (default)\n"
+          "  --reps     clean repeats per measurement (median reported)\n"
+          "  --budget   seconds per measurement to collect them on a busy machine\n"
+          "  --quick    bf16 only, 10%% active, 5 repeats\n");
       return 0;
     } else {
       std::fprintf(stderr, "bench_kernels: unknown option %s (see --help)\n", a.c_str());
@@ -228,8 +270,22 @@ int main(int argc, char** argv) {
     threads = p ? std::atoi(p + 1) : 1;
   }
   FILE* info = o.json_only ? stderr : stdout;
-  std::fprintf(info, "backend: %s; Mixtral expert H=%lld I=%lld, predictor rank %lld; median of %d\n",
-               ts_backend_describe(b), (long long)kHidden, (long long)kInter, (long long)kRank, o.reps);
+  {
+    char date[32];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(date, sizeof date, "%Y-%m-%d %H:%M", std::localtime(&now));
+    std::string model = "unknown CPU";
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    for (std::string line; std::getline(cpuinfo, line);)
+      if (line.rfind("model name", 0) == 0) {
+        model = line.substr(line.find(':') + 2);
+        break;
+      }
+    std::fprintf(info, "%s, %s, %u cores; backend: %s\n", date, model.c_str(), std::thread::hardware_concurrency(),
+                 ts_backend_describe(b));
+    std::fprintf(info, "Mixtral expert H=%lld I=%lld, predictor rank %lld; median of %d clean repeats\n",
+                 (long long)kHidden, (long long)kInter, (long long)kRank, o.reps);
+  }
 
   // ---- source weights (f32, positive-leaning so gate and up are > 0 for our
   //      inputs: every masked neuron is really active, w2 rows included) ----
@@ -256,20 +312,21 @@ int main(int argc, char** argv) {
   const int64_t W = ts_mask_words(kInter);
 
   std::vector<Result> results;
-  if (!o.json_only)
-    std::printf("\n%-14s %-5s %5s %7s %8s %9s %8s %8s %7s %8s\n", "kernel", "dtype", "batch", "active", "rows",
-                "ms", "GB/s", "read", "ratio", "speedup");
+  ReadBuffer readbuf(size_t(512) << 20);  // 16x a 32 MB LLC
+  std::fprintf(info, "\n%-14s %-5s %5s %7s %7s %9s %8s %8s %7s %8s %7s\n", "kernel", "dtype", "batch", "active", "rows",
+               "ms", "GB/s", "read", "ratio", "speedup", "clean");
 
   for (const auto& dname : o.dtypes) {
     const ts_dtype dt = parse_dtype(dname);
-    const int64_t expert_bytes = 3 * kInter * kHidden * elem_bytes(dt) + (dt == TS_I8 ? 3 * kInter * 4 : 0);
-    const int64_t row_bytes = 3 * kHidden * elem_bytes(dt) + (dt == TS_I8 ? 3 * 4 : 0);
-    const int64_t pred_bytes = (kRank * kHidden + kInter * kRank) * elem_bytes(dt) + (dt == TS_I8 ? (kRank + kInter) * 4 : 0);
-    // enough copies that a rotation touches several times the LLC even at 5% active
+    const int64_t scale_bytes = dt == TS_I8 ? 4 : 0;  // one f32 scale per i8 row
+    const int64_t row_bytes = 3 * (kHidden * elem_bytes(dt) + scale_bytes);  // one neuron: w1, w3 rows + w2 column
+    const int64_t expert_bytes = kInter * row_bytes;
+    const int64_t pred_bytes = (kRank * kHidden + kInter * kRank) * elem_bytes(dt) + (kRank + kInter) * scale_bytes;
+    // enough copies that one rotation touches several times the LLC even at 5% active
     const int copies = int(std::min<int64_t>(12, std::max<int64_t>(4, (int64_t(2) << 30) / expert_bytes)));
     const int pcopies = int(std::min<int64_t>(12, std::max<int64_t>(4, (int64_t(256) << 20) / pred_bytes)));
     std::fprintf(stderr, "[%s] packing %d expert copies (%.0f MB each) and %d predictor copies...\n", dname.c_str(),
-                 copies, expert_bytes / 1e6, pcopies);
+                 copies, double(expert_bytes) / 1e6, pcopies);
     std::vector<ts_expert*> experts;
     for (int c = 0; c < copies; c++) {
       ts_expert* e = ts_expert_create(b, &m1, &m3, &m2, dt);
@@ -282,89 +339,70 @@ int main(int argc, char** argv) {
       if (!p) die("predictor_create");
       preds.push_back(p);
     }
-    std::fprintf(stderr, "[%s] measuring read bandwidth...\n", dname.c_str());
-    const double read_gbps = measure_read_gbps(threads, size_t(1) << 30, 5);
+    std::fprintf(stderr, "[%s] measuring...\n", dname.c_str());
+    const Timing bw = measure(threads, 1, 7, o.budget_s, [&](int) { readbuf.pass(threads); });
+    const double read_gbps = double(readbuf.buf.size() * 8) / bw.median_s / 1e9;
 
     for (int batch : o.batches) {
-      // one call of `batch` rows on one expert copy
-      auto time_moe = [&](ts_ffn_mode mode, const std::vector<std::vector<uint64_t>>& mask_sets, int rep,
-                          int64_t* on_total) {
-        ts_expert* e = experts[size_t(rep % copies)];
-        const std::vector<uint64_t>& m = mask_sets[size_t(rep % int(mask_sets.size()))];
-        ts_expert_call call{e, batch, rows.data(), weight.data(), m.data()};
-        const double t0 = now_s();
+      // one ts_moe call of `batch` rows on one expert copy with one mask set
+      auto run_moe = [&](ts_ffn_mode mode, const std::vector<std::vector<uint64_t>>& sets, int rep) {
+        const std::vector<uint64_t>& m = sets[size_t(rep % int(sets.size()))];
+        ts_expert_call call{experts[size_t(rep % copies)], batch, rows.data(), weight.data(), m.data()};
         if (ts_moe(b, mode, batch, kHidden, x.data(), 1, &call, y.data(), active.data()) != 0) die("ts_moe");
-        const double dt_s = now_s() - t0;
-        if (on_total)
-          for (int t = 0; t < batch; t++) *on_total += active[size_t(t)];
-        return dt_s;
+      };
+      auto add = [&](Result r, const Timing& t) {
+        r.clean = t.clean;
+        r.tries = t.tries;
+        results.push_back(r);
+        print_row(info, r);
       };
 
-      // dense-with-mask baseline (10% masks; it reads everything regardless)
-      double dense_ms = 0;
-      {
-        std::vector<std::vector<uint64_t>> sets;
-        int64_t u;
-        for (int s = 0; s < 5; s++) sets.push_back(draw_masks(rng, batch, 0.10, &u));
-        std::vector<double> ts;
-        for (int r = -2; r < o.reps; r++) {
-          double dt_s = time_moe(TS_FFN_DENSE_WITH_MASK, sets, r + 2, nullptr);
-          if (r >= 0) ts.push_back(dt_s);
-        }
-        dense_ms = median(ts) * 1e3;
-        Result res{"dense_expert", dname, 1.0, batch, 1.0, 1.0, dense_ms, 0, read_gbps, 0};
-        res.gbps = double(expert_bytes) / (dense_ms / 1e3) / 1e9;
-        results.push_back(res);
-        if (!o.json_only) print_row(res);
-      }
+      // dense-with-mask baseline: reads the whole expert whatever the mask
+      int64_t u;
+      std::vector<std::vector<uint64_t>> dense_sets;
+      for (int k = 0; k < 7; k++) dense_sets.push_back(draw_masks(rng, batch, 0.10, &u));
+      const Timing td = measure(threads, 2, std::max(5, o.reps / 2), o.budget_s,
+                                [&](int r) { run_moe(TS_FFN_DENSE_WITH_MASK, dense_sets, r); });
+      const double dense_ms = td.median_s * 1e3;
+      add(Result{"dense_expert", dname, 1.0, batch, 1.0, dense_ms, double(expert_bytes) / td.median_s / 1e9, read_gbps, 0},
+          td);
+
       for (double frac : o.actives) {
-        // mask sets: a different draw per call, count coprime to the copies
+        // a different mask draw per call (7 sets, a count prime to the copies)
         std::vector<std::vector<uint64_t>> sets;
-        std::vector<int64_t> unions;
-        for (int s = 0; s < 7; s++) {
-          int64_t u;
-          sets.push_back(draw_masks(rng, batch, frac, &u));
-          unions.push_back(u);
-        }
-        std::vector<double> ts, gbps;
-        int64_t on = 0, masked = 0;
-        for (int r = -2; r < o.reps; r++) {
-          const int rep = r + 2;
-          double dt_s = time_moe(TS_FFN_SPARSE, sets, rep, r >= 0 ? &on : nullptr);
-          if (r < 0) continue;
-          ts.push_back(dt_s);
-          masked += batch * int64_t(std::llround(frac * double(kInter)));
-          gbps.push_back(double(unions[size_t(rep % 7)] * row_bytes) / dt_s / 1e9);
-        }
         double mean_union = 0;
-        for (auto u : unions) mean_union += double(u) / double(unions.size());
-        Result res{"sparse_expert", dname, frac, batch, mean_union / double(kInter), double(on) / double(masked),
-                   median(ts) * 1e3, median(gbps), read_gbps, 0};
-        res.speedup = dense_ms / res.ms;
-        results.push_back(res);
-        if (!o.json_only) print_row(res);
-        if (res.on_frac < 0.99)
-          std::fprintf(stderr, "note: only %.1f%% of masked neurons were active\n", res.on_frac * 100);
-      }
-      // predictor
-      {
-        std::vector<uint64_t> masks(size_t(batch * W));
-        std::vector<double> ts;
-        for (int r = -2; r < o.reps; r++) {
-          ts_predictor* p = preds[size_t((r + 2) % pcopies)];
-          const double t0 = now_s();
-          if (ts_predict(b, p, batch, x.data(), masks.data(), counts.data()) != 0) die("ts_predict");
-          const double dt_s = now_s() - t0;
-          if (r >= 0) ts.push_back(dt_s);
+        for (int k = 0; k < 7; k++) {
+          sets.push_back(draw_masks(rng, batch, frac, &u));
+          mean_union += double(u) / 7;
         }
-        Result res{"predictor", dname, 1.0, batch, 1.0, 1.0, median(ts) * 1e3, 0, read_gbps, 0};
-        res.gbps = double(pred_bytes) / (res.ms / 1e3) / 1e9;
-        results.push_back(res);
-        if (!o.json_only) print_row(res);
+        int64_t on = 0, masked = 0;
+        const Timing ts = measure(threads, 2, o.reps, o.budget_s, [&](int r) {
+          run_moe(TS_FFN_SPARSE, sets, r);
+          for (int t = 0; t < batch; t++) on += active[size_t(t)];
+          masked += batch * std::llround(frac * double(kInter));
+        });
+        // bytes needed: the rows of every neuron some token's mask has (read once for all tokens)
+        Result r{"sparse_expert", dname, frac, batch, mean_union / double(kInter), ts.median_s * 1e3,
+                 mean_union * double(row_bytes) / ts.median_s / 1e9, read_gbps, dense_ms / (ts.median_s * 1e3)};
+        add(r, ts);
+        if (double(on) < 0.99 * double(masked))
+          std::fprintf(stderr, "note: only %.1f%% of masked neurons had both relus > 0 (their w2 rows are skipped)\n",
+                       100.0 * double(on) / double(masked));
       }
+
+      // the predictor: fc1 [r, H] and fc2 [I, r], read in full
+      std::vector<uint64_t> masks(size_t(batch * W));
+      const Timing tp = measure(threads, 2, o.reps, o.budget_s, [&](int r) {
+        if (ts_predict(b, preds[size_t(r % pcopies)], batch, x.data(), masks.data(), counts.data()) != 0)
+          die("ts_predict");
+      });
+      add(Result{"predictor", dname, 1.0, batch, 1.0, tp.median_s * 1e3, double(pred_bytes) / tp.median_s / 1e9,
+                 read_gbps, 0},
+          tp);
     }
     for (auto* e : experts) ts_expert_free(e);
     for (auto* p : preds) ts_predictor_free(p);
+    if (bw.clean * 2 < 7) std::fprintf(stderr, "note: the read bandwidth had only %d clean passes of %d\n", bw.clean, bw.tries);
   }
   if (!o.json_only) std::printf("\n");
   for (const auto& r : results) print_json(r);

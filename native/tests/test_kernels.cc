@@ -776,6 +776,80 @@ void test_threads(Rng& rng) {
   check(ok && worst <= 2e-5, "moe with 1, 2 and 5 threads", fmt("rel err %.2e ", worst) + why);
 }
 
+// Every SIMD variant against the scalar reference on the same inputs, for every
+// dtype, at sizes around the vector widths (8, 16) and the unrolled steps (32, 64).
+void test_variants_vs_scalar(ts_backend* b, Rng& rng, const std::vector<std::string>& variants) {
+  if (variants.size() < 2) {
+    std::printf("skip variants vs scalar: only the scalar variant runs here\n");
+    return;
+  }
+  struct Size { int64_t H, I; };
+  for (ts_dtype dt : kDtypes) {
+    for (Size sz : {Size{67, 131}, Size{45, 200}, Size{16, 64}, Size{130, 77}, Size{7, 9}}) {
+      const int64_t H = sz.H, I = sz.I, W = ts_mask_words(I);
+      auto w1 = make_mat(rng, I, H, dt, 0.3f), w3 = make_mat(rng, I, H, dt, 0.3f);
+      auto w2 = make_mat(rng, H, I, dt, 0.3f, false, true);
+      ts_expert* e = ts_expert_create(b, w1->host(), w3->host(), w2->host(), dt);
+      ts_weight* mw = ts_weight_create(b, w1->host(), dt);
+      if (!e || !mw) {
+        check(false, "variants: create", ts_last_error());
+        return;
+      }
+      for (int64_t n : {1, 3, 8, 21}) {
+        auto x = rand_vec(rng, size_t(n * H), -1, 1);
+        std::vector<int32_t> rows(static_cast<size_t>(n));
+        std::vector<float> wt(static_cast<size_t>(n));
+        for (int64_t t = 0; t < n; t++) {
+          rows[size_t(t)] = int32_t(n - 1 - t);
+          wt[size_t(t)] = rng.uni(0.2f, 1.f);
+        }
+        auto masks = random_masks(rng, n, I, 0.4f);
+        ts_expert_call c{e, n, rows.data(), wt.data(), masks.data()};
+        struct Out {
+          std::vector<float> mm, ys, yd;
+          std::vector<int32_t> as, ad;
+        };
+        auto run = [&](const std::string& var, Out* o) {
+          ts_backend_set_variant(b, var.c_str());
+          o->mm.assign(size_t(n * I), 0.f);
+          o->ys.assign(size_t(n * H), 0.f);
+          o->yd.assign(size_t(n * H), 0.f);
+          o->as.assign(size_t(n), -1);
+          o->ad.assign(size_t(n), -1);
+          return ts_matmul(b, mw, n, x.data(), o->mm.data()) == 0 &&
+                 ts_moe(b, TS_FFN_SPARSE, n, H, x.data(), 1, &c, o->ys.data(), o->as.data()) == 0 &&
+                 ts_moe(b, TS_FFN_DENSE_WITH_MASK, n, H, x.data(), 1, &c, o->yd.data(), o->ad.data()) == 0;
+        };
+        Out ref;
+        if (!run("scalar", &ref)) {
+          check(false, "variants: scalar run", ts_last_error());
+          continue;
+        }
+        for (const auto& var : variants) {
+          if (var == "scalar") continue;
+          Out o;
+          bool ok = run(var, &o);
+          const double em = ok ? rel_err(o.mm.data(), ref.mm.data(), o.mm.size()) : 1e9;
+          const double es = ok ? rel_err(o.ys.data(), ref.ys.data(), o.ys.size()) : 1e9;
+          const double ed = ok ? rel_err(o.yd.data(), ref.yd.data(), o.yd.size()) : 1e9;
+          ok = ok && em <= 1e-5 && es <= 1e-5 && ed <= 1e-5 && o.as == ref.as && o.ad == ref.ad;
+          char name[160];
+          std::snprintf(name, sizeof name, "%s vs scalar %s H=%lld I=%lld n=%lld: matmul, moe sparse, moe dense",
+                        var.c_str(), dtype_name(dt), (long long)H, (long long)I, (long long)n);
+          char det[120];
+          std::snprintf(det, sizeof det, "rel diff %.1e %.1e %.1e%s", em, es, ed,
+                        o.as == ref.as && o.ad == ref.ad ? "" : ", active counts differ");
+          check(ok, name, det);
+        }
+      }
+      (void)W;
+      ts_backend_set_variant(b, "auto");
+      ts_expert_free(e);
+      ts_weight_free(mw);
+    }
+  }
+}
+
 bool fails_with(int rc, const char* needle) {
   return rc != 0 && std::strstr(ts_last_error(), needle) != nullptr;
 }
@@ -935,6 +1009,7 @@ int main(int argc, char** argv) {
   test_predictor(b, rng, variants);
   test_attention(b, rng);
   test_moe(b, rng, variants);
+  test_variants_vs_scalar(b, rng, variants);
   test_threads(rng);
   test_errors(b, rng);
   test_golden(b, argc > 1 ? argv[1] : nullptr, variants);

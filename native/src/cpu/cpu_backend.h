@@ -42,9 +42,9 @@ struct Mat {
   int64_t bytes() const { return rows * stride + int64_t(scales.size() * sizeof(float)); }
 };
 
-// Convert a host matrix into `out` (store dtype). transpose: store m^T.
+// Convert a host matrix into `out` (store dtype), rows split over the pool.
 // Returns false with ts_fail() set on error.
-bool convert_matrix(const ts_host_matrix& m, ts_dtype store, bool transpose, Mat* out);
+bool convert_matrix(ThreadPool& pool, const ts_host_matrix& m, ts_dtype store, Mat* out);
 // Store `src` row `r` (f32 values) into dst as `store`; returns the I8 scale (1 otherwise).
 float store_row(const float* src, int64_t n, ts_dtype store, uint8_t* dst);
 
@@ -118,10 +118,10 @@ int attention(ts_backend* b, int64_t layer, int64_t n, ts_kvcache* const* caches
 int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const float* x, int64_t n_calls,
         const ts_expert_call* calls, float* y, int32_t* active);
 
-// y[t][r] = W[r] . x[t] for r in [r0, r1), t < nt (scales applied). The
-// rows are read once per call and reused for all nt tokens from cache.
+// y[t][r - y_base] = W[r] . x[t] for r in [r0, r1), t < nt (scales applied).
+// The rows are read once per call and reused for all nt tokens from cache.
 void mat_rows(const KernelSet* ks, const Mat& W, int64_t r0, int64_t r1, int nt, const float* const* x,
-              float* const* y);
+              float* const* y, int64_t y_base = 0);
 
 // handle creation (weights.cc)
 ts_weight* weight_create(ts_backend* b, const ts_host_matrix* m, ts_dtype store);

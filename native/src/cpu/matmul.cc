@@ -10,7 +10,7 @@ namespace ts_cpu {
 static constexpr int kTokenBlock = 16;
 
 void mat_rows(const KernelSet* ks, const Mat& W, int64_t r0, int64_t r1, int nt, const float* const* x,
-              float* const* y) {
+              float* const* y, int64_t y_base) {
   const Dot2Fn dot = ks->dot2[W.dtype];
   for (int tb = 0; tb < nt; tb += kTokenBlock) {
     const int nb = std::min(kTokenBlock, nt - tb);
@@ -24,8 +24,8 @@ void mat_rows(const KernelSet* ks, const Mat& W, int64_t r0, int64_t r1, int nt,
         float oa[kDotTokens], ob[kDotTokens];
         dot(ra, rb, W.cols, x + tb + g, ng, oa, ob);
         for (int j = 0; j < ng; j++) {
-          y[tb + g + j][r] = oa[j] * sa;
-          if (pair) y[tb + g + j][r + 1] = ob[j] * sb;
+          y[tb + g + j][r - y_base] = oa[j] * sa;
+          if (pair) y[tb + g + j][r + 1 - y_base] = ob[j] * sb;
         }
       }
     }

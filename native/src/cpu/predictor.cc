@@ -51,8 +51,8 @@ int predict_many(ts_backend* b, int64_t n_rows, int64_t hidden, const float* x, 
         const int64_t r0 = w * 64, r1 = std::min(I, r0 + 64);
         for (int t = 0; t < nt; t += 64) {
           const int nb = std::min(64, nt - t);
-          for (int j = 0; j < nb; j++) lp[j] = logits + (t + j) * 64 - r0;  // indexed by row
-          mat_rows(ks, p->fc2, r0, r1, nb, hp_const + t, lp);
+          for (int j = 0; j < nb; j++) lp[j] = logits + (t + j) * 64;
+          mat_rows(ks, p->fc2, r0, r1, nb, hp_const + t, lp, r0);
         }
         for (int t = 0; t < nt; t++) {
           const float* l = logits + t * 64;

@@ -58,6 +58,9 @@ void ThreadPool::worker(int tid) {
         TS_CPU_RELAX();
         continue;
       }
+      // give the core away now and then: if another thread of ours (or anyone)
+      // waits for this core, spinning on it would stall both for a time slice
+      std::this_thread::yield();
       if (std::chrono::steady_clock::now() - spin_start < kSpinFor) continue;
       std::unique_lock<std::mutex> lk(mu_);
       sleeping_.fetch_add(1);
@@ -86,7 +89,12 @@ void ThreadPool::run_raw(Job job, void* ctx) {
     wake_.notify_all();
   }
   job(ctx, 0);
-  while (pending_.load(std::memory_order_acquire) != 0) TS_CPU_RELAX();
+  // wait for the workers: spin briefly, then yield so that a worker sharing
+  // this core (a busy machine) gets to run instead of waiting out our slice
+  for (unsigned spins = 0; pending_.load(std::memory_order_acquire) != 0; spins++) {
+    if (spins < 2048) TS_CPU_RELAX();
+    else std::this_thread::yield();
+  }
 }
 
 }  // namespace ts_cpu

@@ -86,40 +86,38 @@ void load_row(const ts_host_matrix& m, int64_t r, float* out) {
 
 }  // namespace
 
-bool convert_matrix(const ts_host_matrix& m, ts_dtype store, bool transpose, Mat* out) {
-  const int64_t rows = transpose ? m.cols : m.rows, cols = transpose ? m.rows : m.cols;
+bool convert_matrix(ThreadPool& pool, const ts_host_matrix& m, ts_dtype store, Mat* out) {
+  const int64_t rows = m.rows, cols = m.cols;
   out->dtype = store;
   out->rows = rows;
   out->cols = cols;
   out->stride = row_stride(store, cols);
   if (!out->data.allocate(size_t(rows * out->stride))) return fail_oom("a weight matrix", rows * out->stride);
   if (store == TS_I8) out->scales.assign(size_t(rows), 1.f);
-  if (!transpose) {
-    std::vector<float> tmp(static_cast<size_t>(cols));
-    for (int64_t r = 0; r < rows; r++) {
-      load_row(m, r, tmp.data());
-      float s = store_row(tmp.data(), cols, store, out->data.data() + r * out->stride);
-      if (store == TS_I8) out->scales[r] = s;
-    }
-  } else {
-    const int64_t block = 64;
-    std::vector<float> tmp(size_t(block * cols));
-    for (int64_t r0 = 0; r0 < rows; r0 += block) {
-      int64_t nr = std::min(block, rows - r0);
-      load_block_transposed(m, r0, nr, tmp.data());
+  // blocks of 64 output rows, split over the pool (buffers allocated here, not in the workers)
+  const int64_t block = 64, blocks = (rows + block - 1) / block;
+  std::vector<std::vector<float>> bufs(size_t(pool.size()), std::vector<float>(size_t(block * cols)));
+  auto job = [&](int tid) {
+    float* tmp = bufs[size_t(tid)].data();
+    int64_t b0, b1;
+    split_range(blocks, pool.size(), tid, 1, &b0, &b1);
+    for (int64_t blk = b0; blk < b1; blk++) {
+      const int64_t r0 = blk * block, nr = std::min(block, rows - r0);
       for (int64_t j = 0; j < nr; j++) {
-        float s = store_row(tmp.data() + j * cols, cols, store, out->data.data() + (r0 + j) * out->stride);
-        if (store == TS_I8) out->scales[r0 + j] = s;
+        load_row(m, r0 + j, tmp + j * cols);
+        float s = store_row(tmp + j * cols, cols, store, out->data.data() + (r0 + j) * out->stride);
+        if (store == TS_I8) out->scales[size_t(r0 + j)] = s;
       }
     }
-  }
+  };
+  pool.run(job);
   return true;
 }
 
 ts_weight* weight_create(ts_backend* b, const ts_host_matrix* m, ts_dtype store) {
   auto* w = new (std::nothrow) CpuWeight();
   if (!w) return ts_fail("out of memory"), nullptr;
-  if (!convert_matrix(*m, store, false, &w->m)) {
+  if (!convert_matrix(cpu(b)->pool, *m, store, &w->m)) {
     delete w;
     return nullptr;
   }
@@ -156,26 +154,32 @@ ts_expert* expert_create(ts_backend* b, const ts_host_matrix* w1, const ts_host_
   auto set_scale = [&](int64_t i, int part, float s) {
     if (store == TS_I8) e->scales[size_t(i * 3 + part)] = s;
   };
-  std::vector<float> tmp(static_cast<size_t>(H));
-  for (int64_t i = 0; i < I; i++) {
-    uint8_t* base = e->data.data() + i * 3 * e->stride;
-    load_row(*w1, i, tmp.data());
-    set_scale(i, 0, store_row(tmp.data(), H, store, base));
-    load_row(*w3, i, tmp.data());
-    set_scale(i, 1, store_row(tmp.data(), H, store, base + e->stride));
-  }
-  // w2 [H, I] -> column i becomes neuron i's down row; in blocks of neurons so
-  // the source is read row by row.
-  const int64_t block = 64;
-  std::vector<float> cols(size_t(block * H));
-  for (int64_t i0 = 0; i0 < I; i0 += block) {
-    int64_t ni = std::min(block, I - i0);
-    load_block_transposed(*w2, i0, ni, cols.data());
-    for (int64_t j = 0; j < ni; j++) {
-      uint8_t* base = e->data.data() + (i0 + j) * 3 * e->stride;
-      set_scale(i0 + j, 2, store_row(cols.data() + j * H, H, store, base + 2 * e->stride));
+  // blocks of 64 neurons split over the pool: gate and up rows as they are,
+  // then w2 [H, I] read row by row into the block's columns (its down rows)
+  ThreadPool& pool = cpu(b)->pool;
+  const int64_t block = 64, blocks = (I + block - 1) / block;
+  std::vector<std::vector<float>> bufs(size_t(pool.size()), std::vector<float>(size_t(block * H)));
+  auto job = [&](int tid) {
+    float* cols = bufs[size_t(tid)].data();
+    int64_t b0, b1;
+    split_range(blocks, pool.size(), tid, 1, &b0, &b1);
+    for (int64_t blk = b0; blk < b1; blk++) {
+      const int64_t i0 = blk * block, ni = std::min(block, I - i0);
+      for (int64_t j = 0; j < ni; j++) {
+        uint8_t* base = e->data.data() + (i0 + j) * 3 * e->stride;
+        load_row(*w1, i0 + j, cols);
+        set_scale(i0 + j, 0, store_row(cols, H, store, base));
+        load_row(*w3, i0 + j, cols);
+        set_scale(i0 + j, 1, store_row(cols, H, store, base + e->stride));
+      }
+      load_block_transposed(*w2, i0, ni, cols);
+      for (int64_t j = 0; j < ni; j++) {
+        uint8_t* base = e->data.data() + (i0 + j) * 3 * e->stride;
+        set_scale(i0 + j, 2, store_row(cols + j * H, H, store, base + 2 * e->stride));
+      }
     }
-  }
+  };
+  pool.run(job);
   b->weight_bytes += e->bytes();
   return e;
 }
@@ -189,7 +193,7 @@ void expert_free(ts_expert* e) {
 ts_predictor* predictor_create(ts_backend* b, const ts_host_matrix* fc1, const ts_host_matrix* fc2, ts_dtype store) {
   auto* p = new (std::nothrow) CpuPredictor();
   if (!p) return ts_fail("out of memory"), nullptr;
-  if (!convert_matrix(*fc1, store, false, &p->fc1) || !convert_matrix(*fc2, store, false, &p->fc2)) {
+  if (!convert_matrix(cpu(b)->pool, *fc1, store, &p->fc1) || !convert_matrix(cpu(b)->pool, *fc2, store, &p->fc2)) {
     delete p;
     return nullptr;
   }
