@@ -255,10 +255,16 @@ export class HistogramChild {
     this.counts = new Float64Array(bounds.length + 1);
   }
   observe(v: number): void {
+    // First bound >= v (le semantics), by binary search: 30-odd latency buckets are common.
     const b = this.bounds;
-    let i = 0;
-    while (i < b.length && v > b[i]) i++;
-    this.counts[i]++;
+    let lo = 0;
+    let hi = b.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (v > b[mid]) lo = mid + 1;
+      else hi = mid;
+    }
+    this.counts[lo]++;
     this.sum += v;
     this.count++;
   }

@@ -117,9 +117,9 @@ const ms = (s: number): number | null => (Number.isFinite(s) ? Math.round(s * 1e
 const frac = (x: number): number | null => (Number.isFinite(x) ? Math.round(x * 1e4) / 1e4 : null);
 
 export class ExpertStats {
-  private readonly byExpert = new Map<number, Series>(); // key layer * 65536 + expert
-  private readonly byNode = new Map<string, Series>();
-  private readonly nodeExperts = new Map<string, Set<number>>();
+  /** [layer][expert], across nodes (replicas add up). Arrays, not keyed maps: this runs per call. */
+  private readonly byExpert: (Series | undefined)[][] = [];
+  private readonly byNode = new Map<string, { s: Series; seen: boolean[][]; seenCount: number }>();
   private readonly layerFraction: SampleWindow[] = [];
   private readonly layerLatency: SampleWindow[] = [];
   private readonly layerCalls: number[] = [];
@@ -147,7 +147,9 @@ export class ExpertStats {
 
   recordCall(c: ExpertCallRecord): void {
     this.totalCalls++;
-    const node = this.series(this.byNode, c.node);
+    let ns = this.byNode.get(c.node);
+    if (!ns) this.byNode.set(c.node, (ns = { s: new Series(this.cap), seen: [], seenCount: 0 }));
+    const node = ns.s;
     node.calls++;
     node.tokens += c.tokens;
     node.bytesIn += c.bytesIn;
@@ -156,48 +158,54 @@ export class ExpertStats {
       node.retries++;
       this.totalRetries++;
     }
+    const L = c.layer;
+    const row = (this.byExpert[L] ??= []);
     if (c.error) {
       node.errors++;
       this.totalErrors++;
-      for (const e of c.experts) this.series(this.byExpert, c.layer * 65536 + e).errors++;
+      for (const e of c.experts) (row[e] ??= new Series(this.cap)).errors++;
       return;
     }
     const computeS = c.computeUs !== undefined ? c.computeUs / 1e6 : c.seconds;
     node.latency.push(c.seconds);
     node.compute.push(computeS);
     node.computeS += computeS;
+    let totalActive = 0;
+    for (let i = 0; i < c.active.length; i++) totalActive += c.active[i];
+    const seenRow = (ns.seen[L] ??= []);
     let slots = 0;
-    let active = 0;
-    const seen = this.nodeExperts.get(c.node) ?? new Set<number>();
-    this.nodeExperts.set(c.node, seen);
+    const I = this.intermediateSize;
     for (let i = 0; i < c.experts.length; i++) {
-      const key = c.layer * 65536 + c.experts[i];
-      seen.add(key);
-      const s = this.series(this.byExpert, key);
+      const e = c.experts[i];
+      if (!seenRow[e]) {
+        seenRow[e] = true;
+        ns.seenCount++;
+      }
+      const s = (row[e] ??= new Series(this.cap));
+      const active = c.active[i] ?? 0;
+      const n = c.slots[i];
       s.calls++;
-      s.tokens += c.slots[i];
-      s.slots += c.slots[i];
-      s.active += c.active[i] ?? 0;
+      s.tokens += n;
+      s.slots += n;
+      s.active += active;
       s.latency.push(c.seconds);
       // Compute time of a multi-expert call is shared by active neurons (the sparse FFN's cost).
-      const share = c.active.length > 0 ? (c.active[i] ?? 0) / Math.max(1, sumOf(c.active)) : 1 / c.experts.length;
+      const share = c.active.length > 0 ? active / Math.max(1, totalActive) : 1 / c.experts.length;
       s.compute.push(computeS * share);
       s.computeS += computeS * share;
-      s.fraction.push((c.active[i] ?? 0) / (c.slots[i] * this.intermediateSize));
-      slots += c.slots[i];
-      active += c.active[i] ?? 0;
+      s.fraction.push(active / (n * I));
+      slots += n;
     }
     this.totalSlots += slots;
     node.slots += slots;
-    node.active += active;
-    if (slots > 0) node.fraction.push(active / (slots * this.intermediateSize));
-    const L = c.layer;
+    node.active += totalActive;
+    if (slots > 0) node.fraction.push(totalActive / (slots * I));
     while (this.layerFraction.length <= L) {
       this.layerFraction.push(new SampleWindow(this.cap));
       this.layerLatency.push(new SampleWindow(this.cap));
       this.layerCalls.push(0);
     }
-    if (slots > 0) this.layerFraction[L].push(active / (slots * this.intermediateSize));
+    if (slots > 0) this.layerFraction[L].push(totalActive / (slots * I));
     this.layerLatency[L].push(c.seconds);
     this.layerCalls[L]++;
   }
@@ -214,12 +222,6 @@ export class ExpertStats {
       this.steps = this.steps.slice(this.stepsHead);
       this.stepsHead = 0;
     }
-  }
-
-  private series<K>(map: Map<K, Series>, key: K): Series {
-    let s = map.get(key);
-    if (!s) map.set(key, (s = new Series(this.cap)));
-    return s;
   }
 
   private summary(s: Series): SeriesSummary {
@@ -242,16 +244,16 @@ export class ExpertStats {
 
   snapshot(): ExpertStatsSnapshot {
     const nodes: NodeSummary[] = [...this.byNode.entries()]
-      .map(([node, s]) => ({ node, experts_seen: this.nodeExperts.get(node)?.size ?? 0, ...this.summary(s) }))
+      .map(([node, ns]) => ({ node, experts_seen: ns.seenCount, ...this.summary(ns.s) }))
       .sort((a, b) => a.node.localeCompare(b.node, undefined, { numeric: true }));
-    const experts: ExpertSummary[] = [...this.byExpert.entries()]
-      .map(([key, s]) => ({
-        layer: Math.floor(key / 65536),
-        expert: key % 65536,
-        share: this.totalSlots > 0 ? Math.round((s.slots / this.totalSlots) * 1e4) / 1e4 : 0,
-        ...this.summary(s),
-      }))
-      .sort((a, b) => a.layer - b.layer || a.expert - b.expert);
+    const experts: ExpertSummary[] = [];
+    this.byExpert.forEach((row, layer) =>
+      row?.forEach((s, expert) => {
+        if (!s) return;
+        const share = this.totalSlots > 0 ? Math.round((s.slots / this.totalSlots) * 1e4) / 1e4 : 0;
+        experts.push({ layer, expert, share, ...this.summary(s) });
+      }),
+    );
     const layers: LayerSummary[] = this.layerFraction.map((w, layer) => ({
       layer,
       active_fraction: frac(w.mean()),
@@ -287,9 +289,8 @@ export class ExpertStats {
   }
 
   reset(): void {
-    this.byExpert.clear();
+    this.byExpert.length = 0;
     this.byNode.clear();
-    this.nodeExperts.clear();
     this.layerFraction.length = 0;
     this.layerLatency.length = 0;
     this.layerCalls.length = 0;
@@ -299,8 +300,3 @@ export class ExpertStats {
   }
 }
 
-function sumOf(xs: number[]): number {
-  let s = 0;
-  for (const x of xs) s += x;
-  return s;
-}
