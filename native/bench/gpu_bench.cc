@@ -463,6 +463,7 @@ int main(int argc, char** argv) {
   {
     auto ex = make_experts(b, d, TS_BF16, n_bf16);
     std::printf("bf16: %d experts, %.1f GB of weights on the GPU\n", n_bf16, double(ts_backend_weight_bytes(b)) * 1e-9);
+    time_moe(b, ex, TS_BF16, TS_FFN_SPARSE, 2, 0.10, d, "default");
     for (int n : {1, 8}) {
       for (double f : fracs) {
         Row r = time_moe(b, ex, TS_BF16, TS_FFN_SPARSE, n, f, d, "default");
@@ -477,44 +478,55 @@ int main(int argc, char** argv) {
         target_dense = r.ok && dense_frac >= 0.85;
       }
     }
-    // variants of the sparse 10% path: PDL and L2 prefetch of down rows on/off, down splits
+    // variants of the sparse 10% path: the fused batch<=2 kernel (default) against the three-kernel path
+    // ("unfused", the default before 2026-11-28), PDL and L2 prefetch of down rows on/off, blocks per SM;
+    // and where the unfused time goes: only the first kernel (gate_up), the first two (+ down)
     const tscuda::Tuning def = tscuda::get_tuning(b);
-    // and where the time goes: only the first kernel (gate_up), the first two (+ down)
-    struct V { const char* name; bool pdl, prefetch; int splits, stages; };
-    for (V v : {V{"no-pdl", false, true, 0, 3}, V{"no-prefetch", true, false, 0, 3},
-                V{"no-pdl-no-prefetch", false, false, 0, 3}, V{"splits-8", true, true, 8, 3},
-                V{"splits-32", true, true, 32, 3}, V{"stage1-gate_up", true, true, 0, 1},
-                V{"stage2-+down", true, true, 0, 2}}) {
+    struct V { const char* name; bool fused, pdl, prefetch; int bps, stages; bool b8, dense, b2; };
+    for (V v : {V{"unfused", false, true, true, 2, 3, false, true, true},
+                V{"fused-no-prefetch", true, true, false, 2, 3, false, false, true},
+                V{"fused-bps1", true, true, true, 1, 3, false, true, false},
+                V{"fused-no-pdl", true, false, true, 2, 3, false, false, false},
+                V{"unfused-no-pdl", false, false, true, 2, 3, true, false, false},
+                V{"unfused-no-prefetch", false, true, false, 2, 3, false, false, false},
+                V{"stage1-gate_up", false, true, true, 2, 1, true, true, false},
+                V{"stage2-+down", false, true, true, 2, 2, false, true, false}}) {
       tscuda::Tuning t = def;
+      t.fused = v.fused;
       t.pdl = v.pdl;
       t.prefetch = v.prefetch;
-      t.down_splits = v.splits;
+      t.fused_bps = v.bps;
       t.ffn_stages = v.stages;
       tscuda::set_tuning(b, t);
-      for (int n : {1, 8}) time_moe(b, ex, TS_BF16, TS_FFN_SPARSE, n, 0.10, d, v.name);
-      if (v.stages < 3)
-        for (int n : {1, 8}) time_moe(b, ex, TS_BF16, TS_FFN_DENSE_WITH_MASK, n, 0.10, d, v.name);
+      time_moe(b, ex, TS_BF16, TS_FFN_SPARSE, 1, 0.10, d, v.name);
+      if (v.b2) time_moe(b, ex, TS_BF16, TS_FFN_SPARSE, 2, 0.10, d, v.name);
+      if (v.b8) time_moe(b, ex, TS_BF16, TS_FFN_SPARSE, 8, 0.10, d, v.name);
+      if (v.dense) time_moe(b, ex, TS_BF16, TS_FFN_DENSE_WITH_MASK, 1, 0.10, d, v.name);
     }
     tscuda::set_tuning(b, def);
 
-    // end to end at full width: the GPU's sparse output vs the CPU backend's, expert 0, batch 8, 10%
-    {
+    // end to end at full width: the GPU's sparse output vs the CPU backend's, expert 0, 10%,
+    // batch 1 (the fused kernel) and 8 (the three kernels)
+    for (int n : {1, 8}) {
       std::vector<float> yg;
       std::vector<uint64_t> masks;
-      time_moe(b, std::vector<ts_expert*>(ex.begin(), ex.begin() + 1), TS_BF16, TS_FFN_SPARSE, 8, 0.10, d, "check", &yg,
+      time_moe(b, std::vector<ts_expert*>(ex.begin(), ex.begin() + 1), TS_BF16, TS_FFN_SPARSE, n, 0.10, d, "check", &yg,
                &masks);
       ts_backend* cpu = need(ts_backend_create("cpu", 0), "ts_backend_create(cpu)");
       ts_host_matrix w1{TS_BF16, I, H, d.w1.data()}, w3{TS_BF16, I, H, d.w3.data()}, w2{TS_BF16, H, I, d.w2.data()};
       ts_expert* ce = need(ts_expert_create(cpu, &w1, &w3, &w2, TS_BF16), "ts_expert_create(cpu)");
       std::vector<int32_t> rows = {0, 1, 2, 3, 4, 5, 6, 7};
-      std::vector<float> wts(8, 1.f), yc(size_t(8 * H));
-      ts_expert_call call{ce, 8, rows.data(), wts.data(), masks.data()};
-      TSCK(ts_moe(cpu, TS_FFN_SPARSE, 8, H, d.x.data(), 1, &call, yc.data(), nullptr));
+      std::vector<float> wts(8, 1.f), yc(size_t(n * H));
+      ts_expert_call call{ce, n, rows.data(), wts.data(), masks.data()};
+      TSCK(ts_moe(cpu, TS_FFN_SPARSE, n, H, d.x.data(), 1, &call, yc.data(), nullptr));
       const double err = rel_err(yg, yc);
-      std::printf("check: sparse bf16 batch 8 at 4096 x 14336 vs the CPU backend: rel err %.3g %s\n", err,
+      std::printf("check: sparse bf16 batch %d at 4096 x 14336 vs the CPU backend: rel err %.3g %s\n", n, err,
                   err <= 1e-4 ? "ok" : "FAIL");
-      if (g_json) std::fprintf(g_json, "{\"check\":\"sparse bf16 b8 vs cpu\",\"rel_err\":%.4g,\"ok\":%s}\n", err, err <= 1e-4 ? "true" : "false");
+      if (g_json)
+        std::fprintf(g_json, "{\"check\":\"sparse bf16 b%d vs cpu\",\"rel_err\":%.4g,\"ok\":%s}\n", n, err,
+                     err <= 1e-4 ? "true" : "false");
       if (!(err <= 1e-4)) target_sparse = false;
+      ts_expert_free(ce);
       ts_backend_free(cpu);
     }
     for (auto* e : ex) ts_expert_free(e);

@@ -49,17 +49,23 @@ if ! timeout 200 cmake --build "$build" -j "$(nproc)" --target test_cuda gpu_ben
 fi
 
 say "test_cuda: every CUDA op vs the CPU backend"
-timeout 120 "$build/test_cuda" >"$out/test_cuda.log" 2>&1
+timeout 90 "$build/test_cuda" >"$out/test_cuda.log" 2>&1
 test_rc=$?
 grep -E "^(FAIL|skip)" "$out/test_cuda.log" | head -40
+if [ "$test_rc" -eq 124 ]; then
+  # a hang (the fused FFN's grid barrier is the one kernel that waits on other blocks): time without it
+  say "test_cuda timed out: last lines below; gpu_bench runs with TS_CUDA_FUSED=0"
+  tail -5 "$out/test_cuda.log"
+  export TS_CUDA_FUSED=0
+fi
 
 say "gpu_bench: timing at Mixtral width"
-timeout 170 "$build/gpu_bench" --json "$out/gpu_bench.jsonl" >"$out/gpu_bench.log" 2>&1
+timeout 150 "$build/gpu_bench" --json "$out/gpu_bench.jsonl" >"$out/gpu_bench.log" 2>&1
 bench_rc=$?
 grep -E "^(gpu_bench|device-to-device|bf16|check)" "$out/gpu_bench.log"
 # a failing check gets one pass under compute-sanitizer (bad addresses, races) while time is left
 if [ "$test_rc" -ne 0 ] && command -v compute-sanitizer >/dev/null 2>&1; then
-  left=$((400 - ($(date +%s) - t0)))
+  left=$((270 - ($(date +%s) - t0)))
   if [ "$left" -gt 30 ]; then
     say "test_cuda failed: once more under compute-sanitizer (memcheck, ${left}s at most)"
     timeout "$left" compute-sanitizer --tool memcheck --print-limit 12 "$build/test_cuda" >"$out/sanitizer.log" 2>&1

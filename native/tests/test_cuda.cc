@@ -569,6 +569,78 @@ void test_moe(Pair p, Rng& rng) {
   }
 }
 
+// Batches of 1-2 tokens of one dtype at hidden <= 4096 take the fused kernel
+// (gate/up + down + grid barrier + reduce in one launch): its own cases, from
+// one block to a few hundred blocks (I 4096 at half density), every dtype.
+void test_moe_fused(Pair p, Rng& rng) {
+  for (ts_dtype st : kStores) {
+    MoeCase c;
+    c.name = fmt("moe fused %s [H 333, I 1000] 2 rows, 2 calls", dname(st));
+    c.H = 333;
+    c.I = 1000;
+    c.n_rows = 3;  // row 1 is routed nowhere: must come back 0
+    c.dtypes = {st, st};
+    c.rows = {{0, 2}, {2}};
+    c.density = 0.3f;
+    run_moe_case(p, rng, c);
+  }
+  for (ts_dtype st : kStores) {
+    MoeCase c;
+    c.name = fmt("moe fused %s [H 4096, I 640] 1 row, top-2", dname(st));
+    c.H = 4096;
+    c.I = 640;
+    c.n_rows = 1;
+    c.dtypes = {st, st};
+    c.rows = {{0}, {0}};
+    c.density = 0.4f;
+    run_moe_case(p, rng, c);
+  }
+  {
+    MoeCase c;
+    c.name = "moe fused bf16 [H 4096, I 4096] 1 row (hundreds of blocks)";
+    c.H = 4096;
+    c.I = 4096;
+    c.n_rows = 1;
+    c.dtypes = {TS_BF16};
+    c.rows = {{0}};
+    c.density = 0.5f;
+    run_moe_case(p, rng, c);
+  }
+  {
+    MoeCase c;
+    c.name = "moe fused bf16 [H 2048, I 3000] 2 rows, 3 calls, 10%";
+    c.H = 2048;
+    c.I = 3000;
+    c.n_rows = 2;
+    c.dtypes = {TS_BF16, TS_BF16, TS_BF16};
+    c.rows = {{1, 0}, {0}, {1}};
+    c.density = 0.1f;
+    run_moe_case(p, rng, c);
+  }
+  {
+    MoeCase c;
+    c.name = "moe fused f16 [H 64, I 100] empty masks";
+    c.H = 64;
+    c.I = 100;
+    c.n_rows = 2;
+    c.dtypes = {TS_F16};
+    c.rows = {{1}};
+    c.density = 0.f;
+    run_moe_case(p, rng, c);
+  }
+  {
+    MoeCase c;
+    c.name = "moe bf16 [H 4112, I 300] 1 row (too wide to fuse: three kernels)";
+    c.H = 4112;
+    c.I = 300;
+    c.n_rows = 1;
+    c.dtypes = {TS_BF16};
+    c.rows = {{0}};
+    c.density = 0.5f;
+    run_moe_case(p, rng, c);
+  }
+}
+
 void test_bytes(Pair p, Rng& rng) {
   const int64_t before = ts_backend_weight_bytes(p.gpu);
   Source w = make_source(rng, 10, 20, TS_F32, -1.f, 1.f);
@@ -607,6 +679,7 @@ int main() {
   test_predict(p, rng);
   test_attention(p, rng);
   test_moe(p, rng);
+  test_moe_fused(p, rng);
   ts_backend_free(p.gpu);
   ts_backend_free(p.cpu);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);

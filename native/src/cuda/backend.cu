@@ -192,6 +192,8 @@ ts_backend* ts_cuda_backend_create() {
   b->cc_minor = prop.minor;
   b->smem_optin = prop.sharedMemPerBlockOptin;
   b->l2_bytes = size_t(prop.l2CacheSize);
+  // TS_CUDA_FUSED=0: always the three-kernel FFN (a fallback switch should the fused kernel misbehave)
+  if (const char* fz = std::getenv("TS_CUDA_FUSED")) b->tuning.fused = std::atoi(fz) != 0;
   // a first small arena so the first call does not pay for growth of tiny buffers
   if (b->ensure(size_t(1) << 20, size_t(1) << 20, size_t(8) << 20) != 0) {
     delete b;

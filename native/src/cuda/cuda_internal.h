@@ -16,6 +16,9 @@ struct Tuning {
   bool prefetch = true;   // sparse FFN: the gate/up kernel prefetches the active down rows into L2
   int down_splits = 0;    // sparse/dense FFN: K-splits of the down kernel (0 = chosen from the SM count)
   int ffn_stages = 3;     // bench breakdown only: launch the first 1 (gate_up), 2 (+down) or 3 (+combine) kernels
+  bool fused = true;      // FFN of batches <= 2 (one dtype, hidden <= 4096): one kernel (gate/up, down, grid
+                          // barrier, fixed-order reduce) instead of gate_up + down + combine
+  int fused_bps = 2;      // fused FFN: blocks per SM (capped by occupancy; all blocks must be co-resident)
 };
 Tuning get_tuning(ts_backend* b);
 void set_tuning(ts_backend* b, const Tuning& t);

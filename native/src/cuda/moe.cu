@@ -15,6 +15,13 @@
 //   combine  e = sum of the slices (the expert's output, in f32), then
 //            y[row] += weight * e in call order; also the active counts.
 // DENSE_WITH_MASK is the same path with the list = every neuron and no skip.
+// Batches of 1-2 tokens (one dtype, hidden <= 4096) take one fused kernel
+// instead (k_ffn_fused): each block does gate_up for its slice of the list,
+// keeps h in shared memory, then the axpy of those neurons' whole down rows
+// (each thread owns fixed columns, so a row is read contiguously by the block)
+// into one partial per (block, token); a grid barrier (every block is
+// co-resident: the grid is sized from the occupancy) and a fixed-order reduce
+// of the partials finish it. No float atomics: the result is bitwise repeatable.
 // Kernels are chained with programmatic dependent launch (sm_90+): each one is
 // launched while the previous one runs, reads what the host uploaded (call
 // descriptors, x, the mask unions) and compacts its list, and only then waits
@@ -72,6 +79,13 @@ struct MoeCombineArgs {
   float* y;               // [n_rows][H]
   int* active;            // [pairs]
   int H, ldH, S, gxs;
+};
+
+struct MoeFusedArgs {
+  MoeArgs a;
+  MoeCombineArgs c;
+  unsigned* bar;          // [2] grid barrier: arrivals (0 between uses), generation
+  int n_rows, pairs, max_contrib;
 };
 
 namespace {
@@ -371,7 +385,271 @@ __global__ void __launch_bounds__(kCombineThreads) k_combine(MoeCombineArgs a) {
     }
 }
 
+// ------------------------------------------------------------ fused (batch <= 2)
+
+// down chunks (DownVec elements each) per thread of the fused kernel: 256 * CJ * LV = 4096 columns
+template <int DT>
+struct FusedCJ {
+  static constexpr int n = DT == TS_F32 ? 4 : 2;
+};
+constexpr int kFusedMaxLd = 4096;
+constexpr int kFusedDownRows = 4;  // down rows in flight per thread
+
+// All blocks of the grid meet here; the grid must be co-resident. The arrival
+// counter is left at 0 for the next use; the generation only ever grows.
+__device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned nblocks) {
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    volatile unsigned* vgen = bar + 1;
+    const unsigned gen = *vgen;
+    __threadfence();
+    const unsigned t = atomicAdd(bar, 1u);
+    if (t == nblocks - 1) {
+      atomicExch(bar, 0u);
+      __threadfence();
+      atomicAdd(bar + 1, 1u);
+    } else {
+      while (*vgen == gen) __nanosleep(40);
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+template <int DT, int TOK>
+__global__ void __launch_bounds__(kThreads, 2) k_ffn_fused(MoeFusedArgs fa) {
+  constexpr int U = GateUpShape<TOK>::U;
+  constexpr int LV = DownVec<DT>::n, LB = LV * Vec<DT>::bytes, CJ = FusedCJ<DT>::n, UD = kFusedDownRows;
+  const MoeArgs& a = fa.a;
+  const MoeCall d = a.calls[blockIdx.y];
+  const int ldH = a.ldH;
+  const bool live = int(blockIdx.x) < d.gx;
+  const int P = (d.K + d.gx - 1) / d.gx;
+  const int pos0 = blockIdx.x * P;
+  const int cnt = live ? max(0, min(P, d.K - pos0)) : 0;
+  const int nt = d.n;  // <= TOK: one pass
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nwarps = blockDim.x >> 5;
+
+  extern __shared__ float4 smem_moe[];
+  float* xs = reinterpret_cast<float*>(smem_moe);  // [TOK][ldH]
+  int* list = reinterpret_cast<int*>(xs + size_t(TOK) * ldH);  // [P]
+  float* hs = reinterpret_cast<float*>(list + P);              // [P][TOK]
+  __shared__ int s_warp[32];
+  __shared__ int s_act[TOK];
+  if (tid < TOK) s_act[tid] = 0;
+
+  // Until pdl_wait() this block reads only what the host uploaded and the
+  // weights, and writes only shared memory: it may overlap the previous kernel.
+  const int q4 = ldH / 4;
+  for (int i = tid; i < TOK * q4; i += blockDim.x) {
+    const int t = i / q4, c = i - t * q4;
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (t < nt) v = reinterpret_cast<const float4*>(a.x + size_t(d.rows[t]) * ldH)[c];
+    reinterpret_cast<float4*>(xs)[i] = v;
+  }
+  if (!a.dense && cnt > 0) compact_list(d.uni, d.W, pos0, cnt, list, s_warp);
+  __syncthreads();
+  const size_t rowb = size_t(ldH) * Vec<DT>::bytes;
+  if (d.prefetch && cnt > 0) {  // this block's down rows into L2 while the gate/up rows stream
+    const int lines = int((rowb + 127) / 128);
+    for (int i = tid; i < cnt * lines; i += blockDim.x) {
+      const int e = i / lines;
+      prefetch_l2(d.w2t + size_t(list[e]) * rowb + size_t(i - e * lines) * 128);
+    }
+  }
+
+  // gate/up: warp per neuron, h into shared memory
+  const int nch = int(rowb / 16);
+  const uint64_t pol = l2_evict_first_policy();
+  const uint64_t* mrow = d.masks + size_t(min(lane, nt - 1)) * d.W;
+  int act = 0;
+  for (int e = warp; e < cnt; e += nwarps) {
+    const int i = a.dense ? pos0 + e : list[e];
+    const char* rp[2];
+    rp[0] = d.w13 + size_t(2 * i) * rowb;
+    rp[1] = rp[0] + rowb;
+    float acc[2][TOK];
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int t = 0; t < TOK; ++t) acc[r][t] = 0.f;
+    warp_dot<DT, TOK, 2, U>(rp, nch, xs, ldH, acc, lane, pol);
+    warp_sum(acc);
+    float sg = 1.f, su = 1.f;
+    if (DT == TS_I8) {
+      sg = d.s13[2 * i];
+      su = d.s13[2 * i + 1];
+    }
+    const bool bit = lane < nt && ((mrow[i >> 6] >> (i & 63)) & 1ull);
+    float h = 0.f;
+    bool on = false;
+#pragma unroll
+    for (int t = 0; t < TOK; ++t)
+      if (t == lane) {
+        const float g = acc[0][t] * sg, u = acc[1][t] * su;
+        on = bit && g > 0.f && u > 0.f;
+        h = on ? g * u : 0.f;
+      }
+    act += on;
+    if (lane < TOK) hs[e * TOK + lane] = h;
+  }
+  if (lane < TOK && act) atomicAdd(&s_act[lane], act);
+  __syncthreads();
+
+  // down: the block reads each of its rows whole; thread owns chunks tid + 256 j
+  const int nchd = ldH / LV;
+  float acc[TOK][CJ][LV];
+#pragma unroll
+  for (int t = 0; t < TOK; ++t)
+#pragma unroll
+    for (int j = 0; j < CJ; ++j)
+#pragma unroll
+      for (int v = 0; v < LV; ++v) acc[t][j][v] = 0.f;
+  for (int e0 = 0; e0 < cnt; e0 += UD) {
+    int nrn[UD];
+    float h[UD][TOK];
+    bool use[UD];
+#pragma unroll
+    for (int u = 0; u < UD; ++u) {
+      const int e = e0 + u;
+      const bool ok = e < cnt;
+      nrn[u] = !ok ? 0 : a.dense ? pos0 + e : list[e];
+      bool any = false;
+#pragma unroll
+      for (int t = 0; t < TOK; ++t) {
+        h[u][t] = ok ? hs[e * TOK + t] : 0.f;
+        any |= h[u][t] != 0.f;
+      }
+      use[u] = ok && (a.dense || any);
+    }
+    uint4 w[UD][CJ];
+#pragma unroll
+    for (int u = 0; u < UD; ++u)
+#pragma unroll
+      for (int j = 0; j < CJ; ++j) {
+        const int c = tid + kThreads * j;
+        const char* p = d.w2t + size_t(nrn[u]) * rowb + size_t(c) * LB;
+        if constexpr (DT == TS_I8) {
+          const uint2 v = (use[u] && c < nchd) ? ld_stream8(p, pol) : make_uint2(0, 0);
+          w[u][j] = make_uint4(v.x, v.y, 0, 0);
+        } else {
+          w[u][j] = (use[u] && c < nchd) ? ld_stream16(p, pol) : make_uint4(0, 0, 0, 0);
+        }
+      }
+#pragma unroll
+    for (int u = 0; u < UD; ++u) {
+      if (!use[u]) continue;
+      const float sc = (DT == TS_I8) ? d.s2[nrn[u]] : 1.f;
+#pragma unroll
+      for (int j = 0; j < CJ; ++j) {
+        float f[LV];
+        if constexpr (DT == TS_I8) {
+          unpack_i8x4(w[u][j].x, f);
+          unpack_i8x4(w[u][j].y, f + 4);
+        } else {
+          unpack16<DT>(w[u][j], f);
+        }
+#pragma unroll
+        for (int t = 0; t < TOK; ++t) {
+          const float hsc = h[u][t] * sc;
+#pragma unroll
+          for (int v = 0; v < LV; ++v) acc[t][j][v] = fmaf(hsc, f[v], acc[t][j][v]);
+        }
+      }
+    }
+  }
+
+  pdl_wait();  // from here on: global writes (partials, counts, barrier, y)
+  if (live) {
+#pragma unroll
+    for (int t = 0; t < TOK; ++t) {
+      if (t >= nt) break;
+      float* dst = a.partials + (size_t(d.q0 + t) * a.gxs + blockIdx.x) * ldH;
+#pragma unroll
+      for (int j = 0; j < CJ; ++j) {
+        const int c = tid + kThreads * j;
+        if (c < nchd) {
+#pragma unroll
+          for (int v = 0; v < LV; v += 4)
+            *reinterpret_cast<float4*>(dst + size_t(c) * LV + v) =
+                make_float4(acc[t][j][v], acc[t][j][v + 1], acc[t][j][v + 2], acc[t][j][v + 3]);
+        }
+      }
+    }
+    if (tid < nt) a.blk_active[size_t(d.q0 + tid) * a.gxs + blockIdx.x] = s_act[tid];
+  }
+  const unsigned nblocks = gridDim.x * gridDim.y;
+  grid_barrier(fa.bar, nblocks);
+  pdl_launch_next();  // only now: a dependent's blocks waiting in slots could starve our barrier
+
+  // y[r][col4] = sum over r's (call, token) pairs in call order of w * (sum of the pair's partials):
+  // each block takes a fixed range of (row, float4 column) items; tpi threads share an item
+  const MoeCombineArgs& c = fa.c;
+  const unsigned L = blockIdx.y * gridDim.x + blockIdx.x;
+  const long long T = (long long)fa.n_rows * q4;
+  const long long i0 = T * L / nblocks, i1 = T * (L + 1) / nblocks;
+  int tpi = 32;
+  while (tpi > 1 && (long long)(kThreads / tpi) < i1 - i0) tpi >>= 1;
+  const int ipr = kThreads / tpi, sub = tid % tpi, slot = tid / tpi;
+  for (long long base = i0; base < i1; base += ipr) {  // block-uniform trip count
+    const long long it = base + slot;
+    const bool valid = it < i1;
+    const int r = valid ? int(it / q4) : 0, c4 = valid ? int(it % q4) : 0;
+    const int cs = valid ? c.row_start[r] : 0, ce = valid ? c.row_start[r + 1] : 0;
+    float y[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int k = 0; k < fa.max_contrib; ++k) {  // uniform: the shuffles need every lane
+      const int i = cs + k;
+      const bool on = i < ce;
+      float e[4] = {0.f, 0.f, 0.f, 0.f};
+      float w = 0.f;
+      if (on) {
+        const MoeContrib ct = c.contribs[i];
+        w = ct.w;
+        const float* p = c.partials + size_t(ct.q) * c.gxs * ldH + size_t(c4) * 4;
+        for (int s = sub; s < ct.gx; s += tpi) {
+          const float4 v = *reinterpret_cast<const float4*>(p + size_t(s) * ldH);
+          e[0] += v.x;
+          e[1] += v.y;
+          e[2] += v.z;
+          e[3] += v.w;
+        }
+      }
+      for (int o = tpi >> 1; o > 0; o >>= 1)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) e[v] += __shfl_xor_sync(0xffffffffu, e[v], o);
+      if (on)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) y[v] += w * e[v];
+    }
+    if (valid && sub == 0) {
+      float* yr = c.y + size_t(r) * c.H;
+#pragma unroll
+      for (int v = 0; v < 4; ++v)
+        if (c4 * 4 + v < c.H) yr[c4 * 4 + v] = y[v];
+    }
+  }
+  if (L == nblocks - 1)
+    for (int i = tid; i < fa.pairs; i += blockDim.x) {
+      const MoeContrib ct = c.contribs[i];
+      int sum = 0;
+      for (int x = 0; x < ct.gx; ++x) sum += c.blk_active[size_t(ct.q) * c.gxs + x];
+      c.active[ct.q] = sum;
+    }
+}
+
 using MoeKernel = void (*)(MoeArgs);
+using FusedKernel = void (*)(MoeFusedArgs);
+
+FusedKernel fused_kernel(ts_dtype dt, int tok) {
+  const bool two = tok == 2;
+  switch (dt) {
+    case TS_F32: return two ? k_ffn_fused<TS_F32, 2> : k_ffn_fused<TS_F32, 1>;
+    case TS_F16: return two ? k_ffn_fused<TS_F16, 2> : k_ffn_fused<TS_F16, 1>;
+    case TS_BF16: return two ? k_ffn_fused<TS_BF16, 2> : k_ffn_fused<TS_BF16, 1>;
+    default: return two ? k_ffn_fused<TS_I8, 2> : k_ffn_fused<TS_I8, 1>;
+  }
+}
 
 template <int DT>
 MoeKernel gate_up_for(int tok) {
@@ -425,6 +703,9 @@ struct MoeFrame {
   ts_ffn_mode mode = TS_FFN_SPARSE;
   int64_t n_rows = 0, H = 0, ldH = 0, pairs = 0;
   int S = 1, gxs = 1;
+  bool fused = false;                 // one k_ffn_fused launch (groups.size() == 1)
+  int max_contrib = 0;                // most (call, token) pairs of one output row
+  size_t bar_off = 0;
   Layout L;
   size_t x_off = 0, rows_off = 0, masks_off = 0, uni_off = 0, calls_off = 0, rstart_off = 0, contrib_off = 0;
   size_t y_off = 0, active_off = 0, idx_off = 0, hv_off = 0, blk_off = 0, part_off = 0;
@@ -551,6 +832,38 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
     }
     f.groups.push_back(g);
   }
+  // batch <= 2 of one dtype: plan the fused kernel (falls back to the three kernels when it does not fit)
+  if (b->tuning.fused && f.groups.size() == 1 && f.groups[0].tok <= 2 && f.groups[0].passes == 1 &&
+      f.ldH <= kFusedMaxLd && f.ldH % 4 == 0) {
+    MoeGroup& g = f.groups[0];
+    const size_t smem_bound = size_t(g.tok) * size_t(f.ldH) * 4 + size_t(kMaxList) * 4 * size_t(1 + g.tok);
+    int per_sm = 0;
+    if (smem_bound + 1024 <= b->smem_optin &&
+        prepare_kernel(b, reinterpret_cast<const void*>(fused_kernel(g.dt, g.tok)), kThreads, smem_bound, &per_sm) == 0) {
+      const int bps = std::max(1, std::min(per_sm, b->tuning.fused_bps));
+      const double budget = double(b->sms) * bps;
+      double work = 0;
+      for (int i = g.first; i < g.first + g.count; ++i) work += double(std::max(f.desc[size_t(i)].K, 1));
+      std::vector<int> gx(size_t(g.count));
+      int gmax = 1, maxP = 1;
+      for (int i = 0; i < g.count; ++i) {
+        const MoeCall& d = f.desc[size_t(g.first + i)];
+        int64_t x = int64_t(budget * double(std::max(d.K, 1)) / work);
+        x = std::min<int64_t>(x, std::max(d.K, 1));
+        x = std::max<int64_t>({x, (int64_t(d.K) + kMaxList - 1) / kMaxList, 1});
+        gx[size_t(i)] = int(std::min<int64_t>(x, 65535));
+        gmax = std::max(gmax, gx[size_t(i)]);
+        maxP = std::max(maxP, (d.K + gx[size_t(i)] - 1) / gx[size_t(i)]);
+      }
+      // every block must be resident at once (grid barrier)
+      if (int64_t(gmax) * g.count <= int64_t(b->sms) * per_sm && maxP <= kMaxList) {
+        f.fused = true;
+        g.gx = gmax;
+        g.smem = size_t(g.tok) * size_t(f.ldH) * 4 + size_t(maxP) * 4 * size_t(1 + g.tok);
+        for (int i = 0; i < g.count; ++i) f.desc[size_t(g.first + i)].gx = gx[size_t(i)];
+      }
+    }
+  }
   f.gxs = 1;
   for (const MoeCall& d : f.desc) f.gxs = std::max(f.gxs, d.gx);
 
@@ -559,17 +872,20 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
   for (const MoeGroup& g : f.groups)
     for (int i = g.first; i < g.first + g.count; ++i)
       units += int64_t(g.stripes) * ((f.desc[size_t(i)].n + g.tok - 1) / g.tok);
-  int S = b->tuning.down_splits > 0 ? b->tuning.down_splits
+  int S = f.fused ? f.gxs : b->tuning.down_splits > 0 ? b->tuning.down_splits
                                     : int(std::max<int64_t>(1, 2 * int64_t(b->sms) / std::max<int64_t>(1, units)));
-  S = std::min(S, kMaxSplits);
-  while (S > 1 && double(pairs) * S * f.ldH * 4 > double(size_t(256) << 20)) --S;
+  if (!f.fused) S = std::min(S, kMaxSplits);
+  while (!f.fused && S > 1 && double(pairs) * S * f.ldH * 4 > double(size_t(256) << 20)) --S;
   f.S = S;
 
   // combine plan: per output row, its (call, token) pairs in call order
   f.row_start.assign(size_t(n_rows) + 1, 0);
   for (int64_t c = 0; c < n_calls; ++c)
     for (int64_t j = 0; j < calls[c].n; ++j) f.row_start[size_t(calls[c].rows[j]) + 1]++;
-  for (int64_t r = 0; r < n_rows; ++r) f.row_start[size_t(r) + 1] += f.row_start[size_t(r)];
+  for (int64_t r = 0; r < n_rows; ++r) {
+    f.max_contrib = std::max(f.max_contrib, f.row_start[size_t(r) + 1]);
+    f.row_start[size_t(r) + 1] += f.row_start[size_t(r)];
+  }
   f.contribs.assign(size_t(pairs), MoeContrib{});
   {
     std::vector<int> fill(f.row_start.begin(), f.row_start.end() - 1);
@@ -593,6 +909,7 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
   f.calls_off = L.add_in(f.desc.size() * sizeof(MoeCall));
   f.rstart_off = L.add_in(f.row_start.size() * 4);
   f.contrib_off = L.add_in(f.contribs.size() * sizeof(MoeContrib));
+  f.bar_off = L.add_in(2 * sizeof(unsigned));  // uploaded as 0; the fused kernel leaves the arrivals at 0
   f.y_off = L.add_out(size_t(n_rows * H) * 4);
   f.active_off = L.add_out(size_t(pairs) * 4);
   f.idx_off = L.add_scratch(size_t(list_n) * 4);
@@ -630,6 +947,7 @@ void moe_pack(MoeFrame& f, char* h, char* d, const float* x, const ts_expert_cal
   std::memcpy(h + f.calls_off, desc.data(), desc.size() * sizeof(MoeCall));
   std::memcpy(h + f.rstart_off, f.row_start.data(), f.row_start.size() * 4);
   std::memcpy(h + f.contrib_off, f.contribs.data(), f.contribs.size() * sizeof(MoeContrib));
+  std::memset(h + f.bar_off, 0, 2 * sizeof(unsigned));
 }
 
 int moe_enqueue(Backend* b, const MoeFrame& f, char* d) {
@@ -645,15 +963,6 @@ int moe_enqueue(Backend* b, const MoeFrame& f, char* d) {
   a.S = f.S;
   a.gxs = f.gxs;
   a.dense = f.mode == TS_FFN_DENSE_WITH_MASK;
-  for (const MoeGroup& g : f.groups) {
-    a.calls = reinterpret_cast<const MoeCall*>(d + f.calls_off) + g.first;
-    TS_CUDA(launch(b, true, gate_up_kernel(g.dt, g.tok), dim3(unsigned(g.gx), unsigned(g.count), unsigned(g.passes)),
-                   dim3(kThreads), g.smem, a));
-    if (b->tuning.ffn_stages >= 2)
-      TS_CUDA(launch(b, true, down_kernel(g.dt, g.tok),
-                     dim3(unsigned(g.stripes * f.S), unsigned(g.count), unsigned(g.passes)), dim3(kThreads), 0, a));
-  }
-  if (b->tuning.ffn_stages < 3) return 0;
   MoeCombineArgs c = {};
   c.row_start = reinterpret_cast<const int*>(d + f.rstart_off);
   c.contribs = reinterpret_cast<const MoeContrib*>(d + f.contrib_off);
@@ -665,6 +974,29 @@ int moe_enqueue(Backend* b, const MoeFrame& f, char* d) {
   c.ldH = int(f.ldH);
   c.S = f.S;
   c.gxs = f.gxs;
+  if (f.fused) {
+    const MoeGroup& g = f.groups[0];
+    MoeFusedArgs fa = {};
+    fa.a = a;
+    fa.a.calls = reinterpret_cast<const MoeCall*>(d + f.calls_off) + g.first;
+    fa.c = c;
+    fa.bar = reinterpret_cast<unsigned*>(d + f.bar_off);
+    fa.n_rows = int(f.n_rows);
+    fa.pairs = int(f.pairs);
+    fa.max_contrib = f.max_contrib;
+    TS_CUDA(launch(b, true, fused_kernel(g.dt, g.tok), dim3(unsigned(g.gx), unsigned(g.count)), dim3(kThreads),
+                   g.smem, fa));
+    return 0;
+  }
+  for (const MoeGroup& g : f.groups) {
+    a.calls = reinterpret_cast<const MoeCall*>(d + f.calls_off) + g.first;
+    TS_CUDA(launch(b, true, gate_up_kernel(g.dt, g.tok), dim3(unsigned(g.gx), unsigned(g.count), unsigned(g.passes)),
+                   dim3(kThreads), g.smem, a));
+    if (b->tuning.ffn_stages >= 2)
+      TS_CUDA(launch(b, true, down_kernel(g.dt, g.tok),
+                     dim3(unsigned(g.stripes * f.S), unsigned(g.count), unsigned(g.passes)), dim3(kThreads), 0, a));
+  }
+  if (b->tuning.ffn_stages < 3) return 0;
   const unsigned gx = unsigned((f.ldH / 4 + kCombineThreads - 1) / kCombineThreads);
   TS_CUDA(launch(b, true, k_combine, dim3(gx, unsigned(f.n_rows)), dim3(kCombineThreads), 0, c));
   return 0;
