@@ -1,13 +1,14 @@
 // `turbosparse serve`: the OpenAI-compatible HTTP API over the continuous-batching scheduler.
 // The server and engine modules load inside the action, so other commands start fast.
 import type { Command } from 'commander';
-import { intOption } from './options';
+import { floatOption, intOption } from './options';
 import { addServingOptions, type ServingFlags } from './serving';
 
 export interface ServeFlags extends ServingFlags {
   port: number;
   host: string;
   apiKey?: string;
+  gracePeriod: number;
 }
 
 export function registerServe(program: Command): void {
@@ -17,7 +18,8 @@ export function registerServe(program: Command): void {
     .requiredOption('--model <dir>', 'Hugging Face model folder')
     .option('--port <p>', 'TCP port (0 = any free port)', intOption('--port'), 8000)
     .option('--host <addr>', 'address to bind', '127.0.0.1')
-    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on /v1/* (default: $TURBOSPARSE_API_KEY)');
+    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on /v1/* (default: $TURBOSPARSE_API_KEY)')
+    .option('--grace-period <s>', 'on SIGTERM: /ready turns 503 and requests in flight get this long to finish', floatOption('--grace-period', 0, 86400), 30);
   addServingOptions(cmd);
   cmd.action(async (flags: ServeFlags) => {
     await runServe(flags);
@@ -45,8 +47,8 @@ export async function runServe(flags: ServeFlags): Promise<void> {
   const { url } = await http.listen(flags.port, flags.host);
   log(`serving ${serving.modelName} at ${url}/v1 (status page ${url}/, health ${url}/health, metrics ${url}/metrics)`);
   onShutdownSignal(async (signal) => {
-    log(`${signal}: closing`);
-    await http.close();
+    log(`${signal}: no new requests; ${flags.gracePeriod} s for those in flight`);
+    await http.close(flags.gracePeriod * 1000);
     await serving.close();
   });
 }

@@ -37,8 +37,11 @@ export interface HttpServer {
   readonly api: OpenAIApi;
   /** Binds (port 0 = any free port); resolves with the address and base URL. */
   listen(port?: number, host?: string): Promise<{ port: number; host: string; url: string }>;
-  /** Stops accepting, ends open connections (their sequences are cancelled). */
-  close(): Promise<void>;
+  /**
+   * Stops accepting; /ready turns 503 and new generation requests get 503 while requests in
+   * flight get up to `graceMs` to finish; then open connections are ended (their sequences cancelled).
+   */
+  close(graceMs?: number): Promise<void>;
 }
 
 const ROUTES: Record<string, Endpoint> = { '/v1/completions': 'completions', '/v1/chat/completions': 'chat.completions' };
@@ -58,7 +61,9 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
   });
   const promptTokens = reg.counter({ name: 'turbosparse_prompt_tokens_total', help: 'Prompt tokens of accepted requests' });
 
+  let draining = false;
   const isReady = async (): Promise<boolean> => {
+    if (draining) return false;
     try {
       return await ready();
     } catch {
@@ -78,6 +83,7 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
   async function generate(endpoint: Endpoint, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const body = await readJson(req, maxBody);
     const prepared = api.prepare(endpoint, body);
+    if (draining) throw new ApiError(503, 'the server is shutting down: retry on another instance', 'service_unavailable', null, 'shutting_down');
     if (!(await isReady())) throw expertsUnavailable();
     promptTokens.inc(undefined, prepared.prompts.reduce((s, p) => s + p.length, 0));
 
@@ -121,7 +127,8 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
     if (path === '/ready') {
       if (method !== 'GET') return notAllowed(method, path);
       const ok = await isReady();
-      return sendJson(res, ok ? 200 : 503, ok ? { status: 'ready' } : { status: 'not ready', reason: 'not every expert is reachable' });
+      const reason = draining ? 'shutting down' : 'not every expert is reachable';
+      return sendJson(res, ok ? 200 : 503, ok ? { status: 'ready' } : { status: 'not ready', reason });
     }
     if (path === '/metrics') {
       if (method !== 'GET') return notAllowed(method, path);
@@ -145,6 +152,8 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
     res.on('finish', () => {
       requests.inc({ route, status: res.statusCode });
       latency.observe({ route }, (performance.now() - t0) / 1000);
+      // Draining: a keep-alive connection that just went idle is closed, so close() ends early.
+      if (draining) setImmediate(() => server.closeIdleConnections());
     });
     handle(req, res).catch(async (e: unknown) => {
       const err = toApiError(e, await isReady());
@@ -178,10 +187,13 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
         });
       });
     },
-    close() {
+    close(graceMs = 0) {
+      draining = true;
       return new Promise<void>((resolve) => {
         server.close(() => resolve());
-        server.closeAllConnections();
+        server.closeIdleConnections();
+        const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+        timer.unref();
       });
     },
   };

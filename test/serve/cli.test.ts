@@ -11,14 +11,15 @@ import { waitFor } from './helpers';
 const ROOT = path.resolve(__dirname, '..', '..');
 const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
 
-test('serve --port 0 --api-key: OpenAI client works, bad key is 401, SIGTERM exits 0', async () => {
+test('serve --port 0 --api-key: OpenAI client works, bad key is 401, SIGTERM lets a stream finish and exits 0', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-serve-cli-'));
   await makeDemoModel(dir, DEMO);
   const entry = `require(${JSON.stringify(path.join(ROOT, 'cli', 'main.ts'))}).main(['node', 'turbosparse', ...process.argv.slice(1)])`;
   const child = spawn(
     process.execPath,
     ['-r', path.join(ROOT, 'test', 'helpers', 'ts-register.js'), '-e', entry,
-      'serve', '--model', dir, '--port', '0', '--api-key', 'k1', '--device', 'cpu', '--threads', '1', '--served-model-name', 'demo'],
+      'serve', '--model', dir, '--port', '0', '--api-key', 'k1', '--device', 'cpu', '--threads', '1', '--served-model-name', 'demo',
+      '--grace-period', '20'],
     { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let err = '';
@@ -35,8 +36,23 @@ test('serve --port 0 --api-key: OpenAI client works, bad key is 401, SIGTERM exi
     await expect(bad.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
     expect((await fetch(`${url}/ready`)).status).toBe(200);
     expect(await (await fetch(`${url}/metrics`)).text()).toMatch(/turbosparse_scheduler_running_sequences/);
-    child.kill('SIGTERM');
+    // SIGTERM in the middle of a stream: it still gets every token, then the process exits.
+    const stream = await client.completions.create({ model: 'demo', prompt: [1, 5, 6], max_tokens: 400, stream: true, ignore_eos: true } as OpenAI.CompletionCreateParamsStreaming);
+    let text = '';
+    let finish: string | null = null;
+    let signalled = false;
+    for await (const chunk of stream) {
+      if (!signalled) {
+        child.kill('SIGTERM');
+        signalled = true;
+      }
+      text += chunk.choices[0]?.text ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(finish).toBe('length');
+    expect(text.length).toBeGreaterThan(0);
     expect(await exited).toBe(0);
+    expect(err).toMatch(/SIGTERM: no new requests/);
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });
