@@ -389,7 +389,15 @@ export class Registry {
     return [...this.metrics.values()] as (Counter | Gauge | Histogram)[];
   }
 
+  private readonly collectors: (() => void)[] = [];
+
+  /** Runs `fn` before every text()/json() (e.g. to record work deferred off a hot path). */
+  onCollect(fn: () => void): void {
+    this.collectors.push(fn);
+  }
+
   private collect(): void {
+    for (const f of this.collectors) f();
     for (const m of this.metrics.values()) if (m instanceof Gauge) m.collect();
   }
 

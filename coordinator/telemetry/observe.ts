@@ -185,6 +185,7 @@ export class EngineObservability {
     this.metrics = coordinatorMetrics(opts.registry ?? defaultRegistry);
     this.calls = new CallMetrics(this.metrics, engine.config.intermediateSize);
     this.stats = new ExpertStats(engine.config.intermediateSize);
+    this.registry.onCollect(() => this.flush());
     this.stepChildren = {
       decode: this.metrics.stepTokens.labels({ phase: 'decode' }),
       prefill: this.metrics.stepTokens.labels({ phase: 'prefill' }),
@@ -207,6 +208,20 @@ export class EngineObservability {
   private record(c: ExpertCallRecord): void {
     this.calls.observe(c);
     this.stats.recordCall(c);
+  }
+
+  /**
+   * Bookkeeping of finished expert calls waits here until the next call has started
+   * its kernels or its network round trip (the thread would only wait then), or until
+   * someone reads the metrics or the status: it stays off the token path.
+   */
+  private readonly deferred: (() => void)[] = [];
+
+  /** Brings the metrics and stats up to date with every finished call. */
+  flush(): void {
+    const d = this.deferred;
+    for (let i = 0; i < d.length; i++) d[i]();
+    d.length = 0;
   }
 
   // ---- instrumentation of the engine instance ----
@@ -344,24 +359,30 @@ export class EngineObservability {
         const t0 = performance.now();
         let out: ExpertOutput | undefined;
         try {
-          out = await inner.runExperts(batch, ctx);
+          const running = inner.runExperts(batch, ctx);
+          this.flush(); // earlier calls' bookkeeping, while these kernels run
+          out = await running;
           return out;
         } finally {
           const seconds = (performance.now() - t0) / 1000;
-          const sum = summariseBatch(batch, out);
-          const rec: ExpertCallRecord = {
-            layer: batch.layer,
-            node: 'local',
-            ...sum,
-            seconds,
-            bytesIn: 0,
-            bytesOut: 0,
-            wire: 'none',
-            stepId: ctx?.stepId,
-            error: out ? undefined : 'ERROR',
+          const result = out;
+          const record = (): void => {
+            const sum = summariseBatch(batch, result);
+            this.record({
+              layer: batch.layer,
+              node: 'local',
+              ...sum,
+              seconds,
+              bytesIn: 0,
+              bytesOut: 0,
+              wire: 'none',
+              stepId: ctx?.stepId,
+              error: result ? undefined : 'ERROR',
+            });
           };
-          this.record(rec);
+          this.deferred.push(record);
           if (span) {
+            const sum = summariseBatch(batch, out);
             span.setAttributes({
               'moe.experts': sum.experts,
               'moe.tokens': sum.tokens,
@@ -397,11 +418,14 @@ export class EngineObservability {
         this.pending.set(key, calls);
         let out: ExpertOutput | undefined;
         try {
-          out = await inner.runExperts(batch, { ...ctx, stepId });
+          const running = inner.runExperts(batch, { ...ctx, stepId });
+          this.flush(); // earlier calls' bookkeeping, while these requests are on the wire
+          out = await running;
           return out;
         } finally {
           this.pending.delete(key);
-          this.recordRemote(batch, out, calls, stepId);
+          const result = out;
+          this.deferred.push(() => this.recordRemote(batch, result, calls, stepId));
         }
       },
     });

@@ -25,6 +25,7 @@ function fakeObservability(): EngineObservability {
     stats,
     startedAt: Date.now() - 5000,
     modelName: 'demo',
+    flush: () => {},
     nodes: () => [
       { address: '127.0.0.1:5001', name: 'node0', healthy: true, expertsHeld: 2, expertsSpec: '0:0-1' },
       { address: '127.0.0.1:5002', name: 'node1', healthy: false, lastError: 'connection refused', expertsHeld: 1, expertsSpec: '1:2' },
