@@ -200,7 +200,8 @@ export class Scheduler {
   ) {
     const o = { ...DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) };
     for (const k of ['maxQueue', 'maxRunning', 'prefillBudget'] as const) {
-      if (!Number.isInteger(o[k]) || o[k] < (k === 'maxQueue' ? 0 : 1)) throw new UserError(`scheduler ${k} must be a positive integer, got ${o[k]}`);
+      const min = k === 'maxQueue' ? 0 : 1;
+      if (!Number.isInteger(o[k]) || o[k] < min) throw new UserError(`scheduler ${k} must be an integer >= ${min}, got ${o[k]}`);
     }
     if (!(o.kvBudgetBytes > 0)) throw new UserError(`scheduler kvBudgetBytes must be positive, got ${o.kvBudgetBytes}`);
     this.opts = { kvBudgetBytes: o.kvBudgetBytes, maxQueue: o.maxQueue, maxRunning: o.maxRunning, prefillBudget: o.prefillBudget };
@@ -235,7 +236,7 @@ export class Scheduler {
       const bytes = this.kvBytesFor(r.promptIds.length, r.maxTokens);
       if (bytes > this.opts.kvBudgetBytes) {
         throw new UserError(
-          `the request needs ${mb(bytes)} of KV cache (prompt ${r.promptIds.length} + max_tokens ${r.maxTokens} tokens) ` +
+          `max_tokens: the request needs ${mb(bytes)} of KV cache (prompt ${r.promptIds.length} + max_tokens ${r.maxTokens} tokens) ` +
             `but the server's KV budget is ${mb(this.opts.kvBudgetBytes)}: lower max_tokens or shorten the prompt`,
         );
       }

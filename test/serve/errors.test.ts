@@ -172,6 +172,11 @@ test('when the KV budget is full requests wait in a bounded queue; beyond it 429
     expect(e).toBeInstanceOf(OpenAI.RateLimitError);
     expect(e.status).toBe(429);
     expect(e.code).toBe('queue_full');
+    // One that could never fit the KV budget is a 400 naming max_tokens, not a wait.
+    const big = await errorOf(c.completions.create({ ...body, max_tokens: maxTokens + 50 }));
+    expect(big.status).toBe(400);
+    expect(big.param).toBe('max_tokens');
+    expect(big.message).toMatch(/KV cache/);
     // The first one leaving (its client goes away) lets the waiting one run to completion.
     first.abort();
     const rb = await b;
