@@ -33,28 +33,62 @@ export function argmax(logits: Float32Array): number {
   return best;
 }
 
+/** Probabilities below this fraction of the top one are dropped before sorting: e^-30 adds nothing a float can hold. */
+const NEGLIGIBLE_LOGIT_GAP = 30;
+
+/** The k largest logits at or above `floor`, best first (ties: lower id), by bounded insertion. */
+function topKIds(logits: Float32Array, k: number, floor: number): number[] {
+  const ids: number[] = [];
+  for (let i = 0; i < logits.length; i++) {
+    const x = logits[i];
+    if (x < floor) continue;
+    if (ids.length === k) {
+      if (x <= logits[ids[k - 1]]) continue;
+      ids.pop();
+    }
+    let j = ids.length;
+    while (j > 0 && logits[ids[j - 1]] < x) j--;
+    ids.splice(j, 0, i);
+  }
+  return ids;
+}
+
+/** How many of the descending `sorted` logits make up top-p of their probability mass. */
+function nucleusSize(sorted: ArrayLike<number>, maxLogit: number, p: SamplingParams): number {
+  const w = Array.from(sorted, (x) => Math.exp((x - maxLogit) / p.temperature));
+  const total = w.reduce((s, x) => s + x, 0);
+  let cum = 0;
+  for (let j = 0; j < w.length; j++) {
+    cum += w[j] / total;
+    if (cum >= p.topP) return j + 1;
+  }
+  return w.length;
+}
+
 export function sample(logits: Float32Array, p: SamplingParams, rng: Rng): number {
   if (p.temperature <= 0) return argmax(logits);
   const V = logits.length;
-  let ids = Array.from({ length: V }, (_, i) => i).sort((a, b) => logits[b] - logits[a] || a - b);
-  if (p.topK > 0 && p.topK < V) ids = ids.slice(0, p.topK);
-  const maxLogit = logits[ids[0]];
-  let probs = ids.map((i) => Math.exp((logits[i] - maxLogit) / p.temperature));
-  let total = probs.reduce((s, x) => s + x, 0);
-  if (p.topP < 1) {
-    let cum = 0;
-    let keep = ids.length;
-    for (let j = 0; j < ids.length; j++) {
-      cum += probs[j] / total;
-      if (cum >= p.topP) {
-        keep = j + 1;
-        break;
-      }
+  // Only tokens within reach of the maximum can be drawn: select them in one pass
+  // instead of sorting the whole vocabulary (32k+) for every token.
+  const maxLogit = logits[argmax(logits)];
+  const floor = maxLogit - NEGLIGIBLE_LOGIT_GAP * p.temperature;
+  let ids: number[];
+  if (p.topK > 0) {
+    ids = topKIds(logits, p.topK, floor);
+    if (p.topP < 1) ids = ids.slice(0, nucleusSize(ids.map((i) => logits[i]), maxLogit, p));
+  } else {
+    // No top-k: find the nucleus' smallest logit with a typed-array sort of the values,
+    // then keep the tokens at or above it in id order (any fixed order draws the same law).
+    let cutoff = floor;
+    if (p.topP < 1) {
+      const vals = Float32Array.from(logits.filter((x) => x >= floor)).sort().reverse();
+      cutoff = vals[nucleusSize(vals, maxLogit, p) - 1];
     }
-    ids = ids.slice(0, keep);
-    probs = probs.slice(0, keep);
-    total = probs.reduce((s, x) => s + x, 0);
+    ids = [];
+    for (let i = 0; i < V; i++) if (logits[i] >= cutoff) ids.push(i);
   }
+  const probs = ids.map((i) => Math.exp((logits[i] - maxLogit) / p.temperature));
+  const total = probs.reduce((s, x) => s + x, 0);
   let r = rng.next() * total;
   for (let j = 0; j < ids.length; j++) {
     r -= probs[j];
