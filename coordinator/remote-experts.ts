@@ -464,6 +464,12 @@ export class RemoteExperts implements ExpertBackend {
     this.healthTimer.unref();
   }
 
+  /** True while every (layer, expert) has at least one healthy node (replicas may cover a down node). */
+  ready(): boolean {
+    const healthy = this.nodes.filter((n) => n.healthy).map((n) => n.index);
+    return !this.closed && missingPairs(this.opts.shardMap, this.opts.model, healthy).length === 0;
+  }
+
   /** Per-node numbers since start (or the last resetStats). */
   stats(): NodeStats[] {
     return this.nodes.map((n) => ({
