@@ -57,7 +57,7 @@ int attention(ts_backend* b, int64_t layer, int64_t n, ts_kvcache* const* caches
       for (int64_t d = 0; d < head_dim; d++) o[d] = acc[d] * inv;
     }
   };
-  cb->pool.run(job);
+  cb->pool.run(job, 2.0 * double(n) * double(heads) * double(longest) * double(head_dim));
   return 0;
 }
 

@@ -48,7 +48,7 @@ int matmul(ts_backend* b, const ts_weight* W, int64_t n, const float* x, float* 
     split_range(m.rows, threads, tid, 16, &r0, &r1);
     if (r0 < r1) mat_rows(ks, m, r0, r1, int(n), xp, yp);
   };
-  cb->pool.run(job);
+  cb->pool.run(job, double(n) * double(m.rows) * double(m.cols));
   return 0;
 }
 

@@ -128,7 +128,8 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
           if (na) axpy(rows + 2 * e->stride, H, alpha, ty, na);
         }
       };
-      cb->pool.run(compute);
+      // dense: every neuron for every token; sparse: the listed neurons (3 rows each) for their tokens
+      cb->pool.run(compute, 3.0 * double(count) * double(H) * double(dense ? nb : 1));
 
       // ---- y[row] += weight * (sum of the threads' accumulators) ----
       auto reduce = [&](int tid) {
@@ -145,7 +146,7 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
           }
         }
       };
-      cb->pool.run(reduce);
+      cb->pool.run(reduce, double(nb) * double(H) * double(threads));
 
       if (active)
         for (int t = 0; t < nb; t++) {

@@ -40,7 +40,7 @@ int predict_many(ts_backend* b, int64_t n_rows, int64_t hidden, const float* x, 
       for (int t = 0; t < nt; t++)
         for (int64_t r = r0; r < r1; r++) hp[t][r] = std::max(hp[t][r], 0.f);
     };
-    cb->pool.run(fc1);
+    cb->pool.run(fc1, double(nt) * double(R) * double(p->hidden));
 
     auto fc2 = [&](int tid) {
       int64_t w0, w1;
@@ -62,7 +62,7 @@ int predict_many(ts_backend* b, int64_t n_rows, int64_t hidden, const float* x, 
         }
       }
     };
-    cb->pool.run(fc2);
+    cb->pool.run(fc2, double(nt) * double(I) * double(R));
 
     if (c.counts)
       for (int t = 0; t < nt; t++) {
