@@ -478,19 +478,20 @@ int main(int argc, char** argv) {
         target_dense = r.ok && dense_frac >= 0.85;
       }
     }
-    // variants of the sparse 10% path: the fused batch<=2 kernel (default) against the three-kernel path
-    // ("unfused", the default before 2026-11-28), PDL and L2 prefetch of down rows on/off, blocks per SM;
-    // and where the unfused time goes: only the first kernel (gate_up), the first two (+ down)
+    // variants of the sparse 10% path: the three-kernel path (the sparse default) against the fused batch<=2
+    // kernel (the dense-with-mask default), PDL and L2 prefetch of down rows on/off, blocks per SM; and where the three-kernel time goes:
+    // only the first kernel (gate_up), the first two (+ down)
     const tscuda::Tuning def = tscuda::get_tuning(b);
-    struct V { const char* name; bool fused, pdl, prefetch; int bps, stages; bool b8, dense, b2; };
-    for (V v : {V{"unfused", false, true, true, 2, 3, false, true, true},
-                V{"fused-no-prefetch", true, true, false, 2, 3, false, false, true},
-                V{"fused-bps1", true, true, true, 1, 3, false, true, false},
-                V{"fused-no-pdl", true, false, true, 2, 3, false, false, false},
-                V{"unfused-no-pdl", false, false, true, 2, 3, true, false, false},
-                V{"unfused-no-prefetch", false, true, false, 2, 3, false, false, false},
-                V{"stage1-gate_up", false, true, true, 2, 1, true, true, false},
-                V{"stage2-+down", false, true, true, 2, 2, false, true, false}}) {
+    struct V { const char* name; int fused; bool pdl, prefetch; int bps, stages; bool b8, dense, b2; };
+    for (V v : {V{"unfused", 0, true, false, 2, 3, false, true, true},
+                V{"fused", 1, true, false, 2, 3, false, true, true},
+                V{"fused-prefetch", 1, true, true, 2, 3, false, false, true},
+                V{"fused-bps1", 1, true, false, 1, 3, false, true, false},
+                V{"fused-no-pdl", 1, false, false, 2, 3, false, false, false},
+                V{"no-pdl", -1, false, false, 2, 3, true, false, false},
+                V{"prefetch", -1, true, true, 2, 3, false, false, true},
+                V{"stage1-gate_up", 0, true, false, 2, 1, true, true, false},
+                V{"stage2-+down", 0, true, false, 2, 2, false, true, false}}) {
       tscuda::Tuning t = def;
       t.fused = v.fused;
       t.pdl = v.pdl;
@@ -506,7 +507,7 @@ int main(int argc, char** argv) {
     tscuda::set_tuning(b, def);
 
     // end to end at full width: the GPU's sparse output vs the CPU backend's, expert 0, 10%,
-    // batch 1 (the fused kernel) and 8 (the three kernels)
+    // batch 1 and 8
     for (int n : {1, 8}) {
       std::vector<float> yg;
       std::vector<uint64_t> masks;

@@ -53,7 +53,7 @@ timeout 90 "$build/test_cuda" >"$out/test_cuda.log" 2>&1
 test_rc=$?
 grep -E "^(FAIL|skip)" "$out/test_cuda.log" | head -40
 if [ "$test_rc" -eq 124 ]; then
-  # a hang (the fused FFN's grid barrier is the one kernel that waits on other blocks): time without it
+  # a hang (the opt-in fused FFN's grid barrier is the one kernel that waits on other blocks): time without it
   say "test_cuda timed out: last lines below; gpu_bench runs with TS_CUDA_FUSED=0"
   tail -5 "$out/test_cuda.log"
   export TS_CUDA_FUSED=0

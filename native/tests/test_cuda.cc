@@ -569,9 +569,11 @@ void test_moe(Pair p, Rng& rng) {
   }
 }
 
-// Batches of 1-2 tokens of one dtype at hidden <= 4096 take the fused kernel
-// (gate/up + down + grid barrier + reduce in one launch): its own cases, from
-// one block to a few hundred blocks (I 4096 at half density), every dtype.
+// Batches of 1-2 tokens of one dtype at hidden <= 4096: the cases of the
+// fused kernel (by default dense-with-mask only) (gate/up + down + grid barrier + reduce in one launch),
+// from one block to a few hundred blocks (I 4096 at half density), every
+// dtype. main() runs them on the default backend and on one made with
+// TS_CUDA_FUSED=1.
 void test_moe_fused(Pair p, Rng& rng) {
   for (ts_dtype st : kStores) {
     MoeCase c;
@@ -680,6 +682,18 @@ int main() {
   test_attention(p, rng);
   test_moe(p, rng);
   test_moe_fused(p, rng);
+  {
+    setenv("TS_CUDA_FUSED", "1", 1);
+    Pair pf{p.cpu, ts_backend_create("cuda", 0)};
+    unsetenv("TS_CUDA_FUSED");
+    if (!pf.gpu) {
+      check(false, "cuda backend with TS_CUDA_FUSED=1", ts_last_error());
+    } else {
+      std::printf("-- the same small-batch cases with TS_CUDA_FUSED=1 (one fused kernel)\n");
+      test_moe_fused(pf, rng);
+      ts_backend_free(pf.gpu);
+    }
+  }
   ts_backend_free(p.gpu);
   ts_backend_free(p.cpu);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);

@@ -13,11 +13,13 @@ namespace tscuda {
 // Knobs the bench flips to compare variants; defaults are what the library uses.
 struct Tuning {
   bool pdl = true;        // programmatic dependent launch (sm_90+): the next kernel's launch overlaps this one's tail
-  bool prefetch = true;   // sparse FFN: the gate/up kernel prefetches the active down rows into L2
+  bool prefetch = false;  // sparse FFN: the gate/up kernel prefetches the active down rows into L2 (measured
+                          // 0.6 us slower at batch 1, 10%, on an H200 in two runs: off by default)
   int down_splits = 0;    // sparse/dense FFN: K-splits of the down kernel (0 = chosen from the SM count)
   int ffn_stages = 3;     // bench breakdown only: launch the first 1 (gate_up), 2 (+down) or 3 (+combine) kernels
-  bool fused = true;      // FFN of batches <= 2 (one dtype, hidden <= 4096): one kernel (gate/up, down, grid
-                          // barrier, fixed-order reduce) instead of gate_up + down + combine
+  int fused = -1;         // FFN of batches <= 2 (one dtype, hidden <= 4096) in one kernel (gate/up, down, grid
+                          // barrier, fixed-order reduce) instead of gate_up + down + combine: 1 always, 0 never,
+                          // -1 dense-with-mask only (faster there on an H200, 2026-11-28; no faster when sparse)
   int fused_bps = 2;      // fused FFN: blocks per SM (capped by occupancy; all blocks must be co-resident)
 };
 Tuning get_tuning(ts_backend* b);

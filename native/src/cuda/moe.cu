@@ -15,8 +15,10 @@
 //   combine  e = sum of the slices (the expert's output, in f32), then
 //            y[row] += weight * e in call order; also the active counts.
 // DENSE_WITH_MASK is the same path with the list = every neuron and no skip.
-// Batches of 1-2 tokens (one dtype, hidden <= 4096) take one fused kernel
-// instead (k_ffn_fused): each block does gate_up for its slice of the list,
+// Dense-with-mask by default, sparse when asked (Tuning::fused, TS_CUDA_FUSED=1;
+// on an H200 it was no faster than the three kernels when sparse, see
+// bench/RESULTS.md): batches of 1-2 tokens (one dtype, hidden <= 4096) take one
+// fused kernel instead (k_ffn_fused): each block does gate_up for its slice of the list,
 // keeps h in shared memory, then the axpy of those neurons' whole down rows
 // (each thread owns fixed columns, so a row is read contiguously by the block)
 // into one partial per (block, token); a grid barrier (every block is
@@ -833,7 +835,8 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
     f.groups.push_back(g);
   }
   // batch <= 2 of one dtype: plan the fused kernel (falls back to the three kernels when it does not fit)
-  if (b->tuning.fused && f.groups.size() == 1 && f.groups[0].tok <= 2 && f.groups[0].passes == 1 &&
+  const bool want_fused = b->tuning.fused > 0 || (b->tuning.fused < 0 && dense);
+  if (want_fused && f.groups.size() == 1 && f.groups[0].tok <= 2 && f.groups[0].passes == 1 &&
       f.ldH <= kFusedMaxLd && f.ldH % 4 == 0) {
     MoeGroup& g = f.groups[0];
     const size_t smem_bound = size_t(g.tok) * size_t(f.ldH) * 4 + size_t(kMaxList) * 4 * size_t(1 + g.tok);
