@@ -11,8 +11,10 @@
 // process of its own (its "bare" engine then pays the context manager too: the
 // ON figure is the cost of the spans). Which engine is loaded first shifts the
 // result by about 1%, so each comparison runs in both load orders and averages.
-// Besides tokens/s (wall time), CPU time per token is compared: on a machine
-// shared with other work it moves far less than wall time.
+// Besides tokens/s (wall time), CPU time per token is compared, and two direct
+// measures of the observability code's own cost that other load on the machine
+// barely moves: its main-thread self time per decode step in the real run (V8's
+// sampling profiler), and per step of a stub engine with no model work at all.
 //   node dist/bench/tracing-overhead.js [--pairs 15] [--tokens 128] [--experts local|cluster:2] [--model DIR] [--json]
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -141,6 +143,38 @@ async function microCostUs(traced: boolean, layers = 4, topK = 2, intermediate =
   return Math.round((bestObserved - bestBare) * 10) / 10;
 }
 
+/**
+ * Main-thread time spent in observability code, from V8's sampling profiler over a
+ * stretch of decoding: self time of functions in coordinator/telemetry, core/metrics,
+ * core/telemetry and @opentelemetry. Measured in the real run (caches as cold as the
+ * kernels leave them), and unaffected by what other processes do to wall time.
+ */
+async function profileObservability<T>(fn: () => Promise<T>): Promise<{ result: T; us: number }> {
+  const inspector = await import('node:inspector');
+  const session = new inspector.Session();
+  session.connect();
+  const post = (method: string, params?: object) =>
+    new Promise<unknown>((resolve, reject) => session.post(method, params ?? {}, (err, res) => (err ? reject(err) : resolve(res))));
+  await post('Profiler.enable');
+  await post('Profiler.setSamplingInterval', { interval: 100 });
+  await post('Profiler.start');
+  const result = await fn();
+  const { profile } = (await post('Profiler.stop')) as {
+    profile: { nodes: { id: number; callFrame: { url: string; functionName: string } }[]; samples: number[]; timeDeltas: number[] };
+  };
+  session.disconnect();
+  const ours = new Set(
+    profile.nodes
+      .filter((n) => /coordinator[\\/]telemetry|core[\\/]metrics|core[\\/]telemetry|@opentelemetry/.test(n.callFrame.url))
+      .map((n) => n.id),
+  );
+  let us = 0;
+  profile.samples.forEach((id, i) => {
+    if (ours.has(id)) us += profile.timeDeltas[i + 1] ?? 0;
+  });
+  return { result, us };
+}
+
 interface Result {
   comparison: Comparison;
   bare_tps: number;
@@ -151,6 +185,9 @@ interface Result {
   observed_cpu_us_per_token: number;
   /** Median over pairs of bare/observed CPU time per token - 1, in percent: the tokens/s change at equal CPU. */
   cpu_delta_pct: number;
+  /** Observability code's main-thread time per decode step in the real run (CPU profile), microseconds, and share of a bare step. */
+  profiled_us_per_step: number;
+  profiled_pct: number;
   /** The instrumentation's own time per step (stub engine), microseconds, and as a share of the bare step time. */
   instrumentation_us_per_step: number;
   instrumentation_pct: number;
@@ -201,6 +238,12 @@ async function child(comparison: Comparison, model: string, experts: string, tok
       cpuRatios.push(x.cpuUs / y.cpuUs);
     }
     const spansInPairs = exporter.spans - spans0;
+    // Observability code's own share of the observed engine's decode, profiled.
+    const profRuns = 4;
+    const prof = await profileObservability(async () => {
+      for (let i = 0; i < profRuns; i++) await decode(observed, tokens);
+    });
+    const profiledUs = prof.us / (profRuns * (tokens + 2));
     const microUs = await microCostUs(comparison === 'tracing-on', observed.config.numLayers, observed.config.topK, observed.config.intermediateSize);
     await shutdownTelemetry();
     const stepUs = 1e6 / median(a);
@@ -212,6 +255,8 @@ async function child(comparison: Comparison, model: string, experts: string, tok
       bare_cpu_us_per_token: Math.round(median(ca)),
       observed_cpu_us_per_token: Math.round(median(cb)),
       cpu_delta_pct: Math.round((median(cpuRatios) - 1) * 1000) / 10,
+      profiled_us_per_step: Math.round(profiledUs * 10) / 10,
+      profiled_pct: Math.round((profiledUs / stepUs) * 1000) / 10,
       instrumentation_us_per_step: microUs,
       instrumentation_pct: Math.round((microUs / stepUs) * 1000) / 10,
       pairs,
@@ -265,6 +310,8 @@ async function main(): Promise<void> {
       bare_cpu_us_per_token: Math.round(avg((q) => q.bare_cpu_us_per_token)),
       observed_cpu_us_per_token: Math.round(avg((q) => q.observed_cpu_us_per_token)),
       cpu_delta_pct: avg((q) => q.cpu_delta_pct),
+      profiled_us_per_step: avg((q) => q.profiled_us_per_step),
+      profiled_pct: avg((q) => q.profiled_pct),
       instrumentation_us_per_step: avg((q) => q.instrumentation_us_per_step),
       instrumentation_pct: avg((q) => q.instrumentation_pct),
       pairs: 2 * pairs,
@@ -283,13 +330,14 @@ async function main(): Promise<void> {
   const sign = (x: number) => (x >= 0 ? '+' : '') + x.toFixed(1) + '%';
   process.stdout.write(`decode, demo model, experts ${experts}, ${tokens} tokens per run, ${pairs} alternating pairs in each of 2 load orders (medians, averaged)\n`);
   process.stdout.write(
-    'comparison    tokens/s bare  observed  change    CPU us/token bare  observed  at equal CPU    instrumentation us/step  of a step\n',
+    'comparison    tokens/s bare  observed  change    CPU us/token bare  observed  at equal CPU    profiled us/step  of a step    stub us/step\n',
   );
   for (const r of results) {
     process.stdout.write(
       `${r.comparison.padEnd(12)}  ${r.bare_tps.toFixed(1).padStart(13)}  ${r.observed_tps.toFixed(1).padStart(8)}  ${sign(r.delta_pct).padStart(6)}` +
         `    ${String(r.bare_cpu_us_per_token).padStart(17)}  ${String(r.observed_cpu_us_per_token).padStart(8)}  ${sign(r.cpu_delta_pct).padStart(12)}` +
-        `    ${r.instrumentation_us_per_step.toFixed(1).padStart(23)}  ${(r.instrumentation_pct.toFixed(1) + '%').padStart(9)}` +
+        `    ${r.profiled_us_per_step.toFixed(1).padStart(16)}  ${(r.profiled_pct.toFixed(1) + '%').padStart(9)}` +
+        `    ${r.instrumentation_us_per_step.toFixed(1).padStart(12)}` +
         `${r.comparison === 'tracing-on' ? `  (${r.spans_per_token} spans per token)` : ''}\n`,
     );
   }

@@ -346,8 +346,14 @@ export class EngineObservability {
   // ---- in-process experts: the whole runExperts is one call on node "local" ----
 
   private wrapLocal(inner: ExpertBackend): ExpertBackend {
+    const defer = (batch: ExpertBatch, out: ExpertOutput | undefined, seconds: number, stepId: number | undefined): void => {
+      this.deferred.push(() => {
+        const sum = summariseBatch(batch, out);
+        this.record({ layer: batch.layer, node: 'local', ...sum, seconds, bytesIn: 0, bytesOut: 0, wire: 'none', stepId, error: out ? undefined : 'ERROR' });
+      });
+    };
     return delegate(inner, {
-      runExperts: async (batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> => {
+      runExperts: (batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> => {
         const parent = this.tracer && this.detail === 'layers' ? this.callParent() : undefined;
         const span = parent
           ? this.tracer!.startSpan(
@@ -357,45 +363,38 @@ export class EngineObservability {
             )
           : undefined;
         const t0 = performance.now();
-        let out: ExpertOutput | undefined;
-        try {
-          const running = inner.runExperts(batch, ctx);
-          this.flush(); // earlier calls' bookkeeping, while these kernels run
-          out = await running;
-          return out;
-        } finally {
-          const seconds = (performance.now() - t0) / 1000;
-          const result = out;
-          const record = (): void => {
-            const sum = summariseBatch(batch, result);
-            this.record({
-              layer: batch.layer,
-              node: 'local',
-              ...sum,
-              seconds,
-              bytesIn: 0,
-              bytesOut: 0,
-              wire: 'none',
-              stepId: ctx?.stepId,
-              error: result ? undefined : 'ERROR',
-            });
-          };
-          this.deferred.push(record);
-          if (span) {
-            const sum = summariseBatch(batch, out);
-            span.setAttributes({
-              'moe.experts': sum.experts,
-              'moe.tokens': sum.tokens,
-              'moe.active_neurons': sum.active.reduce((a, b) => a + b, 0),
-              'moe.compute_us': Math.round(seconds * 1e6),
-              'moe.queue_us': 0,
-              'moe.bytes_in': 0,
-              'moe.bytes_out': 0,
-            });
-            if (!out) span.setStatus({ code: SpanStatusCode.ERROR });
-            span.end();
-          }
-        }
+        const running = inner.runExperts(batch, ctx);
+        this.flush(); // earlier calls' bookkeeping, while these kernels run
+        // No async wrapper: the caller awaits the backend's own promise plus one `then`.
+        return running.then(
+          (out) => {
+            const seconds = (performance.now() - t0) / 1000;
+            defer(batch, out, seconds, ctx?.stepId);
+            if (span) {
+              const sum = summariseBatch(batch, out);
+              span.setAttributes({
+                'moe.experts': sum.experts,
+                'moe.tokens': sum.tokens,
+                'moe.active_neurons': sum.active.reduce((a, b) => a + b, 0),
+                'moe.compute_us': Math.round(seconds * 1e6),
+                'moe.queue_us': 0,
+                'moe.bytes_in': 0,
+                'moe.bytes_out': 0,
+              });
+              span.end();
+            }
+            return out;
+          },
+          (e: unknown) => {
+            defer(batch, undefined, (performance.now() - t0) / 1000, ctx?.stepId);
+            if (span) {
+              span.recordException(e instanceof Error ? e : String(e));
+              span.setStatus({ code: SpanStatusCode.ERROR });
+              span.end();
+            }
+            throw e;
+          },
+        );
       },
     });
   }
@@ -569,13 +568,19 @@ export class EngineObservability {
  * inspects `engine.experts` (readiness, node tables) sees the real backend.
  */
 function delegate<T extends ExpertBackend>(inner: T, over: Pick<ExpertBackend, 'runExperts'>): T {
-  return new Proxy(inner, {
-    get(target, prop) {
-      if (prop === 'runExperts') return over.runExperts;
-      const v = Reflect.get(target, prop, target);
-      return typeof v === 'function' ? v.bind(target) : v;
-    },
-  });
+  // The backend as prototype (instanceof and data fields read through), its methods
+  // bound to it (their writes land on the backend), runExperts replaced. A plain
+  // object, not a Proxy: the forward pass calls runExperts on it every layer.
+  const w = Object.create(inner) as Record<string, unknown>;
+  for (let proto: object | null = inner; proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    for (const key of Object.getOwnPropertyNames(proto)) {
+      if (key === 'constructor' || key in w === false || Object.prototype.hasOwnProperty.call(w, key)) continue;
+      const d = Object.getOwnPropertyDescriptor(proto, key);
+      if (d && typeof d.value === 'function') w[key] = (d.value as (...a: unknown[]) => unknown).bind(inner);
+    }
+  }
+  w.runExperts = over.runExperts;
+  return w as unknown as T;
 }
 
 function isObservable(b: ExpertBackend): b is ObservableBackend {
