@@ -80,13 +80,16 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
     }
     backend = mod.createBackend(opts.device, opts.threads);
     // Spans (when tracing is set up) and Prometheus metrics of every request; see telemetry.ts.
-    nodeTel = createNodeTelemetry({ node: opts.name ?? `${opts.host}:${opts.port}`, intermediateSize: c.intermediateSize });
+    // Spans and labels name the node as the coordinator does: --name, else its shard-map entry's name.
+    const entryName = opts.shardMap !== undefined && opts.shardIndex !== undefined ? loadShardMap(opts.shardMap, c).nodes[opts.shardIndex]?.name : undefined;
+    const telName = opts.name ?? entryName;
+    nodeTel = createNodeTelemetry({ node: telName ?? `${opts.host}:${opts.port}`, intermediateSize: c.intermediateSize });
     const hooks = combineHooks(nodeTel.hooks, opts.hooks);
     server = createServer({ modelId: path.basename(path.resolve(opts.model)), version: mod.version(), hooks, log,
       credentials: tls && serverCredentials(tls) });
     port = await server.listen(opts.host, opts.port);
     if (opts.healthPort !== undefined) healthPort = await server.listenHealth(opts.host, opts.healthPort);
-    if (!opts.name) nodeTel.setNode(`${opts.host}:${port}`);
+    if (!telName) nodeTel.setNode(`${opts.host}:${port}`);
     if (opts.metricsPort !== undefined) {
       metricsServer = await startMetricsServer(opts.metricsPort, opts.host, nodeTel.registry);
       log(`metrics on ${metricsServer.url}`);
