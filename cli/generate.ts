@@ -109,6 +109,10 @@ export async function generateWith(engine: Engine, flags: GenerateFlags): Promis
       `${s.prompt_tokens} prompt tokens in ${s.prefill_ms.toFixed(0)} ms, ${s.generated_tokens} generated at ` +
         `${s.decode_tokens_per_s.toFixed(1)} tokens/s, ${(100 * s.active_fraction).toFixed(1)}% of expert neurons computed\n`,
     );
+    // Per node: experts held, calls, latency, active fraction, bytes per token on the wire.
+    if (engine.experts instanceof RemoteExperts) {
+      process.stderr.write(`\nexpert nodes:\n${formatNodeTable(engine.experts.stats())}\n`);
+    }
     // Per-expert latency: p50/p99 per node and per expert, the hottest experts.
     if (obs) process.stderr.write(`\n${formatLatencyTable(buildStatus(obs))}\n`);
   }
