@@ -45,6 +45,8 @@ struct Options {
   int reps = 15;
   double budget_s = 20;  // per measurement, to collect clean repeats on a busy machine
   std::vector<double> actives = {0.05, 0.10, 0.15, 0.25, 0.50};
+  std::vector<std::string> kernels = {"dense", "sparse", "predictor"};
+  bool has(const std::string& k) const { return std::find(kernels.begin(), kernels.end(), k) != kernels.end(); }
 };
 
 double now_s() {
@@ -63,53 +65,6 @@ double cpu_s() {
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
   return double(t.tv_sec) + double(t.tv_nsec) * 1e-9;
 }
-
-// A repeat counts ("clean") when our threads held their cores for the whole
-// call: process CPU time >= 93% of threads x wall time. On a shared machine a
-// repeat during which another process ran is dropped instead of measured.
-struct Timing {
-  double median_s = 0;
-  int clean = 0, tries = 0;
-};
-
-template <class F>
-Timing measure(int threads, int warmup, int want, double budget_s, F&& fn) {
-  for (int r = 0; r < warmup; r++) fn(r);
-  std::vector<double> clean, all;
-  const double t_end = now_s() + budget_s;
-  int r = warmup;
-  while (int(clean.size()) < want && (now_s() < t_end || all.size() < size_t(want))) {
-    const double w0 = now_s(), c0 = cpu_s();
-    fn(r++);
-    const double w1 = now_s(), c1 = cpu_s();
-    all.push_back(w1 - w0);
-    if (c1 - c0 >= 0.93 * threads * (w1 - w0)) clean.push_back(w1 - w0);
-  }
-  Timing t;
-  t.clean = int(clean.size());
-  t.tries = int(all.size());
-  // too few clean repeats (a busy machine): report all of them, flagged by the counts
-  t.median_s = median(t.clean * 2 >= want ? clean : all);
-  return t;
-}
-
-void die(const std::string& what) {
-  std::fprintf(stderr, "bench_kernels: %s: %s\n", what.c_str(), ts_last_error());
-  std::exit(1);
-}
-
-// Fast deterministic random numbers (weights for ~180M parameters).
-struct XorShift {
-  uint64_t s;
-  explicit XorShift(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  uint64_t next() {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
-  }
-  float uni(float a, float b) { return a + (b - a) * float(next() >> 40) * (1.0f / 16777216.0f); }
-};
 
 // ---- read bandwidth: every thread (the caller too) sums its slice of a buffer >> LLC ----
 struct ReadBuffer {
@@ -139,6 +94,106 @@ struct ReadBuffer {
     for (auto& t : ts) t.join();
     if (sink.load() == 42) std::fprintf(stderr, " ");
   }
+};
+
+// A repeat counts ("clean") when our threads held their cores for the whole
+// call: process CPU time >= 93% of threads x wall time. On a shared machine a
+// repeat during which another process ran is dropped instead of measured.
+bool clean_run(int threads, double wall_s, double cpu_s_used) { return cpu_s_used >= 0.93 * threads * wall_s; }
+
+// Share of the machine's CPU time that was idle over the last `window_s` (Linux; 1 elsewhere).
+double idle_share(double window_s) {
+  auto sample = [](double* total, double* idle) {
+    std::ifstream f("/proc/stat");
+    std::string cpu;
+    double v[10] = {0};
+    f >> cpu;
+    for (double& x : v) f >> x;
+    *total = 0;
+    for (double x : v) *total += x;
+    *idle = v[3] + v[4];
+    return bool(f) && cpu == "cpu";
+  };
+  double t0, i0, t1, i1;
+  if (!sample(&t0, &i0)) return 1;
+  std::this_thread::sleep_for(std::chrono::duration<double>(window_s));
+  if (!sample(&t1, &i1) || t1 <= t0) return 1;
+  return (i1 - i0) / (t1 - t0);
+}
+
+// Waits (up to `until`) for a moment when other processes leave the cores
+// alone, so that repeats are not spent, and counted, while they run.
+void wait_for_quiet(double until) {
+  while (now_s() < until && idle_share(0.25) < 0.85) {
+  }
+}
+
+struct Timing {
+  double median_s = 0;  // of the clean repeats (of all when fewer than half were clean)
+  double read_gbps = 0; // read bandwidth measured between them
+  int clean = 0, tries = 0;
+};
+
+// Times fn(rep) `want` clean times, interleaved with passes of the read
+// bandwidth test (about as long as the calls between them), so every line's
+// ratio compares kernel and bandwidth measured over the same seconds: the
+// bandwidth of a shared machine drifts over a run.
+template <class F>
+Timing measure(int threads, int warmup, int want, double budget_s, const ReadBuffer& rb, F&& fn) {
+  double t0 = now_s();
+  for (int r = 0; r < warmup; r++) fn(r);
+  const double t_call = (now_s() - t0) / std::max(warmup, 1);
+  t0 = now_s();
+  rb.pass(threads);
+  const double t_read = now_s() - t0;
+  const int calls_per_read = int(std::min(50.0, std::max(1.0, std::round(t_read / std::max(t_call, 1e-6)))));
+
+  std::vector<double> clean, all, read_clean, read_all;
+  const double t_end = now_s() + budget_s;
+  const double bytes = double(rb.buf.size() * 8);
+  int r = warmup;
+  while ((int(clean.size()) < want || read_clean.size() < 3) &&
+         (now_s() < t_end || all.size() < size_t(want) || read_all.empty())) {
+    wait_for_quiet(t_end);
+    {
+      const double w0 = now_s(), c0 = cpu_s();
+      rb.pass(threads);
+      const double w1 = now_s(), c1 = cpu_s();
+      read_all.push_back(bytes / (w1 - w0) / 1e9);
+      if (clean_run(threads, w1 - w0, c1 - c0)) read_clean.push_back(read_all.back());
+    }
+    for (int k = 0; k < calls_per_read && int(clean.size()) < want; k++) {
+      const double w0 = now_s(), c0 = cpu_s();
+      fn(r++);
+      const double w1 = now_s(), c1 = cpu_s();
+      all.push_back(w1 - w0);
+      if (clean_run(threads, w1 - w0, c1 - c0)) clean.push_back(w1 - w0);
+    }
+  }
+  Timing t;
+  t.clean = int(clean.size());
+  t.tries = int(all.size());
+  t.median_s = median(t.clean * 2 >= want ? clean : all);
+  t.read_gbps = median(read_clean.size() >= 3 ? read_clean : read_all);
+  return t;
+}
+
+void die(const std::string& what) {
+  std::fprintf(stderr, "bench_kernels: %s: %s\n", what.c_str(), ts_last_error());
+  std::exit(1);
+}
+
+// Fast deterministic random numbers (weights for ~180M parameters).
+struct XorShift {
+  uint64_t s;
+  explicit XorShift(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  uint64_t next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+  }
+  float uni(float a, float b) { return a + (b - a) * float(next() >> 40) * (1.0f / 16777216.0f); }
 };
 
 struct Result {
@@ -238,6 +293,11 @@ int main(int argc, char** argv) {
     } else if (a == "--variant") o.variant = next();
     else if (a == "--reps") o.reps = std::max(3, std::atoi(next().c_str()));
     else if (a == "--budget") o.budget_s = std::max(1.0, std::atof(next().c_str()));
+    else if (a == "--kernels") o.kernels = split(next());
+    else if (a == "--actives") {
+      o.actives.clear();
+      for (auto& v : split(next())) o.actives.push_back(std::atof(v.c_str()));
+    }
     else if (a == "--quick") {
       o.reps = 5;
       o.dtypes = {"bf16"};
@@ -245,11 +305,14 @@ int main(int argc, char** argv) {
     } else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: bench_kernels [--json] [--threads N] [--dtypes bf16,f16,i8,f32] [--batches 1,8]\n"
-          "                     [--variant auto|scalar|avx2|avx512] [--reps 15] [--budget 20] [--quick]\n"
+          "                     [--variant auto|scalar|avx2|avx512] [--reps 15] [--budget 20]\n"
+          "                     [--kernels dense,sparse,predictor] [--actives 0.05,0.1,...] [--quick]\n"
           "  --json     only the JSON lines (the table and notes go to stderr)\n"
           "  --threads  worker threads, 0 = all cores (default)\n"
           "  --reps     clean repeats per measurement (median reported)\n"
           "  --budget   seconds per measurement to collect them on a busy machine\n"
+          "  --kernels  any of dense,sparse,predictor (default all)\n"
+          "  --actives  sparse active fractions (default 0.05,0.1,0.15,0.25,0.5)\n"
           "  --quick    bf16 only, 10%% active, 5 repeats\n");
       return 0;
     } else {
@@ -340,8 +403,6 @@ int main(int argc, char** argv) {
       preds.push_back(p);
     }
     std::fprintf(stderr, "[%s] measuring...\n", dname.c_str());
-    const Timing bw = measure(threads, 1, 7, o.budget_s, [&](int) { readbuf.pass(threads); });
-    const double read_gbps = double(readbuf.buf.size() * 8) / bw.median_s / 1e9;
 
     for (int batch : o.batches) {
       // one ts_moe call of `batch` rows on one expert copy with one mask set
@@ -359,15 +420,19 @@ int main(int argc, char** argv) {
 
       // dense-with-mask baseline: reads the whole expert whatever the mask
       int64_t u;
+      double dense_ms = 0;
+      if (o.has("dense")) {
       std::vector<std::vector<uint64_t>> dense_sets;
       for (int k = 0; k < 7; k++) dense_sets.push_back(draw_masks(rng, batch, 0.10, &u));
-      const Timing td = measure(threads, 2, std::max(5, o.reps / 2), o.budget_s,
+      const Timing td = measure(threads, 2, std::max(5, o.reps / 2), o.budget_s, readbuf,
                                 [&](int r) { run_moe(TS_FFN_DENSE_WITH_MASK, dense_sets, r); });
-      const double dense_ms = td.median_s * 1e3;
-      add(Result{"dense_expert", dname, 1.0, batch, 1.0, dense_ms, double(expert_bytes) / td.median_s / 1e9, read_gbps, 0},
+      dense_ms = td.median_s * 1e3;
+      add(Result{"dense_expert", dname, 1.0, batch, 1.0, dense_ms, double(expert_bytes) / td.median_s / 1e9,
+                 td.read_gbps, 0},
           td);
+      }
 
-      for (double frac : o.actives) {
+      for (double frac : o.has("sparse") ? o.actives : std::vector<double>{}) {
         // a different mask draw per call (7 sets, a count prime to the copies)
         std::vector<std::vector<uint64_t>> sets;
         double mean_union = 0;
@@ -376,14 +441,14 @@ int main(int argc, char** argv) {
           mean_union += double(u) / 7;
         }
         int64_t on = 0, masked = 0;
-        const Timing ts = measure(threads, 2, o.reps, o.budget_s, [&](int r) {
+        const Timing ts = measure(threads, 2, o.reps, o.budget_s, readbuf, [&](int r) {
           run_moe(TS_FFN_SPARSE, sets, r);
           for (int t = 0; t < batch; t++) on += active[size_t(t)];
           masked += batch * std::llround(frac * double(kInter));
         });
         // bytes needed: the rows of every neuron some token's mask has (read once for all tokens)
         Result r{"sparse_expert", dname, frac, batch, mean_union / double(kInter), ts.median_s * 1e3,
-                 mean_union * double(row_bytes) / ts.median_s / 1e9, read_gbps, dense_ms / (ts.median_s * 1e3)};
+                 mean_union * double(row_bytes) / ts.median_s / 1e9, ts.read_gbps, dense_ms / (ts.median_s * 1e3)};
         add(r, ts);
         if (double(on) < 0.99 * double(masked))
           std::fprintf(stderr, "note: only %.1f%% of masked neurons had both relus > 0 (their w2 rows are skipped)\n",
@@ -391,18 +456,18 @@ int main(int argc, char** argv) {
       }
 
       // the predictor: fc1 [r, H] and fc2 [I, r], read in full
+      if (!o.has("predictor")) continue;
       std::vector<uint64_t> masks(size_t(batch * W));
-      const Timing tp = measure(threads, 2, o.reps, o.budget_s, [&](int r) {
+      const Timing tp = measure(threads, 2, o.reps, o.budget_s, readbuf, [&](int r) {
         if (ts_predict(b, preds[size_t(r % pcopies)], batch, x.data(), masks.data(), counts.data()) != 0)
           die("ts_predict");
       });
       add(Result{"predictor", dname, 1.0, batch, 1.0, tp.median_s * 1e3, double(pred_bytes) / tp.median_s / 1e9,
-                 read_gbps, 0},
+                 tp.read_gbps, 0},
           tp);
     }
     for (auto* e : experts) ts_expert_free(e);
     for (auto* p : preds) ts_predictor_free(p);
-    if (bw.clean * 2 < 7) std::fprintf(stderr, "note: the read bandwidth had only %d clean passes of %d\n", bw.clean, bw.tries);
   }
   if (!o.json_only) std::printf("\n");
   for (const auto& r : results) print_json(r);

@@ -102,40 +102,64 @@ void dot2_nt(const void* ra, const void* rb, int64_t n, const float* const* x, f
 
 template <class L>
 void dot2(const void* ra, const void* rb, int64_t n, const float* const* x, int nt, float* oa, float* ob) {
-  switch (nt) {
-    case 1: dot2_nt<L, 1, 4>(ra, rb, n, x, oa, ob); break;
-    case 2: dot2_nt<L, 2, 2>(ra, rb, n, x, oa, ob); break;
-    case 3: dot2_nt<L, 3, 1>(ra, rb, n, x, oa, ob); break;
-    default: dot2_nt<L, 4, 1>(ra, rb, n, x, oa, ob); break;
+  // 16 ymm registers: at most 4 tokens (8 accumulators) per pass
+  for (int t0 = 0; t0 < nt; t0 += 4) {
+    switch (nt - t0 < 4 ? nt - t0 : 4) {
+      case 1: dot2_nt<L, 1, 4>(ra, rb, n, x + t0, oa + t0, ob + t0); break;
+      case 2: dot2_nt<L, 2, 2>(ra, rb, n, x + t0, oa + t0, ob + t0); break;
+      case 3: dot2_nt<L, 3, 1>(ra, rb, n, x + t0, oa + t0, ob + t0); break;
+      default: dot2_nt<L, 4, 1>(ra, rb, n, x + t0, oa + t0, ob + t0); break;
+    }
+  }
+}
+
+// NT tokens x C chunks of 8 columns in registers; every row of the block is
+// streamed through them, so y is loaded and stored once per block.
+template <class L, int NT, int C>
+void axpy_rows_nt(const void* const* rows, int nr, int64_t n, const float* alpha, int lda, float* const* y) {
+  int64_t k = 0;
+  for (; k + 8 * C <= n; k += 8 * C) {
+    __m256 acc[NT][C];
+    for (int t = 0; t < NT; t++)
+      for (int c = 0; c < C; c++) acc[t][c] = _mm256_loadu_ps(y[t] + k + 8 * c);
+    for (int j = 0; j < nr; j++) {
+      __m256 w[C];
+      for (int c = 0; c < C; c++) w[c] = L::load(rows[j], k + 8 * c);
+      for (int t = 0; t < NT; t++) {
+        const __m256 a = _mm256_broadcast_ss(alpha + j * lda + t);
+        for (int c = 0; c < C; c++) acc[t][c] = _mm256_fmadd_ps(a, w[c], acc[t][c]);
+      }
+    }
+    for (int t = 0; t < NT; t++)
+      for (int c = 0; c < C; c++) _mm256_storeu_ps(y[t] + k + 8 * c, acc[t][c]);
+  }
+  for (; k < n; k += 8) {
+    const int64_t r = n - k < 8 ? n - k : 8;
+    const __m256i m = tail_mask(r);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_maskload_ps(y[t] + k, m);
+    for (int j = 0; j < nr; j++) {
+      const __m256 w = r == 8 ? L::load(rows[j], k) : load_tail<L>(rows[j], k, r);
+      for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(alpha + j * lda + t), w, acc[t]);
+    }
+    for (int t = 0; t < NT; t++) _mm256_maskstore_ps(y[t] + k, m, acc[t]);
   }
 }
 
 template <class L>
-void axpy(const void* row, int64_t n, const float* alpha, float* const* y, int nt) {
-  int64_t k = 0;
-  for (; k + 16 <= n; k += 16) {
-    const __m256 w0 = L::load(row, k), w1 = L::load(row, k + 8);
-    for (int t = 0; t < nt; t++) {
-      const __m256 a = _mm256_set1_ps(alpha[t]);
-      float* yt = y[t] + k;
-      _mm256_storeu_ps(yt, _mm256_fmadd_ps(a, w0, _mm256_loadu_ps(yt)));
-      _mm256_storeu_ps(yt + 8, _mm256_fmadd_ps(a, w1, _mm256_loadu_ps(yt + 8)));
-    }
-  }
-  for (; k + 8 <= n; k += 8) {
-    const __m256 w = L::load(row, k);
-    for (int t = 0; t < nt; t++) {
-      float* yt = y[t] + k;
-      _mm256_storeu_ps(yt, _mm256_fmadd_ps(_mm256_set1_ps(alpha[t]), w, _mm256_loadu_ps(yt)));
-    }
-  }
-  if (k < n) {
-    const int64_t r = n - k;
-    const __m256i m = tail_mask(r);
-    const __m256 w = load_tail<L>(row, k, r);
-    for (int t = 0; t < nt; t++) {
-      float* yt = y[t] + k;
-      _mm256_maskstore_ps(yt, m, _mm256_fmadd_ps(_mm256_set1_ps(alpha[t]), w, _mm256_maskload_ps(yt, m)));
+void axpy_rows(const void* const* rows, int nr, int64_t n, const float* alpha, int lda, float* const* y, int nt) {
+  for (int t0 = 0; t0 < nt; t0 += 8) {
+    const float* al = alpha + t0;
+    float* const* yt = y + t0;
+    switch (nt - t0 < 8 ? nt - t0 : 8) {
+      case 1: axpy_rows_nt<L, 1, 4>(rows, nr, n, al, lda, yt); break;
+      case 2: axpy_rows_nt<L, 2, 4>(rows, nr, n, al, lda, yt); break;
+      case 3: axpy_rows_nt<L, 3, 2>(rows, nr, n, al, lda, yt); break;
+      case 4: axpy_rows_nt<L, 4, 2>(rows, nr, n, al, lda, yt); break;
+      case 5: axpy_rows_nt<L, 5, 1>(rows, nr, n, al, lda, yt); break;
+      case 6: axpy_rows_nt<L, 6, 1>(rows, nr, n, al, lda, yt); break;
+      case 7: axpy_rows_nt<L, 7, 1>(rows, nr, n, al, lda, yt); break;
+      default: axpy_rows_nt<L, 8, 1>(rows, nr, n, al, lda, yt); break;
     }
   }
 }
@@ -143,7 +167,7 @@ void axpy(const void* row, int64_t n, const float* alpha, float* const* y, int n
 const KernelSet kAvx2 = {
     "avx2",
     {dot2<LF32>, dot2<LF16>, dot2<LBF16>, dot2<LI8>},
-    {axpy<LF32>, axpy<LF16>, axpy<LBF16>, axpy<LI8>},
+    {axpy_rows<LF32>, axpy_rows<LF16>, axpy_rows<LBF16>, axpy_rows<LI8>},
 };
 
 }  // namespace

@@ -99,36 +99,61 @@ void dot2(const void* ra, const void* rb, int64_t n, const float* const* x, int 
     case 1: dot2_nt<L, 1, 4>(ra, rb, n, x, oa, ob); break;
     case 2: dot2_nt<L, 2, 2>(ra, rb, n, x, oa, ob); break;
     case 3: dot2_nt<L, 3, 1>(ra, rb, n, x, oa, ob); break;
-    default: dot2_nt<L, 4, 1>(ra, rb, n, x, oa, ob); break;
+    case 4: dot2_nt<L, 4, 1>(ra, rb, n, x, oa, ob); break;
+    case 5: dot2_nt<L, 5, 1>(ra, rb, n, x, oa, ob); break;
+    case 6: dot2_nt<L, 6, 1>(ra, rb, n, x, oa, ob); break;
+    case 7: dot2_nt<L, 7, 1>(ra, rb, n, x, oa, ob); break;
+    default: dot2_nt<L, 8, 1>(ra, rb, n, x, oa, ob); break;  // 16 accumulators: weights converted once for 8 tokens
+  }
+}
+
+// NT tokens x C chunks of 16 columns in registers; every row of the block is
+// streamed through them, so y is loaded and stored once per block.
+template <class L, int NT, int C>
+void axpy_rows_nt(const void* const* rows, int nr, int64_t n, const float* alpha, int lda, float* const* y) {
+  int64_t k = 0;
+  for (; k + 16 * C <= n; k += 16 * C) {
+    __m512 acc[NT][C];
+    for (int t = 0; t < NT; t++)
+      for (int c = 0; c < C; c++) acc[t][c] = _mm512_loadu_ps(y[t] + k + 16 * c);
+    for (int j = 0; j < nr; j++) {
+      __m512 w[C];
+      for (int c = 0; c < C; c++) w[c] = L::load(rows[j], k + 16 * c);
+      for (int t = 0; t < NT; t++) {
+        const __m512 a = _mm512_set1_ps(alpha[j * lda + t]);
+        for (int c = 0; c < C; c++) acc[t][c] = _mm512_fmadd_ps(a, w[c], acc[t][c]);
+      }
+    }
+    for (int t = 0; t < NT; t++)
+      for (int c = 0; c < C; c++) _mm512_storeu_ps(y[t] + k + 16 * c, acc[t][c]);
+  }
+  for (; k < n; k += 16) {
+    const int64_t r = n - k < 16 ? n - k : 16;
+    const __mmask16 m = __mmask16((1u << r) - 1);
+    __m512 acc[NT];
+    for (int t = 0; t < NT; t++) acc[t] = _mm512_maskz_loadu_ps(m, y[t] + k);
+    for (int j = 0; j < nr; j++) {
+      const __m512 w = r == 16 ? L::load(rows[j], k) : load_tail<L>(rows[j], k, r);
+      for (int t = 0; t < NT; t++) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(alpha[j * lda + t]), w, acc[t]);
+    }
+    for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y[t] + k, m, acc[t]);
   }
 }
 
 template <class L>
-void axpy(const void* row, int64_t n, const float* alpha, float* const* y, int nt) {
-  int64_t k = 0;
-  for (; k + 32 <= n; k += 32) {
-    const __m512 w0 = L::load(row, k), w1 = L::load(row, k + 16);
-    for (int t = 0; t < nt; t++) {
-      const __m512 a = _mm512_set1_ps(alpha[t]);
-      float* yt = y[t] + k;
-      _mm512_storeu_ps(yt, _mm512_fmadd_ps(a, w0, _mm512_loadu_ps(yt)));
-      _mm512_storeu_ps(yt + 16, _mm512_fmadd_ps(a, w1, _mm512_loadu_ps(yt + 16)));
-    }
-  }
-  for (; k + 16 <= n; k += 16) {
-    const __m512 w = L::load(row, k);
-    for (int t = 0; t < nt; t++) {
-      float* yt = y[t] + k;
-      _mm512_storeu_ps(yt, _mm512_fmadd_ps(_mm512_set1_ps(alpha[t]), w, _mm512_loadu_ps(yt)));
-    }
-  }
-  if (k < n) {
-    const int64_t r = n - k;
-    const __mmask16 m = __mmask16((1u << r) - 1);
-    const __m512 w = load_tail<L>(row, k, r);
-    for (int t = 0; t < nt; t++) {
-      float* yt = y[t] + k;
-      _mm512_mask_storeu_ps(yt, m, _mm512_fmadd_ps(_mm512_set1_ps(alpha[t]), w, _mm512_maskz_loadu_ps(m, yt)));
+void axpy_rows(const void* const* rows, int nr, int64_t n, const float* alpha, int lda, float* const* y, int nt) {
+  for (int t0 = 0; t0 < nt; t0 += 8) {
+    const float* al = alpha + t0;
+    float* const* yt = y + t0;
+    switch (nt - t0 < 8 ? nt - t0 : 8) {
+      case 1: axpy_rows_nt<L, 1, 4>(rows, nr, n, al, lda, yt); break;
+      case 2: axpy_rows_nt<L, 2, 2>(rows, nr, n, al, lda, yt); break;
+      case 3: axpy_rows_nt<L, 3, 2>(rows, nr, n, al, lda, yt); break;
+      case 4: axpy_rows_nt<L, 4, 2>(rows, nr, n, al, lda, yt); break;
+      case 5: axpy_rows_nt<L, 5, 2>(rows, nr, n, al, lda, yt); break;
+      case 6: axpy_rows_nt<L, 6, 2>(rows, nr, n, al, lda, yt); break;
+      case 7: axpy_rows_nt<L, 7, 2>(rows, nr, n, al, lda, yt); break;
+      default: axpy_rows_nt<L, 8, 2>(rows, nr, n, al, lda, yt); break;
     }
   }
 }
@@ -136,7 +161,7 @@ void axpy(const void* row, int64_t n, const float* alpha, float* const* y, int n
 const KernelSet kAvx512 = {
     "avx512",
     {dot2<LF32>, dot2<LF16>, dot2<LBF16>, dot2<LI8>},
-    {axpy<LF32>, axpy<LF16>, axpy<LBF16>, axpy<LI8>},
+    {axpy_rows<LF32>, axpy_rows<LF16>, axpy_rows<LBF16>, axpy_rows<LI8>},
 };
 
 }  // namespace

@@ -28,18 +28,21 @@ void dot2(const void* ra, const void* rb, int64_t n, const float* const* x, int 
 }
 
 template <class L>
-void axpy(const void* row, int64_t n, const float* alpha, float* const* y, int nt) {
+void axpy_rows(const void* const* rows, int nr, int64_t n, const float* alpha, int lda, float* const* y, int nt) {
   for (int t = 0; t < nt; t++) {
-    const float a = alpha[t];
     float* yt = y[t];
-    for (int64_t k = 0; k < n; k++) yt[k] += a * L::at(row, k);
+    for (int64_t k = 0; k < n; k++) {
+      float acc = yt[k];
+      for (int j = 0; j < nr; j++) acc += alpha[j * lda + t] * L::at(rows[j], k);
+      yt[k] = acc;
+    }
   }
 }
 
 const KernelSet kScalar = {
     "scalar",
     {dot2<LoadF32>, dot2<LoadF16>, dot2<LoadBF16>, dot2<LoadI8>},
-    {axpy<LoadF32>, axpy<LoadF16>, axpy<LoadBF16>, axpy<LoadI8>},
+    {axpy_rows<LoadF32>, axpy_rows<LoadF16>, axpy_rows<LoadBF16>, axpy_rows<LoadI8>},
 };
 
 }  // namespace

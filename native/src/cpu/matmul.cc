@@ -18,6 +18,9 @@ void mat_rows(const KernelSet* ks, const Mat& W, int64_t r0, int64_t r1, int nt,
       const bool pair = r + 1 < r1;
       const uint8_t* ra = W.row(r);
       const uint8_t* rb = pair ? W.row(r + 1) : ra;
+      // start the streams of the next row pair, one line per 4 KiB page (see moe.cc)
+      if (tb == 0 && r + 3 < r1)
+        for (int64_t o = 0; o < 2 * W.stride; o += 4096) __builtin_prefetch(ra + 2 * W.stride + o, 0, 2);
       const float sa = W.scale(r), sb = pair ? W.scale(r + 1) : 0.f;
       for (int g = 0; g < nb; g += kDotTokens) {
         const int ng = std::min<int>(kDotTokens, nb - g);

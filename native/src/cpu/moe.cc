@@ -4,8 +4,8 @@
 // neurons to visit with, per neuron, the bits of the tokens whose mask has it:
 //   SPARSE: the union of the block's masks; each listed neuron's rows are read
 //           once and used for exactly the tokens that want it (gather-dot of
-//           gate+up, then an axpy of its down row into those tokens' outputs,
-//           skipped when relu*relu is 0 for all of them);
+//           gate+up, then its down row into those tokens' outputs — skipped
+//           when relu*relu is 0 for all of them);
 //   DENSE_WITH_MASK: every neuron, computed for every token, masked after
 //           (the baseline: reads the whole expert).
 // Threads split the list; each accumulates into its own f32 buffer [block, H];
@@ -17,7 +17,10 @@
 
 namespace ts_cpu {
 
-static constexpr int kBlock = 16;  // tokens per block (token bits fit a uint32)
+static constexpr int kBlock = kAxpyTokens;  // tokens per block (token bits fit a uint32)
+// Neurons per down-projection block: their down rows (<= 16 x 16 KiB at f32)
+// stay in L2 between the dots that fetch them and axpy_rows.
+static constexpr int kNeurons = 16;
 
 int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const float* x, int64_t n_calls,
         const ts_expert_call* calls, float* y, int32_t* active) {
@@ -33,7 +36,7 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
     const auto* e = static_cast<const CpuExpert*>(c.expert);
     const int64_t H = e->hidden, I = e->intermediate, words = ts_mask_words(I);
     const Dot2Fn dot2 = ks->dot2[e->dtype];
-    const AxpyFn axpy = ks->axpy[e->dtype];
+    const AxpyRowsFn axpy_rows = ks->axpy_rows[e->dtype];
     const bool i8 = e->dtype == TS_I8;
     const float* scales = i8 ? e->scales.data() : nullptr;
     for (auto& s : cb->scratch) {
@@ -76,7 +79,10 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
         }
       }
 
-      // ---- gather-dot + axpy over each thread's share of the list ----
+      // ---- gather-dot + down projection over each thread's share of the list ----
+      // Neurons go in blocks of kNeurons: first the gate/up dots of each (which
+      // also pulls its down row into cache: the three rows are one span), then
+      // one axpy_rows of the block's down rows into the token accumulators.
       auto compute = [&](int tid) {
         ThreadScratch& s = cb->scratch[size_t(tid)];
         float* acc = s.acc.data();
@@ -87,45 +93,71 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
         split_range(count, threads, tid, 1, &k0, &k1);
         const float* tx[kBlock];
         int tt[kBlock];
-        float g[kBlock], u[kBlock], alpha[kBlock];
+        float g[kBlock], u[kBlock];
         float* ty[kBlock];
-        for (int64_t k = k0; k < k1; k++) {
-          const int64_t i = list[2 * k];
-          const uint32_t tok = list[2 * k + 1];
-          const uint8_t* rows = e->neuron(i);
-          // Touch one line in each 4 KiB page of the next listed neuron now:
-          // the hardware prefetchers stop at page boundaries, and this starts
-          // its streams while this neuron computes (+10-15% measured).
-          if (k + 1 < k1) {
-            const uint8_t* next = e->neuron(list[2 * (k + 1)]);
-            for (int64_t o = 0; o < 3 * e->stride; o += 4096) __builtin_prefetch(next + o, 0, 2);
-          }
-          // tokens to compute: those that want the neuron (sparse) or all (dense)
-          int m = 0;
-          for (int t = 0; t < nb; t++)
-            if (dense || ((tok >> t) & 1u)) {
-              tt[m] = t;
-              tx[m] = xp[t];
-              m++;
+        for (int t = 0; t < nb; t++) ty[t] = acc + t * H;
+        const void* down[kNeurons];
+        float alpha[kNeurons * kBlock];  // [row of the block][token]
+        const void* tdown[kNeurons];
+        float talpha[kNeurons];
+        for (int64_t kb = k0; kb < k1; kb += kNeurons) {
+          const int64_t ke = std::min(k1, kb + kNeurons);
+          int nr = 0;
+          for (int64_t k = kb; k < ke; k++) {
+            const int64_t i = list[2 * k];
+            const uint32_t tok = list[2 * k + 1];
+            const uint8_t* rows = e->neuron(i);
+            // Touch one line in each 4 KiB page of the next listed neuron now:
+            // the hardware prefetchers stop at page boundaries, and this starts
+            // its streams while this neuron computes (+10-15% measured).
+            if (k + 1 < k1) {
+              const uint8_t* next = e->neuron(list[2 * (k + 1)]);
+              for (int64_t o = 0; o < 3 * e->stride; o += 4096) __builtin_prefetch(next + o, 0, 2);
             }
-          for (int j = 0; j < m; j += kDotTokens)
-            dot2(rows, rows + e->stride, H, tx + j, std::min<int>(kDotTokens, m - j), g + j, u + j);
-          const float s1 = i8 ? scales[3 * i] : 1.f, s3 = i8 ? scales[3 * i + 1] : 1.f;
-          const float s2 = i8 ? scales[3 * i + 2] : 1.f;
-          int na = 0;
-          for (int j = 0; j < m; j++) {
-            const int t = tt[j];
-            const float gv = g[j] * s1, uv = u[j] * s3;
-            const bool on = ((tok >> t) & 1u) && gv > 0.f && uv > 0.f;
-            counts[t] += on;
-            const float a = on ? gv * uv : 0.f;
-            if (dense || a != 0.f) {
-              alpha[na] = a * s2;
-              ty[na] = acc + t * H;
-              na++;
+            // tokens to compute: those that want the neuron (sparse) or all (dense)
+            int m = 0;
+            for (int t = 0; t < nb; t++)
+              if (dense || ((tok >> t) & 1u)) {
+                tt[m] = t;
+                tx[m] = xp[t];
+                m++;
+              }
+            for (int j = 0; j < m; j += kDotTokens)
+              dot2(rows, rows + e->stride, H, tx + j, std::min<int>(kDotTokens, m - j), g + j, u + j);
+            const float s1 = i8 ? scales[3 * i] : 1.f, s3 = i8 ? scales[3 * i + 1] : 1.f;
+            const float s2 = i8 ? scales[3 * i + 2] : 1.f;
+            float* al = alpha + nr * nb;
+            std::fill(al, al + nb, 0.f);
+            bool any = false;
+            for (int j = 0; j < m; j++) {
+              const int t = tt[j];
+              const float gv = g[j] * s1, uv = u[j] * s3;
+              const bool on = ((tok >> t) & 1u) && gv > 0.f && uv > 0.f;
+              counts[t] += on;
+              const float a = on ? gv * uv : 0.f;
+              al[t] = a * s2;
+              any = any || a != 0.f;
             }
+            // sparse: a neuron whose relus are 0 for all its tokens never reads its down row
+            if (dense || any) down[nr++] = rows + 2 * e->stride;
           }
-          if (na) axpy(rows + 2 * e->stride, H, alpha, ty, na);
+          if (nr == 0) continue;
+          if (dense || nb == 1) {
+            axpy_rows(down, nr, H, alpha, nb, ty, nb);
+            continue;
+          }
+          // sparse, several tokens: each token takes only the rows it uses
+          // (most of a block's alphas are 0 when masks differ per token)
+          for (int t = 0; t < nb; t++) {
+            int n_t = 0;
+            for (int j = 0; j < nr; j++)
+              if (alpha[j * nb + t] != 0.f) {
+                tdown[n_t] = down[j];
+                talpha[n_t] = alpha[j * nb + t];
+                n_t++;
+              }
+            if (n_t) axpy_rows(tdown, n_t, H, talpha, 1, ty + t, 1);
+          }
         }
       };
       // dense: every neuron for every token; sparse: the listed neurons (3 rows each) for their tokens
