@@ -1,7 +1,8 @@
-// Like test/helpers/ts-register.js (run TypeScript sources in a child process), with the
-// transpiled output cached on disk: a cluster test starts many expert-node processes, and
-// loading the compiler and transpiling every module costs each of them about a second of CPU.
-// TypeScript itself is loaded only on a cache miss.
+// Lets a child process run the TypeScript sources directly (`node -r test/cluster/ts-register-cached.js x.ts`);
+// tests use it to run code that jest's module sandbox cannot (e.g. the OTLP HTTP exporters, which load
+// `http` through a dynamic import()) and to start expert-node processes. The transpiled output is cached
+// on disk: a cluster test starts many processes, and loading the compiler and transpiling every module
+// costs each of them about a second of CPU. TypeScript itself is loaded only on a cache miss.
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');

@@ -124,7 +124,7 @@ describe('OTLP export (in a child process: jest cannot run the exporters\' dynam
       const port = (server.address() as { port: number }).port;
       const child = spawn(
         process.execPath,
-        ['-r', path.join(__dirname, '..', 'helpers', 'ts-register.js'), path.join(__dirname, 'fixtures', 'otlp-probe.ts')],
+        ['-r', path.join(__dirname, '..', 'cluster', 'ts-register-cached.js'), path.join(__dirname, 'fixtures', 'otlp-probe.ts')],
         { env: { PATH: process.env.PATH, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_EXPORTER_OTLP_PROTOCOL: protocol } },
       );
       let stderr = '';

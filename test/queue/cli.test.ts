@@ -25,7 +25,7 @@ const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, e
 /** The `turbosparse` CLI from the TypeScript sources. */
 function cli(args: string[]): ChildProcess {
   const entry = `require(${JSON.stringify(path.join(ROOT, 'cli', 'main.ts'))}).main(['node', 'turbosparse', ...process.argv.slice(1)])`;
-  return spawn(process.execPath, ['-r', path.join(ROOT, 'test', 'helpers', 'ts-register.js'), '-e', entry, ...args], {
+  return spawn(process.execPath, ['-r', path.join(ROOT, 'test', 'cluster', 'ts-register-cached.js'), '-e', entry, ...args], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

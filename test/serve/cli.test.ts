@@ -17,7 +17,7 @@ test('serve --port 0 --api-key: OpenAI client works, bad key is 401, SIGTERM let
   const entry = `require(${JSON.stringify(path.join(ROOT, 'cli', 'main.ts'))}).main(['node', 'turbosparse', ...process.argv.slice(1)])`;
   const child = spawn(
     process.execPath,
-    ['-r', path.join(ROOT, 'test', 'helpers', 'ts-register.js'), '-e', entry,
+    ['-r', path.join(ROOT, 'test', 'cluster', 'ts-register-cached.js'), '-e', entry,
       'serve', '--model', dir, '--port', '0', '--api-key', 'k1', '--device', 'cpu', '--threads', '1', '--served-model-name', 'demo',
       '--grace-period', '20'],
     { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
