@@ -1,5 +1,6 @@
 // Per expert-node statistics kept by the remote backend, and the table the
 // README's main command prints after a generation.
+import { SampleWindow } from './telemetry/sample-window';
 
 export interface NodeStats {
   address: string;
@@ -41,11 +42,10 @@ export class NodeStatsAccumulator {
   private latencySumUs = 0;
   private queueSumUs = 0;
   private computeSumUs = 0;
-  private readonly samples: Float64Array;
-  private nSamples = 0;
+  private readonly latencyUs: SampleWindow;
 
   constructor(window = 4096) {
-    this.samples = new Float64Array(window);
+    this.latencyUs = new SampleWindow(window);
   }
 
   addCall(c: { latencyUs: number; queueUs: number; computeUs: number; tokens: number; routes: number;
@@ -59,7 +59,7 @@ export class NodeStatsAccumulator {
     this.latencySumUs += c.latencyUs;
     this.queueSumUs += c.queueUs;
     this.computeSumUs += c.computeUs;
-    this.samples[this.nSamples++ % this.samples.length] = c.latencyUs;
+    this.latencyUs.push(c.latencyUs);
   }
 
   addFailure(): void {
@@ -68,8 +68,7 @@ export class NodeStatsAccumulator {
 
   snapshot(intermediateSize: number): Pick<NodeStats, 'calls' | 'failures' | 'tokens' | 'routes' | 'latencyMeanMs' |
     'latencyP50Ms' | 'latencyP99Ms' | 'queueMeanUs' | 'computeMeanUs' | 'activeFraction' | 'bytesSent' | 'bytesReceived'> {
-    const kept = this.samples.slice(0, Math.min(this.nSamples, this.samples.length)).sort();
-    const pct = (q: number) => (kept.length ? kept[Math.min(kept.length - 1, Math.ceil(q * kept.length) - 1)] / 1000 : 0);
+    const [p50Us, p99Us] = this.latencyUs.count ? this.latencyUs.quantiles([0.5, 0.99]) : [0, 0];
     const per = (x: number) => (this.calls ? x / this.calls : 0);
     return {
       calls: this.calls,
@@ -77,8 +76,8 @@ export class NodeStatsAccumulator {
       tokens: this.tokens,
       routes: this.routes,
       latencyMeanMs: per(this.latencySumUs) / 1000,
-      latencyP50Ms: pct(0.5),
-      latencyP99Ms: pct(0.99),
+      latencyP50Ms: p50Us / 1000,
+      latencyP99Ms: p99Us / 1000,
       queueMeanUs: per(this.queueSumUs),
       computeMeanUs: per(this.computeSumUs),
       activeFraction: this.routes ? this.activeNeurons / (this.routes * intermediateSize) : 0,

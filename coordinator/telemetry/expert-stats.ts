@@ -3,36 +3,7 @@
 // Prometheus histograms (metrics.ts) answer "over time, in Grafana"; this
 // answers "p50/p99 right now" from a bounded window of the latest samples.
 import type { ExpertCallRecord } from './expert-calls';
-
-/** The last `cap` samples of a value. */
-export class SampleWindow {
-  private readonly buf: Float64Array;
-  private next = 0;
-  private size = 0;
-  constructor(cap: number) {
-    this.buf = new Float64Array(cap);
-  }
-  push(v: number): void {
-    this.buf[this.next] = v;
-    this.next = (this.next + 1) % this.buf.length;
-    if (this.size < this.buf.length) this.size++;
-  }
-  get count(): number {
-    return this.size;
-  }
-  /** Nearest-rank quantiles of the window, NaN when empty. */
-  quantiles(qs: number[]): number[] {
-    if (this.size === 0) return qs.map(() => NaN);
-    const sorted = this.buf.slice(0, this.size).sort();
-    return qs.map((q) => sorted[Math.min(this.size - 1, Math.max(0, Math.ceil(q * this.size) - 1))]);
-  }
-  mean(): number {
-    if (this.size === 0) return NaN;
-    let s = 0;
-    for (let i = 0; i < this.size; i++) s += this.buf[i];
-    return s / this.size;
-  }
-}
+import { SampleWindow } from './sample-window';
 
 class Series {
   calls = 0;

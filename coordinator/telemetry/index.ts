@@ -6,6 +6,7 @@ export { buildStatus, STATUS_VERSION, type StatusJson, type HeatCell } from './s
 export { statusRoutes, statusPageDir, type StatusRoute } from './status-routes';
 export { formatLatencyTable } from './latency-table';
 export { coordinatorMetrics, CallMetrics, LATENCY_BUCKETS, FRACTION_BUCKETS, type CoordinatorMetrics } from './metrics';
-export { ExpertStats, SampleWindow } from './expert-stats';
+export { ExpertStats } from './expert-stats';
+export { SampleWindow } from './sample-window';
 export type { ExpertCallRecord } from './expert-calls';
 export { watchQueueDepth, QUEUE_STATES } from './queue-depth';
