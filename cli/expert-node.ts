@@ -3,29 +3,11 @@
 // how coordinator/local-cluster.ts spawns `cluster:N` nodes without loading the
 // whole CLI.
 import { Command } from 'commander';
-import { serveUntilStopped } from '../expert-node/main';
-import type { Device, StoreDType } from '../core/native';
+import { type ExpertNodeOptions, serveUntilStopped } from '../expert-node/main';
 import { choiceOption, intOption } from './options';
 
-interface ExpertNodeFlags {
-  model: string;
-  experts?: string;
-  shardMap?: string;
-  shardIndex?: number;
-  port: number;
-  host: string;
-  device: Device | 'auto';
-  threads: number;
-  weights: StoreDType | 'auto';
-  dense?: boolean;
-  graceMs: number;
-  name?: string;
-  metricsPort?: number;
-  healthPort?: number;
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsCa?: string;
-}
+/** The flags are the node's options, less what only code can pass. */
+type ExpertNodeFlags = Omit<ExpertNodeOptions, 'hooks' | 'log'>;
 
 function configure(cmd: Command): Command {
   return cmd
