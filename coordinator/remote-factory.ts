@@ -5,13 +5,13 @@ import type { ModelFolder } from '../core/model-folder';
 import type { Device, StoreDType } from '../core/native';
 import { loadShardMap } from '../core/shard-map';
 import { isLoopbackAddress } from '../core/tls-files';
-import type { WireEncoding } from '../core/wire/rows';
 import type { ChannelFactory } from './expert-client';
 import type { ExpertsChoice, RemoteExpertsFactory } from './load-engine';
 import { LocalCluster } from './local-cluster';
-import { type ExpertCallObserver, RemoteExperts } from './remote-experts';
+import { RemoteExperts, type RemoteExpertsOptions } from './remote-experts';
 
-export interface RemoteSetup {
+export interface RemoteSetup
+  extends Pick<RemoteExpertsOptions, 'wire' | 'callTimeoutMs' | 'connectTimeoutMs' | 'healthCheckIntervalMs' | 'observers'> {
   /** cluster:N nodes: weight storage, device, threads per node, dense FFN. */
   weights?: StoreDType | 'auto';
   device?: Device | 'auto';
@@ -23,17 +23,12 @@ export interface RemoteSetup {
   nodeCommand?: string[];
   /** cluster:N: each node's stderr lines. */
   nodeLog?: (line: string) => void;
-  wire?: WireEncoding;
-  callTimeoutMs?: number;
-  connectTimeoutMs?: number;
-  healthCheckIntervalMs?: number;
   /**
    * How to reach the nodes of a shard-map FILE (tlsChannel for mTLS); absent:
    * plaintext, with a warning line when an address is not loopback. cluster:N
    * nodes listen on loopback only and are always reached in plaintext.
    */
   channelFactory?: ChannelFactory;
-  observers?: ExpertCallObserver[];
 }
 
 /** A backend for a shard-map file or a local cluster (whose nodes stop when it closes). */

@@ -33,6 +33,7 @@ import { metrics as defaultRegistry, type CounterChild, type GaugeChild, type Hi
 import { currentTelemetry, injectTraceContext, type Telemetry } from '../../core/telemetry';
 import type { Engine, StepResult } from '../engine';
 import type { ForwardHooks } from '../forward';
+import type { ExpertCallInfo, ExpertCallObserver, ExpertCallResult } from '../remote-experts';
 import type { Sequence } from '../sequence';
 import { summariseBatch, type ExpertCallRecord } from './expert-calls';
 import { ExpertStats } from './expert-stats';
@@ -51,33 +52,8 @@ export interface ObserveOptions {
   modelName?: string;
 }
 
-/** The parts of the remote backend's observer API used here (coordinator/remote-experts.ts). */
-interface CallInfoLike {
-  stepId?: number;
-  layer: number;
-  node: string;
-  nodeName?: string;
-  experts: number[];
-  tokens: number;
-  routes: number;
-  wire: string;
-  attempt: number;
-  bytesOut: number;
-}
-interface CallResultLike {
-  ok: boolean;
-  error?: Error;
-  latencyUs: number;
-  queueUs: number;
-  computeUs: number;
-  activeNeurons: number;
-  bytesIn: number;
-}
 interface ObservableBackend extends ExpertBackend {
-  addObserver(o: {
-    onCallStart?(call: CallInfoLike): { traceContext?: Record<string, string>; end?(r: CallResultLike): void } | void;
-    onNodeHealth?(node: string, healthy: boolean, reason: string): void;
-  }): void;
+  addObserver(o: ExpertCallObserver): void;
   stats?(): NodeHealthLike[];
 }
 /** What the status page shows per node (RemoteExperts.stats() has these fields). */
@@ -100,8 +76,8 @@ interface StepTrace {
 const STEP_TRACE = createContextKey('turbosparse.step-trace');
 
 interface PendingCall {
-  info: CallInfoLike;
-  result?: CallResultLike;
+  info: ExpertCallInfo;
+  result?: ExpertCallResult;
 }
 
 const GRPC_CODE_NAMES: Record<number, string> = {
@@ -430,7 +406,7 @@ export class EngineObservability {
     });
   }
 
-  private onCallStart(info: CallInfoLike): { traceContext?: Record<string, string>; end(r: CallResultLike): void } {
+  private onCallStart(info: ExpertCallInfo): { traceContext?: Record<string, string>; end(r: ExpertCallResult): void } {
     const entry: PendingCall = { info };
     this.pending.get(`${info.stepId}|${info.layer}`)?.push(entry);
     const parent = this.tracer && this.detail === 'layers' ? this.callParent() : undefined;
