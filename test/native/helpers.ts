@@ -1,7 +1,8 @@
-// Shared pieces of the addon tests: seeded random data, dtype encoding, host
-// matrices, f64 reference ops, mask packing and a tiny safetensors reader.
+// Shared pieces of the addon tests: seeded random data, host matrices (bf16/f16
+// through core/dtype), f64 reference ops, mask packing and a tiny safetensors reader.
 import fs from 'node:fs';
 import path from 'node:path';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../core/dtype';
 import { maskBytes, type HostMatrix, type SourceDType } from '../../core/native';
 
 /** Deterministic uniform floats in [-scale, scale) (mulberry32). */
@@ -31,56 +32,6 @@ export function randomF32(n: number, seed: number, scale = 1): Float32Array {
   return out;
 }
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** float32 -> bfloat16 bits, round to nearest even. */
-export function toBf16Bits(v: number): number {
-  f32[0] = v;
-  const b = u32[0];
-  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
-}
-export function fromBf16Bits(h: number): number {
-  u32[0] = h << 16;
-  return f32[0];
-}
-
-/** float32 -> float16 bits, round to nearest even (normal and subnormal range). */
-export function toF16Bits(v: number): number {
-  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
-  const a = Math.abs(v);
-  if (Number.isNaN(v)) return 0x7e00;
-  if (a >= 65520) return sign | 0x7c00;
-  if (a < 2 ** -14) {
-    // subnormal: units of 2^-24
-    return sign | roundEven(a / 2 ** -24);
-  }
-  let e = Math.floor(Math.log2(a));
-  if (2 ** e > a) e--; // guard log2 rounding
-  if (2 ** (e + 1) <= a) e++;
-  let m = roundEven((a / 2 ** e - 1) * 1024);
-  if (m === 1024) {
-    m = 0;
-    e++;
-  }
-  return sign | ((e + 15) << 10) | m;
-}
-function roundEven(x: number): number {
-  const f = Math.floor(x);
-  const d = x - f;
-  if (d > 0.5) return f + 1;
-  if (d < 0.5) return f;
-  return f % 2 === 0 ? f : f + 1;
-}
-export function fromF16Bits(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 31) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
-
 /** A host matrix in `dtype` holding `values` rounded to it, and those rounded values as f32. */
 export function hostMatrix(
   values: Float32Array,
@@ -92,13 +43,9 @@ export function hostMatrix(
   if (dtype === 'f32') {
     return { m: { dtype, rows, cols, data: new Uint8Array(values.slice().buffer) }, rounded: values };
   }
-  const bits = new Uint16Array(values.length);
-  const rounded = new Float32Array(values.length);
-  for (let i = 0; i < values.length; i++) {
-    bits[i] = dtype === 'bf16' ? toBf16Bits(values[i]) : toF16Bits(values[i]);
-    rounded[i] = dtype === 'bf16' ? fromBf16Bits(bits[i]) : fromF16Bits(bits[i]);
-  }
-  return { m: { dtype, rows, cols, data: new Uint8Array(bits.buffer) }, rounded };
+  const data = dtype === 'bf16' ? f32ToBf16(values) : f32ToF16(values);
+  const rounded = dtype === 'bf16' ? bf16ToF32(data) : f16ToF32(data);
+  return { m: { dtype, rows, cols, data }, rounded };
 }
 
 /** A Uint8Array of `length` bytes whose address is NOT 8-aligned (byteOffset 3). */
