@@ -4,18 +4,7 @@ import { expertProto } from '../../core/wire/expert-proto';
 import { decodeMaskInto, encodeMask, maskPopcount, maskWireBytes } from '../../core/wire/masks';
 import { bf16ToF32, decodeRows, encodeRows, f32ToBf16, rowWireBytes } from '../../core/wire/rows';
 import type { Rows__Output, Mask__Output } from '../../core/wire/expert-proto';
-
-/** Deterministic pseudo-random numbers (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from './helpers';
 
 function randomRows(n: number, width: number, seed: number): Float32Array {
   const r = rng(seed);
