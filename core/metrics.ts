@@ -155,22 +155,8 @@ abstract class Metric<Child> {
   abstract json(): MetricSnapshot;
 }
 
-export class CounterChild {
-  value = 0;
-  inc(v = 1): void {
-    if (!(v >= 0)) throw new Error(`counter increment must be >= 0, got ${v}`);
-    this.value += v;
-  }
-}
-
-export class Counter extends Metric<CounterChild> {
-  readonly type = 'counter' as const;
-  protected makeChild(): CounterChild {
-    return new CounterChild();
-  }
-  inc(values?: LabelValues, v = 1): void {
-    this.labels(values).inc(v);
-  }
+/** A counter or gauge: one number per series. */
+abstract class ValueMetric<Child extends { value: number }> extends Metric<Child> {
   get(values?: LabelValues): number {
     return this.children.get(seriesKey(this.labelNames, values, this.name))?.child.value ?? 0;
   }
@@ -188,6 +174,24 @@ export class Counter extends Metric<CounterChild> {
       type: this.type,
       series: this.series().map(({ labels, child }) => ({ labels, value: child.value })),
     };
+  }
+}
+
+export class CounterChild {
+  value = 0;
+  inc(v = 1): void {
+    if (!(v >= 0)) throw new Error(`counter increment must be >= 0, got ${v}`);
+    this.value += v;
+  }
+}
+
+export class Counter extends ValueMetric<CounterChild> {
+  readonly type = 'counter' as const;
+  protected makeChild(): CounterChild {
+    return new CounterChild();
+  }
+  inc(values?: LabelValues, v = 1): void {
+    this.labels(values).inc(v);
   }
 }
 
@@ -204,7 +208,7 @@ export class GaugeChild {
   }
 }
 
-export class Gauge extends Metric<GaugeChild> {
+export class Gauge extends ValueMetric<GaugeChild> {
   readonly type = 'gauge' as const;
   private readonly collectFn?: (g: Gauge) => void;
   constructor(opts: GaugeOptions) {
@@ -217,9 +221,6 @@ export class Gauge extends Metric<GaugeChild> {
   set(values: LabelValues | undefined, v: number): void {
     this.labels(values).set(v);
   }
-  get(values?: LabelValues): number {
-    return this.children.get(seriesKey(this.labelNames, values, this.name))?.child.value ?? 0;
-  }
   /** Runs the collect callback; a failing callback must not break a scrape. */
   collect(): void {
     if (!this.collectFn) return;
@@ -228,21 +229,6 @@ export class Gauge extends Metric<GaugeChild> {
     } catch {
       /* a broken source leaves the last value */
     }
-  }
-  text(): string {
-    let s = this.header();
-    for (const { values, child } of this.children.values()) {
-      s += `${this.name}${renderLabels(this.labelNames, values)} ${formatValue(child.value)}\n`;
-    }
-    return s;
-  }
-  json(): MetricSnapshot {
-    return {
-      name: this.name,
-      help: this.help,
-      type: this.type,
-      series: this.series().map(({ labels, child }) => ({ labels, value: child.value })),
-    };
   }
 }
 
