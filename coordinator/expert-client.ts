@@ -6,16 +6,15 @@
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import {
-  EXPERT_SERVICE_NAME, expertProto, type ExpertRequest, type ExpertResponse__Output, type InfoResponse__Output,
+  EXPERT_MAX_MESSAGE_BYTES, EXPERT_SERVICE_NAME, expertProto, type ExpertRequest, type ExpertResponse__Output,
+  type InfoResponse__Output,
 } from '../core/wire/expert-proto';
-
-const MiB = 1024 * 1024;
 
 /** Channel options for expert-node connections; see the comment on each key. */
 export const EXPERT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   // Big prefill batches: up to 256 MiB each way, same as the node's limits.
-  'grpc.max_receive_message_length': 256 * MiB,
-  'grpc.max_send_message_length': 256 * MiB,
+  'grpc.max_receive_message_length': EXPERT_MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': EXPERT_MAX_MESSAGE_BYTES,
   // The Run stream is idle between generations: ping every 20 s (a node
   // accepts pings without calls) and drop the connection after 10 s without an
   // ack, so a dead node is noticed even when no step is running.

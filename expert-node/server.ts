@@ -14,22 +14,20 @@ import { UserError } from '../core/errors';
 import { pairKey } from '../core/expert-spec';
 import { maskBytes } from '../core/native';
 import {
-  EXPERT_SERVICE_NAME, expertProto, type ExpertNodeHandlers, type ExpertRequest__Output, type ExpertResponse,
-  type InfoResponse,
+  EXPERT_MAX_MESSAGE_BYTES, EXPERT_SERVICE_NAME, expertProto, type ExpertNodeHandlers, type ExpertRequest__Output,
+  type ExpertResponse, type InfoResponse,
 } from '../core/wire/expert-proto';
 import { decodeMaskInto } from '../core/wire/masks';
 import { decodeRows, encodeRows, fromProtoEncoding, type WireEncoding } from '../core/wire/rows';
 import type { ExpertStore, StoreRoute } from './expert-store';
-
-const MiB = 1024 * 1024;
 
 /** gRPC server options of an expert node; see the comment on each key. */
 export const EXPERT_SERVER_OPTIONS: grpc.ServerOptions = {
   // A prefill chunk at Mixtral width is 512 rows x 4096 x 4 B = 8 MiB of hidden
   // state plus up to 2 x 512 masks of 1.8 KiB: allow large batches explicitly
   // (the default 4 MiB receive limit would reject them).
-  'grpc.max_receive_message_length': 256 * MiB,
-  'grpc.max_send_message_length': 256 * MiB,
+  'grpc.max_receive_message_length': EXPERT_MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': EXPERT_MAX_MESSAGE_BYTES,
   // Ping an idle coordinator connection every 30 s and drop it if no ack within
   // 10 s, so a vanished coordinator's stream and queue entries are freed.
   'grpc.keepalive_time_ms': 30_000,

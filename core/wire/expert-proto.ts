@@ -20,6 +20,13 @@ export type { ExpertNodeHandlers } from '../../proto/generated/turbosparse/exper
 /** The fully qualified service name (also the health-check service name). */
 export const EXPERT_SERVICE_NAME = 'turbosparse.expert.v1.ExpertNode';
 
+/**
+ * The largest message either side sends or accepts (grpc's default receive limit is 4 MiB). A prefill
+ * chunk at Mixtral width is 512 rows x 4096 x 4 B = 8 MiB of hidden state plus up to 2 x 512 masks of
+ * 1.8 KiB; coordinator and node use the same limit so a batch one side sends the other accepts.
+ */
+export const EXPERT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
+
 /** Same as `gen:proto`: --longs=Number --enums=String --defaults --oneofs. */
 export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
   keepCase: false,
