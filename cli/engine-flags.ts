@@ -6,7 +6,7 @@ import { parseExpertsChoice, type EngineOptions } from '../coordinator/load-engi
 import { remoteExpertsFactory } from '../coordinator/remote-factory';
 import type { Device, StoreDType } from '../core/native';
 import { loadTlsFiles, type TlsFlags } from '../core/tls-files';
-import { choiceOption, intOption } from './options';
+import { addKernelOptions } from './options';
 
 export interface EngineFlags extends TlsFlags {
   model: string;
@@ -18,13 +18,8 @@ export interface EngineFlags extends TlsFlags {
 }
 
 export function addEngineOptions(cmd: Command): Command {
-  return cmd
-    .option('--experts <where>', 'local | cluster:N (N expert-node processes on loopback) | shard-map FILE', 'local')
-    .option('--device <d>', 'auto | cpu | cuda', choiceOption('--device', ['auto', 'cpu', 'cuda'] as const), 'auto')
-    .option('--threads <n>', 'CPU kernel threads; 0 = all cores', intOption('--threads'), 0)
-    .option('--weights <dtype>', 'weight storage: auto (as in the checkpoint) | f32 | bf16 | f16 | i8',
-      choiceOption('--weights', ['auto', 'f32', 'bf16', 'f16', 'i8'] as const), 'auto')
-    .option('--dense', 'dense-with-mask expert FFN (same tokens; the speed baseline)')
+  cmd.option('--experts <where>', 'local | cluster:N (N expert-node processes on loopback) | shard-map FILE', 'local');
+  return addKernelOptions(cmd, 'dense-with-mask expert FFN (same tokens; the speed baseline)')
     .option('--tls-cert <file>', 'mTLS to the expert nodes of --experts FILE: our client certificate (PEM)')
     .option('--tls-key <file>', 'mTLS: the private key of --tls-cert (PEM)')
     .option('--tls-ca <file>', 'TLS: the CA that signed the expert nodes\' certificates (PEM); none of the three: plaintext');

@@ -4,25 +4,21 @@
 // whole CLI.
 import { Command } from 'commander';
 import { type ExpertNodeOptions, serveUntilStopped } from '../expert-node/main';
-import { choiceOption, intOption } from './options';
+import { addKernelOptions, intOption } from './options';
 
 /** The flags are the node's options, less what only code can pass. */
 type ExpertNodeFlags = Omit<ExpertNodeOptions, 'hooks' | 'log'>;
 
 function configure(cmd: Command): Command {
-  return cmd
+  cmd
     .description('serve (layer, expert) pairs of a model to coordinators over gRPC')
     .requiredOption('--model <dir>', 'Hugging Face model folder (only the listed experts are read)')
     .option('--experts <spec>', 'pairs to hold: LAYERS:EXPERTS items, e.g. "0-31:0-3" or "0:1,0:5,3:*"')
     .option('--shard-map <file>', 'instead of --experts: hold the pairs of one entry of this shard map (YAML or JSON)')
     .option('--shard-index <n>', 'with --shard-map: which entry (e.g. a StatefulSet pod ordinal)', intOption('--shard-index'))
     .option('--port <p>', 'port to listen on; 0 = any free port', intOption('--port'), 50051)
-    .option('--host <h>', 'address to bind (0.0.0.0 for all interfaces)', '127.0.0.1')
-    .option('--device <d>', 'auto | cpu | cuda', choiceOption('--device', ['auto', 'cpu', 'cuda'] as const), 'auto')
-    .option('--threads <n>', 'CPU kernel threads; 0 = all cores', intOption('--threads'), 0)
-    .option('--weights <dtype>', 'weight storage: auto (as in the checkpoint) | f32 | bf16 | f16 | i8',
-      choiceOption('--weights', ['auto', 'f32', 'bf16', 'f16', 'i8'] as const), 'auto')
-    .option('--dense', 'dense-with-mask expert FFN (same outputs; the speed baseline)')
+    .option('--host <h>', 'address to bind (0.0.0.0 for all interfaces)', '127.0.0.1');
+  return addKernelOptions(cmd, 'dense-with-mask expert FFN (same outputs; the speed baseline)')
     .option('--grace-ms <ms>', 'on SIGTERM, finish queued work for up to this long', intOption('--grace-ms'), 10_000)
     .option('--name <name>', 'name for log lines')
     .option('--metrics-port <p>', 'serve Prometheus metrics at http://HOST:P/metrics (0 = any free port)', intOption('--metrics-port'))

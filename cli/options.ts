@@ -1,5 +1,5 @@
 // Option parsers shared by subcommands: each names the flag in its error.
-import { InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 
 export function intOption(flag: string, min = 0) {
   return (value: string): number => {
@@ -32,4 +32,17 @@ export function choiceOption<T extends string>(flag: string, choices: readonly T
     }
     return value as T;
   };
+}
+
+/** --weights values: a StoreDType, or auto (as in the checkpoint). */
+export const WEIGHTS_CHOICES = ['auto', 'f32', 'bf16', 'f16', 'i8'] as const;
+
+/** --device, --threads, --weights, --dense: how a process that holds expert weights runs them. */
+export function addKernelOptions(cmd: Command, denseHelp: string): Command {
+  return cmd
+    .option('--device <d>', 'auto | cpu | cuda', choiceOption('--device', ['auto', 'cpu', 'cuda'] as const), 'auto')
+    .option('--threads <n>', 'CPU kernel threads; 0 = all cores', intOption('--threads'), 0)
+    .option('--weights <dtype>', 'weight storage: auto (as in the checkpoint) | f32 | bf16 | f16 | i8',
+      choiceOption('--weights', WEIGHTS_CHOICES), 'auto')
+    .option('--dense', denseHelp);
 }
