@@ -7,6 +7,7 @@
 #include <vector>
 #include "../backend.h"
 #include "kernels.h"
+#include "layout.h"
 #include "thread_pool.h"
 
 namespace ts_cpu {
@@ -97,6 +98,8 @@ struct CpuBackend : ts_backend {
   std::vector<uint32_t> moe_list;      // (neuron index, token bits) pairs
   std::vector<float> pred_hidden;      // predictor: relu(fc1 x) [tokens, r]
   std::vector<const float*> xptr;      // row pointers
+  std::vector<float> xperm, hperm;     // activations in a variant's interleaved layout
+  std::vector<const float*> accs;      // moe: the threads' accumulators
   std::vector<float*> yptr;
   std::vector<double> rope_cs;         // rope: cos/sin of one position
   std::vector<double> router_p;        // router: probabilities of one row
@@ -122,6 +125,11 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
 // The rows are read once per call and reused for all nt tokens from cache.
 void mat_rows(const KernelSet* ks, const Mat& W, int64_t r0, int64_t r1, int nt, const float* const* x,
               float* const* y, int64_t y_base = 0);
+
+// Points x[0..nt) (rows of n values) at copies in layout l when l is not
+// natural (the copies live in `scratch`); mat_rows wants its x in the layout
+// of the weight's dtype.
+void in_layout(const Layout& l, int nt, int64_t n, const float** x, std::vector<float>& scratch);
 
 // handle creation (weights.cc)
 ts_weight* weight_create(ts_backend* b, const ts_host_matrix* m, ts_dtype store);

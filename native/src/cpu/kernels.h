@@ -15,6 +15,19 @@
 
 namespace ts_cpu {
 
+// The order a variant wants activations (x of dot2) and outputs (y of
+// axpy_rows) in, per weight dtype. Natural order, or "interleaved": in each
+// block of `block` elements, first the elements with index % ways == 0, then
+// those with index % ways == 1, ... That is the order in which a vector of
+// packed 16-bit (ways 2) or 8-bit (ways 4) weights widens to f32 with in-lane
+// shifts and masks (no cross-lane shuffle per weight). Buffers in an
+// interleaved order are padded to a whole block with zeros; weight rows are
+// read in whole blocks too (their 64-byte padding is zero).
+struct Layout {
+  int block;  // 0: natural order
+  int ways;
+};
+
 // dot2 handles at most this many tokens per call; callers loop over groups.
 enum { kDotTokens = 8 };
 
@@ -32,6 +45,7 @@ struct KernelSet {
   const char* name;          // "scalar" | "avx2" | "avx512"
   Dot2Fn dot2[4];            // indexed by ts_dtype (F32, F16, BF16, I8)
   AxpyRowsFn axpy_rows[4];
+  Layout layout[4];          // of x (dot2) and y (axpy_rows), per dtype
 };
 
 const KernelSet* scalar_kernels();

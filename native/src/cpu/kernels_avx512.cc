@@ -9,21 +9,24 @@
 #if defined(__x86_64__) && defined(__AVX512F__)
 #include <immintrin.h>
 #include <string.h>
+#include <type_traits>
 
 namespace ts_cpu {
 namespace {
+
+// Keeps a loaded value in a register: otherwise the compiler folds the load
+// into every instruction that uses it, and loads (not arithmetic) are what
+// limits these loops.
+template <class T>
+inline T in_reg(T v) {
+  __asm__("" : "+v"(v));
+  return v;
+}
 
 // Load 16 weights at element k as f32; `size` bytes per element.
 struct LF32 {
   static constexpr int size = 4;
   static __m512 load(const void* p, int64_t k) { return _mm512_loadu_ps(static_cast<const float*>(p) + k); }
-};
-struct LBF16 {
-  static constexpr int size = 2;
-  static __m512 load(const void* p, int64_t k) {
-    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + k));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
-  }
 };
 struct LF16 {
   static constexpr int size = 2;
@@ -31,14 +34,6 @@ struct LF16 {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + k)));
   }
 };
-struct LI8 {
-  static constexpr int size = 1;
-  static __m512 load(const void* p, int64_t k) {
-    return _mm512_cvtepi32_ps(
-        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(p) + k))));
-  }
-};
-
 // The last r < 16 weights, zero-padded (copied so we never read past the row).
 template <class L>
 __m512 load_tail(const void* p, int64_t k, int64_t r) {
@@ -59,7 +54,7 @@ void dot2_nt(const void* ra, const void* rb, int64_t n, const float* const* x, f
     for (int u = 0; u < U; u++) {
       const __m512 wa = L::load(ra, k + 16 * u), wb = L::load(rb, k + 16 * u);
       for (int t = 0; t < NT; t++) {
-        const __m512 xv = _mm512_loadu_ps(x[t] + k + 16 * u);
+        const __m512 xv = in_reg(_mm512_loadu_ps(x[t] + k + 16 * u));
         sa[t][u] = _mm512_fmadd_ps(wa, xv, sa[t][u]);
         sb[t][u] = _mm512_fmadd_ps(wb, xv, sb[t][u]);
       }
@@ -68,7 +63,7 @@ void dot2_nt(const void* ra, const void* rb, int64_t n, const float* const* x, f
   for (; k + 16 <= n; k += 16) {
     const __m512 wa = L::load(ra, k), wb = L::load(rb, k);
     for (int t = 0; t < NT; t++) {
-      const __m512 xv = _mm512_loadu_ps(x[t] + k);
+      const __m512 xv = in_reg(_mm512_loadu_ps(x[t] + k));
       sa[t][0] = _mm512_fmadd_ps(wa, xv, sa[t][0]);
       sb[t][0] = _mm512_fmadd_ps(wb, xv, sb[t][0]);
     }
@@ -158,10 +153,149 @@ void axpy_rows(const void* const* rows, int nr, int64_t n, const float* alpha, i
   }
 }
 
+// ---- interleaved layouts (see Layout in kernels.h): whole 64-byte blocks ----
+// bf16: 32 weights = 16 lanes of (even | odd << 16); even = lane << 16, odd = lane & 0xffff0000.
+struct BBF16 {
+  static constexpr int block = 32, ways = 2, size = 2;
+  static void load(const void* p, int64_t k, __m512* w) {
+    const __m512i v = in_reg(_mm512_loadu_si512(static_cast<const uint16_t*>(p) + k));
+    w[0] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    w[1] = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int(0xffff0000u))));
+  }
+};
+// i8: 64 weights = 16 lanes of 4 bytes; byte b of every lane, sign-extended by shifts.
+struct BI8 {
+  static constexpr int block = 64, ways = 4, size = 1;
+  static void load(const void* p, int64_t k, __m512* w) {
+    const __m512i v = in_reg(_mm512_loadu_si512(static_cast<const int8_t*>(p) + k));
+    w[0] = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(v, 24), 24));
+    w[1] = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(v, 16), 24));
+    w[2] = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(v, 8), 24));
+    w[3] = _mm512_cvtepi32_ps(_mm512_srai_epi32(v, 24));
+  }
+};
+
+// NT tokens; U blocks per step when there are few tokens (independent accumulators).
+template <class F, int NT, int U>
+void dot2_blk(const void* ra, const void* rb, int64_t n, const float* const* x, float* oa, float* ob) {
+  constexpr int W = F::ways;
+  __m512 sa[NT][U], sb[NT][U];
+  for (int t = 0; t < NT; t++)
+    for (int u = 0; u < U; u++) sa[t][u] = sb[t][u] = _mm512_setzero_ps();
+  const int64_t nblk = (n + F::block - 1) / F::block;
+  int64_t b = 0;
+  for (; b + U <= nblk; b += U)
+    for (int u = 0; u < U; u++) {
+      const int64_t k = (b + u) * F::block;
+      __m512 wa[W], wb[W];
+      F::load(ra, k, wa);
+      F::load(rb, k, wb);
+      for (int t = 0; t < NT; t++)
+        for (int w = 0; w < W; w++) {
+          const __m512 xv = in_reg(_mm512_loadu_ps(x[t] + k + 16 * w));
+          sa[t][u] = _mm512_fmadd_ps(wa[w], xv, sa[t][u]);
+          sb[t][u] = _mm512_fmadd_ps(wb[w], xv, sb[t][u]);
+        }
+    }
+  for (; b < nblk; b++) {
+    const int64_t k = b * F::block;
+    __m512 wa[W], wb[W];
+    F::load(ra, k, wa);
+    F::load(rb, k, wb);
+    for (int t = 0; t < NT; t++)
+      for (int w = 0; w < W; w++) {
+        const __m512 xv = in_reg(_mm512_loadu_ps(x[t] + k + 16 * w));
+        sa[t][0] = _mm512_fmadd_ps(wa[w], xv, sa[t][0]);
+        sb[t][0] = _mm512_fmadd_ps(wb[w], xv, sb[t][0]);
+      }
+  }
+  for (int t = 0; t < NT; t++) {
+    for (int u = 1; u < U; u++) {
+      sa[t][0] = _mm512_add_ps(sa[t][0], sa[t][u]);
+      sb[t][0] = _mm512_add_ps(sb[t][0], sb[t][u]);
+    }
+    oa[t] = _mm512_reduce_add_ps(sa[t][0]);
+    ob[t] = _mm512_reduce_add_ps(sb[t][0]);
+  }
+}
+
+template <class F>
+void dot2_b(const void* ra, const void* rb, int64_t n, const float* const* x, int nt, float* oa, float* ob) {
+  switch (nt) {
+    case 1: dot2_blk<F, 1, 4>(ra, rb, n, x, oa, ob); break;
+    case 2: dot2_blk<F, 2, 2>(ra, rb, n, x, oa, ob); break;
+    case 3: dot2_blk<F, 3, 1>(ra, rb, n, x, oa, ob); break;
+    case 4: dot2_blk<F, 4, 1>(ra, rb, n, x, oa, ob); break;
+    case 5: dot2_blk<F, 5, 1>(ra, rb, n, x, oa, ob); break;
+    case 6: dot2_blk<F, 6, 1>(ra, rb, n, x, oa, ob); break;
+    case 7: dot2_blk<F, 7, 1>(ra, rb, n, x, oa, ob); break;
+    default: dot2_blk<F, 8, 1>(ra, rb, n, x, oa, ob); break;
+  }
+}
+
+// NT tokens x C blocks of outputs in registers (ways x NT x C accumulators).
+template <class F, int NT, int C>
+void axpy_blk(const void* const* rows, int nr, int64_t n, const float* alpha, int lda, float* const* y) {
+  constexpr int W = F::ways;
+  const int64_t nblk = (n + F::block - 1) / F::block;
+  int64_t b = 0;
+  auto step = [&](auto c_tag) {
+    constexpr int CC = decltype(c_tag)::value;
+    __m512 acc[NT][CC][W];
+    for (int t = 0; t < NT; t++)
+      for (int c = 0; c < CC; c++)
+        for (int w = 0; w < W; w++) acc[t][c][w] = _mm512_loadu_ps(y[t] + (b + c) * F::block + 16 * w);
+    for (int j = 0; j < nr; j++) {
+      __m512 wv[CC][W];
+      for (int c = 0; c < CC; c++) F::load(rows[j], (b + c) * F::block, wv[c]);
+      for (int t = 0; t < NT; t++) {
+        const __m512 a = _mm512_set1_ps(alpha[j * lda + t]);
+        for (int c = 0; c < CC; c++)
+          for (int w = 0; w < W; w++) acc[t][c][w] = _mm512_fmadd_ps(a, wv[c][w], acc[t][c][w]);
+      }
+    }
+    for (int t = 0; t < NT; t++)
+      for (int c = 0; c < CC; c++)
+        for (int w = 0; w < W; w++) _mm512_storeu_ps(y[t] + (b + c) * F::block + 16 * w, acc[t][c][w]);
+  };
+  for (; b + C <= nblk; b += C) step(std::integral_constant<int, C>());
+  for (; b < nblk; b++) step(std::integral_constant<int, 1>());
+}
+
+template <class F>
+void axpy_rows_b(const void* const* rows, int nr, int64_t n, const float* alpha, int lda, float* const* y, int nt) {
+  constexpr int G = 16 / F::ways;  // tokens per pass: 16 accumulators
+  for (int t0 = 0; t0 < nt; t0 += G) {
+    const float* al = alpha + t0;
+    float* const* yt = y + t0;
+    const int g = nt - t0 < G ? nt - t0 : G;
+    if (F::ways == 2) {
+      switch (g) {
+        case 1: axpy_blk<F, 1, 4>(rows, nr, n, al, lda, yt); break;
+        case 2: axpy_blk<F, 2, 2>(rows, nr, n, al, lda, yt); break;
+        case 3: axpy_blk<F, 3, 1>(rows, nr, n, al, lda, yt); break;
+        case 4: axpy_blk<F, 4, 1>(rows, nr, n, al, lda, yt); break;
+        case 5: axpy_blk<F, 5, 1>(rows, nr, n, al, lda, yt); break;
+        case 6: axpy_blk<F, 6, 1>(rows, nr, n, al, lda, yt); break;
+        case 7: axpy_blk<F, 7, 1>(rows, nr, n, al, lda, yt); break;
+        default: axpy_blk<F, 8, 1>(rows, nr, n, al, lda, yt); break;
+      }
+    } else {
+      switch (g) {
+        case 1: axpy_blk<F, 1, 2>(rows, nr, n, al, lda, yt); break;
+        case 2: axpy_blk<F, 2, 1>(rows, nr, n, al, lda, yt); break;
+        case 3: axpy_blk<F, 3, 1>(rows, nr, n, al, lda, yt); break;
+        default: axpy_blk<F, 4, 1>(rows, nr, n, al, lda, yt); break;
+      }
+    }
+  }
+}
+
 const KernelSet kAvx512 = {
     "avx512",
-    {dot2<LF32>, dot2<LF16>, dot2<LBF16>, dot2<LI8>},
-    {axpy_rows<LF32>, axpy_rows<LF16>, axpy_rows<LBF16>, axpy_rows<LI8>},
+    {dot2<LF32>, dot2<LF16>, dot2_b<BBF16>, dot2_b<BI8>},
+    {axpy_rows<LF32>, axpy_rows<LF16>, axpy_rows_b<BBF16>, axpy_rows_b<BI8>},
+    {{0, 0}, {0, 0}, {BBF16::block, BBF16::ways}, {BI8::block, BI8::ways}},
 };
 
 }  // namespace

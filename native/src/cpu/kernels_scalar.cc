@@ -43,6 +43,7 @@ const KernelSet kScalar = {
     "scalar",
     {dot2<LoadF32>, dot2<LoadF16>, dot2<LoadBF16>, dot2<LoadI8>},
     {axpy_rows<LoadF32>, axpy_rows<LoadF16>, axpy_rows<LoadBF16>, axpy_rows<LoadI8>},
+    {{0, 0}, {0, 0}, {0, 0}, {0, 0}},
 };
 
 }  // namespace

@@ -35,16 +35,27 @@ void mat_rows(const KernelSet* ks, const Mat& W, int64_t r0, int64_t r1, int nt,
   }
 }
 
+void in_layout(const Layout& l, int nt, int64_t n, const float** x, std::vector<float>& scratch) {
+  if (!l.block) return;
+  const int64_t np = padded(l, n);
+  float* buf = grow(scratch, size_t(nt * np));
+  for (int t = 0; t < nt; t++) {
+    to_layout(l, x[t], n, buf + t * np);
+    x[t] = buf + t * np;
+  }
+}
+
 int matmul(ts_backend* b, const ts_weight* W, int64_t n, const float* x, float* y) {
   CpuBackend* cb = cpu(b);
   const Mat& m = static_cast<const CpuWeight*>(W)->m;
+  const KernelSet* ks = cb->kernels;
   const float** xp = grow(cb->xptr, size_t(n));
   float** yp = grow(cb->yptr, size_t(n));
   for (int64_t t = 0; t < n; t++) {
     xp[t] = x + t * m.cols;
     yp[t] = y + t * m.rows;
   }
-  const KernelSet* ks = cb->kernels;
+  in_layout(ks->layout[m.dtype], int(n), m.cols, xp, cb->xperm);
   const int threads = cb->pool.size();
   auto job = [&](int tid) {
     int64_t r0, r1;

@@ -39,16 +39,28 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
     const AxpyRowsFn axpy_rows = ks->axpy_rows[e->dtype];
     const bool i8 = e->dtype == TS_I8;
     const float* scales = i8 ? e->scales.data() : nullptr;
+    // activations and accumulators in the order this variant's kernels want for the dtype
+    const Layout L = ks->layout[e->dtype];
+    const int64_t Hp = padded(L, H);
     for (auto& s : cb->scratch) {
-      grow(s.acc, size_t(kBlock * H));
+      grow(s.acc, size_t(kBlock * Hp));
       grow(s.counts, size_t(kBlock));
     }
     uint32_t* list = grow(cb->moe_list, size_t(2 * I));
     const float** xp = grow(cb->xptr, size_t(kBlock));
+    float* xperm = L.block ? grow(cb->xperm, size_t(kBlock * Hp)) : nullptr;
+    const float** accs = grow(cb->accs, size_t(threads));
+    for (int th = 0; th < threads; th++) accs[th] = cb->scratch[size_t(th)].acc.data();
 
     for (int64_t tb = 0; tb < c.n; tb += kBlock) {
       const int nb = int(std::min<int64_t>(kBlock, c.n - tb));
-      for (int t = 0; t < nb; t++) xp[t] = x + int64_t(c.rows[tb + t]) * hidden;
+      for (int t = 0; t < nb; t++) {
+        xp[t] = x + int64_t(c.rows[tb + t]) * hidden;
+        if (L.block) {
+          to_layout(L, xp[t], H, xperm + t * Hp);
+          xp[t] = xperm + t * Hp;
+        }
+      }
       const uint64_t* masks = c.masks + tb * words;
 
       // ---- the neurons to visit, each with its tokens' mask bits ----
@@ -87,7 +99,7 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
         ThreadScratch& s = cb->scratch[size_t(tid)];
         float* acc = s.acc.data();
         int32_t* counts = s.counts.data();
-        std::memset(acc, 0, size_t(nb * H) * sizeof(float));
+        std::memset(acc, 0, size_t(nb * Hp) * sizeof(float));
         std::fill(counts, counts + nb, 0);
         int64_t k0, k1;
         split_range(count, threads, tid, 1, &k0, &k1);
@@ -95,7 +107,7 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
         int tt[kBlock];
         float g[kBlock], u[kBlock];
         float* ty[kBlock];
-        for (int t = 0; t < nb; t++) ty[t] = acc + t * H;
+        for (int t = 0; t < nb; t++) ty[t] = acc + t * Hp;
         const void* down[kNeurons];
         float alpha[kNeurons * kBlock];  // [row of the block][token]
         const void* tdown[kNeurons];
@@ -166,15 +178,26 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
       // ---- y[row] += weight * (sum of the threads' accumulators) ----
       auto reduce = [&](int tid) {
         int64_t h0, h1;
-        split_range(H, threads, tid, 16, &h0, &h1);
+        split_range(H, threads, tid, 64, &h0, &h1);  // whole layout blocks (16, 32 or 64)
+        const int64_t lane = L.block ? L.block / L.ways : 0;
         for (int t = 0; t < nb; t++) {
           float* yr = y + int64_t(c.rows[tb + t]) * hidden;
           const float wt = c.weight[tb + t];
-          const float* a0 = cb->scratch[0].acc.data() + t * H;
-          for (int64_t h = h0; h < h1; h++) {
-            float sum = a0[h];
-            for (int th = 1; th < threads; th++) sum += cb->scratch[size_t(th)].acc.data()[t * H + h];
+          auto add = [&](int64_t h, int64_t at) {
+            float sum = accs[0][at];
+            for (int th = 1; th < threads; th++) sum += accs[th][at];
             yr[h] += wt * sum;
+          };
+          if (!L.block) {
+            for (int64_t h = h0; h < h1; h++) add(h, t * Hp + h);
+          } else {
+            // natural h = block + j * ways + w sits at block + w * lane + j
+            for (int64_t blk = h0; blk < h1; blk += L.block)
+              for (int w = 0; w < L.ways; w++)
+                for (int64_t j = 0; j < lane; j++) {
+                  const int64_t h = blk + j * L.ways + w;
+                  if (h < h1) add(h, t * Hp + blk + w * lane + j);
+                }
           }
         }
       };

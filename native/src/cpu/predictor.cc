@@ -31,6 +31,7 @@ int predict_many(ts_backend* b, int64_t n_rows, int64_t hidden, const float* x, 
       hp_const[t] = hp[t];
     }
     for (auto& s : cb->scratch) grow(s.logits, size_t(nt * 64));
+    in_layout(ks->layout[p->fc1.dtype], nt, p->hidden, xp, cb->xperm);
 
     auto fc1 = [&](int tid) {
       int64_t r0, r1;
@@ -41,6 +42,8 @@ int predict_many(ts_backend* b, int64_t n_rows, int64_t hidden, const float* x, 
         for (int64_t r = r0; r < r1; r++) hp[t][r] = std::max(hp[t][r], 0.f);
     };
     cb->pool.run(fc1, double(nt) * double(R) * double(p->hidden));
+
+    in_layout(ks->layout[p->fc2.dtype], nt, R, hp_const, cb->hperm);  // fc2 reads relu(h)
 
     auto fc2 = [&](int tid) {
       int64_t w0, w1;
