@@ -96,12 +96,16 @@ bool check_store(const char* fn, ts_dtype store) {
 
 std::string shape(const ts_host_matrix* m) { return "[" + S(m->rows) + ", " + S(m->cols) + "]"; }
 
-// rows[0..n) must index [0, limit)
-bool check_rows(const std::string& at, const int32_t* rows, int64_t n, int64_t limit) {
-  if (n > 0 && !rows) return ts_fail(at + ".rows is NULL"), false;
+// "fn: what[i]" — built only when a check fails (validation must not allocate per call)
+std::string item(const char* fn, const char* what, int64_t i) { return std::string(fn) + ": " + what + "[" + S(i) + "]"; }
+
+// rows[0..n) of item `what`[c] must index [0, limit)
+bool check_rows(const char* fn, const char* what, int64_t c, const int32_t* rows, int64_t n, int64_t limit) {
+  if (n > 0 && !rows) return ts_fail(item(fn, what, c) + ".rows is NULL"), false;
   for (int64_t j = 0; j < n; j++)
     if (rows[j] < 0 || rows[j] >= limit)
-      return ts_fail(at + ".rows[" + S(j) + "] = " + S(rows[j]) + " is outside [0, " + S(limit) + ")"), false;
+      return ts_fail(item(fn, what, c) + ".rows[" + S(j) + "] = " + S(rows[j]) + " is outside [0, " + S(limit) + ")"),
+             false;
   return true;
 }
 
@@ -336,15 +340,15 @@ int ts_predict_many(ts_backend* b, int64_t n_rows, int64_t hidden, const float* 
   if (!check_ptr(fn, "calls", calls)) return -1;
   bool any = false;
   for (int64_t c = 0; c < n_calls; c++) {
-    const std::string at = std::string(fn) + ": calls[" + S(c) + "]";
     const ts_predict_call& pc = calls[c];
-    if (!pc.predictor) return ts_fail(at + ".predictor is NULL");
-    if (pc.predictor->owner != b) return ts_fail(at + ".predictor belongs to another backend");
+    if (!pc.predictor) return ts_fail(item(fn, "calls", c) + ".predictor is NULL");
+    if (pc.predictor->owner != b) return ts_fail(item(fn, "calls", c) + ".predictor belongs to another backend");
     if (pc.predictor->hidden != hidden)
-      return ts_fail(at + ".predictor has hidden " + S(pc.predictor->hidden) + " but hidden = " + S(hidden));
-    if (pc.n < 0) return ts_fail(at + ".n = " + S(pc.n) + " must be >= 0");
-    if (!check_rows(at, pc.rows, pc.n, n_rows)) return -1;
-    if (pc.n > 0 && !pc.masks) return ts_fail(at + ".masks is NULL");
+      return ts_fail(item(fn, "calls", c) + ".predictor has hidden " + S(pc.predictor->hidden) + " but hidden = " +
+                     S(hidden));
+    if (pc.n < 0) return ts_fail(item(fn, "calls", c) + ".n = " + S(pc.n) + " must be >= 0");
+    if (!check_rows(fn, "calls", c, pc.rows, pc.n, n_rows)) return -1;
+    if (pc.n > 0 && !pc.masks) return ts_fail(item(fn, "calls", c) + ".masks is NULL");
     any = any || pc.n > 0;
   }
   if (!any) return 0;
@@ -407,13 +411,12 @@ int ts_attention(ts_backend* b, int64_t layer, int64_t n, ts_kvcache* const* cac
       !check_ptr(fn, "k", k) || !check_ptr(fn, "v", v) || !check_ptr(fn, "out", out))
     return -1;
   for (int64_t i = 0; i < n; i++) {
-    const std::string at = std::string(fn) + ": caches[" + S(i) + "]";
     const ts_kvcache* c = caches[i];
-    if (!c) return ts_fail(at + " is NULL");
-    if (c->owner != b) return ts_fail(at + " belongs to another backend");
+    if (!c) return ts_fail(item(fn, "caches", i) + " is NULL");
+    if (c->owner != b) return ts_fail(item(fn, "caches", i) + " belongs to another backend");
     if (c->kv_heads != kv_heads || c->head_dim != head_dim)
-      return ts_fail(at + " holds kv_heads " + S(c->kv_heads) + ", head_dim " + S(c->head_dim) + " but the call has " +
-                     S(kv_heads) + ", " + S(head_dim));
+      return ts_fail(item(fn, "caches", i) + " holds kv_heads " + S(c->kv_heads) + ", head_dim " + S(c->head_dim) +
+                     " but the call has " + S(kv_heads) + ", " + S(head_dim));
     if (layer < 0 || layer >= c->layers)
       return ts_fail(std::string(fn) + ": layer = " + S(layer) + " is outside [0, " + S(c->layers) + ")");
     if (positions[i] < 0 || positions[i] >= c->max_tokens)
@@ -440,16 +443,15 @@ int ts_moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, cons
   if (n_calls > 0 && !check_ptr(fn, "calls", calls)) return -1;
   bool any = false;
   for (int64_t c = 0; c < n_calls; c++) {
-    const std::string at = std::string(fn) + ": calls[" + S(c) + "]";
     const ts_expert_call& ec = calls[c];
-    if (!ec.expert) return ts_fail(at + ".expert is NULL");
-    if (ec.expert->owner != b) return ts_fail(at + ".expert belongs to another backend");
+    if (!ec.expert) return ts_fail(item(fn, "calls", c) + ".expert is NULL");
+    if (ec.expert->owner != b) return ts_fail(item(fn, "calls", c) + ".expert belongs to another backend");
     if (ec.expert->hidden != hidden)
-      return ts_fail(at + ".expert has hidden " + S(ec.expert->hidden) + " but hidden = " + S(hidden));
-    if (ec.n < 0) return ts_fail(at + ".n = " + S(ec.n) + " must be >= 0");
-    if (!check_rows(at, ec.rows, ec.n, n_rows)) return -1;
-    if (ec.n > 0 && !ec.weight) return ts_fail(at + ".weight is NULL");
-    if (ec.n > 0 && !ec.masks) return ts_fail(at + ".masks is NULL");
+      return ts_fail(item(fn, "calls", c) + ".expert has hidden " + S(ec.expert->hidden) + " but hidden = " + S(hidden));
+    if (ec.n < 0) return ts_fail(item(fn, "calls", c) + ".n = " + S(ec.n) + " must be >= 0");
+    if (!check_rows(fn, "calls", c, ec.rows, ec.n, n_rows)) return -1;
+    if (ec.n > 0 && !ec.weight) return ts_fail(item(fn, "calls", c) + ".weight is NULL");
+    if (ec.n > 0 && !ec.masks) return ts_fail(item(fn, "calls", c) + ".masks is NULL");
     any = any || ec.n > 0;
   }
   if (n_rows > 0 && !check_ptr(fn, "y", y)) return -1;
