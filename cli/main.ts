@@ -15,7 +15,7 @@ import { ExpertsUnavailableError } from '../coordinator/remote-experts';
 export function buildProgram(): Command {
   const program = new Command('turbosparse')
     .description('Sparse TurboSparse-Mixtral inference across expert nodes')
-    .showHelpAfterError()
+    .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerGenerate(program);
   registerMakeDemoModel(program);
