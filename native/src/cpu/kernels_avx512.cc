@@ -28,6 +28,20 @@ struct LF32 {
   static constexpr int size = 4;
   static __m512 load(const void* p, int64_t k) { return _mm512_loadu_ps(static_cast<const float*>(p) + k); }
 };
+struct LBF16 {
+  static constexpr int size = 2;
+  static __m512 load(const void* p, int64_t k) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + k));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+  }
+};
+struct LI8 {
+  static constexpr int size = 1;
+  static __m512 load(const void* p, int64_t k) {
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(p) + k))));
+  }
+};
 struct LF16 {
   static constexpr int size = 2;
   static __m512 load(const void* p, int64_t k) {
@@ -153,7 +167,7 @@ void axpy_rows(const void* const* rows, int nr, int64_t n, const float* alpha, i
   }
 }
 
-// ---- interleaved layouts (see Layout in kernels.h): whole 64-byte blocks ----
+// ---- the interleaved bf16 layout (see Layout in kernels.h): whole 64-byte blocks ----
 // bf16: 32 weights = 16 lanes of (even | odd << 16); even = lane << 16, odd = lane & 0xffff0000.
 struct BBF16 {
   static constexpr int block = 32, ways = 2, size = 2;
@@ -163,18 +177,6 @@ struct BBF16 {
     w[1] = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int(0xffff0000u))));
   }
 };
-// i8: 64 weights = 16 lanes of 4 bytes; byte b of every lane, sign-extended by shifts.
-struct BI8 {
-  static constexpr int block = 64, ways = 4, size = 1;
-  static void load(const void* p, int64_t k, __m512* w) {
-    const __m512i v = in_reg(_mm512_loadu_si512(static_cast<const int8_t*>(p) + k));
-    w[0] = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(v, 24), 24));
-    w[1] = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(v, 16), 24));
-    w[2] = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(v, 8), 24));
-    w[3] = _mm512_cvtepi32_ps(_mm512_srai_epi32(v, 24));
-  }
-};
-
 // NT tokens; U blocks per step when there are few tokens (independent accumulators).
 template <class F, int NT, int U>
 void dot2_blk(const void* ra, const void* rb, int64_t n, const float* const* x, float* oa, float* ob) {
@@ -264,38 +266,30 @@ void axpy_blk(const void* const* rows, int nr, int64_t n, const float* alpha, in
 
 template <class F>
 void axpy_rows_b(const void* const* rows, int nr, int64_t n, const float* alpha, int lda, float* const* y, int nt) {
-  constexpr int G = 16 / F::ways;  // tokens per pass: 16 accumulators
-  for (int t0 = 0; t0 < nt; t0 += G) {
+  static_assert(F::ways == 2, "tokens per pass sized for 2-way layouts");
+  for (int t0 = 0; t0 < nt; t0 += 8) {  // 16 accumulators per pass
     const float* al = alpha + t0;
     float* const* yt = y + t0;
-    const int g = nt - t0 < G ? nt - t0 : G;
-    if (F::ways == 2) {
-      switch (g) {
-        case 1: axpy_blk<F, 1, 4>(rows, nr, n, al, lda, yt); break;
-        case 2: axpy_blk<F, 2, 2>(rows, nr, n, al, lda, yt); break;
-        case 3: axpy_blk<F, 3, 1>(rows, nr, n, al, lda, yt); break;
-        case 4: axpy_blk<F, 4, 1>(rows, nr, n, al, lda, yt); break;
-        case 5: axpy_blk<F, 5, 1>(rows, nr, n, al, lda, yt); break;
-        case 6: axpy_blk<F, 6, 1>(rows, nr, n, al, lda, yt); break;
-        case 7: axpy_blk<F, 7, 1>(rows, nr, n, al, lda, yt); break;
-        default: axpy_blk<F, 8, 1>(rows, nr, n, al, lda, yt); break;
-      }
-    } else {
-      switch (g) {
-        case 1: axpy_blk<F, 1, 2>(rows, nr, n, al, lda, yt); break;
-        case 2: axpy_blk<F, 2, 1>(rows, nr, n, al, lda, yt); break;
-        case 3: axpy_blk<F, 3, 1>(rows, nr, n, al, lda, yt); break;
-        default: axpy_blk<F, 4, 1>(rows, nr, n, al, lda, yt); break;
-      }
+    switch (nt - t0 < 8 ? nt - t0 : 8) {
+      case 1: axpy_blk<F, 1, 4>(rows, nr, n, al, lda, yt); break;
+      case 2: axpy_blk<F, 2, 2>(rows, nr, n, al, lda, yt); break;
+      case 3: axpy_blk<F, 3, 1>(rows, nr, n, al, lda, yt); break;
+      case 4: axpy_blk<F, 4, 1>(rows, nr, n, al, lda, yt); break;
+      case 5: axpy_blk<F, 5, 1>(rows, nr, n, al, lda, yt); break;
+      case 6: axpy_blk<F, 6, 1>(rows, nr, n, al, lda, yt); break;
+      case 7: axpy_blk<F, 7, 1>(rows, nr, n, al, lda, yt); break;
+      default: axpy_blk<F, 8, 1>(rows, nr, n, al, lda, yt); break;
     }
   }
 }
 
+// bf16 in the interleaved layout (measured: dot2 35 vs 29 elements/ns, axpy_rows
+// 25 vs 17 on Zen 4); i8 natural (its 4-way interleave is slower than vpmovsxbd).
 const KernelSet kAvx512 = {
     "avx512",
-    {dot2<LF32>, dot2<LF16>, dot2_b<BBF16>, dot2_b<BI8>},
-    {axpy_rows<LF32>, axpy_rows<LF16>, axpy_rows_b<BBF16>, axpy_rows_b<BI8>},
-    {{0, 0}, {0, 0}, {BBF16::block, BBF16::ways}, {BI8::block, BI8::ways}},
+    {dot2<LF32>, dot2<LF16>, dot2_b<BBF16>, dot2<LI8>},
+    {axpy_rows<LF32>, axpy_rows<LF16>, axpy_rows_b<BBF16>, axpy_rows<LI8>},
+    {{0, 0}, {0, 0}, {BBF16::block, BBF16::ways}, {0, 0}},
 };
 
 }  // namespace

@@ -8,9 +8,11 @@
 //           when relu*relu is 0 for all of them);
 //   DENSE_WITH_MASK: every neuron, computed for every token, masked after
 //           (the baseline: reads the whole expert).
-// Threads split the list; each accumulates into its own f32 buffer [block, H];
-// a second sweep sums the threads' buffers (in thread order) and adds
-// weight * output into y. No allocation once the scratch has grown.
+// Threads split the list (a fixed split: results do not depend on timing);
+// each accumulates into its own f32 buffer [block, H], in the order its
+// kernels want (see Layout in kernels.h). A second sweep sums the threads'
+// buffers in thread order and adds weight * output into y (natural order).
+// No allocation once the scratch has grown.
 #include <algorithm>
 #include <cstring>
 #include "cpu_backend.h"
