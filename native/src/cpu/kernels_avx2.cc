@@ -14,6 +14,17 @@ namespace {
 // Keeps a loaded value in a register: otherwise the compiler folds the load
 // into every instruction that uses it, and loads (not arithmetic) are what
 // limits these loops.
+// Software prefetch of the weight rows kPrefetchAhead bytes ahead, into L2
+// (prefetcht2): it keeps more lines in flight than the out-of-order window
+// alone (+5-10% per core measured on Zen 4; into L1 it was slower).
+constexpr int kPrefetchAhead = 3072;
+inline void prefetch_rows(const void* ra, const void* rb, int64_t byte, int bytes) {
+  for (int o = 0; o < bytes; o += 64) {
+    _mm_prefetch(static_cast<const char*>(ra) + byte + kPrefetchAhead + o, _MM_HINT_T2);
+    _mm_prefetch(static_cast<const char*>(rb) + byte + kPrefetchAhead + o, _MM_HINT_T2);
+  }
+}
+
 template <class T>
 inline T in_reg(T v) {
   __asm__("" : "+v"(v));
@@ -71,6 +82,7 @@ void dot2_nt(const void* ra, const void* rb, int64_t n, const float* const* x, f
     for (int u = 0; u < U; u++) sa[t][u] = sb[t][u] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 8 * U <= n; k += 8 * U) {
+    prefetch_rows(ra, rb, k * L::size, 8 * U * L::size);
     for (int u = 0; u < U; u++) {
       const __m256 wa = L::load(ra, k + 8 * u), wb = L::load(rb, k + 8 * u);
       for (int t = 0; t < NT; t++) {
