@@ -14,7 +14,7 @@
 // Besides tokens/s (wall time), CPU time per token is compared, and two direct
 // measures of the observability code's own cost that other load on the machine
 // barely moves: its main-thread self time per decode step in the real run (V8's
-// sampling profiler), and per step of a stub engine with no model work at all.
+// sampling profiler), and per step of a model-free engine with no model work at all.
 //   node dist/bench/tracing-overhead.js [--pairs 15] [--tokens 128] [--experts local|cluster:2] [--model DIR] [--json]
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -79,7 +79,7 @@ function median(xs: number[]): number {
 }
 
 /**
- * The instrumentation's own cost per decode step, without the model: a stub engine
+ * The instrumentation's own cost per decode step, without the model: a model-free engine
  * with the demo model's shape (layers, top-k, one token per step) whose forward pass
  * only calls the hooks and an expert backend that returns at once. Pure JavaScript
  * in a tight loop (the fastest of 25 blocks of 2000 steps each), so it is stable on a
@@ -188,7 +188,7 @@ interface Result {
   /** Observability code's main-thread time per decode step in the real run (CPU profile), microseconds, and share of a bare step. */
   profiled_us_per_step: number;
   profiled_pct: number;
-  /** The instrumentation's own time per step (stub engine), microseconds, and as a share of the bare step time. */
+  /** The instrumentation's own time per step (model-free engine), microseconds, and as a share of the bare step time. */
   instrumentation_us_per_step: number;
   instrumentation_pct: number;
   pairs: number;
@@ -330,7 +330,7 @@ async function main(): Promise<void> {
   const sign = (x: number) => (x >= 0 ? '+' : '') + x.toFixed(1) + '%';
   process.stdout.write(`decode, demo model, experts ${experts}, ${tokens} tokens per run, ${pairs} alternating pairs in each of 2 load orders (medians, averaged)\n`);
   process.stdout.write(
-    'comparison    tokens/s bare  observed  change    CPU us/token bare  observed  at equal CPU    profiled us/step  of a step    stub us/step\n',
+    'comparison    tokens/s bare  observed  change    CPU us/token bare  observed  at equal CPU    profiled us/step  of a step    model-free us/step\n',
   );
   for (const r of results) {
     process.stdout.write(

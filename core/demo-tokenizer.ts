@@ -167,7 +167,7 @@ export function makeDemoTokenizer(vocabSize: number, modelMaxLength = 4096): Dem
 
   const { merges, tokens } = learnMerges(new Set(chars), free - chars.length);
   for (const t of tokens) vocab[t] = next++;
-  // A vocabulary larger than the text supports gets unreachable placeholders, as real ones have.
+  // A vocabulary larger than the text supports gets unreachable filler tokens, as real ones have.
   for (let i = 0; next < vocabSize - 2; i++) vocab[`<unused_${i}>`] = next++;
   const imStartId = next++;
   const imEndId = next++;
