@@ -125,7 +125,7 @@ test('submit -> SIGTERM hands back -> kill -9 mid-job -> another worker complete
   // ...and the other worker takes it at once (no stall wait): kill -9 it in the middle of the job.
   await waitFor(() => started(b) === 1, 30000, 'the other worker to take the long job');
   await waitFor(async () => (await q.getJobState(longId)) === 'active', 30000, 'the job to be active');
-  await new Promise((r) => setTimeout(r, 300));
+  await new Promise((r) => setTimeout(r, 100)); // mid-job: the 2000 tokens take >= ~1 s on a fast machine
   b.child.kill('SIGKILL');
   await b.exited;
   expect(await q.getJobState(longId)).toBe('active'); // still locked by the dead worker

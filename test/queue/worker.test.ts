@@ -72,6 +72,21 @@ function setup(queueName: string, opts: Partial<GenerationWorkerOptions> = {}, e
   return { worker, producer, api, scheduler };
 }
 
+/** The test engine with every expert call taking >= 3 ms, so that jobs overlap and are
+ *  still running when a test acts on them, however fast the machine (the tiny demo
+ *  model alone decodes 20 tokens in ~10 ms). */
+function slowEngine(): Engine {
+  const slow: ExpertBackend = {
+    name: 'slow',
+    runExperts: async (b, c) => {
+      await new Promise((r) => setTimeout(r, 3));
+      return engine.experts.runExperts(b, c);
+    },
+    close: async () => undefined,
+  };
+  return new Engine(engine.folder, engine.backend, engine.weights, slow);
+}
+
 /** What the HTTP endpoint answers for this body, minus the per-response id and time. */
 async function direct(api: OpenAIApi, data: JobData): Promise<any> {
   return strip(await api.run(api.prepare(data.endpoint, data)));
@@ -83,7 +98,7 @@ function strip(r: any): any {
 
 test('completions and chat jobs return the endpoint response; progress is tokens; C jobs share decode steps', async () => {
   const q = uniqueQueue('gen');
-  const { worker, producer, api, scheduler } = setup(q, { concurrency: 4 });
+  const { worker, producer, api, scheduler } = setup(q, { concurrency: 4 }, slowEngine());
   await worker.waitUntilReady();
   let maxRunning = 0;
   scheduler.onStep = (s) => (maxRunning = Math.max(maxRunning, s.running));
@@ -165,14 +180,16 @@ test('a transient failure (expert node down) is retried with exponential backoff
 
 test('shutdown finishes a job within the grace period, and hands back one that would take longer', async () => {
   const q = uniqueQueue('term');
-  const a = setup(q);
+
+  const a = setup(q, {}, slowEngine());
   await a.worker.waitUntilReady();
+  const started = new Promise((r) => a.worker.worker.once('active', r)); // listening before the job exists
   const short = await a.producer.submit({ endpoint: 'completions', prompt: 'a', max_tokens: 20, temperature: 0, ignore_eos: true });
-  await waitFor(async () => (await a.producer.status([short.id]))[0].state === 'active', 10000, 'the short job to start');
+  await started;
   await a.worker.shutdown(30000);
   expect((await a.producer.status([short.id]))[0].state).toBe('completed');
 
-  const b = setup(q);
+  const b = setup(q, {}, slowEngine());
   await b.worker.waitUntilReady();
   const long = await b.producer.submit({ endpoint: 'completions', prompt: 'b', max_tokens: 4000, temperature: 0, ignore_eos: true });
   await waitFor(async () => (await b.producer.status([long.id]))[0].progress > 0, 10000, 'the long job to make progress');
