@@ -16,7 +16,6 @@ import type { Engine } from '../coordinator/engine';
 import { loadEngine } from '../coordinator/load-engine';
 import { LocalCluster } from '../coordinator/local-cluster';
 import { LocalExperts } from '../coordinator/local-experts';
-import { formatNodeTable } from '../coordinator/node-stats';
 import { RemoteExperts } from '../coordinator/remote-experts';
 import { GREEDY } from '../coordinator/sampler';
 
@@ -146,7 +145,6 @@ async function main(): Promise<void> {
             bytes_sent_per_token_layer: stats.reduce((s, x) => s + x.bytesSent, 0) / perTokenLayer,
             bytes_received_per_token_layer: stats.reduce((s, x) => s + x.bytesReceived, 0) / perTokenLayer,
           });
-          if (!json && wire === 'f32') log(formatNodeTable(stats));
           await remote.close();
           timed.current = null;
         }

@@ -7,8 +7,6 @@ import { generate, type GenerateResult } from '../coordinator/generate';
 import { loadEngine } from '../coordinator/load-engine';
 import type { Engine } from '../coordinator/engine';
 import { floatOption, idsOption, intOption } from './options';
-import { RemoteExperts } from '../coordinator/remote-experts';
-import { formatNodeTable } from '../coordinator/node-stats';
 import { engineOptionsFrom, addEngineOptions, type EngineFlags } from './engine-flags';
 import { COORDINATOR_SERVICE, currentTelemetry, setupTelemetry } from '../core/telemetry';
 import { buildStatus, engineObservability, formatLatencyTable, observeEngine } from '../coordinator/telemetry';
@@ -109,11 +107,8 @@ export async function generateWith(engine: Engine, flags: GenerateFlags): Promis
       `${s.prompt_tokens} prompt tokens in ${s.prefill_ms.toFixed(0)} ms, ${s.generated_tokens} generated at ` +
         `${s.decode_tokens_per_s.toFixed(1)} tokens/s, ${(100 * s.active_fraction).toFixed(1)}% of expert neurons computed\n`,
     );
-    // Per node: experts held, calls, latency, active fraction, bytes per token on the wire.
-    if (engine.experts instanceof RemoteExperts) {
-      process.stderr.write(`\nexpert nodes:\n${formatNodeTable(engine.experts.stats())}\n`);
-    }
-    // Per-expert latency: p50/p99 per node and per expert, the hottest experts.
+    // Per node (experts held, calls, p50/p99 latency, active fraction, bytes per token on the wire),
+    // per expert p50/p99, the hottest experts.
     if (obs) process.stderr.write(`\n${formatLatencyTable(buildStatus(obs))}\n`);
   }
   return result;

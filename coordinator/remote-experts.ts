@@ -407,8 +407,8 @@ export class RemoteExperts implements ExpertBackend {
         activeNeurons += res.active[j];
       });
       const latencyUs = Number((process.hrtime.bigint() - t0) / 1000n);
-      node.stats.addCall({ latencyUs, queueUs: res.queueUs, computeUs: res.computeUs, tokens: rows.length, routes: routes.length,
-        activeNeurons, bytesSent: reply.bytesSent, bytesReceived: reply.bytesReceived });
+      node.stats.addCall({ tokens: rows.length, routes: routes.length, activeNeurons, bytesSent: reply.bytesSent,
+        bytesReceived: reply.bytesReceived });
       finish({ ok: true, latencyUs, queueUs: res.queueUs, computeUs: res.computeUs, activeNeurons, bytesIn: reply.bytesReceived });
       return { rows, out };
     } catch (e) {

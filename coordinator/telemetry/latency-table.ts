@@ -1,7 +1,8 @@
 // The per-expert latency table printed after `generate`/`demo` and by
-// `turbosparse stats --url`: p50/p99 per node and per expert, and the hottest
-// experts. Built from the status JSON so both print exactly the same thing.
-import type { StatusJson } from './status';
+// `turbosparse stats --url`: per node (experts held, calls, p50/p99/mean latency,
+// active fraction, wire bytes per token, errors, health), per expert p50/p99, and
+// the hottest experts. Built from the status JSON so both print exactly the same thing.
+import type { StatusJson, StatusNode } from './status';
 
 type Cell = string;
 
@@ -14,6 +15,15 @@ function table(header: Cell[], rows: Cell[][], leftCols: number): string {
 
 const f = (x: number | null | undefined, digits = 3): string => (x === null || x === undefined ? '-' : x.toFixed(digits));
 const pct = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : `${(100 * x).toFixed(1)}%`);
+/** Wire bytes per token row sent to the node; '-' without wire traffic (experts in process). */
+const perToken = (bytes: number | undefined, tokens: number | undefined): string => (bytes && tokens ? (bytes / tokens).toFixed(0) : '-');
+
+/** (layer, expert) pairs the shard map gives the node, with the SPEC when it is short. */
+function heldExperts(n: StatusNode): string {
+  if (n.experts_held === undefined) return '-';
+  const spec = n.experts_spec !== undefined && n.experts_spec.length <= 24 ? ` (${n.experts_spec})` : '';
+  return `${n.experts_held}${spec}`;
+}
 
 export interface LatencyTableOptions {
   /** Per-expert rows printed at most (the slowest by p99 first when cut). Default 32 (the demo model has 4 x 8). */
@@ -28,18 +38,22 @@ export function formatLatencyTable(s: StatusJson, opts: LatencyTableOptions = {}
   else {
     out.push(
       table(
-        ['node', 'calls', 'p50 ms', 'p99 ms', 'compute p50', 'active', 'errors', 'state'],
+        ['node', 'experts', 'calls', 'p50 ms', 'p99 ms', 'mean ms', 'compute p50', 'active', 'sent B/tok', 'recv B/tok', 'errors', 'state'],
         nodes.map((n) => [
-          n.node,
+          n.address !== n.node ? `${n.node} ${n.address}` : n.node,
+          heldExperts(n),
           String(n.calls ?? 0),
           f(n.p50_ms),
           f(n.p99_ms),
+          f(n.mean_ms),
           f(n.compute_p50_ms),
           pct(n.active_fraction),
+          perToken(n.bytes_out, n.tokens),
+          perToken(n.bytes_in, n.tokens),
           String((n.errors ?? 0) + (n.retries ? ` (${n.retries} retried)` : '')),
           n.healthy ? 'up' : 'DOWN',
         ]),
-        1,
+        2,
       ),
     );
   }

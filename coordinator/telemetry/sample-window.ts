@@ -1,5 +1,5 @@
 // A bounded window of the latest samples and its nearest-rank quantiles: the "p50/p99 right now"
-// of the per-expert tables (expert-stats.ts) and of the per-node table (../node-stats.ts).
+// of the per-node and per-expert tables (expert-stats.ts).
 
 /** The last `cap` samples of a value. */
 export class SampleWindow {

@@ -11,7 +11,6 @@ import { native, type NativeBackend } from '../../core/native';
 import { balancedShardMap, type ShardMap, uniformPairs } from '../../core/shard-map';
 import { EXPERT_SERVICE_NAME, expertProto, type ExpertNodeHandlers } from '../../core/wire/expert-proto';
 import { LocalExperts } from '../../coordinator/local-experts';
-import { formatNodeTable } from '../../coordinator/node-stats';
 import { ExpertsUnavailableError, RemoteExperts, type RemoteExpertsOptions } from '../../coordinator/remote-experts';
 import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
 import { type InProcessNode, maxAbsDiff, randomBatch, startNode } from './helpers';
@@ -87,7 +86,7 @@ describeGolden('remote experts vs local (tiny-a, in-process nodes)', () => {
     }
   });
 
-  test('a token whose experts share a node crosses the network once; stats and the table add up', async () => {
+  test('a token whose experts share a node crosses the network once; stats add up', async () => {
     const { remote, shardMap } = await cluster(2, 1);
     // Two experts of layer 0 that the balanced map put on the same node.
     const on0 = shardMap.nodes[0].experts.filter((p) => p.layer === 0).map((p) => p.expert);
@@ -103,10 +102,6 @@ describeGolden('remote experts vs local (tiny-a, in-process nodes)', () => {
     expect(n0.bytesSent).toBeGreaterThan(6 * 64 * 4);
     expect(n0.bytesReceived).toBeGreaterThan(6 * 64 * 4);
     expect(n0.activeFraction).toBeCloseTo(Array.from(want.active).reduce((a, x) => a + x, 0) / (12 * 160), 6);
-    const table = formatNodeTable(remote.stats());
-    expect(table.split('\n')).toHaveLength(3);
-    expect(table).toMatch(/^node\s+experts\s+calls\s+mean ms\s+p99 ms\s+active\s+sent B\/tok\s+recv B\/tok\s+state/);
-    expect(table).toContain(`${n0.address}  4 (${n0.expertsSpec})`);
   });
 
   test('trace context travels inside the request; hooks see timings on both sides', async () => {

@@ -1,0 +1,44 @@
+// `turbosparse generate` on a small demo model: what it prints after the text.
+import { makeDemoModel } from '../../core/demo-model';
+import { runGenerate, type GenerateFlags } from '../../cli/generate';
+import { SMALL, tempDir } from '../core/fixtures';
+
+const tmp = tempDir('ts-generate-cli-');
+afterAll(() => tmp.cleanup());
+beforeAll(() => makeDemoModel(tmp.dir, { ...SMALL, shards: 1 }));
+
+const flags = (over: Partial<GenerateFlags> = {}): GenerateFlags => ({
+  model: tmp.dir, experts: 'local', device: 'cpu', threads: 1, weights: 'auto',
+  ids: [1, 5, 9], maxTokens: 4, temperature: 0, topK: 0, topP: 1, ...over,
+});
+
+/** Runs `fn` with stdout and stderr captured. */
+async function capture(fn: () => Promise<unknown>): Promise<{ stdout: string; stderr: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const into = (lines: string[]) => (chunk: string | Uint8Array): boolean => {
+    lines.push(String(chunk));
+    return true;
+  };
+  const so = jest.spyOn(process.stdout, 'write').mockImplementation(into(out));
+  const se = jest.spyOn(process.stderr, 'write').mockImplementation(into(err));
+  try {
+    await fn();
+  } finally {
+    so.mockRestore();
+    se.mockRestore();
+  }
+  return { stdout: out.join(''), stderr: err.join('') };
+}
+
+test('generate ends with the one per-node and per-expert latency table', async () => {
+  const { stderr } = await capture(() => runGenerate(flags()));
+  const tail = stderr.slice(stderr.lastIndexOf('\n\nexpert latency per node'));
+  expect(tail).toMatch(/^\n\nexpert latency per node /);
+  expect(tail).toMatch(/\nnode\s+experts\s+calls\s+p50 ms\s+p99 ms\s+mean ms\s+compute p50\s+active\s+sent B\/tok\s+recv B\/tok\s+errors\s+state\n/);
+  expect(tail).toMatch(/\nlocal\s+-\s+\d+\s/); // experts in process: no shard map, no wire
+  expect(tail).toMatch(/\nper expert \(layer:expert\):\nexpert\s+calls\s+tokens\s+p50 ms\s+p99 ms/);
+  expect(tail).toMatch(/\nhottest experts: \d+:\d+ \(/);
+  // One table: the latency table is the only per-node table.
+  expect(stderr.match(/^node\s/gm)).toHaveLength(1);
+}, 60000);
