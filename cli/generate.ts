@@ -1,6 +1,7 @@
 // `turbosparse generate`: one prompt through the engine, text streamed to stdout.
 import type { Command } from 'commander';
 import { UserError } from '../core/errors';
+import { readModelConfig } from '../core/model-folder';
 import { writeSafetensors } from '../core/safetensors';
 import { TextTokenizer } from '../core/tokenizer';
 import { generate, type GenerateResult } from '../coordinator/generate';
@@ -47,6 +48,8 @@ export async function runGenerate(flags: GenerateFlags): Promise<GenerateResult>
   if ((flags.prompt === undefined) === (flags.ids === undefined)) {
     throw new UserError('give exactly one of --prompt TEXT or --ids 1,5,9');
   }
+  // From config.json alone: a wrong id is one line before weights load or expert nodes start.
+  if (flags.ids) checkIds(flags.ids, (await readModelConfig(flags.model)).vocabSize);
   // Tracing from OTEL_* (off when unset), unless the caller already set it up.
   if (!currentTelemetry()) setupTelemetry({ serviceName: COORDINATOR_SERVICE });
   const engine = await loadEngine(engineOptionsFrom(flags));
@@ -55,6 +58,14 @@ export async function runGenerate(flags: GenerateFlags): Promise<GenerateResult>
     return await generateWith(engine, flags);
   } finally {
     await engine.close();
+  }
+}
+
+/** `--ids` must be token ids of the model's vocabulary, 0..vocab_size-1. */
+export function checkIds(ids: readonly number[], vocabSize: number): void {
+  const bad = ids.find((id) => id >= vocabSize);
+  if (bad !== undefined) {
+    throw new UserError(`--ids: token id ${bad} is outside the model's vocabulary; valid ids are 0..${vocabSize - 1} (config.json vocab_size ${vocabSize})`);
   }
 }
 

@@ -77,6 +77,25 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
+/** The folder's absolute path and its validated config.json. */
+async function openConfig(dir: string): Promise<{ abs: string; config: ModelConfig }> {
+  const abs = path.resolve(dir);
+  let st: fs.Stats;
+  try {
+    st = await fs.promises.stat(abs);
+  } catch {
+    throw new UserError(`model folder ${abs} does not exist`);
+  }
+  if (!st.isDirectory()) throw new UserError(`${abs} is not a directory: --model expects a Hugging Face model folder`);
+  const configFile = path.join(abs, 'config.json');
+  return { abs, config: parseConfig(await readJson(configFile, 'a model folder needs config.json'), configFile) };
+}
+
+/** config.json of a model folder alone (no tokenizer, header or weight read): for checks before anything loads. */
+export async function readModelConfig(dir: string): Promise<ModelConfig> {
+  return (await openConfig(dir)).config;
+}
+
 export class ModelFolder {
   readonly dir: string;
   readonly config: ModelConfig;
@@ -111,17 +130,7 @@ export class ModelFolder {
   }
 
   static async open(dir: string, opts: ModelFolderOptions = {}): Promise<ModelFolder> {
-    const abs = path.resolve(dir);
-    let st: fs.Stats;
-    try {
-      st = await fs.promises.stat(abs);
-    } catch {
-      throw new UserError(`model folder ${abs} does not exist`);
-    }
-    if (!st.isDirectory()) throw new UserError(`${abs} is not a directory: --model expects a Hugging Face model folder`);
-
-    const configFile = path.join(abs, 'config.json');
-    const config = parseConfig(await readJson(configFile, 'a model folder needs config.json'), configFile);
+    const { abs, config } = await openConfig(dir);
     const tokFile = path.join(abs, 'tokenizer.json');
     const tokenizerJson = await readJson(tokFile, 'a model folder needs tokenizer.json (the Hugging Face fast-tokenizer file)');
     if (!isObject(tokenizerJson) || !isObject(tokenizerJson.model)) {

@@ -1,6 +1,10 @@
-// `turbosparse generate` on a small demo model: what it prints after the text.
+// `turbosparse generate` on a small demo model: what it prints after the text, and
+// prompt ids outside the vocabulary refused from config.json before anything loads.
+import fs from 'node:fs';
+import path from 'node:path';
 import { makeDemoModel } from '../../core/demo-model';
 import { runGenerate, type GenerateFlags } from '../../cli/generate';
+import { buildProgram, reportError } from '../../cli/main';
 import { SMALL, tempDir } from '../core/fixtures';
 
 const tmp = tempDir('ts-generate-cli-');
@@ -42,3 +46,35 @@ test('generate ends with the one per-node and per-expert latency table', async (
   // One table: the latency table is the only per-node table.
   expect(stderr.match(/^node\s/gm)).toHaveLength(1);
 }, 60000);
+
+describe('--ids outside the vocabulary', () => {
+  // config.json alone: no tokenizer, no weights. The id check must not need them.
+  const configOnly = path.join(tmp.dir, 'config-only');
+  beforeAll(() => {
+    fs.mkdirSync(configOnly);
+    fs.copyFileSync(path.join(tmp.dir, 'config.json'), path.join(configOnly, 'config.json'));
+  });
+
+  test('is refused from config.json vocab_size before the weights load or expert nodes start', async () => {
+    const valid = `valid ids are 0..${SMALL.vocab - 1} (config.json vocab_size ${SMALL.vocab})`;
+    for (const experts of ['local', 'cluster:2']) {
+      await expect(runGenerate(flags({ model: configOnly, experts, ids: [1, SMALL.vocab, 5] })))
+        .rejects.toThrow(`--ids: token id ${SMALL.vocab} is outside the model's vocabulary; ${valid}`);
+    }
+    // The last valid id gets past the check (and then misses the tokenizer this folder lacks).
+    await expect(runGenerate(flags({ model: configOnly, ids: [SMALL.vocab - 1] }))).rejects.toThrow(/tokenizer\.json not found/);
+  });
+
+  test('the command prints one line and exits 2', async () => {
+    const argv = ['node', 'turbosparse', 'generate', '--model', configOnly, '--ids', `1,${SMALL.vocab + 7}`, '--device', 'cpu'];
+    const error = await buildProgram().parseAsync(argv).then(() => undefined, (e: unknown) => e);
+    let code = 0;
+    const { stdout, stderr } = await capture(async () => {
+      code = reportError(error);
+    });
+    expect(code).toBe(2);
+    expect(stdout).toBe('');
+    expect(stderr).toBe(`error: --ids: token id ${SMALL.vocab + 7} is outside the model's vocabulary; valid ids are 0..${SMALL.vocab - 1} ` +
+      `(config.json vocab_size ${SMALL.vocab})\n`);
+  });
+});
