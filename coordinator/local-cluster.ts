@@ -12,6 +12,7 @@ import { UserError } from '../core/errors';
 import { formatExpertSpec } from '../core/expert-spec';
 import type { Device, StoreDType } from '../core/native';
 import { balancedShardMap, expertBytes, type ShardMap, uniformPairs } from '../core/shard-map';
+import { EXPERT_NODE_SERVICE } from '../core/telemetry';
 import type { RemoteModelDims } from './remote-experts';
 
 export interface LocalClusterOptions {
@@ -33,7 +34,7 @@ export interface LocalClusterOptions {
    * Default: this Node binary and the built `cli/expert-node.js` next to this file.
    */
   nodeCommand?: string[];
-  /** Extra environment for the children. */
+  /** Extra environment for the children (wins over this process's, OTEL_SERVICE_NAME included). */
   env?: NodeJS.ProcessEnv;
   /** Progress lines ("cluster: node1 SERVING 0-1:1,0-1:3 ..."). */
   log?: (line: string) => void;
@@ -55,6 +56,14 @@ export interface LocalNode {
 /** Messages from expert-node/main.ts (kept structural: coordinator/ does not import expert-node/). */
 type NodeMessage = { event: 'listening'; port: number } | { event: 'serving'; experts: string; weightBytes: number }
   | { event: 'failed'; message: string };
+
+/**
+ * A node's environment: this process's, except that a user's OTEL_SERVICE_NAME names the
+ * coordinator, so the nodes get their own service name; `extra` (settings meant for the nodes) wins.
+ */
+export function nodeEnv(parent: NodeJS.ProcessEnv, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { ...parent, OTEL_SERVICE_NAME: EXPERT_NODE_SERVICE, ...extra };
+}
 
 export function defaultNodeCommand(): string[] {
   const entry = path.resolve(__dirname, '..', 'cli', 'expert-node.js');
@@ -94,7 +103,7 @@ export class LocalCluster {
       const args = [...command.slice(1), '--model', opts.modelDir, '--experts', spec, '--port', '0', '--host', host,
         '--device', opts.device ?? 'auto', '--threads', String(threads), '--weights', weights, '--name', names[i],
         ...(opts.dense ? ['--dense'] : [])];
-      const child = spawn(command[0], args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, ...opts.env } });
+      const child = spawn(command[0], args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: nodeEnv(process.env, opts.env) });
       const node: LocalNode = { name: names[i], address: '', spec, pid: child.pid ?? -1, child, exited: false, exitCode: null, stderrTail: [] };
       nodes.push(node);
       let partial = '';

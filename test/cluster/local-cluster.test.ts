@@ -4,8 +4,9 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ModelFolder } from '../../core/model-folder';
+import { EXPERT_NODE_SERVICE } from '../../core/telemetry';
 import { native } from '../../core/native';
-import { LocalCluster } from '../../coordinator/local-cluster';
+import { LocalCluster, nodeEnv } from '../../coordinator/local-cluster';
 import { LocalExperts } from '../../coordinator/local-experts';
 import { createRemoteExperts } from '../../coordinator/remote-factory';
 import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
@@ -39,6 +40,14 @@ async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
   while (!cond() && Date.now() - t0 < ms) await new Promise((r) => setTimeout(r, 50));
   return cond();
 }
+
+test('a node gets its own service name, not the OTEL_SERVICE_NAME the user gave the coordinator', () => {
+  const parent = { PATH: '/usr/bin', OTEL_SERVICE_NAME: 'my-coordinator', OTEL_TRACES_EXPORTER: 'otlp' };
+  expect(nodeEnv(parent)).toEqual({ PATH: '/usr/bin', OTEL_SERVICE_NAME: EXPERT_NODE_SERVICE, OTEL_TRACES_EXPORTER: 'otlp' });
+  expect(nodeEnv({ PATH: '/usr/bin' }).OTEL_SERVICE_NAME).toBe('turbosparse-expert-node');
+  // A setting meant for the nodes (LocalClusterOptions.env) still wins.
+  expect(nodeEnv(parent, { OTEL_SERVICE_NAME: 'my-nodes' }).OTEL_SERVICE_NAME).toBe('my-nodes');
+});
 
 describeGolden('local cluster processes (tiny-a)', () => {
   test('cluster:2 through the CLI factory matches local experts, and close() stops its nodes', async () => {

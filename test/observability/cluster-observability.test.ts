@@ -71,11 +71,19 @@ beforeAll(async () => {
   const modelDir = path.join(tmp, 'model');
   await makeDemoModel(modelDir, DEMO);
   setupTelemetry({ serviceName: COORDINATOR_SERVICE, env: {}, spanProcessors: [new SimpleSpanProcessor(mem)], flushOnExit: false, log: () => {} });
-  cluster = await LocalCluster.start({
-    modelDir, dims, nodes: 2, nodeCommand: sourceNodeCommand(), device: 'cpu', threads: 1,
-    // The nodes trace to a file this test reads; OTEL_SERVICE_NAME cleared so each names itself.
-    env: { OTEL_TRACES_EXPORTER: 'jsonl', TURBOSPARSE_TRACES_FILE: spanFile, OTEL_SERVICE_NAME: '', OTEL_EXPORTER_OTLP_ENDPOINT: '' },
-  });
+  // A user's OTEL_SERVICE_NAME names the coordinator; the nodes it starts must still name themselves.
+  const userService = process.env.OTEL_SERVICE_NAME;
+  process.env.OTEL_SERVICE_NAME = 'user-coordinator';
+  try {
+    cluster = await LocalCluster.start({
+      modelDir, dims, nodes: 2, nodeCommand: sourceNodeCommand(), device: 'cpu', threads: 1,
+      // The nodes trace to a file this test reads.
+      env: { OTEL_TRACES_EXPORTER: 'jsonl', TURBOSPARSE_TRACES_FILE: spanFile, OTEL_EXPORTER_OTLP_ENDPOINT: '' },
+    });
+  } finally {
+    if (userService === undefined) delete process.env.OTEL_SERVICE_NAME;
+    else process.env.OTEL_SERVICE_NAME = userService;
+  }
   const shardMap = cluster.shardMap;
   engine = await loadEngine({
     modelDir, device: 'cpu', threads: 1, log: () => undefined, experts: { kind: 'file', path: 'cluster' },
