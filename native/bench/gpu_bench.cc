@@ -478,25 +478,27 @@ int main(int argc, char** argv) {
         target_dense = r.ok && dense_frac >= 0.85;
       }
     }
-    // variants of the sparse 10% path: the three-kernel path (the sparse default) against the fused batch<=2
-    // kernel (the dense-with-mask default), PDL and L2 prefetch of down rows on/off, blocks per SM; and where the three-kernel time goes:
-    // only the first kernel (gate_up), the first two (+ down)
+    // variants of the sparse 10% path: the streaming kernel (the sparse default for batches <= 2) with its
+    // ring slots and blocks per SM, and without PDL; the fused kernel (the dense-with-mask default) and the
+    // three-kernel path for both modes; where the three-kernel time goes (stage1: only gate_up)
     const tscuda::Tuning def = tscuda::get_tuning(b);
-    struct V { const char* name; int fused; bool pdl, prefetch; int bps, stages; bool b8, dense, b2; };
-    for (V v : {V{"unfused", 0, true, false, 2, 3, false, true, true},
-                V{"fused", 1, true, false, 2, 3, false, true, true},
-                V{"fused-prefetch", 1, true, true, 2, 3, false, false, true},
-                V{"fused-bps1", 1, true, false, 1, 3, false, true, false},
-                V{"fused-no-pdl", 1, false, false, 2, 3, false, false, false},
-                V{"no-pdl", -1, false, false, 2, 3, true, false, false},
-                V{"prefetch", -1, true, true, 2, 3, false, false, true},
-                V{"stage1-gate_up", 0, true, false, 2, 1, true, true, false},
-                V{"stage2-+down", 0, true, false, 2, 2, false, true, false}}) {
+    struct V { const char* name; int stream, slots, sbps, fused; bool pdl; int stages; bool b2, b8, dense; };
+    for (V v : {V{"stream", 1, 3, 1, 0, true, 3, true, false, true},
+                V{"stream-slots2", 1, 2, 1, 0, true, 3, false, false, false},
+                V{"stream-slots4", 1, 4, 1, 0, true, 3, true, false, false},
+                V{"stream-slots6", 1, 6, 1, 0, true, 3, false, false, false},
+                V{"stream-bps2", 1, 3, 2, 0, true, 3, true, false, true},
+                V{"stream-no-pdl", 1, 3, 1, 0, false, 3, false, false, false},
+                V{"fused", 0, 3, 1, 1, true, 3, true, false, true},
+                V{"unfused", 0, 3, 1, 0, true, 3, true, false, true},
+                V{"no-pdl", -1, 3, 1, -1, false, 3, false, true, false},
+                V{"stage1-gate_up", 0, 3, 1, 0, true, 1, false, true, false}}) {
       tscuda::Tuning t = def;
+      t.stream = v.stream;
+      t.stream_slots = v.slots;
+      t.stream_bps = v.sbps;
       t.fused = v.fused;
       t.pdl = v.pdl;
-      t.prefetch = v.prefetch;
-      t.fused_bps = v.bps;
       t.ffn_stages = v.stages;
       tscuda::set_tuning(b, t);
       time_moe(b, ex, TS_BF16, TS_FFN_SPARSE, 1, 0.10, d, v.name);
@@ -507,8 +509,8 @@ int main(int argc, char** argv) {
     tscuda::set_tuning(b, def);
 
     // end to end at full width: the GPU's sparse output vs the CPU backend's, expert 0, 10%,
-    // batch 1 and 8
-    for (int n : {1, 8}) {
+    // batch 1, 2 and 8
+    for (int n : {1, 2, 8}) {
       std::vector<float> yg;
       std::vector<uint64_t> masks;
       time_moe(b, std::vector<ts_expert*>(ex.begin(), ex.begin() + 1), TS_BF16, TS_FFN_SPARSE, n, 0.10, d, "check", &yg,

@@ -570,10 +570,10 @@ void test_moe(Pair p, Rng& rng) {
 }
 
 // Batches of 1-2 tokens of one dtype at hidden <= 4096: the cases of the
-// fused kernel (by default dense-with-mask only) (gate/up + down + grid barrier + reduce in one launch),
-// from one block to a few hundred blocks (I 4096 at half density), every
-// dtype. main() runs them on the default backend and on one made with
-// TS_CUDA_FUSED=1.
+// streaming kernel (by default sparse) and the fused kernel (by default
+// dense-with-mask), from one block to a few hundred blocks (I 4096 at half
+// density: several reduce groups), 1-3 calls, every dtype. main() runs them on
+// the default backend and on backends forced onto each path.
 void test_moe_fused(Pair p, Rng& rng) {
   for (ts_dtype st : kStores) {
     MoeCase c;
@@ -616,6 +616,17 @@ void test_moe_fused(Pair p, Rng& rng) {
     c.n_rows = 2;
     c.dtypes = {TS_BF16, TS_BF16, TS_BF16};
     c.rows = {{1, 0}, {0}, {1}};
+    c.density = 0.1f;
+    run_moe_case(p, rng, c);
+  }
+  {
+    MoeCase c;
+    c.name = "moe fused bf16 [H 4096, I 7168] 1 row, top-2, 10% (a dozen reduce groups)";
+    c.H = 4096;
+    c.I = 7168;
+    c.n_rows = 1;
+    c.dtypes = {TS_BF16, TS_BF16};
+    c.rows = {{0}, {0}};
     c.density = 0.1f;
     run_moe_case(p, rng, c);
   }
@@ -682,14 +693,21 @@ int main() {
   test_attention(p, rng);
   test_moe(p, rng);
   test_moe_fused(p, rng);
-  {
-    setenv("TS_CUDA_FUSED", "1", 1);
+  // the small-batch cases once more on each of the other FFN paths
+  struct Path { const char *fused, *stream, *what; };
+  for (Path path : {Path{"1", "0", "the fused kernel for sparse and dense"},
+                    Path{"0", "1", "the streaming kernel for sparse and dense"},
+                    Path{"0", "0", "the three kernels for sparse and dense"}}) {
+    setenv("TS_CUDA_FUSED", path.fused, 1);
+    setenv("TS_CUDA_STREAM", path.stream, 1);
     Pair pf{p.cpu, ts_backend_create("cuda", 0)};
     unsetenv("TS_CUDA_FUSED");
+    unsetenv("TS_CUDA_STREAM");
+    const std::string env = fmt("TS_CUDA_FUSED=%s TS_CUDA_STREAM=%s", path.fused, path.stream);
     if (!pf.gpu) {
-      check(false, "cuda backend with TS_CUDA_FUSED=1", ts_last_error());
+      check(false, "cuda backend with " + env, ts_last_error());
     } else {
-      std::printf("-- the same small-batch cases with TS_CUDA_FUSED=1 (one fused kernel)\n");
+      std::printf("-- the same small-batch cases with %s (%s)\n", env.c_str(), path.what);
       test_moe_fused(pf, rng);
       ts_backend_free(pf.gpu);
     }

@@ -194,6 +194,8 @@ ts_backend* ts_cuda_backend_create() {
   b->l2_bytes = size_t(prop.l2CacheSize);
   // TS_CUDA_FUSED: the fused FFN kernel for batches of 1-2: 1 always, 0 never, -1 (default) dense-with-mask only
   if (const char* fz = std::getenv("TS_CUDA_FUSED"); fz && *fz) b->tuning.fused = std::atoi(fz) > 0 ? 1 : std::atoi(fz) == 0 ? 0 : -1;
+  // TS_CUDA_STREAM: the streaming FFN kernel for batches of 1-2: 1 always, 0 never, -1 (default) sparse only
+  if (const char* st = std::getenv("TS_CUDA_STREAM"); st && *st) b->tuning.stream = std::atoi(st) > 0 ? 1 : std::atoi(st) == 0 ? 0 : -1;
   // a first small arena so the first call does not pay for growth of tiny buffers
   if (b->ensure(size_t(1) << 20, size_t(1) << 20, size_t(8) << 20) != 0) {
     delete b;

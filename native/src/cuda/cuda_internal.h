@@ -21,6 +21,11 @@ struct Tuning {
                           // barrier, fixed-order reduce) instead of gate_up + down + combine: 1 always, 0 never,
                           // -1 dense-with-mask only (faster there on an H200, 2026-11-28; no faster when sparse)
   int fused_bps = 2;      // fused FFN: blocks per SM (capped by occupancy; all blocks must be co-resident)
+  int stream = -1;        // FFN of batches <= 2 (one dtype, hidden <= 4096) in the streaming kernel (rows copied
+                          // asynchronously into a ring of shared-memory slots, reduce without a grid barrier,
+                          // moe_stream.cuh): 1 always, 0 never, -1 sparse only; it goes before the fused kernel
+  int stream_slots = 3;   // streaming FFN: neurons (gate, up and down rows) in flight per block
+  int stream_bps = 1;     // streaming FFN: blocks per SM per call (1 leaves room for the next call's blocks)
 };
 Tuning get_tuning(ts_backend* b);
 void set_tuning(ts_backend* b, const Tuning& t);

@@ -15,10 +15,11 @@
 //   combine  e = sum of the slices (the expert's output, in f32), then
 //            y[row] += weight * e in call order; also the active counts.
 // DENSE_WITH_MASK is the same path with the list = every neuron and no skip.
-// Dense-with-mask by default, sparse when asked (Tuning::fused, TS_CUDA_FUSED=1;
-// on an H200 it was no faster than the three kernels when sparse, see
-// bench/RESULTS.md): batches of 1-2 tokens (one dtype, hidden <= 4096) take one
-// fused kernel instead (k_ffn_fused): each block does gate_up for its slice of the list,
+// Batches of 1-2 tokens (one dtype, hidden <= 4096) take one launch instead:
+// sparse ones the streaming kernel (k_ffn_stream, moe_stream.cuh: rows copied
+// asynchronously into a ring of shared-memory slots, no grid barrier; Tuning::stream,
+// TS_CUDA_STREAM), dense-with-mask ones the fused kernel (Tuning::fused,
+// TS_CUDA_FUSED) (k_ffn_fused): each block does gate_up for its slice of the list,
 // keeps h in shared memory, then the axpy of those neurons' whole down rows
 // (each thread owns fixed columns, so a row is read contiguously by the block)
 // into one partial per (block, token); a grid barrier (every block is
@@ -30,6 +31,7 @@
 // for the previous kernel's results. Rule: before pdl_wait() a kernel reads
 // nothing any kernel writes, and writes nothing.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <new>
 #include <string>
@@ -47,6 +49,7 @@ struct MoeCall {
   const uint64_t* masks;   // [n][W]
   const uint64_t* uni;     // [W] union of the masks (bits < I only)
   const int* rows;         // [n] rows of x
+  const uint32_t* slist;   // streaming kernel: [K] neuron | token bits << 24, made on the host
   long long list_off;      // this call's first entry in idx
   long long hv_off;        // ... and in hv (floats)
   int I, W, n, npad;       // npad: h row length (n rounded up to the token pass, >= 4)
@@ -89,6 +92,10 @@ struct MoeFusedArgs {
   unsigned* bar;          // [2] grid barrier: arrivals (0 between uses), generation
   int n_rows, pairs, max_contrib;
 };
+
+}  // namespace tscuda
+#include "moe_stream.cuh"
+namespace tscuda {
 
 namespace {
 
@@ -642,6 +649,17 @@ __global__ void __launch_bounds__(kThreads, 2) k_ffn_fused(MoeFusedArgs fa) {
 
 using MoeKernel = void (*)(MoeArgs);
 using FusedKernel = void (*)(MoeFusedArgs);
+using StreamKernel = void (*)(MoeStreamArgs);
+
+StreamKernel stream_kernel(ts_dtype dt, int tok) {
+  const bool two = tok == 2;
+  switch (dt) {
+    case TS_F32: return two ? k_ffn_stream<TS_F32, 2> : k_ffn_stream<TS_F32, 1>;
+    case TS_F16: return two ? k_ffn_stream<TS_F16, 2> : k_ffn_stream<TS_F16, 1>;
+    case TS_BF16: return two ? k_ffn_stream<TS_BF16, 2> : k_ffn_stream<TS_BF16, 1>;
+    default: return two ? k_ffn_stream<TS_I8, 2> : k_ffn_stream<TS_I8, 1>;
+  }
+}
 
 FusedKernel fused_kernel(ts_dtype dt, int tok) {
   const bool two = tok == 2;
@@ -706,6 +724,11 @@ struct MoeFrame {
   int64_t n_rows = 0, H = 0, ldH = 0, pairs = 0;
   int S = 1, gxs = 1;
   bool fused = false;                 // one k_ffn_fused launch (groups.size() == 1)
+  bool stream = false;                // one k_ffn_stream launch (groups.size() == 1)
+  int slots = 0, gs = 1, ngs = 1;     // streaming kernel: ring slots, blocks per reduce group, groups
+  size_t slist_off = 0, cnt_off = 0, gpart_off = 0, e_off = 0;
+  std::vector<uint32_t> slist;        // streaming kernel: every call's list, per desc at slist_at
+  std::vector<size_t> slist_at;
   int max_contrib = 0;                // most (call, token) pairs of one output row
   size_t bar_off = 0;
   Layout L;
@@ -717,12 +740,74 @@ struct MoeFrame {
   std::vector<size_t> rows_at, masks_at;  // per desc: element offsets into the rows / masks segments
   std::vector<uint64_t> uni;          // all unions, per desc at desc.uni offset
   std::vector<size_t> uni_at;
+  std::vector<const uint64_t*> call_masks;  // per desc: the caller's masks (read while planning only)
   std::vector<int> row_start;         // [n_rows + 1]
   std::vector<MoeContrib> contribs;
   char* owned = nullptr;              // device memory of a bench frame
 };
 
 namespace {
+
+constexpr int64_t kStreamMaxRows = 16;  // its last block writes every output row
+
+// The streaming kernel's plan for a launch of calls of one dtype with 1-2 tokens each:
+// blocks (about tuning.stream_bps per SM, shared by the calls in proportion to
+// their lists), ring slots, and the host-made lists. Leaves f.stream false when
+// it does not fit (the fused kernel or the three kernels run instead).
+int plan_stream(Backend* b, bool dense, MoeFrame& f) {
+  MoeGroup& g = f.groups[0];
+  for (int i = g.first; i < g.first + g.count; ++i)
+    if (int64_t(f.desc[size_t(i)].I) > int64_t(kStreamNeuronBits) + 1) return 0;
+  const size_t rowb = size_t(f.ldH) * dtype_bytes(g.dt);
+  const double budget = double(b->sms) * std::max(1, b->tuning.stream_bps);
+  double work = 0;
+  for (int i = g.first; i < g.first + g.count; ++i) work += double(std::max(f.desc[size_t(i)].K, 1));
+  std::vector<int> gx(size_t(g.count));
+  int gmax = 1, maxP = 0;
+  for (int i = 0; i < g.count; ++i) {
+    const MoeCall& d = f.desc[size_t(g.first + i)];
+    int64_t x = int64_t(budget * double(std::max(d.K, 1)) / work);
+    x = std::max<int64_t>(1, std::min<int64_t>({x, std::max(d.K, 1), 65535}));
+    gx[size_t(i)] = int(x);
+    gmax = std::max(gmax, gx[size_t(i)]);
+    maxP = std::max(maxP, (d.K + gx[size_t(i)] - 1) / gx[size_t(i)]);
+  }
+  if (maxP > 4096) return 0;  // the list of a block lives in shared memory
+  int slots = std::min(std::max(2, b->tuning.stream_slots), kStreamMaxSlots);
+  for (; slots >= 2; --slots) {
+    const size_t smem = size_t(slots) * (3 * rowb + 16) + size_t(maxP) * 4;
+    int per_sm = 0;
+    if (smem + 1024 <= b->smem_optin &&
+        prepare_kernel(b, reinterpret_cast<const void*>(stream_kernel(g.dt, g.tok)), kStreamThreads, smem, &per_sm) == 0) {
+      g.smem = smem;
+      break;
+    }
+  }
+  if (slots < 2) return 0;
+  f.stream = true;
+  f.slots = slots;
+  g.gx = gmax;
+  for (int i = 0; i < g.count; ++i) f.desc[size_t(g.first + i)].gx = gx[size_t(i)];
+  // the lists: neuron | (token t has it) << (24 + t), in neuron order
+  for (size_t i = 0; i < f.desc.size(); ++i) {
+    const MoeCall& d = f.desc[i];
+    const uint64_t* masks = f.call_masks[i];
+    const uint64_t* uni = f.uni.data() + f.uni_at[i];
+    f.slist_at.push_back(f.slist.size());
+    for (int w = 0; w < d.W; ++w) {
+      uint64_t u = dense ? ~uint64_t(0) : uni[w];
+      if (w == d.W - 1 && d.I % 64) u &= (uint64_t(1) << (d.I % 64)) - 1;
+      while (u) {
+        const int bit = __builtin_ctzll(u);
+        u &= u - 1;
+        uint32_t ent = uint32_t(w * 64 + bit);
+        for (int t = 0; t < d.n; ++t) ent |= uint32_t((masks[size_t(t) * d.W + w] >> bit) & 1u) << (24 + t);
+        f.slist.push_back(ent);
+      }
+    }
+  }
+  return 0;
+}
 
 int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n_calls, const ts_expert_call* calls,
               MoeFrame& f) {
@@ -779,6 +864,7 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
       uni_n += size_t(d.W);
       f.desc.push_back(d);
       f.src.push_back(int(c));
+      f.call_masks.push_back(ec.masks);
     }
     g.count = int(f.desc.size()) - g.first;
     if (g.count == 0) continue;
@@ -834,9 +920,13 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
     }
     f.groups.push_back(g);
   }
-  // batch <= 2 of one dtype: plan the fused kernel (falls back to the three kernels when it does not fit)
+  // batch <= 2 of one dtype: plan the streaming kernel, else the fused kernel, else the three kernels
+  const bool want_stream = b->tuning.stream > 0 || (b->tuning.stream < 0 && !dense);
+  if (want_stream && f.groups.size() == 1 && f.groups[0].tok <= 2 && f.groups[0].passes == 1 &&
+      f.ldH <= kStreamMaxLd && n_rows <= kStreamMaxRows)
+    TS_TRY(plan_stream(b, dense, f));
   const bool want_fused = b->tuning.fused > 0 || (b->tuning.fused < 0 && dense);
-  if (want_fused && f.groups.size() == 1 && f.groups[0].tok <= 2 && f.groups[0].passes == 1 &&
+  if (!f.stream && want_fused && f.groups.size() == 1 && f.groups[0].tok <= 2 && f.groups[0].passes == 1 &&
       f.ldH <= kFusedMaxLd && f.ldH % 4 == 0) {
     MoeGroup& g = f.groups[0];
     const size_t smem_bound = size_t(g.tok) * size_t(f.ldH) * 4 + size_t(kMaxList) * 4 * size_t(1 + g.tok);
@@ -875,11 +965,16 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
   for (const MoeGroup& g : f.groups)
     for (int i = g.first; i < g.first + g.count; ++i)
       units += int64_t(g.stripes) * ((f.desc[size_t(i)].n + g.tok - 1) / g.tok);
-  int S = f.fused ? f.gxs : b->tuning.down_splits > 0 ? b->tuning.down_splits
+  const bool one_launch = f.fused || f.stream;  // one partial row per block
+  int S = one_launch ? f.gxs : b->tuning.down_splits > 0 ? b->tuning.down_splits
                                     : int(std::max<int64_t>(1, 2 * int64_t(b->sms) / std::max<int64_t>(1, units)));
-  if (!f.fused) S = std::min(S, kMaxSplits);
-  while (!f.fused && S > 1 && double(pairs) * S * f.ldH * 4 > double(size_t(256) << 20)) --S;
+  if (!one_launch) S = std::min(S, kMaxSplits);
+  while (!one_launch && S > 1 && double(pairs) * S * f.ldH * 4 > double(size_t(256) << 20)) --S;
   f.S = S;
+  if (f.stream) {  // reduce groups of about sqrt(blocks) blocks: two short levels instead of one long one
+    f.gs = int(std::ceil(std::sqrt(double(f.gxs))));
+    f.ngs = (f.gxs + f.gs - 1) / f.gs;
+  }
 
   // combine plan: per output row, its (call, token) pairs in call order
   f.row_start.assign(size_t(n_rows) + 1, 0);
@@ -913,6 +1008,12 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
   f.rstart_off = L.add_in(f.row_start.size() * 4);
   f.contrib_off = L.add_in(f.contribs.size() * sizeof(MoeContrib));
   f.bar_off = L.add_in(2 * sizeof(unsigned));  // uploaded as 0; the fused kernel leaves the arrivals at 0
+  if (f.stream) {
+    f.slist_off = L.add_in(f.slist.size() * 4);
+    f.cnt_off = L.add_in((f.desc.size() * size_t(f.ngs + 1) + 1) * sizeof(unsigned));  // uploaded as 0, left at 0
+    f.gpart_off = L.add_scratch(size_t(pairs) * size_t(f.ngs) * size_t(f.ldH) * 4);
+    f.e_off = L.add_scratch(size_t(pairs) * size_t(f.ldH) * 4);
+  }
   f.y_off = L.add_out(size_t(n_rows * H) * 4);
   f.active_off = L.add_out(size_t(pairs) * 4);
   f.idx_off = L.add_scratch(size_t(list_n) * 4);
@@ -946,6 +1047,11 @@ void moe_pack(MoeFrame& f, char* h, char* d, const float* x, const ts_expert_cal
     dc.masks = reinterpret_cast<const uint64_t*>(d + f.masks_off) + f.masks_at[i];
     dc.uni = reinterpret_cast<const uint64_t*>(d + f.uni_off) + f.uni_at[i];
     dc.rows = reinterpret_cast<const int*>(d + f.rows_off) + f.rows_at[i];
+    if (f.stream) dc.slist = reinterpret_cast<const uint32_t*>(d + f.slist_off) + f.slist_at[i];
+  }
+  if (f.stream) {
+    std::memcpy(h + f.slist_off, f.slist.data(), f.slist.size() * 4);
+    std::memset(h + f.cnt_off, 0, (f.desc.size() * size_t(f.ngs + 1) + 1) * sizeof(unsigned));
   }
   std::memcpy(h + f.calls_off, desc.data(), desc.size() * sizeof(MoeCall));
   std::memcpy(h + f.rstart_off, f.row_start.data(), f.row_start.size() * 4);
@@ -977,6 +1083,32 @@ int moe_enqueue(Backend* b, const MoeFrame& f, char* d) {
   c.ldH = int(f.ldH);
   c.S = f.S;
   c.gxs = f.gxs;
+  if (f.stream) {
+    const MoeGroup& g = f.groups[0];
+    MoeStreamArgs sa = {};
+    sa.calls = reinterpret_cast<const MoeCall*>(d + f.calls_off) + g.first;
+    sa.x = a.x;
+    sa.partials = a.partials;
+    sa.gpart = reinterpret_cast<float*>(scr + f.gpart_off);
+    sa.e = reinterpret_cast<float*>(scr + f.e_off);
+    sa.blk_active = a.blk_active;
+    sa.cnt = reinterpret_cast<unsigned*>(d + f.cnt_off);
+    sa.row_start = c.row_start;
+    sa.contribs = c.contribs;
+    sa.y = c.y;
+    sa.active = c.active;
+    sa.ldH = int(f.ldH);
+    sa.H = int(f.H);
+    sa.gxs = f.gxs;
+    sa.gs = f.gs;
+    sa.ngs = f.ngs;
+    sa.n_rows = int(f.n_rows);
+    sa.ncalls = g.count;
+    sa.slots = f.slots;
+    TS_CUDA(launch(b, true, stream_kernel(g.dt, g.tok), dim3(unsigned(g.gx), unsigned(g.count)), dim3(kStreamThreads),
+                   g.smem, sa));
+    return 0;
+  }
   if (f.fused) {
     const MoeGroup& g = f.groups[0];
     MoeFusedArgs fa = {};
