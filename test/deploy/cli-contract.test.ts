@@ -71,8 +71,12 @@ test('ports: flags, compose and the Dockerfiles agree', () => {
   for (const l of experts) {
     expect(Number(l.flags.get('--port'))).toBe(PORTS.expertGrpc);
     expect(Number(l.flags.get('--health-port'))).toBe(PORTS.expertHealth);
-    expect(Number(l.flags.get('--metrics-port'))).toBe(PORTS.expertMetrics);
+    expect(Number(l.flags.get('--metrics-port'))).toBe(PORTS.metrics);
     expect(l.flags.get('--host')).toBe('0.0.0.0');
+  }
+  for (const l of lines.filter((x) => x.subcommand === 'worker')) {
+    expect(Number(l.flags.get('--metrics-port'))).toBe(PORTS.metrics);
+    expect(l.flags.get('--metrics-host')).toBe('0.0.0.0');
   }
   for (const l of lines.filter((x) => x.subcommand === 'serve')) {
     expect(Number(l.flags.get('--port'))).toBe(PORTS.http);

@@ -10,7 +10,9 @@ export const CLI_CONTRACT: Record<string, string[]> = {
   // --device/--threads: the engine flags serve and worker share with generate.
   serve: ['--model', '--experts', '--host', '--port', '--api-key', '--device', '--threads', '--tls-cert', '--tls-key', '--tls-ca'],
   // The workers call the expert nodes too, so they need the client side of mTLS like `serve`.
-  worker: ['--model', '--redis', '--experts', '--concurrency', '--device', '--threads', '--tls-cert', '--tls-key', '--tls-ca'],
+  // --metrics-host: the metrics port binds 127.0.0.1 by default, which the collector cannot scrape.
+  worker: ['--model', '--redis', '--experts', '--concurrency', '--device', '--threads', '--tls-cert', '--tls-key', '--tls-ca',
+    '--metrics-port', '--metrics-host'],
   'shard-map': ['--model', '--nodes', '--replicas', '--memory-per-node', '--out'],
 };
 
@@ -19,5 +21,5 @@ export const PORTS = {
   http: 8000, // serve --port
   expertGrpc: 50051, // expert-node --port (mTLS)
   expertHealth: 50052, // expert-node --health-port (plaintext gRPC health, kubelet probes)
-  expertMetrics: 9464, // expert-node --metrics-port (Prometheus text at /metrics)
+  metrics: 9464, // expert-node and worker --metrics-port (Prometheus text at /metrics)
 };

@@ -129,9 +129,22 @@ test('telemetry: every turbosparse service exports to the collector, which runs 
   // The collector's scrape targets are compose service names / aliases too.
   expect(scrapes.flatMap((s: any) => s.static_configs?.flatMap((c: any) => c.targets) ?? []))
     .toContain(`turbosparse-coordinator:${parseArgs(services['turbosparse-coordinator'].command).flags.get('--port')}`);
-  const dns = scrapes.find((s: any) => s.dns_sd_configs).dns_sd_configs[0];
-  expect(dns.names).toEqual(['turbosparse-expert']);
-  expect(String(dns.port)).toBe(parseArgs(services[experts[0]].command).flags.get('--metrics-port'));
+  // Every process with a metrics port is found through a DNS name: the expert nodes' shared alias,
+  // the worker's service name (one address per container when scaled).
+  const dns = (job: string) => scrapes.find((s: any) => s.job_name === job).dns_sd_configs[0];
+  expect(dns('turbosparse-expert-node').names).toEqual(['turbosparse-expert']);
+  expect(String(dns('turbosparse-expert-node').port)).toBe(parseArgs(services[experts[0]].command).flags.get('--metrics-port'));
+  expect(dns('turbosparse-worker').names).toEqual(['turbosparse-worker']);
+  const worker = parseArgs(services['turbosparse-worker'].command).flags;
+  expect(String(dns('turbosparse-worker').port)).toBe(worker.get('--metrics-port'));
+  expect(worker.get('--metrics-host')).toBe('0.0.0.0');
+  const scraped = new Set(scrapes.flatMap((s: any) => s.dns_sd_configs?.flatMap((d: any) => d.names) ?? []));
+  for (const [name, svc] of Object.entries(services)) {
+    if (parseArgs(svc.command ?? []).flags.has('--metrics-port')) {
+      expect(`${name} scraped: ${scraped.has(name) || (svc.networks?.default?.aliases ?? []).some((a: string) => scraped.has(a))}`)
+        .toBe(`${name} scraped: true`);
+    }
+  }
   for (const name of experts.concat('turbosparse-coordinator', 'turbosparse-worker')) {
     const env = services[name].environment;
     expect(env.OTEL_EXPORTER_OTLP_ENDPOINT).toBe('http://turbosparse-otel-collector:4317');

@@ -12,6 +12,7 @@ import {
 import { StrictKeyChecker, objectName, schemaErrors, type K8sObject } from './k8s-schema';
 import path from 'node:path';
 import fs from 'node:fs';
+import YAML from 'yaml';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
@@ -397,6 +398,41 @@ describeIfKubectl.each(KUSTOMIZATIONS)('kustomization %s', (dir) => {
       o.metadata?.name === podSpec(collector).volumes.find((v: any) => v.configMap).configMap.name);
     expect(cm.data['config.yaml']).toBe(fs.readFileSync(path.join(DEPLOY, 'otel-collector', 'config.yaml'), 'utf8'));
     expect(container(collector, 'otel-collector').args).toEqual(['--config=/etc/otelcol/config.yaml']);
+  });
+
+  test('the collector scrapes every metrics port: through headless Services, bound to all interfaces, let in by the policies', () => {
+    const collector = find(objects, 'Deployment', 'turbosparse-otel-collector');
+    const cm: any = objects.find((o) => o.kind === 'ConfigMap' &&
+      o.metadata?.name === podSpec(collector).volumes.find((v: any) => v.configMap).configMap.name);
+    const jobs: any[] = YAML.parse(cm.data['config.yaml']).receivers.prometheus.config.scrape_configs;
+    const byDns = new Map<string, number>(jobs.flatMap((j) => (j.dns_sd_configs ?? [])
+      .flatMap((d: any) => d.names.map((n: string) => [n, Number(d.port)] as [string, number]))));
+    const policies = objects.filter((o) => o.kind === 'NetworkPolicy');
+    const scraped = new Set<string>();
+    for (const [name, port] of byDns) {
+      const svc = find(objects, 'Service', name);
+      expect((svc.spec as any).clusterIP).toBe('None'); // one A record per pod, not one virtual IP
+      expect((svc.spec as any).ports.map((p: any) => p.port)).toContain(port);
+      for (const w of workloads(objects).filter((x) => matches((svc.spec as any).selector, podLabels(x)))) {
+        const c = podSpec(w).containers.find((x: Container) => Number(parseArgs(x.args ?? []).flags.get('--metrics-port')) === port);
+        expect(`${name} -> ${w.metadata?.name} serves metrics on ${port}: ${c !== undefined}`).toMatch(/true$/);
+        const { flags } = parseArgs(c.args);
+        expect(flags.get('--metrics-host') ?? flags.get('--host')).toBe('0.0.0.0');
+        expect(resolvePort(c, port)).toBe(port);
+        const admits = policies.some((np) => selectorMatches((np.spec as any).podSelector, podLabels(w)) &&
+          ((np.spec as any).ingress ?? []).some((rule: any) => rule.ports?.some((p: any) => p.port === port) &&
+            rule.from?.some((peer: any) => peer.podSelector && selectorMatches(peer.podSelector, podLabels(collector)))));
+        expect(`${w.metadata?.name}:${port} open to the collector: ${admits}`).toMatch(/true$/);
+        scraped.add(w.metadata!.name!);
+      }
+    }
+    // Every container with a metrics port is one of them.
+    for (const w of workloads(objects)) {
+      for (const c of podSpec(w).containers) {
+        if (parseArgs(c.args ?? []).flags.has('--metrics-port')) expect(`${w.metadata?.name} scraped: ${scraped.has(w.metadata!.name!)}`).toMatch(/true$/);
+      }
+    }
+    expect([...scraped].sort()).toEqual([EXPERT_STS, 'turbosparse-worker']);
   });
 
   test('pods run as non-root with a read-only root filesystem and no service-account token', () => {
