@@ -335,9 +335,18 @@ Row time_moe(ts_backend* b, const std::vector<ts_expert*>& ex, ts_dtype dt, ts_f
         return 0;
       },
       9, &r.variant);
+  // once more outside the graph onto poisoned outputs: the results read below are from a launch
+  // that followed all the replays, so a kernel that left a counter wrong shows up as NaN / -1
+  for (auto* f : frames) {
+    TSCK(tscuda::moe_frame_poison(b, f));
+    TSCK(tscuda::moe_frame_enqueue(b, f));
+  }
   for (size_t e = 0; e < frames.size(); e++) {
     TSCK(tscuda::moe_frame_read(b, frames[e], y.data(), act.data()));
-    for (int i = 0; i < n; i++) active += act[size_t(i)];
+    for (int i = 0; i < n; i++) {
+      active += act[size_t(i)];
+      if (act[size_t(i)] < 0 && tscuda::get_tuning(b).ffn_stages == 3) r.why = "active count not written";
+    }
     if (e == 0 && y0) *y0 = y;
     bool finite = true;
     for (float v : y) finite = finite && std::isfinite(v);
@@ -486,8 +495,7 @@ int main(int argc, char** argv) {
     for (V v : {V{"stream", 1, 3, 1, 0, true, 3, true, false, true},
                 V{"stream-slots2", 1, 2, 1, 0, true, 3, false, false, false},
                 V{"stream-slots4", 1, 4, 1, 0, true, 3, true, false, false},
-                V{"stream-slots6", 1, 6, 1, 0, true, 3, false, false, false},
-                V{"stream-bps2", 1, 3, 2, 0, true, 3, true, false, true},
+                V{"stream-bps2", 1, 3, 2, 0, true, 3, true, false, false},
                 V{"stream-no-pdl", 1, 3, 1, 0, false, 3, false, false, false},
                 V{"fused", 0, 3, 1, 1, true, 3, true, false, true},
                 V{"unfused", 0, 3, 1, 0, true, 3, true, false, true},

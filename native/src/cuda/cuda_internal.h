@@ -42,6 +42,9 @@ MoeFrame* moe_frame_create(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int6
                            int64_t n_calls, const ts_expert_call* calls);
 int moe_frame_enqueue(ts_backend* b, MoeFrame* f);
 int moe_frame_read(ts_backend* b, MoeFrame* f, float* y, int32_t* active);
+// Fill the frame's outputs with 0xff bytes (NaN, -1) on the backend stream: a launch after
+// many graph replays must write them again (the kernels' own counters were reset right).
+int moe_frame_poison(ts_backend* b, MoeFrame* f);
 void moe_frame_free(MoeFrame* f);
 
 // Likewise for ts_predict_many.

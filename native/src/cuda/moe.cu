@@ -29,7 +29,8 @@
 // launched while the previous one runs, reads what the host uploaded (call
 // descriptors, x, the mask unions) and compacts its list, and only then waits
 // for the previous kernel's results. Rule: before pdl_wait() a kernel reads
-// nothing any kernel writes, and writes nothing.
+// nothing any kernel writes, and writes nothing (the streaming kernel also
+// writes its own launch's reduce scratch, which no other launch touches).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -1206,6 +1207,13 @@ int moe_frame_read(ts_backend* tb, MoeFrame* f, float* y, int32_t* active) {
   const char* out = f->owned + f->L.out_base();
   TS_CUDA(cudaMemcpy(y, out + f->y_off, size_t(f->n_rows * f->H) * 4, cudaMemcpyDeviceToHost));
   if (active) TS_CUDA(cudaMemcpy(active, out + f->active_off, size_t(f->pairs) * 4, cudaMemcpyDeviceToHost));
+  return 0;
+}
+
+int moe_frame_poison(ts_backend* tb, MoeFrame* f) {
+  Backend* b = as_cuda(tb);
+  TS_TRY(b->activate());
+  TS_CUDA(cudaMemsetAsync(f->owned + f->L.out_base(), 0xff, f->L.out, b->stream));
   return 0;
 }
 

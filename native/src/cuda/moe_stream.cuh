@@ -12,10 +12,10 @@
 // block has. The neuron list (with each neuron's token bits) is made on the
 // host, so a block starts its copies after one small read.
 //
-// Everything up to the partial sums reads only what the host uploaded and the
-// weights, and writes only shared memory and registers: with programmatic
-// dependent launch the whole compute of the next call overlaps this call's
-// tail. The tail is a deterministic reduction without a grid barrier: blocks
+// Until the outputs, the kernel reads only what the host uploaded and the
+// weights, and writes only shared memory and its own launch's scratch: with
+// programmatic dependent launch the whole compute of the next call (and most
+// of its reduce) overlaps this call's tail. The tail is a deterministic reduction without a grid barrier: blocks
 // write their partial row, and the last block to arrive in a group (an atomic
 // counter) sums its group in block order, the last group sums the groups, and
 // the last call combines the calls of each output row in call order. Blocks
@@ -55,44 +55,64 @@ struct MoeStreamArgs {
 };
 
 // Block-wide: the last block to arrive at counter c (of `expected`) gets true; it resets the counter.
+// The barrier orders the block's writes before thread 0's release; its acquire (then the barrier)
+// orders the other blocks' writes before this block's reads, which go to L2 (ld.cg).
 __device__ __forceinline__ bool last_to_arrive(unsigned* c, unsigned expected, unsigned* s_flag) {
-  __threadfence();  // this thread's writes before the arrival
   __syncthreads();
   if (threadIdx.x == 0) {
-    const unsigned old = atomicAdd(c, 1u);
+    unsigned old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(c) : "memory");
     const bool last = old == expected - 1;
     if (last) atomicExch(c, 0u);
     *s_flag = last;
   }
   __syncthreads();
-  const bool last = *s_flag != 0;
-  if (last) __threadfence();  // the others' writes, read below with ld.cg (L2), after their arrivals
-  return last;
+  return *s_flag != 0;
 }
 
-// dst[t] = sum over rows r in [r0, r1) of src[(q0 + t) * stride + r] (float4 columns), in row order.
+// dst row (q0 + t) = sum over rows r in [r0, r1) of src row (q0 + t) * stride + r, in row order
+// (float4 columns; a thread owns columns tid + 256 j). Four rows at a time: 16 loads in flight.
 __device__ __forceinline__ void sum_rows(const float* src, size_t stride, int q0, int nt, int r0, int r1, int ldH,
                                          float* dst, size_t dst_stride) {
-  const int q4 = ldH / 4;
-  for (int t = 0; t < nt; ++t)
-    for (int c = threadIdx.x; c < q4; c += blockDim.x) {
-      const float* p = src + (size_t(q0 + t) * stride + r0) * size_t(ldH) + size_t(c) * 4;
-      float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-      for (int r = r0; r < r1; ++r) {
-        const float4 v = __ldcg(reinterpret_cast<const float4*>(p));
-        s.x += v.x;
-        s.y += v.y;
-        s.z += v.z;
-        s.w += v.w;
-        p += ldH;
-      }
-      *reinterpret_cast<float4*>(dst + size_t(q0 + t) * dst_stride + size_t(c) * 4) = s;
+  constexpr int CPT = kStreamMaxLd / 4 / kStreamThreads, RU = 2;
+  const int q4 = ldH / 4, tid = threadIdx.x;
+  const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int t = 0; t < nt; ++t) {
+    const float* base = src + size_t(q0 + t) * stride * size_t(ldH);
+    float4 s[CPT];
+#pragma unroll
+    for (int j = 0; j < CPT; ++j) s[j] = zero;
+    for (int r = r0; r < r1; r += RU) {
+      float4 v[RU][CPT];
+#pragma unroll
+      for (int u = 0; u < RU; ++u)
+#pragma unroll
+        for (int j = 0; j < CPT; ++j) {
+          const int c = tid + kStreamThreads * j;
+          v[u][j] = (r + u < r1 && c < q4)
+                        ? __ldcg(reinterpret_cast<const float4*>(base + size_t(r + u) * ldH + size_t(c) * 4))
+                        : zero;
+        }
+#pragma unroll
+      for (int u = 0; u < RU; ++u)
+#pragma unroll
+        for (int j = 0; j < CPT; ++j) {
+          s[j].x += v[u][j].x;
+          s[j].y += v[u][j].y;
+          s[j].z += v[u][j].z;
+          s[j].w += v[u][j].w;
+        }
     }
+#pragma unroll
+    for (int j = 0; j < CPT; ++j) {
+      const int c = tid + kStreamThreads * j;
+      if (c < q4) *reinterpret_cast<float4*>(dst + size_t(q0 + t) * dst_stride + size_t(c) * 4) = s[j];
+    }
+  }
 }
 
 template <int DT, int TOK>
-__global__ void __launch_bounds__(kStreamThreads, 2) k_ffn_stream(MoeStreamArgs a) {
+__global__ void __launch_bounds__(kStreamThreads, TOK == 1 ? 3 : 2) k_ffn_stream(MoeStreamArgs a) {
   constexpr int V = Vec<DT>::n, CJ = StreamCJ<DT>::n, NW = kStreamThreads / 32;
   pdl_launch_next();  // no block ever waits for another: the next call may take SMs as they free up
   const MoeCall d = a.calls[blockIdx.y];
@@ -240,8 +260,9 @@ __global__ void __launch_bounds__(kStreamThreads, 2) k_ffn_stream(MoeStreamArgs 
   }
   cp_async_wait(0);  // only empty groups can be left; nothing may be in flight at exit
 
-  // ---- tail: from here on global writes
-  pdl_wait();
+  // ---- tail. The partial rows, group sums and counters are this launch's own scratch (an op's
+  // launches have the arena to themselves; bench frames own theirs), so levels 1-2 run before
+  // pdl_wait too: only level 3, which writes the outputs, waits for the previous kernel.
   const unsigned call = blockIdx.y;
   const int bx = blockIdx.x;
 #pragma unroll
@@ -273,29 +294,50 @@ __global__ void __launch_bounds__(kStreamThreads, 2) k_ffn_stream(MoeStreamArgs 
     if (!last_to_arrive(cnt_call + a.ngs, unsigned(ng), &s_flag)) return;
     sum_rows(a.gpart, a.ngs, d.q0, nt, 0, ng, ldH, a.e, ldH);
   }
-  if (tid < nt) {
-    int sum = 0;
-    for (int x = 0; x < d.gx; ++x) sum += __ldcg(a.blk_active + size_t(d.q0 + tid) * a.gxs + x);
-    a.active[d.q0 + tid] = sum;
+  // the call's active counts: integer sums, so any order gives the same result
+  __shared__ int s_count[TOK];
+  if (tid < TOK) s_count[tid] = 0;
+  __syncthreads();
+  for (int i = tid; i < nt * d.gx; i += kStreamThreads) {
+    const int t = i / d.gx;
+    atomicAdd(&s_count[t], __ldcg(a.blk_active + size_t(d.q0 + t) * a.gxs + (i - t * d.gx)));
   }
+  __syncthreads();
+  pdl_wait();  // outputs from here on
+  if (tid < nt) a.active[d.q0 + tid] = s_count[tid];
   // level 3: the last call writes y[r] = sum over r's (call, token) pairs in call order of w * e
   if (!last_to_arrive(a.cnt + size_t(a.ncalls) * (a.ngs + 1), unsigned(a.ncalls), &s_flag)) return;
+  constexpr int CPT = kStreamMaxLd / 4 / kStreamThreads;
   const int q4 = ldH / 4;
-  for (int it = tid; it < a.n_rows * q4; it += kStreamThreads) {
-    const int r = it / q4, c4 = it - r * q4;
-    float y[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int r = 0; r < a.n_rows; ++r) {
+    float y[CPT][4];
+#pragma unroll
+    for (int j = 0; j < CPT; ++j) y[j][0] = y[j][1] = y[j][2] = y[j][3] = 0.f;
     for (int i = a.row_start[r]; i < a.row_start[r + 1]; ++i) {
       const MoeContrib ct = a.contribs[i];
-      const float4 v = __ldcg(reinterpret_cast<const float4*>(a.e + size_t(ct.q) * ldH + size_t(c4) * 4));
-      y[0] += ct.w * v.x;
-      y[1] += ct.w * v.y;
-      y[2] += ct.w * v.z;
-      y[3] += ct.w * v.w;
+      float4 v[CPT];
+#pragma unroll
+      for (int j = 0; j < CPT; ++j) {
+        const int c = tid + kStreamThreads * j;
+        v[j] = c < q4 ? __ldcg(reinterpret_cast<const float4*>(a.e + size_t(ct.q) * ldH + size_t(c) * 4))
+                      : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int j = 0; j < CPT; ++j) {
+        y[j][0] += ct.w * v[j].x;
+        y[j][1] += ct.w * v[j].y;
+        y[j][2] += ct.w * v[j].z;
+        y[j][3] += ct.w * v[j].w;
+      }
     }
     float* yr = a.y + size_t(r) * a.H;
 #pragma unroll
-    for (int v = 0; v < 4; ++v)
-      if (c4 * 4 + v < a.H) yr[c4 * 4 + v] = y[v];
+    for (int j = 0; j < CPT; ++j) {
+      const int c = tid + kStreamThreads * j;
+#pragma unroll
+      for (int v = 0; v < 4; ++v)
+        if (c * 4 + v < a.H) yr[c * 4 + v] = y[j][v];
+    }
   }
 }
 
