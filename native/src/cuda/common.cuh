@@ -227,9 +227,10 @@ __device__ __forceinline__ uint2 ld_stream8(const void* ptr, uint64_t pol) {
 // Asynchronous copies global -> shared (sm_80+): a block keeps many rows in
 // flight without holding them in registers. Each thread waits for its own
 // copies (wait_group), then a __syncthreads makes every thread's copies visible.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, uint64_t pol) {
+// (No L2::cache_hint here: with it the copy was an illegal instruction on an H200, CUDA 13.)
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "l"(pol) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
 }
 template <int BYTES>  // 4 or 8
 __device__ __forceinline__ void cp_async_small(void* smem, const void* gmem) {

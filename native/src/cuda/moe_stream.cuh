@@ -134,15 +134,14 @@ __global__ void __launch_bounds__(kStreamThreads, TOK == 1 ? 3 : 2) k_ffn_stream
 
   for (int i = tid; i < cnt; i += kStreamThreads) list[i] = d.slist[pos0 + i];
   __syncthreads();
-  const uint64_t pol = l2_evict_first_policy();
   // neuron k of the slice -> slot k % slots: its two adjacent w13 rows and its w2t row
   auto issue = [&](int k) {
     const int i = int(list[k] & kStreamNeuronBits), s = k % slots;
     char* dst = ring + size_t(s) * 3 * rowb;
     const char* gu = d.w13 + size_t(2 * i) * rowb;
     const char* dn = d.w2t + size_t(i) * rowb;
-    for (int c = tid; c < 2 * nch; c += kStreamThreads) cp_async16(dst + size_t(c) * 16, gu + size_t(c) * 16, pol);
-    for (int c = tid; c < nch; c += kStreamThreads) cp_async16(dst + 2 * rowb + size_t(c) * 16, dn + size_t(c) * 16, pol);
+    for (int c = tid; c < 2 * nch; c += kStreamThreads) cp_async16(dst + size_t(c) * 16, gu + size_t(c) * 16);
+    for (int c = tid; c < nch; c += kStreamThreads) cp_async16(dst + 2 * rowb + size_t(c) * 16, dn + size_t(c) * 16);
     if (DT == TS_I8 && tid == 0) {
       cp_async_small<8>(scales + 4 * s, d.s13 + 2 * i);
       cp_async_small<4>(scales + 4 * s + 2, d.s2 + i);
