@@ -1,9 +1,12 @@
 // The Dockerfiles are linted for the basics (there is no Docker engine to build them here):
 // pinned base images, non-root, no compilers in the final image, no secrets, no weights.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { statusPageDir } from '../../coordinator/telemetry/status-routes';
 import { lintDockerfile, parseDockerfile } from './dockerfile-lint';
-import { DEPLOY } from './k8s-render';
+import { DEPLOY, ROOT } from './k8s-render';
 
 const DOCKERFILES = ['Dockerfile.cpu', 'Dockerfile.cuda'];
 const read = (name: string) => fs.readFileSync(path.join(DEPLOY, name), 'utf8');
@@ -12,6 +15,7 @@ describe.each(DOCKERFILES)('deploy/%s', (name) => {
   const text = read(name);
   const stages = parseDockerfile(text);
   const final = stages[stages.length - 1];
+  const ignore = fs.readFileSync(path.join(DEPLOY, `${name}.dockerignore`), 'utf8').split('\n').map((l) => l.trim());
 
   test('passes the lint', () => {
     expect(lintDockerfile(text)).toEqual([]);
@@ -35,7 +39,6 @@ describe.each(DOCKERFILES)('deploy/%s', (name) => {
   });
 
   test('the build context is an allow-list that keeps out weights, keys and build outputs', () => {
-    const ignore = fs.readFileSync(path.join(DEPLOY, `${name}.dockerignore`), 'utf8').split('\n').map((l) => l.trim());
     expect(ignore).toContain('*');
     for (const pattern of ['**/*.safetensors', '**/*.gguf', '**/*.pem', '**/*.key', '**/.env*', '**/node_modules', 'native/build*']) {
       expect(ignore).toContain(pattern);
@@ -49,6 +52,31 @@ describe.each(DOCKERFILES)('deploy/%s', (name) => {
     for (const script of ['deploy/grpc-health-probe.js', 'deploy/shard-map-addresses.js']) {
       expect(ignore).toContain(`!${script}`);
       expect(text).toContain(script);
+    }
+  });
+
+  test('the final image holds the files the code reads at run time (status page, .proto), where the code looks', () => {
+    // Run the build stage's own gather loop (`for dir in ...; done`) on this tree into a temp /out.
+    const gather = stages.flatMap((s) => s.instructions).filter((i) => i.keyword === 'RUN').map((i) => i.args)
+      .map((a) => /for dir in [^;]+; do .*?done;/.exec(a)?.[0]).find((m) => m !== undefined);
+    expect(gather).toBeDefined();
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-image-'));
+    try {
+      execFileSync('bash', ['-euc', gather!.replace(/\/out\b/g, out)], { cwd: ROOT, stdio: 'pipe' });
+      // The image runs dist/ at /app/dist; each asset must be at the first place its loader tries.
+      const app = (...p: string[]) => path.join(out, ...p);
+      const assets = [
+        ...fs.readdirSync(statusPageDir()).map((f) => path.relative(ROOT, path.join(statusPageDir(), f))),
+        'proto/expert.proto',
+      ];
+      expect(assets).toEqual(expect.arrayContaining(['web/status/index.html', 'web/status/status.js', 'web/status/status.css']));
+      for (const rel of assets) {
+        expect(fs.existsSync(app(rel)) ? rel : `${rel} missing from the image`).toBe(rel);
+        // ...and the build context lets it in (the allow-list names its top folder).
+        expect(ignore).toContain(`!${rel.split('/')[0]}/`);
+      }
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
     }
   });
 });
