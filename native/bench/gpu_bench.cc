@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 #include "turbosparse.h"
+#include "../src/dtype.h"
 
 #ifndef TS_HAVE_CUDA
 int main() {
@@ -79,15 +80,7 @@ std::string fmt(const char* f, ...) {
 
 const int64_t H = 4096, I = 14336, RANK = 1024;
 
-const char* dname(ts_dtype t) {
-  switch (t) {
-    case TS_F32: return "f32";
-    case TS_F16: return "f16";
-    case TS_BF16: return "bf16";
-    case TS_I8: return "i8";
-  }
-  return "?";
-}
+const char* dname(ts_dtype t) { return ts::dtype_name(t); }
 double row_bytes(ts_dtype t, int64_t cols) {
   const double es = t == TS_F32 ? 4 : t == TS_I8 ? 1 : 2;
   return double((cols + 15) / 16 * 16) * es + (t == TS_I8 ? 4 : 0);
@@ -105,11 +98,6 @@ struct Xs {
   }
   float uni() { return float(next() >> 40) * (1.0f / 16777216.0f); }  // [0, 1)
 };
-uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
 // bf16 values a * U(-1, 1) + bias, in parallel
 std::vector<uint16_t> bf16_matrix(int64_t rows, int64_t cols, float a, float bias, uint64_t seed) {
   std::vector<uint16_t> v(size_t(rows * cols));
@@ -119,7 +107,7 @@ std::vector<uint16_t> bf16_matrix(int64_t rows, int64_t cols, float a, float bia
     th.emplace_back([&, t] {
       Xs r(seed * 1000 + uint64_t(t));
       const size_t n = v.size(), b = n * size_t(t) / size_t(nth), e = n * size_t(t + 1) / size_t(nth);
-      for (size_t i = b; i < e; i++) v[i] = to_bf16(a * (2.f * r.uni() - 1.f) + bias);
+      for (size_t i = b; i < e; i++) v[i] = ts::f32_to_bf16(a * (2.f * r.uni() - 1.f) + bias);
     });
   for (auto& t : th) t.join();
   return v;

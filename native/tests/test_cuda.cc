@@ -21,6 +21,7 @@
 #include <type_traits>
 #include <vector>
 #include "turbosparse.h"
+#include "../src/dtype.h"
 
 namespace {
 
@@ -42,15 +43,7 @@ std::string fmt(const char* f, ...) {
   return buf;
 }
 
-const char* dname(ts_dtype t) {
-  switch (t) {
-    case TS_F32: return "f32";
-    case TS_F16: return "f16";
-    case TS_BF16: return "bf16";
-    case TS_I8: return "i8";
-  }
-  return "?";
-}
+const char* dname(ts_dtype t) { return ts::dtype_name(t); }
 const ts_dtype kStores[] = {TS_F32, TS_F16, TS_BF16, TS_I8};
 
 struct Rng {
@@ -61,17 +54,7 @@ struct Rng {
   uint64_t bits() { return g(); }
 };
 
-// ---- source data in each source dtype (round to nearest even) ----
-uint32_t f2u(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
-uint16_t to_bf16(float f) { uint32_t u = f2u(f); return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); }
-uint16_t to_f16(float f) {  // normal range only (test data is)
-  uint32_t x = f2u(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-  if (ax < 0x38800000u) return uint16_t(sign);  // flush tiny values to zero
-  uint32_t h = (((ax >> 23) - 112u) << 10) | ((ax >> 13) & 0x3ffu), rem = ax & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-  return uint16_t(sign | h);
-}
-
+// ---- source data in each source dtype (round to nearest even: ts::f32_to_bf16 / f32_to_f16) ----
 // A host matrix in a source dtype (F32, F16 or BF16) with uniform values.
 struct Source {
   std::vector<float> f32;
@@ -87,7 +70,7 @@ Source make_source(Rng& rng, int64_t rows, int64_t cols, ts_dtype src, float lo,
     s.m = {TS_F32, rows, cols, s.f32.data()};
   } else {
     s.h16.resize(n);
-    for (size_t i = 0; i < n; i++) s.h16[i] = src == TS_BF16 ? to_bf16(s.f32[i]) : to_f16(s.f32[i]);
+    for (size_t i = 0; i < n; i++) s.h16[i] = src == TS_BF16 ? ts::f32_to_bf16(s.f32[i]) : ts::f32_to_f16(s.f32[i]);
     s.m = {src, rows, cols, s.h16.data()};
   }
   return s;
