@@ -219,6 +219,24 @@ export class Scheduler {
     return this.engine.kvBytesFor(Math.min(ctx, promptTokens + Math.max(0, maxTokens)));
   }
 
+  /**
+   * The most tokens a request with this prompt may generate and still fit the KV budget
+   * alone (capped at the context); -1 when the prompt by itself does not fit.
+   */
+  maxTokensFitting(promptTokens: number): number {
+    const room = this.engine.config.maxPositionEmbeddings - promptTokens;
+    if (room < 0 || this.kvBytesFor(promptTokens, 0) > this.opts.kvBudgetBytes) return -1;
+    // kvBytesFor grows with the tokens: the largest m in [0, room] that fits.
+    let lo = 0;
+    let hi = room;
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      if (this.kvBytesFor(promptTokens, mid) <= this.opts.kvBudgetBytes) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
   /** One sequence; see submitAll. */
   submit(req: GenerationRequest): SequenceHandle {
     return this.submitAll([req])[0];

@@ -94,7 +94,9 @@ export class OpenAIApi {
     const bos = this.chatTemplate.bosToken;
     const ids = this.tokenizer.encode(text, bos && text.startsWith(bos) ? { addBos: false } : {});
     const field = b.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
-    const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? Math.max(0, this.contextLength - ids.length);
+    // OpenAI's default is "the rest of the context"; here also no more than the KV budget holds,
+    // so a request without max_tokens runs (finish_reason "length" at that point) instead of a 400.
+    const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? Math.max(0, this.scheduler.maxTokensFitting(ids.length));
     const eot = this.chatTemplate.endOfTurn;
     return this.finish(
       endpoint,

@@ -189,6 +189,26 @@ test('when the KV budget is full requests wait in a bounded queue; beyond it 429
   }
 });
 
+test('chat without max_tokens generates what the KV budget holds (not a 400) when the context would not fit', async () => {
+  const budgetTokens = 60;
+  const s = await serve(engine, { scheduler: { kvBudgetBytes: engine.kvBytesFor(budgetTokens) }, modelName: 'demo' });
+  try {
+    const c = new OpenAI({ apiKey: 'x', baseURL: `${s.url}/v1`, maxRetries: 0 });
+    // The full context (4096 tokens) is far beyond this budget.
+    expect(engine.kvBytesFor(engine.config.maxPositionEmbeddings)).toBeGreaterThan(s.scheduler.opts.kvBudgetBytes);
+    const r = await c.chat.completions.create({ model: 'demo', messages: [{ role: 'user', content: 'hi' }], ignore_eos: true } as never);
+    const done = r as OpenAI.ChatCompletion;
+    expect(done.choices[0].finish_reason).toBe('length');
+    expect(done.usage!.prompt_tokens + done.usage!.completion_tokens).toBe(budgetTokens);
+    // An explicit max_tokens beyond the budget is still the 400 that names it.
+    const e = await errorOf(c.chat.completions.create({ model: 'demo', messages: [{ role: 'user', content: 'hi' }], max_tokens: budgetTokens }));
+    expect(e.status).toBe(400);
+    expect(e.param).toBe('max_tokens');
+  } finally {
+    await s.close();
+  }
+});
+
 test('a client that disconnects cancels its sequence (streaming and not) and frees its KV cache', async () => {
   const cancelled = () => srv.metrics.get('turbosparse_sequences_finished_total')!.json().series.find((x) => x.labels.reason === 'cancelled')?.value ?? 0;
   const before = cancelled();
