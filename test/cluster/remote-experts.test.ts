@@ -12,6 +12,7 @@ import { balancedShardMap, type ShardMap, uniformPairs } from '../../core/shard-
 import { EXPERT_SERVICE_NAME, expertProto, type ExpertNodeHandlers } from '../../core/wire/expert-proto';
 import { LocalExperts } from '../../coordinator/local-experts';
 import { ExpertsUnavailableError, RemoteExperts, type RemoteExpertsOptions } from '../../coordinator/remote-experts';
+import { ExpertNodeServer } from '../../expert-node/server';
 import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
 import { type InProcessNode, maxAbsDiff, randomBatch, startNode } from './helpers';
 
@@ -102,6 +103,24 @@ describeGolden('remote experts vs local (tiny-a, in-process nodes)', () => {
     expect(n0.bytesSent).toBeGreaterThan(6 * 64 * 4);
     expect(n0.bytesReceived).toBeGreaterThan(6 * 64 * 4);
     expect(n0.activeFraction).toBeCloseTo(Array.from(want.active).reduce((a, x) => a + x, 0) / (12 * 160), 6);
+  });
+
+  test('one persistent Run stream per node carries every layer of every step (no stream per call)', async () => {
+    // Counted where the node accepts a Run stream; spied before the nodes exist.
+    const opened = jest.spyOn(ExpertNodeServer.prototype as unknown as { handleRun: (call: unknown) => void }, 'handleRun');
+    try {
+      const { remote } = await cluster(2, 1);
+      for (let step = 0; step < 4; step++) {
+        for (const layer of [0, 1]) await remote.runExperts(randomBatch(dims, layer, 3, 200 + step * 2 + layer), { stepId: step });
+      }
+      const stats = remote.stats();
+      expect(stats.reduce((s, n) => s + n.calls, 0)).toBeGreaterThanOrEqual(8);
+      // Both nodes were called many times, each over the one stream its connection opened.
+      expect(stats.every((n) => n.calls >= 2)).toBe(true);
+      expect(opened).toHaveBeenCalledTimes(2);
+    } finally {
+      opened.mockRestore();
+    }
   });
 
   test('trace context travels inside the request; hooks see timings on both sides', async () => {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { parseExpertSpec } from '../../core/expert-spec';
-import { ModelFolder } from '../../core/model-folder';
+import { ModelFolder, names } from '../../core/model-folder';
 import { native } from '../../core/native';
 import type { ExpertBatch } from '../../core/expert-backend';
 import { LocalExperts } from '../../coordinator/local-experts';
@@ -151,6 +151,29 @@ describeGolden('expert node server (tiny-a, in process)', () => {
     const outs = settled.filter((s) => s.status === 'fulfilled').map((s) => decodeRows((s as PromiseFulfilledResult<Awaited<ReturnType<ExpertClient['call']>>>).value.response.out, 3, H, 'out'));
     // goodRequest() is deterministic, so every good answer is the same.
     for (const o of outs) expect(maxAbsDiff(o, outs[0])).toBe(0);
+  });
+});
+
+describeGolden('expert store', () => {
+  test('a node reads only the w1/w3/w2 tensors of the pairs it holds', async () => {
+    const folder = await ModelFolder.open(TINY_A_MODEL);
+    const backend = native().createBackend('cpu', 1);
+    const read: string[] = [];
+    const source = { readMatrix: (name: string, rows: number, cols: number) => {
+      read.push(name);
+      return folder.readMatrix(name, rows, cols);
+    } };
+    try {
+      const pairs = parseExpertSpec('0:1,1:2-3', folder.config);
+      const store = await ExpertStore.load({ source, dims: folder.config, pairs, backend, weights: 'auto' });
+      const want = pairs.flatMap((p) => [names.w1(p.layer, p.expert), names.w2(p.layer, p.expert), names.w3(p.layer, p.expert)]);
+      expect([...read].sort()).toEqual(want.sort());
+      expect(store.has(0, 1) && store.has(1, 3) && !store.has(0, 0) && !store.has(1, 1)).toBe(true);
+      store.close();
+    } finally {
+      backend.close();
+      await folder.close();
+    }
   });
 });
 
