@@ -170,3 +170,31 @@ test('a consumer whose callback throws fails only its own sequence', async () =>
   expect(s.stats.kvBytes).toBe(0);
   await s.close();
 });
+
+test('each step makes one expert call per layer carrying every sequence of the batch', async () => {
+  const calls: { layer: number; nRows: number }[] = [];
+  const counting: ExpertBackend = {
+    name: 'counting',
+    runExperts: (batch, ctx) => {
+      calls.push({ layer: batch.layer, nRows: batch.nRows });
+      return engine.experts.runExperts(batch, ctx);
+    },
+    close: async () => undefined,
+  };
+  const s = sched({ prefillBudget: 64 }, new Engine(engine.folder, engine.backend, engine.weights, counting));
+  const steps: { rows: number; from: number; to: number }[] = [];
+  s.onStep = (x) => steps.push({ rows: x.rows, from: steps.length ? steps[steps.length - 1].to : 0, to: calls.length });
+  const hs = s.submitAll(Array.from({ length: 6 }, (_, i) => greedy(prompt(5 + i, 20 + i), 8)));
+  await Promise.all(hs.map((h) => h.result));
+  const layers = engine.config.numLayers;
+  expect(steps.length).toBeGreaterThan(0);
+  for (const st of steps) {
+    const mine = calls.slice(st.from, st.to);
+    expect(mine.map((c) => c.layer)).toEqual(Array.from({ length: layers }, (_, L) => L));
+    expect(mine.every((c) => c.nRows === st.rows)).toBe(true);
+  }
+  // Decode steps carry all six sequences: 6 rows per expert call, not 6 calls.
+  expect(steps.filter((st) => st.rows === 6).length).toBeGreaterThanOrEqual(6);
+  expect(calls.length).toBe(steps.length * layers);
+  await s.close();
+});
