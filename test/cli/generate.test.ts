@@ -6,6 +6,9 @@ import { makeDemoModel } from '../../core/demo-model';
 import { runGenerate, type GenerateFlags } from '../../cli/generate';
 import { buildProgram, reportError } from '../../cli/main';
 import { SMALL, tempDir } from '../core/fixtures';
+import { SafetensorsFile } from '../../core/safetensors';
+import { UserError } from '../../core/errors';
+import { describeGolden, goldenJson, TINY_A, TINY_A_MODEL } from '../helpers/golden';
 
 const tmp = tempDir('ts-generate-cli-');
 afterAll(() => tmp.cleanup());
@@ -77,4 +80,63 @@ describe('--ids outside the vocabulary', () => {
     expect(stderr).toBe(`error: --ids: token id ${SMALL.vocab + 7} is outside the model's vocabulary; valid ids are 0..${SMALL.vocab - 1} ` +
       `(config.json vocab_size ${SMALL.vocab})\n`);
   });
+});
+
+describe('--dump-logits to a path that cannot be written', () => {
+  // config.json alone: the check must come before the tokenizer or weights are needed.
+  const configOnly = path.join(tmp.dir, 'config-only-dump');
+  beforeAll(() => {
+    fs.mkdirSync(configOnly);
+    fs.copyFileSync(path.join(tmp.dir, 'config.json'), path.join(configOnly, 'config.json'));
+  });
+
+  test('a missing folder or a folder as the file is one line before anything loads', async () => {
+    const missing = path.join(tmp.dir, 'no-such-dir', 'logits.safetensors');
+    await expect(runGenerate(flags({ model: configOnly, dumpLogits: missing })))
+      .rejects.toThrow(`--dump-logits ${missing}: folder ${path.dirname(missing)} does not exist; create it or give another path`);
+    await expect(runGenerate(flags({ model: configOnly, dumpLogits: tmp.dir })))
+      .rejects.toThrow(`--dump-logits ${tmp.dir}: is a folder; give a file name such as ${path.join(tmp.dir, 'logits.safetensors')}`);
+    const file = path.join(tmp.dir, 'config.json');
+    await expect(runGenerate(flags({ model: configOnly, dumpLogits: path.join(file, 'x.safetensors') })))
+      .rejects.toThrow(`--dump-logits ${path.join(file, 'x.safetensors')}: ${file} is not a folder; give a path to a new file`);
+    for (const e of await Promise.all([missing, tmp.dir].map((d) => runGenerate(flags({ model: configOnly, dumpLogits: d })).catch((x: unknown) => x)))) {
+      expect(e).toBeInstanceOf(UserError);
+    }
+  });
+});
+
+describeGolden('generate --json --dump-logits on the golden tiny-a', () => {
+  const golden = goldenJson();
+  const quietFlags = (over: Partial<GenerateFlags>): GenerateFlags => flags({ model: TINY_A_MODEL, json: true, ...over });
+
+  test('prints {tokens, text, stats} with the golden greedy tokens and dumps the golden prompt logits', async () => {
+    const p = golden.prompts[0];
+    const dump = path.join(tmp.dir, 'golden-logits.safetensors');
+    const { stdout } = await capture(() => runGenerate(quietFlags({ ids: p.ids, maxTokens: p.greedy.length, dumpLogits: dump })));
+    const lines = stdout.trim().split('\n');
+    expect(lines).toHaveLength(1); // one JSON object, no streamed text
+    const out = JSON.parse(lines[0]);
+    expect(out.tokens).toEqual(p.greedy);
+    expect(typeof out.text).toBe('string');
+    expect(out.finish_reason).toBe('length');
+    expect(out.stats).toMatchObject({ prompt_tokens: p.ids.length, generated_tokens: p.greedy.length });
+    for (const k of ['prefill_ms', 'decode_tokens_per_s', 'active_fraction']) expect(typeof out.stats[k]).toBe('number');
+    expect(out.stats.active_fraction).toBeGreaterThan(0);
+    expect(out.stats.active_fraction).toBeLessThan(1);
+
+    const f = await SafetensorsFile.open(dump);
+    const want = await SafetensorsFile.open(path.join(TINY_A, 'golden.safetensors'));
+    try {
+      expect(f.names()).toEqual(['logits']);
+      expect(f.info('logits')).toMatchObject({ dtype: 'F32', shape: [p.ids.length, 512] });
+      const a = new Float32Array((await f.read('logits')).buffer);
+      const b = new Float32Array((await want.read('logits.0')).buffer);
+      let worst = 0;
+      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+      expect(worst).toBeLessThanOrEqual(golden.tolerance.logits_max_abs);
+    } finally {
+      await f.close();
+      await want.close();
+    }
+  }, 60000);
 });
