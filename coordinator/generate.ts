@@ -27,6 +27,7 @@ export interface GenerateStats {
 }
 
 export interface GenerateResult {
+  /** The generated ids; when generation stopped at EOS, that EOS id is the last one (as transformers' generate returns it). */
   tokens: number[];
   text: string;
   finishReason: FinishReason;
@@ -48,6 +49,7 @@ export async function generate(engine: Engine, tok: TextTokenizer, req: Generate
   let prefillMs = 0;
   let decodeMs = 0;
   let decodeTokens = 0;
+  let stopToken: number | null = null;
   try {
     while (!seq.finished) {
       const t0 = performance.now();
@@ -62,7 +64,10 @@ export async function generate(engine: Engine, tok: TextTokenizer, req: Generate
       active += r.activeNeurons;
       slots += r.expertSlots;
       for (const s of r.sampled) {
-        if (s.stop) continue;
+        if (s.stop) {
+          stopToken = s.token; // ends the output; produces no text
+          continue;
+        }
         const piece = detok.push(s.token);
         if (piece) {
           text += piece;
@@ -78,13 +83,14 @@ export async function generate(engine: Engine, tok: TextTokenizer, req: Generate
   } finally {
     engine.release(seq);
   }
+  const tokens = stopToken === null ? [...seq.outputIds] : [...seq.outputIds, stopToken];
   return {
-    tokens: seq.outputIds,
+    tokens,
     text,
     finishReason: seq.finished ?? 'error',
     stats: {
       prompt_tokens: req.promptIds.length,
-      generated_tokens: seq.outputIds.length,
+      generated_tokens: tokens.length,
       prefill_ms: round(prefillMs),
       decode_ms: round(decodeMs),
       decode_tokens_per_s: decodeTokens > 0 ? round((decodeTokens * 1000) / decodeMs) : 0,

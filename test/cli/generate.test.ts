@@ -139,4 +139,24 @@ describeGolden('generate --json --dump-logits on the golden tiny-a', () => {
       await want.close();
     }
   }, 60000);
+
+  test('generation that stops at EOS ends its tokens with the EOS id, as transformers does; the text leaves it out', async () => {
+    // tiny-a with eos_token_id set to the third greedy token of prompt 0.
+    const p = golden.prompts[0];
+    const eos = p.greedy[2];
+    const dir = path.join(tmp.dir, 'tiny-a-eos');
+    fs.mkdirSync(dir);
+    for (const f of fs.readdirSync(TINY_A_MODEL)) {
+      if (f !== 'config.json') fs.symlinkSync(path.join(TINY_A_MODEL, f), path.join(dir, f));
+    }
+    const cfg = JSON.parse(fs.readFileSync(path.join(TINY_A_MODEL, 'config.json'), 'utf8'));
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, eos_token_id: eos }));
+    const { stdout } = await capture(() => runGenerate(quietFlags({ model: dir, ids: p.ids, maxTokens: 12 })));
+    const out = JSON.parse(stdout);
+    expect(out.tokens).toEqual(p.greedy.slice(0, 3));
+    expect(out.finish_reason).toBe('stop');
+    expect(out.stats.generated_tokens).toBe(3);
+    const plain = JSON.parse((await capture(() => runGenerate(quietFlags({ ids: p.ids, maxTokens: 2 })))).stdout);
+    expect(out.text).toBe(plain.text); // the EOS adds no text
+  }, 60000);
 });
