@@ -207,3 +207,23 @@ test('shutdown finishes a job within the grace period, and hands back one that w
   expect(o.state).toBe('completed');
   expect((o.response as any).usage.completion_tokens).toBe(4000);
 }, 60000);
+
+test('results are kept for the results TTL, then removed', async () => {
+  const q = uniqueQueue('ttl');
+  const { worker } = setup(q);
+  await worker.waitUntilReady();
+  const producer = new GenerationProducer({ connection: conn('producer'), queueName: q, resultsTtlSeconds: 1 });
+  closers.push(() => producer.close());
+  const a = await producer.submit({ endpoint: 'completions', prompt: 'ttl a', max_tokens: 2, temperature: 0 });
+  const [oa] = await producer.waitFor([a.id], undefined, 20);
+  expect(oa.state).toBe('completed');
+  expect((await producer.results([a.id]))[0].response).toEqual(expect.objectContaining({ object: 'text_completion' }));
+  // BullMQ drops completed jobs older than the TTL when a later job of the queue completes.
+  await new Promise((r) => setTimeout(r, 1500));
+  const b = await producer.submit({ endpoint: 'completions', prompt: 'ttl b', max_tokens: 2, temperature: 0 });
+  await producer.waitFor([b.id], undefined, 20);
+  expect((await producer.results([a.id]))[0]).toEqual(expect.objectContaining({ state: 'unknown' }));
+  expect((await producer.results([b.id]))[0].state).toBe('completed');
+  // Resubmitting the expired request runs it again (a new job under the same id).
+  expect(await producer.submit({ endpoint: 'completions', prompt: 'ttl a', max_tokens: 2, temperature: 0 })).toEqual({ id: a.id, existing: false });
+});
