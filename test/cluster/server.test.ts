@@ -177,6 +177,38 @@ describeGolden('expert store', () => {
   });
 });
 
+describeGolden('expert node drain', () => {
+  test('shutdown() answers every request already queued, refuses new ones, then ends the stream', async () => {
+    const folder = await ModelFolder.open(TINY_A_MODEL);
+    let accepted = 0;
+    const node = await startNode(folder, parseExpertSpec('0:0-1', folder.config), { hooks: { onRequest: () => void accepted++ } });
+    const client = new ExpertClient(node.address);
+    try {
+      const big = (seed: number) => {
+        const b = randomBatch(folder.config, 0, 2000, seed);
+        return {
+          layer: 0, hidden: encodeRows(b.hidden, 64, null, 'f32'), replyEncoding: 'ROW_F32' as const,
+          routes: Array.from({ length: 4000 }, (_, s) => ({ row: Math.floor(s / 2), expert: s % 2, weight: 0.5,
+            mask: encodeMask(b.masks.subarray(s * b.maskRowBytes, (s + 1) * b.maskRowBytes), 160) })),
+        };
+      };
+      const calls = [1, 2, 3, 4].map((i) => client.call(big(60 + i), 60_000));
+      // All four accepted: one running, three waiting in the node's queue.
+      while (accepted < 4) await new Promise((r) => setTimeout(r, 2));
+      const stopped = node.server.shutdown(60_000);
+      const late = client.call(big(70), 60_000);
+      const answered = await Promise.all(calls);
+      expect(answered.map((a) => a.response.out!.count)).toEqual([2000, 2000, 2000, 2000]);
+      await expect(late).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+      await stopped;
+    } finally {
+      client.close();
+      await node.stop();
+      await folder.close();
+    }
+  });
+});
+
 describeGolden('expert node lifecycle', () => {
   test('NOT_SERVING and UNAVAILABLE while loading, SERVING after; drain ends streams and refuses new work', async () => {
     const folder = await ModelFolder.open(TINY_A_MODEL);
