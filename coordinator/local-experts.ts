@@ -4,6 +4,7 @@ import type { FfnMode, NativeBackend, NativeExpert, StoreDType, HostMatrix } fro
 import type { ModelFolder } from '../core/model-folder';
 import { names } from '../core/model-folder';
 import { runMoe } from '../core/run-moe';
+import { storeFor } from './model-weights';
 
 export class LocalExperts implements ExpertBackend {
   readonly name = 'local';
@@ -38,7 +39,7 @@ export class LocalExperts implements ExpertBackend {
         const w1 = await read(names.w1(L, E), c.intermediateSize, c.hiddenSize);
         const w3 = await read(names.w3(L, E), c.intermediateSize, c.hiddenSize);
         const w2 = await read(names.w2(L, E), c.hiddenSize, c.intermediateSize);
-        layer.push(await backend.createExpert(w1, w3, w2, opts.store === 'auto' ? w1.dtype : opts.store));
+        layer.push(await backend.createExpert(w1, w3, w2, storeFor(opts.store, [w1, w3, w2])));
       }
       experts.push(layer);
     }

@@ -6,6 +6,7 @@ import type { ModelFolder } from '../core/model-folder';
 import { names } from '../core/model-folder';
 import type { HostMatrix, NativeBackend, NativePredictor, NativeWeight, StoreDType } from '../core/native';
 import type { ModelConfig } from '../core/config';
+import { toF32 } from '../core/dtype';
 
 export interface LayerWeights {
   inputNorm: NativeWeight;
@@ -48,6 +49,23 @@ function sameDtype(parts: HostMatrix[]): boolean {
   return parts.every((p) => p.dtype === parts[0].dtype);
 }
 
+/**
+ * The storage dtype for tensors that are uploaded together ('auto': as in the checkpoint).
+ * Tensors of one object stored in different dtypes (a checkpoint may keep some in F32)
+ * are stored as f32: converting f16 to bf16 or back would round the weights.
+ */
+export function storeFor(store: StoreDType | 'auto', parts: HostMatrix[]): StoreDType {
+  if (store !== 'auto') return store;
+  return sameDtype(parts) ? parts[0].dtype : 'f32';
+}
+
+/** The same matrix as f32 (exact for f16 and bf16). */
+function widen(m: HostMatrix): HostMatrix {
+  if (m.dtype === 'f32') return m;
+  const f = toF32(m.dtype.toUpperCase(), m.data);
+  return { dtype: 'f32', rows: m.rows, cols: m.cols, data: new Uint8Array(f.buffer, f.byteOffset, f.byteLength) };
+}
+
 export async function loadCoordinatorWeights(
   folder: ModelFolder,
   backend: NativeBackend,
@@ -77,18 +95,15 @@ export async function loadCoordinatorWeights(
     const q = await read(names.q(L), qDim, H);
     const k = await read(names.k(L), kvDim, H);
     const v = await read(names.v(L), kvDim, H);
-    let qkv: NativeWeight;
-    if (sameDtype([q, k, v])) {
-      qkv = await backend.createWeight(stackRows([q, k, v]), store(q));
-    } else {
-      throw new Error(`layer ${L}: q/k/v projections have different dtypes (${q.dtype}/${k.dtype}/${v.dtype})`);
-    }
+    // Stacked rows share one dtype: q/k/v stored in different dtypes are stacked as f32.
+    const parts = sameDtype([q, k, v]) ? [q, k, v] : [q, k, v].map(widen);
+    const qkv = await backend.createWeight(stackRows(parts), storeFor(opts.store, [q, k, v]));
     const predictors: NativePredictor[] = [];
     const rank = folder.predictorRanks[L];
     for (let E = 0; E < c.numExperts; E++) {
       const fc1 = await read(names.fc1(L, E), rank, H);
       const fc2 = await read(names.fc2(L, E), c.intermediateSize, rank);
-      predictors.push(await backend.createPredictor(fc1, fc2, store(fc1)));
+      predictors.push(await backend.createPredictor(fc1, fc2, storeFor(opts.store, [fc1, fc2])));
     }
     layers.push({
       inputNorm: await vector(names.inputNorm(L), H),
