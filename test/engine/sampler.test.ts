@@ -41,4 +41,21 @@ describe('sampler', () => {
     expect(ones / N).toBeGreaterThan(0.73);
     expect(ones / N).toBeLessThan(0.77);
   });
+  test('top-p keeps the smallest set of most likely tokens whose mass reaches p', () => {
+    // p = 0.5, 0.25, 0.15, 0.1 for ids 2, 0, 3, 1
+    const l = Float32Array.from([0.25, 0.1, 0.5, 0.15].map(Math.log));
+    const drawn = (topP: number, topK = 0) => {
+      const rng = new Rng(9);
+      const seen = new Set<number>();
+      for (let i = 0; i < 2000; i++) seen.add(sample(l, { temperature: 1, topK, topP }, rng));
+      return [...seen].sort();
+    };
+    expect(drawn(0.7)).toEqual([0, 2]);
+    expect(drawn(0.8)).toEqual([0, 2, 3]);
+    expect(drawn(0.95)).toEqual([0, 1, 2, 3]);
+    expect(drawn(0.45)).toEqual([2]);
+    // After top-k the mass is renormalised over the k kept: 0.5/0.75 reaches 0.6 alone.
+    expect(drawn(0.6, 2)).toEqual([2]);
+    expect(drawn(0.7, 2)).toEqual([0, 2]);
+  });
 });
