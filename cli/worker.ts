@@ -13,6 +13,8 @@ export interface WorkerFlags extends ServingFlags {
   lockDuration: number;
   resultsTtl: number;
   progressInterval: number;
+  attempts: number;
+  backoff: number;
   queue?: string;
   metricsPort?: number;
   metricsHost: string;
@@ -29,6 +31,8 @@ export function registerWorker(program: Command): void {
     .option('--stalled-interval <ms>', 'how often to look for jobs of dead workers', intOption('--stalled-interval', 100), 30000)
     .option('--lock-duration <ms>', 'a job lock lives this long without renewal', intOption('--lock-duration', 100), 30000)
     .option('--results-ttl <s>', 'keep results this long (jobs whose producer set no TTL)', intOption('--results-ttl', 1), 86400)
+    .option('--attempts <n>', 'tries for transient failures of jobs whose producer set no "attempts"', intOption('--attempts', 1), 5)
+    .option('--backoff <ms>', 'first retry delay of those jobs (doubles each retry)', intOption('--backoff', 0), 2000)
     .option('--progress-interval <ms>', 'write job progress (tokens) at most this often', intOption('--progress-interval', 10), 500)
     .option('--queue <name>', 'queue name (default: generation)')
     .option('--metrics-port <p>', 'serve Prometheus metrics (engine, experts, queue depth) at http://HOST:P/metrics', intOption('--metrics-port'))
@@ -76,6 +80,8 @@ export async function runWorker(flags: WorkerFlags): Promise<void> {
     lockDurationMs: flags.lockDuration,
     resultsTtlSeconds: flags.resultsTtl,
     progressIntervalMs: flags.progressInterval,
+    defaultAttempts: flags.attempts,
+    defaultBackoffMs: flags.backoff,
     log,
   });
   // Metrics of this process (it has no HTTP API): engine, expert calls, the queue's depth.

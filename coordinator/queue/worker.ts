@@ -2,11 +2,13 @@
 // scheduler as the HTTP API, so C concurrent jobs decode together in one batch.
 //
 //   bad input           -> UnrecoverableError (fails at once with the 400 message)
-//   engine/expert error -> thrown as is: BullMQ retries with exponential backoff
+//   engine/expert error -> thrown as is: BullMQ retries with exponential backoff; a job
+//                          whose producer set no `attempts` gets the worker's default
+//                          (moved to delayed here, so plain producers get retries too)
 //   kill -9             -> the lock expires; a worker's stall check puts the job back
 //   shutdown(grace)     -> stop taking jobs; finish current ones, or after the grace
 //                          period cancel them and move them back to wait
-import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { UserError } from '../../core/errors';
 import { ApiError } from '../http/errors';
@@ -29,6 +31,10 @@ export interface GenerationWorkerOptions {
   maxStalledCount?: number;
   /** Results TTL for jobs whose producer set none. Default one day. */
   resultsTtlSeconds?: number;
+  /** Tries for transient failures of jobs whose producer set no `attempts`. Default 5. */
+  defaultAttempts?: number;
+  /** First retry delay of those jobs; doubles each time. Default 2000 ms. */
+  defaultBackoffMs?: number;
   /** Progress (tokens generated) is written at most this often. Default 500 ms. */
   progressIntervalMs?: number;
   log?: (line: string) => void;
@@ -45,12 +51,18 @@ export class GenerationWorker {
   private readonly running = new Map<string, Running>();
   private readonly log: (line: string) => void;
   private readonly progressMs: number;
+  private readonly defaultAttempts: number;
+  private readonly defaultBackoffMs: number;
 
   constructor(readonly opts: GenerationWorkerOptions) {
     const concurrency = opts.concurrency ?? 1;
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new UserError('--concurrency must be an integer >= 1');
     this.log = opts.log ?? ((line) => process.stderr.write(line + '\n'));
     this.progressMs = opts.progressIntervalMs ?? 500;
+    this.defaultAttempts = opts.defaultAttempts ?? 5;
+    this.defaultBackoffMs = opts.defaultBackoffMs ?? 2000;
+    if (!Number.isInteger(this.defaultAttempts) || this.defaultAttempts < 1) throw new UserError('--attempts must be an integer >= 1');
+    if (!(this.defaultBackoffMs >= 0)) throw new UserError('--backoff must be a non-negative number of milliseconds');
     const ttl = opts.resultsTtlSeconds ?? 86400;
     this.worker = new Worker<JobData, object>(opts.queueName ?? QUEUE_NAME, (job, token, signal) => this.process(job, token, signal), {
       connection: opts.connection,
@@ -115,7 +127,15 @@ export class GenerationWorker {
         this.log(`job ${job.id} released back to the queue`);
         throw new WaitingError();
       }
-      throw unrecoverableIfBadInput(e);
+      const err = unrecoverableIfBadInput(e);
+      // BullMQ retries only jobs that carry `attempts`; give the others the worker's default.
+      if (!(err instanceof UnrecoverableError) && !job.opts.attempts && token && job.attemptsStarted < this.defaultAttempts) {
+        const delay = this.defaultBackoffMs * 2 ** Math.max(0, job.attemptsStarted - 1);
+        await job.moveToDelayed(Date.now() + delay, token);
+        this.log(`job ${job.id}: ${(e as Error).message}; retry ${job.attemptsStarted} of ${this.defaultAttempts - 1} in ${delay} ms`);
+        throw new DelayedError();
+      }
+      throw err;
     } finally {
       this.running.delete(job.id!);
     }

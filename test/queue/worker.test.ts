@@ -178,6 +178,38 @@ test('a transient failure (expert node down) is retried with exponential backoff
   expect(Date.now() - t0).toBeGreaterThanOrEqual(150);
 });
 
+test('a plain producer that set no attempts still gets retries with backoff; attempts: 1 means none', async () => {
+  const q = uniqueQueue('plainretry');
+  let failures = 2;
+  const flaky: ExpertBackend = {
+    name: 'flaky',
+    runExperts: (b, c) => (failures-- > 0 ? Promise.reject(new Error('expert node 127.0.0.1:1 unavailable')) : engine.experts.runExperts(b, c)),
+    close: async () => undefined,
+  };
+  const { worker, producer } = setup(q, { defaultAttempts: 3, defaultBackoffMs: 50 }, new Engine(engine.folder, engine.backend, engine.weights, flaky));
+  await worker.waitUntilReady();
+  const plain = new Queue(q, { connection: conn('producer') });
+  closers.push(() => plain.close());
+  const t0 = Date.now();
+  const job = await plain.add('completions', { endpoint: 'completions', prompt: 'x', max_tokens: 3, temperature: 0 });
+  const [o] = await producer.waitFor([job.id!], undefined, 20);
+  expect(o.state).toBe('completed');
+  expect((await plain.getJob(job.id!))!.attemptsStarted).toBe(3);
+  expect(Date.now() - t0).toBeGreaterThanOrEqual(150); // 50 ms, then 100 ms
+  // Out of tries: the third failure fails the job with the error.
+  failures = 3;
+  const again = await plain.add('completions', { endpoint: 'completions', prompt: 'y', max_tokens: 3, temperature: 0 });
+  const [o2] = await producer.waitFor([again.id!], undefined, 20);
+  expect(o2).toEqual(expect.objectContaining({ state: 'failed', error: expect.stringMatching(/unavailable/) }));
+  expect((await plain.getJob(again.id!))!.attemptsStarted).toBe(3);
+  // A producer that asked for one attempt gets exactly one.
+  failures = 1;
+  const once = await plain.add('completions', { endpoint: 'completions', prompt: 'z', max_tokens: 3, temperature: 0 }, { attempts: 1 });
+  const [o3] = await producer.waitFor([once.id!], undefined, 20);
+  expect(o3.state).toBe('failed');
+  expect((await plain.getJob(once.id!))!.attemptsStarted).toBe(1);
+});
+
 test('shutdown finishes a job within the grace period, and hands back one that would take longer', async () => {
   const q = uniqueQueue('term');
 
