@@ -6,11 +6,14 @@ import { parseExpertsChoice, type EngineOptions } from '../coordinator/load-engi
 import { remoteExpertsFactory } from '../coordinator/remote-factory';
 import type { Device, StoreDType } from '../core/native';
 import { loadTlsFiles, type TlsFlags } from '../core/tls-files';
-import { addKernelOptions } from './options';
+import { WIRE_ENCODINGS, type WireEncoding } from '../core/wire/rows';
+import { addKernelOptions, choiceOption } from './options';
 
 export interface EngineFlags extends TlsFlags {
   model: string;
   experts: string;
+  /** Rows to and from expert nodes (cluster:N or FILE); absent: f32. */
+  wire?: WireEncoding;
   device: Device | 'auto';
   threads: number;
   weights: StoreDType | 'auto';
@@ -18,7 +21,9 @@ export interface EngineFlags extends TlsFlags {
 }
 
 export function addEngineOptions(cmd: Command): Command {
-  cmd.option('--experts <where>', 'local | cluster:N (N expert-node processes on loopback) | shard-map FILE', 'local');
+  cmd.option('--experts <where>', 'local | cluster:N (N expert-node processes on loopback) | shard-map FILE', 'local')
+    .option('--wire <encoding>', 'hidden/output rows to expert nodes: f32 (bit-exact) | bf16 | int8 (one scale per row)',
+      choiceOption('--wire', WIRE_ENCODINGS), 'f32');
   return addKernelOptions(cmd, 'dense-with-mask expert FFN (same tokens; the speed baseline)')
     .option('--tls-cert <file>', 'mTLS to the expert nodes of --experts FILE: our client certificate (PEM)')
     .option('--tls-key <file>', 'mTLS: the private key of --tls-cert (PEM)')
@@ -36,7 +41,7 @@ export function engineOptionsFrom(flags: EngineFlags): EngineOptions {
     weights: flags.weights,
     dense: flags.dense,
     // cluster:N nodes inherit this command's weights/device/threads/FFN choices.
-    remoteExperts: remoteExpertsFactory({ weights: flags.weights, device: flags.device, threads: flags.threads, dense: flags.dense,
+    remoteExperts: remoteExpertsFactory({ wire: flags.wire, weights: flags.weights, device: flags.device, threads: flags.threads, dense: flags.dense,
       channelFactory: tls && tlsChannel(tls) }),
   };
 }
