@@ -12,11 +12,13 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
+#include "../src/dtype.h"  // the library's conversions (checked in test_conversions)
 #include "turbosparse.h"
 
 namespace {
@@ -35,41 +37,107 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-const char* dtype_name(ts_dtype t) {
-  switch (t) {
-    case TS_F32: return "f32";
-    case TS_F16: return "f16";
-    case TS_BF16: return "bf16";
-    case TS_I8: return "i8";
-  }
-  return "?";
-}
+using ts::dtype_name;
 const ts_dtype kDtypes[] = {TS_F32, TS_F16, TS_BF16, TS_I8};
 
-// ---------- independent conversions (not the library's) ----------
+// ---------- references for the library's conversions (dtype.h), in double ----------
+// Value of a non-negative encoding with `mant_bits` of mantissa and exponent
+// bias `bias`, as if the exponent had no top (the all-ones exponent reads as
+// the next power of two: rounding up to it means overflow to infinity).
+double encoding_value(uint32_t h, int mant_bits, int bias) {
+  const uint32_t e = h >> mant_bits, m = h & ((1u << mant_bits) - 1);
+  return e == 0 ? std::ldexp(double(m), 1 - bias - mant_bits)
+                : std::ldexp(double(m | (1u << mant_bits)), int(e) - bias - mant_bits);
+}
+double f16_value(uint16_t h) {
+  const double v = encoding_value(h & 0x7fffu, 10, 15);
+  return (h & 0x8000u) ? -v : v;
+}
+// The nearest encoding (ties to the even one) of |f| among those whose magnitude
+// bits lie in [lo, hi]: the answer of RNE rounding, found by bisection.
+uint32_t nearest_encoding(double a, uint32_t lo, uint32_t hi, int mant_bits, int bias) {
+  while (lo < hi) {  // first encoding with value >= a
+    const uint32_t mid = (lo + hi) / 2;
+    if (encoding_value(mid, mant_bits, bias) < a) lo = mid + 1; else hi = mid;
+  }
+  if (lo == 0) return 0;
+  const double up = encoding_value(lo, mant_bits, bias) - a, down = a - encoding_value(lo - 1, mant_bits, bias);
+  return (down < up || (down == up && ((lo - 1) & 1u) == 0)) ? lo - 1 : lo;
+}
+
+std::string hex(uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%x", v);
+  return buf;
+}
 uint32_t bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
 float from_bits(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
-uint16_t to_bf16(float f) { uint32_t u = bits(f); return uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16); }
-float bf16_value(uint16_t h) { return from_bits(uint32_t(h) << 16); }
-double f16_value(uint16_t h) {
-  int e = (h >> 10) & 31, m = h & 1023;
-  double v = e == 0 ? std::ldexp(m, -24) : std::ldexp(1024 + m, e - 25);
-  return (h & 0x8000) ? -v : v;
-}
-// nearest f16 (ties to even) by search over the ordered encodings
-uint16_t to_f16(float f) {
-  double a = std::fabs(double(f));
-  uint16_t lo = 0, hi = 0x7bff;
-  while (lo < hi) {  // first encoding with value >= a
-    uint16_t mid = uint16_t((lo + hi) / 2);
-    if (f16_value(mid) < a) lo = uint16_t(mid + 1); else hi = mid;
+
+// dtype.h against the references: f16/bf16 -> f32 for every encoding, and
+// f32 -> f16/bf16 at every f16 rounding boundary (ties, one ulp either side),
+// on random f32 bit patterns, and at overflow, infinity and NaN.
+void test_conversions() {
+  bool ok16 = true, okb = true;
+  std::string why16, whyb;
+  auto fail16 = [&](const char* what, uint32_t v) {
+    if (ok16) why16 = std::string(what) + " at " + hex(v);
+    ok16 = false;
+  };
+  auto failb = [&](const char* what, uint32_t v) {
+    if (okb) whyb = std::string(what) + " at " + hex(v);
+    okb = false;
+  };
+  for (uint32_t h = 0; h < 0x10000u; h++) {
+    const float f = ts::f16_to_f32(uint16_t(h));
+    const bool nan = (h & 0x7c00u) == 0x7c00u && (h & 0x3ffu);
+    if (nan ? !std::isnan(f) : (h & 0x7fffu) == 0x7c00u ? !(std::isinf(f) && std::signbit(f) == bool(h & 0x8000u))
+                                                         : double(f) != f16_value(uint16_t(h)))
+      fail16("f16_to_f32", h);
+    const float g = ts::bf16_to_f32(uint16_t(h));
+    if ((h & 0x7f80u) != 0x7f80u && double(g) != ((h & 0x8000u) ? -1 : 1) * encoding_value(h & 0x7fffu, 7, 127))
+      failb("bf16_to_f32", h);
   }
-  uint16_t best = lo;
-  if (lo > 0) {
-    double up = f16_value(lo) - a, down = a - f16_value(uint16_t(lo - 1));
-    if (down < up || (down == up && ((lo - 1) & 1) == 0)) best = uint16_t(lo - 1);
+  // f32 -> f16 at and around every boundary between neighbouring f16 magnitudes (all exact in f32)
+  auto want16 = [](float f) -> uint16_t {
+    const double a = std::fabs(double(f));
+    const uint16_t sign = std::signbit(f) ? 0x8000u : 0;
+    return uint16_t(sign | nearest_encoding(a, 0, 0x7c00u, 10, 15));  // 0x7c00 = infinity (2^16 unbounded)
+  };
+  for (uint32_t h = 0; h < 0x7c00u && ok16; h++) {
+    const float v = float(f16_value(uint16_t(h)));
+    const float mid = float((f16_value(uint16_t(h)) + encoding_value(h + 1, 10, 15)) / 2);
+    for (float f : {v, mid, std::nextafter(mid, 0.f), std::nextafter(mid, 1e30f)})
+      for (float sf : {f, -f})
+        if (ts::f32_to_f16(sf) != want16(sf)) fail16("f32_to_f16", bits(sf));
   }
-  return uint16_t(best | (f < 0 ? 0x8000 : 0));
+  // f32 -> bf16 at, and one ulp either side of, every tie between neighbouring bf16 magnitudes
+  auto wantb = [](float f) -> uint16_t {
+    const uint16_t sign = std::signbit(f) ? 0x8000u : 0;
+    return uint16_t(sign | nearest_encoding(std::fabs(double(f)), 0, 0x7f80u, 7, 127));  // 0x7f80 = infinity
+  };
+  for (uint32_t h = 0; h < 0x7f80u && okb; h++)
+    for (uint32_t u : {h << 16, (h << 16) | 0x8000u, (h << 16) | 0x7fffu, (h << 16) | 0x8001u})
+      for (uint32_t su : {u, u | 0x80000000u})
+        if (ts::f32_to_bf16(from_bits(su)) != wantb(from_bits(su))) failb("f32_to_bf16", su);
+  // f32 -> bf16 and f16 on random finite bit patterns
+  std::mt19937 g(99);
+  for (int i = 0; i < 200000; i++) {
+    const uint32_t u = uint32_t(g());
+    if ((u & 0x7f800000u) == 0x7f800000u) continue;
+    const float f = from_bits(u);
+    if (ts::f32_to_bf16(f) != wantb(f)) failb("f32_to_bf16", u);
+    if (ts::f32_to_f16(f) != want16(f)) fail16("f32_to_f16", u);
+  }
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  if (ts::f32_to_f16(65519.f) != 0x7bffu || ts::f32_to_f16(65520.f) != 0x7c00u || ts::f32_to_f16(-inf) != 0xfc00u ||
+      !std::isnan(ts::f16_to_f32(ts::f32_to_f16(nan))))
+    fail16("overflow, infinity or NaN", 0);
+  if (ts::f32_to_bf16(inf) != 0x7f80u || ts::f32_to_bf16(-inf) != 0xff80u ||
+      !std::isnan(ts::bf16_to_f32(ts::f32_to_bf16(nan))) ||
+      !std::isnan(ts::bf16_to_f32(ts::f32_to_bf16(from_bits(0x7f800001u)))))  // a NaN whose top half reads as inf
+    failb("infinity or NaN", 0);
+  check(ok16, "dtype.h f16 <-> f32: every encoding, every rounding boundary, random f32", why16);
+  check(okb, "dtype.h bf16 <-> f32: every encoding, every rounding tie, random f32, infinity and NaN", whyb);
 }
 
 struct Rng {
@@ -81,7 +149,8 @@ struct Rng {
 // A host matrix with the exact values the backend should hold after storing it
 // as `store`: the source is already exactly representable (bf16/f16 sources,
 // i8 values k * 2^-7 with a +-127 per row), unless `convert` asks for f32
-// source data that the library must round (checked against our own rounding).
+// source data that the library must round (to the values of dtype.h, which
+// test_conversions checks against references of its own).
 struct HostMat {
   int64_t rows = 0, cols = 0;
   ts_dtype store = TS_F32;
@@ -114,8 +183,8 @@ std::unique_ptr<HostMat> make_mat(Rng& rng, int64_t rows, int64_t cols, ts_dtype
         double& out = h->v[size_t(r * cols + c)];
         switch (store) {
           case TS_F32: out = x; break;
-          case TS_BF16: out = bf16_value(to_bf16(x)); break;
-          case TS_F16: out = f16_value(to_f16(x)); break;
+          case TS_BF16: out = ts::bf16_to_f32(ts::f32_to_bf16(x)); break;
+          case TS_F16: out = ts::f16_to_f32(ts::f32_to_f16(x)); break;
           case TS_I8: {
             const float s = mx / 127.f;
             out = double(std::nearbyint(x / s)) * double(s);
@@ -130,8 +199,8 @@ std::unique_ptr<HostMat> make_mat(Rng& rng, int64_t rows, int64_t cols, ts_dtype
     h->h16.resize(n);
     for (size_t i = 0; i < n; i++) {
       const float x = rng.uni(-scale, scale);
-      h->h16[i] = store == TS_BF16 ? to_bf16(x) : to_f16(x);
-      h->v[i] = store == TS_BF16 ? bf16_value(h->h16[i]) : f16_value(h->h16[i]);
+      h->h16[i] = store == TS_BF16 ? ts::f32_to_bf16(x) : ts::f32_to_f16(x);
+      h->v[i] = store == TS_BF16 ? ts::bf16_to_f32(h->h16[i]) : ts::f16_to_f32(h->h16[i]);
     }
     h->m = {store, rows, cols, h->h16.data()};
     return h;
@@ -1001,6 +1070,7 @@ int main(int argc, char** argv) {
   check(a != nullptr, std::string("auto backend: ") + (a ? ts_backend_describe(a) : ts_last_error()));
   if (a) ts_backend_free(a);
   const auto variants = runnable_variants(b);
+  test_conversions();
   Rng rng;
   test_matmul(b, rng, variants);
   test_rmsnorm(b, rng);
