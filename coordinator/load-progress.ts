@@ -20,13 +20,14 @@ export function loadProgress(totalBytes: number, totalTensors: number, stream: N
     const bar = new cliProgress.SingleBar(
       {
         stream,
-        format: 'loading {bar} {percentage}% | {loaded}/{total} GB | {tensors}/{totalTensors} tensors | {rate} MB/s',
+        // {total} is cli-progress's own token (the bar's total, in bytes here): the GB figure is {totalGb}.
+        format: 'loading {bar} {percentage}% | {loaded}/{totalGb} GB | {tensors}/{totalTensors} tensors | {rate} MB/s',
         hideCursor: true,
         clearOnComplete: true,
       },
       cliProgress.Presets.shades_classic,
     );
-    bar.start(totalBytes, 0, { loaded: gb(0), total: gb(totalBytes), tensors: 0, totalTensors, rate: '0' });
+    bar.start(totalBytes, 0, { loaded: gb(0), totalGb: gb(totalBytes), tensors: 0, totalTensors, rate: '0' });
     return {
       tensor(_name, n) {
         bytes += n;
