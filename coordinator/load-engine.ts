@@ -66,6 +66,13 @@ export async function loadEngine(opts: EngineOptions): Promise<Engine> {
   if (folder.config.hiddenAct && folder.config.hiddenAct !== 'relu') {
     log(`warning: config.json hidden_act is '${folder.config.hiddenAct}'; TurboSparse experts are dReLU (relu), results assume relu`);
   }
+  const sw = folder.config.slidingWindow;
+  if (sw !== null && sw < folder.config.maxPositionEmbeddings) {
+    log(
+      `warning: config.json sliding_window is ${sw}; turbosparse attends over the whole context, ` +
+        `so sequences longer than ${sw} tokens differ from sliding-window attention`,
+    );
+  }
   const choice = opts.experts ?? { kind: 'local' };
   const mod = native();
   const device = opts.device ?? 'auto';

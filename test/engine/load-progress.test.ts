@@ -1,4 +1,7 @@
-// Loading progress (periodic log lines off a terminal, a bar on one) and the one summary line.
+// Loading progress (periodic log lines off a terminal, a bar on one), the one summary line, and load-time warnings.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { loadProgress } from '../../coordinator/load-progress';
 import { loadEngine } from '../../coordinator/load-engine';
@@ -56,5 +59,31 @@ describeGolden('the summary line after loading', () => {
     expect(summary[0]).toMatch(
       /^model: 2 layers, 4 experts \(top-2\), 1\.9M parameters, F32, predictor widths 896, \d+\.\d MB of weights on cpu, experts local, ffn sparse, loaded in \d+\.\d s$/,
     );
+  });
+});
+
+describeGolden('config fields the engine does not implement', () => {
+  test('a sliding_window shorter than the context is a warning line at load', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-sliding-'));
+    try {
+      for (const f of fs.readdirSync(TINY_A_MODEL)) {
+        if (f !== 'config.json') fs.symlinkSync(path.join(TINY_A_MODEL, f), path.join(dir, f));
+      }
+      const cfg = JSON.parse(fs.readFileSync(path.join(TINY_A_MODEL, 'config.json'), 'utf8'));
+      const load = async (sliding: number | null) => {
+        fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, sliding_window: sliding }));
+        const lines: string[] = [];
+        const engine = await loadEngine({ modelDir: dir, device: 'cpu', threads: 1, log: (l) => lines.push(l) });
+        await engine.close();
+        return lines.filter((l) => l.startsWith('warning: config.json sliding_window'));
+      };
+      expect(await load(256)).toEqual([
+        'warning: config.json sliding_window is 256; turbosparse attends over the whole context, so sequences longer than 256 tokens differ from sliding-window attention',
+      ]);
+      expect(await load(null)).toEqual([]);
+      expect(await load(cfg.max_position_embeddings)).toEqual([]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
