@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +31,7 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include "../src/dtype.h"
 #include "turbosparse.h"
 
 namespace {
@@ -215,8 +217,6 @@ ts_dtype parse_dtype(const std::string& s) {
   std::exit(2);
 }
 
-int64_t elem_bytes(ts_dtype t) { return t == TS_F32 ? 4 : t == TS_I8 ? 1 : 2; }
-
 // masks [batch, words] with exactly round(frac * I) neurons per token, each token drawn independently
 std::vector<uint64_t> draw_masks(XorShift& rng, int batch, double frac, int64_t* union_count) {
   const int64_t W = ts_mask_words(kInter), k = int64_t(std::llround(frac * double(kInter)));
@@ -271,37 +271,68 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
+[[noreturn]] void usage_error(const std::string& msg) {
+  std::fprintf(stderr, "bench_kernels: %s\n", msg.c_str());
+  std::exit(2);
+}
+
+// The whole of `s` as an integer in [lo, hi], or a one-line error naming the flag.
+int64_t parse_int(const std::string& flag, const std::string& s, int64_t lo, int64_t hi) {
+  char* end = nullptr;
+  errno = 0;
+  const long long v = s.empty() ? 0 : std::strtoll(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || errno != 0 || v < lo || v > hi)
+    usage_error(flag + ": '" + s + "' is not an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return v;
+}
+
+// The whole of `s` as a number in [lo, hi].
+double parse_number(const std::string& flag, const std::string& s, double lo, double hi) {
+  char* end = nullptr;
+  const double v = s.empty() ? 0 : std::strtod(s.c_str(), &end);
+  if (s.empty() || *end != '\0' || !(v >= lo && v <= hi)) {
+    char range[64];
+    std::snprintf(range, sizeof range, "[%g, %g]", lo, hi);
+    usage_error(flag + ": '" + s + "' is not a number in " + range);
+  }
+  return v;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
+  bool quick = false, set_reps = false, set_dtypes = false, set_actives = false;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "bench_kernels: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
+      if (i + 1 >= argc) usage_error(a + " needs a value");
       return argv[++i];
     };
     if (a == "--json") o.json_only = true;
-    else if (a == "--threads") o.threads = std::atoi(next().c_str());
-    else if (a == "--dtypes") o.dtypes = split(next());
-    else if (a == "--batches") {
+    else if (a == "--threads") o.threads = int(parse_int(a, next(), 0, 256));
+    else if (a == "--dtypes") {
+      o.dtypes = split(next());
+      set_dtypes = true;
+    } else if (a == "--batches") {
       o.batches.clear();
-      for (auto& s : split(next())) o.batches.push_back(std::atoi(s.c_str()));
+      for (auto& s : split(next())) o.batches.push_back(int(parse_int(a, s, 1, 256)));
     } else if (a == "--variant") o.variant = next();
-    else if (a == "--reps") o.reps = std::max(3, std::atoi(next().c_str()));
-    else if (a == "--budget") o.budget_s = std::max(1.0, std::atof(next().c_str()));
-    else if (a == "--kernels") o.kernels = split(next());
-    else if (a == "--actives") {
+    else if (a == "--reps") {
+      o.reps = int(parse_int(a, next(), 3, 100000));
+      set_reps = true;
+    } else if (a == "--budget") o.budget_s = parse_number(a, next(), 1, 1e6);
+    else if (a == "--kernels") {
+      o.kernels = split(next());
+      for (auto& k : o.kernels)
+        if (k != "dense" && k != "sparse" && k != "predictor")
+          usage_error("--kernels: unknown kernel '" + k + "' (use dense, sparse, predictor)");
+    } else if (a == "--actives") {
       o.actives.clear();
-      for (auto& v : split(next())) o.actives.push_back(std::atof(v.c_str()));
-    }
-    else if (a == "--quick") {
-      o.reps = 5;
-      o.dtypes = {"bf16"};
-      o.actives = {0.10};
+      for (auto& v : split(next())) o.actives.push_back(parse_number(a, v, 0.001, 1));
+      set_actives = true;
+    } else if (a == "--quick") {
+      quick = true;
     } else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: bench_kernels [--json] [--threads N] [--dtypes bf16,f16,i8,f32] [--batches 1,8]\n"
@@ -309,17 +340,25 @@ int main(int argc, char** argv) {
           "                     [--kernels dense,sparse,predictor] [--actives 0.05,0.1,...] [--quick]\n"
           "  --json     only the JSON lines (the table and notes go to stderr)\n"
           "  --threads  worker threads, 0 = all cores (default)\n"
-          "  --reps     clean repeats per measurement (median reported)\n"
-          "  --budget   seconds per measurement to collect them on a busy machine\n"
+          "  --batches  tokens per call, 1-256 each (default 1,8)\n"
+          "  --reps     clean repeats per measurement (median reported), >= 3\n"
+          "  --budget   seconds per measurement to collect them on a busy machine, >= 1\n"
           "  --kernels  any of dense,sparse,predictor (default all)\n"
-          "  --actives  sparse active fractions (default 0.05,0.1,0.15,0.25,0.5)\n"
-          "  --quick    bf16 only, 10%% active, 5 repeats\n");
+          "  --actives  sparse active fractions in [0.001, 1] (default 0.05,0.1,0.15,0.25,0.5)\n"
+          "  --quick    bf16 only, 10%% active, 5 repeats (unless --dtypes/--actives/--reps say otherwise)\n");
       return 0;
     } else {
-      std::fprintf(stderr, "bench_kernels: unknown option %s (see --help)\n", a.c_str());
-      return 2;
+      usage_error("unknown option " + a + " (see --help)");
     }
   }
+  if (quick) {
+    if (!set_reps) o.reps = 5;
+    if (!set_dtypes) o.dtypes = {"bf16"};
+    if (!set_actives) o.actives = {0.10};
+  }
+  if (o.dtypes.empty()) usage_error("--dtypes is empty (use any of f32, f16, bf16, i8)");
+  if (o.batches.empty()) usage_error("--batches is empty (use e.g. 1,8)");
+  if (o.kernels.empty()) usage_error("--kernels is empty (use any of dense, sparse, predictor)");
   for (auto& d : o.dtypes) parse_dtype(d);
 
   ts_backend* b = ts_backend_create("cpu", o.threads);
@@ -382,9 +421,9 @@ int main(int argc, char** argv) {
   for (const auto& dname : o.dtypes) {
     const ts_dtype dt = parse_dtype(dname);
     const int64_t scale_bytes = dt == TS_I8 ? 4 : 0;  // one f32 scale per i8 row
-    const int64_t row_bytes = 3 * (kHidden * elem_bytes(dt) + scale_bytes);  // one neuron: w1, w3 rows + w2 column
+    const int64_t row_bytes = 3 * (kHidden * ts::dtype_size(dt) + scale_bytes);  // one neuron: w1, w3 rows + w2 column
     const int64_t expert_bytes = kInter * row_bytes;
-    const int64_t pred_bytes = (kRank * kHidden + kInter * kRank) * elem_bytes(dt) + (kRank + kInter) * scale_bytes;
+    const int64_t pred_bytes = (kRank * kHidden + kInter * kRank) * ts::dtype_size(dt) + (kRank + kInter) * scale_bytes;
     // enough copies that one rotation touches several times the LLC even at 5% active
     const int copies = int(std::min<int64_t>(12, std::max<int64_t>(4, (int64_t(2) << 30) / expert_bytes)));
     const int pcopies = int(std::min<int64_t>(12, std::max<int64_t>(4, (int64_t(256) << 20) / pred_bytes)));
