@@ -64,26 +64,6 @@ std::string Describe(const Napi::Value& v) {
   return "object";
 }
 
-size_t DTypeSize(ts_dtype t) {
-  switch (t) {
-    case TS_F32: return 4;
-    case TS_F16: return 2;
-    case TS_BF16: return 2;
-    case TS_I8: return 1;
-  }
-  return 0;
-}
-
-const char* DTypeName(ts_dtype t) {
-  switch (t) {
-    case TS_F32: return "f32";
-    case TS_F16: return "f16";
-    case TS_BF16: return "bf16";
-    case TS_I8: return "i8";
-  }
-  return "?";
-}
-
 void Args::TypeFail(const std::string& msg) const {
   throw Napi::TypeError::New(Env(), std::string(op_) + ": " + msg);
 }

@@ -72,9 +72,6 @@ class Args {
 
 // "Float64Array", "Array", "number", "null", ... for messages.
 std::string Describe(const Napi::Value& v);
-// Bytes of one element of a source/stored dtype.
-size_t DTypeSize(ts_dtype t);
-const char* DTypeName(ts_dtype t);
 // Bytes of one token's mask row (whole uint64 words), as maskBytes() in core/native.ts.
 inline int64_t MaskBytes(int64_t intermediate) { return ts_mask_words(intermediate) * 8; }
 

@@ -3,6 +3,7 @@
 // native handle in a JS object owned by the backend.
 #include <cstring>
 
+#include "../src/dtype.h"  // dtype_size, dtype_name
 #include "handles.h"
 #include "op_worker.h"
 #include "ops.h"
@@ -29,11 +30,11 @@ HostMatrixArg ReadHostMatrix(const Args& a, const Napi::Value& v, const std::str
   m.rows = a.Int(o.Get("rows"), name + ".rows", 1);
   m.cols = a.Int(o.Get("cols"), name + ".cols", 1);
   m.data = a.Uint8(o.Get("data"), name + ".data");
-  int64_t size = static_cast<int64_t>(DTypeSize(m.dtype));
+  int64_t size = ts::dtype_size(m.dtype);
   int64_t bytes = a.Product({m.rows, m.cols, size}, name + ".rows * " + name + ".cols");
   if (static_cast<int64_t>(m.data.length) != bytes) {
     a.RangeFail(name + ".data has " + std::to_string(m.data.length) + " bytes, expected rows * cols * " +
-                std::to_string(size) + " = " + std::to_string(bytes) + " for " + DTypeName(m.dtype) + " " +
+                std::to_string(size) + " = " + std::to_string(bytes) + " for " + ts::dtype_name(m.dtype) + " " +
                 Shape(m.rows, m.cols));
   }
   return m;
@@ -47,7 +48,7 @@ class SourceMatrix {
   explicit SourceMatrix(const HostMatrixArg& m) : arg_(m) {}
   const ts_host_matrix* Get() {
     const uint8_t* data = arg_.data.data;
-    size_t size = DTypeSize(arg_.dtype);
+    const size_t size = size_t(ts::dtype_size(arg_.dtype));
     if (reinterpret_cast<uintptr_t>(data) % size != 0) {
       aligned_.resize((arg_.data.length + 7) / 8);
       std::memcpy(aligned_.data(), data, arg_.data.length);
