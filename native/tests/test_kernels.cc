@@ -964,6 +964,11 @@ void test_errors(ts_backend* b, Rng& rng) {
         "device availability, version set");
 }
 
+// The golden expert cases of tiny-a with the expert stored in every dtype, on
+// every variant: f32 against the golden outputs at float precision; f16, bf16
+// and i8 within their rounding of the weights (the golden model is f32), and
+// each SIMD variant within 1e-5 of the scalar one on the same stored weights.
+// The predictor (f32) must give the golden masks bit for bit.
 void test_golden(ts_backend* b, const char* arg, const std::vector<std::string>& variants) {
   std::string dir = arg ? arg : "";
   std::string cases = dir;
@@ -985,73 +990,110 @@ void test_golden(ts_backend* b, const char* arg, const std::vector<std::string>&
     check(false, "golden files readable", err);
     return;
   }
-  int n_cases = 0;
-  for (const auto& var : variants) {
-    ts_backend_set_variant(b, var.c_str());
-    double worst = 0;
+  struct Case {
+    std::string key;
+    Tensor x, mask, y, w1, w2, w3, fc1, fc2;
+    std::vector<uint64_t> masks;
+  };
+  std::vector<Case> all;
+  for (const auto& name : ec.names()) {
+    if (name.size() < 2 || name.substr(name.size() - 2) != ".x") continue;
+    Case c;
+    c.key = name.substr(0, name.size() - 2);  // "L.E"
+    const std::string L = c.key.substr(0, c.key.find('.')), E = c.key.substr(c.key.find('.') + 1);
+    const std::string pre = "model.layers." + L + ".block_sparse_moe.experts." + E + ".";
+    if (!ec.get(c.key + ".x", &c.x) || !ec.get(c.key + ".mask", &c.mask) || !ec.get(c.key + ".y", &c.y) ||
+        !mt.get(pre + "w1.weight", &c.w1) || !mt.get(pre + "w2.weight", &c.w2) || !mt.get(pre + "w3.weight", &c.w3) ||
+        !mt.get(pre + "predictor.fc1.weight", &c.fc1) || !mt.get(pre + "predictor.fc2.weight", &c.fc2)) {
+      check(false, "golden tensors for expert " + c.key);
+      return;
+    }
+    const int64_t n = c.x.shape[0], I = c.w1.shape[0], Wd = ts_mask_words(I);
+    c.masks.assign(size_t(n * Wd), 0);
+    for (int64_t t = 0; t < n; t++)
+      for (int64_t i = 0; i < I; i++)
+        if (c.mask.data[size_t(t * I + i)] != 0.f) c.masks[size_t(t * Wd + i / 64)] |= uint64_t(1) << (i % 64);
+    all.push_back(std::move(c));
+  }
+  if (all.empty()) {
+    check(false, "golden expert cases present in " + cases);
+    return;
+  }
+  const std::string count = std::to_string(all.size()) + " experts x " + std::to_string(all[0].x.shape[0]) + " rows";
+
+  for (ts_dtype dt : kDtypes) {
+    // max |y - golden| / max |golden|: f32 is float rounding; the others are
+    // the weights' own rounding (bf16 8 bits, f16 11 bits, i8 per-row 1/254)
+    const double tol = dt == TS_F32 ? 1e-4 : dt == TS_F16 ? 2e-3 : dt == TS_BF16 ? 1.5e-2 : 4e-2;
+    std::map<std::string, double> worst, vs_scalar;
     std::string why;
-    int mask_diff = 0, mask_total = 0;
-    n_cases = 0;
-    for (const auto& name : ec.names()) {
-      if (name.size() < 2 || name.substr(name.size() - 2) != ".x") continue;
-      const std::string key = name.substr(0, name.size() - 2);  // "L.E"
-      const std::string L = key.substr(0, key.find('.')), E = key.substr(key.find('.') + 1);
-      Tensor x, mask, yref, w1, w2, w3, fc1, fc2;
-      const std::string pre = "model.layers." + L + ".block_sparse_moe.experts." + E + ".";
-      if (!ec.get(key + ".x", &x) || !ec.get(key + ".mask", &mask) || !ec.get(key + ".y", &yref) ||
-          !mt.get(pre + "w1.weight", &w1) || !mt.get(pre + "w2.weight", &w2) || !mt.get(pre + "w3.weight", &w3) ||
-          !mt.get(pre + "predictor.fc1.weight", &fc1) || !mt.get(pre + "predictor.fc2.weight", &fc2)) {
-        why = "missing tensors for " + key;
-        worst = 1e9;
-        continue;
-      }
-      const int64_t n = x.shape[0], H = x.shape[1], I = w1.shape[0], Wd = ts_mask_words(I);
-      ts_host_matrix m1{TS_F32, w1.shape[0], w1.shape[1], w1.data.data()};
-      ts_host_matrix m3{TS_F32, w3.shape[0], w3.shape[1], w3.data.data()};
-      ts_host_matrix m2{TS_F32, w2.shape[0], w2.shape[1], w2.data.data()};
-      ts_expert* e = ts_expert_create(b, &m1, &m3, &m2, TS_F32);
+    for (const Case& c : all) {
+      ts_host_matrix m1{TS_F32, c.w1.shape[0], c.w1.shape[1], c.w1.data.data()};
+      ts_host_matrix m3{TS_F32, c.w3.shape[0], c.w3.shape[1], c.w3.data.data()};
+      ts_host_matrix m2{TS_F32, c.w2.shape[0], c.w2.shape[1], c.w2.data.data()};
+      ts_expert* e = ts_expert_create(b, &m1, &m3, &m2, dt);
       if (!e) {
         why = ts_last_error();
-        worst = 1e9;
+        for (const auto& var : variants) worst[var] = 1e9;
         continue;
       }
-      std::vector<uint64_t> masks(size_t(n * Wd), 0);
-      for (int64_t t = 0; t < n; t++)
-        for (int64_t i = 0; i < I; i++)
-          if (mask.data[size_t(t * I + i)] != 0.f) masks[size_t(t * Wd + i / 64)] |= uint64_t(1) << (i % 64);
+      const int64_t n = c.x.shape[0], H = c.x.shape[1];
       std::vector<int32_t> rows(static_cast<size_t>(n));
-      std::vector<float> wt(size_t(n), 1.f), y(size_t(n * H));
+      std::vector<float> wt(size_t(n), 1.f);
       for (int64_t t = 0; t < n; t++) rows[size_t(t)] = int32_t(t);
-      for (ts_ffn_mode mode : {TS_FFN_SPARSE, TS_FFN_DENSE_WITH_MASK}) {
-        ts_expert_call c{e, n, rows.data(), wt.data(), masks.data()};
-        if (ts_moe(b, mode, n, H, x.data.data(), 1, &c, y.data(), nullptr) != 0) {
-          why = ts_last_error();
-          worst = 1e9;
-          continue;
+      const ts_expert_call call{e, n, rows.data(), wt.data(), c.masks.data()};
+      std::vector<float> scalar_y[2];
+      for (const auto& var : variants) {  // scalar first
+        ts_backend_set_variant(b, var.c_str());
+        int m = 0;
+        for (ts_ffn_mode mode : {TS_FFN_SPARSE, TS_FFN_DENSE_WITH_MASK}) {
+          std::vector<float> y(size_t(n * H), 12345.f);
+          if (ts_moe(b, mode, n, H, c.x.data.data(), 1, &call, y.data(), nullptr) != 0) {
+            why = ts_last_error();
+            worst[var] = 1e9;
+            continue;
+          }
+          worst[var] = std::max(worst[var], rel_err(y.data(), c.y.data.data(), y.size()));
+          if (var == "scalar") scalar_y[m] = y;
+          else vs_scalar[var] = std::max(vs_scalar[var], rel_err(y.data(), scalar_y[m].data(), y.size()));
+          m++;
         }
-        worst = std::max(worst, rel_err(y.data(), yref.data.data(), y.size()));
       }
-      // the predictor on the same inputs should give the same masks
-      ts_host_matrix p1{TS_F32, fc1.shape[0], fc1.shape[1], fc1.data.data()};
-      ts_host_matrix p2{TS_F32, fc2.shape[0], fc2.shape[1], fc2.data.data()};
+      ts_backend_set_variant(b, "auto");
+      ts_expert_free(e);
+    }
+    for (const auto& var : variants) {
+      const bool vs_ok = var == "scalar" || vs_scalar[var] <= 1e-5;
+      std::string detail = fmt("max rel err %.2e", worst[var]) + fmt(" (limit %.0e)", tol);
+      if (var != "scalar") detail += fmt(", vs scalar %.1e", vs_scalar[var]);
+      check(worst[var] <= tol && vs_ok,
+            std::string("golden tiny-a expert cases ") + dtype_name(dt) + " " + var + " (" + count + ", sparse + dense)",
+            detail + (why.empty() ? "" : " " + why));
+    }
+  }
+
+  // the predictor (f32) on the same inputs should give the golden masks
+  for (const auto& var : variants) {
+    ts_backend_set_variant(b, var.c_str());
+    int mask_diff = 0, mask_total = 0;
+    std::string why;
+    for (const Case& c : all) {
+      const int64_t n = c.x.shape[0], I = c.w1.shape[0];
+      ts_host_matrix p1{TS_F32, c.fc1.shape[0], c.fc1.shape[1], c.fc1.data.data()};
+      ts_host_matrix p2{TS_F32, c.fc2.shape[0], c.fc2.shape[1], c.fc2.data.data()};
       ts_predictor* p = ts_predictor_create(b, &p1, &p2, TS_F32);
-      std::vector<uint64_t> pm(size_t(n * Wd));
-      if (p && ts_predict(b, p, n, x.data.data(), pm.data(), nullptr) == 0) {
-        for (size_t k = 0; k < pm.size(); k++) mask_diff += __builtin_popcountll(pm[k] ^ masks[k]);
+      std::vector<uint64_t> pm(c.masks.size());
+      if (p && ts_predict(b, p, n, c.x.data.data(), pm.data(), nullptr) == 0) {
+        for (size_t k = 0; k < pm.size(); k++) mask_diff += __builtin_popcountll(pm[k] ^ c.masks[k]);
         mask_total += int(n * I);
       } else {
         why = ts_last_error();
         mask_diff = 1 << 30;
       }
       ts_predictor_free(p);
-      ts_expert_free(e);
-      n_cases++;
     }
-    check(n_cases > 0 && worst <= 1e-4,
-          "golden tiny-a expert cases " + var + " (" + std::to_string(n_cases) + " experts x 6 rows, sparse + dense)",
-          fmt("max rel err %.2e ", worst) + why);
     check(mask_diff == 0, "golden tiny-a predictor masks " + var,
-          std::to_string(mask_diff) + " of " + std::to_string(mask_total) + " bits differ");
+          std::to_string(mask_diff) + " of " + std::to_string(mask_total) + " bits differ " + why);
   }
   ts_backend_set_variant(b, "auto");
 }
