@@ -8,18 +8,53 @@
 // Prints one line per check and ends with "N passed, M failed"; exits non-zero
 // on any failure.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
 #include "../src/dtype.h"  // the library's conversions (checked in test_conversions)
 #include "turbosparse.h"
+
+// Every operator new of the process (the library's worker threads included) is
+// counted while g_count_allocs is set: the hot path must not allocate.
+static std::atomic<bool> g_count_allocs{false};
+static std::atomic<long> g_allocs{0};
+static void* counted_alloc(std::size_t n, std::size_t align) {
+  if (g_count_allocs.load(std::memory_order_relaxed)) g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (n == 0) n = 1;
+  void* p = align > alignof(std::max_align_t) ? std::aligned_alloc(align, (n + align - 1) / align * align) : std::malloc(n);
+  return p;
+}
+void* operator new(std::size_t n) {
+  if (void* p = counted_alloc(n, 0)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n, 0); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n, 0); }
+void* operator new(std::size_t n, std::align_val_t a) {
+  if (void* p = counted_alloc(n, std::size_t(a))) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -813,6 +848,61 @@ void test_moe(ts_backend* b, Rng& rng, const std::vector<std::string>& variants)
   }
 }
 
+// No allocation on the hot path: after one warm-up call of each shape, moe
+// (sparse and dense-with-mask), predict and matmul on a 2-thread backend, with
+// new masks and inputs each call, make no operator new on any thread.
+void test_no_alloc(Rng& rng) {
+  const int64_t H = 300, I = 700, R = 90, W = ts_mask_words(I);
+  ts_backend* b = ts_backend_create("cpu", 2);
+  bool ok = b != nullptr;
+  std::string why;
+  for (ts_dtype dt : kDtypes) {
+    if (!ok) break;
+    auto w1 = make_mat(rng, I, H, dt, 0.3f), w3 = make_mat(rng, I, H, dt, 0.3f);
+    auto w2 = make_mat(rng, H, I, dt, 0.3f, false, true);
+    auto f1 = make_mat(rng, R, H, dt, 0.3f), f2 = make_mat(rng, I, R, dt, 0.3f);
+    ts_expert* e = ts_expert_create(b, w1->host(), w3->host(), w2->host(), dt);
+    ts_predictor* p = ts_predictor_create(b, f1->host(), f2->host(), dt);
+    ts_weight* mw = ts_weight_create(b, w1->host(), dt);
+    if (!e || !p || !mw) {
+      ok = false;
+      why = ts_last_error();
+      break;
+    }
+    for (const char* var : {"scalar", "avx2", "avx512", "auto"}) {
+      if (ts_backend_set_variant(b, var) != 0) continue;  // not on this CPU
+      const int64_t n = 20;  // two token blocks of the moe
+      std::vector<float> x(size_t(n * H)), y(size_t(n * H)), mm(size_t(n * I)), wt(size_t(n), 0.5f);
+      std::vector<int32_t> rows(static_cast<size_t>(n)), active(static_cast<size_t>(n)), counts(static_cast<size_t>(n));
+      std::vector<uint64_t> masks(size_t(n * W)), pm(size_t(n * W));
+      for (int64_t t = 0; t < n; t++) rows[size_t(t)] = int32_t(n - 1 - t);
+      bool rc_ok = true;
+      for (int rep = 0; rep < 4; rep++) {
+        if (rep == 1) {
+          g_allocs.store(0);
+          g_count_allocs.store(true);
+        }
+        for (auto& v : x) v = rng.uni(-1, 1);
+        for (auto& m : masks) m = (uint64_t(rng.g()) & uint64_t(rng.g())) >> (rep % 3);  // ~25% and sparser
+        const ts_expert_call c{e, n, rows.data(), wt.data(), masks.data()};
+        rc_ok = rc_ok && ts_moe(b, TS_FFN_SPARSE, n, H, x.data(), 1, &c, y.data(), active.data()) == 0 &&
+                ts_moe(b, TS_FFN_DENSE_WITH_MASK, n, H, x.data(), 1, &c, y.data(), active.data()) == 0 &&
+                ts_predict(b, p, n, x.data(), pm.data(), counts.data()) == 0 &&
+                ts_matmul(b, mw, n, x.data(), mm.data()) == 0;
+      }
+      g_count_allocs.store(false);
+      if (!rc_ok || g_allocs.load() != 0) {
+        ok = false;
+        why = std::string(dtype_name(dt)) + " " + var + ": " +
+              (rc_ok ? std::to_string(g_allocs.load()) + " allocations in 3 rounds" : ts_last_error());
+        break;
+      }
+    }
+  }
+  if (b) ts_backend_free(b);
+  check(ok, "no allocation after warm-up: moe sparse + dense, predict, matmul, every dtype and variant, 2 threads", why);
+}
+
 // results must not depend on how many threads the backend has (beyond rounding)
 void test_threads(Rng& rng) {
   const int64_t H = 67, I = 131;
@@ -1123,6 +1213,7 @@ int main(int argc, char** argv) {
   test_moe(b, rng, variants);
   test_variants_vs_scalar(b, rng, variants);
   test_threads(rng);
+  test_no_alloc(rng);
   test_errors(b, rng);
   test_golden(b, argc > 1 ? argv[1] : nullptr, variants);
   check(ts_backend_weight_bytes(b) == 0, "all weight bytes released",
