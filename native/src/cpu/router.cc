@@ -13,7 +13,10 @@ int router_topk(ts_backend* b, int64_t n, int64_t experts, const float* logits, 
   for (int64_t i = 0; i < n; i++) {
     const float* l = logits + i * experts;
     double mx = -INFINITY;
-    for (int64_t e = 0; e < experts; e++) mx = std::fmax(mx, double(l[e]));
+    // a compare, not std::fmax (same result, NaN logits skipped): GCC 12.2 for
+    // aarch64 crashes vectorising an fmax reduction at -O3 (internal compiler error)
+    for (int64_t e = 0; e < experts; e++)
+      if (double(l[e]) > mx) mx = double(l[e]);
     double sum = 0;
     for (int64_t e = 0; e < experts; e++) {
       p[e] = std::exp(double(l[e]) - mx);
