@@ -36,13 +36,18 @@ export function choiceOption<T extends string>(flag: string, choices: readonly T
 
 /** --weights values: a StoreDType, or auto (as in the checkpoint). */
 export const WEIGHTS_CHOICES = ['auto', 'f32', 'bf16', 'f16', 'i8'] as const;
+export const WEIGHTS_HELP = 'weight storage: auto (as in the checkpoint) | f32 | bf16 | f16 | i8 (also spelled int8: per-row scale)';
+
+/** --weights: one of WEIGHTS_CHOICES; `int8` is taken as i8. */
+export function weightsOption(value: string): (typeof WEIGHTS_CHOICES)[number] {
+  return choiceOption('--weights', WEIGHTS_CHOICES)(value === 'int8' ? 'i8' : value);
+}
 
 /** --device, --threads, --weights, --dense: how a process that holds expert weights runs them. */
 export function addKernelOptions(cmd: Command, denseHelp: string): Command {
   return cmd
     .option('--device <d>', 'auto | cpu | cuda', choiceOption('--device', ['auto', 'cpu', 'cuda'] as const), 'auto')
     .option('--threads <n>', 'CPU kernel threads; 0 = all cores', intOption('--threads'), 0)
-    .option('--weights <dtype>', 'weight storage: auto (as in the checkpoint) | f32 | bf16 | f16 | i8',
-      choiceOption('--weights', WEIGHTS_CHOICES), 'auto')
+    .option('--weights <dtype>', WEIGHTS_HELP, weightsOption, 'auto')
     .option('--dense', denseHelp);
 }
