@@ -49,6 +49,15 @@ test('a node gets its own service name, not the OTEL_SERVICE_NAME the user gave 
   expect(nodeEnv(parent, { OTEL_SERVICE_NAME: 'my-nodes' }).OTEL_SERVICE_NAME).toBe('my-nodes');
 });
 
+test('more nodes than (layer, expert) pairs is one clear error before any process starts', async () => {
+  // tiny-a's shape: 2 layers x 4 experts = 8 pairs.
+  const start = (nodes: number, replicas?: number) => LocalCluster.start({ modelDir: '/nonexistent/model', dims, nodes, replicas,
+    nodeCommand: ['/nonexistent/node'] });
+  await expect(start(9)).rejects.toThrow(/^cluster:9: the model has only 8 \(layer, expert\) pairs, so at most 8 nodes can hold experts; use cluster:8 or fewer$/);
+  await expect(start(17, 2)).rejects.toThrow('cluster:17: the model has only 8 (layer, expert) pairs x 2 replicas, so at most 16 nodes');
+  expect(nodeChildren(process.pid)).toEqual([]);
+});
+
 describeGolden('local cluster processes (tiny-a)', () => {
   test('cluster:2 through the CLI factory matches local experts, and close() stops its nodes', async () => {
     const folder = await ModelFolder.open(TINY_A_MODEL);
