@@ -91,6 +91,12 @@ export class LocalCluster {
     const bytes = expertBytes(dims.hiddenSize, dims.intermediateSize, weights === 'auto' ? 'bf16' : weights);
     const names = Array.from({ length: n }, (_, i) => `node${i}`);
     const plan = balancedShardMap(uniformPairs(dims, bytes), names, { replicas: opts.replicas ?? 1 });
+    // More nodes than copies of pairs: some would hold nothing (and fail on an empty --experts).
+    const pairCopies = dims.numLayers * dims.numExperts * (opts.replicas ?? 1);
+    if (n > pairCopies) {
+      throw new UserError(`cluster:${n}: the model has only ${dims.numLayers * dims.numExperts} (layer, expert) pairs` +
+        `${(opts.replicas ?? 1) > 1 ? ` x ${opts.replicas} replicas` : ''}, so at most ${pairCopies} nodes can hold experts; use cluster:${pairCopies} or fewer`);
+    }
     const command = opts.nodeCommand ?? defaultNodeCommand();
     const threads = opts.threads || Math.max(1, Math.floor(os.availableParallelism() / n));
     const timeoutMs = opts.startTimeoutMs ?? 600_000;
