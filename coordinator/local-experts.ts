@@ -1,10 +1,9 @@
 // ExpertBackend on in-process native kernels (`--experts local`).
 import type { ExpertBackend, ExpertBatch, ExpertOutput } from '../core/expert-backend';
-import type { FfnMode, NativeBackend, NativeExpert, StoreDType, HostMatrix } from '../core/native';
+import { type FfnMode, type NativeBackend, type NativeExpert, type StoreDType, type HostMatrix, storeFor } from '../core/native';
 import type { ModelFolder } from '../core/model-folder';
 import { names } from '../core/model-folder';
 import { runMoe } from '../core/run-moe';
-import { storeFor } from './model-weights';
 
 export class LocalExperts implements ExpertBackend {
   readonly name = 'local';

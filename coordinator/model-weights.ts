@@ -4,7 +4,7 @@
 // backend, so the JS heap never holds more than one tensor at a time.
 import type { ModelFolder } from '../core/model-folder';
 import { names } from '../core/model-folder';
-import type { HostMatrix, NativeBackend, NativePredictor, NativeWeight, StoreDType } from '../core/native';
+import { type HostMatrix, type NativeBackend, type NativePredictor, type NativeWeight, type StoreDType, sameDtype, storeFor } from '../core/native';
 import type { ModelConfig } from '../core/config';
 import { toF32 } from '../core/dtype';
 
@@ -43,20 +43,6 @@ function stackRows(parts: HostMatrix[]): HostMatrix {
     at += p.data.byteLength;
   }
   return { dtype: parts[0].dtype, rows: parts.reduce((s, p) => s + p.rows, 0), cols: parts[0].cols, data };
-}
-
-function sameDtype(parts: HostMatrix[]): boolean {
-  return parts.every((p) => p.dtype === parts[0].dtype);
-}
-
-/**
- * The storage dtype for tensors that are uploaded together ('auto': as in the checkpoint).
- * Tensors of one object stored in different dtypes (a checkpoint may keep some in F32)
- * are stored as f32: converting f16 to bf16 or back would round the weights.
- */
-export function storeFor(store: StoreDType | 'auto', parts: HostMatrix[]): StoreDType {
-  if (store !== 'auto') return store;
-  return sameDtype(parts) ? parts[0].dtype : 'f32';
 }
 
 /** The same matrix as f32 (exact for f16 and bf16). */

@@ -19,6 +19,21 @@ export interface HostMatrix {
   data: Uint8Array;
 }
 
+/** Whether the matrices share one dtype. */
+export function sameDtype(parts: HostMatrix[]): boolean {
+  return parts.every((p) => p.dtype === parts[0].dtype);
+}
+
+/**
+ * The storage dtype for tensors that are uploaded together ('auto': as in the checkpoint).
+ * Tensors of one object stored in different dtypes (a checkpoint may keep some in F32)
+ * are stored as f32: converting f16 to bf16 or back would round the weights.
+ */
+export function storeFor(store: StoreDType | 'auto', parts: HostMatrix[]): StoreDType {
+  if (store !== 'auto') return store;
+  return sameDtype(parts) ? parts[0].dtype : 'f32';
+}
+
 export interface NativeHandle {
   /** Frees the native memory now (otherwise it is freed with the backend). */
   free(): void;

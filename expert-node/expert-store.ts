@@ -5,7 +5,7 @@
 import type { ExpertBatch } from '../core/expert-backend';
 import { type ExpertPair, formatExpertSpec, pairKey } from '../core/expert-spec';
 import { names } from '../core/model-folder';
-import type { FfnMode, HostMatrix, NativeBackend, NativeExpert, StoreDType } from '../core/native';
+import { type FfnMode, type HostMatrix, type NativeBackend, type NativeExpert, type StoreDType, storeFor } from '../core/native';
 import { runMoe } from '../core/run-moe';
 
 /** Where weights come from (a ModelFolder satisfies it). */
@@ -82,7 +82,7 @@ export class ExpertStore {
         const w1 = await source.readMatrix(names.w1(p.layer, p.expert), I, H);
         const w3 = await source.readMatrix(names.w3(p.layer, p.expert), I, H);
         const w2 = await source.readMatrix(names.w2(p.layer, p.expert), H, I);
-        const store = opts.weights === 'auto' ? w1.dtype : opts.weights;
+        const store = storeFor(opts.weights, [w1, w3, w2]);
         dtypes.add(store);
         experts.set(pairKey(p.layer, p.expert), await backend.createExpert(w1, w3, w2, store));
         opts.onLoaded?.(++done, opts.pairs.length, p, w1.data.byteLength + w2.data.byteLength + w3.data.byteLength);

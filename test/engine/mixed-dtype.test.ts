@@ -5,6 +5,10 @@ import path from 'node:path';
 import { makeDemoModel } from '../../core/demo-model';
 import { fromF32, toF32 } from '../../core/dtype';
 import { loadEngine } from '../../coordinator/load-engine';
+import { parseExpertSpec } from '../../core/expert-spec';
+import { ModelFolder } from '../../core/model-folder';
+import { native } from '../../core/native';
+import { ExpertStore } from '../../expert-node/expert-store';
 import { GREEDY } from '../../coordinator/sampler';
 import type { TensorDType } from '../../core/safetensors';
 import { copyFolder, rewrite, SMALL, tempDir, type RawTensor } from '../core/fixtures';
@@ -61,4 +65,23 @@ test('mixed F32/F16/BF16 tensors give the logits of the same values in F32', asy
   let worst = 0;
   a.forEach((row, t) => row.forEach((x, i) => (worst = Math.max(worst, Math.abs(x - b[t][i])))));
   expect(worst).toBeLessThan(1e-5);
+}, 60000);
+
+test('an expert node stores a pair whose w1/w3 (BF16) and w2 (F16) differ as f32 under auto, not rounded to bf16', async () => {
+  const folder = await ModelFolder.open(mixed);
+  const backend = native().createBackend('cpu', 1);
+  try {
+    const store = await ExpertStore.load({
+      source: folder, dims: folder.config, pairs: parseExpertSpec('0:*', folder.config), backend, weights: 'auto',
+    });
+    expect(store.dtype).toBe('f32');
+    store.close();
+    const asked = await ExpertStore.load({
+      source: folder, dims: folder.config, pairs: parseExpertSpec('0:0', folder.config), backend, weights: 'bf16',
+    });
+    expect(asked.dtype).toBe('bf16'); // an explicit --weights still wins
+    asked.close();
+  } finally {
+    backend.close();
+  }
 }, 60000);
