@@ -65,6 +65,20 @@ export function nodeEnv(parent: NodeJS.ProcessEnv, extra: NodeJS.ProcessEnv = {}
   return { ...parent, OTEL_SERVICE_NAME: EXPERT_NODE_SERVICE, ...extra };
 }
 
+/**
+ * Whether the nodes export spans to the console (OTEL_TRACES_EXPORTER lists `console`). They
+ * write them to their stderr as JSON lines; the cluster passes those on to this process's
+ * stderr, so a console trace holds the nodes' SERVER spans next to the coordinator's.
+ */
+export function nodesTraceToConsole(env: NodeJS.ProcessEnv): boolean {
+  return (env.OTEL_TRACES_EXPORTER ?? '').split(',').some((k) => k.trim() === 'console');
+}
+
+/** A console span line (core/telemetry/jsonl-exporter: one JSON object per line, traceId first). */
+export function isSpanLine(line: string): boolean {
+  return line.startsWith('{"traceId":"');
+}
+
 export function defaultNodeCommand(): string[] {
   const entry = path.resolve(__dirname, '..', 'cli', 'expert-node.js');
   if (!fs.existsSync(entry)) {
@@ -109,7 +123,9 @@ export class LocalCluster {
       const args = [...command.slice(1), '--model', opts.modelDir, '--experts', spec, '--port', '0', '--host', host,
         '--device', opts.device ?? 'auto', '--threads', String(threads), '--weights', weights, '--name', names[i],
         ...(opts.dense ? ['--dense'] : [])];
-      const child = spawn(command[0], args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: nodeEnv(process.env, opts.env) });
+      const env = nodeEnv(process.env, opts.env);
+      const spans = nodesTraceToConsole(env);
+      const child = spawn(command[0], args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env });
       const node: LocalNode = { name: names[i], address: '', spec, pid: child.pid ?? -1, child, exited: false, exitCode: null, stderrTail: [] };
       nodes.push(node);
       let partial = '';
@@ -118,6 +134,10 @@ export class LocalCluster {
         const lines = (partial + chunk).split('\n');
         partial = lines.pop()!;
         for (const line of lines) {
+          if (spans && isSpanLine(line)) {
+            process.stderr.write(line + '\n');
+            continue;
+          }
           node.stderrTail.push(line);
           if (node.stderrTail.length > 20) node.stderrTail.shift();
           opts.nodeLog?.(`[${node.name}] ${line}`);

@@ -6,7 +6,8 @@ import path from 'node:path';
 import { ModelFolder } from '../../core/model-folder';
 import { EXPERT_NODE_SERVICE } from '../../core/telemetry';
 import { native } from '../../core/native';
-import { LocalCluster, nodeEnv } from '../../coordinator/local-cluster';
+import type { SpanRecord } from '../../core/telemetry/jsonl-exporter';
+import { isSpanLine, LocalCluster, nodeEnv, nodesTraceToConsole } from '../../coordinator/local-cluster';
 import { LocalExperts } from '../../coordinator/local-experts';
 import { createRemoteExperts } from '../../coordinator/remote-factory';
 import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
@@ -108,4 +109,17 @@ describeGolden('local cluster processes (tiny-a)', () => {
     parent.kill('SIGKILL');
     expect(await waitFor(() => !pids.some(alive), 10_000)).toBe(true);
   });
+});
+
+test('with console tracing the nodes\' span lines are passed on; other lines are not span lines', () => {
+  expect(nodesTraceToConsole({ OTEL_TRACES_EXPORTER: 'otlp, console' })).toBe(true);
+  expect(nodesTraceToConsole({ OTEL_TRACES_EXPORTER: 'otlp' })).toBe(false);
+  expect(nodesTraceToConsole({})).toBe(false);
+  const record: SpanRecord = {
+    traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', name: 'expert-node.run', kind: 'SERVER',
+    startUs: 1, endUs: 2, durationUs: 1, attributes: {}, status: { code: 'UNSET' }, events: [], links: [], resource: {}, scope: 's',
+  };
+  expect(isSpanLine(JSON.stringify(record))).toBe(true);
+  expect(isSpanLine('expert-node: SERVING 4 experts on 127.0.0.1:4000')).toBe(false);
+  expect(isSpanLine('{"level":30,"msg":"x"}')).toBe(false);
 });
