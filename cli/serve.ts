@@ -30,8 +30,17 @@ export async function runServe(flags: ServeFlags): Promise<void> {
   const { createHttpServer } = await import('../coordinator/http/server');
   const { observeApi, statusRoutes } = await import('../coordinator/telemetry');
   const { loadServing, onShutdownSignal } = await import('./serving');
+  const { listenWhileLoading } = await import('../coordinator/http/loading-server');
   const log = (line: string) => process.stderr.write(line + '\n');
-  const serving = await loadServing(flags, log);
+  // Until the engine is up (weights, expert nodes): /health 200, /ready 503, the rest 503.
+  const loading = await listenWhileLoading(flags.port, flags.host, 'the model and its expert nodes');
+  log(`loading; ${loading.url}/ready answers 503 until the model is loaded and every expert is reachable`);
+  let serving;
+  try {
+    serving = await loadServing(flags, log);
+  } finally {
+    await loading.close();
+  }
   const http = createHttpServer({
     scheduler: serving.scheduler,
     tokenizer: serving.tokenizer,
@@ -44,7 +53,7 @@ export async function runServe(flags: ServeFlags): Promise<void> {
     routes: [statusRoutes(serving.observability)],
   });
   observeApi(http.api, serving.observability);
-  const { url } = await http.listen(flags.port, flags.host);
+  const { url } = await http.listen(loading.port, flags.host);
   log(`serving ${serving.modelName} at ${url}/v1 (status page ${url}/, health ${url}/health, metrics ${url}/metrics)`);
   onShutdownSignal(async (signal) => {
     log(`${signal}: no new requests; ${flags.gracePeriod} s for those in flight`);

@@ -2,10 +2,14 @@
 // the official client, exits cleanly on SIGTERM.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { makeDemoModel } from '../../core/demo-model';
+import { parseExpertSpec } from '../../core/expert-spec';
+import { ModelFolder } from '../../core/model-folder';
+import { startNode, type InProcessNode } from '../cluster/helpers';
 import { waitFor } from './helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -55,6 +59,54 @@ test('serve --port 0 --api-key: OpenAI client works, bad key is 401, SIGTERM let
     expect(err).toMatch(/SIGTERM: no new requests/);
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}, 90000);
+
+test('while the expert nodes are not up, serve answers /health 200 and /ready 503; then it serves on the same port', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-serve-loading-'));
+  await makeDemoModel(dir, DEMO);
+  const nodePort = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+  const mapFile = path.join(dir, 'shards.json');
+  fs.writeFileSync(mapFile, JSON.stringify({ nodes: [{ address: `127.0.0.1:${nodePort}`, experts: '0-1:*' }] }));
+  const entry = `require(${JSON.stringify(path.join(ROOT, 'cli', 'main.ts'))}).main(['node', 'turbosparse', ...process.argv.slice(1)])`;
+  const child = spawn(
+    process.execPath,
+    ['-r', path.join(ROOT, 'test', 'cluster', 'ts-register-cached.js'), '-e', entry,
+      'serve', '--model', dir, '--experts', mapFile, '--port', '0', '--device', 'cpu', '--threads', '1', '--served-model-name', 'demo'],
+    { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let err = '';
+  child.stderr.on('data', (d) => (err += d));
+  let node: InProcessNode | undefined;
+  let folder: ModelFolder | undefined;
+  try {
+    await waitFor(() => /loading; (http:\/\/\S+)\/ready/.test(err) || child.exitCode !== null, 60000, 'the loading server');
+    const url = /loading; (http:\/\/\S+)\/ready/.exec(err)?.[1];
+    expect(url).toBeDefined();
+    expect((await fetch(`${url}/health`)).status).toBe(200);
+    const ready = await fetch(`${url}/ready`);
+    expect(ready.status).toBe(503);
+    expect(((await ready.json()) as { reason: string }).reason).toMatch(/loading/);
+    const client = new OpenAI({ apiKey: 'x', baseURL: `${url}/v1`, maxRetries: 0 });
+    await expect(client.completions.create({ model: 'demo', prompt: 'hi', max_tokens: 2 })).rejects.toMatchObject({ status: 503, code: 'loading' });
+    // The node comes up: the coordinator connects and serves on the same port.
+    folder = await ModelFolder.open(dir);
+    node = await startNode(folder, parseExpertSpec('0-1:*', folder.config), { port: nodePort });
+    await waitFor(() => /serving demo at /.test(err) || child.exitCode !== null, 60000, 'the server to serve');
+    expect(err).toContain(`serving demo at ${url}/v1`);
+    expect((await fetch(`${url}/ready`)).status).toBe(200);
+    const r = await client.completions.create({ model: 'demo', prompt: 'hi', max_tokens: 2 });
+    expect(r.choices[0].finish_reason).toBeDefined();
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await node?.stop();
+    await folder?.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }, 90000);

@@ -1,0 +1,46 @@
+// What `serve` answers while the model loads and the expert nodes connect (which
+// may take minutes): /health 200, /ready 503 with the reason, every other route
+// 503 as an OpenAI error. So a load balancer or a Kubernetes probe sees "alive,
+// not ready" rather than a refused connection. The real server takes the same
+// port once the engine is up.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ApiError } from './errors';
+
+export interface LoadingServer {
+  port: number;
+  url: string;
+  close(): Promise<void>;
+}
+
+export function listenWhileLoading(port: number, host: string, what: string): Promise<LoadingServer> {
+  const reason = `loading: ${what}`;
+  const server = http.createServer((req, res) => {
+    const path = new URL(req.url ?? '/', 'http://localhost').pathname.replace(/\/+$/, '') || '/';
+    const send = (status: number, body: unknown) => {
+      req.resume();
+      res.writeHead(status, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
+      res.end(JSON.stringify(body));
+    };
+    if (path === '/health') return send(200, { status: 'ok', loading: true });
+    if (path === '/ready') return send(503, { status: 'not ready', reason });
+    send(503, new ApiError(503, `the server is still ${reason}; retry shortly`, 'service_unavailable', null, 'loading').toJSON());
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const a = server.address() as AddressInfo;
+      const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+      resolve({
+        port: a.port,
+        url: `http://${h}:${a.port}`,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            server.closeAllConnections();
+          }),
+      });
+    });
+  });
+}
