@@ -485,6 +485,9 @@ int main(int argc, char** argv) {
                 V{"stream-slots4", 1, 4, 1, 0, true, 3, true, false, false},
                 V{"stream-bps2", 1, 3, 2, 0, true, 3, true, false, false},
                 V{"stream-no-pdl", 1, 3, 1, 0, false, 3, false, false, false},
+                V{"stream-stage1-copy+compute", 1, 3, 1, 0, true, 1, false, false, false},
+                V{"stream-stage2-+partials", 1, 3, 1, 0, true, 2, false, false, false},
+                V{"stream-no-pdl-stage1", 1, 3, 1, 0, false, 1, false, false, false},
                 V{"fused", 0, 3, 1, 1, true, 3, true, false, true},
                 V{"unfused", 0, 3, 1, 0, true, 3, true, false, true},
                 V{"no-pdl", -1, 3, 1, -1, false, 3, false, true, false},
@@ -554,16 +557,16 @@ int main(int argc, char** argv) {
   // ---- the table, last ----
   std::printf("\n== %s | copy %.0f GB/s (read+write) | Mixtral width H=%lld I=%lld, r=%lld ==\n", gpu.c_str(),
               g_copy_bw * 1e-9, (long long)H, (long long)I, (long long)RANK);
-  std::printf("%-17s %-5s %5s %-19s %6s %7s %9s %9s %7s %7s\n", "kernel", "dtype", "batch", "variant", "rows", "act/msk",
+  std::printf("%-17s %-5s %5s %-26s %6s %7s %9s %9s %7s %7s\n", "kernel", "dtype", "batch", "variant", "rows", "act/msk",
               "time_us", "floor_us", "x_floor", "GB/s");
   for (const Row& r : g_rows) {
     if (r.variant == "check") continue;
     if (!r.ok) {
-      std::printf("%-17s %-5s %5d %-19s FAILED: %s\n", r.kernel.c_str(), r.dtype.c_str(), r.batch, r.variant.c_str(),
+      std::printf("%-17s %-5s %5d %-26s FAILED: %s\n", r.kernel.c_str(), r.dtype.c_str(), r.batch, r.variant.c_str(),
                   r.why.c_str());
       continue;
     }
-    std::printf("%-17s %-5s %5d %-19s %5.1f%% %7.2f %9.2f %9.2f %7.2f %7.0f\n", r.kernel.c_str(), r.dtype.c_str(),
+    std::printf("%-17s %-5s %5d %-26s %5.1f%% %7.2f %9.2f %9.2f %7.2f %7.0f\n", r.kernel.c_str(), r.dtype.c_str(),
                 r.batch, r.variant.c_str(), r.rows_read * 100, r.act_per_mask, r.us, r.floor_us, r.us / r.floor_us,
                 r.bytes / r.us * 1e-3);
   }

@@ -16,7 +16,8 @@ struct Tuning {
   bool prefetch = false;  // sparse FFN: the gate/up kernel prefetches the active down rows into L2 (measured
                           // 0.6 us slower at batch 1, 10%, on an H200 in two runs: off by default)
   int down_splits = 0;    // sparse/dense FFN: K-splits of the down kernel (0 = chosen from the SM count)
-  int ffn_stages = 3;     // bench breakdown only: launch the first 1 (gate_up), 2 (+down) or 3 (+combine) kernels
+  int ffn_stages = 3;     // bench breakdown only: launch the first 1 (gate_up), 2 (+down) or 3 (+combine) kernels;
+                          // the streaming kernel stops after its copies and compute (1), its partial rows (2)
   int fused = -1;         // FFN of batches <= 2 (one dtype, hidden <= 4096) in one kernel (gate/up, down, grid
                           // barrier, fixed-order reduce) instead of gate_up + down + combine: 1 always, 0 never,
                           // -1 dense-with-mask only (faster there on an H200, 2026-11-28; no faster when sparse)

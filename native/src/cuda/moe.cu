@@ -1106,6 +1106,7 @@ int moe_enqueue(Backend* b, const MoeFrame& f, char* d) {
     sa.n_rows = int(f.n_rows);
     sa.ncalls = g.count;
     sa.slots = f.slots;
+    sa.stages = b->tuning.ffn_stages;
     TS_CUDA(launch(b, true, stream_kernel(g.dt, g.tok), dim3(unsigned(g.gx), unsigned(g.count)), dim3(kStreamThreads),
                    g.smem, sa));
     return 0;
