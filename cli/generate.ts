@@ -57,8 +57,8 @@ export async function runGenerate(flags: GenerateFlags): Promise<GenerateResult>
   // Tracing from OTEL_* (off when unset), unless the caller already set it up.
   if (!currentTelemetry()) setupTelemetry({ serviceName: COORDINATOR_SERVICE });
   const engine = await loadEngine(engineOptionsFrom(flags));
-  observeEngine(engine);
   try {
+    observeEngine(engine);
     return await generateWith(engine, flags);
   } finally {
     await engine.close();

@@ -74,13 +74,14 @@ export async function loadEngine(opts: EngineOptions): Promise<Engine> {
     );
   }
   const choice = opts.experts ?? { kind: 'local' };
-  const mod = native();
   const device = opts.device ?? 'auto';
-  if (device === 'cuda' && !mod.deviceAvailable('cuda')) {
-    throw new UserError('--device cuda: no usable CUDA device (or the addon was built without CUDA); use --device cpu');
-  }
   let backend: NativeBackend | undefined;
+  // Every throw after the open closes the folder (its weight FileHandles) below.
   try {
+    const mod = native();
+    if (device === 'cuda' && !mod.deviceAvailable('cuda')) {
+      throw new UserError('--device cuda: no usable CUDA device (or the addon was built without CUDA); use --device cpu');
+    }
     backend = mod.createBackend(device, opts.threads ?? 0);
     log(`device: ${backend.description}${device === 'auto' ? ' (auto)' : ''}`);
 
