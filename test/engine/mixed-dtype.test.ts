@@ -83,5 +83,6 @@ test('an expert node stores a pair whose w1/w3 (BF16) and w2 (F16) differ as f32
     asked.close();
   } finally {
     backend.close();
+    await folder.close();
   }
 }, 60000);
