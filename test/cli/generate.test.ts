@@ -125,7 +125,10 @@ describeGolden('generate --json --dump-logits on the golden tiny-a', () => {
     expect(out.stats.active_fraction).toBeLessThan(1);
 
     const f = await SafetensorsFile.open(dump);
-    const want = await SafetensorsFile.open(path.join(TINY_A, 'golden.safetensors'));
+    const want = await SafetensorsFile.open(path.join(TINY_A, 'golden.safetensors')).catch(async (e: unknown) => {
+      await f.close();
+      throw e;
+    });
     try {
       expect(f.names()).toEqual(['logits']);
       expect(f.info('logits')).toMatchObject({ dtype: 'F32', shape: [p.ids.length, 512] });

@@ -39,13 +39,16 @@ describeGolden('turbosparse shard-map (tiny-a)', () => {
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-shard-map-cli-'));
     const folder = await ModelFolder.open(TINY_A_MODEL);
-    dims = folder.config;
-    for (let l = 0; l < dims.numLayers; l++) {
-      for (let e = 0; e < dims.numExperts; e++) {
-        pairBytes.set(pairKey(l, e), [names.w1(l, e), names.w2(l, e), names.w3(l, e)].reduce((s, n) => s + folder.info(n)!.nbytes, 0));
+    try {
+      dims = folder.config;
+      for (let l = 0; l < dims.numLayers; l++) {
+        for (let e = 0; e < dims.numExperts; e++) {
+          pairBytes.set(pairKey(l, e), [names.w1(l, e), names.w2(l, e), names.w3(l, e)].reduce((s, n) => s + folder.info(n)!.nbytes, 0));
+        }
       }
+    } finally {
+      await folder.close();
     }
-    await folder.close();
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 

@@ -35,7 +35,10 @@ test('--wire is f32 unless given; anything but f32, bf16 or int8 is a one-line f
 describeGolden('--wire reaches the expert nodes (tiny-a)', () => {
   test('the remote backend of --experts FILE encodes rows as --wire says', async () => {
     const folder = await ModelFolder.open(TINY_A_MODEL);
-    const node = await startNode(folder, allPairs(folder.config));
+    const node = await startNode(folder, allPairs(folder.config)).catch(async (e: unknown) => {
+      await folder.close();
+      throw e;
+    });
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wire-flag-'));
     const map = path.join(dir, 'map.yaml');
     fs.writeFileSync(map, formatShardMap({ nodes: [{ address: node.address, experts: allPairs(folder.config) }] }));

@@ -67,22 +67,31 @@ describe('makeDemoModel', () => {
     expect(fs.readFileSync(path.join(a, 'model-00001-of-00002.safetensors')).equals(fs.readFileSync(path.join(c, 'model-00001-of-00002.safetensors')))).toBe(false);
 
     const fa = await ModelFolder.open(a);
-    const fd = await ModelFolder.open(d32);
-    const x = await fa.readTensor(names.w1(1, 2));
-    const y = await fd.readTensor(names.w1(1, 2));
-    expect(y.dtype).toBe('F32');
-    const xa = toF32(x.dtype, x.data);
-    const ya = toF32(y.dtype, y.data);
-    for (let i = 0; i < xa.length; i++) expect(Math.abs(xa[i] - ya[i])).toBeLessThanOrEqual(Math.abs(ya[i]) / 128);
-    await fa.close();
-    await fd.close();
+    const fd = await ModelFolder.open(d32).catch(async (e: unknown) => {
+      await fa.close();
+      throw e;
+    });
+    try {
+      const x = await fa.readTensor(names.w1(1, 2));
+      const y = await fd.readTensor(names.w1(1, 2));
+      expect(y.dtype).toBe('F32');
+      const xa = toF32(x.dtype, x.data);
+      const ya = toF32(y.dtype, y.data);
+      for (let i = 0; i < xa.length; i++) expect(Math.abs(xa[i] - ya[i])).toBeLessThanOrEqual(Math.abs(ya[i]) / 128);
+    } finally {
+      await fa.close();
+      await fd.close();
+    }
 
     const f16 = path.join(tmp.dir, 'f16');
     await makeDemoModel(f16, { ...SMALL, dtype: 'f16', shards: 4 });
     const ff = await ModelFolder.open(f16);
-    expect(ff.dtypes()).toEqual(['F16']);
-    expect(ff.weightFiles).toHaveLength(4);
-    await ff.close();
+    try {
+      expect(ff.dtypes()).toEqual(['F16']);
+      expect(ff.weightFiles).toHaveLength(4);
+    } finally {
+      await ff.close();
+    }
   });
 
   test('weights have std ~ 1/sqrt(fan_in) and predictors mark ~activeFraction of neurons', async () => {
@@ -90,41 +99,44 @@ describe('makeDemoModel', () => {
     const opts = { ...SMALL, hidden: 128, intermediate: 256, predictorRank: 64, shards: 1, activeFraction: 0.2 };
     await makeDemoModel(dir, opts);
     const f = await ModelFolder.open(dir);
-    const read = async (n: string) => {
-      const t = await f.readTensor(n);
-      return toF32(t.dtype, t.data);
-    };
-    const std = (v: Float32Array) => Math.sqrt(v.reduce((s, x) => s + x * x, 0) / v.length);
-    expect(std(await read(names.w1(0, 0)))).toBeCloseTo(1 / Math.sqrt(128), 2);
-    expect(std(await read(names.w2(0, 0)))).toBeCloseTo(1 / Math.sqrt(256), 2);
+    try {
+      const read = async (n: string) => {
+        const t = await f.readTensor(n);
+        return toF32(t.dtype, t.data);
+      };
+      const std = (v: Float32Array) => Math.sqrt(v.reduce((s, x) => s + x * x, 0) / v.length);
+      expect(std(await read(names.w1(0, 0)))).toBeCloseTo(1 / Math.sqrt(128), 2);
+      expect(std(await read(names.w2(0, 0)))).toBeCloseTo(1 / Math.sqrt(256), 2);
 
-    // Predicted-active fraction on random unit-RMS inputs, as the engine computes it.
-    const H = 128, I = 256, r = 64;
-    const rng = new Rng(99, 'inputs');
-    let active = 0, total = 0;
-    for (let e = 0; e < SMALL.experts; e++) {
-      const fc1 = await read(names.fc1(1, e));
-      const fc2 = await read(names.fc2(1, e));
-      for (let s = 0; s < 20; s++) {
-        const x = rng.fillNormal(new Float32Array(H), 0, 1);
-        const h = new Float32Array(r);
-        for (let i = 0; i < r; i++) {
-          let acc = 0;
-          for (let j = 0; j < H; j++) acc += fc1[i * H + j] * x[j];
-          h[i] = Math.max(0, acc);
-        }
-        for (let i = 0; i < I; i++) {
-          let acc = 0;
-          for (let j = 0; j < r; j++) acc += fc2[i * r + j] * h[j];
-          if (acc > 0) active++;
-          total++;
+      // Predicted-active fraction on random unit-RMS inputs, as the engine computes it.
+      const H = 128, I = 256, r = 64;
+      const rng = new Rng(99, 'inputs');
+      let active = 0, total = 0;
+      for (let e = 0; e < SMALL.experts; e++) {
+        const fc1 = await read(names.fc1(1, e));
+        const fc2 = await read(names.fc2(1, e));
+        for (let s = 0; s < 20; s++) {
+          const x = rng.fillNormal(new Float32Array(H), 0, 1);
+          const h = new Float32Array(r);
+          for (let i = 0; i < r; i++) {
+            let acc = 0;
+            for (let j = 0; j < H; j++) acc += fc1[i * H + j] * x[j];
+            h[i] = Math.max(0, acc);
+          }
+          for (let i = 0; i < I; i++) {
+            let acc = 0;
+            for (let j = 0; j < r; j++) acc += fc2[i * r + j] * h[j];
+            if (acc > 0) active++;
+            total++;
+          }
         }
       }
+      const frac = active / total;
+      expect(frac).toBeGreaterThan(0.12);
+      expect(frac).toBeLessThan(0.3);
+    } finally {
+      await f.close();
     }
-    const frac = active / total;
-    expect(frac).toBeGreaterThan(0.12);
-    expect(frac).toBeLessThan(0.3);
-    await f.close();
   });
 
   test('rewriting a folder with another shard count removes the stale weights', async () => {
@@ -133,8 +145,11 @@ describe('makeDemoModel', () => {
     await makeDemoModel(dir, { ...SMALL, shards: 1 });
     expect(fs.readdirSync(dir).filter((n) => n.includes('safetensors'))).toEqual(['model.safetensors']);
     const f = await ModelFolder.open(dir);
-    expect(f.weightFiles).toHaveLength(1);
-    await f.close();
+    try {
+      expect(f.weightFiles).toHaveLength(1);
+    } finally {
+      await f.close();
+    }
   });
 
   test('bad options are user errors', async () => {

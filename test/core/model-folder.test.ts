@@ -57,8 +57,7 @@ describeGolden('the golden tiny-a folder', () => {
       expect((f.tokenizerJson as { model: { type: string } }).model.type).toBe('BPE');
 
       const raw = await SafetensorsFile.open(path.join(dir, 'model.safetensors'));
-      const want = await raw.read(names.fc2(1, 3));
-      await raw.close();
+      const want = await raw.read(names.fc2(1, 3)).finally(() => raw.close());
       const got = await f.readTensor(names.fc2(1, 3), [160, 896]);
       expect(got.dtype).toBe('F32');
       expect(got.shape).toEqual([160, 896]);
@@ -80,7 +79,10 @@ describeGolden('the golden tiny-a folder', () => {
 describe('ModelFolder on demo checkpoints', () => {
   test('sharded and single-file folders hold the same tensors', async () => {
     const a = await ModelFolder.open(single);
-    const b = await ModelFolder.open(sharded);
+    const b = await ModelFolder.open(sharded).catch(async (e: unknown) => {
+      await a.close();
+      throw e;
+    });
     try {
       expect(a.weightFiles.map((p) => path.basename(p))).toEqual(['model.safetensors']);
       expect(b.weightFiles.map((p) => path.basename(p))).toEqual([
@@ -111,8 +113,11 @@ describe('ModelFolder on demo checkpoints', () => {
     const dir = scratch(sharded);
     fs.rmSync(path.join(dir, 'model.safetensors.index.json'));
     const f = await ModelFolder.open(dir);
-    expect(f.weightFiles).toHaveLength(3);
-    await f.close();
+    try {
+      expect(f.weightFiles).toHaveLength(3);
+    } finally {
+      await f.close();
+    }
     fs.rmSync(path.join(dir, 'model-00002-of-00003.safetensors'));
     expect(await openError(dir)).toMatch(/found 2 of 3 weight shards and no model\.safetensors\.index\.json: a shard is missing/);
   });
@@ -120,24 +125,30 @@ describe('ModelFolder on demo checkpoints', () => {
   test('the progress listener sees every byte read', async () => {
     let seen = 0;
     const f = await ModelFolder.open(sharded, { onRead: (n) => (seen += n) });
-    const want = [names.embed, names.q(0), names.w2(1, 3)];
-    for (const n of want) await f.readTensor(n);
-    expect(seen).toBe(f.totalBytes(want));
-    let other = 0;
-    f.setProgressListener((n) => (other += n));
-    await f.readMatrix(names.finalNorm, 1, SMALL.hidden);
-    expect(other).toBe(SMALL.hidden * 2);
-    expect(seen).toBe(f.totalBytes(want));
-    await f.close();
+    try {
+      const want = [names.embed, names.q(0), names.w2(1, 3)];
+      for (const n of want) await f.readTensor(n);
+      expect(seen).toBe(f.totalBytes(want));
+      let other = 0;
+      f.setProgressListener((n) => (other += n));
+      await f.readMatrix(names.finalNorm, 1, SMALL.hidden);
+      expect(other).toBe(SMALL.hidden * 2);
+      expect(seen).toBe(f.totalBytes(want));
+    } finally {
+      await f.close();
+    }
   });
 
   test('per-layer predictor ranks come from the fc1 shapes', async () => {
     const dir = path.join(tmp.dir, 'ranks');
     await makeDemoModel(dir, { ...SMALL, shards: 1, predictorRank: [16, 40] });
     const f = await ModelFolder.open(dir);
-    expect(f.predictorRanks).toEqual([16, 40]);
-    expect(f.info(names.fc2(1, 2))!.shape).toEqual([SMALL.intermediate, 40]);
-    await f.close();
+    try {
+      expect(f.predictorRanks).toEqual([16, 40]);
+      expect(f.info(names.fc2(1, 2))!.shape).toEqual([SMALL.intermediate, 40]);
+    } finally {
+      await f.close();
+    }
   });
 
   test('a missing tensor names the tensor, folder and files', async () => {
@@ -189,12 +200,15 @@ describe('ModelFolder on demo checkpoints', () => {
     expect(await openError(dir)).toMatch(/^tensor 'lm_head\.weight' is missing from/);
     editJson(path.join(dir, 'config.json'), (j) => (j.tie_word_embeddings = true));
     const f = await ModelFolder.open(dir);
-    expect(f.has(names.lmHead)).toBe(true);
-    expect(f.tensorNames()).not.toContain(names.lmHead);
-    const lm = await f.readTensor(names.lmHead);
-    const emb = await f.readTensor(names.embed);
-    expect(Buffer.from(lm.data).equals(Buffer.from(emb.data))).toBe(true);
-    await f.close();
+    try {
+      expect(f.has(names.lmHead)).toBe(true);
+      expect(f.tensorNames()).not.toContain(names.lmHead);
+      const lm = await f.readTensor(names.lmHead);
+      const emb = await f.readTensor(names.embed);
+      expect(Buffer.from(lm.data).equals(Buffer.from(emb.data))).toBe(true);
+    } finally {
+      await f.close();
+    }
   });
 
   test('missing folder, config.json, tokenizer.json or weights', async () => {
@@ -238,18 +252,24 @@ describe('ModelFolder on demo checkpoints', () => {
 
   test('readTensor with an expected shape, and unknown names', async () => {
     const f = await ModelFolder.open(single);
-    await expect(f.readTensor(names.q(0), [64, 32])).rejects.toThrow(/has shape \[64, 64\], expected \[64, 32\]/);
-    await expect(f.readTensor('model.nope')).rejects.toThrow(/tensor 'model\.nope' is missing from/);
-    await expect(f.readMatrix(names.gate(0), 4, 32)).rejects.toThrow(UserError);
-    expect(f.has('model.nope')).toBe(false);
-    expect(f.info('model.nope')).toBeUndefined();
-    await f.close();
+    try {
+      await expect(f.readTensor(names.q(0), [64, 32])).rejects.toThrow(/has shape \[64, 64\], expected \[64, 32\]/);
+      await expect(f.readTensor('model.nope')).rejects.toThrow(/tensor 'model\.nope' is missing from/);
+      await expect(f.readMatrix(names.gate(0), 4, 32)).rejects.toThrow(UserError);
+      expect(f.has('model.nope')).toBe(false);
+      expect(f.info('model.nope')).toBeUndefined();
+    } finally {
+      await f.close();
+    }
   });
 
   test('readAll helper sanity: the demo writes bf16 with format metadata', async () => {
     const f = await SafetensorsFile.open(path.join(single, 'model.safetensors'));
-    expect(f.metadata).toEqual({ format: 'pt' });
-    await f.close();
+    try {
+      expect(f.metadata).toEqual({ format: 'pt' });
+    } finally {
+      await f.close();
+    }
     expect((await readAll(path.join(sharded, 'model-00001-of-00003.safetensors'))).every((t) => t.dtype === 'BF16')).toBe(true);
   });
 });

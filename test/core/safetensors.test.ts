@@ -86,14 +86,17 @@ describe('safetensors round trip', () => {
       { name: 'small', dtype: 'F32', shape: [2], data: f32Bytes([5, 6]) },
     ]);
     const f = await SafetensorsFile.open(p);
-    const fh = (f as unknown as { fh: fs.promises.FileHandle }).fh;
-    const spy = jest.spyOn(fh, 'read');
-    const small = await f.read('small');
-    expect(Array.from(new Float32Array(small.buffer))).toEqual([5, 6]);
-    const requested = spy.mock.calls.reduce((s, c) => s + ((c as unknown[])[2] as number), 0);
-    expect(requested).toBe(8);
-    spy.mockRestore();
-    await f.close();
+    try {
+      const fh = (f as unknown as { fh: fs.promises.FileHandle }).fh;
+      const spy = jest.spyOn(fh, 'read');
+      const small = await f.read('small');
+      expect(Array.from(new Float32Array(small.buffer))).toEqual([5, 6]);
+      const requested = spy.mock.calls.reduce((s, c) => s + ((c as unknown[])[2] as number), 0);
+      expect(requested).toBe(8);
+      spy.mockRestore();
+    } finally {
+      await f.close();
+    }
   });
 });
 
@@ -169,8 +172,11 @@ describe('safetensors bad input', () => {
     const p = file();
     fs.writeFileSync(p, rawSafetensors(good, data16));
     const f = await SafetensorsFile.open(p);
-    fs.truncateSync(p, fs.statSync(p).size - 8);
-    await expect(f.read('w')).rejects.toThrow(/unexpected end of file while reading tensor 'w': the file is truncated/);
-    await f.close();
+    try {
+      fs.truncateSync(p, fs.statSync(p).size - 8);
+      await expect(f.read('w')).rejects.toThrow(/unexpected end of file while reading tensor 'w': the file is truncated/);
+    } finally {
+      await f.close();
+    }
   });
 });
