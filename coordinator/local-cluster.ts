@@ -157,9 +157,11 @@ export class LocalCluster {
           } else if (m.event === 'failed') reject(new UserError(`cluster: expert node ${node.name} failed to start: ${m.message}`));
         });
         child.on('error', (e) => reject(new Error(`cluster: cannot start ${command[0]}: ${e.message}`)));
-        // A 'failed' message says it better; give one still in the pipe a moment to arrive.
+        // A 'failed' message says it better; give one still in the pipe a moment to arrive. Unref'd:
+        // it fires after every exit, also a normal stop long after start() resolved, and must not
+        // hold the process (start() itself is held by its own timeout while it waits).
         child.on('exit', (code, signal) => setTimeout(() => reject(new UserError(
-          `cluster: expert node ${node.name} exited (${signal ?? `code ${code}`}) before serving: ${why()}`)), 100));
+          `cluster: expert node ${node.name} exited (${signal ?? `code ${code}`}) before serving: ${why()}`)), 100).unref());
       }));
     }
     const cluster = new LocalCluster(plan, nodes);
