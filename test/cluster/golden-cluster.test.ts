@@ -71,12 +71,16 @@ describeGolden('the model on expert-node processes (tiny-a)', () => {
   const greedy = goldenJson().prompts.map((p) => p.greedy);
 
   beforeAll(async () => {
-    const [engine, c] = await Promise.all([
+    // Both at once; when one fails, the other is still closed (the cluster's node processes stopped).
+    const [e, c] = await Promise.allSettled([
       loadEngine({ modelDir: TINY_A_MODEL, device: 'cpu', ...quiet }),
       LocalCluster.start({ modelDir: TINY_A_MODEL, dims, nodes: 3, replicas: 3, nodeCommand: sourceNodeCommand(), device: 'cpu', threads: 1 }),
     ]);
-    cluster = c;
+    if (c.status === 'fulfilled') cluster = c.value;
+    if (e.status === 'rejected') throw e.reason;
+    const engine = e.value;
     try {
+      if (c.status === 'rejected') throw c.reason;
       local = await runPrompts(engine);
     } finally {
       await engine.close();

@@ -64,22 +64,29 @@ describeGolden('local cluster processes (tiny-a)', () => {
     const folder = await ModelFolder.open(TINY_A_MODEL);
     const backend = native().createBackend('cpu', 1);
     const lines: string[] = [];
+    // Closed in the test (what it checks); on a failed assertion, finally stops the node processes.
+    let remote: Awaited<ReturnType<typeof createRemoteExperts>> | undefined;
+    let local: LocalExperts | undefined;
     try {
-      const remote = await createRemoteExperts({ kind: 'cluster', nodes: 2 }, folder, (l) => void lines.push(l),
+      remote = await createRemoteExperts({ kind: 'cluster', nodes: 2 }, folder, (l) => void lines.push(l),
         { nodeCommand: sourceNodeCommand(), device: 'cpu', threads: 1 });
       const pids = nodeChildren(process.pid);
       expect(pids).toHaveLength(2);
       expect(remote.name).toBe('cluster:2');
       expect(lines.join('\n')).toMatch(/cluster: node0 SERVING 0-1:0,0-1:2 on 127\.0\.0\.1:\d+/);
-      const local = await LocalExperts.load(folder, backend, { store: 'auto', mode: 'sparse' });
+      local = await LocalExperts.load(folder, backend, { store: 'auto', mode: 'sparse' });
       for (let i = 0; i < 3; i++) {
         const b = randomBatch(dims, i % 2, 7, 40 + i);
         expect(maxAbsDiff((await remote.runExperts(b)).out, (await local.runExperts(b)).out)).toBeLessThanOrEqual(1e-6);
       }
       await local.close();
+      local = undefined;
       await remote.close();
+      remote = undefined;
       expect(pids.some(alive)).toBe(false);
     } finally {
+      await local?.close();
+      await remote?.close();
       backend.close();
       await folder.close();
     }
@@ -94,6 +101,7 @@ describeGolden('local cluster processes (tiny-a)', () => {
   test('the nodes exit when their parent is SIGKILLed (no orphans)', async () => {
     const parent = spawn(process.execPath, ['-r', path.join(__dirname, 'ts-register-cached.js'),
       path.join(__dirname, 'fixtures', 'cluster-parent.ts'), TINY_A_MODEL], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise((r) => parent.once('exit', r));
     let stderr = '';
     parent.stderr.on('data', (d) => (stderr += d));
     const pids = await new Promise<number[]>((resolve, reject) => {
@@ -104,9 +112,13 @@ describeGolden('local cluster processes (tiny-a)', () => {
       });
       parent.on('exit', (code) => reject(new Error(`parent exited ${code}: ${stderr}`)));
     });
-    expect(pids).toHaveLength(2);
-    expect(pids.every(alive)).toBe(true);
-    parent.kill('SIGKILL');
+    try {
+      expect(pids).toHaveLength(2);
+      expect(pids.every(alive)).toBe(true);
+    } finally {
+      if (parent.exitCode === null && parent.signalCode === null) parent.kill('SIGKILL');
+      await exited;
+    }
     expect(await waitFor(() => !pids.some(alive), 10_000)).toBe(true);
   });
 });

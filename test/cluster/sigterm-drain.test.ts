@@ -58,6 +58,7 @@ describeGolden('expert-node process shutdown', () => {
     } finally {
       client?.close();
       if (child.exitCode === null) child.kill('SIGKILL');
+      await exited;
     }
   });
 });

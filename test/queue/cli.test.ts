@@ -76,7 +76,10 @@ beforeAll(async () => {
   q = new Queue(queue, { connection: conn });
 });
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  const live = children.filter((c) => c.exitCode === null && c.signalCode === null);
+  const exits = live.map((c) => new Promise((r) => c.once('exit', r)));
+  for (const c of live) c.kill('SIGKILL');
+  await Promise.all(exits);
   await q?.obliterate({ force: true }).catch(() => undefined);
   await q?.close();
   conn?.disconnect();
@@ -136,22 +139,22 @@ test('submit -> SIGTERM hands back -> kill -9 mid-job -> another worker complete
   const scheduler = new Scheduler(engine, tok, { metrics: new Registry() });
   const api = new OpenAIApi({ scheduler, tokenizer: tok, modelName: path.basename(dir), chatTemplate: ChatTemplate.fromModel(dir, engine.folder.tokenizerConfig) });
   const c = new GenerationWorker({ connection: connectRedis(redis.url, 'worker'), api, queueName: queue, stalledIntervalMs: 500, lockDurationMs: 1500, log: () => undefined });
-  const res = await run(['batch', 'results', `@${idsFile}`, '--redis', redis.url, '--queue', queue, '--out', path.join(dir, 'out.jsonl')]);
-  expect(res.code).toBe(0);
-  const outcomes = fs.readFileSync(path.join(dir, 'out.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  expect(outcomes.map((o) => o.state)).toEqual(['completed', 'completed', 'completed']);
-  expect(outcomes.map((o) => o.id)).toEqual(ids);
-  expect(outcomes[1].response.object).toBe('chat.completion');
-  expect(outcomes[2].response.object).toBe('text_completion');
-
-  // Stored exactly once: one "completed" event for the job, and its result equals a fresh run.
-  const events = await conn.xrange(`bull:${queue}:events`, '-', '+');
-  const completed = events.filter(([, f]) => f[f.indexOf('event') + 1] === 'completed' && f[f.indexOf('jobId') + 1] === longId);
-  expect(completed).toHaveLength(1);
-  const job = (await q.getJob(longId))!;
-  expect(job.stalledCounter).toBe(1);
-  expect(job.progress).toBe(2000);
   try {
+    const res = await run(['batch', 'results', `@${idsFile}`, '--redis', redis.url, '--queue', queue, '--out', path.join(dir, 'out.jsonl')]);
+    expect(res.code).toBe(0);
+    const outcomes = fs.readFileSync(path.join(dir, 'out.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(outcomes.map((o) => o.state)).toEqual(['completed', 'completed', 'completed']);
+    expect(outcomes.map((o) => o.id)).toEqual(ids);
+    expect(outcomes[1].response.object).toBe('chat.completion');
+    expect(outcomes[2].response.object).toBe('text_completion');
+
+    // Stored exactly once: one "completed" event for the job, and its result equals a fresh run.
+    const events = await conn.xrange(`bull:${queue}:events`, '-', '+');
+    const completed = events.filter(([, f]) => f[f.indexOf('event') + 1] === 'completed' && f[f.indexOf('jobId') + 1] === longId);
+    expect(completed).toHaveLength(1);
+    const job = (await q.getJob(longId))!;
+    expect(job.stalledCounter).toBe(1);
+    expect(job.progress).toBe(2000);
     const ref: any = await api.run(api.prepare('completions', long));
     expect(outcomes[0].response.choices[0].token_ids).toEqual(ref.choices[0].token_ids);
     expect(outcomes[0].response.choices[0].text).toBe(ref.choices[0].text);

@@ -67,7 +67,11 @@ export async function startRedis(): Promise<TestRedis> {
       }
       await new Promise((r) => setTimeout(r, 50));
     }
-    child.kill('SIGKILL'); // port taken meanwhile, or too slow: try another
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL'); // port taken meanwhile, or too slow: try another
+      await exited;
+    }
   }
   throw new Error('could not start redis-server on a free port');
 }

@@ -113,8 +113,9 @@ describeTls('mTLS between coordinator and expert nodes (tiny-a, loopback)', () =
     expect(opts.experts).toEqual({ kind: 'file', path: mapFile });
     const remote = await opts.remoteExperts!({ kind: 'file', path: mapFile }, folder, (l) => lines.push(l));
     const backend: NativeBackend = native().createBackend('cpu', 1);
-    const local = await LocalExperts.load(folder, backend, { store: 'auto', mode: 'sparse' });
+    let local: LocalExperts | undefined;
     try {
+      local = await LocalExperts.load(folder, backend, { store: 'auto', mode: 'sparse' });
       for (const [layer, rows, seed] of [[0, 3, 1], [1, 9, 2]]) {
         const b = randomBatch(folder.config, layer, rows, seed);
         const want = await local.runExperts(b);
@@ -124,7 +125,7 @@ describeTls('mTLS between coordinator and expert nodes (tiny-a, loopback)', () =
       }
     } finally {
       await remote.close();
-      await local.close();
+      await local?.close();
       backend.close();
     }
     expect(lines.join('\n')).not.toContain('plaintext');
@@ -137,8 +138,11 @@ describeTls('mTLS between coordinator and expert nodes (tiny-a, loopback)', () =
     expect(await tryClient(`localhost:${port}`, tlsChannel(wrongTrust))).toMatch(/UNAVAILABLE/);
     // What RemoteExperts.connect reports names the TLS cause, not only "failed to connect".
     const client = new ExpertClient(`localhost:${port}`, tlsChannel(wrongTrust));
-    await expect(client.waitForReady(1000)).rejects.toThrow(/not reachable within 1000 ms \(.*; last error: self[- ]signed certificate in certificate chain\)/);
-    client.close();
+    try {
+      await expect(client.waitForReady(1000)).rejects.toThrow(/not reachable within 1000 ms \(.*; last error: self[- ]signed certificate in certificate chain\)/);
+    } finally {
+      client.close();
+    }
   });
 
   test('refused: no client certificate, a certificate of another CA, plaintext', async () => {
@@ -150,8 +154,11 @@ describeTls('mTLS between coordinator and expert nodes (tiny-a, loopback)', () =
     }
     // Nothing of the service either, not only health.
     const client = new ExpertClient(address, tlsChannel(otherCa));
-    await expect(client.info(3000)).rejects.toThrow(/UNAVAILABLE/);
-    client.close();
+    try {
+      await expect(client.info(3000)).rejects.toThrow(/UNAVAILABLE/);
+    } finally {
+      client.close();
+    }
   });
 
   test('the plaintext health port answers SERVING without a certificate, and offers nothing else', async () => {
@@ -159,8 +166,11 @@ describeTls('mTLS between coordinator and expert nodes (tiny-a, loopback)', () =
     expect(await checkHealth(address)).toBe('SERVING');
     expect(await checkHealth(address, EXPERT_SERVICE_NAME)).toBe('SERVING');
     const client = new ExpertClient(address, insecureChannel);
-    await expect(client.info(3000)).rejects.toThrow(/UNIMPLEMENTED/);
-    client.close();
+    try {
+      await expect(client.info(3000)).rejects.toThrow(/UNIMPLEMENTED/);
+    } finally {
+      client.close();
+    }
   });
 });
 
@@ -191,9 +201,9 @@ describeTls('health port statuses (in process)', () => {
       await new Promise<void>((resolve) => call.once('data', () => resolve()));
       await server.shutdown(2000);
       await drained;
-      expect(seen).toEqual(['SERVING', 'NOT_SERVING']);
       watcher.close();
       store.close();
+      expect(seen).toEqual(['SERVING', 'NOT_SERVING']);
     } finally {
       server.forceShutdown();
       backend.close();

@@ -59,6 +59,7 @@ test('serve --port 0 --api-key: OpenAI client works, bad key is 401, SIGTERM let
     expect(err).toMatch(/SIGTERM: no new requests/);
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
+    await exited;
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }, 90000);
@@ -81,6 +82,7 @@ test('while the expert nodes are not up, serve answers /health 200 and /ready 50
       'serve', '--model', dir, '--experts', mapFile, '--port', '0', '--device', 'cpu', '--threads', '1', '--served-model-name', 'demo'],
     { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
   );
+  const exited = new Promise((r) => child.once('exit', r));
   let err = '';
   child.stderr.on('data', (d) => (err += d));
   let node: InProcessNode | undefined;
@@ -105,6 +107,7 @@ test('while the expert nodes are not up, serve answers /health 200 and /ready 50
     expect(r.choices[0].finish_reason).toBeDefined();
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
+    await exited;
     await node?.stop();
     await folder?.close();
     fs.rmSync(dir, { recursive: true, force: true });
