@@ -196,7 +196,8 @@ test('chat without max_tokens generates what the KV budget holds (not a 400) whe
     const c = new OpenAI({ apiKey: 'x', baseURL: `${s.url}/v1`, maxRetries: 0 });
     // The full context (4096 tokens) is far beyond this budget.
     expect(engine.kvBytesFor(engine.config.maxPositionEmbeddings)).toBeGreaterThan(s.scheduler.opts.kvBudgetBytes);
-    const r = await c.chat.completions.create({ model: 'demo', messages: [{ role: 'user', content: 'hi' }], ignore_eos: true } as never);
+    // Greedy: a sampled end-of-turn token (a chat stop besides EOS) would end it early, at random.
+    const r = await c.chat.completions.create({ model: 'demo', messages: [{ role: 'user', content: 'hi' }], ignore_eos: true, temperature: 0 } as never);
     const done = r as OpenAI.ChatCompletion;
     expect(done.choices[0].finish_reason).toBe('length');
     expect(done.usage!.prompt_tokens + done.usage!.completion_tokens).toBe(budgetTokens);
