@@ -2,7 +2,7 @@
 // GET /health, for processes without an HTTP server of their own: expert nodes
 // (`--metrics-port`) and batch workers (`worker --metrics-port`).
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { closeHttpNow, listenHttp } from './http-listen';
 import { UserError } from './errors';
 import { metrics as defaultRegistry, PROMETHEUS_CONTENT_TYPE, type Registry } from './metrics';
 
@@ -30,22 +30,10 @@ export function startMetricsServer(port: number, host: string, registry: Registr
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
     }
   });
-  return new Promise((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new UserError(`${flag} ${port}: cannot listen on ${host}:${port} (${e.code ?? e.message}); pick another port`)),
-    );
-    server.listen(port, host, () => {
-      const a = server.address() as AddressInfo;
-      const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-      resolve({
-        port: a.port,
-        url: `http://${h}:${a.port}/metrics`,
-        close: () =>
-          new Promise<void>((r) => {
-            server.close(() => r());
-            server.closeAllConnections();
-          }),
-      });
-    });
-  });
+  return listenHttp(server, port, host).then(
+    (l) => ({ port: l.port, url: `${l.url}/metrics`, close: () => closeHttpNow(server) }),
+    (e: NodeJS.ErrnoException) => {
+      throw new UserError(`${flag} ${port}: cannot listen on ${host}:${port} (${e.code ?? e.message}); pick another port`);
+    },
+  );
 }

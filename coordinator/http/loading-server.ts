@@ -4,7 +4,7 @@
 // not ready" rather than a refused connection. The real server takes the same
 // port once the engine is up.
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { closeHttpNow, listenHttp } from '../../core/http-listen';
 import { ApiError } from './errors';
 
 export interface LoadingServer {
@@ -26,21 +26,5 @@ export function listenWhileLoading(port: number, host: string, what: string): Pr
     if (path === '/ready') return send(503, { status: 'not ready', reason });
     send(503, new ApiError(503, `the server is still ${reason}; retry shortly`, 'service_unavailable', null, 'loading').toJSON());
   });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      const a = server.address() as AddressInfo;
-      const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-      resolve({
-        port: a.port,
-        url: `http://${h}:${a.port}`,
-        close: () =>
-          new Promise<void>((done) => {
-            server.close(() => done());
-            server.closeAllConnections();
-          }),
-      });
-    });
-  });
+  return listenHttp(server, port, host).then((l) => ({ port: l.port, url: l.url, close: () => closeHttpNow(server) }));
 }

@@ -7,7 +7,7 @@
 // becomes an OpenAI error object with its status; nothing a client sends can
 // crash the process. A client that goes away cancels its sequences.
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenHttp } from '../../core/http-listen';
 import { timingSafeEqual } from 'node:crypto';
 import { metrics as globalMetrics, PROMETHEUS_CONTENT_TYPE, type Registry } from '../../core/metrics';
 import { ApiError, expertsUnavailable, toApiError } from './errors';
@@ -177,15 +177,7 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
     server,
     api,
     listen(port = 0, host = '127.0.0.1') {
-      return new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => {
-          server.off('error', reject);
-          const a = server.address() as AddressInfo;
-          const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-          resolve({ port: a.port, host: a.address, url: `http://${h}:${a.port}` });
-        });
-      });
+      return listenHttp(server, port, host);
     },
     close(graceMs = 0) {
       draining = true;
