@@ -147,6 +147,10 @@ export class LocalCluster {
         node.exited = true;
         node.exitCode = code ?? (signal ? 128 : null);
       });
+      // A command that cannot be spawned emits 'error' and never 'exit': nothing to wait for.
+      child.on('error', () => {
+        if (child.pid === undefined) node.exited = true;
+      });
       ready.push(new Promise<void>((resolve, reject) => {
         const why = () => node.stderrTail.filter((l) => l.trim()).slice(-3).join(' | ') || 'no output';
         child.on('message', (m: NodeMessage) => {

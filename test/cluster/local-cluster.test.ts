@@ -1,5 +1,6 @@
 // cluster:N's processes: started through the factory the CLI uses, stopped on
 // close, cleaned up after a failed start, and never outliving their parent.
+import child_process from 'node:child_process';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -50,13 +51,25 @@ test('a node gets its own service name, not the OTEL_SERVICE_NAME the user gave 
   expect(nodeEnv(parent, { OTEL_SERVICE_NAME: 'my-nodes' }).OTEL_SERVICE_NAME).toBe('my-nodes');
 });
 
+test('a node command that cannot be spawned fails the start at once (nothing to wait for)', async () => {
+  const t0 = Date.now();
+  await expect(LocalCluster.start({ modelDir: '/nonexistent/model', dims, nodes: 2, nodeCommand: ['/nonexistent/node'] }))
+    .rejects.toThrow(/^cluster: cannot start \/nonexistent\/node: spawn \/nonexistent\/node ENOENT$/);
+  expect(Date.now() - t0).toBeLessThan(5000);
+});
+
 test('more nodes than (layer, expert) pairs is one clear error before any process starts', async () => {
   // tiny-a's shape: 2 layers x 4 experts = 8 pairs.
   const start = (nodes: number, replicas?: number) => LocalCluster.start({ modelDir: '/nonexistent/model', dims, nodes, replicas,
     nodeCommand: ['/nonexistent/node'] });
-  await expect(start(9)).rejects.toThrow(/^cluster:9: the model has only 8 \(layer, expert\) pairs, so at most 8 nodes can hold experts; use cluster:8 or fewer$/);
-  await expect(start(17, 2)).rejects.toThrow('cluster:17: the model has only 8 (layer, expert) pairs x 2 replicas, so at most 16 nodes');
-  expect(nodeChildren(process.pid)).toEqual([]);
+  const spawned = jest.spyOn(child_process, 'spawn');
+  try {
+    await expect(start(9)).rejects.toThrow(/^cluster:9: the model has only 8 \(layer, expert\) pairs, so at most 8 nodes can hold experts; use cluster:8 or fewer$/);
+    await expect(start(17, 2)).rejects.toThrow('cluster:17: the model has only 8 (layer, expert) pairs x 2 replicas, so at most 16 nodes');
+    expect(spawned).not.toHaveBeenCalled();
+  } finally {
+    spawned.mockRestore();
+  }
 });
 
 describeGolden('local cluster processes (tiny-a)', () => {

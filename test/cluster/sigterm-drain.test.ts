@@ -28,7 +28,8 @@ describeGolden('expert-node process shutdown', () => {
       '--threads', '1', '--grace-ms', '30000'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.setEncoding('utf8');
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // 'close', not 'exit': stderr may still hold the last lines when the process exits
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
     let client: ExpertClient | undefined;
     try {
       const port = await new Promise<number>((resolve, reject) => {
