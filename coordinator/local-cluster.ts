@@ -13,6 +13,8 @@ import { formatExpertSpec } from '../core/expert-spec';
 import type { Device, StoreDType } from '../core/native';
 import { balancedShardMap, expertBytes, type ShardMap, uniformPairs } from '../core/shard-map';
 import { EXPERT_NODE_SERVICE } from '../core/telemetry';
+import { traceConfigFromEnv } from '../core/telemetry/config';
+import { SPAN_LINE_PREFIX } from '../core/telemetry/jsonl-exporter';
 import type { RemoteModelDims } from './remote-experts';
 
 export interface LocalClusterOptions {
@@ -71,12 +73,16 @@ export function nodeEnv(parent: NodeJS.ProcessEnv, extra: NodeJS.ProcessEnv = {}
  * stderr, so a console trace holds the nodes' SERVER spans next to the coordinator's.
  */
 export function nodesTraceToConsole(env: NodeJS.ProcessEnv): boolean {
-  return (env.OTEL_TRACES_EXPORTER ?? '').split(',').some((k) => k.trim() === 'console');
+  try {
+    return traceConfigFromEnv(env).exporters.includes('console');
+  } catch {
+    return false; // a bad setting is reported by the process that parses it for itself
+  }
 }
 
 /** A console span line (core/telemetry/jsonl-exporter: one JSON object per line, traceId first). */
 export function isSpanLine(line: string): boolean {
-  return line.startsWith('{"traceId":"');
+  return line.startsWith(SPAN_LINE_PREFIX);
 }
 
 export function defaultNodeCommand(): string[] {

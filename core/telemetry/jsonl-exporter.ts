@@ -30,6 +30,9 @@ export interface SpanRecord {
   scope: string;
 }
 
+/** How every line this exporter writes starts (spanToRecord puts traceId first). */
+export const SPAN_LINE_PREFIX = '{"traceId":"';
+
 export function spanToRecord(span: ReadableSpan): SpanRecord {
   const ctx = span.spanContext();
   return {

@@ -140,6 +140,9 @@ test('with console tracing the nodes\' span lines are passed on; other lines are
   expect(nodesTraceToConsole({ OTEL_TRACES_EXPORTER: 'otlp, console' })).toBe(true);
   expect(nodesTraceToConsole({ OTEL_TRACES_EXPORTER: 'otlp' })).toBe(false);
   expect(nodesTraceToConsole({})).toBe(false);
+  expect(nodesTraceToConsole({ OTEL_TRACES_EXPORTER: 'CONSOLE' })).toBe(true);
+  expect(nodesTraceToConsole({ OTEL_TRACES_EXPORTER: 'console,none' })).toBe(false);
+  expect(nodesTraceToConsole({ OTEL_TRACES_EXPORTER: 'console', OTEL_SDK_DISABLED: 'true' })).toBe(false);
   const record: SpanRecord = {
     traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', name: 'expert-node.run', kind: 'SERVER',
     startUs: 1, endUs: 2, durationUs: 1, attributes: {}, status: { code: 'UNSET' }, events: [], links: [], resource: {}, scope: 's',
