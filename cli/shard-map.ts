@@ -12,7 +12,7 @@ import type { StoreDType } from '../core/native';
 import {
   balancedShardMap, expertBytes, formatShardMap, type PairWithBytes, type ShardMap, validateShardMap,
 } from '../core/shard-map';
-import { intOption, weightsOption } from './options';
+import { intOption, WEIGHTS_HELP, weightsOption } from './options';
 
 const GiB = 2 ** 30;
 
@@ -146,8 +146,7 @@ function configure(cmd: Command): Command {
     .requiredOption('--nodes <n>', 'number of expert nodes', intOption('--nodes', 1))
     .option('--replicas <r>', 'copies of every (layer, expert) pair, each on a different node', intOption('--replicas', 1), 1)
     .option('--memory-per-node <GiB>', 'fail (naming the node count needed) when a node would hold more expert weights than this', gibOption)
-    .option('--weights <dtype>', 'size experts as the nodes store them: auto (as in the checkpoint) | f32 | bf16 | f16 | i8 (int8)',
-      weightsOption, 'auto')
+    .option('--weights <dtype>', `size experts as the nodes will store them; ${WEIGHTS_HELP}`, weightsOption, 'auto')
     .option('--address-template <t>', 'node i\'s address; {i} is replaced by the index', DEFAULT_ADDRESS_TEMPLATE)
     .option('--out <file>', 'write the map here: .yaml/.yml or .json (default: YAML on stdout)')
     .action(async (flags: ShardMapFlags) => {

@@ -3,7 +3,6 @@
 // (`--metrics-port`) and batch workers (`worker --metrics-port`).
 import http from 'node:http';
 import { closeHttpNow, listenHttp } from './http-listen';
-import { UserError } from './errors';
 import { metrics as defaultRegistry, PROMETHEUS_CONTENT_TYPE, type Registry } from './metrics';
 
 export interface MetricsServer {
@@ -30,10 +29,5 @@ export function startMetricsServer(port: number, host: string, registry: Registr
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
     }
   });
-  return listenHttp(server, port, host).then(
-    (l) => ({ port: l.port, url: `${l.url}/metrics`, close: () => closeHttpNow(server) }),
-    (e: NodeJS.ErrnoException) => {
-      throw new UserError(`${flag} ${port}: cannot listen on ${host}:${port} (${e.code ?? e.message}); pick another port`);
-    },
-  );
+  return listenHttp(server, port, host, flag).then((l) => ({ port: l.port, url: `${l.url}/metrics`, close: () => closeHttpNow(server) }));
 }

@@ -22,6 +22,9 @@ export function listenWhileLoading(port: number, host: string, what: string): Pr
       res.writeHead(status, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
       res.end(JSON.stringify(body));
     };
+    if ((path === '/health' || path === '/ready') && req.method !== 'GET') {
+      return send(405, new ApiError(405, `${req.method} is not allowed on ${path}`, 'invalid_request_error', null, 'method_not_allowed').toJSON());
+    }
     if (path === '/health') return send(200, { status: 'ok', loading: true });
     if (path === '/ready') return send(503, { status: 'not ready', reason });
     send(503, new ApiError(503, `the server is still ${reason}; retry shortly`, 'service_unavailable', null, 'loading').toJSON());

@@ -113,3 +113,22 @@ test('while the expert nodes are not up, serve answers /health 200 and /ready 50
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }, 90000);
+
+test('a --port already in use is one line naming the flag, no stack trace', async () => {
+  const busy = net.createServer();
+  const port = await new Promise<number>((resolve) => busy.listen(0, '127.0.0.1', () => resolve((busy.address() as net.AddressInfo).port)));
+  const entry = `require(${JSON.stringify(path.join(ROOT, 'cli', 'main.ts'))}).main(['node', 'turbosparse', ...process.argv.slice(1)])`;
+  const child = spawn(process.execPath, ['-r', path.join(ROOT, 'test', 'cluster', 'ts-register-cached.js'), '-e', entry,
+    'serve', '--model', '/nonexistent/model', '--port', String(port)], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d) => (err += d));
+  try {
+    const code = await new Promise<number | null>((r) => child.on('close', r));
+    expect(code).not.toBe(0);
+    expect(err).toMatch(new RegExp(`--port ${port}: cannot listen on 127\\.0\\.0\\.1:${port} \\(EADDRINUSE\\); pick another port`));
+    expect(err).not.toMatch(/\n\s+at /);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await new Promise((r) => busy.close(r));
+  }
+}, 60000);
