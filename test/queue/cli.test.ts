@@ -127,8 +127,11 @@ test('submit -> SIGTERM hands back -> kill -9 mid-job -> another worker complete
   expect(a.stderr()).toMatch(/released back to the queue/);
   // ...and the other worker takes it at once (no stall wait): kill -9 it in the middle of the job.
   await waitFor(() => started(b) === 1, 30000, 'the other worker to take the long job');
+  const handedBackAt = await progress();
   await waitFor(async () => (await q.getJobState(longId)) === 'active', 30000, 'the job to be active');
-  await new Promise((r) => setTimeout(r, 100)); // mid-job: the 2000 tokens take >= ~1 s on a fast machine
+  // Mid-job: as soon as b reports progress of its own (it counts from 0 again); the 2000 tokens
+  // take over a second even on a fast machine.
+  await waitFor(async () => (await progress()) !== handedBackAt, 30000, 'the other worker to make progress');
   b.child.kill('SIGKILL');
   await b.exited;
   expect(await q.getJobState(longId)).toBe('active'); // still locked by the dead worker
