@@ -28,7 +28,8 @@ test('serve --port 0 --api-key: OpenAI client works, bad key is 401, SIGTERM let
   );
   let err = '';
   child.stderr.on('data', (d) => (err += d));
-  const exited = new Promise<number | null>((r) => child.on('exit', r));
+  // 'close', not 'exit': stderr is read to the end (its SIGTERM line is checked after the exit)
+  const exited = new Promise<number | null>((r) => child.on('close', r));
   try {
     await waitFor(() => /serving demo at (http:\/\/\S+)\/v1/.test(err) || child.exitCode !== null, 60000, 'the server to listen');
     const url = /serving demo at (http:\/\/\S+)\/v1/.exec(err)?.[1];
