@@ -117,7 +117,7 @@ export class ExpertClient {
         // waitForReady only says "failed to connect"; a call carries the channel's last error
         // (a refused or unverifiable TLS certificate, say), which is what an operator needs.
         const fail = (why: string) => reject(new NodeCallError(this.address, grpc.status.UNAVAILABLE, `not reachable within ${timeoutMs} ms (${why})`));
-        this.health(1_000).then(() => fail(err.message), (e: NodeCallError) => {
+        this.health(Math.min(1_000, timeoutMs)).then(() => fail(err.message), (e: NodeCallError) => {
           const last = lastConnectError(e.detail ?? '');
           fail(last ? `${err.message}; last error: ${last}` : err.message);
         });
