@@ -322,9 +322,10 @@ export class EngineObservability {
   // ---- in-process experts: the whole runExperts is one call on node "local" ----
 
   private wrapLocal(inner: ExpertBackend): ExpertBackend {
-    const defer = (batch: ExpertBatch, out: ExpertOutput | undefined, seconds: number, stepId: number | undefined): void => {
+    type Summary = ReturnType<typeof summariseBatch>;
+    const defer = (batch: ExpertBatch, out: ExpertOutput | undefined, seconds: number, stepId: number | undefined, known?: Summary): void => {
       this.deferred.push(() => {
-        const sum = summariseBatch(batch, out);
+        const sum = known ?? summariseBatch(batch, out);
         this.record({ layer: batch.layer, node: 'local', ...sum, seconds, bytesIn: 0, bytesOut: 0, wire: 'none', stepId, error: out ? undefined : 'ERROR' });
       });
     };
@@ -345,9 +346,11 @@ export class EngineObservability {
         return running.then(
           (out) => {
             const seconds = (performance.now() - t0) / 1000;
-            defer(batch, out, seconds, ctx?.stepId);
-            if (span) {
-              const sum = summariseBatch(batch, out);
+            if (!span) {
+              defer(batch, out, seconds, ctx?.stepId);
+            } else {
+              const sum = summariseBatch(batch, out); // the span needs it now; the bookkeeping reuses it
+              defer(batch, out, seconds, ctx?.stepId, sum);
               span.setAttributes({
                 'moe.experts': sum.experts,
                 'moe.tokens': sum.tokens,
@@ -550,7 +553,7 @@ function delegate<T extends ExpertBackend>(inner: T, over: Pick<ExpertBackend, '
   const w = Object.create(inner) as Record<string, unknown>;
   for (let proto: object | null = inner; proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
     for (const key of Object.getOwnPropertyNames(proto)) {
-      if (key === 'constructor' || key in w === false || Object.prototype.hasOwnProperty.call(w, key)) continue;
+      if (key === 'constructor' || Object.prototype.hasOwnProperty.call(w, key)) continue;
       const d = Object.getOwnPropertyDescriptor(proto, key);
       if (d && typeof d.value === 'function') w[key] = (d.value as (...a: unknown[]) => unknown).bind(inner);
     }
