@@ -81,7 +81,7 @@ export function sample(logits: Float32Array, p: SamplingParams, rng: Rng): numbe
     // then keep the tokens at or above it in id order (any fixed order draws the same law).
     let cutoff = floor;
     if (p.topP < 1) {
-      const vals = Float32Array.from(logits.filter((x) => x >= floor)).sort().reverse();
+      const vals = logits.filter((x) => x >= floor).sort().reverse(); // filter of a Float32Array is one
       cutoff = vals[nucleusSize(vals, maxLogit, p) - 1];
     }
     ids = [];
