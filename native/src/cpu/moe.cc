@@ -50,19 +50,13 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
     }
     uint32_t* list = grow(cb->moe_list, size_t(2 * I));
     const float** xp = grow(cb->xptr, size_t(kBlock));
-    float* xperm = L.block ? grow(cb->xperm, size_t(kBlock * Hp)) : nullptr;
     const float** accs = grow(cb->accs, size_t(threads));
     for (int th = 0; th < threads; th++) accs[th] = cb->scratch[size_t(th)].acc.data();
 
     for (int64_t tb = 0; tb < c.n; tb += kBlock) {
       const int nb = int(std::min<int64_t>(kBlock, c.n - tb));
-      for (int t = 0; t < nb; t++) {
-        xp[t] = x + int64_t(c.rows[tb + t]) * hidden;
-        if (L.block) {
-          to_layout(L, xp[t], H, xperm + t * Hp);
-          xp[t] = xperm + t * Hp;
-        }
-      }
+      for (int t = 0; t < nb; t++) xp[t] = x + int64_t(c.rows[tb + t]) * hidden;
+      in_layout(L, nb, H, xp, cb->xperm);
       const uint64_t* masks = c.masks + tb * words;
 
       // ---- the neurons to visit, each with its tokens' mask bits ----
