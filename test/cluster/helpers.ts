@@ -1,6 +1,7 @@
 // Shared pieces of the cluster tests: random expert batches, in-process expert
 // nodes on port 0, and the command that runs `expert-node` from the sources.
 import path from 'node:path';
+import { Rng } from '../../coordinator/sampler';
 import type { ExpertBatch } from '../../core/expert-backend';
 import type { ExpertPair } from '../../core/expert-spec';
 import type { ModelFolder } from '../../core/model-folder';
@@ -15,17 +16,12 @@ export function sourceNodeCommand(): string[] {
   return [process.execPath, '-r', path.join(__dirname, 'ts-register-cached.js'), path.join(ROOT, 'cli', 'expert-node.ts')];
 }
 
-/** Deterministic uniform floats in [0, 1) (mulberry32). */
+/** Deterministic uniform floats in [0, 1) (the sampler's mulberry32). */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
+
 
 export interface BatchDims {
   hiddenSize: number;

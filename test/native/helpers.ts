@@ -4,19 +4,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../core/dtype';
 import { maskBytes, type HostMatrix, type SourceDType } from '../../core/native';
+import { Rng } from '../../coordinator/sampler';
 
-/** Deterministic uniform floats in [-scale, scale) (mulberry32). */
+/** Deterministic uniform floats in [-scale, scale) (the sampler's mulberry32). */
 export function rng(seed: number): (scale?: number) => number {
-  let a = seed >>> 0;
-  return (scale = 1) => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    const u = ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    return (2 * u - 1) * scale;
-  };
+  const r = new Rng(seed);
+  return (scale = 1) => (2 * r.next() - 1) * scale;
 }
+
 
 /** n uniform floats in [-scale, scale) (xorshift32, inlined: big arrays are made quickly). */
 export function randomF32(n: number, seed: number, scale = 1): Float32Array {
