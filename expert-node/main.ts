@@ -73,7 +73,7 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
   let port = 0;
   let healthPort: number | undefined;
   try {
-    const pairs = pairsToHold(opts, c);
+    const { pairs, name: entryName } = shardToHold(opts, c);
     const mod = native();
     if (opts.device === 'cuda' && !mod.deviceAvailable('cuda')) {
       throw new UserError('--device cuda: no usable CUDA device (or the addon was built without CUDA); use --device cpu');
@@ -81,7 +81,6 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
     backend = mod.createBackend(opts.device, opts.threads);
     // Spans (when tracing is set up) and Prometheus metrics of every request; see telemetry.ts.
     // Spans and labels name the node as the coordinator does: --name, else its shard-map entry's name.
-    const entryName = opts.shardMap !== undefined && opts.shardIndex !== undefined ? loadShardMap(opts.shardMap, c).nodes[opts.shardIndex]?.name : undefined;
     const telName = opts.name ?? entryName;
     nodeTel = createNodeTelemetry({ node: telName ?? `${opts.host}:${opts.port}`, intermediateSize: c.intermediateSize });
     const hooks = combineHooks(nodeTel.hooks, opts.hooks);
@@ -158,10 +157,15 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
 
 /** `--experts SPEC`, or entry `--shard-index` of `--shard-map FILE` (how a StatefulSet pod picks its shard). */
 export function pairsToHold(opts: Pick<ExpertNodeOptions, 'experts' | 'shardMap' | 'shardIndex'>, dims: ModelDims): ExpertPair[] {
+  return shardToHold(opts, dims).pairs;
+}
+
+/** The pairs to hold and, from a shard map, the entry's name (the map is read once). */
+function shardToHold(opts: Pick<ExpertNodeOptions, 'experts' | 'shardMap' | 'shardIndex'>, dims: ModelDims): { pairs: ExpertPair[]; name?: string } {
   if (opts.experts !== undefined && opts.shardMap !== undefined) {
     throw new UserError('give either --experts SPEC or --shard-map FILE with --shard-index N, not both');
   }
-  if (opts.experts !== undefined) return parseExpertSpec(opts.experts, dims, '--experts');
+  if (opts.experts !== undefined) return { pairs: parseExpertSpec(opts.experts, dims, '--experts') };
   if (opts.shardMap === undefined) throw new UserError('say which experts to hold: --experts SPEC (e.g. "0-31:0-3"), or --shard-map FILE --shard-index N');
   if (opts.shardIndex === undefined) throw new UserError('--shard-map needs --shard-index N (which entry of the map this node is)');
   const map = loadShardMap(opts.shardMap, dims);
@@ -169,7 +173,7 @@ export function pairsToHold(opts: Pick<ExpertNodeOptions, 'experts' | 'shardMap'
   if (!entry) {
     throw new UserError(`--shard-index ${opts.shardIndex}: shard map ${opts.shardMap} has ${map.nodes.length} nodes (0-${map.nodes.length - 1})`);
   }
-  return entry.experts;
+  return { pairs: entry.experts, name: entry.name };
 }
 
 /**
