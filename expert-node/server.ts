@@ -142,10 +142,10 @@ export class ExpertNodeServer {
 
   /** Binds host:port (port 0 = any free port) and returns the port. */
   listen(host: string, port: number): Promise<number> {
-    const addr = host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
+    const addr = grpcAddress(host, port);
     return new Promise((resolve, reject) => {
       this.server.bindAsync(addr, this.opts.credentials ?? grpc.ServerCredentials.createInsecure(), (err, bound) => {
-        if (err) reject(new UserError(`cannot listen on ${addr}: ${err.message}`));
+        if (err) reject(new UserError(`--port ${port}: cannot listen on ${addr}: ${err.message}`));
         else resolve(bound);
       });
     });
@@ -157,14 +157,14 @@ export class ExpertNodeServer {
    * Check/Watch/List is reachable there.
    */
   listenHealth(host: string, port: number): Promise<number> {
-    const addr = host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
+    const addr = grpcAddress(host, port);
     const server = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 });
     this.health.addToServer(server);
     return new Promise((resolve, reject) => {
       server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, bound) => {
         if (err) {
           server.forceShutdown();
-          reject(new UserError(`--health-port: cannot listen on ${addr}: ${err.message}`));
+          reject(new UserError(`--health-port ${port}: cannot listen on ${addr}: ${err.message}`));
         } else {
           this.healthServer = server;
           resolve(bound);
@@ -440,4 +440,9 @@ export function createServer(opts: ExpertNodeServerOptions = {}): ExpertNodeServ
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** host:port as gRPC binds it (an IPv6 host in brackets). */
+function grpcAddress(host: string, port: number): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
 }
