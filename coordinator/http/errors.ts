@@ -34,7 +34,7 @@ export const expertsUnavailable = (detail = 'not every expert node is reachable'
 /** Maps anything thrown while serving a request to an ApiError (unknown errors are 500s). */
 export function toApiError(e: unknown, expertsReady = true): ApiError {
   if (e instanceof ApiError) return e;
-  if (e instanceof UserError) return badRequest(e.message, paramOf(e.message));
+  if (e instanceof UserError) return badRequest(e.message, e.param ?? paramOf(e.message));
   if (e instanceof QueueFullError) return new ApiError(429, e.message, 'rate_limit_error', null, 'queue_full');
   if (e instanceof SchedulerClosedError) return new ApiError(503, e.message, 'service_unavailable', null, 'shutting_down');
   if (e instanceof StepError) {
@@ -45,7 +45,7 @@ export function toApiError(e: unknown, expertsReady = true): ApiError {
   return new ApiError(500, `internal error: ${e instanceof Error ? e.message : String(e)}`, 'server_error');
 }
 
-/** "max_tokens must be ..." -> "max_tokens": engine and scheduler messages start with the field they are about. */
+/** "max_tokens must be ..." -> "max_tokens": for UserErrors without a param, whose messages start with the field they are about. */
 function paramOf(message: string): string | null {
   const m = /^(prompt|max_tokens|messages|stop|seed|n)\b/.exec(message);
   return m ? m[1] : null;

@@ -146,6 +146,18 @@ export class OpenAIApi {
           'context_length_exceeded',
         );
       }
+      // The scheduler refuses the same, but it does not know which field the client sent.
+      const fitting = this.scheduler.maxTokensFitting(p.length);
+      if (fitting < 0) {
+        throw badRequest(`${where}: the prompt's ${p.length} tokens alone need more KV cache than the server's budget holds: shorten it`, where);
+      }
+      if (maxTokens > fitting) {
+        throw badRequest(
+          `${maxField}: the server's KV cache budget holds ${fitting} generated tokens after this prompt of ${p.length} tokens, ` +
+            `but ${maxTokens} were requested: lower ${maxField} or shorten the prompt`,
+          maxField,
+        );
+      }
     });
     const stop = b.stop == null ? [] : typeof b.stop === 'string' ? [b.stop] : b.stop;
     if (stop.some((s) => s === '')) throw badRequest('stop: stop strings must not be empty', 'stop');
