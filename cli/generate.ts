@@ -118,7 +118,7 @@ export async function generateWith(engine: Engine, flags: GenerateFlags): Promis
         onText: stream ? (t) => process.stdout.write(t) : undefined,
       });
     result = request ? await request.run(run) : await run();
-    request?.end({ outputTokens: result.tokens.length, finishReason: result.finishReason });
+    request?.end({ outputTokens: result.stats.generated_tokens, finishReason: result.finishReason });
   } catch (e) {
     request?.fail(e);
     throw e;

@@ -18,6 +18,7 @@ export interface GenerateRequest {
 
 export interface GenerateStats {
   prompt_tokens: number;
+  /** Generated tokens without the stop/EOS token that ended generation (the API's usage.completion_tokens). */
   generated_tokens: number;
   prefill_ms: number;
   decode_ms: number;
@@ -90,7 +91,7 @@ export async function generate(engine: Engine, tok: TextTokenizer, req: Generate
     finishReason: seq.finished ?? 'error',
     stats: {
       prompt_tokens: req.promptIds.length,
-      generated_tokens: tokens.length,
+      generated_tokens: seq.outputIds.length,
       prefill_ms: round(prefillMs),
       decode_ms: round(decodeMs),
       decode_tokens_per_s: decodeTokens > 0 ? round((decodeTokens * 1000) / decodeMs) : 0,

@@ -3,7 +3,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { makeDemoModel } from '../../core/demo-model';
-import { runGenerate, type GenerateFlags } from '../../cli/generate';
+import { generateWith, runGenerate, type GenerateFlags } from '../../cli/generate';
+import { loadEngine } from '../../coordinator/load-engine';
+import { Scheduler } from '../../coordinator/scheduler';
+import { OpenAIApi } from '../../coordinator/http/openai-api';
+import { Registry } from '../../core/metrics';
+import { TextTokenizer } from '../../core/tokenizer';
 import { buildProgram, reportError } from '../../cli/main';
 import { SMALL, tempDir } from '../core/fixtures';
 import { SafetensorsFile } from '../../core/safetensors';
@@ -82,6 +87,36 @@ describe('--ids outside the vocabulary', () => {
   });
 });
 
+test('generated_tokens leaves out the EOS that ended generation, like the API\'s usage.completion_tokens', async () => {
+  const ids = [1, 5, 9];
+  const free = JSON.parse((await capture(() => runGenerate(flags({ ids, maxTokens: 8, json: true })))).stdout);
+  // A copy of the model whose EOS is a greedy token that did not come earlier.
+  const at = (free.tokens as number[]).findIndex((t, i) => i > 0 && !free.tokens.slice(0, i).includes(t));
+  expect(at).toBeGreaterThan(0);
+  const dir = path.join(tmp.dir, 'eos-copy');
+  fs.mkdirSync(dir);
+  for (const f of fs.readdirSync(tmp.dir)) {
+    if (f !== 'config.json' && /\.(json|safetensors)$/.test(f)) fs.symlinkSync(path.join(tmp.dir, f), path.join(dir, f));
+  }
+  const cfg = JSON.parse(fs.readFileSync(path.join(tmp.dir, 'config.json'), 'utf8'));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, eos_token_id: free.tokens[at] }));
+
+  const engine = await loadEngine({ modelDir: dir, device: 'cpu', threads: 1, log: () => undefined });
+  const scheduler = new Scheduler(engine, TextTokenizer.fromModel(engine.folder), { metrics: new Registry() });
+  try {
+    const out = JSON.parse((await capture(() => generateWith(engine, flags({ model: dir, ids, maxTokens: 8, json: true })))).stdout);
+    expect(out.finish_reason).toBe('stop');
+    expect(out.tokens).toEqual(free.tokens.slice(0, at + 1)); // ends with the EOS id
+    expect(out.stats.generated_tokens).toBe(at);
+    const api = new OpenAIApi({ scheduler, tokenizer: TextTokenizer.fromModel(engine.folder), modelName: 'demo' });
+    const res = (await api.run(api.prepare('completions', { prompt: ids, max_tokens: 8, temperature: 0 }))) as { usage: { completion_tokens: number } };
+    expect(res.usage.completion_tokens).toBe(out.stats.generated_tokens);
+  } finally {
+    await scheduler.close();
+    await engine.close();
+  }
+}, 60000);
+
 describe('--dump-logits to a path that cannot be written', () => {
   // config.json alone: the check must come before the tokenizer or weights are needed.
   const configOnly = path.join(tmp.dir, 'config-only-dump');
@@ -158,7 +193,8 @@ describeGolden('generate --json --dump-logits on the golden tiny-a', () => {
     const out = JSON.parse(stdout);
     expect(out.tokens).toEqual(p.greedy.slice(0, 3));
     expect(out.finish_reason).toBe('stop');
-    expect(out.stats.generated_tokens).toBe(3);
+    // tokens keeps the EOS; generated_tokens counts what was generated before it (as usage.completion_tokens does).
+    expect(out.stats.generated_tokens).toBe(2);
     const plain = JSON.parse((await capture(() => runGenerate(quietFlags({ ids: p.ids, maxTokens: 2 })))).stdout);
     expect(out.text).toBe(plain.text); // the EOS adds no text
   }, 60000);
