@@ -54,9 +54,9 @@ function gaugeValue(reg: Registry, name: string, labels: Record<string, string> 
 
 export function buildStatus(obs: EngineObservability, service = 'turbosparse-coordinator'): StatusJson {
   const c = obs.engine.config;
-  // Refresh collect()-style gauges (scheduler queue, KV cache) and the deferred call bookkeeping.
+  // Refresh collect()-style gauges (scheduler queue, KV cache) and the deferred call bookkeeping
+  // (EngineObservability flushes it from the registry's onCollect).
   obs.registry.json();
-  obs.flush();
   const snap = obs.stats.snapshot();
   const byNode = new Map(snap.nodes.map((n) => [n.node, n]));
   const health: NodeHealthLike[] = obs.nodes();
