@@ -51,6 +51,8 @@ export interface NativePredictor extends NativeHandle {
 }
 export interface NativeKvCache extends NativeHandle {
   readonly bytes: number;
+  /** Positions it holds (0 <= position < maxTokens); growKvCache raises it. */
+  readonly maxTokens: number;
 }
 
 /** One predictor over some rows of a batch. masks: [rows.length, maskWords*8] bytes. */
@@ -80,6 +82,8 @@ export interface NativeBackend {
   createExpert(w1: HostMatrix, w3: HostMatrix, w2: HostMatrix, store: StoreDType): Promise<NativeExpert>;
   createPredictor(fc1: HostMatrix, fc2: HostMatrix, store: StoreDType): Promise<NativePredictor>;
   createKvCache(layers: number, maxTokens: number, kvHeads: number, headDim: number): NativeKvCache;
+  /** Grows a cache to maxTokens positions, keeping its contents (a smaller maxTokens is a no-op). */
+  growKvCache(cache: NativeKvCache, maxTokens: number): Promise<void>;
 
   matmul(w: NativeWeight, n: number, x: Float32Array, y: Float32Array): Promise<void>;
   rmsnorm(w: NativeWeight, n: number, d: number, x: Float32Array, eps: number, y: Float32Array): Promise<void>;

@@ -18,6 +18,7 @@ Napi::Function BackendWrap::Define(Napi::Env env) {
                          InstanceMethod("createExpert", &BackendWrap::Async<CreateExpert>),
                          InstanceMethod("createPredictor", &BackendWrap::Async<CreatePredictor>),
                          InstanceMethod("createKvCache", &BackendWrap::CreateKvCache),
+                         InstanceMethod("growKvCache", &BackendWrap::Async<GrowKvCache>),
                          InstanceMethod("matmul", &BackendWrap::Async<Matmul>),
                          InstanceMethod("rmsnorm", &BackendWrap::Async<Rmsnorm>),
                          InstanceMethod("rope", &BackendWrap::Async<Rope>),
@@ -55,6 +56,7 @@ template <> struct OpName<Rope> { static constexpr const char* name = "rope"; };
 template <> struct OpName<RouterTopk> { static constexpr const char* name = "routerTopk"; };
 template <> struct OpName<PredictMany> { static constexpr const char* name = "predictMany"; };
 template <> struct OpName<Attention> { static constexpr const char* name = "attention"; };
+template <> struct OpName<GrowKvCache> { static constexpr const char* name = "growKvCache"; };
 template <> struct OpName<Moe> { static constexpr const char* name = "moe"; };
 
 template <BackendWrap::AsyncOp Op>

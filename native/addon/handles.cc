@@ -61,6 +61,8 @@ Napi::Function HandleWrap<K>::Define(Napi::Env env) {
       break;
     case HandleKind::KvCache:
       props.push_back(W::InstanceAccessor("bytes", &W::template Get<&HandleRecord::bytes>, nullptr, napi_enumerable));
+      props.push_back(
+          W::InstanceAccessor("maxTokens", &W::template Get<&HandleRecord::max_tokens>, nullptr, napi_enumerable));
       break;
   }
   return W::DefineClass(env, Names<K>::cls, props);

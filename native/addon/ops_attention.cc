@@ -1,4 +1,6 @@
 // ops_attention.cc — causal GQA attention over KV caches (one per row).
+#include <algorithm>
+
 #include "handles.h"
 #include "op_worker.h"
 #include "ops.h"
@@ -22,7 +24,34 @@ class AttentionWorker : public OpWorker {
   }
 };
 
+class GrowKvCacheWorker : public OpWorker {
+ public:
+  using OpWorker::OpWorker;
+  std::shared_ptr<HandleRecord> cache;
+  int64_t max_tokens = 0;
+
+ private:
+  int Run() override { return ts_kvcache_grow(static_cast<ts_kvcache*>(cache->ptr), max_tokens); }
+  // The shape the JS side checks positions against changes only once the copy is done.
+  Napi::Value Result() override {
+    cache->max_tokens = std::max(cache->max_tokens, max_tokens);
+    cache->bytes = ts_kvcache_bytes(static_cast<ts_kvcache*>(cache->ptr));
+    return Env().Undefined();
+  }
+};
+
 }  // namespace
+
+// growKvCache(cache, maxTokens): keeps the cache's contents; a smaller maxTokens is a no-op.
+Napi::Value GrowKvCache(const Args& a, const StatePtr& s) {
+  auto c = ReadHandle<HandleKind::KvCache>(a, a[0], "cache", *s);
+  int64_t max_tokens = a.Int(a[1], "maxTokens", 1);
+  auto wk = std::make_unique<GrowKvCacheWorker>(a.Env(), a.op(), s);
+  wk->cache = c;
+  wk->max_tokens = max_tokens;
+  wk->Use(c);
+  return OpWorker::Start(std::move(wk));
+}
 
 // attention(layer, n, caches, positions, heads, kvHeads, headDim, q, k, v, out)
 Napi::Value Attention(const Args& a, const StatePtr& s) {

@@ -141,6 +141,10 @@ TS_API int ts_predict_many(ts_backend* b, int64_t n_rows, int64_t hidden, const 
 TS_API ts_kvcache* ts_kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads,
                                      int64_t head_dim);
 TS_API void ts_kvcache_free(ts_kvcache* c);
+/* Grows the cache to max_tokens positions, keeping every K/V it holds (a sequence's
+ * cache grows as it decodes instead of being sized for its longest possible output).
+ * max_tokens <= the current size is a no-op. On failure the cache is unchanged. */
+TS_API int ts_kvcache_grow(ts_kvcache* c, int64_t max_tokens);
 TS_API int64_t ts_kvcache_bytes(const ts_kvcache* c);
 
 /* Causal GQA attention for n token rows, possibly from different sequences.

@@ -392,6 +392,15 @@ ts_kvcache* ts_kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens,
 
 void ts_kvcache_free(ts_kvcache* c) { free_one(c, Kind::kvcache); }
 
+int ts_kvcache_grow(ts_kvcache* c, int64_t max_tokens) {
+  static const char* fn = "ts_kvcache_grow";
+  if (!c) return ts_fail(std::string(fn) + ": cache is NULL");
+  ts_backend* b = c->owner;
+  std::lock_guard<std::mutex> lk(b->lock);
+  if (max_tokens <= c->max_tokens) return 0;
+  return guarded(fn, -1, [&] { return b->ops->kvcache_grow(c, max_tokens); });
+}
+
 int64_t ts_kvcache_bytes(const ts_kvcache* c) {
   return c ? 2 * c->layers * c->max_tokens * c->kv_heads * c->head_dim * int64_t(sizeof(float)) : 0;
 }

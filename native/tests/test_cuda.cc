@@ -353,9 +353,11 @@ void test_attention(Pair p, Rng& rng) {
   struct Case { int64_t heads, kv, hd; };
   for (Case c : {Case{4, 2, 16}, Case{8, 2, 128}, Case{6, 6, 64}, Case{16, 2, 32}, Case{2, 1, 256}}) {
     const int64_t layers = 2, max_tokens = 700, layer = 1;
-    ts_kvcache* cc[2] = {ts_kvcache_create(p.cpu, layers, max_tokens, c.kv, c.hd),
+    // A's caches start with room for its prefill only and grow before step 2 (ts_kvcache_grow keeps the K/V)
+    const int64_t first_size = 300;
+    ts_kvcache* cc[2] = {ts_kvcache_create(p.cpu, layers, first_size, c.kv, c.hd),
                          ts_kvcache_create(p.cpu, layers, max_tokens, c.kv, c.hd)};
-    ts_kvcache* cg[2] = {ts_kvcache_create(p.gpu, layers, max_tokens, c.kv, c.hd),
+    ts_kvcache* cg[2] = {ts_kvcache_create(p.gpu, layers, first_size, c.kv, c.hd),
                          ts_kvcache_create(p.gpu, layers, max_tokens, c.kv, c.hd)};
     const std::string base = fmt("attention heads=%lld kv=%lld hd=%lld", (long long)c.heads, (long long)c.kv, (long long)c.hd);
     if (!cc[0] || !cc[1] || !cg[0] || !cg[1]) {
@@ -370,6 +372,10 @@ void test_attention(Pair p, Rng& rng) {
       steps[1].seq = {1, 0, 0};
       steps[1].pos = {7, 300, 301};
       for (size_t s = 0; s < steps.size(); s++) {
+        if (s == 1 && (ts_kvcache_grow(cc[0], max_tokens) || ts_kvcache_grow(cg[0], max_tokens))) {
+          check(false, base + " cache grow", ts_last_error());
+          break;
+        }
         const int64_t n = int64_t(steps[s].seq.size());
         auto q = rand_vec(rng, size_t(n * c.heads * c.hd), -1.f, 1.f);
         auto k = rand_vec(rng, size_t(n * c.kv * c.hd), -1.f, 1.f);

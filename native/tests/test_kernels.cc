@@ -663,7 +663,8 @@ void test_predictor(ts_backend* b, Rng& rng, const std::vector<std::string>& var
 
 void test_attention(ts_backend* b, Rng& rng) {
   const int64_t L = 2, T = 12, heads = 4, kvh = 2, hd = 18, layer = 1;
-  ts_kvcache* ca = ts_kvcache_create(b, L, T, kvh, hd);
+  // a starts with room for 5 positions and grows before its 6th (its K/V must survive the move)
+  ts_kvcache* ca = ts_kvcache_create(b, L, 5, kvh, hd);
   ts_kvcache* cb = ts_kvcache_create(b, L, T, kvh, hd);
   // what the caches should hold: seq -> positions -> k/v rows
   std::vector<std::vector<float>> K(2, std::vector<float>(size_t(T * kvh * hd))), V = K;
@@ -706,7 +707,9 @@ void test_attention(ts_backend* b, Rng& rng) {
   };
   double e1 = run({1, 1, 1}, {0, 1, 2});                  // prefill of seq b
   double e2 = run({0, 0, 0, 0, 0, 1}, {0, 1, 2, 3, 4, 3}); // prefill of a (rows see each other) + decode of b
-  double e3 = run({1, 0}, {4, 5});                         // decode of both
+  check(ts_kvcache_grow(ca, 3) == 0 && ts_kvcache_bytes(ca) == 2 * L * 5 * kvh * hd * 4, "kvcache grow to fewer positions is a no-op");
+  check(ts_kvcache_grow(ca, T) == 0, "kvcache grow", ts_last_error());
+  double e3 = run({1, 0}, {4, 5});                         // decode of both, a past its first size
   check(e1 <= 1e-5 && e2 <= 1e-5 && e3 <= 1e-5, "attention GQA 4/2 heads, head_dim 18, prefill + mixed decode",
         fmt("rel err %.2e", std::max(e1, std::max(e2, e3))));
   check(ts_kvcache_bytes(ca) == 2 * L * T * kvh * hd * 4, "kvcache bytes");

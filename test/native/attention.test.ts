@@ -95,3 +95,33 @@ test('rows of two sequences in one batch; layers are separate', async () => {
   expectClose(out.subarray(0, Q), want, 1e-5, 1e-4);
   expectClose(out.subarray(Q), want, 1e-5, 1e-4);
 });
+
+test('a grown cache keeps every layer it held: decoding past its first size matches the reference', async () => {
+  const cache = backend.createKvCache(LAYERS, 3, KV_HEADS, HD);
+  expect(cache.maxTokens).toBe(3);
+  const small = cache.bytes;
+  const sink = new Float32Array(3 * Q);
+  for (const layer of [0, 1]) {
+    await backend.attention(layer, 3, [cache, cache, cache], Int32Array.from([0, 1, 2]), HEADS, KV_HEADS, HD,
+      q.subarray(0, 3 * Q), k.subarray(0, 3 * KV), v.subarray(0, 3 * KV), sink);
+  }
+  // Position 3 does not fit yet: one clear error, nothing written.
+  await expect(backend.attention(0, 1, [cache], Int32Array.from([3]), HEADS, KV_HEADS, HD,
+    q.subarray(3 * Q, 4 * Q), k.subarray(3 * KV, 4 * KV), v.subarray(3 * KV, 4 * KV), new Float32Array(Q))).rejects.toThrow(/maxTokens = 3/);
+
+  await backend.growKvCache(cache, 2); // smaller: nothing changes
+  expect(cache.maxTokens).toBe(3);
+  await backend.growKvCache(cache, T);
+  expect(cache.maxTokens).toBe(T);
+  expect(cache.bytes).toBe((small / 3) * T);
+  for (const layer of [0, 1]) {
+    for (let t = 3; t < T; t++) {
+      const out = new Float32Array(Q);
+      await backend.attention(layer, 1, [cache], Int32Array.from([t]), HEADS, KV_HEADS, HD,
+        q.subarray(t * Q, (t + 1) * Q), k.subarray(t * KV, (t + 1) * KV), v.subarray(t * KV, (t + 1) * KV), out);
+      expectClose(out, refAttention(q, k, v, t), 1e-5, 1e-4);
+    }
+  }
+  cache.free();
+  await expect(backend.growKvCache(cache, 8)).rejects.toThrow(/cache was freed/);
+});

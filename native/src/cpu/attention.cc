@@ -61,4 +61,28 @@ int attention(ts_backend* b, int64_t layer, int64_t n, ts_kvcache* const* caches
   return 0;
 }
 
+// Layers are laid out one after another, so every layer's positions move to its
+// new, wider slot; positions past the old size stay zero as after create.
+int kvcache_grow(ts_kvcache* tc, int64_t max_tokens) {
+  auto* c = static_cast<CpuKvCache*>(tc);
+  const size_t row = size_t(c->kv_heads * c->head_dim);
+  const size_t n = size_t(c->layers * max_tokens) * row;
+  std::vector<float> k, v;
+  try {
+    k.assign(n, 0.f);
+    v.assign(n, 0.f);
+  } catch (const std::bad_alloc&) {
+    return ts_fail("ts_kvcache_grow: out of memory growing a KV cache to " + std::to_string(2 * n * 4) + " bytes");
+  }
+  const size_t old_layer = size_t(c->max_tokens) * row, new_layer = size_t(max_tokens) * row;
+  for (int64_t l = 0; l < c->layers; l++) {
+    std::memcpy(k.data() + l * new_layer, c->k.data() + l * old_layer, old_layer * sizeof(float));
+    std::memcpy(v.data() + l * new_layer, c->v.data() + l * old_layer, old_layer * sizeof(float));
+  }
+  c->k.swap(k);
+  c->v.swap(v);
+  c->max_tokens = max_tokens;
+  return 0;
+}
+
 }  // namespace ts_cpu

@@ -141,5 +141,6 @@ ts_predictor* predictor_create(ts_backend* b, const ts_host_matrix* fc1, const t
 void predictor_free(ts_predictor* p);
 ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim);
 void kvcache_free(ts_kvcache* c);
+int kvcache_grow(ts_kvcache* c, int64_t max_tokens);
 
 }  // namespace ts_cpu

@@ -271,4 +271,38 @@ void kvcache_free(ts_kvcache* tc) {
   delete c;
 }
 
+// New zeroed buffers, then one 2-D copy per tensor: layer l's old positions
+// (old_max rows) land at the start of its new slot (new_max rows).
+int kvcache_grow(ts_kvcache* tc, int64_t max_tokens) {
+  auto* c = static_cast<KvCache*>(tc);
+  Backend* b = as_cuda(c->owner);
+  TS_TRY(b->activate());
+  const size_t row = size_t(c->kv_heads * c->head_dim) * 4;
+  const size_t bytes = size_t(c->layers * max_tokens) * row;
+  const size_t old_pitch = size_t(c->max_tokens) * row, new_pitch = size_t(max_tokens) * row;
+  float *k = nullptr, *v = nullptr;
+  cudaError_t e = cudaMalloc(reinterpret_cast<void**>(&k), bytes);
+  if (e == cudaSuccess) e = cudaMalloc(reinterpret_cast<void**>(&v), bytes);
+  if (e == cudaSuccess) e = cudaMemsetAsync(k, 0, bytes, b->stream);
+  if (e == cudaSuccess) e = cudaMemsetAsync(v, 0, bytes, b->stream);
+  if (e == cudaSuccess)
+    e = cudaMemcpy2DAsync(k, new_pitch, c->k, old_pitch, old_pitch, size_t(c->layers), cudaMemcpyDeviceToDevice, b->stream);
+  if (e == cudaSuccess)
+    e = cudaMemcpy2DAsync(v, new_pitch, c->v, old_pitch, old_pitch, size_t(c->layers), cudaMemcpyDeviceToDevice, b->stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(b->stream);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    if (k) cudaFree(k);
+    if (v) cudaFree(v);
+    return ts_fail("ts_kvcache_grow: cannot grow the KV cache to " + std::to_string(2 * bytes) + " bytes of device memory: " +
+                   cudaGetErrorString(e));
+  }
+  cudaFree(c->k);
+  cudaFree(c->v);
+  c->k = k;
+  c->v = v;
+  c->max_tokens = max_tokens;
+  return 0;
+}
+
 }  // namespace tscuda
