@@ -339,8 +339,19 @@ export interface MetricSnapshot {
   series: { labels: Record<string, string>; value?: number; count?: number; sum?: number; cumulative?: number[] }[];
 }
 
+export interface RegistryOptions {
+  /** Where a failing onCollect callback is reported (once per distinct message). Default: a line on stderr. */
+  log?: (line: string) => void;
+}
+
 export class Registry {
   private readonly metrics = new Map<string, Metric<unknown>>();
+  private readonly log: (line: string) => void;
+  private readonly reported = new Set<string>();
+
+  constructor(opts: RegistryOptions = {}) {
+    this.log = opts.log ?? ((line) => process.stderr.write(line + '\n'));
+  }
 
   private register<M extends Metric<unknown>>(m: M): M {
     const old = this.metrics.get(m.name);
@@ -382,8 +393,19 @@ export class Registry {
     this.collectors.push(fn);
   }
 
+  /** Runs every onCollect callback once; a failing one is reported and skipped, so a scrape still answers. */
   private collect(): void {
-    for (const f of this.collectors) f();
+    for (const f of this.collectors) {
+      try {
+        f();
+      } catch (e) {
+        const msg = `metrics: an onCollect callback failed (${e instanceof Error ? e.message : String(e)}); the others still ran`;
+        if (!this.reported.has(msg) && this.reported.size < 100) {
+          this.reported.add(msg);
+          this.log(msg);
+        }
+      }
+    }
     for (const m of this.metrics.values()) if (m instanceof Gauge) m.collect();
   }
 

@@ -50,6 +50,8 @@ export interface ObserveOptions {
   detail?: TraceDetail;
   /** Model name for GenAI attributes (default the model folder's name). */
   modelName?: string;
+  /** Where a failing deferred record is reported. Default: a line on stderr. */
+  log?: (line: string) => void;
 }
 
 interface ObservableBackend extends ExpertBackend {
@@ -135,6 +137,7 @@ export class EngineObservability {
   readonly detail: TraceDetail;
   readonly modelName: string;
   readonly startedAt = Date.now();
+  private readonly log: (line: string) => void;
   /** Run before every step (observeScheduler binds newly admitted sequences here). */
   readonly beforeStep: (() => void)[] = [];
   private readonly pending = new Map<string, PendingCall[]>();
@@ -158,6 +161,7 @@ export class EngineObservability {
     const tel = opts.telemetry ?? currentTelemetry();
     this.tracer = tel?.enabled ? tel.tracer : undefined;
     this.detail = opts.detail ?? detailFromEnv();
+    this.log = opts.log ?? ((line) => process.stderr.write(line + '\n'));
     this.metrics = coordinatorMetrics(opts.registry ?? defaultRegistry);
     this.calls = new CallMetrics(this.metrics, engine.config.intermediateSize);
     this.stats = new ExpertStats(engine.config.intermediateSize);
@@ -193,11 +197,30 @@ export class EngineObservability {
    */
   private readonly deferred: (() => void)[] = [];
 
-  /** Brings the metrics and stats up to date with every finished call. */
+  /**
+   * Brings the metrics and stats up to date with every finished call. Each record runs
+   * exactly once: one that throws is reported and dropped, and the others still run.
+   */
   flush(): void {
     const d = this.deferred;
-    for (let i = 0; i < d.length; i++) d[i]();
+    for (let i = 0; i < d.length; i++) {
+      try {
+        d[i]();
+      } catch (e) {
+        this.reportRecordError(e);
+      }
+    }
     d.length = 0;
+  }
+
+  private readonly reported = new Set<string>();
+
+  /** A bookkeeping bug must not break the token path or a scrape: one line per distinct message. */
+  private reportRecordError(e: unknown): void {
+    const msg = `observability: an expert call record failed (${e instanceof Error ? e.message : String(e)}); it is dropped`;
+    if (this.reported.has(msg) || this.reported.size >= 100) return;
+    this.reported.add(msg);
+    this.log(msg);
   }
 
   // ---- instrumentation of the engine instance ----

@@ -8,7 +8,7 @@ import { buildStatus, observeEngine, type EngineObservability } from '../../coor
 const I = 64;
 
 /** An engine with in-process experts whose runExperts returns at once, instrumented. */
-function observed(): { obs: EngineObservability; experts: ExpertBackend } {
+function observed(log?: (line: string) => void): { obs: EngineObservability; experts: ExpertBackend } {
   const backend: ExpertBackend = {
     name: 'local',
     runExperts: async (b: ExpertBatch): Promise<ExpertOutput> => ({ out: new Float32Array(b.nRows * 4), active: new Int32Array(b.nRows * b.topK).fill(8) }),
@@ -20,7 +20,7 @@ function observed(): { obs: EngineObservability; experts: ExpertBackend } {
     experts: backend,
     step: async () => ({ sampled: [] }),
   } as unknown as Engine;
-  const obs = observeEngine(engine, { registry: new Registry() });
+  const obs = observeEngine(engine, { registry: new Registry(), log });
   return { obs, experts: engine.experts };
 }
 
@@ -42,4 +42,47 @@ test('the status flushes the deferred records once (the registry read already do
   const s = buildStatus(obs);
   expect(flush).toHaveBeenCalledTimes(1);
   expect(s.totals.calls).toBe(3);
+});
+
+test('a deferred record that throws is reported and dropped; the others run exactly once', async () => {
+  const lines: string[] = [];
+  const { obs, experts } = observed((l) => lines.push(l));
+  const recorded: number[] = [];
+  const recordCall = obs.stats.recordCall.bind(obs.stats);
+  jest.spyOn(obs.stats, 'recordCall').mockImplementation((c) => {
+    recorded.push(c.layer);
+    if (c.layer === 1) throw new Error('bad record');
+    recordCall(c);
+  });
+  // Each call flushes the records before it (on the token path): the throw must not reach the caller.
+  for (let layer = 0; layer < 4; layer++) await expect(experts.runExperts(batch(layer))).resolves.toBeDefined();
+  obs.flush();
+  obs.flush();
+  expect(recorded).toEqual([0, 1, 2, 3]);
+  expect(obs.stats.snapshot().totals.calls).toBe(3);
+  expect(lines).toEqual(['observability: an expert call record failed (bad record); it is dropped']);
+  // The metrics read flushes too, with nothing left to run twice.
+  await experts.runExperts(batch(1));
+  expect(() => obs.registry.text()).not.toThrow();
+  expect(recorded).toEqual([0, 1, 2, 3, 1]);
+  expect(lines).toHaveLength(1); // the same failure is reported once
+});
+
+test('Registry: a throwing onCollect callback is reported and skipped; the others run once per read', () => {
+  const lines: string[] = [];
+  const reg = new Registry({ log: (l) => lines.push(l) });
+  const g = reg.gauge({ name: 'ts_depth', help: 'depth' });
+  const runs = { a: 0, b: 0 };
+  reg.onCollect(() => void runs.a++);
+  reg.onCollect(() => {
+    throw new Error('source gone');
+  });
+  reg.onCollect(() => {
+    runs.b++;
+    g.set(undefined, 5);
+  });
+  expect(reg.text()).toContain('ts_depth 5');
+  expect(reg.json().metrics[0].series[0].value).toBe(5);
+  expect(runs).toEqual({ a: 2, b: 2 });
+  expect(lines).toEqual(['metrics: an onCollect callback failed (source gone); the others still ran']);
 });
