@@ -4,7 +4,7 @@
 // whole CLI.
 import { Command } from 'commander';
 import { type ExpertNodeOptions, serveUntilStopped } from '../expert-node/main';
-import { addKernelOptions, intOption } from './options';
+import { addKernelOptions, intOption, oneLineErrors } from './options';
 
 /** The flags are the node's options, less what only code can pass. */
 type ExpertNodeFlags = Omit<ExpertNodeOptions, 'hooks' | 'log'>;
@@ -37,9 +37,13 @@ export function registerExpertNode(program: Command): void {
   configure(program.command('expert-node'));
 }
 
+/** The command on its own (`node dist/cli/expert-node.js`), as local-cluster.ts spawns it. */
+export function expertNodeProgram(): Command {
+  return oneLineErrors(configure(new Command('turbosparse expert-node')).exitOverride());
+}
+
 if (require.main === module) {
-  const program = configure(new Command('turbosparse expert-node')).exitOverride();
-  program.parseAsync(process.argv).catch((e: unknown) => {
+  expertNodeProgram().parseAsync(process.argv).catch((e: unknown) => {
     // Same rule as cli/main.ts: a user error is one line, a bug keeps its stack.
     const err = e as Error & { exitCode?: number; code?: string };
     if (err.code?.startsWith('commander.')) process.exitCode = err.exitCode ?? 2;

@@ -10,12 +10,12 @@ import { registerBatch } from './batch';
 import { registerExpertNode } from './expert-node';
 import { registerStats } from './stats';
 import { registerShardMap } from './shard-map';
+import { oneLineErrors } from './options';
 import { ExpertsUnavailableError } from '../coordinator/remote-experts';
 
 export function buildProgram(): Command {
   const program = new Command('turbosparse')
     .description('Sparse TurboSparse-Mixtral inference across expert nodes')
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerGenerate(program);
   registerMakeDemoModel(program);
@@ -26,7 +26,7 @@ export function buildProgram(): Command {
   registerExpertNode(program);
   registerStats(program);
   registerShardMap(program);
-  return program;
+  return oneLineErrors(program);
 }
 
 /** A user error is one line without a stack trace; anything else is a bug and keeps its stack. */

@@ -51,3 +51,14 @@ export function addKernelOptions(cmd: Command, denseHelp: string): Command {
     .option('--weights <dtype>', WEIGHTS_HELP, weightsOption, 'auto')
     .option('--dense', denseHelp);
 }
+
+/**
+ * Commander's parse errors as one line, with where the usage is: its "(Did you mean ...?)"
+ * goes on the same line (bad input gets one clear line). Applied to `cmd` and, named by
+ * their path, to its subcommands, so call it once they are registered.
+ */
+export function oneLineErrors(cmd: Command, name = cmd.name()): Command {
+  cmd.configureOutput({ outputError: (str, write) => write(`${str.trim().replace(/\s*\n\s*/g, ' ')} (see ${name} --help)\n`) });
+  for (const sub of cmd.commands) oneLineErrors(sub, `${name} ${sub.name()}`);
+  return cmd;
+}
