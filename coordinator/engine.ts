@@ -37,13 +37,34 @@ export class Engine {
     return this.folder.config;
   }
 
-  /** Starts a sequence; its KV cache holds prompt + maxTokens (capped at the context). */
-  newSequence(promptIds: number[], opts: SequenceOptions): Sequence {
-    const c = this.config;
+  /**
+   * Starts a sequence. Its KV cache holds `kvTokens` positions, by default all it can ever
+   * need (prompt + maxTokens, capped at the context); a smaller one grows with `grow`.
+   */
+  newSequence(promptIds: number[], opts: SequenceOptions, kvTokens?: number): Sequence {
     this.checkPrompt(promptIds);
-    const capacity = Math.min(c.maxPositionEmbeddings, promptIds.length + Math.max(0, opts.maxTokens));
-    const cache = this.backend.createKvCache(c.numLayers, capacity, c.numKvHeads, c.headDim);
-    return new Sequence(this.nextSeqId++, promptIds, cache, opts);
+    const seq = new Sequence(this.nextSeqId++, promptIds, null, opts);
+    this.allocate(seq, kvTokens ?? this.kvTokensLimit(promptIds.length, opts.maxTokens));
+    return seq;
+  }
+
+  /** Positions a sequence's cache can ever need: prompt + maxTokens, capped at the context. */
+  kvTokensLimit(promptTokens: number, maxTokens: number): number {
+    return Math.min(this.config.maxPositionEmbeddings, promptTokens + Math.max(0, maxTokens));
+  }
+
+  /** Gives a sequence without a cache (new, or preempted and released) an empty one of `tokens` positions. */
+  allocate(seq: Sequence, tokens: number): void {
+    if (seq.cache) throw new Error(`sequence ${seq.id} already has a KV cache`);
+    const c = this.config;
+    seq.cache = this.backend.createKvCache(c.numLayers, tokens, c.numKvHeads, c.headDim);
+    seq.computed = 0;
+  }
+
+  /** Grows a sequence's cache to `tokens` positions, keeping the K/V it holds. */
+  async grow(seq: Sequence, tokens: number): Promise<void> {
+    if (!seq.cache) throw new Error(`sequence ${seq.id} has no KV cache to grow`);
+    await this.backend.growKvCache(seq.cache, tokens);
   }
 
   /** Throws UserError for a prompt newSequence would refuse (so a scheduler can refuse it before queueing). */
@@ -86,6 +107,7 @@ export class Engine {
     let prefillRows = 0;
     for (const seq of seqs) {
       if (seq.finished) continue;
+      if (!seq.cache) throw new Error(`sequence ${seq.id} has no KV cache (released or preempted)`);
       const start = seq.computed;
       const pending = seq.pendingPrompt;
       const count = pending > 0 ? Math.min(chunk, pending) : 1;
@@ -95,7 +117,7 @@ export class Engine {
       for (let i = 0; i < count; i++) {
         tokens.push(seq.tokenAt(start + i));
         positions.push(start + i);
-        caches.push(seq.cache);
+        caches.push(seq.cache!);
       }
       const firstLogit = logitRows.length;
       if (seq.opts.keepPromptLogits && pending > 0) {
@@ -157,9 +179,11 @@ export class Engine {
     };
   }
 
-  /** Frees a sequence's KV cache. */
+  /** Frees a sequence's KV cache; what it held must be computed again before it can step. */
   release(seq: Sequence): void {
-    seq.cache.free();
+    seq.cache?.free();
+    seq.cache = null;
+    seq.computed = 0;
   }
 
   async close(): Promise<void> {

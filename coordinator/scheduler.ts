@@ -2,12 +2,19 @@
 //
 //   submit -> [waiting, bounded] --(KV budget allows)--> [running] --step--> tokens -> text -> caller
 //                   \-- beyond the bound: QueueFullError (never dropped silently)
+//              ^-- preempted (cache dropped) when an older sequence needs its KV budget --/
 //
 // Each step is ONE forward pass over every running sequence: decoding ones add
 // their newest token, prefilling ones add a chunk of their prompt (a per-step
 // prompt-token budget, so a long prompt does not stall everyone's decoding).
 // New requests join and finished/cancelled ones leave only between steps, which
-// is also the only time a KV cache is created or freed (a step owns its caches).
+// is also the only time a KV cache is created, grown or freed (a step owns its caches).
+//
+// KV budget, as vLLM does it: a sequence holds cache for what it has plus some room
+// (kvGrowTokens), not for prompt + max_tokens, and grows by a quarter (at least
+// kvGrowTokens) when a step would pass its end. When the budget cannot cover a growth,
+// the newest running sequence is preempted: its cache is freed and it goes back to the
+// front of the queue, keeping its output, to recompute prompt + output when it returns.
 import { UserError } from '../core/errors';
 import { metrics as globalMetrics, type Registry } from '../core/metrics';
 import { StreamingDetokenizer, type TextTokenizer } from '../core/tokenizer';
@@ -16,11 +23,16 @@ import type { SamplingParams } from './sampler';
 import type { FinishReason, Sequence } from './sequence';
 
 /** What the scheduler needs of the engine (the real Engine in production). */
-export type SchedulerEngine = Pick<Engine, 'config' | 'newSequence' | 'step' | 'release' | 'kvBytesFor' | 'checkPrompt'>;
+export type SchedulerEngine = Pick<
+  Engine,
+  'config' | 'newSequence' | 'step' | 'release' | 'kvBytesFor' | 'checkPrompt' | 'kvTokensLimit' | 'allocate' | 'grow'
+>;
 
 export interface SchedulerOptions {
   /** Bytes of KV cache all running sequences may reserve together. Default: 1 GiB. */
   kvBudgetBytes?: number;
+  /** Positions of room a sequence's cache gets past what it holds, and the least it grows by. Default 256. */
+  kvGrowTokens?: number;
   /** Requests that may wait for KV budget; beyond it submit throws QueueFullError. Default 256. */
   maxQueue?: number;
   /** Sequences decoded together at most. Default 256. */
@@ -96,7 +108,10 @@ export class SequenceHandle implements AsyncIterable<Delta> {
   cancelRequested = false;
   done = false;
   seq: Sequence | null = null;
-  readonly kvBytes: number;
+  /** KV-cache bytes it holds now (0 while waiting). */
+  kvBytes = 0;
+  /** Times it was preempted. */
+  preemptions = 0;
   readonly submittedAt = performance.now();
   firstTokenAt: number | null = null;
   // Text state: `text` is everything decoded (cut at a stop string); `sent` chars went out.
@@ -111,10 +126,8 @@ export class SequenceHandle implements AsyncIterable<Delta> {
   constructor(
     readonly id: number,
     readonly req: GenerationRequest,
-    kvBytes: number,
     private readonly onCancel: (h: SequenceHandle) => void,
   ) {
-    this.kvBytes = kvBytes;
     this.result = new Promise<GenerationResult>((res, rej) => {
       this.resolve = res;
       this.reject = rej;
@@ -179,13 +192,14 @@ export class SequenceHandle implements AsyncIterable<Delta> {
   }
 }
 
-const DEFAULTS = { kvBudgetBytes: 1 << 30, maxQueue: 256, maxRunning: 256, prefillBudget: 256 };
+const DEFAULTS = { kvBudgetBytes: 1 << 30, kvGrowTokens: 256, maxQueue: 256, maxRunning: 256, prefillBudget: 256 };
 
 export class Scheduler {
   readonly opts: Required<Omit<SchedulerOptions, 'metrics'>>;
   private readonly waiting: SequenceHandle[] = [];
   private readonly running: SequenceHandle[] = [];
   private kvReserved = 0;
+  private preemptions = 0;
   private nextId = 1;
   private loop: Promise<void> | null = null;
   private closed = false;
@@ -199,24 +213,35 @@ export class Scheduler {
     opts: SchedulerOptions = {},
   ) {
     const o = { ...DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) };
-    for (const k of ['maxQueue', 'maxRunning', 'prefillBudget'] as const) {
+    for (const k of ['maxQueue', 'maxRunning', 'prefillBudget', 'kvGrowTokens'] as const) {
       const min = k === 'maxQueue' ? 0 : 1;
       if (!Number.isInteger(o[k]) || o[k] < min) throw new UserError(`scheduler ${k} must be an integer >= ${min}, got ${o[k]}`);
     }
     if (!(o.kvBudgetBytes > 0)) throw new UserError(`scheduler kvBudgetBytes must be positive, got ${o.kvBudgetBytes}`);
-    this.opts = { kvBudgetBytes: o.kvBudgetBytes, maxQueue: o.maxQueue, maxRunning: o.maxRunning, prefillBudget: o.prefillBudget };
+    this.opts = {
+      kvBudgetBytes: o.kvBudgetBytes,
+      kvGrowTokens: o.kvGrowTokens,
+      maxQueue: o.maxQueue,
+      maxRunning: o.maxRunning,
+      prefillBudget: o.prefillBudget,
+    };
     this.m = schedulerMetrics(opts.metrics ?? globalMetrics, this);
   }
 
-  /** Sequences in the batch now / waiting for KV budget / bytes of KV cache reserved. */
-  get stats(): { running: number; waiting: number; kvBytes: number; kvBudget: number } {
-    return { running: this.running.length, waiting: this.waiting.length, kvBytes: this.kvReserved, kvBudget: this.opts.kvBudgetBytes };
+  /** Sequences in the batch now / waiting / bytes of KV cache held / preemptions so far. */
+  get stats(): { running: number; waiting: number; kvBytes: number; kvBudget: number; preemptions: number } {
+    return {
+      running: this.running.length,
+      waiting: this.waiting.length,
+      kvBytes: this.kvReserved,
+      kvBudget: this.opts.kvBudgetBytes,
+      preemptions: this.preemptions,
+    };
   }
 
-  /** KV bytes a request reserves: prompt + max tokens, capped at the context (what the engine allocates). */
+  /** KV bytes a request can hold at most: prompt + max tokens, capped at the context. */
   kvBytesFor(promptTokens: number, maxTokens: number): number {
-    const ctx = this.engine.config.maxPositionEmbeddings;
-    return this.engine.kvBytesFor(Math.min(ctx, promptTokens + Math.max(0, maxTokens)));
+    return this.engine.kvBytesFor(this.engine.kvTokensLimit(promptTokens, maxTokens));
   }
 
   /**
@@ -252,13 +277,14 @@ export class Scheduler {
       this.engine.checkPrompt(r.promptIds);
       if (!Number.isInteger(r.maxTokens) || r.maxTokens < 0) throw new UserError(`max_tokens must be a non-negative integer, got ${r.maxTokens}`);
       const bytes = this.kvBytesFor(r.promptIds.length, r.maxTokens);
+      // Alone it must be able to finish: it may grow to prompt + max_tokens.
       if (bytes > this.opts.kvBudgetBytes) {
         throw new UserError(
           `max_tokens: the request needs ${mb(bytes)} of KV cache (prompt ${r.promptIds.length} + max_tokens ${r.maxTokens} tokens) ` +
             `but the server's KV budget is ${mb(this.opts.kvBudgetBytes)}: lower max_tokens or shorten the prompt`,
         );
       }
-      return bytes;
+      return this.engine.kvBytesFor(this.firstKvTokens(r.promptIds.length, r.promptIds.length, r.maxTokens));
     });
     // Requests that would not start right away take queue slots.
     let free = this.opts.kvBudgetBytes - this.kvReserved;
@@ -276,7 +302,7 @@ export class Scheduler {
         `the server is at capacity (${this.running.length} sequences running, ${this.waiting.length} waiting, queue limit ${this.opts.maxQueue}): retry later`,
       );
     }
-    const handles = reqs.map((r, i) => new SequenceHandle(this.nextId++, r, sizes[i], (h) => this.onCancel(h)));
+    const handles = reqs.map((r) => new SequenceHandle(this.nextId++, r, (h) => this.onCancel(h)));
     this.waiting.push(...handles);
     this.admit();
     this.kick();
@@ -293,7 +319,7 @@ export class Scheduler {
   private onCancel(h: SequenceHandle): void {
     const i = this.waiting.indexOf(h);
     if (i >= 0) {
-      // Never started: nothing to free.
+      // Not running: it holds no cache (a preempted one freed its own).
       this.waiting.splice(i, 1);
       this.end(h, 'cancelled');
       this.admit();
@@ -302,27 +328,89 @@ export class Scheduler {
     this.kick();
   }
 
-  /** Moves waiting requests into the batch, in order, while budget and slots allow. */
+  /** Positions a cache starts with: what must be computed plus kvGrowTokens of room, within the limit. */
+  private firstKvTokens(known: number, promptTokens: number, maxTokens: number): number {
+    return Math.min(this.engine.kvTokensLimit(promptTokens, maxTokens), known + this.opts.kvGrowTokens);
+  }
+
+  /**
+   * Moves waiting requests into the batch, in order, while budget and slots allow. A
+   * preempted sequence comes back with a fresh cache and recomputes what it had.
+   */
   private admit(): void {
     while (this.waiting.length > 0 && this.running.length < this.opts.maxRunning) {
       const h = this.waiting[0];
-      if (this.kvReserved + h.kvBytes > this.opts.kvBudgetBytes) break;
-      this.waiting.shift();
       const r = h.req;
+      const tokens = this.firstKvTokens(h.seq?.length ?? r.promptIds.length, r.promptIds.length, r.maxTokens);
+      const bytes = this.engine.kvBytesFor(tokens);
+      if (this.kvReserved + bytes > this.opts.kvBudgetBytes) break;
+      this.waiting.shift();
       try {
-        h.seq = this.engine.newSequence(r.promptIds, {
-          sampling: r.sampling,
-          maxTokens: r.maxTokens,
-          stopIds: r.stopIds ?? this.tokenizer.eosIds,
-        });
+        if (h.seq) this.engine.allocate(h.seq, tokens);
+        else {
+          const opts = { sampling: r.sampling, maxTokens: r.maxTokens, stopIds: r.stopIds ?? this.tokenizer.eosIds };
+          h.seq = this.engine.newSequence(r.promptIds, opts, tokens);
+          h.detok = new StreamingDetokenizer(this.tokenizer, r.promptIds);
+        }
       } catch (e) {
         h.fail(e);
         continue;
       }
-      h.detok = new StreamingDetokenizer(this.tokenizer, r.promptIds);
-      this.kvReserved += h.kvBytes;
+      h.kvBytes = bytes;
+      this.kvReserved += bytes;
       this.running.push(h);
     }
+  }
+
+  /**
+   * Makes room in each cache of the batch for the rows this step writes, oldest sequence
+   * first; where the budget is short, preempts the newest running ones. Returns the batch
+   * left to step.
+   */
+  private async reserveKv(batch: SequenceHandle[]): Promise<SequenceHandle[]> {
+    const left = new Set(batch);
+    for (const h of batch) {
+      if (!left.has(h)) continue; // preempted for an older one
+      const seq = h.seq!;
+      const pending = seq.pendingPrompt;
+      const need = seq.computed + (pending > 0 ? Math.min(pending, this.opts.prefillBudget) : 1);
+      const have = seq.cache!.maxTokens;
+      if (need <= have) continue;
+      const limit = this.engine.kvTokensLimit(seq.promptIds.length, seq.opts.maxTokens);
+      const tokens = Math.min(limit, Math.max(need, have + Math.max(this.opts.kvGrowTokens, have >> 2)));
+      const extra = this.engine.kvBytesFor(tokens) - h.kvBytes;
+      while (this.kvReserved + extra > this.opts.kvBudgetBytes) {
+        const victim = this.running[this.running.length - 1];
+        this.preempt(victim);
+        left.delete(victim);
+        if (victim === h) break;
+      }
+      if (!left.has(h)) continue;
+      // Held before the await: a submit meanwhile must not admit into these bytes.
+      this.kvReserved += extra;
+      h.kvBytes += extra;
+      try {
+        await this.engine.grow(seq, tokens);
+      } catch (e) {
+        this.kvReserved -= extra;
+        h.kvBytes -= extra;
+        left.delete(h);
+        this.leave(h, () => h.fail(new StepError(e)));
+      }
+    }
+    return batch.filter((h) => left.has(h));
+  }
+
+  /** Frees a running sequence's cache and puts it first in the queue; it keeps its output. */
+  private preempt(h: SequenceHandle): void {
+    this.running.splice(this.running.indexOf(h), 1);
+    this.engine.release(h.seq!);
+    this.kvReserved -= h.kvBytes;
+    h.kvBytes = 0;
+    h.preemptions++;
+    this.preemptions++;
+    this.m.preemptions.inc();
+    this.waiting.unshift(h);
   }
 
   private kick(): void {
@@ -353,7 +441,8 @@ export class Scheduler {
       this.reap();
       this.admit();
       if (this.running.length === 0) break; // only possible when nothing is waiting either
-      const batch = this.pickBatch();
+      const batch = await this.reserveKv(this.pickBatch());
+      if (batch.length === 0) continue;
       const t0 = performance.now();
       let result;
       try {
@@ -471,6 +560,7 @@ export class Scheduler {
     if (h.seq) {
       this.engine.release(h.seq);
       this.kvReserved -= h.kvBytes;
+      h.kvBytes = 0;
     }
     settle();
   }
@@ -511,7 +601,7 @@ function schedulerMetrics(reg: Registry, s: Scheduler) {
   });
   reg.gauge({
     name: 'turbosparse_kv_cache_reserved_bytes',
-    help: 'KV-cache bytes reserved by running sequences',
+    help: 'KV-cache bytes held by running sequences',
     collect: (g) => g.set(undefined, s.stats.kvBytes),
   });
   reg.gauge({
@@ -524,6 +614,10 @@ function schedulerMetrics(reg: Registry, s: Scheduler) {
     finished: reg.counter({ name: 'turbosparse_sequences_finished_total', help: 'Sequences ended, by reason', labelNames: ['reason'] }),
     rejected: reg.counter({ name: 'turbosparse_queue_full_rejections_total', help: 'Requests rejected because the wait queue was full' }),
     stepErrors: reg.counter({ name: 'turbosparse_step_errors_total', help: 'Engine steps that failed' }),
+    preemptions: reg.counter({
+      name: 'turbosparse_scheduler_preemptions_total',
+      help: 'Running sequences whose KV cache was freed for an older one (they recompute when readmitted)',
+    }),
     stepSeconds: reg.histogram({ name: 'turbosparse_step_seconds', help: 'Wall time of one batched engine step' }),
     stepRows: reg.histogram({
       name: 'turbosparse_step_rows',

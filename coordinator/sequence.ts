@@ -24,7 +24,8 @@ export class Sequence {
   constructor(
     readonly id: number,
     readonly promptIds: number[],
-    readonly cache: NativeKvCache,
+    /** Null while the scheduler has preempted it (its K/V are recomputed when it comes back). */
+    public cache: NativeKvCache | null,
     readonly opts: SequenceOptions,
   ) {
     this.rng = new Rng(opts.sampling.seed ?? Math.floor(Math.random() * 2 ** 52));
@@ -36,8 +37,13 @@ export class Sequence {
   tokenAt(i: number): number {
     return i < this.promptIds.length ? this.promptIds[i] : this.outputIds[i - this.promptIds.length];
   }
-  /** Prompt tokens not yet run through the model. */
+  /**
+   * Tokens to run through the model before it decodes again: the prompt at first, and
+   * after a preemption (cache dropped, computed reset) the prompt plus the output so far.
+   * 0 while decoding (only the newest token is not in the cache).
+   */
   get pendingPrompt(): number {
-    return Math.max(0, this.promptIds.length - this.computed);
+    const pending = this.length - this.computed;
+    return this.computed < this.promptIds.length || pending > 1 ? pending : 0;
   }
 }

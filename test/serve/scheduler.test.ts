@@ -100,6 +100,67 @@ test('the KV budget caps running sequences; the rest wait in order and all finis
   await s.close();
 });
 
+test('a cache starts with kvGrowTokens of room and grows as the sequence decodes; tokens are unchanged', async () => {
+  const p = prompt(6, 30);
+  const whole = sched({ kvGrowTokens: 4096 });
+  const want = (await whole.submit(greedy(p, 60)).result).tokenIds;
+  await whole.close();
+
+  const s = sched({ kvGrowTokens: 8 });
+  const held: number[] = [];
+  s.onStep = () => held.push(s.stats.kvBytes);
+  const h = s.submit(greedy(p, 60));
+  expect(s.stats.kvBytes).toBe(engine.kvBytesFor(p.length + 8));
+  expect((await h.result).tokenIds).toEqual(want);
+  // It grew in steps (8 positions, a quarter of its size past 32) up to what it can need, never past it.
+  const sizes = [...new Set(held.filter((b) => b > 0))].map((b) => b / engine.kvBytesFor(1));
+  expect(sizes).toEqual([14, 22, 30, 38, 47, 58, 66]);
+  expect(s.stats).toEqual(expect.objectContaining({ kvBytes: 0, preemptions: 0 }));
+  await s.close();
+});
+
+test('when growth needs budget held by newer sequences they are preempted, recompute, and still give the same tokens', async () => {
+  const reqs = [prompt(6, 31), prompt(9, 32), prompt(7, 33), prompt(5, 34)].map((p) => ({ p, max: 40 }));
+  const solo = sched({ kvGrowTokens: 4096 });
+  const want: number[][] = [];
+  for (const r of reqs) want.push((await solo.submit(greedy(r.p, r.max)).result).tokenIds);
+  await solo.close();
+
+  // Room for the four first caches (prompt + 8) but far from four whole ones (~50 each).
+  const metrics = new Registry();
+  const s = new Scheduler(engine, tok, { metrics, kvGrowTokens: 8, kvBudgetBytes: engine.kvBytesFor(80), maxQueue: 10 });
+  const streamed: number[][] = reqs.map(() => []);
+  const hs = s.submitAll(reqs.map((r, i) => greedy(r.p, r.max, { onDelta: (d) => streamed[i].push(...d.tokenIds) })));
+  expect(s.stats.running).toBe(4);
+  let over = 0;
+  s.onStep = () => (over = Math.max(over, s.stats.kvBytes - s.stats.kvBudget));
+  const rs = await Promise.all(hs.map((h) => h.result));
+  expect(rs.map((r) => r.tokenIds)).toEqual(want);
+  expect(streamed).toEqual(want); // a preempted sequence streams each token once
+  expect(over).toBeLessThanOrEqual(0);
+  expect(s.stats.preemptions).toBeGreaterThan(0);
+  expect(hs[0].preemptions).toBe(0); // the oldest is never the one preempted
+  expect(metrics.text()).toMatch(new RegExp(`turbosparse_scheduler_preemptions_total ${s.stats.preemptions}\\b`));
+  expect(s.stats).toEqual(expect.objectContaining({ running: 0, waiting: 0, kvBytes: 0 }));
+  await s.close();
+});
+
+test('a preempted sequence cancelled while it waits ends with the tokens it had', async () => {
+  const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(60), maxQueue: 4 });
+  const [old, young] = s.submitAll([greedy(prompt(6, 35), 50), greedy(prompt(6, 36), 50)]);
+  await new Promise<void>((r) => (s.onStep = () => young.preemptions > 0 && r()));
+  s.onStep = null;
+  const had = young.tokenIds.length;
+  expect(s.stats.waiting).toBe(1);
+  young.cancel();
+  const r = await young.result;
+  expect(r.finishReason).toBe('cancelled');
+  expect(r.tokenIds).toHaveLength(had);
+  expect((await old.result).tokenIds).toHaveLength(50);
+  expect(s.stats.kvBytes).toBe(0);
+  await s.close();
+});
+
 test('cancel: a waiting request leaves without running, a running one at the next step', async () => {
   const p = prompt(6, 9);
   const s = sched({ kvBudgetBytes: engine.kvBytesFor(p.length + 500), maxQueue: 4 });
