@@ -159,7 +159,8 @@ test('when the KV budget is full requests wait in a bounded queue; beyond it 429
   const prompt = [1, 10, 11, 12];
   const maxTokens = 4000;
   const one = engine.kvBytesFor(prompt.length + maxTokens);
-  const s = await serve(engine, { scheduler: { kvBudgetBytes: one, maxQueue: 1 }, modelName: 'demo' });
+  // kvGrowTokens = maxTokens: the first request's cache holds all it can need from the start, filling the budget.
+  const s = await serve(engine, { scheduler: { kvBudgetBytes: one, kvGrowTokens: maxTokens, maxQueue: 1 }, modelName: 'demo' });
   const c = new OpenAI({ apiKey: 'x', baseURL: `${s.url}/v1`, maxRetries: 0 });
   try {
     const body = { model: 'demo', prompt, max_tokens: maxTokens, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming;
