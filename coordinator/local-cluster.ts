@@ -62,9 +62,19 @@ type NodeMessage = { event: 'listening'; port: number } | { event: 'serving'; ex
 /**
  * A node's environment: this process's, except that a user's OTEL_SERVICE_NAME names the
  * coordinator, so the nodes get their own service name; `extra` (settings meant for the nodes) wins.
+ * A service.instance.id in OTEL_RESOURCE_ATTRIBUTES is left out (the user's other attributes
+ * stay): N nodes sharing one id would be one instance, so each names its own (`nodeI@host`).
  */
 export function nodeEnv(parent: NodeJS.ProcessEnv, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  return { ...parent, OTEL_SERVICE_NAME: EXPERT_NODE_SERVICE, ...extra };
+  const env: NodeJS.ProcessEnv = { ...parent, OTEL_SERVICE_NAME: EXPERT_NODE_SERVICE, ...extra };
+  const attrs = env.OTEL_RESOURCE_ATTRIBUTES;
+  if (attrs !== undefined) {
+    // Parts kept as written (percent-encoding and all); a malformed one is the node's to report.
+    const kept = attrs.split(',').filter((part) => part.split('=', 1)[0].trim() !== 'service.instance.id');
+    if (kept.some((part) => part.trim())) env.OTEL_RESOURCE_ATTRIBUTES = kept.join(',');
+    else delete env.OTEL_RESOURCE_ATTRIBUTES;
+  }
+  return env;
 }
 
 /**

@@ -51,6 +51,17 @@ test('a node gets its own service name, not the OTEL_SERVICE_NAME the user gave 
   expect(nodeEnv(parent, { OTEL_SERVICE_NAME: 'my-nodes' }).OTEL_SERVICE_NAME).toBe('my-nodes');
 });
 
+test('a node does not inherit the service.instance.id the user gave the coordinator; the other resource attributes stay', () => {
+  const attrs = (a: string, extra?: NodeJS.ProcessEnv) => nodeEnv({ PATH: '/usr/bin', OTEL_RESOURCE_ATTRIBUTES: a }, extra).OTEL_RESOURCE_ATTRIBUTES;
+  expect(attrs('deployment.environment=prod,service.instance.id=coord-1,team=a%2Cb')).toBe('deployment.environment=prod,team=a%2Cb');
+  expect(attrs(' service.instance.id = coord-1 ,k8s.pod.name=p')).toBe('k8s.pod.name=p');
+  expect(attrs('service.instance.id=coord-1')).toBeUndefined();
+  expect('OTEL_RESOURCE_ATTRIBUTES' in nodeEnv({ OTEL_RESOURCE_ATTRIBUTES: 'service.instance.id=x' })).toBe(false);
+  // Not even when given for the nodes: one id for N processes is never right.
+  expect(attrs('a=1', { OTEL_RESOURCE_ATTRIBUTES: 'service.instance.id=nodes,b=2' })).toBe('b=2');
+  expect(nodeEnv({ PATH: '/usr/bin' })).toEqual({ PATH: '/usr/bin', OTEL_SERVICE_NAME: EXPERT_NODE_SERVICE });
+});
+
 test('a node command that cannot be spawned fails the start at once (nothing to wait for)', async () => {
   const t0 = Date.now();
   await expect(LocalCluster.start({ modelDir: '/nonexistent/model', dims, nodes: 2, nodeCommand: ['/nonexistent/node'] }))

@@ -71,9 +71,12 @@ beforeAll(async () => {
   const modelDir = path.join(tmp, 'model');
   await makeDemoModel(modelDir, DEMO);
   setupTelemetry({ serviceName: COORDINATOR_SERVICE, env: {}, spanProcessors: [new SimpleSpanProcessor(mem)], flushOnExit: false, log: () => {} });
-  // A user's OTEL_SERVICE_NAME names the coordinator; the nodes it starts must still name themselves.
+  // A user's OTEL_SERVICE_NAME and service.instance.id name the coordinator; the nodes it starts must
+  // still name themselves (and keep the user's other resource attributes).
   const userService = process.env.OTEL_SERVICE_NAME;
+  const userAttrs = process.env.OTEL_RESOURCE_ATTRIBUTES;
   process.env.OTEL_SERVICE_NAME = 'user-coordinator';
+  process.env.OTEL_RESOURCE_ATTRIBUTES = 'service.instance.id=user-coordinator-1,deployment.environment=obs-test';
   try {
     cluster = await LocalCluster.start({
       modelDir, dims, nodes: 2, nodeCommand: sourceNodeCommand(), device: 'cpu', threads: 1,
@@ -83,6 +86,8 @@ beforeAll(async () => {
   } finally {
     if (userService === undefined) delete process.env.OTEL_SERVICE_NAME;
     else process.env.OTEL_SERVICE_NAME = userService;
+    if (userAttrs === undefined) delete process.env.OTEL_RESOURCE_ATTRIBUTES;
+    else process.env.OTEL_RESOURCE_ATTRIBUTES = userAttrs;
   }
   const shardMap = cluster.shardMap;
   engine = await loadEngine({
@@ -177,6 +182,7 @@ describe('a 2-node loopback cluster', () => {
       expect(s.kind).toBe('SERVER');
       expect(s.name).toBe('moe.expert_serve');
       expect(s.resource['service.name']).toBe('turbosparse-expert-node');
+      expect(s.resource['deployment.environment']).toBe('obs-test');
       const parent = clientIds.get(s.parentSpanId!)!;
       expect(parent).toBeDefined();
       expect(s.attributes['moe.layer']).toBe(parent.attributes['moe.layer']);
@@ -187,7 +193,8 @@ describe('a 2-node loopback cluster', () => {
       for (const a of EXPERT_ATTRS) expect(s.attributes[a]).toBeDefined();
       nodesSeen.add(String(s.resource['service.instance.id']));
     }
-    expect(nodesSeen.size).toBe(2);
+    expect(nodesSeen.size).toBe(2); // each node its own service.instance.id, not the user's
+    expect(nodesSeen.has('user-coordinator-1')).toBe(false);
   });
 
   test('/metrics parses as Prometheus text and per-expert histogram counts match the calls made', async () => {
