@@ -401,8 +401,15 @@ export class Scheduler {
     return batch.filter((h) => left.has(h));
   }
 
-  /** Frees a running sequence's cache and puts it first in the queue; it keeps its output. */
+  /**
+   * Frees a running sequence's cache and puts it first in the queue; it keeps its output.
+   * One cancelled since the last reap ends now instead of waiting to be readmitted.
+   */
   private preempt(h: SequenceHandle): void {
+    if (h.cancelRequested) {
+      this.endCancelled(h);
+      return;
+    }
     this.running.splice(this.running.indexOf(h), 1);
     this.engine.release(h.seq!);
     this.kvReserved -= h.kvBytes;
@@ -545,12 +552,13 @@ export class Scheduler {
 
   /** Drops cancelled sequences from the batch (between steps only). */
   private reap(): void {
-    for (const h of [...this.running]) {
-      if (h.cancelRequested && !h.done) {
-        h.seq!.finished = 'cancelled';
-        this.leave(h, () => (h.callbackError !== undefined ? h.fail(h.callbackError) : this.end(h, 'cancelled')));
-      }
-    }
+    for (const h of [...this.running]) if (h.cancelRequested && !h.done) this.endCancelled(h);
+  }
+
+  /** Ends a running sequence whose cancel was requested (it failed if its consumer threw). */
+  private endCancelled(h: SequenceHandle): void {
+    h.seq!.finished = 'cancelled';
+    this.leave(h, () => (h.callbackError !== undefined ? h.fail(h.callbackError) : this.end(h, 'cancelled')));
   }
 
   /** Removes a running sequence, frees its cache and budget, then settles it. */

@@ -161,6 +161,29 @@ test('a preempted sequence cancelled while it waits ends with the tokens it had'
   await s.close();
 });
 
+test('a sequence cancelled just before it is preempted ends then, not after it is readmitted', async () => {
+  // Three caches of 10 positions in a budget of 34: at position 10 the oldest grows by 4 (to 34 held), then the
+  // second must preempt the newest, whose cancel arrives while the oldest grows.
+  const e = Object.create(engine) as Engine;
+  let cancelNewest: (() => void) | null = null;
+  e.grow = async (seq, tokens) => {
+    cancelNewest?.();
+    cancelNewest = null;
+    return engine.grow(seq, tokens);
+  };
+  const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(34) }, e);
+  const [a, b, c] = s.submitAll([greedy(prompt(6, 37), 20), greedy(prompt(6, 38), 20), greedy(prompt(6, 39), 20)]);
+  cancelNewest = () => c.cancel();
+  const r = await c.result;
+  expect(r.finishReason).toBe('cancelled');
+  expect(a.done || b.done).toBe(false); // it did not wait for a slot to come back
+  expect(s.stats.waiting).toBe(0);
+  expect((await a.result).tokenIds).toHaveLength(20);
+  expect((await b.result).tokenIds).toHaveLength(20);
+  expect(s.stats.kvBytes).toBe(0);
+  await s.close();
+});
+
 test('cancel: a waiting request leaves without running, a running one at the next step', async () => {
   const p = prompt(6, 9);
   const s = sched({ kvBudgetBytes: engine.kvBytesFor(p.length + 500), maxQueue: 4 });
