@@ -52,7 +52,8 @@ export class ExpertStore {
   /** The dtype weights are stored in ("bf16"; "f32/bf16" if the checkpoint mixes them under 'auto'). */
   readonly dtype: string;
   private readonly experts: Map<string, NativeExpert>;
-  private readonly layers: Set<number>;
+  /** Experts held per layer. */
+  private readonly layers: Map<number, number>;
 
   private constructor(
     readonly backend: NativeBackend,
@@ -66,7 +67,8 @@ export class ExpertStore {
     this.pairs = pairs;
     this.spec = formatExpertSpec(pairs);
     this.dtype = dtype;
-    this.layers = new Set(pairs.map((p) => p.layer));
+    this.layers = new Map();
+    for (const p of pairs) this.layers.set(p.layer, (this.layers.get(p.layer) ?? 0) + 1);
   }
 
   /** Reads and uploads each pair in turn (one expert's host copy in memory at a time). */
@@ -96,6 +98,11 @@ export class ExpertStore {
 
   holdsLayer(layer: number): boolean {
     return this.layers.has(layer);
+  }
+
+  /** How many experts of `layer` this node holds. */
+  expertsInLayer(layer: number): number {
+    return this.layers.get(layer) ?? 0;
   }
 
   has(layer: number, expert: number): boolean {

@@ -329,6 +329,13 @@ export class ExpertNodeServer {
     const hidden = decodeRows(req.hidden, nRows, H, 'hidden');
     const reply = fromProtoEncoding(req.replyEncoding);
     if (req.routes.length === 0) throw new Rejected(grpc.status.INVALID_ARGUMENT, 'routes: empty (each request needs at least one (row, expert) route)');
+    // Before the masks are allocated (a mask row each): each row goes to each held expert at most once,
+    // and the rows were checked against the bytes of `hidden`.
+    const held = store.expertsInLayer(layer);
+    if (req.routes.length > nRows * held) {
+      throw new Rejected(grpc.status.INVALID_ARGUMENT, `routes: ${req.routes.length} routes for ${nRows} hidden rows, but a row goes at most ` +
+        `once to each of the ${held} experts of layer ${layer} this node holds (at most ${nRows * held} routes)`);
+    }
     const rowBytes = maskBytes(I);
     const masks = new Uint8Array(req.routes.length * rowBytes);
     const seen = new Set<string>();

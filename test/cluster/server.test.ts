@@ -87,6 +87,11 @@ describeGolden('expert node server (tiny-a, in process)', () => {
     ['a route to a row that is not there', (r) => (r.routes[4].row = 3), grpc.status.INVALID_ARGUMENT, 'routes[4].row 3 out of range (the request has 3 hidden rows)'],
     ['the same (row, expert) twice', (r) => (r.routes[2].row = 0), grpc.status.INVALID_ARGUMENT, 'routes[2]: row 0 is routed to expert 1 twice'],
     ['no routes', (r) => r.routes.splice(0), grpc.status.INVALID_ARGUMENT, 'routes: empty'],
+    // Counted before anything is allocated for them: 3 rows x the 2 experts held.
+    ['more routes than rows x held experts', (r) => r.routes.push({ ...r.routes[0] }), grpc.status.INVALID_ARGUMENT,
+      'routes: 7 routes for 3 hidden rows, but a row goes at most once to each of the 2 experts of layer 0 this node holds (at most 6 routes)'],
+    ['a huge route count', (r) => (r.routes = r.routes.concat(Array.from({ length: 300_000 }, () => ({})))), grpc.status.INVALID_ARGUMENT,
+      'routes: 300006 routes for 3 hidden rows'],
     ['a missing mask', (r) => (r.routes[0].mask = null), grpc.status.INVALID_ARGUMENT, 'routes[0].mask: missing mask'],
     ['a NaN weight', (r) => (r.routes[0].weight = NaN), grpc.status.INVALID_ARGUMENT, 'routes[0].weight is NaN, not a finite number'],
     ['missing int8 scales', (r) => (r.hidden = { ...encodeRows(new Float32Array(3 * 64), 64, null, 'int8'), scales: new Uint8Array(4) }), grpc.status.INVALID_ARGUMENT, 'hidden: int8 rows need 3 f32 scales (12 bytes), got 4 bytes'],
