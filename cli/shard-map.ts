@@ -10,7 +10,7 @@ import { UserError } from '../core/errors';
 import { ModelFolder, names } from '../core/model-folder';
 import type { StoreDType } from '../core/native';
 import {
-  balancedShardMap, expertBytes, formatShardMap, type PairWithBytes, type ShardMap, validateShardMap,
+  balancedShardMapWithBytes, expertBytes, formatShardMap, overfullNode, type PairWithBytes, type ShardMap, validateShardMap,
 } from '../core/shard-map';
 import { intOption, WEIGHTS_HELP, weightsOption } from './options';
 
@@ -71,15 +71,10 @@ function addressesFrom(template: string, n: number): string[] {
   return Array.from({ length: n }, (_, i) => template.replaceAll('{i}', String(i)));
 }
 
-/** The most bytes one node holds in a balanced map of `pairs` over `n` nodes. */
-function worstNode(pairs: PairWithBytes[], n: number, replicas: number): number {
-  const map = balancedShardMap(pairs, Array.from({ length: n }, (_, i) => `n${i}:1`), { replicas });
-  return Math.max(...nodeBytes(map, pairs));
-}
-
-function nodeBytes(map: ShardMap, pairs: PairWithBytes[]): number[] {
-  const size = new Map(pairs.map((p) => [`${p.layer}:${p.expert}`, p.bytes]));
-  return map.nodes.map((node) => node.experts.reduce((s, p) => s + size.get(`${p.layer}:${p.expert}`)!, 0));
+/** Whether a balanced map of `pairs` over `n` nodes keeps every node within `limit` bytes. */
+function fits(pairs: PairWithBytes[], n: number, replicas: number, limit: number): boolean {
+  const { bytes } = balancedShardMapWithBytes(pairs, Array.from({ length: n }, (_, i) => `n${i}:1`), { replicas });
+  return overfullNode(bytes, limit) === undefined;
 }
 
 /** The fewest nodes whose balanced map keeps every node within `limit` bytes (undefined: no count does). */
@@ -89,7 +84,7 @@ export function nodesNeeded(pairs: PairWithBytes[], limit: number, replicas: num
   const total = pairs.reduce((s, p) => s + p.bytes, 0) * replicas;
   // Greedy placement is within one pair of the ideal, so the answer is close above the lower bound.
   for (let n = Math.max(replicas, Math.ceil(total / limit)); n <= pairs.length * replicas; n++) {
-    if (worstNode(pairs, n, replicas) <= limit) return n;
+    if (fits(pairs, n, replicas, limit)) return n;
   }
   return undefined;
 }
@@ -105,21 +100,19 @@ export async function makeShardMap(flags: ShardMapFlags): Promise<ShardMapResult
     await folder.close();
   }
   const c = folder.config;
-  const map = balancedShardMap(pairs, addressesFrom(flags.addressTemplate, flags.nodes), { replicas: flags.replicas });
+  const { map, bytes } = balancedShardMapWithBytes(pairs, addressesFrom(flags.addressTemplate, flags.nodes), { replicas: flags.replicas });
   validateShardMap(map, c, '--address-template');
-  const bytes = nodeBytes(map, pairs);
-  if (flags.memoryPerNode !== undefined) {
-    const limit = flags.memoryPerNode * GiB;
-    const worst = bytes.indexOf(Math.max(...bytes));
-    if (bytes[worst] > limit) {
-      const need = nodesNeeded(pairs, limit, flags.replicas);
-      const how = need === undefined
-        ? `one (layer, expert) pair alone is ${formatBytes(Math.max(...pairs.map((p) => p.bytes)))}: raise --memory-per-node`
-        : `${need} nodes are needed (--nodes ${need})`;
-      throw new UserError(`--memory-per-node ${flags.memoryPerNode}: node ${worst} would hold ${formatBytes(bytes[worst])} ` +
-        `of experts (${map.nodes[worst].experts.length} pairs${flags.replicas > 1 ? `, --replicas ${flags.replicas}` : ''}) ` +
-        `with --nodes ${flags.nodes}; ${how}`);
-    }
+  // Checked here rather than with BalanceOptions.maxBytesPerNode: the error names the flag and the node count that fits.
+  const limit = flags.memoryPerNode === undefined ? undefined : flags.memoryPerNode * GiB;
+  const worst = limit === undefined ? undefined : overfullNode(bytes, limit);
+  if (worst !== undefined) {
+    const need = nodesNeeded(pairs, limit!, flags.replicas);
+    const how = need === undefined
+      ? `one (layer, expert) pair alone is ${formatBytes(Math.max(...pairs.map((p) => p.bytes)))}: raise --memory-per-node`
+      : `${need} nodes are needed (--nodes ${need})`;
+    throw new UserError(`--memory-per-node ${flags.memoryPerNode}: node ${worst} would hold ${formatBytes(bytes[worst])} ` +
+      `of experts (${map.nodes[worst].experts.length} pairs${flags.replicas > 1 ? `, --replicas ${flags.replicas}` : ''}) ` +
+      `with --nodes ${flags.nodes}; ${how}`);
   }
   return { map, bytes, text: formatShardMap(map, format), format };
 }

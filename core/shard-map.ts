@@ -143,6 +143,18 @@ export interface BalanceOptions {
  * lower index). Every replica of a pair goes to a different node.
  */
 export function balancedShardMap(pairs: PairWithBytes[], nodes: string[], opts: BalanceOptions = {}): ShardMap {
+  return balancedShardMapWithBytes(pairs, nodes, opts).map;
+}
+
+/** The fullest node's index when it holds more than `limit` bytes (the first such one), else undefined. */
+export function overfullNode(bytes: readonly number[], limit: number): number | undefined {
+  let worst = 0;
+  for (let i = 1; i < bytes.length; i++) if (bytes[i] > bytes[worst]) worst = i;
+  return bytes.length > 0 && bytes[worst] > limit ? worst : undefined;
+}
+
+/** balancedShardMap, with the bytes each node holds (in node order). */
+export function balancedShardMapWithBytes(pairs: PairWithBytes[], nodes: string[], opts: BalanceOptions = {}): { map: ShardMap; bytes: number[] } {
   const replicas = opts.replicas ?? 1;
   if (nodes.length === 0) throw new UserError('shard map: at least one node is needed');
   if (!Number.isInteger(replicas) || replicas < 1) throw new UserError(`--replicas ${replicas}: must be a whole number >= 1`);
@@ -168,14 +180,12 @@ export function balancedShardMap(pairs: PairWithBytes[], nodes: string[], opts: 
       perLayer[best].set(p.layer, (perLayer[best].get(p.layer) ?? 0) + 1);
     }
   }
-  if (opts.maxBytesPerNode !== undefined) {
-    const worst = Math.max(...bytes);
-    if (worst > opts.maxBytesPerNode) {
-      throw new UserError(`shard map: a node would hold ${(worst / 2 ** 30).toFixed(2)} GiB of experts, more than the ` +
-        `${(opts.maxBytesPerNode / 2 ** 30).toFixed(2)} GiB allowed per node; use more nodes or fewer replicas`);
-    }
+  const worst = opts.maxBytesPerNode === undefined ? undefined : overfullNode(bytes, opts.maxBytesPerNode);
+  if (worst !== undefined) {
+    throw new UserError(`shard map: a node would hold ${(bytes[worst] / 2 ** 30).toFixed(2)} GiB of experts, more than the ` +
+      `${(opts.maxBytesPerNode! / 2 ** 30).toFixed(2)} GiB allowed per node; use more nodes or fewer replicas`);
   }
-  return { nodes: nodes.map((address, i) => ({ address, experts: uniquePairs(held[i]) })) };
+  return { map: { nodes: nodes.map((address, i) => ({ address, experts: uniquePairs(held[i]) })) }, bytes };
 }
 
 /** Bytes of one expert's weights (w1, w3, w2) stored as `dtype`. */

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { allPairs, pairKey } from '../../core/expert-spec';
 import {
-  balancedShardMap, expertBytes, formatShardMap, loadShardMap, parseShardMap, replicaTable, uniformPairs,
+  balancedShardMap, balancedShardMapWithBytes, expertBytes, formatShardMap, loadShardMap, overfullNode, parseShardMap, replicaTable, uniformPairs,
 } from '../../core/shard-map';
 
 const dims = { numLayers: 2, numExperts: 4 };
@@ -94,6 +94,24 @@ describe('balancedShardMap', () => {
     const map = balancedShardMap(pairs, ['a:1', 'b:1']);
     expect(map.nodes[0].experts).toEqual([{ layer: 0, expert: 0 }]);
     expect(map.nodes[1].experts).toHaveLength(3);
+  });
+
+  test('the bytes each node holds come with the map (the CLI reads them rather than summing again)', () => {
+    const pairs = [
+      { layer: 0, expert: 0, bytes: 300 }, { layer: 0, expert: 1, bytes: 100 },
+      { layer: 0, expert: 2, bytes: 100 }, { layer: 0, expert: 3, bytes: 50 },
+    ];
+    const { map, bytes } = balancedShardMapWithBytes(pairs, ['a:1', 'b:1', 'c:1'], { replicas: 2 });
+    expect(map).toEqual(balancedShardMap(pairs, ['a:1', 'b:1', 'c:1'], { replicas: 2 }));
+    const size = (p: { layer: number; expert: number }) => pairs.find((q) => q.layer === p.layer && q.expert === p.expert)!.bytes;
+    expect(bytes).toEqual(map.nodes.map((n) => n.experts.reduce((s, p) => s + size(p), 0)));
+    expect(bytes.reduce((a, b) => a + b, 0)).toBe(2 * 550);
+  });
+
+  test('overfullNode: the first fullest node over the limit, as both the core and the CLI check it', () => {
+    expect(overfullNode([5, 9, 9, 2], 8)).toBe(1);
+    expect(overfullNode([5, 9, 9, 2], 9)).toBeUndefined();
+    expect(overfullNode([], 0)).toBeUndefined();
   });
 
   test('impossible requests are clear errors', () => {
