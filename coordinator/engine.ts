@@ -8,7 +8,8 @@ import type { NativeBackend } from '../core/native';
 import { UserError } from '../core/errors';
 import { forward, type ForwardHooks, type LayerRecord } from './forward';
 import type { CoordinatorWeights } from './model-weights';
-import { sample } from './sampler';
+import { logprobEntry } from './logprobs';
+import { applyPenalties, sample } from './sampler';
 import { Sequence, type SequenceOptions } from './sequence';
 import type { StepContext } from './step-context';
 
@@ -103,7 +104,8 @@ export class Engine {
     const positions: number[] = [];
     const caches = [];
     const logitRows: number[] = [];
-    const plan: { seq: Sequence; rows: number; samples: boolean; firstLogit: number; nLogits: number }[] = [];
+    // Per sequence: its rows, and the positions of its rows that need logits (in order).
+    const plan: { seq: Sequence; rows: number; samples: boolean; firstLogit: number; logitPositions: number[] }[] = [];
     let prefillRows = 0;
     for (const seq of seqs) {
       if (seq.finished) continue;
@@ -120,12 +122,16 @@ export class Engine {
         caches.push(seq.cache!);
       }
       const firstLogit = logitRows.length;
-      if (seq.opts.keepPromptLogits && pending > 0) {
-        for (let i = 0; i < count; i++) logitRows.push(firstRow + i);
-      } else if (samples) {
-        logitRows.push(firstRow + count - 1);
+      const logitPositions: number[] = [];
+      for (let i = 0; i < count; i++) {
+        const pos = start + i;
+        const keep = (seq.opts.keepPromptLogits && pending > 0) || seq.needsPromptLogprob(pos);
+        if (keep || (samples && i === count - 1)) {
+          logitRows.push(firstRow + i);
+          logitPositions.push(pos);
+        }
       }
-      plan.push({ seq, rows: count, samples, firstLogit, nLogits: logitRows.length - firstLogit });
+      plan.push({ seq, rows: count, samples, firstLogit, logitPositions });
     }
     if (tokens.length === 0) return { sampled: [], rows: 0, prefillRows: 0, activeNeurons: 0, expertSlots: 0 };
 
@@ -146,18 +152,19 @@ export class Engine {
       const { seq } = p;
       const wasPrefill = seq.pendingPrompt > 0;
       seq.computed += p.rows;
-      if (seq.opts.keepPromptLogits && wasPrefill) {
-        for (let j = 0; j < p.nLogits; j++) {
-          seq.promptLogits.push(result.logits.slice((p.firstLogit + j) * V, (p.firstLogit + j + 1) * V));
-        }
-      }
+      const logitRow = (j: number) => result.logits.subarray((p.firstLogit + j) * V, (p.firstLogit + j + 1) * V);
+      p.logitPositions.forEach((pos, j) => {
+        if (seq.opts.keepPromptLogits && wasPrefill) seq.promptLogits.push(logitRow(j).slice());
+        // Position pos predicts prompt token pos + 1.
+        if (seq.needsPromptLogprob(pos)) seq.promptLogprobs.push(logprobEntry(logitRow(j), seq.promptIds[pos + 1], seq.opts.promptLogprobs!));
+      });
       if (!p.samples) continue;
       if (seq.opts.maxTokens <= 0) {
         seq.finished = 'length';
         continue;
       }
-      const row = result.logits.subarray((p.firstLogit + p.nLogits - 1) * V, (p.firstLogit + p.nLogits) * V);
-      const token = sample(row, seq.opts.sampling, seq.rng);
+      const row = logitRow(p.logitPositions.length - 1);
+      const token = sample(applyPenalties(row, seq.opts.sampling, seq.promptIds, seq.outputIds), seq.opts.sampling, seq.rng);
       const stop = seq.opts.stopIds.includes(token);
       sampled.push({ seq, token, stop, logits: row });
       if (stop) {

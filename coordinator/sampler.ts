@@ -1,4 +1,5 @@
-// Turns one row of logits into a token: greedy at temperature 0, otherwise
+// Turns one row of logits into a token: penalties (repetition, then frequency
+// and presence, as vLLM orders them), then greedy at temperature 0, otherwise
 // temperature -> top-k -> top-p (nucleus) -> a draw from a seeded generator,
 // so the same seed gives the same tokens.
 
@@ -7,6 +8,12 @@ export interface SamplingParams {
   topK: number; // 0 = off
   topP: number; // 1 = off
   seed?: number;
+  /** OpenAI: subtracted once from every token already in the output. 0 = off. */
+  presencePenalty?: number;
+  /** OpenAI: subtracted per occurrence of a token in the output. 0 = off. */
+  frequencyPenalty?: number;
+  /** vLLM/transformers: logits of tokens in the prompt or output divided (positive) or multiplied (negative) by it. 1 = off. */
+  repetitionPenalty?: number;
 }
 
 export const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1 };
@@ -37,7 +44,7 @@ export function argmax(logits: Float32Array): number {
 const NEGLIGIBLE_LOGIT_GAP = 30;
 
 /** The k largest logits at or above `floor`, best first (ties: lower id), by bounded insertion. */
-function topKIds(logits: Float32Array, k: number, floor: number): number[] {
+export function topKIds(logits: Float32Array, k: number, floor: number): number[] {
   const ids: number[] = [];
   for (let i = 0; i < logits.length; i++) {
     const x = logits[i];
@@ -95,4 +102,24 @@ export function sample(logits: Float32Array, p: SamplingParams, rng: Rng): numbe
     if (r < 0) return ids[j];
   }
   return ids[ids.length - 1];
+}
+
+/** The logits with the penalties applied (a copy), or the same array when none is set. */
+export function applyPenalties(logits: Float32Array, p: SamplingParams, promptIds: readonly number[], outputIds: readonly number[]): Float32Array {
+  const rep = p.repetitionPenalty ?? 1;
+  const freq = p.frequencyPenalty ?? 0;
+  const pres = p.presencePenalty ?? 0;
+  if (rep === 1 && freq === 0 && pres === 0) return logits;
+  const out = logits.slice();
+  if (rep !== 1) {
+    const seen = new Set<number>(promptIds);
+    for (const id of outputIds) seen.add(id);
+    for (const id of seen) out[id] = out[id] > 0 ? out[id] / rep : out[id] * rep;
+  }
+  if (freq !== 0 || pres !== 0) {
+    const counts = new Map<number, number>();
+    for (const id of outputIds) counts.set(id, (counts.get(id) ?? 0) + 1);
+    for (const [id, c] of counts) out[id] -= freq * c + pres;
+  }
+  return out;
 }

@@ -19,6 +19,7 @@ import { UserError } from '../core/errors';
 import { metrics as globalMetrics, type Registry } from '../core/metrics';
 import { StreamingDetokenizer, type TextTokenizer } from '../core/tokenizer';
 import type { Engine } from './engine';
+import { logprobEntry, type LogprobEntry } from './logprobs';
 import type { SamplingParams } from './sampler';
 import type { FinishReason, Sequence } from './sequence';
 
@@ -53,12 +54,18 @@ export interface GenerationRequest {
   stopStrings?: string[];
   /** Called for every new piece of output, in order. */
   onDelta?: (delta: Delta) => void;
+  /** Report each generated token's log-probability with this many alternatives (undefined: none). */
+  logprobs?: number;
+  /** Likewise for the prompt's tokens after the first (the result's promptLogprobs). */
+  promptLogprobs?: number;
 }
 
 /** New output since the last delta: ids sampled and the text they completed (stop-string candidates held back). */
 export interface Delta {
   tokenIds: number[];
   text: string;
+  /** One per token id, when the request asked for logprobs. */
+  logprobs?: LogprobEntry[];
 }
 
 export interface GenerationResult {
@@ -66,6 +73,10 @@ export interface GenerationResult {
   text: string;
   finishReason: FinishReason;
   promptTokens: number;
+  /** One per token id, when the request asked for logprobs. */
+  logprobs?: LogprobEntry[];
+  /** Prompt tokens 1.. (the first has none), when the request asked for promptLogprobs. */
+  promptLogprobs?: LogprobEntry[];
 }
 
 /** Every slot of the wait queue is taken: the caller should retry later (HTTP 429). */
@@ -99,6 +110,7 @@ export class SequenceHandle implements AsyncIterable<Delta> {
   /** Resolves at the end (also when cancelled); rejects when the engine failed. */
   readonly result: Promise<GenerationResult>;
   readonly tokenIds: number[] = [];
+  readonly logprobs: LogprobEntry[] = [];
   private resolve!: (r: GenerationResult) => void;
   private reject!: (e: unknown) => void;
   private readonly items: Item[] = [];
@@ -348,7 +360,12 @@ export class Scheduler {
       try {
         if (h.seq) this.engine.allocate(h.seq, tokens);
         else {
-          const opts = { sampling: r.sampling, maxTokens: r.maxTokens, stopIds: r.stopIds ?? this.tokenizer.eosIds };
+          const opts = {
+            sampling: r.sampling,
+            maxTokens: r.maxTokens,
+            stopIds: r.stopIds ?? this.tokenizer.eosIds,
+            promptLogprobs: r.promptLogprobs,
+          };
           h.seq = this.engine.newSequence(r.promptIds, opts, tokens);
           h.detok = new StreamingDetokenizer(this.tokenizer, r.promptIds);
         }
@@ -467,7 +484,7 @@ export class Scheduler {
       for (const s of result.sampled) {
         const h = byId.get(s.seq.id)!;
         if (s.stop) continue;
-        this.onToken(h, s.token);
+        this.onToken(h, s.token, s.logits);
       }
       const running = this.running.length;
       for (const h of batch) if (h.seq!.finished && !h.cancelRequested) this.complete(h);
@@ -501,14 +518,19 @@ export class Scheduler {
     return batch;
   }
 
-  private onToken(h: SequenceHandle, token: number): void {
+  private onToken(h: SequenceHandle, token: number, logits: Float32Array): void {
     h.firstTokenAt ??= performance.now();
     if (h.tokenIds.length === 0) this.m.ttft.observe(undefined, (h.firstTokenAt - h.submittedAt) / 1000);
     h.tokenIds.push(token);
     this.m.tokens.inc();
+    let logprobs: LogprobEntry[] | undefined;
+    if (h.req.logprobs !== undefined) {
+      logprobs = [logprobEntry(logits, token, h.req.logprobs)];
+      h.logprobs.push(logprobs[0]);
+    }
     const piece = h.detok!.push(token);
     if (this.appendText(h, piece)) h.seq!.finished = 'stop';
-    this.flushText(h, [token], h.stopMatched);
+    this.flushText(h, [token], h.stopMatched, logprobs);
   }
 
   /** Appends decoded text; true when a stop string now matches (the text is cut before it). */
@@ -530,12 +552,12 @@ export class Scheduler {
   }
 
   /** Sends text not yet sent, holding back a tail that could still become a stop string. */
-  private flushText(h: SequenceHandle, tokenIds: number[], final: boolean): void {
+  private flushText(h: SequenceHandle, tokenIds: number[], final: boolean, logprobs?: LogprobEntry[]): void {
     let end = h.text.length;
     if (!final) end -= holdBack(h.text, h.sent, h.req.stopStrings ?? []);
     const text = h.text.slice(h.sent, end);
     h.sent = end;
-    h.emit({ tokenIds, text });
+    h.emit(logprobs ? { tokenIds, text, logprobs } : { tokenIds, text });
   }
 
   private complete(h: SequenceHandle): void {
@@ -547,7 +569,10 @@ export class Scheduler {
 
   private end(h: SequenceHandle, reason: FinishReason): void {
     this.m.finished.inc({ reason });
-    h.finish({ tokenIds: h.tokenIds, text: h.text, finishReason: reason, promptTokens: h.req.promptIds.length });
+    const r: GenerationResult = { tokenIds: h.tokenIds, text: h.text, finishReason: reason, promptTokens: h.req.promptIds.length };
+    if (h.req.logprobs !== undefined) r.logprobs = h.logprobs;
+    if (h.req.promptLogprobs !== undefined) r.promptLogprobs = h.seq?.promptLogprobs ?? [];
+    h.finish(r);
   }
 
   /** Drops cancelled sequences from the batch (between steps only). */

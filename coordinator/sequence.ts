@@ -1,5 +1,6 @@
 // One generation: its prompt, what it has produced, its KV cache and sampler state.
 import type { NativeKvCache } from '../core/native';
+import type { LogprobEntry } from './logprobs';
 import { Rng, type SamplingParams } from './sampler';
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';
@@ -11,6 +12,8 @@ export interface SequenceOptions {
   stopIds: number[];
   /** Keep the logits of every prompt position (for --dump-logits). */
   keepPromptLogits?: boolean;
+  /** Record the log-probability of every prompt token after the first, with this many alternatives. */
+  promptLogprobs?: number;
 }
 
 export class Sequence {
@@ -19,6 +22,8 @@ export class Sequence {
   computed = 0;
   finished: FinishReason | null = null;
   promptLogits: Float32Array[] = [];
+  /** promptLogprobs[k]: prompt token k + 1 (the first token has none); kept through a preemption. */
+  readonly promptLogprobs: LogprobEntry[] = [];
   readonly rng: Rng;
 
   constructor(
@@ -37,6 +42,11 @@ export class Sequence {
   tokenAt(i: number): number {
     return i < this.promptIds.length ? this.promptIds[i] : this.outputIds[i - this.promptIds.length];
   }
+  /** The logits of position pos are wanted for a prompt token's log-probability not recorded yet. */
+  needsPromptLogprob(pos: number): boolean {
+    return this.opts.promptLogprobs !== undefined && pos + 1 < this.promptIds.length && pos >= this.promptLogprobs.length;
+  }
+
   /**
    * Tokens to run through the model before it decodes again: the prompt at first, and
    * after a preemption (cache dropped, computed reset) the prompt plus the output so far.

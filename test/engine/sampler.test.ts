@@ -1,4 +1,5 @@
-import { argmax, Rng, sample } from '../../coordinator/sampler';
+import { logprobEntry } from '../../coordinator/logprobs';
+import { applyPenalties, argmax, GREEDY, Rng, sample } from '../../coordinator/sampler';
 
 describe('sampler', () => {
   const logits = Float32Array.from([0.1, 2.0, 1.9, -1, 0.5, 1.95]);
@@ -57,5 +58,27 @@ describe('sampler', () => {
     // After top-k the mass is renormalised over the k kept: 0.5/0.75 reaches 0.6 alone.
     expect(drawn(0.6, 2)).toEqual([2]);
     expect(drawn(0.7, 2)).toEqual([0, 2]);
+  });
+
+  test('penalties: repetition scales seen logits toward lower, then frequency and presence subtract per output count', () => {
+    const l = Float32Array.from([2, -1, 0.5, 3, 1]);
+    expect(applyPenalties(l, GREEDY, [0], [1])).toBe(l); // none set: the same array
+    const rep = applyPenalties(l, { ...GREEDY, repetitionPenalty: 2 }, [0, 1], [1, 3]);
+    expect(Array.from(rep)).toEqual([1, -2, 0.5, 1.5, 1]);
+    const fp = applyPenalties(l, { ...GREEDY, frequencyPenalty: 0.5, presencePenalty: 0.25 }, [0], [3, 3, 1]);
+    expect(Array.from(fp)).toEqual([2, -1.75, 0.5, 3 - 1 - 0.25, 1]);
+    expect(Array.from(l)).toEqual([2, -1, 0.5, 3, 1]); // the model's logits are left alone
+    // Greedy after a presence penalty moves off the penalised best token.
+    expect(sample(applyPenalties(l, { ...GREEDY, presencePenalty: 2 }, [], [3]), GREEDY, new Rng(1))).toBe(0);
+  });
+
+  test('logprob entries are log-softmax of the raw logits with the most likely alternatives first', () => {
+    const l = Float32Array.from([0, Math.log(3), Math.log(6)]); // p = 0.1, 0.3, 0.6
+    const e = logprobEntry(l, 1, 2);
+    expect(e.id).toBe(1);
+    expect(e.logprob).toBeCloseTo(Math.log(0.3), 6);
+    expect(e.top.map((t) => t.id)).toEqual([2, 1]);
+    expect(e.top[0].logprob).toBeCloseTo(Math.log(0.6), 6);
+    expect(logprobEntry(l, 0, 0).top).toEqual([]);
   });
 });

@@ -1,0 +1,97 @@
+// Log-probabilities and penalties through the scheduler on a real engine (small demo
+// model): a generated token's logprob equals the prompt logprob of the same token when
+// the output is fed back as a prompt (the check lm-eval's loglikelihood relies on),
+// alternatives are the most likely tokens, and penalties change greedy output as defined.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { makeDemoModel } from '../../core/demo-model';
+import { Registry } from '../../core/metrics';
+import { TextTokenizer } from '../../core/tokenizer';
+import type { Engine } from '../../coordinator/engine';
+import { GREEDY } from '../../coordinator/sampler';
+import { Scheduler, type GenerationRequest, type SchedulerOptions } from '../../coordinator/scheduler';
+import { loadTestEngine } from './helpers';
+
+const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
+
+let dir: string;
+let engine: Engine;
+let tok: TextTokenizer;
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-logprobs-'));
+  await makeDemoModel(dir, DEMO);
+  engine = await loadTestEngine(dir);
+  tok = TextTokenizer.fromModel(engine.folder);
+});
+afterAll(async () => {
+  await engine?.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const sched = (opts: SchedulerOptions = {}) => new Scheduler(engine, tok, { metrics: new Registry(), ...opts });
+const req = (promptIds: number[], maxTokens: number, extra: Partial<GenerationRequest> = {}): GenerationRequest => ({
+  promptIds,
+  sampling: GREEDY,
+  maxTokens,
+  stopIds: [],
+  ...extra,
+});
+const PROMPT = [1, 40, 41, 42, 77, 120, 9];
+
+test('generated-token logprobs equal the prompt logprobs of the same text fed back; deltas carry them', async () => {
+  const s = sched({ prefillBudget: 4 });
+  const fromDeltas: number[] = [];
+  const gen = await s.submit(req(PROMPT, 12, { logprobs: 3, onDelta: (d) => fromDeltas.push(...(d.logprobs ?? []).map((e) => e.id)) })).result;
+  expect(gen.logprobs!.map((e) => e.id)).toEqual(gen.tokenIds);
+  expect(fromDeltas).toEqual(gen.tokenIds);
+  for (const e of gen.logprobs!) {
+    expect(e.logprob).toBeLessThanOrEqual(0);
+    expect(e.top).toHaveLength(3);
+    expect(e.top[0].id).toBe(e.id); // greedy takes the most likely token
+    expect(e.top[0].logprob).toBe(e.logprob);
+    expect(e.top[1].logprob).toBeLessThanOrEqual(e.top[0].logprob);
+    expect(e.top[2].logprob).toBeLessThanOrEqual(e.top[1].logprob);
+    expect(e.top.reduce((a, t) => a + Math.exp(t.logprob), 0)).toBeLessThanOrEqual(1 + 1e-6);
+  }
+
+  // Scored as a prompt (chunked prefill of 4), with nothing generated.
+  const all = [...PROMPT, ...gen.tokenIds];
+  const scored = await s.submit(req(all, 0, { promptLogprobs: 2 })).result;
+  expect(scored.tokenIds).toEqual([]);
+  expect(scored.promptLogprobs!.map((e) => e.id)).toEqual(all.slice(1));
+  const tail = scored.promptLogprobs!.slice(PROMPT.length - 1);
+  tail.forEach((e, i) => {
+    expect(e.logprob).toBeCloseTo(gen.logprobs![i].logprob, 4);
+    expect(e.top.map((t) => t.id)).toEqual(gen.logprobs![i].top.slice(0, 2).map((t) => t.id));
+  });
+  await s.close();
+});
+
+test('prompt logprobs survive a preemption without repeats', async () => {
+  const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(40), prefillBudget: 64 });
+  const a = s.submit(req(PROMPT, 25));
+  const b = s.submit(req([...PROMPT, 5, 6], 25, { promptLogprobs: 0, logprobs: 0 }));
+  const [ra, rb] = await Promise.all([a.result, b.result]);
+  expect(b.preemptions).toBeGreaterThan(0);
+  expect(rb.promptLogprobs!.map((e) => e.id)).toEqual([...PROMPT, 5, 6].slice(1));
+  expect(rb.logprobs!.map((e) => e.id)).toEqual(rb.tokenIds);
+  expect(rb.logprobs!.every((e) => e.top.length === 0)).toBe(true);
+  expect(ra.tokenIds).toHaveLength(25);
+  await s.close();
+});
+
+test('presence, frequency and repetition penalties steer greedy decoding away from repeats', async () => {
+  const s = sched();
+  const plain = (await s.submit(req(PROMPT, 40)).result).tokenIds;
+  expect(new Set(plain).size).toBeLessThan(plain.length); // the demo model repeats itself
+  const presence = (await s.submit(req(PROMPT, 40, { sampling: { ...GREEDY, presencePenalty: 1e6 } })).result).tokenIds;
+  expect(new Set(presence).size).toBe(presence.length);
+  const frequency = (await s.submit(req(PROMPT, 40, { sampling: { ...GREEDY, frequencyPenalty: 1e6 } })).result).tokenIds;
+  expect(frequency).toEqual(presence); // one occurrence each: the same penalty
+  const repetition = (await s.submit(req(PROMPT, 40, { sampling: { ...GREEDY, repetitionPenalty: 1e6 } })).result).tokenIds;
+  expect(repetition.some((t) => PROMPT.includes(t))).toBe(false);
+  expect(repetition).not.toEqual(plain);
+  await s.close();
+});
