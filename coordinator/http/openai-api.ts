@@ -10,6 +10,8 @@ import type { TextTokenizer } from '../../core/tokenizer';
 import type { SamplingParams } from '../sampler';
 import type { GenerationRequest, GenerationResult, Scheduler, SequenceHandle } from '../scheduler';
 import { ApiError, badRequest } from './errors';
+import type { LogprobEntry } from '../logprobs';
+import { chatLogprobs, completionLogprobs, tokenTexts, type CompletionLogprobs, type TokenTexts } from './logprobs-format';
 import { chatBody, completionBody, messageText, parseBody, parsePrompt, type ChatBody, type CompletionBody, type Endpoint } from './schemas';
 
 export interface OpenAIApiOptions {
@@ -32,6 +34,10 @@ export interface Prepared {
   stream: boolean;
   includeUsage: boolean;
   returnTokenIds: boolean;
+  /** Log-probabilities of generated tokens with this many alternatives; null: none. */
+  logprobs: number | null;
+  /** completions `echo`: each prompt's text (as given, or decoded from ids) starts its choices' text. */
+  echo: string[] | null;
 }
 
 export interface RunOptions {
@@ -51,7 +57,7 @@ export class RequestCancelledError extends Error {
   }
 }
 
-type Choice = { index: number; result: GenerationResult; promptIds: number[] };
+type Choice = { index: number; result: GenerationResult; promptIds: number[]; echo: string | null };
 
 export class OpenAIApi {
   readonly scheduler: Scheduler;
@@ -59,6 +65,7 @@ export class OpenAIApi {
   readonly modelName: string;
   readonly chatTemplate: ChatTemplate;
   readonly contextLength: number;
+  private readonly texts: TokenTexts;
   /** Token id of the template's end-of-turn marker when it is one token (e.g. <|im_end|>). */
   private readonly endOfTurnId: number | null;
 
@@ -68,6 +75,7 @@ export class OpenAIApi {
     this.modelName = opts.modelName;
     this.chatTemplate = opts.chatTemplate ?? ChatTemplate.chatml();
     this.contextLength = opts.scheduler.engine.config.maxPositionEmbeddings;
+    this.texts = tokenTexts(opts.tokenizer);
     const eot = this.chatTemplate.endOfTurn;
     const ids = eot ? this.tokenizer.encode(eot, { addBos: false }) : [];
     this.endOfTurnId = ids.length === 1 ? ids[0] : null;
@@ -78,9 +86,13 @@ export class OpenAIApi {
     if (endpoint === 'completions') {
       const b = parseBody(completionBody, body);
       this.checkModel(b.model);
-      const prompts = parsePrompt(b.prompt).map((p) => (typeof p === 'string' ? this.tokenizer.encode(p) : p));
+      const given = parsePrompt(b.prompt);
+      const prompts = given.map((p) => (typeof p === 'string' ? this.tokenizer.encode(p) : p));
       if (b.best_of != null && b.best_of !== (b.n ?? 1)) throw badRequest('best_of: only best_of equal to n is supported', 'best_of');
-      return this.finish(endpoint, b, prompts, b.max_tokens ?? 16, 'max_tokens', [], []);
+      const prepared = this.finish(endpoint, b, prompts, b.max_tokens ?? 16, 'max_tokens', [], []);
+      prepared.logprobs = b.logprobs ?? null;
+      if (b.echo) prepared.echo = given.map((p) => (typeof p === 'string' ? p : this.tokenizer.decode(p)));
+      return prepared;
     }
     const b = parseBody(chatBody, body);
     this.checkModel(b.model);
@@ -97,8 +109,9 @@ export class OpenAIApi {
     // OpenAI's default is "the rest of the context"; here also no more than the KV budget holds,
     // so a request without max_tokens runs (finish_reason "length" at that point) instead of a 400.
     const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? Math.max(0, this.scheduler.maxTokensFitting(ids.length));
+    if (b.top_logprobs != null && b.logprobs !== true) throw badRequest('top_logprobs: set logprobs to true to use top_logprobs', 'top_logprobs');
     const eot = this.chatTemplate.endOfTurn;
-    return this.finish(
+    const prepared = this.finish(
       endpoint,
       b,
       [ids],
@@ -107,6 +120,8 @@ export class OpenAIApi {
       this.endOfTurnId !== null ? [this.endOfTurnId] : [],
       eot && this.endOfTurnId === null ? [eot] : [],
     );
+    prepared.logprobs = b.logprobs ? (b.top_logprobs ?? 0) : null;
+    return prepared;
   }
 
   private checkModel(model: string | null | undefined): void {
@@ -172,12 +187,17 @@ export class OpenAIApi {
         topP: b.top_p ?? 1,
         topK: topK < 0 ? 0 : topK,
         seed: b.seed ?? undefined,
+        presencePenalty: b.presence_penalty ?? 0,
+        frequencyPenalty: b.frequency_penalty ?? 0,
+        repetitionPenalty: b.repetition_penalty ?? 1,
       },
       stopStrings: [...stop, ...extraStops],
       stopIds: b.ignore_eos ? extraStopIds : [...this.tokenizer.eosIds, ...extraStopIds],
       stream: b.stream === true,
       includeUsage: b.stream_options?.include_usage === true,
       returnTokenIds: b.return_token_ids === true,
+      logprobs: null,
+      echo: null,
     };
   }
 
@@ -195,10 +215,17 @@ export class OpenAIApi {
 
     const reqs: GenerationRequest[] = [];
     const promptOf: number[][] = [];
-    p.prompts.forEach((ids) => {
+    const echoOf: (string | null)[] = [];
+    const logprobs = p.logprobs ?? undefined;
+    // Streamed logprobs: per choice, the last token sent (the next one's text follows it) and the text offset.
+    const sent: { prev: number | undefined; offset: number; echoed: boolean }[] = [];
+    let handles: SequenceHandle[] = [];
+    p.prompts.forEach((ids, i) => {
       for (let j = 0; j < p.n; j++) {
         const index = reqs.length;
         promptOf.push(ids);
+        echoOf.push(p.echo ? p.echo[i] : null);
+        sent.push({ prev: ids[ids.length - 1], offset: 0, echoed: false });
         reqs.push({
           promptIds: ids,
           maxTokens: p.maxTokens,
@@ -206,17 +233,35 @@ export class OpenAIApi {
           sampling: { ...p.sampling, seed: p.sampling.seed === undefined ? undefined : p.sampling.seed + j },
           stopIds: p.stopIds,
           stopStrings: p.stopStrings,
+          logprobs,
+          promptLogprobs: p.echo && logprobs !== undefined ? logprobs : undefined,
           onDelta: (d) => {
             generated += d.tokenIds.length;
             if (d.tokenIds.length) opts.onProgress?.(generated);
-            if (stream && (d.text || p.returnTokenIds)) stream(this.chunk(base, chat, index, d.text, null, p.returnTokenIds ? d.tokenIds : null));
+            if (!stream) return;
+            if (!sent[index].echoed) streamEcho(index);
+            if (d.text || p.returnTokenIds || d.logprobs) {
+              const lp = d.logprobs ? this.deltaLogprobs(chat, d.tokenIds, d.logprobs, sent[index]) : null;
+              stream(this.chunk(base, chat, index, d.text, null, p.returnTokenIds ? d.tokenIds : null, lp));
+            }
           },
         });
       }
     });
 
+    // completions echo, streamed: the prompt (with its logprobs, known once it is prefilled) goes first.
+    const streamEcho = (index: number) => {
+      const s = sent[index];
+      s.echoed = true;
+      if (echoOf[index] === null) return;
+      const result = handles[index].seq?.promptLogprobs;
+      const lp = logprobs === undefined ? null : this.echoLogprobs(promptOf[index], result ?? []);
+      if (lp) s.offset = nextOffset(lp);
+      stream!(this.chunk(base, chat, index, echoOf[index]!, null, null, lp));
+    };
+
     // Throws (queue full, budget) before anything was streamed; deltas arrive only after the next step.
-    const handles: SequenceHandle[] = this.scheduler.submitAll(reqs);
+    handles = this.scheduler.submitAll(reqs);
     if (stream && chat) {
       // OpenAI opens each chat choice with the assistant role.
       reqs.forEach((_, index) => stream({ ...base, choices: [{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] }));
@@ -230,8 +275,11 @@ export class OpenAIApi {
       choices = await Promise.all(
         handles.map(async (h, index) => {
           const result = await h.result;
-          if (stream && result.finishReason !== 'cancelled') stream(this.chunk(base, chat, index, '', finishReason(result), null));
-          return { index, result, promptIds: promptOf[index] };
+          if (stream && result.finishReason !== 'cancelled') {
+            if (!sent[index].echoed) streamEcho(index);
+            stream(this.chunk(base, chat, index, '', finishReason(result), null));
+          }
+          return { index, result, promptIds: promptOf[index], echo: echoOf[index] };
         }),
       );
     } catch (e) {
@@ -254,23 +302,55 @@ export class OpenAIApi {
       object: chat ? 'chat.completion' : 'text_completion',
       created,
       model: this.modelName,
-      choices: choices.map((c) => this.choice(chat, c, p.returnTokenIds)),
+      choices: choices.map((c) => this.choice(chat, c, p.returnTokenIds, p.logprobs !== null)),
       usage,
     };
   }
 
-  private choice(chat: boolean, c: Choice, withIds: boolean): object {
+  private choice(chat: boolean, c: Choice, withIds: boolean, withLogprobs: boolean): object {
     const ids = withIds ? { prompt_token_ids: c.promptIds, token_ids: c.result.tokenIds } : {};
     const finish_reason = finishReason(c.result);
-    if (chat) return { index: c.index, message: { role: 'assistant', content: c.result.text }, logprobs: null, finish_reason, ...ids };
-    return { index: c.index, text: c.result.text, logprobs: null, finish_reason, ...ids };
+    const r = c.result;
+    const last = c.promptIds[c.promptIds.length - 1];
+    if (chat) {
+      const logprobs = withLogprobs ? chatLogprobs(this.texts, r.logprobs ?? [], last) : null;
+      return { index: c.index, message: { role: 'assistant', content: r.text }, logprobs, finish_reason, ...ids };
+    }
+    let logprobs: CompletionLogprobs | null = null;
+    if (withLogprobs) {
+      const echoed = c.echo !== null ? this.echoLogprobs(c.promptIds, r.promptLogprobs ?? []) : null;
+      const gen = completionLogprobs(this.texts, r.tokenIds, r.logprobs ?? [], last, echoed ? nextOffset(echoed) : 0);
+      logprobs = echoed ? joinLogprobs(echoed, gen) : gen;
+    }
+    return { index: c.index, text: (c.echo ?? '') + r.text, logprobs, finish_reason, ...ids };
   }
 
-  private chunk(base: object, chat: boolean, index: number, text: string, finish: string | null, tokenIds: number[] | null): object {
+  /** The prompt's tokens as completions logprobs: the first has none. */
+  private echoLogprobs(promptIds: number[], entries: LogprobEntry[]): CompletionLogprobs {
+    return completionLogprobs(this.texts, promptIds, [null, ...entries], undefined, 0);
+  }
+
+  /** Logprobs of one streamed delta; advances the choice's previous token and text offset. */
+  private deltaLogprobs(chat: boolean, ids: number[], entries: LogprobEntry[], s: { prev: number | undefined; offset: number }): object {
+    const lp = chat ? chatLogprobs(this.texts, entries, s.prev) : completionLogprobs(this.texts, ids, entries, s.prev, s.offset);
+    if (!chat) s.offset = nextOffset(lp as CompletionLogprobs);
+    s.prev = ids[ids.length - 1];
+    return lp;
+  }
+
+  private chunk(
+    base: object,
+    chat: boolean,
+    index: number,
+    text: string,
+    finish: string | null,
+    tokenIds: number[] | null,
+    logprobs: object | null = null,
+  ): object {
     const ids = tokenIds ? { token_ids: tokenIds } : {};
     const choice = chat
-      ? { index, delta: finish ? {} : { content: text }, logprobs: null, finish_reason: finish, ...ids }
-      : { index, text, logprobs: null, finish_reason: finish, ...ids };
+      ? { index, delta: finish ? {} : { content: text }, logprobs, finish_reason: finish, ...ids }
+      : { index, text, logprobs, finish_reason: finish, ...ids };
     return { ...base, choices: [choice] };
   }
 
@@ -286,4 +366,19 @@ export class OpenAIApi {
 /** OpenAI's finish_reason: "stop" (EOS or a stop string) or "length". */
 function finishReason(r: GenerationResult): string {
   return r.finishReason === 'length' ? 'length' : 'stop';
+}
+
+/** Where the text after these tokens starts. */
+function nextOffset(lp: CompletionLogprobs): number {
+  const n = lp.tokens.length;
+  return n === 0 ? 0 : lp.text_offset[n - 1] + lp.tokens[n - 1].length;
+}
+
+function joinLogprobs(a: CompletionLogprobs, b: CompletionLogprobs): CompletionLogprobs {
+  return {
+    tokens: [...a.tokens, ...b.tokens],
+    token_logprobs: [...a.token_logprobs, ...b.token_logprobs],
+    top_logprobs: [...a.top_logprobs, ...b.top_logprobs],
+    text_offset: [...a.text_offset, ...b.text_offset],
+  };
 }

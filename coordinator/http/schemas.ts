@@ -3,6 +3,7 @@
 // (rather than silently ignored) unless they carry their neutral value; unknown
 // fields are ignored, as vLLM does, so job data may carry extra keys.
 import { z } from 'zod';
+import { MAX_TOP_LOGPROBS } from '../logprobs';
 import { badRequest } from './errors';
 
 const tokenId = z.number().int().nonnegative();
@@ -28,16 +29,19 @@ const common = {
   /** vLLM extension: keep generating past EOS. */
   ignore_eos: z.boolean().nullish(),
   user: z.string().nullish(),
-  presence_penalty: neutral(z.number(), (v) => v === 0, 'presence_penalty other than 0'),
-  frequency_penalty: neutral(z.number(), (v) => v === 0, 'frequency_penalty other than 0'),
+  presence_penalty: z.number().min(-2).max(2).nullish(),
+  frequency_penalty: z.number().min(-2).max(2).nullish(),
+  /** vLLM extension: > 1 discourages tokens already in the prompt or output, 1 = off. */
+  repetition_penalty: z.number().gt(0).max(10).nullish(),
   logit_bias: neutral(z.record(z.string(), z.number()), (v) => Object.keys(v).length === 0, 'logit_bias'),
 };
 
 export const completionBody = z.object({
   ...common,
   prompt: z.unknown(),
-  echo: neutral(z.boolean(), (v) => v === false, 'echo'),
-  logprobs: neutral(z.number().int(), (v) => v === 0, 'logprobs'),
+  echo: z.boolean().nullish(),
+  /** Log-probabilities of each token with this many alternatives (0: the token's own only). */
+  logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
   best_of: z.number().int().min(1).nullish(),
   suffix: neutral(z.string(), (v) => v === '', 'suffix'),
 });
@@ -53,8 +57,8 @@ export const chatBody = z.object({
   ...common,
   messages: z.array(message).min(1),
   max_completion_tokens: z.number().int().nonnegative().nullish(),
-  logprobs: neutral(z.boolean(), (v) => v === false, 'logprobs'),
-  top_logprobs: neutral(z.number().int(), (v) => v === 0, 'top_logprobs'),
+  logprobs: z.boolean().nullish(),
+  top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
   tools: neutral(z.array(z.unknown()), (v) => v.length === 0, 'tools'),
   tool_choice: neutral(z.unknown(), (v) => v === 'none', 'tool_choice'),
   response_format: neutral(z.object({ type: z.string() }), (v) => v.type === 'text', 'response_format other than text'),

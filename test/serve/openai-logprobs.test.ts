@@ -1,0 +1,118 @@
+// logprobs, echo and penalties through the HTTP API with the official client, on a small
+// demo model: the shapes OpenAI documents, streamed = whole, and echo + logprobs +
+// max_tokens 0 scoring a text the way lm-eval's loglikelihood requests do.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import OpenAI from 'openai';
+import { makeDemoModel } from '../../core/demo-model';
+import type { Engine } from '../../coordinator/engine';
+import { loadTestEngine, serve, type TestServer } from './helpers';
+
+const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
+
+let dir: string;
+let engine: Engine;
+let srv: TestServer;
+let client: OpenAI;
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-api-logprobs-'));
+  await makeDemoModel(dir, DEMO);
+  engine = await loadTestEngine(dir);
+  srv = await serve(engine, { modelName: 'demo' });
+  client = new OpenAI({ apiKey: 'unused', baseURL: `${srv.url}/v1`, maxRetries: 0 });
+});
+afterAll(async () => {
+  await srv?.close();
+  await engine?.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const PROMPT = 'the quick brown fox';
+type Logprobs = { tokens: string[]; token_logprobs: (number | null)[]; top_logprobs: (Record<string, number> | null)[]; text_offset: number[] };
+
+test('completions logprobs: one entry per token, alternatives with the chosen one, offsets into the text', async () => {
+  const r = await client.completions.create({ model: 'demo', prompt: PROMPT, max_tokens: 6, temperature: 0, logprobs: 2, ignore_eos: true } as never);
+  const c = r.choices[0];
+  const lp = c.logprobs as Logprobs;
+  expect(lp.tokens).toHaveLength(r.usage!.completion_tokens);
+  expect(lp.tokens.join('')).toBe(c.text);
+  lp.tokens.forEach((t, i) => {
+    const top = lp.top_logprobs[i]!;
+    expect(lp.token_logprobs[i]).toBeLessThanOrEqual(0);
+    expect(Object.keys(top).length).toBeGreaterThanOrEqual(1);
+    expect(Object.keys(top).length).toBeLessThanOrEqual(3);
+    expect(top[t]).toBe(lp.token_logprobs[i]); // greedy: the chosen token is the best one
+    expect(Math.max(...Object.values(top))).toBe(lp.token_logprobs[i]);
+    expect(lp.text_offset[i]).toBe(lp.tokens.slice(0, i).join('').length);
+  });
+});
+
+test('echo + logprobs + max_tokens 0 scores a continuation the way generation saw it', async () => {
+  const gen = await client.completions.create({ model: 'demo', prompt: PROMPT, max_tokens: 5, temperature: 0, logprobs: 0, ignore_eos: true } as never);
+  const text = PROMPT + gen.choices[0].text;
+  const scored = await client.completions.create({ model: 'demo', prompt: text, max_tokens: 0, echo: true, logprobs: 1 } as never);
+  const c = scored.choices[0];
+  expect(c.text).toBe(text);
+  const lp = c.logprobs as Logprobs;
+  expect(lp.tokens).toHaveLength(scored.usage!.prompt_tokens);
+  expect(lp.token_logprobs[0]).toBeNull();
+  expect(lp.top_logprobs[0]).toBeNull();
+  const genLp = gen.choices[0].logprobs as Logprobs;
+  const tail = lp.token_logprobs.slice(-genLp.tokens.length);
+  tail.forEach((x, i) => expect(x!).toBeCloseTo(genLp.token_logprobs[i]!, 4));
+  expect(lp.tokens.slice(-genLp.tokens.length)).toEqual(genLp.tokens);
+});
+
+test('streamed logprobs (with echo) add up to the whole response', async () => {
+  const body = { model: 'demo', prompt: PROMPT, max_tokens: 8, temperature: 0, logprobs: 1, echo: true, ignore_eos: true };
+  const whole = await client.completions.create(body as never);
+  const stream = await client.completions.create({ ...body, stream: true } as never);
+  const got: Logprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+  let text = '';
+  for await (const chunk of stream as unknown as AsyncIterable<OpenAI.Completion>) {
+    const ch = chunk.choices[0];
+    text += ch.text;
+    const lp = ch.logprobs as Logprobs | null;
+    if (!lp) continue;
+    got.tokens.push(...lp.tokens);
+    got.token_logprobs.push(...lp.token_logprobs);
+    got.top_logprobs.push(...lp.top_logprobs);
+    got.text_offset.push(...lp.text_offset);
+  }
+  expect(text).toBe(whole.choices[0].text);
+  expect(got).toEqual(whole.choices[0].logprobs);
+});
+
+test('chat logprobs: content entries with bytes and top_logprobs; streamed the same', async () => {
+  const body = { model: 'demo', messages: [{ role: 'user' as const, content: 'hello' }], max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 2, ignore_eos: true };
+  const r = await client.chat.completions.create(body as never);
+  const content = r.choices[0].logprobs!.content!;
+  expect(content).toHaveLength(r.usage!.completion_tokens);
+  for (const e of content) {
+    expect(e.top_logprobs).toHaveLength(2);
+    expect(e.top_logprobs[0].logprob).toBe(e.logprob);
+    expect(e.bytes!.length).toBeGreaterThan(0);
+    expect(e.logprob).toBeLessThanOrEqual(0);
+  }
+  const stream = await client.chat.completions.create({ ...body, stream: true } as never);
+  const streamed: unknown[] = [];
+  for await (const chunk of stream as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>) streamed.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+  expect(streamed).toEqual(content);
+  // Without logprobs the field stays null; top_logprobs alone is a 400 naming it.
+  const plain = await client.chat.completions.create({ ...body, logprobs: undefined, top_logprobs: undefined } as never);
+  expect(plain.choices[0].logprobs).toBeNull();
+  await expect(client.chat.completions.create({ ...body, logprobs: false } as never)).rejects.toMatchObject({ status: 400, param: 'top_logprobs' });
+});
+
+test('penalties reach the sampler: a strong repetition penalty changes greedy output', async () => {
+  const body = { model: 'demo', prompt: PROMPT, max_tokens: 24, temperature: 0, ignore_eos: true };
+  const plain = await client.completions.create(body as never);
+  const penalised = await client.completions.create({ ...body, repetition_penalty: 10 } as never);
+  const neutral = await client.completions.create({ ...body, repetition_penalty: 1, presence_penalty: 0, frequency_penalty: 0 } as never);
+  expect(penalised.choices[0].text).not.toBe(plain.choices[0].text);
+  expect(neutral.choices[0].text).toBe(plain.choices[0].text);
+  const presence = await client.completions.create({ ...body, presence_penalty: 2, frequency_penalty: 2 } as never);
+  expect(presence.choices[0].text).not.toBe(plain.choices[0].text);
+});
