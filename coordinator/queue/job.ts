@@ -28,11 +28,29 @@ export function canonicalJson(v: unknown): string {
 }
 
 /**
+ * The worker's own retries of a job whose producer set no `attempts`, kept in the job's data:
+ * BullMQ counts neither them (a retry is a move to delayed, not a failed attempt) nor only
+ * them (attemptsStarted also rises when a job is handed back at shutdown or recovered after a stall).
+ */
+export const WORKER_RETRIES_KEY = 'worker_retries';
+
+/** How many times the worker retried this job itself (0 when never, or when the producer set `attempts`). */
+export function workerRetries(data: unknown): number {
+  const n = (data as Record<string, unknown> | null | undefined)?.[WORKER_RETRIES_KEY];
+  return typeof n === 'number' && Number.isInteger(n) && n > 0 ? n : 0;
+}
+
+/** Attempts a job has made: BullMQ's count (failed or completed tries) plus the worker's own retries. */
+export function attemptsOf(job: { attemptsMade: number; data: unknown }): number {
+  return job.attemptsMade + workerRetries(job.data);
+}
+
+/**
  * sha256 of the canonical request (hex; BullMQ custom ids must not look like integers, and
- * hex never quite does). A producer's `trace_context` is not part of the request.
+ * hex never quite does). A producer's `trace_context` and the worker's retry count are not part of the request.
  */
 export function jobIdFor(data: JobData): string {
-  const { trace_context: _ignored, ...request } = data;
+  const { trace_context: _ignored, [WORKER_RETRIES_KEY]: _retries, ...request } = data;
   return createHash('sha256').update(canonicalJson(request)).digest('hex');
 }
 

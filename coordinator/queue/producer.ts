@@ -5,7 +5,7 @@ import type { Redis } from 'ioredis';
 import { UserError } from '../../core/errors';
 import { injectTraceContext } from '../../core/telemetry/propagation';
 import { QUEUE_NAME } from './connection';
-import { jobIdFor, type JobData } from './job';
+import { attemptsOf, jobIdFor, type JobData } from './job';
 
 export interface ProducerOptions {
   connection: Redis;
@@ -28,6 +28,7 @@ export interface JobStatus {
   state: JobState;
   /** Tokens generated so far. */
   progress: number;
+  /** Tries that ended (failed or completed), the worker's own retries of a plain producer's job included. */
   attemptsMade: number;
   failedReason?: string;
 }
@@ -94,7 +95,7 @@ export class GenerationProducer {
           id,
           state: (await job.getState()) as JobState,
           progress: typeof job.progress === 'number' ? job.progress : 0,
-          attemptsMade: job.attemptsMade,
+          attemptsMade: attemptsOf(job),
           ...(job.failedReason ? { failedReason: job.failedReason } : {}),
         };
       }),

@@ -4,7 +4,8 @@
 //   bad input           -> UnrecoverableError (fails at once with the 400 message)
 //   engine/expert error -> thrown as is: BullMQ retries with exponential backoff; a job
 //                          whose producer set no `attempts` gets the worker's default
-//                          (moved to delayed here, so plain producers get retries too)
+//                          (moved to delayed here, so plain producers get retries too;
+//                          counted in the job's data, see WORKER_RETRIES_KEY)
 //   kill -9             -> the lock expires; a worker's stall check puts the job back
 //   shutdown(grace)     -> stop taking jobs; finish current ones, or after the grace
 //                          period cancel them and move them back to wait
@@ -15,7 +16,7 @@ import { ApiError } from '../http/errors';
 import type { OpenAIApi } from '../http/openai-api';
 import { traceJob } from '../telemetry/scheduler-tracing';
 import { QUEUE_NAME } from './connection';
-import { ENDPOINTS, type JobData } from './job';
+import { attemptsOf, ENDPOINTS, WORKER_RETRIES_KEY, workerRetries, type JobData } from './job';
 
 export interface GenerationWorkerOptions {
   connection: Redis;
@@ -75,7 +76,7 @@ export class GenerationWorker {
     });
     this.worker.on('error', (e) => this.log(`worker: ${e.message}`));
     this.worker.on('failed', (job, e) => {
-      if (job && !(e instanceof WaitingError)) this.log(`job ${job.id} failed (attempt ${job.attemptsMade}): ${e.message}`);
+      if (job && !(e instanceof WaitingError)) this.log(`job ${job.id} failed (attempt ${attemptsOf(job)}): ${e.message}`);
     });
   }
 
@@ -128,11 +129,15 @@ export class GenerationWorker {
         throw new WaitingError();
       }
       const err = unrecoverableIfBadInput(e);
-      // BullMQ retries only jobs that carry `attempts`; give the others the worker's default.
-      if (!(err instanceof UnrecoverableError) && !job.opts.attempts && token && job.attemptsStarted < this.defaultAttempts) {
-        const delay = this.defaultBackoffMs * 2 ** Math.max(0, job.attemptsStarted - 1);
+      // BullMQ retries only jobs that carry `attempts`; give the others the worker's default. The
+      // retries are counted in the job's data (written before the move, so a crash between the two
+      // costs a retry rather than granting one): a hand-back at shutdown or a stall recovery is no retry.
+      const retries = workerRetries(job.data);
+      if (!(err instanceof UnrecoverableError) && !job.opts.attempts && token && retries + 1 < this.defaultAttempts) {
+        const delay = this.defaultBackoffMs * 2 ** retries;
+        await job.updateData({ ...job.data, [WORKER_RETRIES_KEY]: retries + 1 });
         await job.moveToDelayed(Date.now() + delay, token);
-        this.log(`job ${job.id}: ${(e as Error).message}; retry ${job.attemptsStarted} of ${this.defaultAttempts - 1} in ${delay} ms`);
+        this.log(`job ${job.id}: ${(e as Error).message}; retry ${retries + 1} of ${this.defaultAttempts - 1} in ${delay} ms`);
         throw new DelayedError();
       }
       throw err;

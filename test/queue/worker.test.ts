@@ -195,6 +195,8 @@ test('a plain producer that set no attempts still gets retries with backoff; att
   const [o] = await producer.waitFor([job.id!], undefined, 20);
   expect(o.state).toBe('completed');
   expect((await plain.getJob(job.id!))!.attemptsStarted).toBe(3);
+  // The worker's two retries count as attempts, as BullMQ's own retries do (see the test above).
+  expect((await producer.status([job.id!]))[0].attemptsMade).toBe(3);
   expect(Date.now() - t0).toBeGreaterThanOrEqual(150); // 50 ms, then 100 ms
   // Out of tries: the third failure fails the job with the error.
   failures = 3;
@@ -202,12 +204,95 @@ test('a plain producer that set no attempts still gets retries with backoff; att
   const [o2] = await producer.waitFor([again.id!], undefined, 20);
   expect(o2).toEqual(expect.objectContaining({ state: 'failed', error: expect.stringMatching(/unavailable/) }));
   expect((await plain.getJob(again.id!))!.attemptsStarted).toBe(3);
+  expect((await producer.status([again.id!]))[0].attemptsMade).toBe(3);
   // A producer that asked for one attempt gets exactly one.
   failures = 1;
   const once = await plain.add('completions', { endpoint: 'completions', prompt: 'z', max_tokens: 3, temperature: 0 }, { attempts: 1 });
   const [o3] = await producer.waitFor([once.id!], undefined, 20);
   expect(o3.state).toBe('failed');
   expect((await plain.getJob(once.id!))!.attemptsStarted).toBe(1);
+});
+
+/**
+ * The test engine behind a script of its next expert calls: 'fail' throws as an unreachable
+ * node would, 'hold' waits until release() (`held` resolves when it waits); then normal calls.
+ */
+function scriptedEngine(...script: ('fail' | 'hold')[]): { engine: Engine; script: ('fail' | 'hold')[]; held: Promise<void>; release: () => void } {
+  let reached!: () => void;
+  let release!: () => void;
+  const held = new Promise<void>((r) => (reached = r));
+  const released = new Promise<void>((r) => (release = r));
+  const scripted: ExpertBackend = {
+    name: 'scripted',
+    runExperts: async (b, c) => {
+      const next = script.shift();
+      if (next === 'fail') throw new Error('expert node 127.0.0.1:1 unavailable');
+      if (next === 'hold') {
+        reached();
+        await released;
+      }
+      return engine.experts.runExperts(b, c);
+    },
+    close: async () => undefined,
+  };
+  return { engine: new Engine(engine.folder, engine.backend, engine.weights, scripted), script, held, release };
+}
+
+test('batch status shows the attempts while the worker retries a plain producer\'s job', async () => {
+  const q = uniqueQueue('plainstatus');
+  // A failing try makes one expert call: the first two tries fail, the third waits at its first call.
+  const s = scriptedEngine('fail', 'fail', 'hold');
+  const { worker, producer } = setup(q, { defaultAttempts: 5, defaultBackoffMs: 10 }, s.engine);
+  await worker.waitUntilReady();
+  const plain = new Queue(q, { connection: conn('producer') });
+  closers.push(() => plain.close());
+  const job = await plain.add('completions', { endpoint: 'completions', prompt: 'x', max_tokens: 3, temperature: 0 });
+  await s.held;
+  try {
+    const during = (await producer.status([job.id!]))[0];
+    expect(during.state).toBe('active');
+    expect(during.attemptsMade).toBe(2); // two tries ended in the worker's retries
+    expect((await plain.getJob(job.id!))!.attemptsMade).toBe(0); // which BullMQ does not count
+  } finally {
+    s.release(); // also when an assertion fails: the held job would keep the worker from closing
+  }
+  const [o] = await producer.waitFor([job.id!], undefined, 20);
+  expect(o.state).toBe('completed');
+  expect((await producer.status([job.id!]))[0].attemptsMade).toBe(3);
+});
+
+test('a job handed back at shutdown has not used up the worker\'s retries of a plain producer\'s job', async () => {
+  const q = uniqueQueue('handback');
+  // One retry allowed: the hand-back must not count as the first try.
+  const opts = { defaultAttempts: 2, defaultBackoffMs: 10 };
+  const s = scriptedEngine('hold');
+  const a = setup(q, opts, s.engine);
+  let signal: AbortSignal | undefined;
+  const run = a.api.run.bind(a.api);
+  a.api.run = (p, o) => {
+    signal = o?.signal;
+    return run(p, o);
+  };
+  await a.worker.waitUntilReady();
+  const plain = new Queue(q, { connection: conn('producer') });
+  closers.push(() => plain.close());
+  const job = await plain.add('completions', { endpoint: 'completions', prompt: 'x', max_tokens: 3, temperature: 0 });
+  await s.held; // running on worker a, inside its first step
+  const stopped = a.worker.shutdown(0);
+  // The grace period is over once the job's run is aborted; only then may its step finish.
+  await new Promise<void>((r) => (signal!.aborted ? r() : signal!.addEventListener('abort', () => r(), { once: true })));
+  s.release();
+  await stopped;
+  expect((await a.producer.status([job.id!]))[0]).toEqual(expect.objectContaining({ state: 'waiting', attemptsMade: 0 }));
+  expect((await plain.getJob(job.id!))!.attemptsStarted).toBe(1);
+
+  // Another worker: its first try fails, its one retry completes.
+  s.script.push('fail');
+  const b = setup(q, opts, s.engine);
+  const [o] = await b.producer.waitFor([job.id!], undefined, 20);
+  expect(o.state).toBe('completed');
+  expect((await plain.getJob(job.id!))!.attemptsStarted).toBe(3);
+  expect((await b.producer.status([job.id!]))[0].attemptsMade).toBe(2); // the retry and the completed try
 });
 
 test('shutdown finishes a job within the grace period, and hands back one that would take longer', async () => {
