@@ -84,6 +84,8 @@ export interface NativeBackend {
   createKvCache(layers: number, maxTokens: number, kvHeads: number, headDim: number): NativeKvCache;
   /** Grows a cache to maxTokens positions, keeping its contents (a smaller maxTokens is a no-op). */
   growKvCache(cache: NativeKvCache, maxTokens: number): Promise<void>;
+  /** Copies positions [0, tokens) of every layer from src into dst (a shared prompt prefix). */
+  copyKvCache(dst: NativeKvCache, src: NativeKvCache, tokens: number): Promise<void>;
 
   matmul(w: NativeWeight, n: number, x: Float32Array, y: Float32Array): Promise<void>;
   rmsnorm(w: NativeWeight, n: number, d: number, x: Float32Array, eps: number, y: Float32Array): Promise<void>;

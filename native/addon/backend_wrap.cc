@@ -19,6 +19,7 @@ Napi::Function BackendWrap::Define(Napi::Env env) {
                          InstanceMethod("createPredictor", &BackendWrap::Async<CreatePredictor>),
                          InstanceMethod("createKvCache", &BackendWrap::CreateKvCache),
                          InstanceMethod("growKvCache", &BackendWrap::Async<GrowKvCache>),
+                         InstanceMethod("copyKvCache", &BackendWrap::Async<CopyKvCache>),
                          InstanceMethod("matmul", &BackendWrap::Async<Matmul>),
                          InstanceMethod("rmsnorm", &BackendWrap::Async<Rmsnorm>),
                          InstanceMethod("rope", &BackendWrap::Async<Rope>),
@@ -57,6 +58,7 @@ template <> struct OpName<RouterTopk> { static constexpr const char* name = "rou
 template <> struct OpName<PredictMany> { static constexpr const char* name = "predictMany"; };
 template <> struct OpName<Attention> { static constexpr const char* name = "attention"; };
 template <> struct OpName<GrowKvCache> { static constexpr const char* name = "growKvCache"; };
+template <> struct OpName<CopyKvCache> { static constexpr const char* name = "copyKvCache"; };
 template <> struct OpName<Moe> { static constexpr const char* name = "moe"; };
 
 template <BackendWrap::AsyncOp Op>

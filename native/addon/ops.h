@@ -31,6 +31,7 @@ Napi::Value PredictMany(const Args& a, const StatePtr& s);
 // ops_attention.cc
 Napi::Value Attention(const Args& a, const StatePtr& s);
 Napi::Value GrowKvCache(const Args& a, const StatePtr& s);
+Napi::Value CopyKvCache(const Args& a, const StatePtr& s);
 
 // ops_moe.cc
 Napi::Value Moe(const Args& a, const StatePtr& s);

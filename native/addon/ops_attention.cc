@@ -40,7 +40,41 @@ class GrowKvCacheWorker : public OpWorker {
   }
 };
 
+class CopyKvCacheWorker : public OpWorker {
+ public:
+  using OpWorker::OpWorker;
+  ts_kvcache* dst = nullptr;
+  const ts_kvcache* src = nullptr;
+  int64_t tokens = 0;
+
+ private:
+  int Run() override { return ts_kvcache_copy(dst, src, tokens); }
+};
+
 }  // namespace
+
+// copyKvCache(dst, src, tokens): positions [0, tokens) of every layer.
+Napi::Value CopyKvCache(const Args& a, const StatePtr& s) {
+  auto dst = ReadHandle<HandleKind::KvCache>(a, a[0], "dst", *s);
+  auto src = ReadHandle<HandleKind::KvCache>(a, a[1], "src", *s);
+  int64_t tokens = a.Int(a[2], "tokens", 0);
+  if (dst->layers != src->layers || dst->kv_heads != src->kv_heads || dst->head_dim != src->head_dim) {
+    a.RangeFail("dst and src differ in shape (layers, kvHeads, headDim): " + std::to_string(dst->layers) + ", " +
+                std::to_string(dst->kv_heads) + ", " + std::to_string(dst->head_dim) + " vs " + std::to_string(src->layers) +
+                ", " + std::to_string(src->kv_heads) + ", " + std::to_string(src->head_dim));
+  }
+  if (tokens > dst->max_tokens || tokens > src->max_tokens) {
+    a.RangeFail("tokens = " + std::to_string(tokens) + " is more than dst (" + std::to_string(dst->max_tokens) + ") or src (" +
+                std::to_string(src->max_tokens) + ") holds");
+  }
+  auto wk = std::make_unique<CopyKvCacheWorker>(a.Env(), a.op(), s);
+  wk->dst = static_cast<ts_kvcache*>(dst->ptr);
+  wk->src = static_cast<const ts_kvcache*>(src->ptr);
+  wk->tokens = tokens;
+  wk->Use(dst);
+  wk->Use(src);
+  return OpWorker::Start(std::move(wk));
+}
 
 // growKvCache(cache, maxTokens): keeps the cache's contents; a smaller maxTokens is a no-op.
 Napi::Value GrowKvCache(const Args& a, const StatePtr& s) {

@@ -145,6 +145,9 @@ TS_API void ts_kvcache_free(ts_kvcache* c);
  * cache grows as it decodes instead of being sized for its longest possible output).
  * max_tokens <= the current size is a no-op. On failure the cache is unchanged. */
 TS_API int ts_kvcache_grow(ts_kvcache* c, int64_t max_tokens);
+/* Copies positions [0, tokens) of every layer from src into dst (a shared prompt prefix
+ * computed once): same backend, layers, kv_heads and head_dim; tokens <= both sizes. */
+TS_API int ts_kvcache_copy(ts_kvcache* dst, const ts_kvcache* src, int64_t tokens);
 TS_API int64_t ts_kvcache_bytes(const ts_kvcache* c);
 
 /* Causal GQA attention for n token rows, possibly from different sequences.

@@ -3,6 +3,7 @@
 // Also owns the thread-local error, the registry of live handles (so a
 // backend frees whatever its caller left behind, and a double free is
 // harmless), and the CUDA stubs when the library is built without CUDA.
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -399,6 +400,22 @@ int ts_kvcache_grow(ts_kvcache* c, int64_t max_tokens) {
   std::lock_guard<std::mutex> lk(b->lock);
   if (max_tokens <= c->max_tokens) return 0;
   return guarded(fn, -1, [&] { return b->ops->kvcache_grow(c, max_tokens); });
+}
+
+int ts_kvcache_copy(ts_kvcache* dst, const ts_kvcache* src, int64_t tokens) {
+  static const char* fn = "ts_kvcache_copy";
+  if (!dst || !src) return ts_fail(std::string(fn) + ": " + (dst ? "src" : "dst") + " is NULL");
+  if (dst->owner != src->owner) return ts_fail(std::string(fn) + ": dst and src belong to different backends");
+  if (dst->layers != src->layers || dst->kv_heads != src->kv_heads || dst->head_dim != src->head_dim)
+    return ts_fail(std::string(fn) + ": dst holds " + S(dst->layers) + " layers x " + S(dst->kv_heads) + " kv heads x " +
+                   S(dst->head_dim) + " but src " + S(src->layers) + " x " + S(src->kv_heads) + " x " + S(src->head_dim));
+  if (tokens < 0 || tokens > dst->max_tokens || tokens > src->max_tokens)
+    return ts_fail(std::string(fn) + ": tokens = " + S(tokens) + " is outside [0, " +
+                   S(std::min(dst->max_tokens, src->max_tokens)) + "] (the smaller cache's size)");
+  if (tokens == 0 || dst == src) return 0;
+  ts_backend* b = dst->owner;
+  std::lock_guard<std::mutex> lk(b->lock);
+  return guarded(fn, -1, [&] { return b->ops->kvcache_copy(dst, src, tokens); });
 }
 
 int64_t ts_kvcache_bytes(const ts_kvcache* c) {

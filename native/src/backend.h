@@ -23,6 +23,7 @@ struct ts_backend_ops {
                                 int64_t head_dim);
   void (*kvcache_free)(ts_kvcache* c);
   int (*kvcache_grow)(ts_kvcache* c, int64_t max_tokens);  // max_tokens > c->max_tokens
+  int (*kvcache_copy)(ts_kvcache* dst, const ts_kvcache* src, int64_t tokens);  // checked by the API
 
   int (*matmul)(ts_backend* b, const ts_weight* W, int64_t n, const float* x, float* y);
   int (*rmsnorm)(ts_backend* b, const ts_weight* w, int64_t n, int64_t d, const float* x, float eps, float* y);

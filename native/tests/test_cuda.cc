@@ -398,6 +398,27 @@ void test_attention(Pair p, Rng& rng) {
         check_err(name, rel_err(og.data(), oc.data(), og.size()), 2e-5);
       }
     }
+    if (cc[0] && cg[0]) {
+      // ts_kvcache_copy: A's 302 positions copied into fresh caches attend at position 302 as on the CPU.
+      ts_kvcache* copy_c = ts_kvcache_create(p.cpu, layers, max_tokens, c.kv, c.hd);
+      ts_kvcache* copy_g = ts_kvcache_create(p.gpu, layers, max_tokens, c.kv, c.hd);
+      auto q = rand_vec(rng, size_t(c.heads * c.hd), -1.f, 1.f);
+      auto k = rand_vec(rng, size_t(c.kv * c.hd), -1.f, 1.f);
+      auto v = rand_vec(rng, size_t(c.kv * c.hd), -1.f, 1.f);
+      std::vector<float> oc(q.size()), og(q.size());
+      poison(og);
+      int32_t pos[1] = {302};
+      const std::string name = base + " after ts_kvcache_copy of 302 positions";
+      if (!copy_c || !copy_g || ts_kvcache_copy(copy_c, cc[0], 302) || ts_kvcache_copy(copy_g, cg[0], 302) ||
+          ts_attention(p.cpu, layer, 1, &copy_c, pos, c.heads, c.kv, c.hd, q.data(), k.data(), v.data(), oc.data()) ||
+          ts_attention(p.gpu, layer, 1, &copy_g, pos, c.heads, c.kv, c.hd, q.data(), k.data(), v.data(), og.data())) {
+        check(false, name, ts_last_error());
+      } else {
+        check_err(name, rel_err(og.data(), oc.data(), og.size()), 2e-5);
+      }
+      ts_kvcache_free(copy_c);
+      ts_kvcache_free(copy_g);
+    }
     for (int i = 0; i < 2; i++) {
       ts_kvcache_free(cc[i]);
       ts_kvcache_free(cg[i]);

@@ -713,6 +713,24 @@ void test_attention(ts_backend* b, Rng& rng) {
   check(e1 <= 1e-5 && e2 <= 1e-5 && e3 <= 1e-5, "attention GQA 4/2 heads, head_dim 18, prefill + mixed decode",
         fmt("rel err %.2e", std::max(e1, std::max(e2, e3))));
   check(ts_kvcache_bytes(ca) == 2 * L * T * kvh * hd * 4, "kvcache bytes");
+  {
+    // A copy of a's first 6 positions into a larger cache attends exactly as a does at position 6.
+    ts_kvcache* cc = ts_kvcache_create(b, L, T + 4, kvh, hd);
+    check(ts_kvcache_copy(cc, ca, T + 1) != 0 && std::strstr(ts_last_error(), "tokens = 13"), "kvcache copy past the source's size fails");
+    check(ts_kvcache_copy(cc, ca, 6) == 0, "kvcache copy", ts_last_error());
+    auto q = rand_vec(rng, size_t(heads * hd), -1, 1), k = rand_vec(rng, size_t(kvh * hd), -1, 1), v = rand_vec(rng, size_t(kvh * hd), -1, 1);
+    std::vector<float> oa(q.size()), oc(q.size());
+    int32_t p6[1] = {6};
+    ts_kvcache* one_a[1] = {ca};
+    ts_kvcache* one_c[1] = {cc};
+    const bool ran = ts_attention(b, layer, 1, one_a, p6, heads, kvh, hd, q.data(), k.data(), v.data(), oa.data()) == 0 &&
+                     ts_attention(b, layer, 1, one_c, p6, heads, kvh, hd, q.data(), k.data(), v.data(), oc.data()) == 0;
+    check(ran && oa == oc, "attention over a copied prefix equals the original's");
+    ts_kvcache* other = ts_kvcache_create(b, L, T, kvh + 1, hd);
+    check(ts_kvcache_copy(other, ca, 2) != 0 && std::strstr(ts_last_error(), "kv heads"), "kvcache copy between shapes fails");
+    ts_kvcache_free(other);
+    ts_kvcache_free(cc);
+  }
   ts_kvcache_free(ca);
   ts_kvcache_free(cb);
 }

@@ -125,3 +125,19 @@ test('a grown cache keeps every layer it held: decoding past its first size matc
   cache.free();
   await expect(backend.growKvCache(cache, 8)).rejects.toThrow(/cache was freed/);
 });
+
+test('copyKvCache: a prefix copied into another cache attends as the original', async () => {
+  const src = backend.createKvCache(LAYERS, 8, KV_HEADS, HD);
+  const sink = new Float32Array(5 * Q);
+  await backend.attention(1, 5, Array(5).fill(src), Int32Array.from([0, 1, 2, 3, 4]), HEADS, KV_HEADS, HD,
+    q.subarray(0, 5 * Q), k.subarray(0, 5 * KV), v.subarray(0, 5 * KV), sink);
+  const dst = backend.createKvCache(LAYERS, MAX_TOKENS, KV_HEADS, HD);
+  await expect(backend.copyKvCache(dst, src, 9)).rejects.toThrow(/tokens = 9/);
+  await backend.copyKvCache(dst, src, 5);
+  const out = new Float32Array(Q);
+  await backend.attention(1, 1, [dst], Int32Array.from([5]), HEADS, KV_HEADS, HD, q.subarray(5 * Q), k.subarray(5 * KV), v.subarray(5 * KV), out);
+  expectClose(out, refAttention(q, k, v, 5), 1e-5, 1e-4);
+  const odd = backend.createKvCache(LAYERS, 8, KV_HEADS, HD * 2);
+  await expect(backend.copyKvCache(odd, src, 2)).rejects.toThrow(/differ in shape/);
+  for (const c of [src, dst, odd]) c.free();
+});

@@ -85,4 +85,15 @@ int kvcache_grow(ts_kvcache* tc, int64_t max_tokens) {
   return 0;
 }
 
+int kvcache_copy(ts_kvcache* tdst, const ts_kvcache* tsrc, int64_t tokens) {
+  auto* dst = static_cast<CpuKvCache*>(tdst);
+  const auto* src = static_cast<const CpuKvCache*>(tsrc);
+  const size_t row = size_t(dst->kv_heads * dst->head_dim), n = size_t(tokens) * row;
+  for (int64_t l = 0; l < dst->layers; l++) {
+    std::memcpy(dst->k.data() + size_t(l * dst->max_tokens) * row, src->k.data() + size_t(l * src->max_tokens) * row, n * sizeof(float));
+    std::memcpy(dst->v.data() + size_t(l * dst->max_tokens) * row, src->v.data() + size_t(l * src->max_tokens) * row, n * sizeof(float));
+  }
+  return 0;
+}
+
 }  // namespace ts_cpu

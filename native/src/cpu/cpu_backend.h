@@ -142,5 +142,6 @@ void predictor_free(ts_predictor* p);
 ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim);
 void kvcache_free(ts_kvcache* c);
 int kvcache_grow(ts_kvcache* c, int64_t max_tokens);
+int kvcache_copy(ts_kvcache* dst, const ts_kvcache* src, int64_t tokens);
 
 }  // namespace ts_cpu

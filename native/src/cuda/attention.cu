@@ -305,4 +305,23 @@ int kvcache_grow(ts_kvcache* tc, int64_t max_tokens) {
   return 0;
 }
 
+// One 2-D copy per tensor: `tokens` rows of each layer, between the two caches' layer pitches.
+int kvcache_copy(ts_kvcache* tdst, const ts_kvcache* tsrc, int64_t tokens) {
+  auto* dst = static_cast<KvCache*>(tdst);
+  const auto* src = static_cast<const KvCache*>(tsrc);
+  Backend* b = as_cuda(dst->owner);
+  TS_TRY(b->activate());
+  const size_t row = size_t(dst->kv_heads * dst->head_dim) * 4;
+  const size_t dpitch = size_t(dst->max_tokens) * row, spitch = size_t(src->max_tokens) * row, width = size_t(tokens) * row;
+  cudaError_t e = cudaMemcpy2DAsync(dst->k, dpitch, src->k, spitch, width, size_t(dst->layers), cudaMemcpyDeviceToDevice, b->stream);
+  if (e == cudaSuccess)
+    e = cudaMemcpy2DAsync(dst->v, dpitch, src->v, spitch, width, size_t(dst->layers), cudaMemcpyDeviceToDevice, b->stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(b->stream);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return ts_fail(std::string("ts_kvcache_copy: ") + cudaGetErrorString(e));
+  }
+  return 0;
+}
+
 }  // namespace tscuda

@@ -131,7 +131,7 @@ int set_variant(ts_backend* b, const char* variant) {
 const ts_backend_ops kCudaOps = {
     "cuda",         destroy,          set_variant,      weight_create, weight_free,
     expert_create,  expert_free,      predictor_create, predictor_free, kvcache_create,
-    kvcache_free,   kvcache_grow,     matmul,           rmsnorm,          rope,          router_topk,
+    kvcache_free,   kvcache_grow,     kvcache_copy,     matmul,           rmsnorm,          rope,          router_topk,
     predict_many,   attention,        moe,
 };
 

@@ -169,6 +169,7 @@ void predictor_free(ts_predictor* p);
 ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim);
 void kvcache_free(ts_kvcache* c);
 int kvcache_grow(ts_kvcache* c, int64_t max_tokens);
+int kvcache_copy(ts_kvcache* dst, const ts_kvcache* src, int64_t tokens);
 int matmul(ts_backend* b, const ts_weight* W, int64_t n, const float* x, float* y);
 int rmsnorm(ts_backend* b, const ts_weight* w, int64_t n, int64_t d, const float* x, float eps, float* y);
 int rope(ts_backend* b, int64_t n, int64_t heads, int64_t head_dim, const int32_t* positions, double theta, float* x);
