@@ -17,6 +17,7 @@ import { intOption } from './options';
 export interface ServingFlags extends EngineFlags {
   kvBudgetMb: number;
   kvGrowTokens: number;
+  prefixCache: boolean;
   maxQueue: number;
   maxRunning: number;
   prefillChunk: number;
@@ -29,6 +30,7 @@ export function addServingOptions(cmd: Command): Command {
     .option('--served-model-name <name>', 'the model id clients pass as "model" (default: the folder name)')
     .option('--kv-budget-mb <mb>', 'KV-cache memory all running sequences may use; beyond it requests wait', intOption('--kv-budget-mb', 1), 4096)
     .option('--kv-grow-tokens <n>', 'positions a KV cache gets past what it holds, and the least it grows by', intOption('--kv-grow-tokens', 1), 256)
+    .option('--no-prefix-cache', 'do not keep finished sequences\' KV caches for prompts that start with the same tokens')
     .option('--max-queue <n>', 'requests that may wait for KV budget; beyond it: 429 queue full', intOption('--max-queue'), 256)
     .option('--max-running <n>', 'sequences decoded together at most', intOption('--max-running', 1), 256)
     .option('--prefill-chunk <n>', 'prompt tokens prefilled per step (a long prompt does not stall decoding)', intOption('--prefill-chunk', 1), 256);
@@ -57,6 +59,7 @@ export async function loadServing(flags: ServingFlags, log: (line: string) => vo
     const scheduler = new Scheduler(engine, tokenizer, {
       kvBudgetBytes: flags.kvBudgetMb * 2 ** 20,
       kvGrowTokens: flags.kvGrowTokens,
+      prefixCache: flags.prefixCache,
       maxQueue: flags.maxQueue,
       maxRunning: flags.maxRunning,
       prefillBudget: flags.prefillChunk,

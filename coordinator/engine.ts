@@ -4,7 +4,7 @@
 import type { ExpertBackend } from '../core/expert-backend';
 import type { ModelConfig } from '../core/config';
 import type { ModelFolder } from '../core/model-folder';
-import type { NativeBackend } from '../core/native';
+import type { NativeBackend, NativeKvCache } from '../core/native';
 import { UserError } from '../core/errors';
 import { forward, type ForwardHooks, type LayerRecord } from './forward';
 import type { CoordinatorWeights } from './model-weights';
@@ -60,6 +60,13 @@ export class Engine {
     const c = this.config;
     seq.cache = this.backend.createKvCache(c.numLayers, tokens, c.numKvHeads, c.headDim);
     seq.computed = 0;
+  }
+
+  /** Fills the first `tokens` positions of a sequence's new cache from `src` (the same prefix, computed before). */
+  async copyPrefix(seq: Sequence, src: NativeKvCache, tokens: number): Promise<void> {
+    if (!seq.cache) throw new Error(`sequence ${seq.id} has no KV cache to copy into`);
+    seq.computed = tokens;
+    await this.backend.copyKvCache(seq.cache, src, tokens);
   }
 
   /** Grows a sequence's cache to `tokens` positions, keeping the K/V it holds. */

@@ -10,6 +10,10 @@
 // New requests join and finished/cancelled ones leave only between steps, which
 // is also the only time a KV cache is created, grown or freed (a step owns its caches).
 //
+// Prefix caching (coordinator/prefix-cache.ts): a finished sequence's cache is kept in the
+// unused part of the budget; a request starting with the same tokens copies them instead
+// of prefilling them. Kept caches are evicted (least recently used) before anything waits.
+//
 // KV budget, as vLLM does it: a sequence holds cache for what it has plus some room
 // (kvGrowTokens), not for prompt + max_tokens, and grows by a quarter (at least
 // kvGrowTokens) when a step would pass its end. When the budget cannot cover a growth,
@@ -20,13 +24,14 @@ import { metrics as globalMetrics, type Registry } from '../core/metrics';
 import { StreamingDetokenizer, type TextTokenizer } from '../core/tokenizer';
 import type { Engine } from './engine';
 import { logprobEntry, type LogprobEntry } from './logprobs';
+import { PrefixCache, type PrefixEntry } from './prefix-cache';
 import type { SamplingParams } from './sampler';
 import type { FinishReason, Sequence } from './sequence';
 
 /** What the scheduler needs of the engine (the real Engine in production). */
 export type SchedulerEngine = Pick<
   Engine,
-  'config' | 'newSequence' | 'step' | 'release' | 'kvBytesFor' | 'checkPrompt' | 'kvTokensLimit' | 'allocate' | 'grow'
+  'config' | 'newSequence' | 'step' | 'release' | 'kvBytesFor' | 'checkPrompt' | 'kvTokensLimit' | 'allocate' | 'grow' | 'copyPrefix'
 >;
 
 export interface SchedulerOptions {
@@ -34,6 +39,10 @@ export interface SchedulerOptions {
   kvBudgetBytes?: number;
   /** Positions of room a sequence's cache gets past what it holds, and the least it grows by. Default 256. */
   kvGrowTokens?: number;
+  /** Keep finished sequences' caches for requests that start with the same tokens. Default true. */
+  prefixCache?: boolean;
+  /** The shortest shared prefix worth copying (and cache worth keeping). Default 16. */
+  prefixMinTokens?: number;
   /** Requests that may wait for KV budget; beyond it submit throws QueueFullError. Default 256. */
   maxQueue?: number;
   /** Sequences decoded together at most. Default 256. */
@@ -124,6 +133,10 @@ export class SequenceHandle implements AsyncIterable<Delta> {
   kvBytes = 0;
   /** Times it was preempted. */
   preemptions = 0;
+  /** Prompt positions copied from the prefix cache when it (last) started. */
+  cachedTokens = 0;
+  /** A prefix copy into its new cache, awaited before its first step. */
+  copying: Promise<void> | null = null;
   readonly submittedAt = performance.now();
   firstTokenAt: number | null = null;
   // Text state: `text` is everything decoded (cut at a stop string); `sent` chars went out.
@@ -204,7 +217,15 @@ export class SequenceHandle implements AsyncIterable<Delta> {
   }
 }
 
-const DEFAULTS = { kvBudgetBytes: 1 << 30, kvGrowTokens: 256, maxQueue: 256, maxRunning: 256, prefillBudget: 256 };
+const DEFAULTS = {
+  kvBudgetBytes: 1 << 30,
+  kvGrowTokens: 256,
+  prefixCache: true,
+  prefixMinTokens: 16,
+  maxQueue: 256,
+  maxRunning: 256,
+  prefillBudget: 256,
+};
 
 export class Scheduler {
   readonly opts: Required<Omit<SchedulerOptions, 'metrics'>>;
@@ -212,6 +233,7 @@ export class Scheduler {
   private readonly running: SequenceHandle[] = [];
   private kvReserved = 0;
   private preemptions = 0;
+  private readonly prefix: PrefixCache | null;
   private nextId = 1;
   private loop: Promise<void> | null = null;
   private closed = false;
@@ -225,7 +247,7 @@ export class Scheduler {
     opts: SchedulerOptions = {},
   ) {
     const o = { ...DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) };
-    for (const k of ['maxQueue', 'maxRunning', 'prefillBudget', 'kvGrowTokens'] as const) {
+    for (const k of ['maxQueue', 'maxRunning', 'prefillBudget', 'kvGrowTokens', 'prefixMinTokens'] as const) {
       const min = k === 'maxQueue' ? 0 : 1;
       if (!Number.isInteger(o[k]) || o[k] < min) throw new UserError(`scheduler ${k} must be an integer >= ${min}, got ${o[k]}`);
     }
@@ -233,20 +255,27 @@ export class Scheduler {
     this.opts = {
       kvBudgetBytes: o.kvBudgetBytes,
       kvGrowTokens: o.kvGrowTokens,
+      prefixCache: o.prefixCache,
+      prefixMinTokens: o.prefixMinTokens,
       maxQueue: o.maxQueue,
       maxRunning: o.maxRunning,
       prefillBudget: o.prefillBudget,
     };
+    this.prefix = this.opts.prefixCache ? new PrefixCache(this.opts.prefixMinTokens) : null;
     this.m = schedulerMetrics(opts.metrics ?? globalMetrics, this);
   }
 
-  /** Sequences in the batch now / waiting / bytes of KV cache held / preemptions so far. */
-  get stats(): { running: number; waiting: number; kvBytes: number; kvBudget: number; preemptions: number } {
+  /**
+   * Sequences in the batch now / waiting; bytes of KV cache running sequences hold, and
+   * finished ones kept for their prefixes; preemptions so far.
+   */
+  get stats(): { running: number; waiting: number; kvBytes: number; kvBudget: number; prefixCacheBytes: number; preemptions: number } {
     return {
       running: this.running.length,
       waiting: this.waiting.length,
       kvBytes: this.kvReserved,
       kvBudget: this.opts.kvBudgetBytes,
+      prefixCacheBytes: this.prefix?.bytes ?? 0,
       preemptions: this.preemptions,
     };
   }
@@ -326,6 +355,7 @@ export class Scheduler {
     this.closed = true;
     for (const h of [...this.waiting, ...this.running]) h.cancel();
     await this.loop;
+    this.prefix?.clear();
   }
 
   private onCancel(h: SequenceHandle): void {
@@ -357,6 +387,15 @@ export class Scheduler {
       const bytes = this.engine.kvBytesFor(tokens);
       if (this.kvReserved + bytes > this.opts.kvBudgetBytes) break;
       this.waiting.shift();
+      // Prompt logprobs need every prompt position computed: no copies for them.
+      const known = h.seq ? Array.from({ length: h.seq.length }, (_, i) => h.seq!.tokenAt(i)) : r.promptIds;
+      let hit = this.prefix && r.promptLogprobs === undefined ? this.prefix.match(known, known.length - 1) : null;
+      this.makeRoom(bytes, hit?.entry);
+      if (hit && !this.prefix!.has(hit.entry)) hit = null;
+      if (this.prefix) {
+        this.m.prefixQueried.inc(undefined, known.length);
+        this.m.prefixHit.inc(undefined, hit?.length ?? 0);
+      }
       try {
         if (h.seq) this.engine.allocate(h.seq, tokens);
         else {
@@ -375,8 +414,21 @@ export class Scheduler {
       }
       h.kvBytes = bytes;
       this.kvReserved += bytes;
+      h.cachedTokens = hit?.length ?? 0;
+      if (hit) {
+        h.copying = this.engine.copyPrefix(h.seq!, hit.entry.cache, hit.length);
+        h.copying.catch(() => undefined); // awaited before its first step; it may leave before that
+      }
       this.running.push(h);
     }
+  }
+
+  /** Evicts kept prefix caches (least recently used, `keep` last) until `bytes` more fit the budget. */
+  private makeRoom(bytes: number, keep?: PrefixEntry): void {
+    if (!this.prefix) return;
+    const over = () => this.kvReserved + this.prefix!.bytes + bytes > this.opts.kvBudgetBytes;
+    while (over() && this.prefix.evict(keep) > 0);
+    if (over() && keep) this.prefix.remove(keep);
   }
 
   /**
@@ -388,6 +440,17 @@ export class Scheduler {
     const left = new Set(batch);
     for (const h of batch) {
       if (!left.has(h)) continue; // preempted for an older one
+      if (h.copying) {
+        const copy = h.copying;
+        h.copying = null;
+        try {
+          await copy;
+        } catch (e) {
+          left.delete(h);
+          this.leave(h, () => h.fail(new StepError(e)));
+          continue;
+        }
+      }
       const seq = h.seq!;
       const pending = seq.pendingPrompt;
       const need = seq.computed + (pending > 0 ? Math.min(pending, this.opts.prefillBudget) : 1);
@@ -396,6 +459,7 @@ export class Scheduler {
       const limit = this.engine.kvTokensLimit(seq.promptIds.length, seq.opts.maxTokens);
       const tokens = Math.min(limit, Math.max(need, have + Math.max(this.opts.kvGrowTokens, have >> 2)));
       const extra = this.engine.kvBytesFor(tokens) - h.kvBytes;
+      this.makeRoom(extra);
       while (this.kvReserved + extra > this.opts.kvBudgetBytes) {
         const victim = this.running[this.running.length - 1];
         this.preempt(victim);
@@ -429,6 +493,7 @@ export class Scheduler {
     }
     this.running.splice(this.running.indexOf(h), 1);
     this.engine.release(h.seq!);
+    h.copying = null;
     this.kvReserved -= h.kvBytes;
     h.kvBytes = 0;
     h.preemptions++;
@@ -564,7 +629,7 @@ export class Scheduler {
     const seq = h.seq!;
     if (!h.stopMatched && this.appendText(h, h.detok!.flush())) seq.finished = 'stop';
     this.flushText(h, [], true);
-    this.leave(h, () => this.end(h, seq.finished ?? 'stop'));
+    this.leave(h, () => this.end(h, seq.finished ?? 'stop'), true);
   }
 
   private end(h: SequenceHandle, reason: FinishReason): void {
@@ -583,18 +648,29 @@ export class Scheduler {
   /** Ends a running sequence whose cancel was requested (it failed if its consumer threw). */
   private endCancelled(h: SequenceHandle): void {
     h.seq!.finished = 'cancelled';
-    this.leave(h, () => (h.callbackError !== undefined ? h.fail(h.callbackError) : this.end(h, 'cancelled')));
+    this.leave(h, () => (h.callbackError !== undefined ? h.fail(h.callbackError) : this.end(h, 'cancelled')), true);
   }
 
-  /** Removes a running sequence, frees its cache and budget, then settles it. */
-  private leave(h: SequenceHandle, settle: () => void): void {
+  /**
+   * Removes a running sequence, frees its cache and budget, then settles it. `keep`: its
+   * cache holds good K/V (it finished or was cancelled between steps), so the prefix cache
+   * may keep it for later requests.
+   */
+  private leave(h: SequenceHandle, settle: () => void, keep = false): void {
     const i = this.running.indexOf(h);
     if (i >= 0) this.running.splice(i, 1);
-    if (h.seq) {
-      this.engine.release(h.seq);
+    const seq = h.seq;
+    if (seq) {
+      const cache = seq.cache;
+      if (keep && this.prefix && cache && !h.copying) {
+        const tokens = Array.from({ length: seq.computed }, (_, j) => seq.tokenAt(j));
+        if (this.prefix.insert(tokens, cache, h.kvBytes)) seq.cache = null; // the prefix cache owns it now
+      }
+      this.engine.release(seq);
       this.kvReserved -= h.kvBytes;
       h.kvBytes = 0;
     }
+    h.copying = null;
     settle();
   }
 }
@@ -638,6 +714,11 @@ function schedulerMetrics(reg: Registry, s: Scheduler) {
     collect: (g) => g.set(undefined, s.stats.kvBytes),
   });
   reg.gauge({
+    name: 'turbosparse_prefix_cache_bytes',
+    help: 'KV-cache bytes of finished sequences kept for their prefixes (evicted when running ones need room)',
+    collect: (g) => g.set(undefined, s.stats.prefixCacheBytes),
+  });
+  reg.gauge({
     name: 'turbosparse_kv_cache_budget_bytes',
     help: 'KV-cache budget of the scheduler',
     collect: (g) => g.set(undefined, s.stats.kvBudget),
@@ -647,6 +728,14 @@ function schedulerMetrics(reg: Registry, s: Scheduler) {
     finished: reg.counter({ name: 'turbosparse_sequences_finished_total', help: 'Sequences ended, by reason', labelNames: ['reason'] }),
     rejected: reg.counter({ name: 'turbosparse_queue_full_rejections_total', help: 'Requests rejected because the wait queue was full' }),
     stepErrors: reg.counter({ name: 'turbosparse_step_errors_total', help: 'Engine steps that failed' }),
+    prefixQueried: reg.counter({
+      name: 'turbosparse_prefix_cache_queried_tokens_total',
+      help: 'Prompt tokens of sequences starting (the prefix cache was asked for them)',
+    }),
+    prefixHit: reg.counter({
+      name: 'turbosparse_prefix_cache_hit_tokens_total',
+      help: 'Prompt tokens copied from the prefix cache instead of computed',
+    }),
     preemptions: reg.counter({
       name: 'turbosparse_scheduler_preemptions_total',
       help: 'Running sequences whose KV cache was freed for an older one (they recompute when readmitted)',

@@ -184,6 +184,63 @@ test('a sequence cancelled just before it is preempted ends then, not after it i
   await s.close();
 });
 
+test('a repeated prompt copies its prefix from the finished sequence\'s cache: prefill shrinks, tokens are unchanged', async () => {
+  const metrics = new Registry();
+  const s = new Scheduler(engine, tok, { metrics, prefillBudget: 64 });
+  const p = prompt(40, 40);
+  let prefill = 0;
+  s.onStep = (x) => (prefill += x.prefillRows);
+  const first = await s.submit(greedy(p, 8)).result;
+  expect(prefill).toBe(40);
+  expect(s.stats.prefixCacheBytes).toBeGreaterThan(0);
+  prefill = 0;
+  const h = s.submit(greedy(p, 8));
+  expect(h.cachedTokens).toBe(39); // all but the last prompt token, whose logits it needs
+  expect((await h.result).tokenIds).toEqual(first.tokenIds);
+  expect(prefill).toBe(1);
+  expect(metrics.text()).toMatch(/turbosparse_prefix_cache_hit_tokens_total 39\b/);
+  expect(metrics.text()).toMatch(/turbosparse_prefix_cache_queried_tokens_total 80\b/);
+
+  // A follow-up turn: the previous prompt, its output and new tokens. Only what is new is computed.
+  const next = [...p, ...first.tokenIds, 9, 10, 11];
+  const plain = sched({ prefixCache: false });
+  const want = (await plain.submit(greedy(next, 8)).result).tokenIds;
+  await plain.close();
+  prefill = 0;
+  const turn = s.submit(greedy(next, 8));
+  expect(turn.cachedTokens).toBe(p.length + first.tokenIds.length - 1); // its last output token was never fed back
+  expect((await turn.result).tokenIds).toEqual(want);
+  expect(prefill).toBe(4);
+  await s.close();
+  expect(s.stats.prefixCacheBytes).toBe(0);
+});
+
+test('kept prefix caches give way: running sequences never wait or get preempted for them', async () => {
+  const s = sched({ kvGrowTokens: 8, kvBudgetBytes: engine.kvBytesFor(2 * 48) });
+  for (let i = 0; i < 4; i++) await s.submit(greedy(prompt(30, 50 + i), 10)).result;
+  expect(s.stats.prefixCacheBytes).toBeGreaterThan(0);
+  let over = 0;
+  s.onStep = () => (over = Math.max(over, s.stats.kvBytes + s.stats.prefixCacheBytes - s.stats.kvBudget));
+  const hs = s.submitAll([greedy(prompt(30, 60), 18), greedy(prompt(30, 61), 18)]);
+  expect(s.stats.running).toBe(2);
+  await Promise.all(hs.map((h) => h.result));
+  expect(over).toBeLessThanOrEqual(0);
+  expect(s.stats.preemptions).toBe(0);
+  await s.close();
+});
+
+test('prefixCache false: every prompt is computed', async () => {
+  const s = sched({ prefixCache: false, prefillBudget: 64 });
+  const p = prompt(40, 41);
+  let prefill = 0;
+  s.onStep = (x) => (prefill += x.prefillRows);
+  await s.submit(greedy(p, 4)).result;
+  await s.submit(greedy(p, 4)).result;
+  expect(prefill).toBe(80);
+  expect(s.stats.prefixCacheBytes).toBe(0);
+  await s.close();
+});
+
 test('cancel: a waiting request leaves without running, a running one at the next step', async () => {
   const p = prompt(6, 9);
   const s = sched({ kvBudgetBytes: engine.kvBytesFor(p.length + 500), maxQueue: 4 });
