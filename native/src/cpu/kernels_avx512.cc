@@ -2,8 +2,10 @@
 // -mavx512f, see cmake/simd.cmake; backend.cc picks it only when the CPU has it).
 // 16 f32 lanes; bf16/f16/i8 weights are widened to f32 in registers, so
 // activations and accumulation stay f32 (no bf16 dot instructions: they would
-// round the activations). Everything here has internal linkage (anonymous
-// namespace) so no AVX-512 code can leak into the portable paths.
+// round the activations). The natural-order loops are kernels_simd.inc's (shared
+// with kernels_avx2.cc); the interleaved bf16 ones are here. Everything has
+// internal linkage (anonymous namespace) so no AVX-512 code can leak into the
+// portable paths.
 #include "kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__)
@@ -14,25 +16,24 @@
 namespace ts_cpu {
 namespace {
 
-// Keeps a loaded value in a register: otherwise the compiler folds the load
-// into every instruction that uses it, and loads (not arithmetic) are what
-// limits these loops.
-// Software prefetch of the weight rows kPrefetchAhead bytes ahead, into L2
-// (prefetcht2): it keeps more lines in flight than the out-of-order window
-// alone (+5-10% per core measured on Zen 4; into L1 it was slower).
-constexpr int kPrefetchAhead = 3072;
-inline void prefetch_rows(const void* ra, const void* rb, int64_t byte, int bytes) {
-  for (int o = 0; o < bytes; o += 64) {
-    _mm_prefetch(static_cast<const char*>(ra) + byte + kPrefetchAhead + o, _MM_HINT_T2);
-    _mm_prefetch(static_cast<const char*>(rb) + byte + kPrefetchAhead + o, _MM_HINT_T2);
-  }
-}
-
-template <class T>
-inline T in_reg(T v) {
-  __asm__("" : "+v"(v));
-  return v;
-}
+// 16 f32 lanes in 32 zmm registers.
+struct Vec {
+  using F = __m512;
+  using Mask = __mmask16;
+  static constexpr int lanes = 16;
+  static constexpr int dot_tokens = 8;  // 16 accumulators: weights converted once for 8 tokens
+  static constexpr int axpy_chunks(int nt) { return nt == 1 ? 4 : 2; }
+  static F zero() { return _mm512_setzero_ps(); }
+  static F loadu(const float* p) { return _mm512_loadu_ps(p); }
+  static void storeu(float* p, F v) { _mm512_storeu_ps(p, v); }
+  static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  static Mask tail_mask(int64_t r) { return __mmask16((1u << r) - 1); }
+  static F maskload(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+  static void maskstore(float* p, Mask m, F v) { _mm512_mask_storeu_ps(p, m, v); }
+  static float hsum(F v) { return _mm512_reduce_add_ps(v); }
+};
 
 // Load 16 weights at element k as f32; `size` bytes per element.
 struct LF32 {
@@ -59,125 +60,8 @@ struct LF16 {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + k)));
   }
 };
-// The last r < 16 weights, zero-padded (copied so we never read past the row).
-template <class L>
-__m512 load_tail(const void* p, int64_t k, int64_t r) {
-  alignas(64) unsigned char buf[64] = {0};
-  memcpy(buf, static_cast<const unsigned char*>(p) + k * L::size, size_t(r) * L::size);
-  return L::load(buf, 0);
-}
 
-// NT tokens, U vectors per step (independent accumulators hide FMA latency
-// when there are few tokens).
-template <class L, int NT, int U>
-void dot2_nt(const void* ra, const void* rb, int64_t n, const float* const* x, float* oa, float* ob) {
-  __m512 sa[NT][U], sb[NT][U];
-  for (int t = 0; t < NT; t++)
-    for (int u = 0; u < U; u++) sa[t][u] = sb[t][u] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 16 * U <= n; k += 16 * U) {
-    prefetch_rows(ra, rb, k * L::size, 16 * U * L::size);
-    for (int u = 0; u < U; u++) {
-      const __m512 wa = L::load(ra, k + 16 * u), wb = L::load(rb, k + 16 * u);
-      for (int t = 0; t < NT; t++) {
-        const __m512 xv = in_reg(_mm512_loadu_ps(x[t] + k + 16 * u));
-        sa[t][u] = _mm512_fmadd_ps(wa, xv, sa[t][u]);
-        sb[t][u] = _mm512_fmadd_ps(wb, xv, sb[t][u]);
-      }
-    }
-  }
-  for (; k + 16 <= n; k += 16) {
-    const __m512 wa = L::load(ra, k), wb = L::load(rb, k);
-    for (int t = 0; t < NT; t++) {
-      const __m512 xv = in_reg(_mm512_loadu_ps(x[t] + k));
-      sa[t][0] = _mm512_fmadd_ps(wa, xv, sa[t][0]);
-      sb[t][0] = _mm512_fmadd_ps(wb, xv, sb[t][0]);
-    }
-  }
-  if (k < n) {
-    const int64_t r = n - k;
-    const __mmask16 m = __mmask16((1u << r) - 1);
-    const __m512 wa = load_tail<L>(ra, k, r), wb = load_tail<L>(rb, k, r);
-    for (int t = 0; t < NT; t++) {
-      const __m512 xv = _mm512_maskz_loadu_ps(m, x[t] + k);
-      sa[t][0] = _mm512_fmadd_ps(wa, xv, sa[t][0]);
-      sb[t][0] = _mm512_fmadd_ps(wb, xv, sb[t][0]);
-    }
-  }
-  for (int t = 0; t < NT; t++) {
-    for (int u = 1; u < U; u++) {
-      sa[t][0] = _mm512_add_ps(sa[t][0], sa[t][u]);
-      sb[t][0] = _mm512_add_ps(sb[t][0], sb[t][u]);
-    }
-    oa[t] = _mm512_reduce_add_ps(sa[t][0]);
-    ob[t] = _mm512_reduce_add_ps(sb[t][0]);
-  }
-}
-
-template <class L>
-void dot2(const void* ra, const void* rb, int64_t n, const float* const* x, int nt, float* oa, float* ob) {
-  switch (nt) {
-    case 1: dot2_nt<L, 1, 4>(ra, rb, n, x, oa, ob); break;
-    case 2: dot2_nt<L, 2, 2>(ra, rb, n, x, oa, ob); break;
-    case 3: dot2_nt<L, 3, 1>(ra, rb, n, x, oa, ob); break;
-    case 4: dot2_nt<L, 4, 1>(ra, rb, n, x, oa, ob); break;
-    case 5: dot2_nt<L, 5, 1>(ra, rb, n, x, oa, ob); break;
-    case 6: dot2_nt<L, 6, 1>(ra, rb, n, x, oa, ob); break;
-    case 7: dot2_nt<L, 7, 1>(ra, rb, n, x, oa, ob); break;
-    default: dot2_nt<L, 8, 1>(ra, rb, n, x, oa, ob); break;  // 16 accumulators: weights converted once for 8 tokens
-  }
-}
-
-// NT tokens x C chunks of 16 columns in registers; every row of the block is
-// streamed through them, so y is loaded and stored once per block.
-template <class L, int NT, int C>
-void axpy_rows_nt(const void* const* rows, int nr, int64_t n, const float* alpha, int lda, float* const* y) {
-  int64_t k = 0;
-  for (; k + 16 * C <= n; k += 16 * C) {
-    __m512 acc[NT][C];
-    for (int t = 0; t < NT; t++)
-      for (int c = 0; c < C; c++) acc[t][c] = _mm512_loadu_ps(y[t] + k + 16 * c);
-    for (int j = 0; j < nr; j++) {
-      __m512 w[C];
-      for (int c = 0; c < C; c++) w[c] = L::load(rows[j], k + 16 * c);
-      for (int t = 0; t < NT; t++) {
-        const __m512 a = _mm512_set1_ps(alpha[j * lda + t]);
-        for (int c = 0; c < C; c++) acc[t][c] = _mm512_fmadd_ps(a, w[c], acc[t][c]);
-      }
-    }
-    for (int t = 0; t < NT; t++)
-      for (int c = 0; c < C; c++) _mm512_storeu_ps(y[t] + k + 16 * c, acc[t][c]);
-  }
-  for (; k < n; k += 16) {
-    const int64_t r = n - k < 16 ? n - k : 16;
-    const __mmask16 m = __mmask16((1u << r) - 1);
-    __m512 acc[NT];
-    for (int t = 0; t < NT; t++) acc[t] = _mm512_maskz_loadu_ps(m, y[t] + k);
-    for (int j = 0; j < nr; j++) {
-      const __m512 w = r == 16 ? L::load(rows[j], k) : load_tail<L>(rows[j], k, r);
-      for (int t = 0; t < NT; t++) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(alpha[j * lda + t]), w, acc[t]);
-    }
-    for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y[t] + k, m, acc[t]);
-  }
-}
-
-template <class L>
-void axpy_rows(const void* const* rows, int nr, int64_t n, const float* alpha, int lda, float* const* y, int nt) {
-  for (int t0 = 0; t0 < nt; t0 += 8) {
-    const float* al = alpha + t0;
-    float* const* yt = y + t0;
-    switch (nt - t0 < 8 ? nt - t0 : 8) {
-      case 1: axpy_rows_nt<L, 1, 4>(rows, nr, n, al, lda, yt); break;
-      case 2: axpy_rows_nt<L, 2, 2>(rows, nr, n, al, lda, yt); break;
-      case 3: axpy_rows_nt<L, 3, 2>(rows, nr, n, al, lda, yt); break;
-      case 4: axpy_rows_nt<L, 4, 2>(rows, nr, n, al, lda, yt); break;
-      case 5: axpy_rows_nt<L, 5, 2>(rows, nr, n, al, lda, yt); break;
-      case 6: axpy_rows_nt<L, 6, 2>(rows, nr, n, al, lda, yt); break;
-      case 7: axpy_rows_nt<L, 7, 2>(rows, nr, n, al, lda, yt); break;
-      default: axpy_rows_nt<L, 8, 2>(rows, nr, n, al, lda, yt); break;
-    }
-  }
-}
+#include "kernels_simd.inc"
 
 // ---- the interleaved bf16 layout (see Layout in kernels.h): whole 64-byte blocks ----
 // bf16: 32 weights = 16 lanes of (even | odd << 16); even = lane << 16, odd = lane & 0xffff0000.
