@@ -4,10 +4,6 @@
 //   node dist/bench/serving.js [--models demo,mixtral|DIR] [--concurrency 1,4,16] [--tokens 32]
 //                              [--device cpu|cuda|auto] [--threads 0] [--json]
 // Goal: 16 concurrent >= 8x the tokens/s of 1.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { makeDemoModel, type DemoModelOptions } from '../core/demo-model';
 import { Registry } from '../core/metrics';
 import type { Device } from '../core/native';
 import { TextTokenizer } from '../core/tokenizer';
@@ -15,35 +11,7 @@ import type { Engine } from '../coordinator/engine';
 import { loadEngine } from '../coordinator/load-engine';
 import { GREEDY } from '../coordinator/sampler';
 import { Scheduler } from '../coordinator/scheduler';
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : def;
-}
-
-/** Built-in models, written once under the temp dir. */
-const MODELS: Record<string, { dir: string; opts: Partial<DemoModelOptions>; what: string }> = {
-  demo: { dir: 'turbosparse-bench-demo', opts: {}, what: 'demo model (4 layers, hidden 256, intermediate 1024, 8 experts)' },
-  mixtral: {
-    dir: 'turbosparse-bench-mixtral-1l',
-    opts: {
-      layers: 1, hidden: 4096, intermediate: 14336, heads: 32, kvHeads: 8, experts: 8, topK: 2, vocab: 2048,
-      predictorRank: 1024, shards: 2, dtype: 'bf16', seed: 1, activeFraction: 0.1,
-    },
-    what: 'one Mixtral-width layer (hidden 4096, intermediate 14336, 8 experts, top-2, bf16)',
-  },
-};
-
-async function modelDir(name: string): Promise<{ dir: string; what: string }> {
-  const m = MODELS[name];
-  if (!m) return { dir: name, what: name };
-  const dir = path.join(os.tmpdir(), m.dir);
-  if (!fs.existsSync(path.join(dir, 'config.json'))) {
-    process.stderr.write(`writing the ${name} bench model to ${dir} (once)\n`);
-    await makeDemoModel(dir, m.opts);
-  }
-  return { dir, what: m.what };
-}
+import { arg, modelDir } from './models';
 
 interface Run {
   concurrency: number;
