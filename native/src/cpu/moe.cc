@@ -175,26 +175,14 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
       auto reduce = [&](int tid) {
         int64_t h0, h1;
         split_range(H, threads, tid, 64, &h0, &h1);  // whole layout blocks (16, 32 or 64)
-        const int64_t lane = L.block ? L.block / L.ways : 0;
         for (int t = 0; t < nb; t++) {
           float* yr = y + int64_t(c.rows[tb + t]) * hidden;
           const float wt = c.weight[tb + t];
-          auto add = [&](int64_t h, int64_t at) {
-            float sum = accs[0][at];
-            for (int th = 1; th < threads; th++) sum += accs[th][at];
+          for_each_position(L, h0, h1, [&](int64_t h, int64_t at) {
+            float sum = accs[0][t * Hp + at];
+            for (int th = 1; th < threads; th++) sum += accs[th][t * Hp + at];
             yr[h] += wt * sum;
-          };
-          if (!L.block) {
-            for (int64_t h = h0; h < h1; h++) add(h, t * Hp + h);
-          } else {
-            // natural h = block + j * ways + w sits at block + w * lane + j
-            for (int64_t blk = h0; blk < h1; blk += L.block)
-              for (int w = 0; w < L.ways; w++)
-                for (int64_t j = 0; j < lane; j++) {
-                  const int64_t h = blk + j * L.ways + w;
-                  if (h < h1) add(h, t * Hp + blk + w * lane + j);
-                }
-          }
+          });
         }
       };
       cb->pool.run(reduce, double(nb) * double(H) * double(threads));
