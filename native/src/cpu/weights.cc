@@ -94,20 +94,16 @@ bool convert_matrix(ThreadPool& pool, const ts_host_matrix& m, ts_dtype store, M
   out->stride = row_stride(store, cols);
   if (!out->data.allocate(size_t(rows * out->stride))) return fail_oom("a weight matrix", rows * out->stride);
   if (store == TS_I8) out->scales.assign(size_t(rows), 1.f);
-  // blocks of 64 output rows, split over the pool (buffers allocated here, not in the workers)
-  const int64_t block = 64, blocks = (rows + block - 1) / block;
-  std::vector<std::vector<float>> bufs(size_t(pool.size()), std::vector<float>(size_t(block * cols)));
+  // rows split over the pool in runs of 64; one f32 row of scratch per thread (allocated here, not in the workers)
+  std::vector<std::vector<float>> bufs(size_t(pool.size()), std::vector<float>(size_t(cols)));
   auto job = [&](int tid) {
     float* tmp = bufs[size_t(tid)].data();
-    int64_t b0, b1;
-    split_range(blocks, pool.size(), tid, 1, &b0, &b1);
-    for (int64_t blk = b0; blk < b1; blk++) {
-      const int64_t r0 = blk * block, nr = std::min(block, rows - r0);
-      for (int64_t j = 0; j < nr; j++) {
-        load_row(m, r0 + j, tmp + j * cols);
-        float s = store_row(tmp + j * cols, cols, store, out->data.data() + (r0 + j) * out->stride);
-        if (store == TS_I8) out->scales[size_t(r0 + j)] = s;
-      }
+    int64_t r0, r1;
+    split_range(rows, pool.size(), tid, 64, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+      load_row(m, r, tmp);
+      const float s = store_row(tmp, cols, store, out->data.data() + r * out->stride);
+      if (store == TS_I8) out->scales[size_t(r)] = s;
     }
   };
   pool.run(job);
