@@ -36,6 +36,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <vector>
 #include "common.cuh"
 
@@ -652,59 +653,51 @@ using MoeKernel = void (*)(MoeArgs);
 using FusedKernel = void (*)(MoeFusedArgs);
 using StreamKernel = void (*)(MoeStreamArgs);
 
+// pick(std::integral_constant<int, DT>()) for the stored dtype dt: the one
+// switch from a run-time dtype to the DT template argument of the kernels.
+template <class Pick>
+auto for_dtype(ts_dtype dt, Pick pick) {
+  switch (dt) {
+    case TS_F32: return pick(std::integral_constant<int, TS_F32>());
+    case TS_F16: return pick(std::integral_constant<int, TS_F16>());
+    case TS_BF16: return pick(std::integral_constant<int, TS_BF16>());
+    default: return pick(std::integral_constant<int, TS_I8>());
+  }
+}
+
 StreamKernel stream_kernel(ts_dtype dt, int tok) {
-  const bool two = tok == 2;
-  switch (dt) {
-    case TS_F32: return two ? k_ffn_stream<TS_F32, 2> : k_ffn_stream<TS_F32, 1>;
-    case TS_F16: return two ? k_ffn_stream<TS_F16, 2> : k_ffn_stream<TS_F16, 1>;
-    case TS_BF16: return two ? k_ffn_stream<TS_BF16, 2> : k_ffn_stream<TS_BF16, 1>;
-    default: return two ? k_ffn_stream<TS_I8, 2> : k_ffn_stream<TS_I8, 1>;
-  }
+  return for_dtype(dt, [tok](auto d) -> StreamKernel {
+    constexpr int DT = decltype(d)::value;
+    return tok == 2 ? k_ffn_stream<DT, 2> : k_ffn_stream<DT, 1>;
+  });
 }
-
 FusedKernel fused_kernel(ts_dtype dt, int tok) {
-  const bool two = tok == 2;
-  switch (dt) {
-    case TS_F32: return two ? k_ffn_fused<TS_F32, 2> : k_ffn_fused<TS_F32, 1>;
-    case TS_F16: return two ? k_ffn_fused<TS_F16, 2> : k_ffn_fused<TS_F16, 1>;
-    case TS_BF16: return two ? k_ffn_fused<TS_BF16, 2> : k_ffn_fused<TS_BF16, 1>;
-    default: return two ? k_ffn_fused<TS_I8, 2> : k_ffn_fused<TS_I8, 1>;
-  }
-}
-
-template <int DT>
-MoeKernel gate_up_for(int tok) {
-  switch (tok) {
-    case 1: return k_gate_up<DT, 1>;
-    case 2: return k_gate_up<DT, 2>;
-    case 4: return k_gate_up<DT, 4>;
-    default: return k_gate_up<DT, 8>;
-  }
-}
-template <int DT>
-MoeKernel down_for(int tok) {
-  switch (tok) {
-    case 1: return k_down<DT, 1>;
-    case 2: return k_down<DT, 2>;
-    case 4: return k_down<DT, 4>;
-    default: return k_down<DT, 8>;
-  }
+  return for_dtype(dt, [tok](auto d) -> FusedKernel {
+    constexpr int DT = decltype(d)::value;
+    return tok == 2 ? k_ffn_fused<DT, 2> : k_ffn_fused<DT, 1>;
+  });
 }
 MoeKernel gate_up_kernel(ts_dtype dt, int tok) {
-  switch (dt) {
-    case TS_F32: return gate_up_for<TS_F32>(tok);
-    case TS_F16: return gate_up_for<TS_F16>(tok);
-    case TS_BF16: return gate_up_for<TS_BF16>(tok);
-    default: return gate_up_for<TS_I8>(tok);
-  }
+  return for_dtype(dt, [tok](auto d) -> MoeKernel {
+    constexpr int DT = decltype(d)::value;
+    switch (tok) {
+      case 1: return k_gate_up<DT, 1>;
+      case 2: return k_gate_up<DT, 2>;
+      case 4: return k_gate_up<DT, 4>;
+      default: return k_gate_up<DT, 8>;
+    }
+  });
 }
 MoeKernel down_kernel(ts_dtype dt, int tok) {
-  switch (dt) {
-    case TS_F32: return down_for<TS_F32>(tok);
-    case TS_F16: return down_for<TS_F16>(tok);
-    case TS_BF16: return down_for<TS_BF16>(tok);
-    default: return down_for<TS_I8>(tok);
-  }
+  return for_dtype(dt, [tok](auto d) -> MoeKernel {
+    constexpr int DT = decltype(d)::value;
+    switch (tok) {
+      case 1: return k_down<DT, 1>;
+      case 2: return k_down<DT, 2>;
+      case 4: return k_down<DT, 4>;
+      default: return k_down<DT, 8>;
+    }
+  });
 }
 int down_lane_elems(ts_dtype dt) { return dt == TS_F32 ? 4 : 8; }
 
