@@ -39,14 +39,26 @@ export interface StatusJson {
   experts: ExpertSummary[];
   hottest: { layer: number; expert: number; share: number; tokens: number }[];
   throughput: Throughput;
-  queue: { running: number | null; waiting: number | null; jobs_waiting: number | null; kv_used_bytes: number | null; kv_budget_bytes: number | null };
+  queue: {
+    running: number | null;
+    waiting: number | null;
+    jobs_waiting: number | null;
+    kv_used_bytes: number | null;
+    kv_budget_bytes: number | null;
+    /** KV bytes of finished sequences kept for their prefixes. */
+    prefix_cache_bytes: number | null;
+    /** Prompt tokens copied from the prefix cache / prompt tokens of sequences started, since start. */
+    prefix_cache_hit_tokens: number | null;
+    prefix_cache_queried_tokens: number | null;
+    preemptions: number | null;
+  };
   totals: ExpertStatsSnapshot['totals'];
 }
 
-/** A gauge's value summed over its series (those matching `labels`), or null when no such metric (e.g. no scheduler here). */
+/** A gauge's or counter's value summed over its series (those matching `labels`), or null when no such metric (e.g. no scheduler here). */
 function gaugeValue(reg: Registry, name: string, labels: Record<string, string> = {}): number | null {
   const m = reg.get(name);
-  if (!m || m.type !== 'gauge') return null;
+  if (!m || (m.type !== 'gauge' && m.type !== 'counter')) return null;
   const series = m.json().series.filter((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v));
   if (series.length === 0) return null;
   return series.reduce((a, s) => a + (s.value ?? 0), 0);
@@ -108,6 +120,10 @@ export function buildStatus(obs: EngineObservability, service = 'turbosparse-coo
       jobs_waiting: gaugeValue(reg, 'turbosparse_queue_jobs', { state: 'waiting' }),
       kv_used_bytes: gaugeValue(reg, 'turbosparse_kv_cache_reserved_bytes'),
       kv_budget_bytes: gaugeValue(reg, 'turbosparse_kv_cache_budget_bytes'),
+      prefix_cache_bytes: gaugeValue(reg, 'turbosparse_prefix_cache_bytes'),
+      prefix_cache_hit_tokens: gaugeValue(reg, 'turbosparse_prefix_cache_hit_tokens_total'),
+      prefix_cache_queried_tokens: gaugeValue(reg, 'turbosparse_prefix_cache_queried_tokens_total'),
+      preemptions: gaugeValue(reg, 'turbosparse_scheduler_preemptions_total'),
     },
     totals: snap.totals,
   };

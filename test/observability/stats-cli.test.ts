@@ -69,6 +69,18 @@ test('status JSON: nodes with health, per-expert quantiles, heatmap cells, hotte
   expect(s.totals).toMatchObject({ calls: 201, errors: 1 });
 });
 
+test('status JSON queue: KV use, prefix-cache bytes and hits, preemptions (gauges and counters); null without a scheduler', () => {
+  expect(buildStatus(obs).queue).toMatchObject({ kv_used_bytes: null, prefix_cache_hit_tokens: null, preemptions: null });
+  const registry = new Registry();
+  registry.gauge({ name: 'turbosparse_kv_cache_reserved_bytes', help: 'x', collect: (g) => g.set(undefined, 1024) });
+  registry.gauge({ name: 'turbosparse_prefix_cache_bytes', help: 'x', collect: (g) => g.set(undefined, 512) });
+  registry.counter({ name: 'turbosparse_prefix_cache_hit_tokens_total', help: 'x' }).inc(undefined, 39);
+  registry.counter({ name: 'turbosparse_prefix_cache_queried_tokens_total', help: 'x' }).inc(undefined, 80);
+  registry.counter({ name: 'turbosparse_scheduler_preemptions_total', help: 'x' }).inc();
+  const q = buildStatus({ ...obs, registry } as EngineObservability).queue;
+  expect(q).toMatchObject({ kv_used_bytes: 1024, prefix_cache_bytes: 512, prefix_cache_hit_tokens: 39, prefix_cache_queried_tokens: 80, preemptions: 1 });
+});
+
 test('stats --url prints p50/p99 per node and per expert and the hottest experts', async () => {
   const out: string[] = [];
   const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {

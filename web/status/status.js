@@ -43,6 +43,10 @@
     document.getElementById('kpi-queue').textContent = s.queue.waiting === null && s.queue.jobs_waiting === null ? '–' : q;
     document.getElementById('kpi-kv').textContent = s.queue.kv_used_bytes === null ? '–'
       : bytes(s.queue.kv_used_bytes) + (s.queue.kv_budget_bytes ? ' / ' + bytes(s.queue.kv_budget_bytes) : '');
+    var pq = s.queue.prefix_cache_queried_tokens, ph = s.queue.prefix_cache_hit_tokens;
+    document.getElementById('kpi-prefix').textContent = pq === null || pq === undefined ? '–'
+      : pct(pq > 0 ? ph / pq : null) + ' of prompt tokens · ' + bytes(s.queue.prefix_cache_bytes || 0) + ' kept' +
+        (s.queue.preemptions ? ' · ' + s.queue.preemptions + ' preempted' : '');
     var fr = s.layers.filter(function (l) { return l.active_fraction !== null; });
     var mean = fr.length ? fr.reduce(function (a, l) { return a + l.active_fraction; }, 0) / fr.length : null;
     document.getElementById('kpi-active').textContent = pct(mean);
