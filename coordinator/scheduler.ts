@@ -380,6 +380,7 @@ export class Scheduler {
    * preempted sequence comes back with a fresh cache and recomputes what it had.
    */
   private admit(): void {
+    if (this.closed) return; // close() is cancelling everything: allocate nothing for them
     while (this.waiting.length > 0 && this.running.length < this.opts.maxRunning) {
       const h = this.waiting[0];
       const r = h.req;
@@ -393,7 +394,7 @@ export class Scheduler {
       this.makeRoom(bytes, hit?.entry);
       if (hit && !this.prefix!.has(hit.entry)) hit = null;
       if (this.prefix) {
-        this.m.prefixQueried.inc(undefined, known.length);
+        this.m.prefixQueried.inc(undefined, known.length - 1); // the last token is always computed
         this.m.prefixHit.inc(undefined, hit?.length ?? 0);
       }
       try {
@@ -421,6 +422,12 @@ export class Scheduler {
       }
       this.running.push(h);
     }
+  }
+
+  /** The most positions one cache now holding `held` bytes could have within the budget (kept prefixes count). */
+  private kvTokensFitting(held: number): number {
+    const room = this.opts.kvBudgetBytes - this.kvReserved - (this.prefix?.bytes ?? 0) + held;
+    return Math.floor(room / this.engine.kvBytesFor(1));
   }
 
   /** Evicts kept prefix caches (least recently used, `keep` last) until `bytes` more fit the budget. */
@@ -456,17 +463,24 @@ export class Scheduler {
       const need = seq.computed + (pending > 0 ? Math.min(pending, this.opts.prefillBudget) : 1);
       const have = seq.cache!.maxTokens;
       if (need <= have) continue;
+      // Grow by a quarter (at least kvGrowTokens), or as far as the budget allows but never less
+      // than a kvGrowTokens step: only when not even that fits is the newest sequence preempted
+      // (growing one token at a time would copy the whole cache per token).
       const limit = this.engine.kvTokensLimit(seq.promptIds.length, seq.opts.maxTokens);
-      const tokens = Math.min(limit, Math.max(need, have + Math.max(this.opts.kvGrowTokens, have >> 2)));
-      const extra = this.engine.kvBytesFor(tokens) - h.kvBytes;
-      this.makeRoom(extra);
-      while (this.kvReserved + extra > this.opts.kvBudgetBytes) {
+      const want = Math.min(limit, Math.max(need, have + Math.max(this.opts.kvGrowTokens, have >> 2)));
+      const least = Math.min(want, Math.max(need, have + this.opts.kvGrowTokens));
+      this.makeRoom(this.engine.kvBytesFor(want) - h.kvBytes);
+      const fitting = () => this.kvTokensFitting(h.kvBytes);
+      while (fitting() < least) {
         const victim = this.running[this.running.length - 1];
         this.preempt(victim);
         left.delete(victim);
         if (victim === h) break;
+        this.makeRoom(this.engine.kvBytesFor(least) - h.kvBytes);
       }
       if (!left.has(h)) continue;
+      const tokens = Math.min(want, fitting());
+      const extra = this.engine.kvBytesFor(tokens) - h.kvBytes;
       // Held before the await: a submit meanwhile must not admit into these bytes.
       this.kvReserved += extra;
       h.kvBytes += extra;
@@ -488,7 +502,7 @@ export class Scheduler {
    */
   private preempt(h: SequenceHandle): void {
     if (h.cancelRequested) {
-      this.endCancelled(h);
+      this.endCancelled(h, false);
       return;
     }
     this.running.splice(this.running.indexOf(h), 1);
@@ -645,10 +659,13 @@ export class Scheduler {
     for (const h of [...this.running]) if (h.cancelRequested && !h.done) this.endCancelled(h);
   }
 
-  /** Ends a running sequence whose cancel was requested (it failed if its consumer threw). */
-  private endCancelled(h: SequenceHandle): void {
+  /**
+   * Ends a running sequence whose cancel was requested (it failed if its consumer threw).
+   * keepCache: its cache may go to the prefix cache (not when it is freed to make room).
+   */
+  private endCancelled(h: SequenceHandle, keepCache = true): void {
     h.seq!.finished = 'cancelled';
-    this.leave(h, () => (h.callbackError !== undefined ? h.fail(h.callbackError) : this.end(h, 'cancelled')), true);
+    this.leave(h, () => (h.callbackError !== undefined ? h.fail(h.callbackError) : this.end(h, 'cancelled')), keepCache);
   }
 
   /**

@@ -109,7 +109,7 @@ export class OpenAIApi {
     // OpenAI's default is "the rest of the context"; here also no more than the KV budget holds,
     // so a request without max_tokens runs (finish_reason "length" at that point) instead of a 400.
     const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? Math.max(0, this.scheduler.maxTokensFitting(ids.length));
-    if (b.top_logprobs != null && b.logprobs !== true) throw badRequest('top_logprobs: set logprobs to true to use top_logprobs', 'top_logprobs');
+    if (b.top_logprobs && b.logprobs !== true) throw badRequest('top_logprobs: set logprobs to true to use top_logprobs', 'top_logprobs');
     const eot = this.chatTemplate.endOfTurn;
     const prepared = this.finish(
       endpoint,

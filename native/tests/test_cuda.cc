@@ -399,9 +399,11 @@ void test_attention(Pair p, Rng& rng) {
       }
     }
     if (cc[0] && cg[0]) {
-      // ts_kvcache_copy: A's 302 positions copied into fresh caches attend at position 302 as on the CPU.
-      ts_kvcache* copy_c = ts_kvcache_create(p.cpu, layers, max_tokens, c.kv, c.hd);
-      ts_kvcache* copy_g = ts_kvcache_create(p.gpu, layers, max_tokens, c.kv, c.hd);
+      // ts_kvcache_copy: A's 302 positions copied into fresh caches attend at position 302 as on the CPU
+      // (layer 1; the test's attention steps wrote only that layer).
+      // A different size from the source, so a swapped source/destination layer pitch shows.
+      ts_kvcache* copy_c = ts_kvcache_create(p.cpu, layers, 400, c.kv, c.hd);
+      ts_kvcache* copy_g = ts_kvcache_create(p.gpu, layers, 400, c.kv, c.hd);
       auto q = rand_vec(rng, size_t(c.heads * c.hd), -1.f, 1.f);
       auto k = rand_vec(rng, size_t(c.kv * c.hd), -1.f, 1.f);
       auto v = rand_vec(rng, size_t(c.kv * c.hd), -1.f, 1.f);

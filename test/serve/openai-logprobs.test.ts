@@ -103,11 +103,13 @@ test('chat logprobs: content entries with bytes and top_logprobs; streamed the s
   const logprobsOf = (c: typeof content) => c.flatMap((e) => [e.logprob, ...e.top_logprobs.map((t) => t.logprob)]);
   const tokensOf = (c: typeof content) => JSON.stringify(c, (k, v) => (k === 'logprob' ? undefined : v));
   expect(tokensOf(streamed)).toBe(tokensOf(content));
-  logprobsOf(streamed).forEach((x, i) => expect(x).toBeCloseTo(logprobsOf(content)[i], 6));
+  logprobsOf(streamed).forEach((x, i) => expect(x).toBeCloseTo(logprobsOf(content)[i], 4));
   // Without logprobs the field stays null; top_logprobs alone is a 400 naming it.
   const plain = await client.chat.completions.create({ ...body, logprobs: undefined, top_logprobs: undefined } as never);
   expect(plain.choices[0].logprobs).toBeNull();
   await expect(client.chat.completions.create({ ...body, logprobs: false } as never)).rejects.toMatchObject({ status: 400, param: 'top_logprobs' });
+  const zero = await client.chat.completions.create({ ...body, logprobs: undefined, top_logprobs: 0 } as never); // neutral: accepted
+  expect(zero.choices[0].logprobs).toBeNull();
 });
 
 test('penalties reach the sampler: a strong repetition penalty changes greedy output', async () => {

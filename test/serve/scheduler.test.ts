@@ -145,6 +145,19 @@ test('when growth needs budget held by newer sequences they are preempted, recom
   await s.close();
 });
 
+test('near the budget a cache grows as far as fits instead of preempting; a preempted sequence is not readmitted to thrash', async () => {
+  // Two sequences that together need 512 positions in a budget of 460: one preemption at most,
+  // not a preempt/recompute cycle every few tokens.
+  const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(460), prefixCache: false, prefillBudget: 64 });
+  let prefill = 0;
+  s.onStep = (x) => (prefill += x.prefillRows);
+  const rs = await Promise.all(s.submitAll([greedy(prompt(6, 42), 250), greedy(prompt(6, 43), 250)]).map((h) => h.result));
+  expect(rs.map((r) => r.tokenIds.length)).toEqual([250, 250]);
+  expect(s.stats.preemptions).toBeLessThanOrEqual(1);
+  expect(prefill).toBeLessThanOrEqual(12 + 256); // both prompts, plus at most one recompute
+  await s.close();
+});
+
 test('a preempted sequence cancelled while it waits ends with the tokens it had', async () => {
   const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(60), maxQueue: 4 });
   const [old, young] = s.submitAll([greedy(prompt(6, 35), 50), greedy(prompt(6, 36), 50)]);
@@ -199,7 +212,7 @@ test('a repeated prompt copies its prefix from the finished sequence\'s cache: p
   expect((await h.result).tokenIds).toEqual(first.tokenIds);
   expect(prefill).toBe(1);
   expect(metrics.text()).toMatch(/turbosparse_prefix_cache_hit_tokens_total 39\b/);
-  expect(metrics.text()).toMatch(/turbosparse_prefix_cache_queried_tokens_total 80\b/);
+  expect(metrics.text()).toMatch(/turbosparse_prefix_cache_queried_tokens_total 78\b/);
 
   // A follow-up turn: the previous prompt, its output and new tokens. Only what is new is computed.
   const next = [...p, ...first.tokenIds, 9, 10, 11];
@@ -239,6 +252,52 @@ test('prefixCache false: every prompt is computed', async () => {
   expect(prefill).toBe(80);
   expect(s.stats.prefixCacheBytes).toBe(0);
   await s.close();
+});
+
+test('a cancelled sequence freed to make room does not keep its cache as a prefix (the budget holds)', async () => {
+  // Three caches of 24 positions in 78: the oldest grows to 30, then the second needs 28 and the
+  // newest, cancelled meanwhile, is freed for it. Kept as a prefix, its 24 would overrun the budget.
+  const e = Object.create(engine) as Engine;
+  let cancelNewest: (() => void) | null = null;
+  e.grow = async (seq, tokens) => {
+    cancelNewest?.();
+    cancelNewest = null;
+    return engine.grow(seq, tokens);
+  };
+  const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(78) }, e);
+  let over = -Infinity;
+  s.onStep = () => (over = Math.max(over, s.stats.kvBytes + s.stats.prefixCacheBytes - s.stats.kvBudget));
+  const [a, b, c] = s.submitAll([greedy(prompt(20, 44), 12), greedy(prompt(20, 45), 12), greedy(prompt(20, 46), 12)]);
+  cancelNewest = () => c.cancel();
+  expect((await c.result).finishReason).toBe('cancelled');
+  await Promise.all([a.result, b.result]);
+  expect(over).toBeLessThanOrEqual(0);
+  await s.close();
+});
+
+test('a cache that cannot grow or a prefix that cannot be copied fails its own sequence only; the budget comes back', async () => {
+  const e = Object.create(engine) as Engine;
+  e.grow = async () => {
+    throw new Error('out of device memory');
+  };
+  const s = sched({ kvGrowTokens: 4 }, e);
+  const [short, long] = s.submitAll([greedy(prompt(6, 47), 3), greedy(prompt(6, 48), 30)]);
+  await expect(long.result).rejects.toThrow(/step failed: out of device memory/);
+  expect((await short.result).tokenIds).toHaveLength(3);
+  expect(s.stats.kvBytes).toBe(0);
+  await s.close();
+
+  const c = Object.create(engine) as Engine;
+  c.copyPrefix = async () => {
+    throw new Error('copy failed');
+  };
+  const s2 = sched({}, c);
+  const p = prompt(30, 49);
+  await s2.submit(greedy(p, 2)).result; // leaves its cache as a prefix
+  await expect(s2.submit(greedy(p, 2)).result).rejects.toThrow(/copy failed/);
+  expect(s2.stats.kvBytes).toBe(0);
+  expect((await s2.submit(greedy(prompt(30, 50), 2)).result).tokenIds).toHaveLength(2);
+  await s2.close();
 });
 
 test('cancel: a waiting request leaves without running, a running one at the next step', async () => {
