@@ -410,7 +410,13 @@ export class Scheduler {
           h.detok = new StreamingDetokenizer(this.tokenizer, r.promptIds);
         }
       } catch (e) {
-        h.fail(e);
+        // Out of native memory (the budget counts what caches hold, not the allocator's
+        // fragmentation or a grow's old + new copy): wait for the running ones to give some back.
+        if (this.running.length > 0 && !(e instanceof UserError)) {
+          this.waiting.unshift(h);
+          break;
+        }
+        h.fail(h.seq ? new StepError(e) : e);
         continue;
       }
       h.kvBytes = bytes;
@@ -490,7 +496,9 @@ export class Scheduler {
         this.kvReserved -= extra;
         h.kvBytes -= extra;
         left.delete(h);
-        this.leave(h, () => h.fail(new StepError(e)));
+        // Likely out of native memory: with others running, requeue it (they give memory back).
+        if (this.running.length > 1) this.preempt(h);
+        else this.leave(h, () => h.fail(new StepError(e)));
       }
     }
     return batch.filter((h) => left.has(h));

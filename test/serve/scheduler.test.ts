@@ -300,6 +300,29 @@ test('a cache that cannot grow or a prefix that cannot be copied fails its own s
   await s2.close();
 });
 
+test('a grow that fails while others run requeues the sequence instead of failing it; it finishes with the same tokens', async () => {
+  const want = await (async () => {
+    const plain = sched();
+    const r = (await plain.submit(greedy(prompt(6, 51), 30)).result).tokenIds;
+    await plain.close();
+    return r;
+  })();
+  const e = Object.create(engine) as Engine;
+  let failures = 1;
+  e.grow = async (seq, tokens) => {
+    if (failures-- > 0) throw new Error('out of device memory');
+    return engine.grow(seq, tokens);
+  };
+  const s = sched({ kvGrowTokens: 4 }, e);
+  const [other, h] = s.submitAll([greedy(prompt(6, 52), 40, { maxTokens: 40 }), greedy(prompt(6, 51), 30)]);
+  const r = await h.result;
+  expect(r.tokenIds).toEqual(want);
+  expect(h.preemptions + other.preemptions).toBe(1);
+  await other.result;
+  expect(s.stats.kvBytes).toBe(0);
+  await s.close();
+});
+
 test('cancel: a waiting request leaves without running, a running one at the next step', async () => {
   const p = prompt(6, 9);
   const s = sched({ kvBudgetBytes: engine.kvBytesFor(p.length + 500), maxQueue: 4 });
