@@ -314,7 +314,7 @@ test('a grow that fails while others run requeues the sequence instead of failin
     return engine.grow(seq, tokens);
   };
   const s = sched({ kvGrowTokens: 4 }, e);
-  const [other, h] = s.submitAll([greedy(prompt(6, 52), 40, { maxTokens: 40 }), greedy(prompt(6, 51), 30)]);
+  const [other, h] = s.submitAll([greedy(prompt(6, 52), 40), greedy(prompt(6, 51), 30)]);
   const r = await h.result;
   expect(r.tokenIds).toEqual(want);
   expect(h.preemptions + other.preemptions).toBe(1);
