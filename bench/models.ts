@@ -4,6 +4,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { makeDemoModel, type DemoModelOptions } from '../core/demo-model';
+import type { Device } from '../core/native';
+import { TextTokenizer } from '../core/tokenizer';
+import type { Engine } from '../coordinator/engine';
+import { loadEngine } from '../coordinator/load-engine';
 
 export function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -32,4 +36,22 @@ export async function modelDir(name: string): Promise<{ dir: string; what: strin
     await makeDemoModel(dir, m.opts);
   }
   return { dir, what: m.what };
+}
+
+/**
+ * Loads each model of `--models` (default demo,mixtral) on `--device` (default cpu) with
+ * `--threads` (0 = all cores) and runs `fn` on it, closing it after.
+ */
+export async function forEachModel(fn: (engine: Engine, tok: TextTokenizer, name: string, what: string) => Promise<void>): Promise<void> {
+  const device = arg('device', 'cpu') as Device | 'auto';
+  const threads = Number(arg('threads', '0'));
+  for (const name of arg('models', 'demo,mixtral').split(',')) {
+    const { dir, what } = await modelDir(name);
+    const engine = await loadEngine({ modelDir: dir, device, threads, log: (l) => process.stderr.write(l + '\n') });
+    try {
+      await fn(engine, TextTokenizer.fromModel(engine.folder), name, what);
+    } finally {
+      await engine.close();
+    }
+  }
 }

@@ -4,13 +4,11 @@
 //   node dist/bench/prefix-cache.js [--models demo,mixtral|DIR] [--turns 6] [--message 64] [--reply 16]
 //                                   [--device cpu|cuda|auto] [--threads 0] [--json]
 import { Registry } from '../core/metrics';
-import type { Device } from '../core/native';
-import { TextTokenizer } from '../core/tokenizer';
+import type { TextTokenizer } from '../core/tokenizer';
 import type { Engine } from '../coordinator/engine';
-import { loadEngine } from '../coordinator/load-engine';
 import { GREEDY } from '../coordinator/sampler';
 import { Scheduler } from '../coordinator/scheduler';
-import { arg, modelDir } from './models';
+import { arg, forEachModel } from './models';
 
 interface Turn {
   turn: number;
@@ -45,36 +43,26 @@ async function conversation(engine: Engine, tok: TextTokenizer, prefixCache: boo
 }
 
 async function main(): Promise<void> {
-  const models = arg('models', 'demo,mixtral').split(',');
   const turns = Number(arg('turns', '6'));
   const message = Number(arg('message', '64'));
   const reply = Number(arg('reply', '16'));
-  const device = arg('device', 'cpu') as Device | 'auto';
-  const threads = Number(arg('threads', '0'));
   const json = process.argv.includes('--json');
   const out: object[] = [];
-  for (const name of models) {
-    const { dir, what } = await modelDir(name);
-    const engine = await loadEngine({ modelDir: dir, device, threads, log: (l) => process.stderr.write(l + '\n') });
-    try {
-      const tok = TextTokenizer.fromModel(engine.folder);
-      await conversation(engine, tok, false, 1, 8, 2); // warm-up
-      const without = await conversation(engine, tok, false, turns, message, reply);
-      const withCache = await conversation(engine, tok, true, turns, message, reply);
-      if (!json) {
-        console.log(`\n${what}; ${engine.backend.description}; ${message}-token messages, ${reply}-token replies`);
-        console.log('| turn | prompt tokens | computed, no cache | computed, prefix cache | TTFT no cache (ms) | TTFT prefix cache (ms) | speed-up |');
-        console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-        without.forEach((a, i) => {
-          const b = withCache[i];
-          console.log(`| ${a.turn} | ${a.promptTokens} | ${a.computedTokens} | ${b.computedTokens} | ${a.ttftMs.toFixed(1)} | ${b.ttftMs.toFixed(1)} | ${(a.ttftMs / b.ttftMs).toFixed(2)}x |`);
-        });
-      }
-      out.push({ bench: 'prefix-cache', model: name, device: engine.backend.description, without, withCache });
-    } finally {
-      await engine.close();
+  await forEachModel(async (engine, tok, name, what) => {
+    await conversation(engine, tok, false, 1, 8, 2); // warm-up
+    const without = await conversation(engine, tok, false, turns, message, reply);
+    const withCache = await conversation(engine, tok, true, turns, message, reply);
+    if (!json) {
+      console.log(`\n${what}; ${engine.backend.description}; ${message}-token messages, ${reply}-token replies`);
+      console.log('| turn | prompt tokens | computed, no cache | computed, prefix cache | TTFT no cache (ms) | TTFT prefix cache (ms) | speed-up |');
+      console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+      without.forEach((a, i) => {
+        const b = withCache[i];
+        console.log(`| ${a.turn} | ${a.promptTokens} | ${a.computedTokens} | ${b.computedTokens} | ${a.ttftMs.toFixed(1)} | ${b.ttftMs.toFixed(1)} | ${(a.ttftMs / b.ttftMs).toFixed(2)}x |`);
+      });
     }
-  }
+    out.push({ bench: 'prefix-cache', model: name, device: engine.backend.description, without, withCache });
+  });
   console.log(JSON.stringify(out));
 }
 

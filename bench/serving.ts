@@ -5,13 +5,11 @@
 //                              [--device cpu|cuda|auto] [--threads 0] [--json]
 // Goal: 16 concurrent >= 8x the tokens/s of 1.
 import { Registry } from '../core/metrics';
-import type { Device } from '../core/native';
-import { TextTokenizer } from '../core/tokenizer';
+import type { TextTokenizer } from '../core/tokenizer';
 import type { Engine } from '../coordinator/engine';
-import { loadEngine } from '../coordinator/load-engine';
 import { GREEDY } from '../coordinator/sampler';
 import { Scheduler } from '../coordinator/scheduler';
-import { arg, modelDir } from './models';
+import { arg, forEachModel } from './models';
 
 interface Run {
   concurrency: number;
@@ -46,34 +44,24 @@ async function measure(engine: Engine, tok: TextTokenizer, c: number, tokens: nu
 }
 
 async function main(): Promise<void> {
-  const models = arg('models', 'demo,mixtral').split(',');
   const levels = arg('concurrency', '1,4,16').split(',').map(Number);
   const tokens = Number(arg('tokens', '32'));
-  const device = arg('device', 'cpu') as Device | 'auto';
-  const threads = Number(arg('threads', '0'));
   const json = process.argv.includes('--json');
   const out: object[] = [];
-  for (const name of models) {
-    const { dir, what } = await modelDir(name);
-    const engine = await loadEngine({ modelDir: dir, device, threads, log: (l) => process.stderr.write(l + '\n') });
-    try {
-      const tok = TextTokenizer.fromModel(engine.folder);
-      const runs: Run[] = [];
-      for (const c of levels) runs.push(await measure(engine, tok, c, tokens));
-      const base = runs[0].tokensPerS;
-      if (!json) {
-        console.log(`\n${what}; ${engine.backend.description}; ${tokens} tokens per request`);
-        console.log('| concurrent | tokens/s | vs 1 | steps | mean step (ms) | mean rows/step |');
-        console.log('| ---: | ---: | ---: | ---: | ---: | ---: |');
-        for (const r of runs) {
-          console.log(`| ${r.concurrency} | ${r.tokensPerS.toFixed(1)} | ${(r.tokensPerS / base).toFixed(2)}x | ${r.steps} | ${r.meanStepMs.toFixed(1)} | ${r.meanRows.toFixed(1)} |`);
-        }
+  await forEachModel(async (engine, tok, name, what) => {
+    const runs: Run[] = [];
+    for (const c of levels) runs.push(await measure(engine, tok, c, tokens));
+    const base = runs[0].tokensPerS;
+    if (!json) {
+      console.log(`\n${what}; ${engine.backend.description}; ${tokens} tokens per request`);
+      console.log('| concurrent | tokens/s | vs 1 | steps | mean step (ms) | mean rows/step |');
+      console.log('| ---: | ---: | ---: | ---: | ---: | ---: |');
+      for (const r of runs) {
+        console.log(`| ${r.concurrency} | ${r.tokensPerS.toFixed(1)} | ${(r.tokensPerS / base).toFixed(2)}x | ${r.steps} | ${r.meanStepMs.toFixed(1)} | ${r.meanRows.toFixed(1)} |`);
       }
-      out.push({ bench: 'serving', model: name, device: engine.backend.description, runs });
-    } finally {
-      await engine.close();
     }
-  }
+    out.push({ bench: 'serving', model: name, device: engine.backend.description, runs });
+  });
   if (json) console.log(JSON.stringify(out));
 }
 

@@ -1,5 +1,10 @@
 // A real server on a free loopback port: engine (local experts) -> scheduler -> HTTP.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import OpenAI from 'openai';
 import { ChatTemplate } from '../../core/chat-template';
+import { makeDemoModel, type DemoModelOptions } from '../../core/demo-model';
 import { Registry } from '../../core/metrics';
 import { TextTokenizer } from '../../core/tokenizer';
 import type { Engine } from '../../coordinator/engine';
@@ -63,4 +68,46 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 10000
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** The small demo model most serving tests run on. */
+export const SMALL_DEMO: Partial<DemoModelOptions> = {
+  layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1,
+};
+
+export interface DemoContext {
+  dir: string;
+  engine: Engine;
+  tokenizer: TextTokenizer;
+  /** With `server`: it serves the engine, and `client` (the official OpenAI client) talks to it. */
+  server: TestServer;
+  client: OpenAI;
+}
+
+/**
+ * For one test file: writes a demo model to a temp dir and loads it (and, given `server`
+ * options, serves it) before the tests; closes everything and removes the dir after.
+ * The fields are set once the file's first beforeAll has run.
+ */
+export function useDemoModel(
+  opts: Partial<DemoModelOptions> = SMALL_DEMO,
+  server?: { scheduler?: SchedulerOptions; modelName?: string },
+): DemoContext {
+  const ctx = {} as DemoContext;
+  beforeAll(async () => {
+    ctx.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-demo-'));
+    await makeDemoModel(ctx.dir, opts);
+    ctx.engine = await loadTestEngine(ctx.dir);
+    ctx.tokenizer = TextTokenizer.fromModel(ctx.engine.folder);
+    if (server) {
+      ctx.server = await serve(ctx.engine, server);
+      ctx.client = new OpenAI({ apiKey: 'unused', baseURL: `${ctx.server.url}/v1`, maxRetries: 0 });
+    }
+  });
+  afterAll(async () => {
+    await ctx.server?.close();
+    await ctx.engine?.close();
+    if (ctx.dir) fs.rmSync(ctx.dir, { recursive: true, force: true });
+  });
+  return ctx;
 }

@@ -2,33 +2,17 @@
 // model): a generated token's logprob equals the prompt logprob of the same token when
 // the output is fed back as a prompt (the check lm-eval's loglikelihood relies on),
 // alternatives are the most likely tokens, and penalties change greedy output as defined.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { makeDemoModel } from '../../core/demo-model';
 import { Registry } from '../../core/metrics';
-import { TextTokenizer } from '../../core/tokenizer';
+import type { TextTokenizer } from '../../core/tokenizer';
 import type { Engine } from '../../coordinator/engine';
 import { GREEDY } from '../../coordinator/sampler';
 import { Scheduler, type GenerationRequest, type SchedulerOptions } from '../../coordinator/scheduler';
-import { loadTestEngine } from './helpers';
+import { useDemoModel } from './helpers';
 
-const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
-
-let dir: string;
+const demo = useDemoModel();
 let engine: Engine;
 let tok: TextTokenizer;
-
-beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-logprobs-'));
-  await makeDemoModel(dir, DEMO);
-  engine = await loadTestEngine(dir);
-  tok = TextTokenizer.fromModel(engine.folder);
-});
-afterAll(async () => {
-  await engine?.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+beforeAll(() => ({ engine, tokenizer: tok } = demo));
 
 const sched = (opts: SchedulerOptions = {}) => new Scheduler(engine, tok, { metrics: new Registry(), ...opts });
 const req = (promptIds: number[], maxTokens: number, extra: Partial<GenerationRequest> = {}): GenerationRequest => ({

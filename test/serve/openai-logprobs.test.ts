@@ -1,33 +1,12 @@
 // logprobs, echo and penalties through the HTTP API with the official client, on a small
 // demo model: the shapes OpenAI documents, streamed = whole, and echo + logprobs +
 // max_tokens 0 scoring a text the way lm-eval's loglikelihood requests do.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import OpenAI from 'openai';
-import { makeDemoModel } from '../../core/demo-model';
-import type { Engine } from '../../coordinator/engine';
-import { loadTestEngine, serve, type TestServer } from './helpers';
+import { useDemoModel } from './helpers';
 
-const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
-
-let dir: string;
-let engine: Engine;
-let srv: TestServer;
+const demo = useDemoModel(undefined, { modelName: 'demo' });
 let client: OpenAI;
-
-beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-api-logprobs-'));
-  await makeDemoModel(dir, DEMO);
-  engine = await loadTestEngine(dir);
-  srv = await serve(engine, { modelName: 'demo' });
-  client = new OpenAI({ apiKey: 'unused', baseURL: `${srv.url}/v1`, maxRetries: 0 });
-});
-afterAll(async () => {
-  await srv?.close();
-  await engine?.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+beforeAll(() => (client = demo.client));
 
 const PROMPT = 'the quick brown fox';
 type Logprobs = { tokens: string[]; token_logprobs: (number | null)[]; top_logprobs: (Record<string, number> | null)[]; text_offset: number[] };

@@ -1,34 +1,35 @@
 // Continuous batching on a real engine (small demo model): batched tokens equal
 // solo tokens, prompts are prefilled in chunks without stalling decoders, the KV
 // budget makes requests wait, cancellation and engine failures free everything.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { makeDemoModel } from '../../core/demo-model';
 import type { ExpertBackend } from '../../core/expert-backend';
 import { Registry } from '../../core/metrics';
-import { TextTokenizer } from '../../core/tokenizer';
+import type { TextTokenizer } from '../../core/tokenizer';
 import { Engine } from '../../coordinator/engine';
 import { GREEDY } from '../../coordinator/sampler';
 import { Scheduler, StepError, type GenerationRequest, type SchedulerOptions } from '../../coordinator/scheduler';
-import { loadTestEngine } from './helpers';
+import { useDemoModel } from './helpers';
 
-const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
-
-let dir: string;
+const demo = useDemoModel();
 let engine: Engine;
 let tok: TextTokenizer;
+beforeAll(() => ({ engine, tokenizer: tok } = demo));
 
-beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-sched-'));
-  await makeDemoModel(dir, DEMO);
-  engine = await loadTestEngine(dir);
-  tok = TextTokenizer.fromModel(engine.folder);
-});
-afterAll(async () => {
-  await engine?.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+/** The shared engine with some methods replaced (failures, hooks). */
+const hooked = (over: Partial<Pick<Engine, 'grow' | 'copyPrefix'>>): Engine => Object.assign(Object.create(engine) as Engine, over);
+
+/** An engine whose next grow first runs what `arm` was given (set once the handles exist). */
+function growHook(): { engine: Engine; arm: (f: () => void) => void } {
+  let armed: (() => void) | null = null;
+  const e = hooked({
+    grow: async (seq, tokens) => {
+      const f = armed;
+      armed = null;
+      f?.();
+      return engine.grow(seq, tokens);
+    },
+  });
+  return { engine: e, arm: (f) => (armed = f) };
+}
 
 const sched = (opts: SchedulerOptions = {}, e: Engine = engine) => new Scheduler(e, tok, { metrics: new Registry(), ...opts });
 const greedy = (promptIds: number[], maxTokens: number, extra: Partial<GenerationRequest> = {}): GenerationRequest => ({
@@ -177,16 +178,10 @@ test('a preempted sequence cancelled while it waits ends with the tokens it had'
 test('a sequence cancelled just before it is preempted ends then, not after it is readmitted', async () => {
   // Three caches of 10 positions in a budget of 34: at position 10 the oldest grows by 4 (to 34 held), then the
   // second must preempt the newest, whose cancel arrives while the oldest grows.
-  const e = Object.create(engine) as Engine;
-  let cancelNewest: (() => void) | null = null;
-  e.grow = async (seq, tokens) => {
-    cancelNewest?.();
-    cancelNewest = null;
-    return engine.grow(seq, tokens);
-  };
-  const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(34) }, e);
+  const hook = growHook();
+  const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(34) }, hook.engine);
   const [a, b, c] = s.submitAll([greedy(prompt(6, 37), 20), greedy(prompt(6, 38), 20), greedy(prompt(6, 39), 20)]);
-  cancelNewest = () => c.cancel();
+  hook.arm(() => c.cancel());
   const r = await c.result;
   expect(r.finishReason).toBe('cancelled');
   expect(a.done || b.done).toBe(false); // it did not wait for a slot to come back
@@ -257,18 +252,12 @@ test('prefixCache false: every prompt is computed', async () => {
 test('a cancelled sequence freed to make room does not keep its cache as a prefix (the budget holds)', async () => {
   // Three caches of 24 positions in 78: the oldest grows to 30, then the second needs 28 and the
   // newest, cancelled meanwhile, is freed for it. Kept as a prefix, its 24 would overrun the budget.
-  const e = Object.create(engine) as Engine;
-  let cancelNewest: (() => void) | null = null;
-  e.grow = async (seq, tokens) => {
-    cancelNewest?.();
-    cancelNewest = null;
-    return engine.grow(seq, tokens);
-  };
-  const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(78) }, e);
+  const hook = growHook();
+  const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(78) }, hook.engine);
   let over = -Infinity;
   s.onStep = () => (over = Math.max(over, s.stats.kvBytes + s.stats.prefixCacheBytes - s.stats.kvBudget));
   const [a, b, c] = s.submitAll([greedy(prompt(20, 44), 12), greedy(prompt(20, 45), 12), greedy(prompt(20, 46), 12)]);
-  cancelNewest = () => c.cancel();
+  hook.arm(() => c.cancel());
   expect((await c.result).finishReason).toBe('cancelled');
   await Promise.all([a.result, b.result]);
   expect(over).toBeLessThanOrEqual(0);
@@ -276,22 +265,24 @@ test('a cancelled sequence freed to make room does not keep its cache as a prefi
 });
 
 test('a cache that cannot grow or a prefix that cannot be copied fails its own sequence only; the budget comes back', async () => {
-  const e = Object.create(engine) as Engine;
-  e.grow = async () => {
-    throw new Error('out of device memory');
-  };
-  const s = sched({ kvGrowTokens: 4 }, e);
+  const noGrow = hooked({
+    grow: async () => {
+      throw new Error('out of device memory');
+    },
+  });
+  const s = sched({ kvGrowTokens: 4 }, noGrow);
   const [short, long] = s.submitAll([greedy(prompt(6, 47), 3), greedy(prompt(6, 48), 30)]);
   await expect(long.result).rejects.toThrow(/step failed: out of device memory/);
   expect((await short.result).tokenIds).toHaveLength(3);
   expect(s.stats.kvBytes).toBe(0);
   await s.close();
 
-  const c = Object.create(engine) as Engine;
-  c.copyPrefix = async () => {
-    throw new Error('copy failed');
-  };
-  const s2 = sched({}, c);
+  const noCopy = hooked({
+    copyPrefix: async () => {
+      throw new Error('copy failed');
+    },
+  });
+  const s2 = sched({}, noCopy);
   const p = prompt(30, 49);
   await s2.submit(greedy(p, 2)).result; // leaves its cache as a prefix
   await expect(s2.submit(greedy(p, 2)).result).rejects.toThrow(/copy failed/);
@@ -307,13 +298,14 @@ test('a grow that fails while others run requeues the sequence instead of failin
     await plain.close();
     return r;
   })();
-  const e = Object.create(engine) as Engine;
   let failures = 1;
-  e.grow = async (seq, tokens) => {
-    if (failures-- > 0) throw new Error('out of device memory');
-    return engine.grow(seq, tokens);
-  };
-  const s = sched({ kvGrowTokens: 4 }, e);
+  const flaky = hooked({
+    grow: async (seq, tokens) => {
+      if (failures-- > 0) throw new Error('out of device memory');
+      return engine.grow(seq, tokens);
+    },
+  });
+  const s = sched({ kvGrowTokens: 4 }, flaky);
   const [other, h] = s.submitAll([greedy(prompt(6, 52), 40), greedy(prompt(6, 51), 30)]);
   const r = await h.result;
   expect(r.tokenIds).toEqual(want);
