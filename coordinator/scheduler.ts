@@ -337,7 +337,9 @@ export class Scheduler {
         slots--;
       } else queued++;
     }
-    if (queued > 0 && this.waiting.length + queued > this.opts.maxQueue) {
+    // Preempted sequences wait too, but they were admitted once: they take no new request's slot.
+    const newWaiting = this.waiting.filter((h) => !h.seq).length;
+    if (queued > 0 && newWaiting + queued > this.opts.maxQueue) {
       this.m.rejected.inc();
       throw new QueueFullError(
         `the server is at capacity (${this.running.length} sequences running, ${this.waiting.length} waiting, queue limit ${this.opts.maxQueue}): retry later`,

@@ -6,7 +6,7 @@ import { Registry } from '../../core/metrics';
 import type { TextTokenizer } from '../../core/tokenizer';
 import { Engine } from '../../coordinator/engine';
 import { GREEDY } from '../../coordinator/sampler';
-import { Scheduler, StepError, type GenerationRequest, type SchedulerOptions } from '../../coordinator/scheduler';
+import { QueueFullError, Scheduler, StepError, type GenerationRequest, type SchedulerOptions } from '../../coordinator/scheduler';
 import { useDemoModel } from './helpers';
 
 const demo = useDemoModel();
@@ -172,6 +172,19 @@ test('a preempted sequence cancelled while it waits ends with the tokens it had'
   expect(r.tokenIds).toHaveLength(had);
   expect((await old.result).tokenIds).toHaveLength(50);
   expect(s.stats.kvBytes).toBe(0);
+  await s.close();
+});
+
+test('a preempted sequence waiting for room does not take a new request\'s queue slot', async () => {
+  const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(60), maxQueue: 1 });
+  const [old, young] = s.submitAll([greedy(prompt(6, 53), 50), greedy(prompt(6, 54), 50)]);
+  await new Promise<void>((r) => (s.onStep = () => young.preemptions > 0 && r()));
+  s.onStep = null;
+  expect(s.stats.waiting).toBe(1);
+  const late = s.submit(greedy(prompt(6, 55), 5)); // the one slot is free: the waiting one is preempted, not new
+  expect(() => s.submit(greedy(prompt(6, 56), 5))).toThrow(QueueFullError);
+  expect((await late.result).tokenIds).toHaveLength(5);
+  await Promise.all([old.result, young.result]);
   await s.close();
 });
 
