@@ -34,6 +34,7 @@ export function registerDemo(program: Command): void {
         device: 'auto',
         threads: 0,
         weights: 'auto',
+        kvDtype: 'f32',
         prompt: o.prompt,
         maxTokens: o.maxTokens,
         temperature: 0.8,

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { tlsChannel } from '../coordinator/expert-client';
 import { parseExpertsChoice, type EngineOptions } from '../coordinator/load-engine';
 import { remoteExpertsFactory } from '../coordinator/remote-factory';
-import type { Device, StoreDType } from '../core/native';
+import { KV_DTYPE_BYTES, type Device, type KvDType, type StoreDType } from '../core/native';
 import { loadTlsFiles, type TlsFlags } from '../core/tls-files';
 import { WIRE_ENCODINGS, type WireEncoding } from '../core/wire/rows';
 import { addKernelOptions, choiceOption } from './options';
@@ -18,12 +18,15 @@ export interface EngineFlags extends TlsFlags {
   threads: number;
   weights: StoreDType | 'auto';
   dense?: boolean;
+  kvDtype: KvDType;
 }
 
 export function addEngineOptions(cmd: Command): Command {
   cmd.option('--experts <where>', 'local | cluster:N (N expert-node processes on loopback) | shard-map FILE', 'local')
     .option('--wire <encoding>', 'hidden/output rows to expert nodes: f32 (bit-exact) | bf16 | int8 (one scale per row)',
-      choiceOption('--wire', WIRE_ENCODINGS), 'f32');
+      choiceOption('--wire', WIRE_ENCODINGS), 'f32')
+    .option('--kv-dtype <dtype>', 'KV-cache storage: f32 | bf16 | f16 (16 bits: half the memory, attention math stays f32)',
+      choiceOption('--kv-dtype', Object.keys(KV_DTYPE_BYTES) as KvDType[]), 'f32');
   return addKernelOptions(cmd, 'dense-with-mask expert FFN (same tokens; the speed baseline)')
     .option('--tls-cert <file>', 'mTLS to the expert nodes of --experts FILE: our client certificate (PEM)')
     .option('--tls-key <file>', 'mTLS: the private key of --tls-cert (PEM)')
@@ -40,6 +43,7 @@ export function engineOptionsFrom(flags: EngineFlags): EngineOptions {
     threads: flags.threads,
     weights: flags.weights,
     dense: flags.dense,
+    kvDtype: flags.kvDtype,
     // cluster:N nodes inherit this command's weights/device/threads/FFN choices.
     remoteExperts: remoteExpertsFactory({ wire: flags.wire, weights: flags.weights, device: flags.device, threads: flags.threads, dense: flags.dense,
       channelFactory: tls && tlsChannel(tls) }),

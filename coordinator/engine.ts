@@ -4,7 +4,7 @@
 import type { ExpertBackend } from '../core/expert-backend';
 import type { ModelConfig } from '../core/config';
 import type { ModelFolder } from '../core/model-folder';
-import type { NativeBackend, NativeKvCache } from '../core/native';
+import { KV_DTYPE_BYTES, type KvDType, type NativeBackend, type NativeKvCache } from '../core/native';
 import { UserError } from '../core/errors';
 import { forward, type ForwardHooks, type LayerRecord } from './forward';
 import type { CoordinatorWeights } from './model-weights';
@@ -27,12 +27,17 @@ export interface StepResult {
 export class Engine {
   private nextSeqId = 1;
   private stepId = 0;
+  /** How KV caches store K/V. */
+  readonly kvDtype: KvDType;
   constructor(
     readonly folder: ModelFolder,
     readonly backend: NativeBackend,
     readonly weights: CoordinatorWeights,
     readonly experts: ExpertBackend,
-  ) {}
+    opts: { kvDtype?: KvDType } = {},
+  ) {
+    this.kvDtype = opts.kvDtype ?? 'f32';
+  }
 
   get config(): ModelConfig {
     return this.folder.config;
@@ -58,7 +63,7 @@ export class Engine {
   allocate(seq: Sequence, tokens: number): void {
     if (seq.cache) throw new Error(`sequence ${seq.id} already has a KV cache`);
     const c = this.config;
-    seq.cache = this.backend.createKvCache(c.numLayers, tokens, c.numKvHeads, c.headDim);
+    seq.cache = this.backend.createKvCache(c.numLayers, tokens, c.numKvHeads, c.headDim, this.kvDtype);
     seq.computed = 0;
   }
 
@@ -94,7 +99,7 @@ export class Engine {
   /** Bytes of KV cache one sequence of `tokens` tokens needs. */
   kvBytesFor(tokens: number): number {
     const c = this.config;
-    return 2 * 4 * c.numLayers * tokens * c.numKvHeads * c.headDim;
+    return 2 * KV_DTYPE_BYTES[this.kvDtype] * c.numLayers * tokens * c.numKvHeads * c.headDim;
   }
 
   /**

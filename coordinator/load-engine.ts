@@ -3,7 +3,7 @@
 import { UserError } from '../core/errors';
 import type { ExpertBackend } from '../core/expert-backend';
 import { ModelFolder, names } from '../core/model-folder';
-import { native, type Device, type FfnMode, type NativeBackend, type StoreDType } from '../core/native';
+import { native, type Device, type FfnMode, type KvDType, type NativeBackend, type StoreDType } from '../core/native';
 import { Engine } from './engine';
 import { LocalExperts } from './local-experts';
 import { loadProgress } from './load-progress';
@@ -41,6 +41,8 @@ export interface EngineOptions {
   weights?: StoreDType | 'auto';
   /** Dense-with-mask FFN instead of sparse (same tokens; the speed baseline). */
   dense?: boolean;
+  /** How KV caches store K/V. Default f32. */
+  kvDtype?: KvDType;
   /** Where progress and the summary go (stderr by default). */
   log?: (line: string) => void;
   progressStream?: NodeJS.WriteStream;
@@ -110,7 +112,7 @@ export async function loadEngine(opts: EngineOptions): Promise<Engine> {
         `${(backend.weightBytes() / 1e6).toFixed(1)} MB of weights on ${backend.device}, ` +
         `experts ${experts.name}, ffn ${mode}, loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
     );
-    return new Engine(folder, backend, weights, experts);
+    return new Engine(folder, backend, weights, experts, { kvDtype: opts.kvDtype });
   } catch (e) {
     backend?.close();
     await folder.close();

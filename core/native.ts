@@ -7,6 +7,9 @@ import fs from 'node:fs';
 
 export type StoreDType = 'f32' | 'f16' | 'bf16' | 'i8';
 export type SourceDType = 'f32' | 'f16' | 'bf16';
+/** How a KV cache stores K/V (16 bits halve its memory; attention math stays f32). */
+export type KvDType = 'f32' | 'bf16' | 'f16';
+export const KV_DTYPE_BYTES: Record<KvDType, number> = { f32: 4, bf16: 2, f16: 2 };
 export type Device = 'cpu' | 'cuda';
 export type FfnMode = 'sparse' | 'dense';
 
@@ -81,7 +84,7 @@ export interface NativeBackend {
   createWeight(m: HostMatrix, store: StoreDType): Promise<NativeWeight>;
   createExpert(w1: HostMatrix, w3: HostMatrix, w2: HostMatrix, store: StoreDType): Promise<NativeExpert>;
   createPredictor(fc1: HostMatrix, fc2: HostMatrix, store: StoreDType): Promise<NativePredictor>;
-  createKvCache(layers: number, maxTokens: number, kvHeads: number, headDim: number): NativeKvCache;
+  createKvCache(layers: number, maxTokens: number, kvHeads: number, headDim: number, dtype?: KvDType): NativeKvCache;
   /** Grows a cache to maxTokens positions, keeping its contents (a smaller maxTokens is a no-op). */
   growKvCache(cache: NativeKvCache, maxTokens: number): Promise<void>;
   /** Copies positions [0, tokens) of every layer from src into dst (a shared prompt prefix). */

@@ -110,7 +110,9 @@ Napi::Value BackendWrap::CreateKvCache(const Napi::CallbackInfo& info) {
   int64_t max_tokens = a.Int(info[1], "maxTokens", 1);
   int64_t kv_heads = a.Int(info[2], "kvHeads", 1);
   int64_t head_dim = a.Int(info[3], "headDim", 1);
-  ts_kvcache* c = ts_kvcache_create(state_->backend, layers, max_tokens, kv_heads, head_dim);
+  // dtype (optional, default "f32"): how K/V are stored.
+  ts_dtype dtype = info.Length() > 4 && !info[4].IsUndefined() ? a.DType(info[4], "dtype", false) : TS_F32;
+  ts_kvcache* c = ts_kvcache_create_typed(state_->backend, layers, max_tokens, kv_heads, head_dim, dtype);
   if (!c) a.Fail(ts_last_error());
   auto rec = state_->Adopt(HandleKind::KvCache, c);
   rec->layers = layers;

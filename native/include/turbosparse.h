@@ -140,17 +140,22 @@ TS_API int ts_predict_many(ts_backend* b, int64_t n_rows, int64_t hidden, const 
 /* K/V storage for one sequence: layers x max_tokens x kv_heads x head_dim, f32. */
 TS_API ts_kvcache* ts_kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads,
                                      int64_t head_dim);
+/* The same with K/V stored as dtype: F32, BF16 or F16 (16 bits halve the memory; rows are
+ * rounded to it when written, attention math stays f32). */
+TS_API ts_kvcache* ts_kvcache_create_typed(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads,
+                                           int64_t head_dim, ts_dtype dtype);
 TS_API void ts_kvcache_free(ts_kvcache* c);
 /* Grows the cache to max_tokens positions, keeping every K/V it holds (a sequence's
  * cache grows as it decodes instead of being sized for its longest possible output).
  * max_tokens <= the current size is a no-op. On failure the cache is unchanged. */
 TS_API int ts_kvcache_grow(ts_kvcache* c, int64_t max_tokens);
 /* Copies positions [0, tokens) of every layer from src into dst (a shared prompt prefix
- * computed once): same backend, layers, kv_heads and head_dim; tokens <= both sizes. */
+ * computed once): same backend, layers, kv_heads, head_dim and dtype; tokens <= both sizes. */
 TS_API int ts_kvcache_copy(ts_kvcache* dst, const ts_kvcache* src, int64_t tokens);
 TS_API int64_t ts_kvcache_bytes(const ts_kvcache* c);
 
-/* Causal GQA attention for n token rows, possibly from different sequences.
+/* Causal GQA attention for n token rows, possibly from different sequences (their caches
+ * of one dtype).
  * q[n, heads*hd], k, v [n, kv_heads*hd] (RoPE already applied). First every
  * row's k/v is written to caches[i] at positions[i] (layer `layer`); then row i
  * attends over positions 0..positions[i] of caches[i]. out[n, heads*hd]. */

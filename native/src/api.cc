@@ -378,15 +378,22 @@ int ts_predict(ts_backend* b, const ts_predictor* p, int64_t n, const float* x, 
 
 ts_kvcache* ts_kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads,
                               int64_t head_dim) {
+  return ts_kvcache_create_typed(b, layers, max_tokens, kv_heads, head_dim, TS_F32);
+}
+
+ts_kvcache* ts_kvcache_create_typed(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads,
+                                    int64_t head_dim, ts_dtype dtype) {
   static const char* fn = "ts_kvcache_create";
   if (!check_backend(fn, b)) return nullptr;
+  if (dtype != TS_F32 && dtype != TS_BF16 && dtype != TS_F16)
+    return ts_fail(std::string(fn) + ": dtype " + S(dtype) + " is not one of F32, BF16, F16"), nullptr;
   if (layers <= 0 || max_tokens <= 0 || kv_heads <= 0 || head_dim <= 0)
     return ts_fail(std::string(fn) + ": layers = " + S(layers) + ", max_tokens = " + S(max_tokens) +
                    ", kv_heads = " + S(kv_heads) + ", head_dim = " + S(head_dim) + " must all be > 0"),
            nullptr;
   std::lock_guard<std::mutex> lk(b->lock);
   ts_kvcache* c = guarded(fn, static_cast<ts_kvcache*>(nullptr),
-                          [&] { return b->ops->kvcache_create(b, layers, max_tokens, kv_heads, head_dim); });
+                          [&] { return b->ops->kvcache_create(b, layers, max_tokens, kv_heads, head_dim, dtype); });
   if (c) remember(c, b, Kind::kvcache);
   return c;
 }
@@ -406,6 +413,8 @@ int ts_kvcache_copy(ts_kvcache* dst, const ts_kvcache* src, int64_t tokens) {
   static const char* fn = "ts_kvcache_copy";
   if (!dst || !src) return ts_fail(std::string(fn) + ": " + (dst ? "src" : "dst") + " is NULL");
   if (dst->owner != src->owner) return ts_fail(std::string(fn) + ": dst and src belong to different backends");
+  if (dst->dtype != src->dtype)
+    return ts_fail(std::string(fn) + ": dst stores " + ts::dtype_name(dst->dtype) + " but src " + ts::dtype_name(src->dtype));
   if (dst->layers != src->layers || dst->kv_heads != src->kv_heads || dst->head_dim != src->head_dim)
     return ts_fail(std::string(fn) + ": dst holds " + S(dst->layers) + " layers x " + S(dst->kv_heads) + " kv heads x " +
                    S(dst->head_dim) + " but src " + S(src->layers) + " x " + S(src->kv_heads) + " x " + S(src->head_dim));
@@ -419,7 +428,7 @@ int ts_kvcache_copy(ts_kvcache* dst, const ts_kvcache* src, int64_t tokens) {
 }
 
 int64_t ts_kvcache_bytes(const ts_kvcache* c) {
-  return c ? 2 * c->layers * c->max_tokens * c->kv_heads * c->head_dim * int64_t(sizeof(float)) : 0;
+  return c ? 2 * c->layers * c->max_tokens * c->kv_heads * c->head_dim * c->elem() : 0;
 }
 
 int ts_attention(ts_backend* b, int64_t layer, int64_t n, ts_kvcache* const* caches, const int32_t* positions,
@@ -443,6 +452,9 @@ int ts_attention(ts_backend* b, int64_t layer, int64_t n, ts_kvcache* const* cac
     if (c->kv_heads != kv_heads || c->head_dim != head_dim)
       return ts_fail(item(fn, "caches", i) + " holds kv_heads " + S(c->kv_heads) + ", head_dim " + S(c->head_dim) +
                      " but the call has " + S(kv_heads) + ", " + S(head_dim));
+    if (c->dtype != caches[0]->dtype)
+      return ts_fail(item(fn, "caches", i) + " stores " + ts::dtype_name(c->dtype) + " but caches[0] " +
+                     ts::dtype_name(caches[0]->dtype) + ": one call takes caches of one dtype");
     if (layer < 0 || layer >= c->layers)
       return ts_fail(std::string(fn) + ": layer = " + S(layer) + " is outside [0, " + S(c->layers) + ")");
     if (positions[i] < 0 || positions[i] >= c->max_tokens)

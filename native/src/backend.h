@@ -20,7 +20,7 @@ struct ts_backend_ops {
                                     ts_dtype store);
   void (*predictor_free)(ts_predictor* p);
   ts_kvcache* (*kvcache_create)(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads,
-                                int64_t head_dim);
+                                int64_t head_dim, ts_dtype dtype);
   void (*kvcache_free)(ts_kvcache* c);
   int (*kvcache_grow)(ts_kvcache* c, int64_t max_tokens);  // max_tokens > c->max_tokens
   int (*kvcache_copy)(ts_kvcache* dst, const ts_kvcache* src, int64_t tokens);  // checked by the API
@@ -53,7 +53,13 @@ struct ts_backend {
 struct ts_weight { ts_backend* owner; int64_t rows, cols; ts_dtype dtype; virtual ~ts_weight() = default; };
 struct ts_expert { ts_backend* owner; int64_t hidden, intermediate; ts_dtype dtype; virtual ~ts_expert() = default; };
 struct ts_predictor { ts_backend* owner; int64_t hidden, rank, intermediate; ts_dtype dtype; virtual ~ts_predictor() = default; };
-struct ts_kvcache { ts_backend* owner; int64_t layers, max_tokens, kv_heads, head_dim; virtual ~ts_kvcache() = default; };
+struct ts_kvcache {
+  ts_backend* owner;
+  int64_t layers, max_tokens, kv_heads, head_dim;
+  ts_dtype dtype = TS_F32;  // of the stored K/V: F32, BF16 or F16
+  int64_t elem() const { return dtype == TS_F32 ? 4 : 2; }
+  virtual ~ts_kvcache() = default;
+};
 
 // Set the thread-local error message; returns -1 so callers can `return ts_fail(...)`.
 int ts_fail(const std::string& msg);

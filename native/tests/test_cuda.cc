@@ -350,16 +350,19 @@ void test_predict(Pair p, Rng& rng) {
 // --------------------------------------------------------------- attention
 
 void test_attention(Pair p, Rng& rng) {
-  struct Case { int64_t heads, kv, hd; };
-  for (Case c : {Case{4, 2, 16}, Case{8, 2, 128}, Case{6, 6, 64}, Case{16, 2, 32}, Case{2, 1, 256}}) {
+  struct Case { int64_t heads, kv, hd; ts_dtype dt; };
+  // f32 caches at every shape; 16-bit caches (both sides round the same way) at two.
+  for (Case c : {Case{4, 2, 16, TS_F32}, Case{8, 2, 128, TS_F32}, Case{6, 6, 64, TS_F32}, Case{16, 2, 32, TS_F32},
+                 Case{2, 1, 256, TS_F32}, Case{8, 2, 128, TS_BF16}, Case{4, 2, 16, TS_F16}}) {
     const int64_t layers = 2, max_tokens = 700, layer = 1;
     // A's caches start with room for its prefill only and grow before step 2 (ts_kvcache_grow keeps the K/V)
     const int64_t first_size = 300;
-    ts_kvcache* cc[2] = {ts_kvcache_create(p.cpu, layers, first_size, c.kv, c.hd),
-                         ts_kvcache_create(p.cpu, layers, max_tokens, c.kv, c.hd)};
-    ts_kvcache* cg[2] = {ts_kvcache_create(p.gpu, layers, first_size, c.kv, c.hd),
-                         ts_kvcache_create(p.gpu, layers, max_tokens, c.kv, c.hd)};
-    const std::string base = fmt("attention heads=%lld kv=%lld hd=%lld", (long long)c.heads, (long long)c.kv, (long long)c.hd);
+    ts_kvcache* cc[2] = {ts_kvcache_create_typed(p.cpu, layers, first_size, c.kv, c.hd, c.dt),
+                         ts_kvcache_create_typed(p.cpu, layers, max_tokens, c.kv, c.hd, c.dt)};
+    ts_kvcache* cg[2] = {ts_kvcache_create_typed(p.gpu, layers, first_size, c.kv, c.hd, c.dt),
+                         ts_kvcache_create_typed(p.gpu, layers, max_tokens, c.kv, c.hd, c.dt)};
+    const std::string base = fmt("attention heads=%lld kv=%lld hd=%lld %s cache", (long long)c.heads, (long long)c.kv,
+                                 (long long)c.hd, dname(c.dt));
     if (!cc[0] || !cc[1] || !cg[0] || !cg[1]) {
       check(false, base + " cache create", ts_last_error());
     } else {
@@ -402,8 +405,8 @@ void test_attention(Pair p, Rng& rng) {
       // ts_kvcache_copy: A's 302 positions copied into fresh caches attend at position 302 as on the CPU
       // (layer 1; the test's attention steps wrote only that layer).
       // A different size from the source, so a swapped source/destination layer pitch shows.
-      ts_kvcache* copy_c = ts_kvcache_create(p.cpu, layers, 400, c.kv, c.hd);
-      ts_kvcache* copy_g = ts_kvcache_create(p.gpu, layers, 400, c.kv, c.hd);
+      ts_kvcache* copy_c = ts_kvcache_create_typed(p.cpu, layers, 400, c.kv, c.hd, c.dt);
+      ts_kvcache* copy_g = ts_kvcache_create_typed(p.gpu, layers, 400, c.kv, c.hd, c.dt);
       auto q = rand_vec(rng, size_t(c.heads * c.hd), -1.f, 1.f);
       auto k = rand_vec(rng, size_t(c.kv * c.hd), -1.f, 1.f);
       auto v = rand_vec(rng, size_t(c.kv * c.hd), -1.f, 1.f);

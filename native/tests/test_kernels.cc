@@ -661,11 +661,19 @@ void test_predictor(ts_backend* b, Rng& rng, const std::vector<std::string>& var
   }
 }
 
-void test_attention(ts_backend* b, Rng& rng) {
+// What a cache of dtype dt holds for x: x rounded to it.
+float kv_rounded(ts_dtype dt, float x) {
+  if (dt == TS_BF16) return ts::bf16_to_f32(ts::f32_to_bf16(x));
+  if (dt == TS_F16) return ts::f16_to_f32(ts::f32_to_f16(x));
+  return x;
+}
+
+void test_attention(ts_backend* b, Rng& rng, ts_dtype dt) {
   const int64_t L = 2, T = 12, heads = 4, kvh = 2, hd = 18, layer = 1;
+  const std::string kind = std::string(" (") + dtype_name(dt) + " cache)";
   // a starts with room for 5 positions and grows before its 6th (its K/V must survive the move)
-  ts_kvcache* ca = ts_kvcache_create(b, L, 5, kvh, hd);
-  ts_kvcache* cb = ts_kvcache_create(b, L, T, kvh, hd);
+  ts_kvcache* ca = ts_kvcache_create_typed(b, L, 5, kvh, hd, dt);
+  ts_kvcache* cb = ts_kvcache_create_typed(b, L, T, kvh, hd, dt);
   // what the caches should hold: seq -> positions -> k/v rows
   std::vector<std::vector<float>> K(2, std::vector<float>(size_t(T * kvh * hd))), V = K;
   auto run = [&](std::vector<int> seq, std::vector<int32_t> pos) -> double {
@@ -678,10 +686,11 @@ void test_attention(ts_backend* b, Rng& rng) {
     std::vector<float> out(size_t(n * heads * hd));
     if (ts_attention(b, layer, n, caches.data(), pos.data(), heads, kvh, hd, q.data(), k.data(), v.data(), out.data()))
       return 1e9;
-    for (int64_t i = 0; i < n; i++) {
-      std::memcpy(&K[size_t(seq[size_t(i)])][size_t(pos[size_t(i)] * kvh * hd)], &k[size_t(i * kvh * hd)], size_t(kvh * hd) * 4);
-      std::memcpy(&V[size_t(seq[size_t(i)])][size_t(pos[size_t(i)] * kvh * hd)], &v[size_t(i * kvh * hd)], size_t(kvh * hd) * 4);
-    }
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t e = 0; e < kvh * hd; e++) {
+        K[size_t(seq[size_t(i)])][size_t(pos[size_t(i)] * kvh * hd + e)] = kv_rounded(dt, k[size_t(i * kvh * hd + e)]);
+        V[size_t(seq[size_t(i)])][size_t(pos[size_t(i)] * kvh * hd + e)] = kv_rounded(dt, v[size_t(i * kvh * hd + e)]);
+      }
     std::vector<double> ref(out.size());
     for (int64_t i = 0; i < n; i++)
       for (int64_t h = 0; h < heads; h++) {
@@ -707,19 +716,20 @@ void test_attention(ts_backend* b, Rng& rng) {
   };
   double e1 = run({1, 1, 1}, {0, 1, 2});                  // prefill of seq b
   double e2 = run({0, 0, 0, 0, 0, 1}, {0, 1, 2, 3, 4, 3}); // prefill of a (rows see each other) + decode of b
-  check(ts_kvcache_grow(ca, 3) == 0 && ts_kvcache_bytes(ca) == 2 * L * 5 * kvh * hd * 4, "kvcache grow to fewer positions is a no-op");
+  const int64_t elem = dt == TS_F32 ? 4 : 2;
+  check(ts_kvcache_grow(ca, 3) == 0 && ts_kvcache_bytes(ca) == 2 * L * 5 * kvh * hd * elem, "kvcache grow to fewer positions is a no-op" + kind);
   const bool grown = ts_kvcache_grow(ca, T) == 0;
-  check(grown, "kvcache grow", grown ? "" : ts_last_error());
+  check(grown, "kvcache grow" + kind, grown ? "" : ts_last_error());
   double e3 = run({1, 0}, {4, 5});                         // decode of both, a past its first size
-  check(e1 <= 1e-5 && e2 <= 1e-5 && e3 <= 1e-5, "attention GQA 4/2 heads, head_dim 18, prefill + mixed decode",
+  check(e1 <= 1e-5 && e2 <= 1e-5 && e3 <= 1e-5, "attention GQA 4/2 heads, head_dim 18, prefill + mixed decode + grown cache" + kind,
         fmt("rel err %.2e", std::max(e1, std::max(e2, e3))));
-  check(ts_kvcache_bytes(ca) == 2 * L * T * kvh * hd * 4, "kvcache bytes");
+  check(ts_kvcache_bytes(ca) == 2 * L * T * kvh * hd * elem, "kvcache bytes" + kind);
   {
     // A copy of a's first 6 positions into a larger cache attends exactly as a does at position 6.
-    ts_kvcache* cc = ts_kvcache_create(b, L, T + 4, kvh, hd);
+    ts_kvcache* cc = ts_kvcache_create_typed(b, L, T + 4, kvh, hd, dt);
     check(ts_kvcache_copy(cc, ca, T + 1) != 0 && std::strstr(ts_last_error(), "tokens = 13"), "kvcache copy past the source's size fails");
     const bool copied = ts_kvcache_copy(cc, ca, 6) == 0;
-    check(copied, "kvcache copy", copied ? "" : ts_last_error());
+    check(copied, "kvcache copy" + kind, copied ? "" : ts_last_error());
     auto q = rand_vec(rng, size_t(heads * hd), -1, 1), k = rand_vec(rng, size_t(kvh * hd), -1, 1), v = rand_vec(rng, size_t(kvh * hd), -1, 1);
     std::vector<float> oa(q.size()), oc(q.size());
     int32_t p6[1] = {6};
@@ -727,10 +737,21 @@ void test_attention(ts_backend* b, Rng& rng) {
     ts_kvcache* one_c[1] = {cc};
     const bool ran = ts_attention(b, layer, 1, one_a, p6, heads, kvh, hd, q.data(), k.data(), v.data(), oa.data()) == 0 &&
                      ts_attention(b, layer, 1, one_c, p6, heads, kvh, hd, q.data(), k.data(), v.data(), oc.data()) == 0;
-    check(ran && oa == oc, "attention over a copied prefix equals the original's");
-    ts_kvcache* other = ts_kvcache_create(b, L, T, kvh + 1, hd);
+    check(ran && oa == oc, "attention over a copied prefix equals the original's" + kind);
+    ts_kvcache* other = ts_kvcache_create_typed(b, L, T, kvh + 1, hd, dt);
     check(ts_kvcache_copy(other, ca, 2) != 0 && std::strstr(ts_last_error(), "kv heads"), "kvcache copy between shapes fails");
     ts_kvcache_free(other);
+    // One dtype per copy and per attention call.
+    const ts_dtype odt = dt == TS_F32 ? TS_BF16 : TS_F32;
+    ts_kvcache* mixed = ts_kvcache_create_typed(b, L, T, kvh, hd, odt);
+    check(ts_kvcache_copy(mixed, ca, 2) != 0 && std::strstr(ts_last_error(), "but src"), "kvcache copy between dtypes fails");
+    ts_kvcache* two[2] = {ca, mixed};
+    int32_t p2[2] = {6, 0};
+    std::vector<float> q2(size_t(2 * heads * hd)), kv2(size_t(2 * kvh * hd)), o2(q2.size());
+    check(ts_attention(b, layer, 2, two, p2, heads, kvh, hd, q2.data(), kv2.data(), kv2.data(), o2.data()) != 0 &&
+              std::strstr(ts_last_error(), "one call takes caches of one dtype"),
+          "attention over caches of two dtypes fails");
+    ts_kvcache_free(mixed);
     ts_kvcache_free(cc);
   }
   ts_kvcache_free(ca);
@@ -1234,7 +1255,14 @@ int main(int argc, char** argv) {
   test_rope(b, rng);
   test_router(b, rng);
   test_predictor(b, rng, variants);
-  test_attention(b, rng);
+  test_attention(b, rng, TS_F32);
+  {
+    Rng half_rng;  // its own stream: the tests after see the inputs they always had
+    half_rng.g.seed(0x6b76);
+    for (ts_dtype dt : {TS_BF16, TS_F16}) test_attention(b, half_rng, dt);
+  }
+  check(ts_kvcache_create_typed(b, 1, 4, 1, 2, TS_I8) == nullptr && std::strstr(ts_last_error(), "not one of F32, BF16, F16"),
+        "an i8 kv cache is refused");
   test_moe(b, rng, variants);
   test_variants_vs_scalar(b, rng, variants);
   test_threads(rng);

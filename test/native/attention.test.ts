@@ -141,3 +141,44 @@ test('copyKvCache: a prefix copied into another cache attends as the original', 
   await expect(backend.copyKvCache(odd, src, 2)).rejects.toThrow(/differ in shape/);
   for (const c of [src, dst, odd]) c.free();
 });
+
+test('bf16 and f16 caches: half the bytes, K/V rounded when written, attention close to f32', async () => {
+  for (const dtype of ['bf16', 'f16'] as const) {
+    const c = backend.createKvCache(LAYERS, MAX_TOKENS, KV_HEADS, HD, dtype);
+    expect(c.bytes).toBe(2 * LAYERS * MAX_TOKENS * KV * 2);
+    const all = new Float32Array(T * Q);
+    await backend.attention(0, T, Array(T).fill(c), Int32Array.from([0, 1, 2, 3, 4, 5]), HEADS, KV_HEADS, HD, q, k, v, all);
+    // Against the reference over K/V as stored (rounded): f32 math only.
+    const round = (x: Float32Array) => {
+      const out = new Float32Array(x.length);
+      for (let i = 0; i < x.length; i++) {
+        if (dtype === 'bf16') {
+          const u = new Uint32Array(Float32Array.of(x[i]).buffer)[0];
+          out[i] = new Float32Array(Uint32Array.of(((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) << 16).buffer)[0];
+        } else {
+          out[i] = f16Round(x[i]);
+        }
+      }
+      return out;
+    };
+    const kr = round(k);
+    const vr = round(v);
+    for (let t = 0; t < T; t++) {
+      expectClose(all.subarray(t * Q, (t + 1) * Q), refAttention(q, kr, vr, t), 1e-5, 1e-4);
+      expectClose(all.subarray(t * Q, (t + 1) * Q), refAttention(q, k, v, t), 2e-2, 2e-2); // and near the f32 answer
+    }
+    c.free();
+  }
+  expect(() => backend.createKvCache(LAYERS, 4, KV_HEADS, HD, 'i8' as never)).toThrow(/dtype must be "f32", "f16" or "bf16"/);
+});
+
+/** Round to the nearest f16 (ties to even), for the values of this test (normal range). */
+function f16Round(x: number): number {
+  if (x === 0) return 0;
+  const e = Math.floor(Math.log2(Math.abs(x)));
+  const ulp = 2 ** (e - 10);
+  const m = x / ulp;
+  const r = Math.round(m);
+  const even = Math.abs(m - Math.trunc(m)) === 0.5 ? 2 * Math.round(m / 2) : r;
+  return even * ulp;
+}

@@ -4,7 +4,7 @@
 // alternatives are the most likely tokens, and penalties change greedy output as defined.
 import { Registry } from '../../core/metrics';
 import type { TextTokenizer } from '../../core/tokenizer';
-import type { Engine } from '../../coordinator/engine';
+import { Engine } from '../../coordinator/engine';
 import { GREEDY } from '../../coordinator/sampler';
 import { Scheduler, type GenerationRequest, type SchedulerOptions } from '../../coordinator/scheduler';
 import { useDemoModel } from './helpers';
@@ -77,5 +77,26 @@ test('presence, frequency and repetition penalties steer greedy decoding away fr
   const repetition = (await s.submit(req(PROMPT, 40, { sampling: { ...GREEDY, repetitionPenalty: 1e6 } })).result).tokenIds;
   expect(repetition.some((t) => PROMPT.includes(t))).toBe(false);
   expect(repetition).not.toEqual(plain);
+  await s.close();
+});
+
+test('a bf16 KV cache holds half the bytes and scores text within rounding of the f32 cache', async () => {
+  const f32 = sched({ prefixCache: false });
+  const gen = await f32.submit(req(PROMPT, 20, { logprobs: 0 })).result;
+  const text = [...PROMPT, ...gen.tokenIds];
+  const want = (await f32.submit(req(text, 0, { promptLogprobs: 0 })).result).promptLogprobs!;
+  await f32.close();
+  const half = new Engine(engine.folder, engine.backend, engine.weights, engine.experts, { kvDtype: 'bf16' });
+  expect(half.kvBytesFor(100)).toBe(engine.kvBytesFor(100) / 2);
+  const s = new Scheduler(half, tok, { metrics: new Registry(), prefixCache: false });
+  const h = s.submit(req(text, 0, { promptLogprobs: 0 }));
+  expect(s.stats.kvBytes).toBe(half.kvBytesFor(text.length)); // prompt + max_tokens 0
+  const got = (await h.result).promptLogprobs!;
+  expect(got.map((e) => e.id)).toEqual(want.map((e) => e.id));
+  const diffs = got.map((e, i) => Math.abs(e.logprob - want[i].logprob));
+  const mean = diffs.reduce((a, b) => a + b, 0) / diffs.length;
+  expect(mean).toBeGreaterThan(0); // it did round
+  expect(mean).toBeLessThan(0.03); // a broken cache is off by nats
+  expect(Math.max(...diffs)).toBeLessThan(0.2);
   await s.close();
 });

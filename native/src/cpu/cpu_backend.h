@@ -70,9 +70,10 @@ struct CpuPredictor : ts_predictor {
 };
 
 struct CpuKvCache : ts_kvcache {
-  std::vector<float> k, v;  // [layers][max_tokens][kv_heads][head_dim]
-  float* k_at(int64_t layer, int64_t pos) { return k.data() + ((layer * max_tokens + pos) * kv_heads) * head_dim; }
-  float* v_at(int64_t layer, int64_t pos) { return v.data() + ((layer * max_tokens + pos) * kv_heads) * head_dim; }
+  std::vector<uint8_t> k, v;  // [layers][max_tokens][kv_heads][head_dim] of dtype
+  size_t offset(int64_t layer, int64_t pos) const { return size_t(((layer * max_tokens + pos) * kv_heads) * head_dim * elem()); }
+  uint8_t* k_at(int64_t layer, int64_t pos) { return k.data() + offset(layer, pos); }
+  uint8_t* v_at(int64_t layer, int64_t pos) { return v.data() + offset(layer, pos); }
 };
 
 // Grows, never shrinks: the hot path allocates only the first time a size is seen.
@@ -139,7 +140,8 @@ ts_expert* expert_create(ts_backend* b, const ts_host_matrix* w1, const ts_host_
 void expert_free(ts_expert* e);
 ts_predictor* predictor_create(ts_backend* b, const ts_host_matrix* fc1, const ts_host_matrix* fc2, ts_dtype store);
 void predictor_free(ts_predictor* p);
-ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim);
+ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim,
+                           ts_dtype dtype);
 void kvcache_free(ts_kvcache* c);
 int kvcache_grow(ts_kvcache* c, int64_t max_tokens);
 int kvcache_copy(ts_kvcache* dst, const ts_kvcache* src, int64_t tokens);

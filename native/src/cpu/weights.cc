@@ -208,7 +208,8 @@ void predictor_free(ts_predictor* p) {
   delete cp;
 }
 
-ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim) {
+ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim,
+                           ts_dtype dtype) {
   auto* c = new (std::nothrow) CpuKvCache();
   if (!c) return ts_fail("out of memory"), nullptr;
   c->owner = b;
@@ -216,13 +217,14 @@ ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, in
   c->max_tokens = max_tokens;
   c->kv_heads = kv_heads;
   c->head_dim = head_dim;
-  const size_t n = size_t(layers * max_tokens * kv_heads * head_dim);
+  c->dtype = dtype;
+  const size_t n = size_t(layers * max_tokens * kv_heads * head_dim * c->elem());
   try {
-    c->k.assign(n, 0.f);
-    c->v.assign(n, 0.f);
+    c->k.assign(n, 0);
+    c->v.assign(n, 0);
   } catch (const std::bad_alloc&) {
     delete c;
-    ts_fail("out of memory allocating a KV cache (" + std::to_string(2 * n * 4) + " bytes)");
+    ts_fail("out of memory allocating a KV cache (" + std::to_string(2 * n) + " bytes)");
     return nullptr;
   }
   return c;

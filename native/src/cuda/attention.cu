@@ -6,6 +6,7 @@
 // head, so each k/v vector is read once per group; its warps run an online
 // softmax over interleaved positions and are merged in shared memory; a last
 // kernel merges the chunks of each (row, head). Scores scaled by 1/sqrt(head_dim).
+// Caches store f32, bf16 or f16 (rounded when written; one dtype per call); the math is f32.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -16,10 +17,10 @@
 namespace tscuda {
 
 struct AttnRow {
-  float* k_dst;         // where this row's k goes (its layer, its position)
-  float* v_dst;
-  const float* k_base;  // position 0 of its cache at this layer
-  const float* v_base;
+  void* k_dst;         // where this row's k goes (its layer, its position)
+  void* v_dst;
+  const void* k_base;  // position 0 of its cache at this layer
+  const void* v_base;
   int pos;
   int pad;
 };
@@ -41,6 +42,21 @@ constexpr int kAttnThreads = 128;  // 4 warps per (row, kv head, chunk)
 constexpr int kGroupMax = 8;       // query heads per kv head
 constexpr int kChunk = 256;        // positions per block
 
+template <int DT>
+__device__ __forceinline__ float kv_load(const void* p, size_t i) {
+  if constexpr (DT == TS_F32) return static_cast<const float*>(p)[i];
+  else if constexpr (DT == TS_BF16) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+  else return __half2float(static_cast<const __half*>(p)[i]);
+}
+
+template <int DT>
+__device__ __forceinline__ void kv_store(void* p, size_t i, float x) {
+  if constexpr (DT == TS_F32) static_cast<float*>(p)[i] = x;
+  else if constexpr (DT == TS_BF16) static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(x);
+  else static_cast<__half*>(p)[i] = __float2half_rn(x);
+}
+
+template <int DT>
 __global__ void k_kv_write(AttnArgs a) {
   pdl_wait();
   pdl_launch_next();
@@ -48,12 +64,12 @@ __global__ void k_kv_write(AttnArgs a) {
   const AttnRow r = a.rows[i];
   const int w = a.kvh * a.hd;
   for (int e = threadIdx.x; e < w; e += blockDim.x) {
-    r.k_dst[e] = a.k[size_t(i) * w + e];
-    r.v_dst[e] = a.v[size_t(i) * w + e];
+    kv_store<DT>(r.k_dst, e, a.k[size_t(i) * w + e]);
+    kv_store<DT>(r.v_dst, e, a.v[size_t(i) * w + e]);
   }
 }
 
-template <int DPL>
+template <int DPL, int DT>
 __global__ void __launch_bounds__(kAttnThreads) k_attn(AttnArgs a) {
   pdl_wait();
   pdl_launch_next();
@@ -79,14 +95,13 @@ __global__ void __launch_bounds__(kAttnThreads) k_attn(AttnArgs a) {
     }
   }
   for (int p = p0 + warp; p < p1; p += nwarps) {
-    const float* kp = row.k_base + (size_t(p) * kvh + g) * hd;
-    const float* vp = row.v_base + (size_t(p) * kvh + g) * hd;
+    const size_t at = (size_t(p) * kvh + g) * hd;
     float kv[DPL], vv[DPL];
 #pragma unroll
     for (int j = 0; j < DPL; ++j) {
       const int d = j * 32 + lane;
-      kv[j] = d < hd ? kp[d] : 0.f;
-      vv[j] = d < hd ? vp[d] : 0.f;
+      kv[j] = d < hd ? kv_load<DT>(row.k_base, at + d) : 0.f;
+      vv[j] = d < hd ? kv_load<DT>(row.v_base, at + d) : 0.f;
     }
     float sc[kGroupMax];
 #pragma unroll
@@ -167,11 +182,21 @@ __global__ void k_attn_merge(AttnArgs a) {
 }
 
 using AttnKernel = void (*)(AttnArgs);
+template <int DT>
 AttnKernel attn_kernel(int64_t hd) {
-  if (hd <= 32) return k_attn<1>;
-  if (hd <= 64) return k_attn<2>;
-  if (hd <= 128) return k_attn<4>;
-  return k_attn<8>;
+  if (hd <= 32) return k_attn<1, DT>;
+  if (hd <= 64) return k_attn<2, DT>;
+  if (hd <= 128) return k_attn<4, DT>;
+  return k_attn<8, DT>;
+}
+
+// The write and attention kernels for the caches' dtype.
+void kernels_for(ts_dtype dt, int64_t hd, AttnKernel* write, AttnKernel* attn) {
+  switch (dt) {
+    case TS_BF16: *write = k_kv_write<TS_BF16>, *attn = attn_kernel<TS_BF16>(hd); break;
+    case TS_F16: *write = k_kv_write<TS_F16>, *attn = attn_kernel<TS_F16>(hd); break;
+    default: *write = k_kv_write<TS_F32>, *attn = attn_kernel<TS_F32>(hd); break;
+  }
 }
 
 }  // namespace
@@ -211,9 +236,10 @@ int attention(ts_backend* tb, int64_t layer, int64_t n, ts_kvcache* const* cache
         auto* rows = reinterpret_cast<AttnRow*>(h + r_off);
         for (int64_t i = 0; i < n; ++i) {
           auto* c = static_cast<KvCache*>(caches[i]);
-          const size_t base = size_t(layer * c->max_tokens) * size_t(kv_heads * head_dim);
-          const size_t at = base + size_t(positions[i]) * size_t(kv_heads * head_dim);
-          rows[i] = AttnRow{c->k + at, c->v + at, c->k + base, c->v + base, positions[i], 0};
+          const size_t row = size_t(kv_heads * head_dim * c->elem());  // bytes per position
+          const size_t base = size_t(layer * c->max_tokens) * row, at = base + size_t(positions[i]) * row;
+          char *k = static_cast<char*>(c->k), *v = static_cast<char*>(c->v);
+          rows[i] = AttnRow{k + at, v + at, k + base, v + base, positions[i], 0};
         }
       },
       [&](char* d) {
@@ -223,9 +249,10 @@ int attention(ts_backend* tb, int64_t layer, int64_t n, ts_kvcache* const* cache
         a.v = reinterpret_cast<const float*>(d + v_off);
         a.part = reinterpret_cast<float*>(d + L.scratch_base() + p_off);
         a.out = reinterpret_cast<float*>(d + L.out_base() + o_off);
-        TS_CUDA(launch(b, true, k_kv_write, dim3(unsigned(n)), dim3(256), 0, a));
-        TS_CUDA(launch(b, true, attn_kernel(head_dim), dim3(unsigned(ns), unsigned(kv_heads), unsigned(n)),
-                       dim3(kAttnThreads), 0, a));
+        AttnKernel write, attn;
+        kernels_for(caches[0]->dtype, head_dim, &write, &attn);  // one dtype per call (checked by the API)
+        TS_CUDA(launch(b, true, write, dim3(unsigned(n)), dim3(256), 0, a));
+        TS_CUDA(launch(b, true, attn, dim3(unsigned(ns), unsigned(kv_heads), unsigned(n)), dim3(kAttnThreads), 0, a));
         TS_CUDA(launch(b, true, k_attn_merge, dim3(unsigned(n), unsigned(heads)),
                        dim3(unsigned(std::min<int64_t>(256, (head_dim + 31) / 32 * 32))), 0, a));
         return 0;
@@ -235,14 +262,16 @@ int attention(ts_backend* tb, int64_t layer, int64_t n, ts_kvcache* const* cache
 
 // ------------------------------------------------------------------ caches
 
-ts_kvcache* kvcache_create(ts_backend* tb, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim) {
+ts_kvcache* kvcache_create(ts_backend* tb, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim,
+                           ts_dtype dtype) {
   Backend* b = as_cuda(tb);
   if (b->activate()) return nullptr;
   auto* c = new (std::nothrow) KvCache();
   if (!c) return ts_fail("out of memory"), nullptr;
-  const size_t bytes = size_t(layers * max_tokens * kv_heads * head_dim) * 4;
-  cudaError_t e = cudaMalloc(reinterpret_cast<void**>(&c->k), bytes);
-  if (e == cudaSuccess) e = cudaMalloc(reinterpret_cast<void**>(&c->v), bytes);
+  c->dtype = dtype;
+  const size_t bytes = size_t(layers * max_tokens * kv_heads * head_dim * c->elem());
+  cudaError_t e = cudaMalloc(&c->k, bytes);
+  if (e == cudaSuccess) e = cudaMalloc(&c->v, bytes);
   if (e == cudaSuccess) e = cudaMemsetAsync(c->k, 0, bytes, b->stream);
   if (e == cudaSuccess) e = cudaMemsetAsync(c->v, 0, bytes, b->stream);
   if (e == cudaSuccess) e = cudaStreamSynchronize(b->stream);
@@ -277,12 +306,12 @@ int kvcache_grow(ts_kvcache* tc, int64_t max_tokens) {
   auto* c = static_cast<KvCache*>(tc);
   Backend* b = as_cuda(c->owner);
   TS_TRY(b->activate());
-  const size_t row = size_t(c->kv_heads * c->head_dim) * 4;
+  const size_t row = size_t(c->kv_heads * c->head_dim * c->elem());
   const size_t bytes = size_t(c->layers * max_tokens) * row;
   const size_t old_pitch = size_t(c->max_tokens) * row, new_pitch = size_t(max_tokens) * row;
-  float *k = nullptr, *v = nullptr;
-  cudaError_t e = cudaMalloc(reinterpret_cast<void**>(&k), bytes);
-  if (e == cudaSuccess) e = cudaMalloc(reinterpret_cast<void**>(&v), bytes);
+  void *k = nullptr, *v = nullptr;
+  cudaError_t e = cudaMalloc(&k, bytes);
+  if (e == cudaSuccess) e = cudaMalloc(&v, bytes);
   if (e == cudaSuccess) e = cudaMemsetAsync(k, 0, bytes, b->stream);
   if (e == cudaSuccess) e = cudaMemsetAsync(v, 0, bytes, b->stream);
   if (e == cudaSuccess)
@@ -311,7 +340,7 @@ int kvcache_copy(ts_kvcache* tdst, const ts_kvcache* tsrc, int64_t tokens) {
   const auto* src = static_cast<const KvCache*>(tsrc);
   Backend* b = as_cuda(dst->owner);
   TS_TRY(b->activate());
-  const size_t row = size_t(dst->kv_heads * dst->head_dim) * 4;
+  const size_t row = size_t(dst->kv_heads * dst->head_dim * dst->elem());
   const size_t dpitch = size_t(dst->max_tokens) * row, spitch = size_t(src->max_tokens) * row, width = size_t(tokens) * row;
   cudaError_t e = cudaMemcpy2DAsync(dst->k, dpitch, src->k, spitch, width, size_t(dst->layers), cudaMemcpyDeviceToDevice, b->stream);
   if (e == cudaSuccess)

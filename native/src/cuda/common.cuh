@@ -100,8 +100,8 @@ struct Predictor : ts_predictor {
   Matrix fc1, fc2;
 };
 struct KvCache : ts_kvcache {
-  float* k = nullptr;  // [layers][max_tokens][kv_heads][head_dim]
-  float* v = nullptr;
+  void* k = nullptr;  // [layers][max_tokens][kv_heads][head_dim] of dtype (f32, bf16 or f16)
+  void* v = nullptr;
 };
 
 // Device buffers of one op: [inputs | outputs | scratch] carved from the arena.
@@ -166,7 +166,8 @@ ts_expert* expert_create(ts_backend* b, const ts_host_matrix* w1, const ts_host_
 void expert_free(ts_expert* e);
 ts_predictor* predictor_create(ts_backend* b, const ts_host_matrix* fc1, const ts_host_matrix* fc2, ts_dtype store);
 void predictor_free(ts_predictor* p);
-ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim);
+ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim,
+                           ts_dtype dtype);
 void kvcache_free(ts_kvcache* c);
 int kvcache_grow(ts_kvcache* c, int64_t max_tokens);
 int kvcache_copy(ts_kvcache* dst, const ts_kvcache* src, int64_t tokens);
