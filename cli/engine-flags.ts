@@ -18,7 +18,8 @@ export interface EngineFlags extends TlsFlags {
   threads: number;
   weights: StoreDType | 'auto';
   dense?: boolean;
-  kvDtype: KvDType;
+  /** KV-cache storage; absent: f32. */
+  kvDtype?: KvDType;
 }
 
 export function addEngineOptions(cmd: Command): Command {
