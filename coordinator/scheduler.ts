@@ -395,11 +395,7 @@ export class Scheduler {
       let hit = this.prefix && r.promptLogprobs === undefined ? this.prefix.match(known, known.length - 1) : null;
       this.makeRoom(bytes, hit?.entry);
       if (hit && !this.prefix!.has(hit.entry)) hit = null;
-      if (this.prefix) {
-        this.m.prefixQueried.inc(undefined, known.length - 1); // the last token is always computed
-        this.m.prefixHit.inc(undefined, hit?.length ?? 0);
-      }
-      try {
+      const allocate = () => {
         if (h.seq) this.engine.allocate(h.seq, tokens);
         else {
           const opts = {
@@ -411,15 +407,26 @@ export class Scheduler {
           h.seq = this.engine.newSequence(r.promptIds, opts, tokens);
           h.detok = new StreamingDetokenizer(this.tokenizer, r.promptIds);
         }
+      };
+      try {
+        this.withNativeMemory(allocate, () => (hit = null));
       } catch (e) {
+        if (e instanceof UserError) {
+          h.fail(e);
+          continue;
+        }
         // Out of native memory (the budget counts what caches hold, not the allocator's
         // fragmentation or a grow's old + new copy): wait for the running ones to give some back.
-        if (this.running.length > 0 && !(e instanceof UserError)) {
+        if (this.running.length > 0) {
           this.waiting.unshift(h);
           break;
         }
-        h.fail(h.seq ? new StepError(e) : e);
+        h.fail(new StepError(e));
         continue;
+      }
+      if (this.prefix) {
+        this.m.prefixQueried.inc(undefined, known.length - 1); // the last token is always computed
+        this.m.prefixHit.inc(undefined, hit?.length ?? 0);
       }
       h.kvBytes = bytes;
       this.kvReserved += bytes;
@@ -429,6 +436,21 @@ export class Scheduler {
         h.copying.catch(() => undefined); // awaited before its first step; it may leave before that
       }
       this.running.push(h);
+    }
+  }
+
+  /**
+   * Runs a native allocation; when it fails and kept prefix caches hold native memory, frees
+   * them (`onCleared` first: a hit into them is gone) and tries once more.
+   */
+  private withNativeMemory<T>(run: () => T, onCleared: () => void = () => undefined): T {
+    try {
+      return run();
+    } catch (e) {
+      if (e instanceof UserError || !this.prefix || this.prefix.size === 0) throw e;
+      onCleared();
+      this.prefix.clear();
+      return run();
     }
   }
 
@@ -455,6 +477,12 @@ export class Scheduler {
     const left = new Set(batch);
     for (const h of batch) {
       if (!left.has(h)) continue; // preempted for an older one
+      if (h.cancelRequested) {
+        // Cancelled during an await of this pass: no room is made for it.
+        left.delete(h);
+        this.endCancelled(h, false);
+        continue;
+      }
       if (h.copying) {
         const copy = h.copying;
         h.copying = null;
@@ -492,18 +520,38 @@ export class Scheduler {
       // Held before the await: a submit meanwhile must not admit into these bytes.
       this.kvReserved += extra;
       h.kvBytes += extra;
-      try {
-        await this.engine.grow(seq, tokens);
-      } catch (e) {
-        this.kvReserved -= extra;
-        h.kvBytes -= extra;
-        left.delete(h);
-        // Likely out of native memory: with others running, requeue it (they give memory back).
-        if (this.running.length > 1) this.preempt(h);
-        else this.leave(h, () => h.fail(new StepError(e)));
+      let error = await this.tryGrow(seq, tokens);
+      // Likely out of native memory. Kept prefixes hold some: free them. Then, as for the budget,
+      // the newest running sequence gives its cache back (requeued); last, this one is requeued.
+      if (error && this.prefix && this.prefix.size > 0) {
+        this.prefix.clear();
+        error = await this.tryGrow(seq, tokens);
       }
+      const newest = this.running[this.running.length - 1];
+      if (error && newest !== h && !h.cancelRequested) {
+        this.preempt(newest);
+        left.delete(newest);
+        error = await this.tryGrow(seq, tokens);
+      }
+      if (!error) continue;
+      this.kvReserved -= extra;
+      h.kvBytes -= extra;
+      left.delete(h);
+      if (h.cancelRequested) this.endCancelled(h, false);
+      else if (this.running.length > 1) this.preempt(h);
+      else this.leave(h, () => h.fail(new StepError(error)));
     }
     return batch.filter((h) => left.has(h));
+  }
+
+  /** engine.grow; its error, or undefined when it grew. */
+  private async tryGrow(seq: Sequence, tokens: number): Promise<unknown> {
+    try {
+      await this.engine.grow(seq, tokens);
+      return undefined;
+    } catch (e) {
+      return e ?? new Error('growing a KV cache failed');
+    }
   }
 
   /**
@@ -523,7 +571,9 @@ export class Scheduler {
     h.preemptions++;
     this.preemptions++;
     this.m.preemptions.inc();
-    this.waiting.unshift(h);
+    // Back in submission order: before every waiting request submitted after it.
+    const at = this.waiting.findIndex((w) => w.id > h.id);
+    this.waiting.splice(at < 0 ? this.waiting.length : at, 0, h);
   }
 
   private kick(): void {

@@ -351,9 +351,10 @@ void test_predict(Pair p, Rng& rng) {
 
 void test_attention(Pair p, Rng& rng) {
   struct Case { int64_t heads, kv, hd; ts_dtype dt; };
-  // f32 caches at every shape; 16-bit caches (both sides round the same way) at two.
+  // f32 caches at every shape; 16-bit caches (both sides round the same way) in every head-dim bucket.
   for (Case c : {Case{4, 2, 16, TS_F32}, Case{8, 2, 128, TS_F32}, Case{6, 6, 64, TS_F32}, Case{16, 2, 32, TS_F32},
-                 Case{2, 1, 256, TS_F32}, Case{8, 2, 128, TS_BF16}, Case{4, 2, 16, TS_F16}}) {
+                 Case{2, 1, 256, TS_F32}, Case{8, 2, 128, TS_BF16}, Case{2, 1, 256, TS_BF16}, Case{4, 2, 16, TS_F16},
+                 Case{6, 6, 64, TS_F16}}) {
     const int64_t layers = 2, max_tokens = 700, layer = 1;
     // A's caches start with room for its prefill only and grow before step 2 (ts_kvcache_grow keeps the K/V)
     const int64_t first_size = 300;

@@ -6,7 +6,8 @@ import { Registry } from '../../core/metrics';
 import type { TextTokenizer } from '../../core/tokenizer';
 import { Engine } from '../../coordinator/engine';
 import { GREEDY } from '../../coordinator/sampler';
-import { QueueFullError, Scheduler, StepError, type GenerationRequest, type SchedulerOptions } from '../../coordinator/scheduler';
+import { QueueFullError, Scheduler, StepError, type GenerationRequest, type SchedulerOptions, type SequenceHandle } from '../../coordinator/scheduler';
+import type { Sequence } from '../../coordinator/sequence';
 import { useDemoModel } from './helpers';
 
 const demo = useDemoModel();
@@ -15,7 +16,7 @@ let tok: TextTokenizer;
 beforeAll(() => ({ engine, tokenizer: tok } = demo));
 
 /** The shared engine with some methods replaced (failures, hooks). */
-const hooked = (over: Partial<Pick<Engine, 'grow' | 'copyPrefix'>>): Engine => Object.assign(Object.create(engine) as Engine, over);
+const hooked = (over: Partial<Pick<Engine, 'grow' | 'copyPrefix' | 'newSequence'>>): Engine => Object.assign(Object.create(engine) as Engine, over);
 
 /** An engine whose next grow first runs what `arm` was given (set once the handles exist). */
 function growHook(): { engine: Engine; arm: (f: () => void) => void } {
@@ -304,27 +305,88 @@ test('a cache that cannot grow or a prefix that cannot be copied fails its own s
   await s2.close();
 });
 
-test('a grow that fails while others run requeues the sequence instead of failing it; it finishes with the same tokens', async () => {
-  const want = await (async () => {
+describe('a grow that fails (out of native memory) while others run', () => {
+  const solo = async (p: number[], n: number) => {
     const plain = sched();
-    const r = (await plain.submit(greedy(prompt(6, 51), 30)).result).tokenIds;
+    const r = (await plain.submit(greedy(p, n)).result).tokenIds;
     await plain.close();
     return r;
-  })();
-  let failures = 1;
-  const flaky = hooked({
-    grow: async (seq, tokens) => {
-      if (failures-- > 0) throw new Error('out of device memory');
-      return engine.grow(seq, tokens);
+  };
+  /** An engine whose grow fails once for the sequence `target()` returns. */
+  const failOnceFor = (target: () => Sequence | null) => {
+    let failed = false;
+    return hooked({
+      grow: async (seq, tokens) => {
+        if (!failed && seq === target()) {
+          failed = true;
+          throw new Error('out of device memory');
+        }
+        return engine.grow(seq, tokens);
+      },
+    });
+  };
+
+  test('the newest is requeued, recomputes, and finishes with the tokens it has alone', async () => {
+    const [pOld, pNew] = [prompt(6, 52), prompt(6, 51)];
+    const want = [await solo(pOld, 40), await solo(pNew, 30)];
+    let young: SequenceHandle | null = null;
+    const s = sched({ kvGrowTokens: 4 }, failOnceFor(() => young?.seq ?? null));
+    const [old, y] = s.submitAll([greedy(pOld, 40), greedy(pNew, 30)]);
+    young = y;
+    expect([(await old.result).tokenIds, (await y.result).tokenIds]).toEqual(want);
+    expect([old.preemptions, y.preemptions]).toEqual([0, 1]);
+    expect(s.stats.kvBytes).toBe(0);
+    await s.close();
+  });
+
+  test('for the oldest, the newest gives its cache back instead: the oldest keeps its progress', async () => {
+    const [pOld, pNew] = [prompt(6, 53), prompt(6, 54)];
+    const want = [await solo(pOld, 40), await solo(pNew, 30)];
+    let oldest: SequenceHandle | null = null;
+    const s = sched({ kvGrowTokens: 4 }, failOnceFor(() => oldest?.seq ?? null));
+    const [o, young] = s.submitAll([greedy(pOld, 40), greedy(pNew, 30)]);
+    oldest = o;
+    expect([(await o.result).tokenIds, (await young.result).tokenIds]).toEqual(want);
+    expect([o.preemptions, young.preemptions]).toEqual([0, 1]);
+    await s.close();
+  });
+});
+
+test('a sequence cancelled while another grows gets no room made for it (nothing live is preempted for it)', async () => {
+  const hook = growHook();
+  const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(34) }, hook.engine);
+  // Three caches of 10 in 34; a and c alone fit to their end (16 each), but not b grown beside them.
+  const [a, b, c] = s.submitAll([greedy(prompt(6, 57), 10), greedy(prompt(6, 58), 10), greedy(prompt(6, 59), 10)]);
+  hook.arm(() => b.cancel());
+  expect((await b.result).finishReason).toBe('cancelled');
+  await Promise.all([a.result, c.result]);
+  expect(c.preemptions).toBe(0);
+  await s.close();
+});
+
+test('a cache that cannot be allocated frees the kept prefixes and tries again; prefix metrics count the request once', async () => {
+  const metrics = new Registry();
+  let failNext = false;
+  const e = hooked({
+    newSequence: (...args) => {
+      if (failNext) {
+        failNext = false;
+        throw new Error('cannot allocate device memory for the KV cache');
+      }
+      return engine.newSequence(...args);
     },
   });
-  const s = sched({ kvGrowTokens: 4 }, flaky);
-  const [other, h] = s.submitAll([greedy(prompt(6, 52), 40), greedy(prompt(6, 51), 30)]);
-  const r = await h.result;
-  expect(r.tokenIds).toEqual(want);
-  expect(h.preemptions + other.preemptions).toBe(1);
-  await other.result;
-  expect(s.stats.kvBytes).toBe(0);
+  const s = new Scheduler(e, tok, { metrics, prefillBudget: 64 });
+  const p = prompt(40, 60);
+  const first = await s.submit(greedy(p, 4)).result;
+  expect(s.stats.prefixCacheBytes).toBeGreaterThan(0);
+  failNext = true;
+  const h = s.submit(greedy(p, 4));
+  expect(h.cachedTokens).toBe(0); // its hit was in the prefixes that were freed
+  expect(s.stats.prefixCacheBytes).toBe(0);
+  expect((await h.result).tokenIds).toEqual(first.tokenIds);
+  expect(metrics.text()).toMatch(/turbosparse_prefix_cache_queried_tokens_total 78\b/);
+  expect(metrics.text()).toMatch(/turbosparse_prefix_cache_hit_tokens_total 0\b/);
   await s.close();
 });
 
