@@ -176,7 +176,8 @@ export class Engine {
         continue;
       }
       const row = logitRow(p.logitPositions.length - 1);
-      const token = sample(applyPenalties(row, seq.opts.sampling, seq.promptIds, seq.outputIds), seq.opts.sampling, seq.rng);
+      const banned = seq.outputIds.length < (seq.opts.minTokens ?? 0) ? seq.opts.stopIds : [];
+      const token = sample(applyPenalties(row, seq.opts.sampling, seq.promptIds, seq.outputIds, banned), seq.opts.sampling, seq.rng);
       const stop = seq.opts.stopIds.includes(token);
       sampled.push({ seq, token, stop, logits: row });
       if (stop) {

@@ -1,13 +1,17 @@
-// Turns one row of logits into a token: penalties (repetition, then frequency
-// and presence, as vLLM orders them), then greedy at temperature 0, otherwise
-// temperature -> top-k -> top-p (nucleus) -> a draw from a seeded generator,
-// so the same seed gives the same tokens.
+// Turns one row of logits into a token: logit bias, penalties (repetition, then
+// frequency and presence, as vLLM orders them), then greedy at temperature 0,
+// otherwise temperature -> min-p -> top-k -> top-p (nucleus) -> a draw from a
+// seeded generator, so the same seed gives the same tokens.
 
 export interface SamplingParams {
   temperature: number; // 0 = greedy
   topK: number; // 0 = off
   topP: number; // 1 = off
   seed?: number;
+  /** vLLM/llama.cpp: drop tokens less likely than minP times the most likely one. 0 = off. */
+  minP?: number;
+  /** OpenAI logit_bias: added to these tokens' logits (-100 bans, +100 forces). */
+  logitBias?: ReadonlyMap<number, number>;
   /** OpenAI: subtracted once from every token already in the output. 0 = off. */
   presencePenalty?: number;
   /** OpenAI: subtracted per occurrence of a token in the output. 0 = off. */
@@ -78,7 +82,9 @@ export function sample(logits: Float32Array, p: SamplingParams, rng: Rng): numbe
   // Only tokens within reach of the maximum can be drawn: select them in one pass
   // instead of sorting the whole vocabulary (32k+) for every token.
   const maxLogit = logits[argmax(logits)];
-  const floor = maxLogit - NEGLIGIBLE_LOGIT_GAP * p.temperature;
+  // min-p: p_i >= minP * p_max  <=>  logit_i >= maxLogit + T * ln(minP).
+  const minP = p.minP ?? 0;
+  const floor = maxLogit - (minP > 0 ? Math.min(NEGLIGIBLE_LOGIT_GAP, -Math.log(minP)) : NEGLIGIBLE_LOGIT_GAP) * p.temperature;
   let ids: number[];
   if (p.topK > 0) {
     ids = topKIds(logits, p.topK, floor);
@@ -104,13 +110,24 @@ export function sample(logits: Float32Array, p: SamplingParams, rng: Rng): numbe
   return ids[ids.length - 1];
 }
 
-/** The logits with the penalties applied (a copy), or the same array when none is set. */
-export function applyPenalties(logits: Float32Array, p: SamplingParams, promptIds: readonly number[], outputIds: readonly number[]): Float32Array {
+/**
+ * The logits with the logit bias and penalties applied, and `banned` tokens (stop ids before
+ * min_tokens) at -Infinity: a copy, or the same array when there is nothing to do.
+ */
+export function applyPenalties(
+  logits: Float32Array,
+  p: SamplingParams,
+  promptIds: readonly number[],
+  outputIds: readonly number[],
+  banned: readonly number[] = [],
+): Float32Array {
   const rep = p.repetitionPenalty ?? 1;
   const freq = p.frequencyPenalty ?? 0;
   const pres = p.presencePenalty ?? 0;
-  if (rep === 1 && freq === 0 && pres === 0) return logits;
+  const bias = p.logitBias;
+  if (rep === 1 && freq === 0 && pres === 0 && !bias?.size && banned.length === 0) return logits;
   const out = logits.slice();
+  if (bias) for (const [id, b] of bias) out[id] += b;
   if (rep !== 1) {
     const seen = new Set<number>(promptIds);
     for (const id of outputIds) seen.add(id);
@@ -121,5 +138,6 @@ export function applyPenalties(logits: Float32Array, p: SamplingParams, promptId
     for (const id of outputIds) counts.set(id, (counts.get(id) ?? 0) + 1);
     for (const [id, c] of counts) out[id] -= freq * c + pres;
   }
+  for (const id of banned) out[id] = -Infinity;
   return out;
 }

@@ -61,6 +61,8 @@ export interface GenerationRequest {
   stopIds?: number[];
   /** Strings that end generation; the text is cut before the first match. */
   stopStrings?: string[];
+  /** Stop ids cannot end it before this many tokens (vLLM's min_tokens). */
+  minTokens?: number;
   /** Called for every new piece of output, in order. */
   onDelta?: (delta: Delta) => void;
   /** Report each generated token's log-probability with this many alternatives (undefined: none). */
@@ -402,6 +404,7 @@ export class Scheduler {
             sampling: r.sampling,
             maxTokens: r.maxTokens,
             stopIds: r.stopIds ?? this.tokenizer.eosIds,
+            minTokens: r.minTokens,
             promptLogprobs: r.promptLogprobs,
           };
           h.seq = this.engine.newSequence(r.promptIds, opts, tokens);

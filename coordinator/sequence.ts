@@ -10,6 +10,8 @@ export interface SequenceOptions {
   maxTokens: number;
   /** Token ids that end the sequence (EOS); not included in the output. */
   stopIds: number[];
+  /** Stop ids cannot be sampled before this many tokens are out (vLLM's min_tokens). */
+  minTokens?: number;
   /** Keep the logits of every prompt position (for --dump-logits). */
   keepPromptLogits?: boolean;
   /** Record the log-probability of every prompt token after the first, with this many alternatives. */

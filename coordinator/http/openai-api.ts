@@ -31,6 +31,8 @@ export interface Prepared {
   sampling: SamplingParams;
   stopStrings: string[];
   stopIds: number[];
+  /** Stop ids cannot end a choice before this many tokens. */
+  minTokens: number;
   stream: boolean;
   includeUsage: boolean;
   returnTokenIds: boolean;
@@ -177,6 +179,22 @@ export class OpenAIApi {
     const stop = b.stop == null ? [] : typeof b.stop === 'string' ? [b.stop] : b.stop;
     if (stop.some((s) => s === '')) throw badRequest('stop: stop strings must not be empty', 'stop');
     const topK = b.top_k ?? 0;
+    const vocab = this.scheduler.engine.config.vocabSize;
+    const logitBias = new Map<number, number>();
+    for (const [key, bias] of Object.entries(b.logit_bias ?? {})) {
+      const id = Number(key);
+      if (!/^\d+$/.test(key) || id >= vocab) {
+        throw badRequest(`logit_bias: key "${key}" is not a token id (0..${vocab - 1})`, 'logit_bias');
+      }
+      logitBias.set(id, bias);
+    }
+    const stopTokenIds = b.stop_token_ids ?? [];
+    const badStop = stopTokenIds.find((id) => id >= vocab);
+    if (badStop !== undefined) throw badRequest(`stop_token_ids: ${badStop} is not a token id (0..${vocab - 1})`, 'stop_token_ids');
+    const minTokens = b.min_tokens ?? 0;
+    if (minTokens > maxTokens) {
+      throw badRequest(`min_tokens: ${minTokens} is more than ${maxField} = ${maxTokens}: lower min_tokens`, 'min_tokens');
+    }
     return {
       endpoint,
       prompts,
@@ -186,13 +204,16 @@ export class OpenAIApi {
         temperature: b.temperature ?? 1,
         topP: b.top_p ?? 1,
         topK: topK < 0 ? 0 : topK,
+        minP: b.min_p ?? 0,
+        logitBias: logitBias.size ? logitBias : undefined,
         seed: b.seed ?? undefined,
         presencePenalty: b.presence_penalty ?? 0,
         frequencyPenalty: b.frequency_penalty ?? 0,
         repetitionPenalty: b.repetition_penalty ?? 1,
       },
       stopStrings: [...stop, ...extraStops],
-      stopIds: b.ignore_eos ? extraStopIds : [...this.tokenizer.eosIds, ...extraStopIds],
+      stopIds: [...(b.ignore_eos ? [] : this.tokenizer.eosIds), ...extraStopIds, ...stopTokenIds],
+      minTokens,
       stream: b.stream === true,
       includeUsage: b.stream_options?.include_usage === true,
       returnTokenIds: b.return_token_ids === true,
@@ -232,6 +253,7 @@ export class OpenAIApi {
           // Same seed, different samples: the j-th choice of a prompt draws with seed + j.
           sampling: { ...p.sampling, seed: p.sampling.seed === undefined ? undefined : p.sampling.seed + j },
           stopIds: p.stopIds,
+          minTokens: p.minTokens,
           stopStrings: p.stopStrings,
           logprobs,
           promptLogprobs: p.echo && logprobs !== undefined ? logprobs : undefined,

@@ -19,6 +19,11 @@ const common = {
   top_p: z.number().gt(0).max(1).nullish(),
   /** vLLM extension: -1 or 0 = off. */
   top_k: z.number().int().min(-1).nullish(),
+  /** vLLM extension: drop tokens less likely than min_p times the most likely one. */
+  min_p: z.number().min(0).max(1).nullish(),
+  /** vLLM extensions: more token ids that end generation; stop ids and EOS not before min_tokens. */
+  stop_token_ids: z.array(tokenId).max(64).nullish(),
+  min_tokens: z.number().int().nonnegative().nullish(),
   n: z.number().int().min(1).max(128).nullish(),
   stop: z.union([z.string(), z.array(z.string()).max(16)]).nullish(),
   seed: z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER).nullish(),
@@ -33,7 +38,8 @@ const common = {
   frequency_penalty: z.number().min(-2).max(2).nullish(),
   /** vLLM extension: > 1 discourages tokens already in the prompt or output, 1 = off. */
   repetition_penalty: z.number().gt(0).max(10).nullish(),
-  logit_bias: neutral(z.record(z.string(), z.number()), (v) => Object.keys(v).length === 0, 'logit_bias'),
+  /** Token id (as a string) -> bias added to its logit. */
+  logit_bias: z.record(z.string(), z.number().min(-100).max(100)).nullish(),
 };
 
 export const completionBody = z.object({

@@ -81,4 +81,30 @@ describe('sampler', () => {
     expect(e.top[0].logprob).toBeCloseTo(Math.log(0.6), 6);
     expect(logprobEntry(l, 0, 0).top).toEqual([]);
   });
+
+  test('min-p keeps the tokens at least min_p times as likely as the best one', () => {
+    const l = Float32Array.from([0.5, 0.3, 0.15, 0.05].map(Math.log));
+    const drawn = (minP: number) => {
+      const rng = new Rng(21);
+      const seen = new Set<number>();
+      for (let i = 0; i < 3000; i++) seen.add(sample(l, { temperature: 1, topK: 0, topP: 1, minP }, rng));
+      return [...seen].sort();
+    };
+    expect(drawn(0)).toEqual([0, 1, 2, 3]);
+    expect(drawn(0.2)).toEqual([0, 1, 2]); // p >= 0.1
+    expect(drawn(0.5)).toEqual([0, 1]); // p >= 0.25
+    expect(drawn(1)).toEqual([0]);
+  });
+
+  test('logit bias is added before the penalties; banned tokens (stop ids before min_tokens) cannot be drawn', () => {
+    const l = Float32Array.from([2, -1, 0.5, 3, 1]);
+    const biased = applyPenalties(l, { ...GREEDY, logitBias: new Map([[1, 10], [3, -100]]) }, [], []);
+    expect(Array.from(biased)).toEqual([2, 9, 0.5, -97, 1]);
+    expect(sample(biased, GREEDY, new Rng(1))).toBe(1);
+    const banned = applyPenalties(l, GREEDY, [], [], [3, 0]);
+    expect(banned[3]).toBe(-Infinity);
+    expect(sample(banned, GREEDY, new Rng(1))).toBe(4);
+    const rng = new Rng(2);
+    for (let i = 0; i < 200; i++) expect([0, 3]).not.toContain(sample(banned, { temperature: 2, topK: 0, topP: 1 }, rng));
+  });
 });

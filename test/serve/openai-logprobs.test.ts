@@ -101,3 +101,47 @@ test('penalties reach the sampler: a strong repetition penalty changes greedy ou
   const presence = await client.completions.create({ ...body, presence_penalty: 2, frequency_penalty: 2 } as never);
   expect(presence.choices[0].text).not.toBe(plain.choices[0].text);
 });
+
+describe('logit_bias, min_p, stop_token_ids, min_tokens', () => {
+  const body = { model: 'demo', prompt: PROMPT, max_tokens: 8, temperature: 0, ignore_eos: true, return_token_ids: true };
+  const ids = async (extra: object) => ((await client.completions.create({ ...body, ...extra } as never)).choices[0] as unknown as { token_ids: number[]; finish_reason: string });
+
+  test('logit_bias +100 forces a token, -100 bans the greedy choice', async () => {
+    const plain = await ids({});
+    const forced = await ids({ logit_bias: { '42': 100 } });
+    expect(forced.token_ids).toEqual(Array(8).fill(42));
+    const banned = await ids({ logit_bias: { [String(plain.token_ids[0])]: -100 } });
+    expect(banned.token_ids).not.toContain(plain.token_ids[0]);
+  });
+
+  test('stop_token_ids end a choice at that token (not in the output); min_tokens holds them off', async () => {
+    const plain = await ids({});
+    const stopAt = plain.token_ids[3];
+    const first = plain.token_ids.indexOf(stopAt);
+    const stopped = await ids({ stop_token_ids: [stopAt] });
+    expect(stopped.finish_reason).toBe('stop');
+    expect(stopped.token_ids).toEqual(plain.token_ids.slice(0, first));
+    const held = await ids({ stop_token_ids: [plain.token_ids[0]], min_tokens: 3 });
+    expect(held.token_ids.length).toBeGreaterThanOrEqual(3);
+    expect(held.token_ids.slice(0, 3)).not.toContain(plain.token_ids[0]);
+  });
+
+  test('min_p 1 at a high temperature is greedy', async () => {
+    const plain = await ids({});
+    const minP = await ids({ temperature: 1.5, min_p: 1, seed: 7 });
+    expect(minP.token_ids).toEqual(plain.token_ids);
+  });
+
+  test('bad values are 400s naming the field', async () => {
+    for (const [extra, param] of [
+      [{ logit_bias: { abc: 1 } }, 'logit_bias'],
+      [{ logit_bias: { '99999': 1 } }, 'logit_bias'],
+      [{ logit_bias: { '5': 101 } }, 'logit_bias.5'],
+      [{ stop_token_ids: [99999] }, 'stop_token_ids'],
+      [{ min_tokens: 9 }, 'min_tokens'],
+      [{ min_p: 1.5 }, 'min_p'],
+    ] as const) {
+      await expect(client.completions.create({ ...body, ...extra } as never)).rejects.toMatchObject({ status: 400, param });
+    }
+  });
+});
