@@ -21,6 +21,8 @@ export interface GenerateFlags extends EngineFlags {
   temperature: number;
   topK: number;
   topP: number;
+  /** Drop tokens less likely than minP x the best one; absent or 0: off. */
+  minP?: number;
   seed?: number;
   json?: boolean;
   dumpLogits?: string;
@@ -37,6 +39,7 @@ export function registerGenerate(program: Command): void {
     .option('--temperature <t>', 'sampling temperature; 0 = greedy', floatOption('--temperature', 0, 100), 0.8)
     .option('--top-k <k>', 'keep the k most likely tokens; 0 = off', intOption('--top-k'), 40)
     .option('--top-p <p>', 'nucleus sampling mass; 1 = off', floatOption('--top-p', 0, 1), 0.95)
+    .option('--min-p <p>', 'drop tokens less likely than p times the most likely one; 0 = off', floatOption('--min-p', 0, 1), 0)
     .option('--seed <s>', 'random seed (same seed, same tokens)', intOption('--seed'))
     .option('--json', 'print one JSON object {tokens, text, stats} instead of streaming text')
     .option('--dump-logits <file>', 'write the logits at every prompt position to a safetensors file (tensor "logits")');
@@ -112,7 +115,7 @@ export async function generateWith(engine: Engine, flags: GenerateFlags): Promis
     const run = () =>
       generate(engine, tok, {
         promptIds,
-        sampling: { temperature: flags.temperature, topK: flags.topK, topP: flags.topP, seed: flags.seed },
+        sampling: { temperature: flags.temperature, topK: flags.topK, topP: flags.topP, minP: flags.minP, seed: flags.seed },
         maxTokens: flags.maxTokens,
         keepPromptLogits: flags.dumpLogits !== undefined,
         onText: stream ? (t) => process.stdout.write(t) : undefined,

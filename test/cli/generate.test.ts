@@ -199,3 +199,24 @@ describeGolden('generate --json --dump-logits on the golden tiny-a', () => {
     expect(out.text).toBe(plain.text); // the EOS adds no text
   }, 60000);
 });
+
+test('--min-p reaches the sampler: min-p 1 at temperature 1.5 gives the greedy tokens; out of range is one line', async () => {
+  const engine = await loadEngine({ modelDir: tmp.dir, device: 'cpu', threads: 1, log: () => undefined });
+  try {
+    const run = async (over: Partial<GenerateFlags>) =>
+      JSON.parse((await capture(() => generateWith(engine, flags({ maxTokens: 12, json: true, ...over })))).stdout).tokens;
+    const greedy = await run({});
+    expect(await run({ temperature: 1.5, topP: 1, minP: 1, seed: 3 })).toEqual(greedy);
+    expect(await run({ temperature: 1.5, topP: 1, seed: 3 })).not.toEqual(greedy); // without it the draws differ
+  } finally {
+    await engine.close();
+  }
+  const err = await capture(async () => {
+    try {
+      await buildProgram().exitOverride().parseAsync(['node', 'turbosparse', 'generate', '--model', tmp.dir, '--min-p', '2'], { from: 'node' });
+    } catch (e) {
+      reportError(e);
+    }
+  });
+  expect(err.stderr).toMatch(/--min-p/);
+}, 60000);
