@@ -12,7 +12,18 @@ import type { GenerationRequest, GenerationResult, Scheduler, SequenceHandle } f
 import { ApiError, badRequest } from './errors';
 import type { LogprobEntry } from '../logprobs';
 import { chatLogprobs, completionLogprobs, tokenTexts, type CompletionLogprobs, type TokenTexts } from './logprobs-format';
-import { chatBody, completionBody, messageText, parseBody, parsePrompt, type ChatBody, type CompletionBody, type Endpoint } from './schemas';
+import {
+  chatBody,
+  completionBody,
+  detokenizeBody,
+  messageText,
+  parseBody,
+  parsePrompt,
+  tokenizeBody,
+  type ChatBody,
+  type CompletionBody,
+  type Endpoint,
+} from './schemas';
 
 export interface OpenAIApiOptions {
   scheduler: Scheduler;
@@ -98,15 +109,7 @@ export class OpenAIApi {
     }
     const b = parseBody(chatBody, body);
     this.checkModel(b.model);
-    const messages: ChatMessage[] = b.messages.map((m, i) => ({
-      role: m.role,
-      content: messageText(m.content, i),
-      ...(m.name !== undefined ? { name: m.name } : {}),
-    }));
-    const text = this.chatTemplate.render(messages);
-    // A template that writes BOS itself must not get a second one from the tokenizer.
-    const bos = this.chatTemplate.bosToken;
-    const ids = this.tokenizer.encode(text, bos && text.startsWith(bos) ? { addBos: false } : {});
+    const ids = this.chatIds(b.messages);
     const field = b.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
     // OpenAI's default is "the rest of the context"; here also no more than the KV budget holds,
     // so a request without max_tokens runs (finish_reason "length" at that point) instead of a 400.
@@ -124,6 +127,39 @@ export class OpenAIApi {
     );
     prepared.logprobs = b.logprobs ? (b.top_logprobs ?? 0) : null;
     return prepared;
+  }
+
+  /** Chat messages through the template, tokenized as generation sees them. */
+  private chatIds(messages: ChatBody['messages']): number[] {
+    const text = this.chatTemplate.render(
+      messages.map((m, i): ChatMessage => ({
+        role: m.role,
+        content: messageText(m.content, i),
+        ...(m.name !== undefined ? { name: m.name } : {}),
+      })),
+    );
+    // A template that writes BOS itself must not get a second one from the tokenizer.
+    const bos = this.chatTemplate.bosToken;
+    return this.tokenizer.encode(text, bos && text.startsWith(bos) ? { addBos: false } : {});
+  }
+
+  /** POST /tokenize (vLLM): the ids a prompt, or chat messages, become. */
+  tokenize(body: unknown): { count: number; max_model_len: number; tokens: number[] } {
+    const b = parseBody(tokenizeBody, body);
+    this.checkModel(b.model);
+    if ((b.prompt == null) === (b.messages == null)) throw badRequest('prompt: give either prompt or messages', 'prompt');
+    const tokens = b.messages ? this.chatIds(b.messages) : this.tokenizer.encode(b.prompt!, b.add_special_tokens === false ? { addBos: false } : {});
+    return { count: tokens.length, max_model_len: this.contextLength, tokens };
+  }
+
+  /** POST /detokenize (vLLM): the text of ids. */
+  detokenize(body: unknown): { prompt: string } {
+    const b = parseBody(detokenizeBody, body);
+    this.checkModel(b.model);
+    const vocab = this.scheduler.engine.config.vocabSize;
+    const bad = b.tokens.findIndex((id) => id >= vocab);
+    if (bad >= 0) throw badRequest(`tokens[${bad}]: ${b.tokens[bad]} is not a token id (0..${vocab - 1})`, `tokens[${bad}]`);
+    return { prompt: this.tokenizer.decode(b.tokens) };
   }
 
   private checkModel(model: string | null | undefined): void {

@@ -70,6 +70,21 @@ export const chatBody = z.object({
   response_format: neutral(z.object({ type: z.string() }), (v) => v.type === 'text', 'response_format other than text'),
 });
 
+/** vLLM's POST /tokenize: a prompt, or chat messages (through the chat template). */
+export const tokenizeBody = z.object({
+  model: z.string().nullish(),
+  prompt: z.string().nullish(),
+  messages: z.array(message).min(1).nullish(),
+  /** prompt only: add BOS as generation does (default true). */
+  add_special_tokens: z.boolean().nullish(),
+});
+
+/** vLLM's POST /detokenize. */
+export const detokenizeBody = z.object({
+  model: z.string().nullish(),
+  tokens: z.array(tokenId),
+});
+
 export type CompletionBody = z.infer<typeof completionBody>;
 export type ChatBody = z.infer<typeof chatBody>;
 export type Endpoint = 'completions' | 'chat.completions';

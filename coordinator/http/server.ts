@@ -2,6 +2,7 @@
 //
 //   POST /v1/completions, POST /v1/chat/completions   (stream: true -> server-sent events)
 //   GET  /v1/models, /health, /ready, /metrics
+//   POST /tokenize, /detokenize (vLLM's; behind the API key like /v1/*)
 //
 // `createHttpServer` is apart from the CLI so tests bind port 0. Every failure
 // becomes an OpenAI error object with its status; nothing a client sends can
@@ -136,11 +137,17 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
       res.end(reg.text());
       return;
     }
-    if (path.startsWith('/v1/') && !authorized(req)) {
+    const tokenizing = path === '/tokenize' || path === '/detokenize';
+    if ((path.startsWith('/v1/') || tokenizing) && !authorized(req)) {
       throw new ApiError(401, 'Incorrect or missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', null, 'invalid_api_key');
     }
     for (const route of opts.routes ?? []) if (route(req, res, path)) return;
     if (path === '/v1/models') return method === 'GET' ? sendJson(res, 200, api.models()) : notAllowed(method, path);
+    if (tokenizing) {
+      if (method !== 'POST') return notAllowed(method, path);
+      const body = await readJson(req, maxBody);
+      return sendJson(res, 200, path === '/tokenize' ? api.tokenize(body) : api.detokenize(body));
+    }
     const endpoint = ROUTES[path];
     if (endpoint) return method === 'POST' ? generate(endpoint, req, res) : notAllowed(method, path);
     throw new ApiError(404, `no route ${method} ${url.pathname}`, 'invalid_request_error', null, 'not_found');
@@ -193,7 +200,9 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
 
 function routeLabel(url: string | undefined): string {
   const p = (url ?? '/').split('?')[0].replace(/\/+$/, '') || '/';
-  return ['/v1/completions', '/v1/chat/completions', '/v1/models', '/health', '/ready', '/metrics'].includes(p) ? p : 'other';
+  return ['/v1/completions', '/v1/chat/completions', '/v1/models', '/tokenize', '/detokenize', '/health', '/ready', '/metrics'].includes(p)
+    ? p
+    : 'other';
 }
 
 function notAllowed(method: string, path: string): never {

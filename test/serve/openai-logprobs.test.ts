@@ -145,3 +145,34 @@ describe('logit_bias, min_p, stop_token_ids, min_tokens', () => {
     }
   });
 });
+
+describe('POST /tokenize and /detokenize (vLLM)', () => {
+  const post = async (path: string, body: object) => {
+    const res = await fetch(`${demo.server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: res.status, json: (await res.json()) as any };
+  };
+
+  test('a prompt and chat messages tokenize as generation sees them; ids detokenize back', async () => {
+    const t = await post('/tokenize', { prompt: PROMPT });
+    expect(t.status).toBe(200);
+    const gen = await client.completions.create({ model: 'demo', prompt: PROMPT, max_tokens: 1 });
+    expect(t.json.count).toBe(gen.usage!.prompt_tokens);
+    expect(t.json.tokens).toHaveLength(t.json.count);
+    expect(t.json.max_model_len).toBe(demo.engine.config.maxPositionEmbeddings);
+    expect((await post('/detokenize', { tokens: t.json.tokens })).json).toEqual({ prompt: PROMPT });
+    const bare = await post('/tokenize', { prompt: PROMPT, add_special_tokens: false });
+    expect(bare.json.tokens).toEqual(t.json.tokens.slice(t.json.count - bare.json.count));
+
+    const messages = [{ role: 'user', content: 'hello there' }];
+    const chat = await client.chat.completions.create({ model: 'demo', messages: messages as never, max_tokens: 1 });
+    expect((await post('/tokenize', { messages })).json.count).toBe(chat.usage!.prompt_tokens);
+  });
+
+  test('bad bodies are 400s naming the field; GET is a 405', async () => {
+    expect((await post('/tokenize', { prompt: 'a', messages: [{ role: 'user', content: 'b' }] })).json.error.param).toBe('prompt');
+    expect((await post('/tokenize', {})).status).toBe(400);
+    const far = await post('/detokenize', { tokens: [1, 99999] });
+    expect([far.status, far.json.error.param]).toEqual([400, 'tokens[1]']);
+    expect((await fetch(`${demo.server.url}/tokenize`)).status).toBe(405);
+  });
+});
