@@ -1,6 +1,8 @@
-// logprobs, echo and penalties through the HTTP API with the official client, on a small
-// demo model: the shapes OpenAI documents, streamed = whole, and echo + logprobs +
-// max_tokens 0 scoring a text the way lm-eval's loglikelihood requests do.
+// The OpenAI and vLLM request fields beyond the basics, through the HTTP API with the
+// official client on a small demo model: logprobs (the shapes OpenAI documents, streamed =
+// whole, echo + logprobs + max_tokens 0 scoring text the way lm-eval's loglikelihood
+// requests do), penalties, logit_bias, min_p, stop_token_ids, min_tokens, and vLLM's
+// /tokenize and /detokenize.
 import OpenAI from 'openai';
 import { useDemoModel } from './helpers';
 
