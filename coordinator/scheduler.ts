@@ -11,8 +11,9 @@
 // is also the only time a KV cache is created, grown or freed (a step owns its caches).
 //
 // Prefix caching (coordinator/prefix-cache.ts): a finished sequence's cache is kept in the
-// unused part of the budget; a request starting with the same tokens copies them instead
-// of prefilling them. Kept caches are evicted (least recently used) before anything waits.
+// unused part of the budget; a request starting with the same tokens as a kept cache, or
+// as a running sequence's computed ones, copies them instead of prefilling them. Kept
+// caches are evicted (least recently used) before anything waits.
 //
 // KV budget, as vLLM does it: a sequence holds cache for what it has plus some room
 // (kvGrowTokens), not for prompt + max_tokens, and grows by a quarter (at least
@@ -22,6 +23,7 @@
 import { UserError } from '../core/errors';
 import { metrics as globalMetrics, type Registry } from '../core/metrics';
 import { StreamingDetokenizer, type TextTokenizer } from '../core/tokenizer';
+import type { NativeKvCache } from '../core/native';
 import type { Engine } from './engine';
 import { logprobEntry, type LogprobEntry } from './logprobs';
 import { PrefixCache, type PrefixEntry } from './prefix-cache';
@@ -394,9 +396,9 @@ export class Scheduler {
       this.waiting.shift();
       // Prompt logprobs need every prompt position computed: no copies for them.
       const known = h.seq ? Array.from({ length: h.seq.length }, (_, i) => h.seq!.tokenAt(i)) : r.promptIds;
-      let hit = this.prefix && r.promptLogprobs === undefined ? this.prefix.match(known, known.length - 1) : null;
+      let hit = this.prefix && r.promptLogprobs === undefined ? this.findPrefix(known, known.length - 1) : null;
       this.makeRoom(bytes, hit?.entry);
-      if (hit && !this.prefix!.has(hit.entry)) hit = null;
+      if (hit?.entry && !this.prefix!.has(hit.entry)) hit = null;
       const allocate = () => {
         if (h.seq) this.engine.allocate(h.seq, tokens);
         else {
@@ -412,7 +414,9 @@ export class Scheduler {
         }
       };
       try {
-        this.withNativeMemory(allocate, () => (hit = null));
+        this.withNativeMemory(allocate, () => {
+          if (hit?.entry) hit = null; // kept prefixes are freed; a running sequence's cache stays
+        });
       } catch (e) {
         if (e instanceof UserError) {
           h.fail(e);
@@ -435,11 +439,31 @@ export class Scheduler {
       this.kvReserved += bytes;
       h.cachedTokens = hit?.length ?? 0;
       if (hit) {
-        h.copying = this.engine.copyPrefix(h.seq!, hit.entry.cache, hit.length);
+        h.copying = this.engine.copyPrefix(h.seq!, hit.cache, hit.length);
         h.copying.catch(() => undefined); // awaited before its first step; it may leave before that
       }
       this.running.push(h);
     }
+  }
+
+  /**
+   * The longest start of `tokens` (at most `limit`, at least prefixMinTokens) whose K/V a kept
+   * prefix cache or a running sequence holds. A running sequence's computed positions stay
+   * as they are while it runs (a step writes only past them; a grow or free waits for a
+   * queued copy), so requests sharing a prefix need not wait for the first to finish.
+   */
+  private findPrefix(tokens: readonly number[], limit: number): { cache: NativeKvCache; length: number; entry?: PrefixEntry } | null {
+    const kept = this.prefix!.match(tokens, limit);
+    let best: { cache: NativeKvCache; length: number; entry?: PrefixEntry } | null = kept && { cache: kept.entry.cache, length: kept.length, entry: kept.entry };
+    for (const r of this.running) {
+      const seq = r.seq;
+      if (!seq?.cache || r.copying) continue;
+      const n = Math.min(limit, seq.computed, tokens.length);
+      let i = 0;
+      while (i < n && seq.tokenAt(i) === tokens[i]) i++;
+      if (i >= this.opts.prefixMinTokens && i > (best?.length ?? 0)) best = { cache: seq.cache, length: i };
+    }
+    return best;
   }
 
   /**

@@ -237,6 +237,25 @@ test('a repeated prompt copies its prefix from the finished sequence\'s cache: p
   expect(s.stats.prefixCacheBytes).toBe(0);
 });
 
+test('a request sharing a prefix with a running sequence copies it from that sequence, without waiting for it to finish', async () => {
+  const s = sched({ prefillBudget: 64 });
+  const p = prompt(40, 62);
+  const plain = sched({ prefixCache: false });
+  const want = (await plain.submit(greedy([...p, 7, 8], 6)).result).tokenIds;
+  await plain.close();
+  const first = s.submit(greedy(p, 200));
+  await new Promise<void>((r) => (s.onStep = () => first.tokenIds.length >= 2 && r())); // prefilled, decoding
+  let prefill = 0;
+  s.onStep = (x) => (prefill += x.prefillRows);
+  const second = s.submit(greedy([...p, 7, 8], 6));
+  expect(second.cachedTokens).toBe(40); // the whole shared prompt: first holds it
+  expect((await second.result).tokenIds).toEqual(want);
+  expect(prefill).toBe(2);
+  expect(first.done).toBe(false);
+  first.cancel();
+  await s.close();
+});
+
 test('kept prefix caches give way: running sequences never wait or get preempted for them', async () => {
   const s = sched({ kvGrowTokens: 8, kvBudgetBytes: engine.kvBytesFor(2 * 48) });
   for (let i = 0; i < 4; i++) await s.submit(greedy(prompt(30, 50 + i), 10)).result;
