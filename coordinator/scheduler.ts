@@ -150,6 +150,8 @@ export class SequenceHandle implements AsyncIterable<Delta> {
   callbackError: unknown = undefined;
   /** A stop string matched: text is final. */
   stopMatched = false;
+  /** Stop strings are searched from here (past the text of the first min_tokens tokens). */
+  stopFrom = 0;
   detok: StreamingDetokenizer | null = null;
 
   constructor(
@@ -442,7 +444,9 @@ export class Scheduler {
         h.copying = this.engine.copyPrefix(h.seq!, hit.cache, hit.length);
         h.copying.catch(() => undefined); // awaited before its first step; it may leave before that
       }
-      this.running.push(h);
+      // In submission order (a requeued older one goes back before newer ones): the last is the newest.
+      const at = this.running.findIndex((w) => w.id > h.id);
+      this.running.splice(at < 0 ? this.running.length : at, 0, h);
     }
   }
 
@@ -511,11 +515,12 @@ export class Scheduler {
         continue;
       }
       if (h.copying) {
-        const copy = h.copying;
-        h.copying = null;
+        // Still set while awaited: no request copies from this cache before its copy is in.
         try {
-          await copy;
+          await h.copying;
+          h.copying = null;
         } catch (e) {
+          h.copying = null;
           left.delete(h);
           this.leave(h, () => h.fail(new StepError(e)));
           continue;
@@ -567,6 +572,13 @@ export class Scheduler {
       if (h.cancelRequested) this.endCancelled(h, false);
       else if (this.running.length > 1) this.preempt(h);
       else this.leave(h, () => h.fail(new StepError(error)));
+    }
+    // Cancelled during a later member's await: not stepped (no delta after cancel()).
+    for (const h of batch) {
+      if (left.has(h) && h.cancelRequested) {
+        left.delete(h);
+        this.endCancelled(h);
+      }
     }
     return batch.filter((h) => left.has(h));
   }
@@ -699,11 +711,19 @@ export class Scheduler {
     this.flushText(h, [token], h.stopMatched, logprobs);
   }
 
-  /** Appends decoded text; true when a stop string now matches (the text is cut before it). */
+  /**
+   * Appends decoded text; true when a stop string now matches (the text is cut before it).
+   * The text of the first min_tokens tokens cannot stop it, nor be part of a match.
+   */
   private appendText(h: SequenceHandle, piece: string): boolean {
     if (!piece) return false;
+    if (h.tokenIds.length <= (h.req.minTokens ?? 0)) {
+      h.text += piece;
+      h.stopFrom = h.text.length;
+      return false;
+    }
     const stops = h.req.stopStrings ?? [];
-    const from = Math.max(0, h.text.length - longest(stops) + 1);
+    const from = Math.max(h.stopFrom, h.text.length - longest(stops) + 1);
     h.text += piece;
     let cut = -1;
     for (const s of stops) {

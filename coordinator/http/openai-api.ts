@@ -70,6 +70,9 @@ export class RequestCancelledError extends Error {
   }
 }
 
+/** Tokens one request may bias (each costs work per sampled token). */
+const MAX_LOGIT_BIAS = 1024;
+
 type Choice = { index: number; result: GenerationResult; promptIds: number[]; echo: string | null };
 
 export class OpenAIApi {
@@ -217,11 +220,14 @@ export class OpenAIApi {
     const topK = b.top_k ?? 0;
     const vocab = this.scheduler.engine.config.vocabSize;
     const logitBias = new Map<number, number>();
-    for (const [key, bias] of Object.entries(b.logit_bias ?? {})) {
+    const biases = Object.entries(b.logit_bias ?? {});
+    if (biases.length > MAX_LOGIT_BIAS) throw badRequest(`logit_bias: at most ${MAX_LOGIT_BIAS} tokens, got ${biases.length}`, 'logit_bias');
+    for (const [key, bias] of biases) {
       const id = Number(key);
       if (!/^\d+$/.test(key) || id >= vocab) {
         throw badRequest(`logit_bias: key "${key}" is not a token id (0..${vocab - 1})`, 'logit_bias');
       }
+      if (logitBias.has(id)) throw badRequest(`logit_bias: token ${id} is given twice`, 'logit_bias');
       logitBias.set(id, bias);
     }
     const stopTokenIds = b.stop_token_ids ?? [];

@@ -139,6 +139,8 @@ describe('logit_bias, min_p, stop_token_ids, min_tokens', () => {
       [{ logit_bias: { abc: 1 } }, 'logit_bias'],
       [{ logit_bias: { '99999': 1 } }, 'logit_bias'],
       [{ logit_bias: { '5': 101 } }, 'logit_bias.5'],
+      [{ logit_bias: { '5': 1, '05': 2 } }, 'logit_bias'],
+      [{ logit_bias: Object.fromEntries(Array.from({ length: 1025 }, (_, i) => [String(i % 300) + '0'.repeat(Math.floor(i / 300)), 1])) }, 'logit_bias'],
       [{ stop_token_ids: [99999] }, 'stop_token_ids'],
       [{ min_tokens: 9 }, 'min_tokens'],
       [{ min_p: 1.5 }, 'min_p'],

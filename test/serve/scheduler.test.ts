@@ -409,6 +409,108 @@ test('a cache that cannot be allocated frees the kept prefixes and tries again; 
   await s.close();
 });
 
+describe('third review', () => {
+  test('a request admitted while another sequence awaits its prefix copy does not copy from that sequence', async () => {
+    let gate: (() => void) | null = null;
+    let arm = false;
+    const e = hooked({
+      copyPrefix: async (seq, src, tokens) => {
+        if (!arm) return engine.copyPrefix(seq, src, tokens);
+        arm = false;
+        seq.computed = tokens; // as the engine does, before the copy is in
+        await new Promise<void>((r) => (gate = r));
+        throw new Error('copy failed');
+      },
+    });
+    const s = sched({ prefillBudget: 64 }, e);
+    const p = prompt(40, 63);
+    const plain = sched({ prefixCache: false });
+    const want = (await plain.submit(greedy([...p, 7, 8], 4)).result).tokenIds;
+    await plain.close();
+    await s.submit(greedy(p, 2)).result; // keeps its cache
+    await new Promise((r) => setTimeout(r, 10)); // the loop is idle
+    arm = true;
+    const b = s.submit(greedy([...p, 7], 4)); // copies from the kept cache: the copy hangs, then fails
+    (s as unknown as { prefix: { clear(): void } }).prefix.clear();
+    const c = s.submit(greedy([...p, 7, 8], 4)); // B looks computed, but its copy is not in
+    expect(c.cachedTokens).toBe(0);
+    gate!();
+    await expect(b.result).rejects.toThrow(/copy failed/);
+    expect((await c.result).tokenIds).toEqual(want);
+    await s.close();
+  });
+
+  test('an older sequence requeued after failed grows keeps its age: newer ones are preempted first', async () => {
+    const reqs = [prompt(6, 64), prompt(6, 65), prompt(6, 66)];
+    const solo = sched({ prefixCache: false });
+    const want: number[][] = [];
+    for (const p of reqs) want.push((await solo.submit(greedy(p, 20)).result).tokenIds);
+    await solo.close();
+    let oldest: SequenceHandle | null = null;
+    let failures = 2;
+    const e = hooked({
+      grow: async (seq, tokens) => {
+        if (seq === oldest?.seq && failures-- > 0) throw new Error('out of device memory');
+        return engine.grow(seq, tokens);
+      },
+    });
+    const s = sched({ kvGrowTokens: 4, kvBudgetBytes: engine.kvBytesFor(70), prefixCache: false }, e);
+    // The batch runs oldest first and the last running sequence is the one preempted: age order always.
+    const running = () => (s as unknown as { running: SequenceHandle[] }).running.map((h) => h.id);
+    let unordered = 0;
+    let readmittedBesideOthers = false;
+    s.onStep = () => {
+      const ids = running();
+      if (ids.some((id, i) => i > 0 && id < ids[i - 1])) unordered++;
+      if (hs[0].preemptions > 0 && ids.length > 1 && ids.includes(hs[0].id)) readmittedBesideOthers = true;
+    };
+    const hs = s.submitAll(reqs.map((p) => greedy(p, 20)));
+    oldest = hs[0];
+    expect((await Promise.all(hs.map((h) => h.result))).map((r) => r.tokenIds)).toEqual(want);
+    expect(readmittedBesideOthers).toBe(true); // the case this test is about happened
+    expect(unordered).toBe(0);
+    await s.close();
+  });
+
+  test('min_tokens also holds off stop strings (their match starts after the first min_tokens tokens)', async () => {
+    const s = sched();
+    const p = prompt(7, 67);
+    const base = await s.submit(greedy(p, 12)).result;
+    const stop = base.text.slice(0, 2);
+    expect((await s.submit(greedy(p, 12, { stopStrings: [stop] })).result).tokenIds.length).toBeLessThan(8);
+    const held = await s.submit(greedy(p, 12, { stopStrings: [stop], minTokens: 8 })).result;
+    expect(held.tokenIds.length).toBeGreaterThanOrEqual(8);
+    expect(held.tokenIds).toEqual(base.tokenIds.slice(0, held.tokenIds.length));
+    await s.close();
+  });
+
+  test('a sequence cancelled while a later one in the batch grows gets no more deltas', async () => {
+    let target: SequenceHandle | null = null;
+    let onTargetGrow: (() => void) | null = null;
+    const e = hooked({
+      grow: async (seq, tokens) => {
+        if (seq === target?.seq) onTargetGrow?.();
+        return engine.grow(seq, tokens);
+      },
+    });
+    const s = sched({ kvGrowTokens: 4 }, e);
+    let cancelled = false;
+    let late = 0;
+    const a = s.submit(greedy(prompt(6, 68), 30, { onDelta: () => cancelled && late++ }));
+    const b = s.submit(greedy(prompt(7, 69), 30));
+    target = b;
+    onTargetGrow = () => {
+      onTargetGrow = null;
+      a.cancel();
+      cancelled = true;
+    };
+    expect((await a.result).finishReason).toBe('cancelled');
+    expect(late).toBe(0);
+    await b.result;
+    await s.close();
+  });
+});
+
 test('cancel: a waiting request leaves without running, a running one at the next step', async () => {
   const p = prompt(6, 9);
   const s = sched({ kvBudgetBytes: engine.kvBytesFor(p.length + 500), maxQueue: 4 });
