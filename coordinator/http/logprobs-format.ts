@@ -7,18 +7,21 @@ import type { TextTokenizer } from '../../core/tokenizer';
 import type { LogprobEntry } from '../logprobs';
 
 export interface TokenTexts {
-  /** Text of `id` following `prev` (the previous token of the sequence, if any). */
-  text(prev: number | undefined, id: number): string;
+  /** Texts of tokens following `prev` (the previous token of the sequence, if any); `prev` is decoded once. */
+  after(prev: number | undefined): (id: number) => string;
   bytes(id: number, text: string): number[];
 }
 
 export function tokenTexts(tok: TextTokenizer): TokenTexts {
+  const decode = (ids: number[]) => tok.decode(ids, { skipSpecial: false });
   return {
-    text(prev, id) {
-      if (prev === undefined) return tok.decode([id], { skipSpecial: false });
-      const before = tok.decode([prev], { skipSpecial: false });
-      const both = tok.decode([prev, id], { skipSpecial: false });
-      return both.startsWith(before) ? both.slice(before.length) : tok.decode([id], { skipSpecial: false });
+    after(prev) {
+      if (prev === undefined) return (id) => decode([id]);
+      const before = decode([prev]);
+      return (id) => {
+        const both = decode([prev, id]);
+        return both.startsWith(before) ? both.slice(before.length) : decode([id]);
+      };
     },
     bytes(id, text) {
       const b = tok.byteValue(id);
@@ -48,14 +51,15 @@ export function completionLogprobs(
 ): CompletionLogprobs {
   const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
   ids.forEach((id, i) => {
-    const before = i > 0 ? ids[i - 1] : prev;
-    const text = texts.text(before, id);
+    const after = texts.after(i > 0 ? ids[i - 1] : prev);
+    const text = after(id);
     const e = entries[i];
     out.tokens.push(text);
     out.token_logprobs.push(e ? e.logprob : null);
     if (e) {
       const top: Record<string, number> = {};
-      for (const t of [...e.top, e]) top[texts.text(before, t.id)] ??= t.logprob;
+      for (const t of e.top) top[t.id === id ? text : after(t.id)] ??= t.logprob;
+      top[text] ??= e.logprob;
       out.top_logprobs.push(top);
     } else out.top_logprobs.push(null);
     out.text_offset.push(offset);
@@ -72,14 +76,14 @@ export interface ChatTokenLogprob {
 }
 
 export function chatLogprobs(texts: TokenTexts, entries: readonly LogprobEntry[], prev: number | undefined): { content: ChatTokenLogprob[] } {
-  const one = (before: number | undefined, id: number, logprob: number) => {
-    const token = texts.text(before, id);
-    return { token, logprob, bytes: texts.bytes(id, token) };
-  };
   return {
     content: entries.map((e, i) => {
-      const before = i > 0 ? entries[i - 1].id : prev;
-      return { ...one(before, e.id, e.logprob), top_logprobs: e.top.map((t) => one(before, t.id, t.logprob)) };
+      const after = texts.after(i > 0 ? entries[i - 1].id : prev);
+      const one = (id: number, logprob: number) => {
+        const token = after(id);
+        return { token, logprob, bytes: texts.bytes(id, token) };
+      };
+      return { ...one(e.id, e.logprob), top_logprobs: e.top.map((t) => one(t.id, t.logprob)) };
     }),
   };
 }
