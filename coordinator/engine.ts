@@ -177,14 +177,14 @@ export class Engine {
       }
       const row = logitRow(p.logitPositions.length - 1);
       const banned = seq.outputIds.length < (seq.opts.minTokens ?? 0) ? seq.opts.stopIds : [];
-      const token = sample(applyPenalties(row, seq.opts.sampling, seq.promptIds, seq.outputIds, banned), seq.opts.sampling, seq.rng);
+      const token = sample(applyPenalties(row, seq.opts.sampling, seq.history, banned), seq.opts.sampling, seq.rng);
       const stop = seq.opts.stopIds.includes(token);
       sampled.push({ seq, token, stop, logits: row });
       if (stop) {
         seq.finished = 'stop';
         continue;
       }
-      seq.outputIds.push(token);
+      seq.pushOutput(token);
       if (seq.outputIds.length >= seq.opts.maxTokens || seq.length >= this.config.maxPositionEmbeddings) {
         seq.finished = 'length';
       }

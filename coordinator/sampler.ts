@@ -111,16 +111,33 @@ export function sample(logits: Float32Array, p: SamplingParams, rng: Rng): numbe
 }
 
 /**
+ * What the penalties look at, kept up to date as tokens come out (not rebuilt per token):
+ * how often each token came out, and (built on first use, for the repetition penalty) the
+ * set of tokens in the prompt or the output.
+ */
+export class TokenHistory {
+  readonly counts = new Map<number, number>();
+  private seenSet: Set<number> | null = null;
+
+  constructor(private readonly promptIds: readonly number[], outputIds: readonly number[] = []) {
+    for (const id of outputIds) this.add(id);
+  }
+
+  add(id: number): void {
+    this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
+    this.seenSet?.add(id);
+  }
+
+  get seen(): ReadonlySet<number> {
+    return (this.seenSet ??= new Set([...this.promptIds, ...this.counts.keys()]));
+  }
+}
+
+/**
  * The logits with the logit bias and penalties applied, and `banned` tokens (stop ids before
  * min_tokens) at -Infinity: a copy, or the same array when there is nothing to do.
  */
-export function applyPenalties(
-  logits: Float32Array,
-  p: SamplingParams,
-  promptIds: readonly number[],
-  outputIds: readonly number[],
-  banned: readonly number[] = [],
-): Float32Array {
+export function applyPenalties(logits: Float32Array, p: SamplingParams, history: TokenHistory, banned: readonly number[] = []): Float32Array {
   const rep = p.repetitionPenalty ?? 1;
   const freq = p.frequencyPenalty ?? 0;
   const pres = p.presencePenalty ?? 0;
@@ -128,16 +145,8 @@ export function applyPenalties(
   if (rep === 1 && freq === 0 && pres === 0 && !bias?.size && banned.length === 0) return logits;
   const out = logits.slice();
   if (bias) for (const [id, b] of bias) out[id] += b;
-  if (rep !== 1) {
-    const seen = new Set<number>(promptIds);
-    for (const id of outputIds) seen.add(id);
-    for (const id of seen) out[id] = out[id] > 0 ? out[id] / rep : out[id] * rep;
-  }
-  if (freq !== 0 || pres !== 0) {
-    const counts = new Map<number, number>();
-    for (const id of outputIds) counts.set(id, (counts.get(id) ?? 0) + 1);
-    for (const [id, c] of counts) out[id] -= freq * c + pres;
-  }
+  if (rep !== 1) for (const id of history.seen) out[id] = out[id] > 0 ? out[id] / rep : out[id] * rep;
+  if (freq !== 0 || pres !== 0) for (const [id, c] of history.counts) out[id] -= freq * c + pres;
   for (const id of banned) out[id] = -Infinity;
   return out;
 }

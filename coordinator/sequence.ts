@@ -1,7 +1,7 @@
 // One generation: its prompt, what it has produced, its KV cache and sampler state.
 import type { NativeKvCache } from '../core/native';
 import type { LogprobEntry } from './logprobs';
-import { Rng, type SamplingParams } from './sampler';
+import { Rng, TokenHistory, type SamplingParams } from './sampler';
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';
 
@@ -27,6 +27,8 @@ export class Sequence {
   /** promptLogprobs[k]: prompt token k + 1 (the first token has none); kept through a preemption. */
   readonly promptLogprobs: LogprobEntry[] = [];
   readonly rng: Rng;
+  /** For the penalties; grows with the output (pushOutput). */
+  readonly history: TokenHistory;
 
   constructor(
     readonly id: number,
@@ -36,6 +38,13 @@ export class Sequence {
     readonly opts: SequenceOptions,
   ) {
     this.rng = new Rng(opts.sampling.seed ?? Math.floor(Math.random() * 2 ** 52));
+    this.history = new TokenHistory(promptIds);
+  }
+
+  /** Appends a generated token. */
+  pushOutput(token: number): void {
+    this.outputIds.push(token);
+    this.history.add(token);
   }
 
   get length(): number {

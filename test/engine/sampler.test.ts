@@ -1,5 +1,5 @@
 import { logprobEntry } from '../../coordinator/logprobs';
-import { applyPenalties, argmax, GREEDY, Rng, sample } from '../../coordinator/sampler';
+import { applyPenalties, argmax, GREEDY, Rng, sample, TokenHistory } from '../../coordinator/sampler';
 
 describe('sampler', () => {
   const logits = Float32Array.from([0.1, 2.0, 1.9, -1, 0.5, 1.95]);
@@ -62,14 +62,14 @@ describe('sampler', () => {
 
   test('penalties: repetition scales seen logits toward lower, then frequency and presence subtract per output count', () => {
     const l = Float32Array.from([2, -1, 0.5, 3, 1]);
-    expect(applyPenalties(l, GREEDY, [0], [1])).toBe(l); // none set: the same array
-    const rep = applyPenalties(l, { ...GREEDY, repetitionPenalty: 2 }, [0, 1], [1, 3]);
+    expect(applyPenalties(l, GREEDY, new TokenHistory([0], [1]))).toBe(l); // none set: the same array
+    const rep = applyPenalties(l, { ...GREEDY, repetitionPenalty: 2 }, new TokenHistory([0, 1], [1, 3]));
     expect(Array.from(rep)).toEqual([1, -2, 0.5, 1.5, 1]);
-    const fp = applyPenalties(l, { ...GREEDY, frequencyPenalty: 0.5, presencePenalty: 0.25 }, [0], [3, 3, 1]);
+    const fp = applyPenalties(l, { ...GREEDY, frequencyPenalty: 0.5, presencePenalty: 0.25 }, new TokenHistory([0], [3, 3, 1]));
     expect(Array.from(fp)).toEqual([2, -1.75, 0.5, 3 - 1 - 0.25, 1]);
     expect(Array.from(l)).toEqual([2, -1, 0.5, 3, 1]); // the model's logits are left alone
     // Greedy after a presence penalty moves off the penalised best token.
-    expect(sample(applyPenalties(l, { ...GREEDY, presencePenalty: 2 }, [], [3]), GREEDY, new Rng(1))).toBe(0);
+    expect(sample(applyPenalties(l, { ...GREEDY, presencePenalty: 2 }, new TokenHistory([], [3])), GREEDY, new Rng(1))).toBe(0);
   });
 
   test('logprob entries are log-softmax of the raw logits with the most likely alternatives first', () => {
@@ -98,10 +98,10 @@ describe('sampler', () => {
 
   test('logit bias is added before the penalties; banned tokens (stop ids before min_tokens) cannot be drawn', () => {
     const l = Float32Array.from([2, -1, 0.5, 3, 1]);
-    const biased = applyPenalties(l, { ...GREEDY, logitBias: new Map([[1, 10], [3, -100]]) }, [], []);
+    const biased = applyPenalties(l, { ...GREEDY, logitBias: new Map([[1, 10], [3, -100]]) }, new TokenHistory([]));
     expect(Array.from(biased)).toEqual([2, 9, 0.5, -97, 1]);
     expect(sample(biased, GREEDY, new Rng(1))).toBe(1);
-    const banned = applyPenalties(l, GREEDY, [], [], [3, 0]);
+    const banned = applyPenalties(l, GREEDY, new TokenHistory([]), [3, 0]);
     expect(banned[3]).toBe(-Infinity);
     expect(sample(banned, GREEDY, new Rng(1))).toBe(4);
     const rng = new Rng(2);
