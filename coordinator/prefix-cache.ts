@@ -14,6 +14,14 @@ export interface PrefixEntry {
   used: number;
 }
 
+/** How many leading tokens a and b share, at most `limit`. */
+export function commonPrefix(a: readonly number[], b: readonly number[], limit = Infinity): number {
+  const n = Math.min(limit, a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
+}
+
 export class PrefixCache {
   private readonly entries: PrefixEntry[] = [];
   private clock = 0;
@@ -35,9 +43,7 @@ export class PrefixCache {
   match(tokens: readonly number[], limit: number): { entry: PrefixEntry; length: number } | null {
     let best: { entry: PrefixEntry; length: number } | null = null;
     for (const entry of this.entries) {
-      const n = Math.min(limit, entry.tokens.length, tokens.length);
-      let i = 0;
-      while (i < n && entry.tokens[i] === tokens[i]) i++;
+      const i = commonPrefix(entry.tokens, tokens, limit);
       if (i >= this.minTokens && (!best || i > best.length)) best = { entry, length: i };
     }
     if (best) best.entry.used = ++this.clock;
@@ -51,7 +57,7 @@ export class PrefixCache {
    */
   insert(tokens: readonly number[], cache: NativeKvCache, bytes: number): boolean {
     if (tokens.length < this.minTokens) return false;
-    const startsWith = (a: readonly number[], b: readonly number[]) => b.length <= a.length && b.every((t, i) => a[i] === t);
+    const startsWith = (a: readonly number[], b: readonly number[]) => commonPrefix(a, b) === b.length;
     const covering = this.entries.find((e) => startsWith(e.tokens, tokens));
     if (covering) {
       covering.used = ++this.clock;

@@ -18,8 +18,9 @@
 // KV budget, as vLLM does it: a sequence holds cache for what it has plus some room
 // (kvGrowTokens), not for prompt + max_tokens, and grows by a quarter (at least
 // kvGrowTokens) when a step would pass its end. When the budget cannot cover a growth,
-// the newest running sequence is preempted: its cache is freed and it goes back to the
-// front of the queue, keeping its output, to recompute prompt + output when it returns.
+// the newest running sequence is preempted: its cache is freed and it rejoins the queue in
+// submission order (ahead of every newer request), keeping its output, to recompute prompt +
+// output when it returns.
 import { UserError } from '../core/errors';
 import { metrics as globalMetrics, type Registry } from '../core/metrics';
 import { StreamingDetokenizer, type TextTokenizer } from '../core/tokenizer';
@@ -297,16 +298,9 @@ export class Scheduler {
    */
   maxTokensFitting(promptTokens: number): number {
     const room = this.engine.config.maxPositionEmbeddings - promptTokens;
-    if (room < 0 || this.kvBytesFor(promptTokens, 0) > this.opts.kvBudgetBytes) return -1;
-    // kvBytesFor grows with the tokens: the largest m in [0, room] that fits.
-    let lo = 0;
-    let hi = room;
-    while (lo < hi) {
-      const mid = Math.ceil((lo + hi) / 2);
-      if (this.kvBytesFor(promptTokens, mid) <= this.opts.kvBudgetBytes) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
+    // KV bytes are linear in the positions.
+    const fit = Math.floor(this.opts.kvBudgetBytes / this.engine.kvBytesFor(1)) - promptTokens;
+    return room < 0 || fit < 0 ? -1 : Math.min(room, fit);
   }
 
   /** One sequence; see submitAll. */
@@ -397,7 +391,7 @@ export class Scheduler {
       if (this.kvReserved + bytes > this.opts.kvBudgetBytes) break;
       this.waiting.shift();
       // Prompt logprobs need every prompt position computed: no copies for them.
-      const known = h.seq ? Array.from({ length: h.seq.length }, (_, i) => h.seq!.tokenAt(i)) : r.promptIds;
+      const known = h.seq ? h.seq.tokens() : r.promptIds;
       let hit = this.prefix && r.promptLogprobs === undefined ? this.findPrefix(known, known.length - 1) : null;
       this.makeRoom(bytes, hit?.entry);
       if (hit?.entry && !this.prefix!.has(hit.entry)) hit = null;
@@ -445,8 +439,7 @@ export class Scheduler {
         h.copying.catch(() => undefined); // awaited before its first step; it may leave before that
       }
       // In submission order (a requeued older one goes back before newer ones): the last is the newest.
-      const at = this.running.findIndex((w) => w.id > h.id);
-      this.running.splice(at < 0 ? this.running.length : at, 0, h);
+      insertById(this.running, h);
     }
   }
 
@@ -462,6 +455,7 @@ export class Scheduler {
     for (const r of this.running) {
       const seq = r.seq;
       if (!seq?.cache || r.copying) continue;
+      // Compared in place (no copy of every running sequence's tokens per admission).
       const n = Math.min(limit, seq.computed, tokens.length);
       let i = 0;
       while (i < n && seq.tokenAt(i) === tokens[i]) i++;
@@ -611,8 +605,7 @@ export class Scheduler {
     this.preemptions++;
     this.m.preemptions.inc();
     // Back in submission order: before every waiting request submitted after it.
-    const at = this.waiting.findIndex((w) => w.id > h.id);
-    this.waiting.splice(at < 0 ? this.waiting.length : at, 0, h);
+    insertById(this.waiting, h);
   }
 
   private kick(): void {
@@ -787,7 +780,7 @@ export class Scheduler {
     if (seq) {
       const cache = seq.cache;
       if (keep && this.prefix && cache && !h.copying) {
-        const tokens = Array.from({ length: seq.computed }, (_, j) => seq.tokenAt(j));
+        const tokens = seq.tokens(seq.computed);
         if (this.prefix.insert(tokens, cache, h.kvBytes)) seq.cache = null; // the prefix cache owns it now
       }
       this.engine.release(seq);
@@ -797,6 +790,12 @@ export class Scheduler {
     h.copying = null;
     settle();
   }
+}
+
+/** Inserts h before the first handle submitted after it (lists kept in submission order). */
+function insertById(list: SequenceHandle[], h: SequenceHandle): void {
+  const at = list.findIndex((w) => w.id > h.id);
+  list.splice(at < 0 ? list.length : at, 0, h);
 }
 
 function longest(stops: string[]): number {

@@ -50,6 +50,10 @@ export class Sequence {
   get length(): number {
     return this.promptIds.length + this.outputIds.length;
   }
+  /** The first n tokens (default all): prompt, then output. */
+  tokens(n = this.length): number[] {
+    return [...this.promptIds, ...this.outputIds].slice(0, n);
+  }
   tokenAt(i: number): number {
     return i < this.promptIds.length ? this.promptIds[i] : this.outputIds[i - this.promptIds.length];
   }

@@ -56,7 +56,7 @@ export interface StatusJson {
 }
 
 /** A gauge's or counter's value summed over its series (those matching `labels`), or null when no such metric (e.g. no scheduler here). */
-function gaugeValue(reg: Registry, name: string, labels: Record<string, string> = {}): number | null {
+function metricValue(reg: Registry, name: string, labels: Record<string, string> = {}): number | null {
   const m = reg.get(name);
   if (!m || (m.type !== 'gauge' && m.type !== 'counter')) return null;
   const series = m.json().series.filter((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v));
@@ -115,15 +115,15 @@ export function buildStatus(obs: EngineObservability, service = 'turbosparse-coo
     hottest,
     throughput: snap.throughput,
     queue: {
-      running: gaugeValue(reg, 'turbosparse_scheduler_running_sequences'),
-      waiting: gaugeValue(reg, 'turbosparse_scheduler_waiting_requests'),
-      jobs_waiting: gaugeValue(reg, 'turbosparse_queue_jobs', { state: 'waiting' }),
-      kv_used_bytes: gaugeValue(reg, 'turbosparse_kv_cache_reserved_bytes'),
-      kv_budget_bytes: gaugeValue(reg, 'turbosparse_kv_cache_budget_bytes'),
-      prefix_cache_bytes: gaugeValue(reg, 'turbosparse_prefix_cache_bytes'),
-      prefix_cache_hit_tokens: gaugeValue(reg, 'turbosparse_prefix_cache_hit_tokens_total'),
-      prefix_cache_queried_tokens: gaugeValue(reg, 'turbosparse_prefix_cache_queried_tokens_total'),
-      preemptions: gaugeValue(reg, 'turbosparse_scheduler_preemptions_total'),
+      running: metricValue(reg, 'turbosparse_scheduler_running_sequences'),
+      waiting: metricValue(reg, 'turbosparse_scheduler_waiting_requests'),
+      jobs_waiting: metricValue(reg, 'turbosparse_queue_jobs', { state: 'waiting' }),
+      kv_used_bytes: metricValue(reg, 'turbosparse_kv_cache_reserved_bytes'),
+      kv_budget_bytes: metricValue(reg, 'turbosparse_kv_cache_budget_bytes'),
+      prefix_cache_bytes: metricValue(reg, 'turbosparse_prefix_cache_bytes'),
+      prefix_cache_hit_tokens: metricValue(reg, 'turbosparse_prefix_cache_hit_tokens_total'),
+      prefix_cache_queried_tokens: metricValue(reg, 'turbosparse_prefix_cache_queried_tokens_total'),
+      preemptions: metricValue(reg, 'turbosparse_scheduler_preemptions_total'),
     },
     totals: snap.totals,
   };
