@@ -13,6 +13,8 @@
 //   lat.labels({ node: 'a' }).observe(0.004);
 //   res.setHeader('content-type', PROMETHEUS_CONTENT_TYPE); res.end(reg.text());
 
+import { logOnce } from './log-once';
+
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 export type LabelValues = Record<string, string | number>;
@@ -346,11 +348,10 @@ export interface RegistryOptions {
 
 export class Registry {
   private readonly metrics = new Map<string, Metric<unknown>>();
-  private readonly log: (line: string) => void;
-  private readonly reported = new Set<string>();
+  private readonly report: (msg: string) => void;
 
   constructor(opts: RegistryOptions = {}) {
-    this.log = opts.log ?? ((line) => process.stderr.write(line + '\n'));
+    this.report = logOnce(opts.log ?? ((line) => process.stderr.write(line + '\n')));
   }
 
   private register<M extends Metric<unknown>>(m: M): M {
@@ -399,11 +400,7 @@ export class Registry {
       try {
         f();
       } catch (e) {
-        const msg = `metrics: an onCollect callback failed (${e instanceof Error ? e.message : String(e)}); the others still ran`;
-        if (!this.reported.has(msg) && this.reported.size < 100) {
-          this.reported.add(msg);
-          this.log(msg);
-        }
+        this.report(`metrics: an onCollect callback failed (${e instanceof Error ? e.message : String(e)}); the others still ran`);
       }
     }
     for (const m of this.metrics.values()) if (m instanceof Gauge) m.collect();

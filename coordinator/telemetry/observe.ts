@@ -38,6 +38,7 @@ import type { Sequence } from '../sequence';
 import { summariseBatch, type ExpertCallRecord } from './expert-calls';
 import { ExpertStats } from './expert-stats';
 import { CallMetrics, coordinatorMetrics, type CoordinatorMetrics } from './metrics';
+import { logOnce } from '../../core/log-once';
 
 /** How much of a request is traced: request spans only, + step spans, + layer and expert-call spans. */
 export type TraceDetail = 'requests' | 'steps' | 'layers';
@@ -137,7 +138,8 @@ export class EngineObservability {
   readonly detail: TraceDetail;
   readonly modelName: string;
   readonly startedAt = Date.now();
-  private readonly log: (line: string) => void;
+  /** A bookkeeping bug must not break the token path or a scrape: one line per distinct message. */
+  private readonly report: (msg: string) => void;
   /** Run before every step (observeScheduler binds newly admitted sequences here). */
   readonly beforeStep: (() => void)[] = [];
   private readonly pending = new Map<string, PendingCall[]>();
@@ -161,7 +163,7 @@ export class EngineObservability {
     const tel = opts.telemetry ?? currentTelemetry();
     this.tracer = tel?.enabled ? tel.tracer : undefined;
     this.detail = opts.detail ?? detailFromEnv();
-    this.log = opts.log ?? ((line) => process.stderr.write(line + '\n'));
+    this.report = logOnce(opts.log ?? ((line) => process.stderr.write(line + '\n')));
     this.metrics = coordinatorMetrics(opts.registry ?? defaultRegistry);
     this.calls = new CallMetrics(this.metrics, engine.config.intermediateSize);
     this.stats = new ExpertStats(engine.config.intermediateSize);
@@ -213,14 +215,8 @@ export class EngineObservability {
     d.length = 0;
   }
 
-  private readonly reported = new Set<string>();
-
-  /** A bookkeeping bug must not break the token path or a scrape: one line per distinct message. */
   private reportRecordError(e: unknown): void {
-    const msg = `observability: an expert call record failed (${e instanceof Error ? e.message : String(e)}); it is dropped`;
-    if (this.reported.has(msg) || this.reported.size >= 100) return;
-    this.reported.add(msg);
-    this.log(msg);
+    this.report(`observability: an expert call record failed (${e instanceof Error ? e.message : String(e)}); it is dropped`);
   }
 
   // ---- instrumentation of the engine instance ----
