@@ -159,10 +159,15 @@ export class OpenAIApi {
   detokenize(body: unknown): { prompt: string } {
     const b = parseBody(detokenizeBody, body);
     this.checkModel(b.model);
-    const vocab = this.scheduler.engine.config.vocabSize;
-    const bad = b.tokens.findIndex((id) => id >= vocab);
-    if (bad >= 0) throw badRequest(`tokens[${bad}]: ${b.tokens[bad]} is not a token id (0..${vocab - 1})`, `tokens[${bad}]`);
+    this.checkVocab(b.tokens, (i) => `tokens[${i}]`);
     return { prompt: this.tokenizer.decode(b.tokens) };
+  }
+
+  /** A 400 naming `field(i)` for the first id outside the vocabulary. */
+  private checkVocab(ids: readonly number[], field: (i: number) => string): void {
+    const vocab = this.scheduler.engine.config.vocabSize;
+    const i = ids.findIndex((id) => id >= vocab);
+    if (i >= 0) throw badRequest(`${field(i)}: token id ${ids[i]} is outside the vocabulary (0..${vocab - 1})`, field(i));
   }
 
   private checkModel(model: string | null | undefined): void {
@@ -184,9 +189,7 @@ export class OpenAIApi {
     prompts.forEach((p, i) => {
       const where = prompts.length > 1 ? `prompt[${i}]` : endpoint === 'completions' ? 'prompt' : 'messages';
       if (p.length === 0) throw badRequest(`${where}: the prompt is empty`, where);
-      const vocab = this.scheduler.engine.config.vocabSize;
-      const badId = p.find((id) => id >= vocab);
-      if (badId !== undefined) throw badRequest(`${where}: token id ${badId} is outside the vocabulary (0..${vocab - 1})`, where);
+      this.checkVocab(p, () => where);
       if (p.length >= ctx) {
         throw badRequest(
           `${where}: this model's maximum context length is ${ctx} tokens, but the prompt has ${p.length} tokens: shorten it`,
@@ -231,8 +234,7 @@ export class OpenAIApi {
       logitBias.set(id, bias);
     }
     const stopTokenIds = b.stop_token_ids ?? [];
-    const badStop = stopTokenIds.find((id) => id >= vocab);
-    if (badStop !== undefined) throw badRequest(`stop_token_ids: ${badStop} is not a token id (0..${vocab - 1})`, 'stop_token_ids');
+    this.checkVocab(stopTokenIds, () => 'stop_token_ids');
     const minTokens = b.min_tokens ?? 0;
     if (minTokens > maxTokens) {
       throw badRequest(`min_tokens: ${minTokens} is more than ${maxField} = ${maxTokens}: lower min_tokens`, 'min_tokens');
