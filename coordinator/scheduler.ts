@@ -142,6 +142,8 @@ export class SequenceHandle implements AsyncIterable<Delta> {
   cachedTokens = 0;
   /** A prefix copy into its new cache, awaited before its first step. */
   copying: Promise<void> | null = null;
+  /** Parked (not stepped) until `src` has computed the `length` tokens they share, then copies them. */
+  waitFor: { src: SequenceHandle; length: number } | null = null;
   readonly submittedAt = performance.now();
   firstTokenAt: number | null = null;
   // Text state: `text` is everything decoded (cut at a stop string); `sent` chars went out.
@@ -393,8 +395,8 @@ export class Scheduler {
       // Prompt logprobs need every prompt position computed: no copies for them.
       const known = h.seq ? h.seq.tokens() : r.promptIds;
       let hit = this.prefix && r.promptLogprobs === undefined ? this.findPrefix(known, known.length - 1) : null;
-      this.makeRoom(bytes, hit?.entry);
-      if (hit?.entry && !this.prefix!.has(hit.entry)) hit = null;
+      this.makeRoom(bytes, hit && 'entry' in hit ? hit.entry : undefined);
+      if (hit && 'entry' in hit && hit.entry && !this.prefix!.has(hit.entry)) hit = null;
       const allocate = () => {
         if (h.seq) this.engine.allocate(h.seq, tokens);
         else {
@@ -411,7 +413,7 @@ export class Scheduler {
       };
       try {
         this.withNativeMemory(allocate, () => {
-          if (hit?.entry) hit = null; // kept prefixes are freed; a running sequence's cache stays
+          if (hit && 'entry' in hit && hit.entry) hit = null; // kept prefixes are freed; a running sequence's cache stays
         });
       } catch (e) {
         if (e instanceof UserError) {
@@ -427,17 +429,13 @@ export class Scheduler {
         h.fail(new StepError(e));
         continue;
       }
-      if (this.prefix) {
-        this.m.prefixQueried.inc(undefined, known.length - 1); // the last token is always computed
-        this.m.prefixHit.inc(undefined, hit?.length ?? 0);
-      }
+      if (this.prefix) this.m.prefixQueried.inc(undefined, known.length - 1); // the last token is always computed
       h.kvBytes = bytes;
       this.kvReserved += bytes;
-      h.cachedTokens = hit?.length ?? 0;
-      if (hit) {
-        h.copying = this.engine.copyPrefix(h.seq!, hit.cache, hit.length);
-        h.copying.catch(() => undefined); // awaited before its first step; it may leave before that
-      }
+      h.cachedTokens = 0;
+      h.waitFor = null;
+      if (hit && 'from' in hit) h.waitFor = { src: hit.from, length: hit.length };
+      else if (hit) this.startCopy(h, hit.cache, hit.length);
       // In submission order (a requeued older one goes back before newer ones): the last is the newest.
       insertById(this.running, h);
     }
@@ -448,20 +446,55 @@ export class Scheduler {
    * prefix cache or a running sequence holds. A running sequence's computed positions stay
    * as they are while it runs (a step writes only past them; a grow or free waits for a
    * queued copy), so requests sharing a prefix need not wait for the first to finish.
+   * When a running sequence will soon have computed a longer shared start (n choices of one
+   * prompt, jobs sharing a context, submitted together), `from` names it: worth waiting for.
    */
-  private findPrefix(tokens: readonly number[], limit: number): { cache: NativeKvCache; length: number; entry?: PrefixEntry } | null {
+  private findPrefix(tokens: readonly number[], limit: number): PrefixHit | null {
     const kept = this.prefix!.match(tokens, limit);
-    let best: { cache: NativeKvCache; length: number; entry?: PrefixEntry } | null = kept && { cache: kept.entry.cache, length: kept.length, entry: kept.entry };
+    let best: PrefixHit | null = kept && { cache: kept.entry.cache, length: kept.length, entry: kept.entry };
+    let soon: { from: SequenceHandle; length: number } | null = null;
     for (const r of this.running) {
       const seq = r.seq;
-      if (!seq?.cache || r.copying) continue;
+      if (!seq?.cache) continue;
       // Compared in place (no copy of every running sequence's tokens per admission).
-      const n = Math.min(limit, seq.computed, tokens.length);
-      let i = 0;
-      while (i < n && seq.tokenAt(i) === tokens[i]) i++;
-      if (i >= this.opts.prefixMinTokens && i > (best?.length ?? 0)) best = { cache: seq.cache, length: i };
+      const n = Math.min(limit, seq.length, tokens.length);
+      let known = 0;
+      while (known < n && seq.tokenAt(known) === tokens[known]) known++;
+      const now = r.copying || r.waitFor ? 0 : Math.min(known, seq.computed);
+      if (now >= this.opts.prefixMinTokens && now > (best?.length ?? 0)) best = { cache: seq.cache, length: now };
+      if (known > (soon?.length ?? 0)) soon = { from: r, length: known };
     }
+    if (soon && soon.length >= (best?.length ?? 0) + this.opts.prefixMinTokens) return soon;
     return best;
+  }
+
+  /**
+   * Parked sequences whose source has computed what they share copy it now (and step from
+   * the next step on); those whose source left compute it themselves.
+   */
+  private resolveWaits(): void {
+    for (const h of this.running) {
+      const w = h.waitFor;
+      if (!w) continue;
+      const src = w.src;
+      if (!this.running.includes(src) || !src.seq?.cache) {
+        h.waitFor = null;
+        continue;
+      }
+      if (src.copying || src.waitFor || src.seq.computed < w.length) continue;
+      h.waitFor = null;
+      this.startCopy(h, src.seq.cache, w.length);
+    }
+    // Waits point at older admissions, so one is always free; never leave a batch empty anyway.
+    if (this.running.length > 0 && this.running.every((h) => h.waitFor)) for (const h of this.running) h.waitFor = null;
+  }
+
+  /** Queues the copy of a shared prefix into h's new cache (awaited before h's first step). */
+  private startCopy(h: SequenceHandle, src: NativeKvCache, length: number): void {
+    h.cachedTokens = length;
+    this.m.prefixHit.inc(undefined, length);
+    h.copying = this.engine.copyPrefix(h.seq!, src, length);
+    h.copying.catch(() => undefined); // awaited before its first step; it may leave before that
   }
 
   /**
@@ -599,6 +632,7 @@ export class Scheduler {
     this.running.splice(this.running.indexOf(h), 1);
     this.engine.release(h.seq!);
     h.copying = null;
+    h.waitFor = null;
     this.kvReserved -= h.kvBytes;
     h.kvBytes = 0;
     h.preemptions++;
@@ -636,6 +670,7 @@ export class Scheduler {
       this.reap();
       this.admit();
       if (this.running.length === 0) break; // only possible when nothing is waiting either
+      this.resolveWaits();
       const batch = await this.reserveKv(this.pickBatch());
       if (batch.length === 0) continue;
       const t0 = performance.now();
@@ -674,6 +709,7 @@ export class Scheduler {
     let budget = this.opts.prefillBudget;
     let anyPrefill = false;
     for (const h of this.running) {
+      if (h.waitFor) continue; // parked until its source has computed the shared prefix
       const pending = h.seq!.pendingPrompt;
       if (pending === 0) {
         batch.push(h);
@@ -792,6 +828,9 @@ export class Scheduler {
   }
 }
 
+/** Where a new sequence's prefix comes from: a cache holding it now, or a running sequence soon. */
+type PrefixHit = { cache: NativeKvCache; length: number; entry?: PrefixEntry } | { from: SequenceHandle; length: number };
+
 /** Inserts h before the first handle submitted after it (lists kept in submission order). */
 function insertById(list: SequenceHandle[], h: SequenceHandle): void {
   const at = list.findIndex((w) => w.id > h.id);
@@ -846,7 +885,7 @@ function schedulerMetrics(reg: Registry, s: Scheduler) {
     help: 'KV-cache budget of the scheduler',
     collect: (g) => g.set(undefined, s.stats.kvBudget),
   });
-  return {
+  const m = {
     tokens: reg.counter({ name: 'turbosparse_generated_tokens_total', help: 'Tokens generated' }),
     finished: reg.counter({ name: 'turbosparse_sequences_finished_total', help: 'Sequences ended, by reason', labelNames: ['reason'] }),
     rejected: reg.counter({ name: 'turbosparse_queue_full_rejections_total', help: 'Requests rejected because the wait queue was full' }),
@@ -871,4 +910,7 @@ function schedulerMetrics(reg: Registry, s: Scheduler) {
     }),
     ttft: reg.histogram({ name: 'turbosparse_time_to_first_token_seconds', help: 'Submit to first generated token' }),
   };
+  // Exported as 0 from the start (rates and the hit share need a series before the first event).
+  for (const c of [m.prefixQueried, m.prefixHit, m.preemptions]) c.labels();
+  return m;
 }

@@ -256,6 +256,39 @@ test('a request sharing a prefix with a running sequence copies it from that seq
   await s.close();
 });
 
+test('requests submitted together with a shared prompt compute it once: the others wait for it and copy it', async () => {
+  const p = prompt(40, 70);
+  const plain = sched({ prefixCache: false });
+  const want = (await plain.submit(greedy(p, 6)).result).tokenIds;
+  const wantLonger = (await plain.submit(greedy([...p, 9, 10, 11], 6)).result).tokenIds;
+  await plain.close();
+  const s = sched({ prefillBudget: 64 });
+  let prefill = 0;
+  s.onStep = (x) => (prefill += x.prefillRows);
+  const hs = s.submitAll([greedy(p, 6), greedy(p, 6), greedy(p, 6), greedy([...p, 9, 10, 11], 6)]);
+  expect(hs.slice(1).every((h) => h.waitFor?.src === hs[0])).toBe(true);
+  const rs = await Promise.all(hs.map((h) => h.result));
+  expect(rs.map((r) => r.tokenIds)).toEqual([want, want, want, wantLonger]);
+  expect(hs.slice(1).map((h) => h.cachedTokens)).toEqual([39, 39, 40]);
+  expect(prefill).toBe(40 + 1 + 1 + 3); // the prompt once; each other one its own last token(s)
+  await s.close();
+});
+
+test('a request waiting for a shared prompt whose source is cancelled computes the prompt itself', async () => {
+  const p = prompt(40, 71);
+  const plain = sched({ prefixCache: false });
+  const want = (await plain.submit(greedy(p, 6)).result).tokenIds;
+  await plain.close();
+  const s = sched({ prefillBudget: 16 });
+  const [src, h] = s.submitAll([greedy(p, 6), greedy(p, 6)]);
+  expect(h.waitFor?.src).toBe(src);
+  src.cancel();
+  expect((await src.result).finishReason).toBe('cancelled');
+  expect((await h.result).tokenIds).toEqual(want);
+  expect(h.waitFor).toBeNull();
+  await s.close();
+});
+
 test('kept prefix caches give way: running sequences never wait or get preempted for them', async () => {
   const s = sched({ kvGrowTokens: 8, kvBudgetBytes: engine.kvBytesFor(2 * 48) });
   for (let i = 0; i < 4; i++) await s.submit(greedy(prompt(30, 50 + i), 10)).result;
