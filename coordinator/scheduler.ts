@@ -143,7 +143,7 @@ export class SequenceHandle implements AsyncIterable<Delta> {
   /** A prefix copy into its new cache, awaited before its first step. */
   copying: Promise<void> | null = null;
   /** Parked (not stepped) until `src` has computed the `length` tokens they share, then copies them. */
-  waitFor: { src: SequenceHandle; length: number } | null = null;
+  waitFor: { src: SequenceHandle; length: number; srcPreemptions: number } | null = null;
   readonly submittedAt = performance.now();
   firstTokenAt: number | null = null;
   // Text state: `text` is everything decoded (cut at a stop string); `sent` chars went out.
@@ -433,9 +433,7 @@ export class Scheduler {
       h.kvBytes = bytes;
       this.kvReserved += bytes;
       h.cachedTokens = 0;
-      h.waitFor = null;
-      if (hit && 'from' in hit) h.waitFor = { src: hit.from, length: hit.length };
-      else if (hit) this.startCopy(h, hit.cache, hit.length);
+      this.usePrefix(h, hit);
       // In submission order (a requeued older one goes back before newer ones): the last is the newest.
       insertById(this.running, h);
     }
@@ -449,20 +447,21 @@ export class Scheduler {
    * When a running sequence will soon have computed a longer shared start (n choices of one
    * prompt, jobs sharing a context, submitted together), `from` names it: worth waiting for.
    */
-  private findPrefix(tokens: readonly number[], limit: number): PrefixHit | null {
+  private findPrefix(tokens: readonly number[], limit: number, self?: SequenceHandle): PrefixHit | null {
     const kept = this.prefix!.match(tokens, limit);
     let best: PrefixHit | null = kept && { cache: kept.entry.cache, length: kept.length, entry: kept.entry };
     let soon: { from: SequenceHandle; length: number } | null = null;
     for (const r of this.running) {
       const seq = r.seq;
-      if (!seq?.cache) continue;
+      if (!seq?.cache || r === self) continue;
       // Compared in place (no copy of every running sequence's tokens per admission).
       const n = Math.min(limit, seq.length, tokens.length);
       let known = 0;
       while (known < n && seq.tokenAt(known) === tokens[known]) known++;
       const now = r.copying || r.waitFor ? 0 : Math.min(known, seq.computed);
       if (now >= this.opts.prefixMinTokens && now > (best?.length ?? 0)) best = { cache: seq.cache, length: now };
-      if (known > (soon?.length ?? 0)) soon = { from: r, length: known };
+      // Only an unparked one is waited for: waits never chain, so they never form a cycle.
+      if (!r.waitFor && known > (soon?.length ?? 0)) soon = { from: r, length: known };
     }
     if (soon && soon.length >= (best?.length ?? 0) + this.opts.prefixMinTokens) return soon;
     return best;
@@ -477,16 +476,25 @@ export class Scheduler {
       const w = h.waitFor;
       if (!w) continue;
       const src = w.src;
-      if (!this.running.includes(src) || !src.seq?.cache) {
-        h.waitFor = null;
+      if (!this.running.includes(src) || !src.seq?.cache || src.preemptions !== w.srcPreemptions) {
+        // Its source left (finished: its cache may now be kept) or lost its cache: look again.
+        const known = h.seq!.tokens();
+        this.usePrefix(h, this.findPrefix(known, known.length - 1, h));
         continue;
       }
       if (src.copying || src.waitFor || src.seq.computed < w.length) continue;
       h.waitFor = null;
       this.startCopy(h, src.seq.cache, w.length);
     }
-    // Waits point at older admissions, so one is always free; never leave a batch empty anyway.
+    // Waits point only at unparked sequences, so one is always free; never leave a batch empty anyway.
     if (this.running.length > 0 && this.running.every((h) => h.waitFor)) for (const h of this.running) h.waitFor = null;
+  }
+
+  /** Acts on a prefix hit for h (new cache, nothing computed): copy it now, wait for it, or neither. */
+  private usePrefix(h: SequenceHandle, hit: PrefixHit | null): void {
+    h.waitFor = null;
+    if (hit && 'from' in hit) h.waitFor = { src: hit.from, length: hit.length, srcPreemptions: hit.from.preemptions };
+    else if (hit) this.startCopy(h, hit.cache, hit.length);
   }
 
   /** Queues the copy of a shared prefix into h's new cache (awaited before h's first step). */

@@ -274,6 +274,19 @@ test('requests submitted together with a shared prompt compute it once: the othe
   await s.close();
 });
 
+test('requests waiting for a source that finishes in its prefill step copy from its kept cache', async () => {
+  const p = prompt(100, 72);
+  const s = sched({ prefillBudget: 512 });
+  let prefill = 0;
+  s.onStep = (x) => (prefill += x.prefillRows);
+  const hs = s.submitAll([greedy(p, 1), greedy(p, 1), greedy(p, 1), greedy(p, 1)]);
+  const rs = await Promise.all(hs.map((h) => h.result));
+  expect(new Set(rs.map((r) => r.tokenIds.join(','))).size).toBe(1);
+  expect(hs.slice(1).map((h) => h.cachedTokens)).toEqual([99, 99, 99]);
+  expect(prefill).toBe(100 + 3);
+  await s.close();
+});
+
 test('a request waiting for a shared prompt whose source is cancelled computes the prompt itself', async () => {
   const p = prompt(40, 71);
   const plain = sched({ prefixCache: false });
