@@ -28,6 +28,14 @@ export class ApiError extends Error {
 export const badRequest = (message: string, param: string | null = null, code: string | null = null): ApiError =>
   new ApiError(400, message, 'invalid_request_error', param, code);
 
+export const methodNotAllowed = (method: string, path: string): ApiError =>
+  new ApiError(405, `${method} is not allowed on ${path}`, 'invalid_request_error', null, 'method_not_allowed');
+
+/** A request URL's path without its query and trailing slashes ('/' for none). */
+export function routePath(url: string | undefined): string {
+  return new URL(url ?? '/', 'http://localhost').pathname.replace(/\/+$/, '') || '/';
+}
+
 export const expertsUnavailable = (detail = 'not every expert node is reachable'): ApiError =>
   new ApiError(503, `experts unavailable: ${detail}; retry shortly`, 'service_unavailable', null, 'experts_unavailable');
 

@@ -5,7 +5,7 @@
 // port once the engine is up.
 import http from 'node:http';
 import { closeHttpNow, listenHttp } from '../../core/http-listen';
-import { ApiError } from './errors';
+import { ApiError, methodNotAllowed, routePath } from './errors';
 
 export interface LoadingServer {
   port: number;
@@ -16,14 +16,14 @@ export interface LoadingServer {
 export function listenWhileLoading(port: number, host: string, what: string): Promise<LoadingServer> {
   const reason = `loading: ${what}`;
   const server = http.createServer((req, res) => {
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname.replace(/\/+$/, '') || '/';
+    const path = routePath(req.url);
     const send = (status: number, body: unknown) => {
       req.resume();
       res.writeHead(status, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
       res.end(JSON.stringify(body));
     };
     if ((path === '/health' || path === '/ready') && req.method !== 'GET') {
-      return send(405, new ApiError(405, `${req.method} is not allowed on ${path}`, 'invalid_request_error', null, 'method_not_allowed').toJSON());
+      return send(405, methodNotAllowed(req.method ?? 'GET', path).toJSON());
     }
     if (path === '/health') return send(200, { status: 'ok', loading: true });
     if (path === '/ready') return send(503, { status: 'not ready', reason });

@@ -11,7 +11,7 @@ import http from 'node:http';
 import { listenHttp } from '../../core/http-listen';
 import { timingSafeEqual } from 'node:crypto';
 import { metrics as globalMetrics, PROMETHEUS_CONTENT_TYPE, type Registry } from '../../core/metrics';
-import { ApiError, expertsUnavailable, toApiError } from './errors';
+import { ApiError, expertsUnavailable, methodNotAllowed, routePath, toApiError } from './errors';
 import { OpenAIApi, type OpenAIApiOptions } from './openai-api';
 import type { Endpoint } from './schemas';
 
@@ -122,7 +122,7 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<number | void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
-    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const path = routePath(req.url);
     const method = req.method ?? 'GET';
     if (path === '/health') return method === 'GET' ? sendJson(res, 200, { status: 'ok' }) : notAllowed(method, path);
     if (path === '/ready') {
@@ -199,14 +199,14 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
 }
 
 function routeLabel(url: string | undefined): string {
-  const p = (url ?? '/').split('?')[0].replace(/\/+$/, '') || '/';
+  const p = routePath(url);
   return ['/v1/completions', '/v1/chat/completions', '/v1/models', '/tokenize', '/detokenize', '/health', '/ready', '/metrics'].includes(p)
     ? p
     : 'other';
 }
 
 function notAllowed(method: string, path: string): never {
-  throw new ApiError(405, `${method} is not allowed on ${path}`, 'invalid_request_error', null, 'method_not_allowed');
+  throw methodNotAllowed(method, path);
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
