@@ -10,7 +10,7 @@ export interface WorkerFlags extends ServingFlags {
   concurrency: number;
   gracePeriod: number;
   stalledInterval: number;
-  lockDuration: number;
+  lockDuration?: number;
   resultsTtl: number;
   progressInterval: number;
   attempts: number;
@@ -28,8 +28,8 @@ export function registerWorker(program: Command): void {
     .option('--redis <url>', 'Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379)')
     .option('--concurrency <c>', 'jobs processed at once; their sequences decode together', intOption('--concurrency', 1), 4)
     .option('--grace-period <s>', 'on SIGTERM: seconds to finish current jobs before handing them back', floatOption('--grace-period', 0, 86400), 30)
-    .option('--stalled-interval <ms>', 'how often to look for jobs of dead workers', intOption('--stalled-interval', 100), 30000)
-    .option('--lock-duration <ms>', 'a job lock lives this long without renewal', intOption('--lock-duration', 100), 30000)
+    .option('--stalled-interval <ms>', 'how often to look for jobs of dead workers; a Redis outage shorter than this computes no job twice', intOption('--stalled-interval', 100), 30000)
+    .option('--lock-duration <ms>', 'a job lock lives this long without renewal (default and least: 2 x (stalled interval + 1500))', intOption('--lock-duration', 100))
     .option('--results-ttl <s>', 'keep results this long (jobs whose producer set no TTL)', intOption('--results-ttl', 1), 86400)
     .option('--attempts <n>', 'tries for transient failures of jobs whose producer set no "attempts"', intOption('--attempts', 1), 5)
     .option('--backoff <ms>', 'first retry delay of those jobs (doubles each retry)', intOption('--backoff', 0), 2000)
@@ -45,10 +45,11 @@ export function registerWorker(program: Command): void {
 
 export async function runWorker(flags: WorkerFlags): Promise<void> {
   const { checkRedis, connectRedis, redisUrlFrom } = await import('../coordinator/queue/connection');
-  const { GenerationWorker } = await import('../coordinator/queue/worker');
+  const { GenerationWorker, lockDurationFor } = await import('../coordinator/queue/worker');
   const { OpenAIApi } = await import('../coordinator/http/openai-api');
   const { loadServing, onShutdownSignal } = await import('./serving');
   const log = (line: string) => process.stderr.write(line + '\n');
+  lockDurationFor(flags.stalledInterval, flags.lockDuration); // a bad pair fails before the model loads
   const url = redisUrlFrom(flags.redis);
   const connection = connectRedis(url, 'worker');
   connection.on('error', () => undefined); // reconnects; a worker rides out Redis restarts

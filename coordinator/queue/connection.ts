@@ -32,9 +32,19 @@ export function connectRedis(url: string, role: Role): Redis {
   }
   return new Redis(url, {
     maxRetriesPerRequest: role === 'worker' ? null : 3,
+    // A worker reconnects within about a second of Redis coming back, so its queued lock
+    // renewals land in time (see minLockDurationMs); ioredis's default waits up to 5 s.
+    ...(role === 'worker' ? { retryStrategy: workerReconnectDelay } : {}),
     connectionName: `turbosparse-${role}`,
     lazyConnect: false,
   });
+}
+
+/** Most a worker waits between reconnection attempts (plus up to 100 ms of jitter). */
+export const WORKER_RECONNECT_MAX_MS = 1000;
+
+function workerReconnectDelay(times: number): number {
+  return Math.min(2 ** (times - 1) * 50, WORKER_RECONNECT_MAX_MS) + Math.floor(Math.random() * 100);
 }
 
 /** One PING with a deadline: a clear one-line error when Redis is not there. */

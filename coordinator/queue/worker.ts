@@ -7,6 +7,10 @@
 //                          (moved to delayed here, so plain producers get retries too;
 //                          counted in the job's data, see WORKER_RETRIES_KEY)
 //   kill -9             -> the lock expires; a worker's stall check puts the job back
+//   Redis away          -> shorter than the stalled interval: the lock outlives it (see
+//                          minLockDurationMs), the job is computed once. Longer: the lock may
+//                          expire and a stall check give the job to another worker; this one
+//                          learns it from the failed renewal and stops computing it
 //   shutdown(grace)     -> stop taking jobs; finish current ones, or after the grace
 //                          period cancel them and move them back to wait
 import { DelayedError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
@@ -15,7 +19,7 @@ import { UserError } from '../../core/errors';
 import { ApiError } from '../http/errors';
 import type { OpenAIApi } from '../http/openai-api';
 import { traceJob } from '../telemetry/scheduler-tracing';
-import { QUEUE_NAME } from './connection';
+import { QUEUE_NAME, WORKER_RECONNECT_MAX_MS } from './connection';
 import { attemptsOf, ENDPOINTS, WORKER_RETRIES_KEY, workerRetries, type JobData } from './job';
 
 export interface GenerationWorkerOptions {
@@ -26,7 +30,7 @@ export interface GenerationWorkerOptions {
   queueName?: string;
   /** How often this worker looks for jobs whose worker died. Default 30000 ms. */
   stalledIntervalMs?: number;
-  /** A job's lock lives this long without renewal (renewed at half). Default 30000 ms. */
+  /** A job's lock lives this long without renewal. Default (and least): minLockDurationMs(stalledIntervalMs). */
   lockDurationMs?: number;
   /** Times a job may be recovered from a dead worker before it fails. Default 2. */
   maxStalledCount?: number;
@@ -45,6 +49,34 @@ interface Running {
   abort: AbortController;
   /** Set when shutdown gives the job back instead of finishing it. */
   release: boolean;
+  /** Set when a lock renewal failed: the job is no longer ours (a stall check gives it to a worker). */
+  lockLost: boolean;
+}
+
+/** Time for a worker to reconnect to a Redis that came back, with its first command answered. */
+const RECONNECT_ALLOWANCE_MS = WORKER_RECONNECT_MAX_MS + 500;
+
+/**
+ * The shortest job lock that outlives a Redis outage shorter than the stalled interval, so
+ * that no stall check can hand a running job to a second worker. BullMQ renews a lock at
+ * least every half of its duration, so at worst half is left when Redis goes away; the
+ * renewal queued meanwhile lands once the worker has reconnected, which must be before
+ * the lock expires: duration / 2 > outage + reconnection.
+ */
+export function minLockDurationMs(stalledIntervalMs: number): number {
+  return 2 * (stalledIntervalMs + RECONNECT_ALLOWANCE_MS);
+}
+
+/** The lock duration to use: `lockDurationMs` when given and long enough (else a UserError), else the least safe one. */
+export function lockDurationFor(stalledIntervalMs: number, lockDurationMs?: number): number {
+  const min = minLockDurationMs(stalledIntervalMs);
+  if (lockDurationMs === undefined) return min;
+  if (lockDurationMs < min) {
+    throw new UserError(`--lock-duration ${lockDurationMs} is too short for --stalled-interval ${stalledIntervalMs}: a Redis outage ` +
+      `shorter than the stalled interval could expire the lock of a running job and have it computed twice; use at least ` +
+      `${min} (2 x (stalled interval + ${RECONNECT_ALLOWANCE_MS} ms to reconnect)), or leave it out`);
+  }
+  return lockDurationMs;
 }
 
 export class GenerationWorker {
@@ -65,11 +97,13 @@ export class GenerationWorker {
     if (!Number.isInteger(this.defaultAttempts) || this.defaultAttempts < 1) throw new UserError('--attempts must be an integer >= 1');
     if (!(this.defaultBackoffMs >= 0)) throw new UserError('--backoff must be a non-negative number of milliseconds');
     const ttl = opts.resultsTtlSeconds ?? 86400;
+    const stalledInterval = opts.stalledIntervalMs ?? 30000;
+    const lockDuration = lockDurationFor(stalledInterval, opts.lockDurationMs);
     this.worker = new Worker<JobData, object>(opts.queueName ?? QUEUE_NAME, (job, token, signal) => this.process(job, token, signal), {
       connection: opts.connection,
       concurrency,
-      stalledInterval: opts.stalledIntervalMs ?? 30000,
-      lockDuration: opts.lockDurationMs ?? 30000,
+      stalledInterval,
+      lockDuration,
       maxStalledCount: opts.maxStalledCount ?? 2,
       removeOnComplete: { age: ttl },
       removeOnFail: { age: 7 * 86400 },
@@ -77,6 +111,16 @@ export class GenerationWorker {
     this.worker.on('error', (e) => this.log(`worker: ${e.message}`));
     this.worker.on('failed', (job, e) => {
       if (job && !(e instanceof WaitingError)) this.log(`job ${job.id} failed (attempt ${attemptsOf(job)}): ${e.message}`);
+    });
+    // Redis was away longer than the lock: a stall check hands (or has handed) the job to a
+    // worker again, so finishing it here would only compute it twice.
+    this.worker.on('lockRenewalFailed', (jobIds: string[]) => {
+      for (const id of jobIds) {
+        const run = this.running.get(id);
+        if (!run || run.lockLost) continue;
+        run.lockLost = true;
+        run.abort.abort();
+      }
     });
   }
 
@@ -104,7 +148,7 @@ export class GenerationWorker {
     prepared.stream = false;
     this.log(`job ${job.id} started: ${data.endpoint}, ${prepared.prompts.length * prepared.n} sequence(s)`);
 
-    const run: Running = { abort: new AbortController(), release: false };
+    const run: Running = { abort: new AbortController(), release: false, lockLost: false };
     this.running.set(job.id!, run);
     signal?.addEventListener('abort', () => run.abort.abort(), { once: true });
     let tokens = 0;
@@ -122,6 +166,11 @@ export class GenerationWorker {
       await job.updateProgress(tokens);
       return out;
     } catch (e) {
+      if (run.lockLost) {
+        // Not ours any more: no retry bookkeeping, no state change (Redis would refuse it without the lock).
+        this.log(`job ${job.id}: its lock expired while Redis was away; stopped here, a stall check returns it to the queue`);
+        throw new WaitingError();
+      }
       if (run.release) {
         // Shutting down: hand the job back untouched for another worker.
         await job.moveToWait(token);

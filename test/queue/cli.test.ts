@@ -50,7 +50,7 @@ interface WorkerProc {
 
 async function startWorker(extra: string[] = []): Promise<WorkerProc> {
   const child = cli(['worker', '--model', dir, '--redis', redis.url, '--queue', queue, '--device', 'cpu', '--threads', '1',
-    '--concurrency', '1', '--stalled-interval', '500', '--lock-duration', '1500', '--progress-interval', '50', ...extra]);
+    '--concurrency', '1', '--stalled-interval', '500', '--progress-interval', '50', ...extra]);
   children.push(child);
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
@@ -141,7 +141,7 @@ test('submit -> SIGTERM hands back -> kill -9 mid-job -> another worker complete
   const tok = TextTokenizer.fromModel(engine.folder);
   const scheduler = new Scheduler(engine, tok, { metrics: new Registry() });
   const api = new OpenAIApi({ scheduler, tokenizer: tok, modelName: path.basename(dir), chatTemplate: ChatTemplate.fromModel(dir, engine.folder.tokenizerConfig) });
-  const c = new GenerationWorker({ connection: connectRedis(redis.url, 'worker'), api, queueName: queue, stalledIntervalMs: 500, lockDurationMs: 1500, log: () => undefined });
+  const c = new GenerationWorker({ connection: connectRedis(redis.url, 'worker'), api, queueName: queue, stalledIntervalMs: 500, log: () => undefined });
   try {
     const res = await run(['batch', 'results', `@${idsFile}`, '--redis', redis.url, '--queue', queue, '--out', path.join(dir, 'out.jsonl')]);
     expect(res.code).toBe(0);

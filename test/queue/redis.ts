@@ -9,6 +9,8 @@ import { Redis } from 'ioredis';
 
 export interface TestRedis {
   url: string;
+  /** Of the redis-server this helper started (none for $REDIS_URL): outage tests SIGSTOP it. */
+  pid?: number;
   stop(): Promise<void>;
 }
 
@@ -55,6 +57,7 @@ export async function startRedis(): Promise<TestRedis> {
       if (await ping(url)) {
         return {
           url,
+          pid: child.pid,
           stop: async () => {
             if (child.exitCode === null) {
               const exited = new Promise((r) => child.once('exit', r));

@@ -17,7 +17,7 @@ import { Scheduler } from '../../coordinator/scheduler';
 import { connectRedis } from '../../coordinator/queue/connection';
 import { jobIdFor, type JobData } from '../../coordinator/queue/job';
 import { GenerationProducer } from '../../coordinator/queue/producer';
-import { GenerationWorker, type GenerationWorkerOptions } from '../../coordinator/queue/worker';
+import { GenerationWorker, lockDurationFor, minLockDurationMs, type GenerationWorkerOptions } from '../../coordinator/queue/worker';
 import { loadTestEngine, waitFor } from '../serve/helpers';
 import { startRedis, uniqueQueue, type TestRedis } from './redis';
 
@@ -344,3 +344,63 @@ test('results are kept for the results TTL, then removed', async () => {
   // Resubmitting the expired request runs it again (a new job under the same id).
   expect(await producer.submit({ endpoint: 'completions', prompt: 'ttl a', max_tokens: 2, temperature: 0 })).toEqual({ id: a.id, existing: false });
 });
+
+test('--lock-duration must outlive a Redis outage shorter than --stalled-interval; by default it does', () => {
+  expect(lockDurationFor(30000)).toBe(minLockDurationMs(30000));
+  expect(minLockDurationMs(30000)).toBeGreaterThanOrEqual(2 * 30000);
+  expect(lockDurationFor(500, 10000)).toBe(10000);
+  // The old defaults (30 s each): an outage of 20 s could expire a running job's lock.
+  expect(() => lockDurationFor(30000, 30000)).toThrow(/--lock-duration 30000 is too short for --stalled-interval 30000.*at least 63000/);
+});
+
+// Redis stopped with SIGSTOP (its clock, and so the locks' expiry, runs on; clients' commands wait).
+const outageTest = process.env.REDIS_URL ? test.skip : test;
+
+async function redisAway(ms: number): Promise<void> {
+  process.kill(redis.pid!, 'SIGSTOP');
+  try {
+    await new Promise((r) => setTimeout(r, ms));
+  } finally {
+    process.kill(redis.pid!, 'SIGCONT');
+  }
+}
+
+/** Two workers on one queue, their log lines, and the job's record after it completed. */
+async function outage(stalledIntervalMs: number, maxTokens: number, awayMs: number) {
+  const q = uniqueQueue('outage');
+  const lines: string[] = [];
+  const opts = { stalledIntervalMs, log: (l: string) => lines.push(l) };
+  const a = setup(q, opts, slowEngine());
+  const b = setup(q, opts, slowEngine());
+  await Promise.all([a.worker.waitUntilReady(), b.worker.waitUntilReady()]);
+  const body = { endpoint: 'completions' as const, prompt: 'outage', max_tokens: maxTokens, temperature: 0, ignore_eos: true };
+  const { id } = await a.producer.submit(body);
+  await waitFor(async () => (await a.producer.status([id]))[0].progress > 0, 20000, 'the job to make progress');
+  await redisAway(awayMs);
+  const [o] = await a.producer.waitFor([id], undefined, 50);
+  const job = (await a.producer.queue.getJob(id))!;
+  const events = await conn('producer').xrange(`bull:${q}:events`, '-', '+');
+  const completed = events.filter(([, f]) => f[f.indexOf('event') + 1] === 'completed' && f[f.indexOf('jobId') + 1] === id);
+  return { id, o, job, lines, completions: completed.length, body };
+}
+
+outageTest('Redis away for less than --stalled-interval: the running job is computed once, by one worker', async () => {
+  // Away for just under the stalled interval.
+  const r = await outage(1500, 600, 1455);
+  expect(r.o.state).toBe('completed');
+  expect(r.lines.filter((l) => l.startsWith(`job ${r.id} started`))).toHaveLength(1);
+  expect(r.job.stalledCounter).toBe(0);
+  expect(r.completions).toBe(1);
+  expect((r.o.response as any).usage.completion_tokens).toBe(600);
+}, 60000);
+
+outageTest('Redis away longer than the lock: the job goes back to the queue once and the first worker stops computing it', async () => {
+  // Lock 4 s (stalled interval 0.5 s); away 4.5 s, while the job still has seconds to run.
+  const r = await outage(500, 1500, 4500);
+  expect(r.o.state).toBe('completed');
+  expect(r.lines).toContainEqual(expect.stringContaining(`job ${r.id}: its lock expired while Redis was away; stopped here`));
+  expect(r.lines.filter((l) => l.startsWith(`job ${r.id} started`))).toHaveLength(2);
+  expect(r.job.stalledCounter).toBe(1);
+  expect(r.completions).toBe(1);
+  expect(strip(r.o.response).choices).toEqual((await direct(apiOn().api, r.body)).choices);
+}, 90000);
