@@ -7,7 +7,7 @@ import { remoteExpertsFactory } from '../coordinator/remote-factory';
 import { KV_DTYPE_BYTES, type Device, type KvDType, type StoreDType } from '../core/native';
 import { loadTlsFiles, type TlsFlags } from '../core/tls-files';
 import { WIRE_ENCODINGS, type WireEncoding } from '../core/wire/rows';
-import { addKernelOptions, choiceOption } from './options';
+import { addKernelOptions, choiceOption, intOption } from './options';
 
 export interface EngineFlags extends TlsFlags {
   model: string;
@@ -20,12 +20,20 @@ export interface EngineFlags extends TlsFlags {
   dense?: boolean;
   /** KV-cache storage; absent: f32. */
   kvDtype?: KvDType;
+  /** Ceiling of an expert-node call's deadline; absent: 30 s. */
+  callTimeoutMs?: number;
+  /** Send a late node call to a replica too; absent: on. */
+  hedge?: 'on' | 'off';
 }
 
 export function addEngineOptions(cmd: Command): Command {
   cmd.option('--experts <where>', 'local | cluster:N (N expert-node processes on loopback) | shard-map FILE', 'local')
     .option('--wire <encoding>', 'hidden/output rows to expert nodes: f32 (bit-exact) | bf16 | int8 (one scale per row)',
       choiceOption('--wire', WIRE_ENCODINGS), 'f32')
+    .option('--call-timeout-ms <ms>', 'longest an expert-node call may take (the deadline until a node\'s latency is measured, ' +
+      'or when no replica can take over); measured: 4 x its p99, at least 500 ms', intOption('--call-timeout-ms', 1), 30_000)
+    .option('--hedge <on|off>', 'a node call still unanswered past its p99 also goes to a replica; the first answer wins',
+      choiceOption('--hedge', ['on', 'off'] as const), 'on')
     .option('--kv-dtype <dtype>', 'KV-cache storage: f32 | bf16 | f16 (16 bits: half the memory, attention math stays f32)',
       choiceOption('--kv-dtype', Object.keys(KV_DTYPE_BYTES) as KvDType[]), 'f32');
   return addKernelOptions(cmd, 'dense-with-mask expert FFN (same tokens; the speed baseline)')
@@ -47,6 +55,7 @@ export function engineOptionsFrom(flags: EngineFlags): EngineOptions {
     kvDtype: flags.kvDtype,
     // cluster:N nodes inherit this command's weights/device/threads/FFN choices.
     remoteExperts: remoteExpertsFactory({ wire: flags.wire, weights: flags.weights, device: flags.device, threads: flags.threads, dense: flags.dense,
+      callTimeoutMs: flags.callTimeoutMs, hedge: flags.hedge === undefined ? undefined : flags.hedge === 'on',
       channelFactory: tls && tlsChannel(tls) }),
   };
 }

@@ -159,10 +159,12 @@ export class ExpertClient {
     const id = this.nextId++;
     const bytes = expertProto().service.Run.requestSerialize({ ...req, id });
     return new Promise<CallReply>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
+      // After a busy spell of this process, timers run before the socket is read: an answer
+      // that arrived in time is still waiting there. setImmediate lets it in before giving up.
+      const timer = setTimeout(() => setImmediate(() => {
+        if (!this.pending.delete(id)) return;
         reject(new NodeCallError(this.address, grpc.status.DEADLINE_EXCEEDED, `no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
+      }), timeoutMs);
       this.pending.set(id, { resolve, reject, timer, bytesSent: bytes.length });
       try {
         this.runStream().write(bytes);

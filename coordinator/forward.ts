@@ -11,6 +11,7 @@ import type { ExpertBackend } from '../core/expert-backend';
 import type { NativeBackend } from '../core/native';
 import { attentionBlock } from './attention';
 import { embedTokens } from './embedding';
+import { assertFinite } from './finite';
 import type { CoordinatorWeights } from './model-weights';
 import { predictMasks } from './predictor';
 import { route } from './router';
@@ -63,6 +64,8 @@ export async function forward(
     await backend.rmsnorm(w.postNorm, n, H, h, cfg.rmsNormEps, normed);
     const routes = await route(backend, w.gate, n, normed, cfg.numExperts, cfg.topK);
     const masks = await predictMasks(backend, w.predictors, n, H, cfg.intermediateSize, normed, routes);
+    // Checked here, not after the experts: no node is sent (nor asked to reject) a broken row.
+    assertFinite(normed, H, `layer ${L}: hidden state before the experts`);
 
     const { out, active } = await experts.runExperts(
       {
@@ -77,6 +80,7 @@ export async function forward(
       },
       { stepId: ctx.stepId },
     );
+    assertFinite(out, H, `layer ${L}: expert output`);
     for (let i = 0; i < out.length; i++) out[i] += h[i];
     x = out;
 
@@ -92,6 +96,7 @@ export async function forward(
   await backend.rmsnorm(weights.finalNorm, m, H, last, cfg.rmsNormEps, last);
   const logits = new Float32Array(m * cfg.vocabSize);
   await backend.matmul(weights.lmHead, m, last, logits);
+  assertFinite(logits, cfg.vocabSize, 'logits');
   return {
     logits,
     activeNeurons,

@@ -14,6 +14,8 @@ export interface NodeStats {
   /** Calls answered successfully / failed (each failure was retried on a replica or failed the step). */
   calls: number;
   failures: number;
+  /** Calls to this node still unanswered past its p99, so a replica was sent the same request. */
+  hedged: number;
   /** Token rows and (token, expert) routes sent in successful calls. */
   tokens: number;
   routes: number;
@@ -27,6 +29,7 @@ export interface NodeStats {
 export class NodeStatsAccumulator {
   calls = 0;
   failures = 0;
+  hedged = 0;
   tokens = 0;
   routes = 0;
   activeNeurons = 0;
@@ -46,11 +49,16 @@ export class NodeStatsAccumulator {
     this.failures++;
   }
 
-  snapshot(intermediateSize: number): Pick<NodeStats, 'calls' | 'failures' | 'tokens' | 'routes' | 'activeFraction' |
+  addHedge(): void {
+    this.hedged++;
+  }
+
+  snapshot(intermediateSize: number): Pick<NodeStats, 'calls' | 'failures' | 'hedged' | 'tokens' | 'routes' | 'activeFraction' |
     'bytesSent' | 'bytesReceived'> {
     return {
       calls: this.calls,
       failures: this.failures,
+      hedged: this.hedged,
       tokens: this.tokens,
       routes: this.routes,
       activeFraction: this.routes ? this.activeNeurons / (this.routes * intermediateSize) : 0,

@@ -3,10 +3,13 @@
 // Per layer of a step: pick one healthy replica per routed (layer, expert),
 // group the (token, expert) routes by node (a token whose experts share a node
 // crosses the network once), send one message per node, all nodes in parallel,
-// then add the nodes' pre-combined rows in node order (never arrival order).
-// A node that fails or times out is marked unhealthy, its routes are retried
-// on replicas, and a background health check brings it back once it reports
-// SERVING. No replica left: the step fails naming the pairs and the nodes.
+// then add the nodes' pre-combined rows in plan order (never arrival order).
+// A call gets a deadline from its node's measured latency (call-latency.ts);
+// one still unanswered past the node's p99 is hedged: the same routes go to a
+// replica and the first answer wins. A node that fails, times out or answers
+// NaN is marked unhealthy and its routes are retried on replicas; a background
+// health check of every node (traffic or not) takes nodes out and brings them
+// back. No replica left: the step fails naming the pairs and the nodes.
 import * as grpc from '@grpc/grpc-js';
 import { UserError } from '../core/errors';
 import type { ExpertBackend, ExpertBatch, ExpertOutput, StepContext } from '../core/expert-backend';
@@ -15,7 +18,9 @@ import { missingPairs, replicaTable, type ShardMap, validateShardMap } from '../
 import type { InfoResponse__Output } from '../core/wire/expert-proto';
 import { encodeMask } from '../core/wire/masks';
 import { decodeRows, encodeRows, toProtoEncoding, type WireEncoding } from '../core/wire/rows';
+import { type CallPolicy, callDeadlineMs, DEFAULT_CALL_POLICY, hedgeDelayMs, LatencyWindow } from './call-latency';
 import { type ChannelFactory, ExpertClient, insecureChannel, NodeCallError } from './expert-client';
+import { firstNonFinite } from './finite';
 import { type NodeStats, NodeStatsAccumulator } from './node-stats';
 
 export interface RemoteModelDims extends ModelDims {
@@ -37,8 +42,10 @@ export interface ExpertCallInfo {
   tokens: number;
   routes: number;
   wire: WireEncoding;
-  /** 0 for the first try of a layer, 1+ for retries on replicas. */
+  /** 0 for the first try of a layer, 1+ for retries and hedges on replicas. */
   attempt: number;
+  /** Sent because another node's call of the same routes was late (the first answer wins). */
+  hedge?: boolean;
   /** Serialised request size; filled in just before sending. */
   bytesOut: number;
 }
@@ -72,11 +79,19 @@ export interface RemoteExpertsOptions {
   model: RemoteModelDims;
   /** Encoding of hidden and output rows (default f32, bit-exact). */
   wire?: WireEncoding;
-  /** A node call's deadline; past it the node is failed over (default 30 s). */
+  /**
+   * The longest a node call may take (default 30 s): the deadline while the
+   * node's latency is unmeasured, or when no replica could take its routes over.
+   * Otherwise the deadline is k x the node's p99 (at least a floor), and past it the node is failed over.
+   */
   callTimeoutMs?: number;
+  /** Send a late call's routes to a replica too, first answer wins (default true). */
+  hedge?: boolean;
+  /** The deadline's and the hedge's tuning (call-latency.ts; tests shorten it). */
+  callPolicy?: Partial<Omit<CallPolicy, 'ceilingMs'>>;
   /** How long connect() waits for every node to be reachable and SERVING (default 120 s). */
   connectTimeoutMs?: number;
-  /** How often unhealthy nodes are re-checked (default 1 s). */
+  /** How often every node's health is checked (default 1 s). */
   healthCheckIntervalMs?: number;
   /** Credentials and channel options per node (mTLS plugs in here). */
   channelFactory?: ChannelFactory;
@@ -108,20 +123,63 @@ interface NodeState {
   lastError?: string;
   checking: boolean;
   stats: NodeStatsAccumulator;
+  latency: LatencyWindow;
 }
 
-/** A successful node call: its rows of the batch and their pre-combined outputs. */
-interface Partial {
-  node: number;
-  seq: number;
+/** A successful node call: its routes (slots of the batch), rows, their pre-combined outputs and active counts. */
+interface Part {
+  slots: number[];
   rows: number[];
   out: Float32Array;
+  active: number[];
+}
+
+/** One layer's routing, shared by its calls, retries and hedges. */
+interface LayerRun {
+  batch: ExpertBatch;
+  ctx?: StepContext;
+  /** Nodes that failed during this layer: not asked again for it. */
+  failed: Set<number>;
+  nodeErrors: string[];
+}
+
+/** Whether an answer is still wanted: once a hedge race is won, the loser's retries stop. */
+interface Race {
+  done: boolean;
+  parent?: Race;
+}
+
+function isDone(r: Race | undefined): boolean {
+  for (; r; r = r.parent) if (r.done) return true;
+  return false;
+}
+
+/** How a unit of routes is tried. */
+interface Try {
+  /** 0 for the first try, +1 per retry or hedge. */
+  attempt: number;
+  race: Race;
+  /** Nodes not to plan on (a hedge avoids the node it races). */
+  avoid: ReadonlySet<number>;
+  /** Part of a hedge: hedged no further. */
+  hedge: boolean;
 }
 
 /** Codes that mean "this request is wrong", not "this node is unwell": no failover. */
 const FATAL_CODES = new Set<number>([grpc.status.INVALID_ARGUMENT]);
+const REJECTED = 'ExpertRequestRejectedError';
 
-const DEFAULTS = { wire: 'f32' as WireEncoding, callTimeoutMs: 30_000, connectTimeoutMs: 120_000, healthCheckIntervalMs: 1_000 };
+function isRejection(e: Error): boolean {
+  return e instanceof NodeCallError && FATAL_CODES.has(e.code);
+}
+
+function rejected(layer: number, e: Error): Error {
+  const err = new Error(`layer ${layer}: expert node rejected the request: ${e.message}`);
+  err.name = REJECTED;
+  return err;
+}
+
+const DEFAULTS = { wire: 'f32' as WireEncoding, callTimeoutMs: 30_000, connectTimeoutMs: 120_000, healthCheckIntervalMs: 1_000, hedge: true };
 
 export class RemoteExperts implements ExpertBackend {
   readonly name: string;
@@ -131,6 +189,7 @@ export class RemoteExperts implements ExpertBackend {
   private readonly opts: RemoteExpertsOptions & typeof DEFAULTS;
   private readonly log: (line: string) => void;
   private readonly observers: ExpertCallObserver[];
+  private readonly policy: CallPolicy;
   private healthTimer: NodeJS.Timeout | null = null;
   private nextCallId = 1;
   private closed = false;
@@ -142,6 +201,7 @@ export class RemoteExperts implements ExpertBackend {
       const v = this.opts[key];
       if (!Number.isFinite(v) || v <= 0) throw new UserError(`remote experts: ${key} must be a positive number of milliseconds, got ${v}`);
     }
+    this.policy = { ...DEFAULT_CALL_POLICY, ...opts.callPolicy, ceilingMs: this.opts.callTimeoutMs };
     if (!['f32', 'bf16', 'int8'].includes(this.opts.wire)) throw new UserError(`remote experts: unknown wire encoding "${this.opts.wire}" (use f32, bf16 or int8)`);
     this.name = opts.name ?? `remote:${opts.shardMap.nodes.length}`;
     this.wire = this.opts.wire;
@@ -158,6 +218,7 @@ export class RemoteExperts implements ExpertBackend {
       healthy: false,
       checking: false,
       stats: new NodeStatsAccumulator(),
+      latency: new LatencyWindow(this.policy),
     }));
     this.replicas = replicaTable(opts.shardMap, opts.model);
   }
@@ -203,10 +264,8 @@ export class RemoteExperts implements ExpertBackend {
     if (missing.length) {
       throw new UserError(`expert nodes unavailable, no node left for ${formatExpertSpec(missing)}: ${down.join('; ')}`);
     }
-    if (down.length) {
-      this.log(`starting without ${down.length} node(s), their replicas serve: ${down.join('; ')}`);
-      this.ensureHealthChecks();
-    }
+    if (down.length) this.log(`starting without ${down.length} node(s), their replicas serve: ${down.join('; ')}`);
+    this.startHealthChecks();
   }
 
   private async connectNode(n: NodeState, deadline: number): Promise<void> {
@@ -251,40 +310,17 @@ export class RemoteExperts implements ExpertBackend {
     if (layer < 0 || layer >= this.opts.model.numLayers) throw new Error(`runExperts: layer ${layer} out of range`);
     if (batch.hidden.length !== nRows * H) throw new Error(`runExperts: hidden has ${batch.hidden.length} values, expected ${nRows} x ${H}`);
 
-    const active = new Int32Array(nRows * topK);
-    const partials: Partial[] = [];
-    const excluded = new Set<number>();
-    const nodeErrors: string[] = [];
-    let todo: number[] = [];
-    for (let s = 0; s < nRows * topK; s++) if (batch.experts[s] >= 0) todo.push(s);
+    const slots: number[] = [];
+    for (let s = 0; s < nRows * topK; s++) if (batch.experts[s] >= 0) slots.push(s);
+    const run: LayerRun = { batch, ctx, failed: new Set(), nodeErrors: [] };
+    const parts = slots.length ? await this.settle(run, slots, { attempt: 0, race: { done: false }, avoid: new Set(), hedge: false }) : [];
 
-    for (let attempt = 0, seq = 0; todo.length > 0; attempt++) {
-      const plan = this.plan(batch, todo, excluded, nodeErrors);
-      const calls = [...plan].map(([node, slots]) => this.callNode(node, batch, slots, active, attempt, ctx));
-      const settled = await Promise.allSettled(calls);
-      todo = [];
-      let i = 0;
-      for (const [node, slots] of plan) {
-        const r = settled[i++];
-        if (r.status === 'fulfilled') {
-          partials.push({ ...r.value, node, seq: seq++ });
-          continue;
-        }
-        const err = r.reason as Error;
-        if (err instanceof NodeCallError && FATAL_CODES.has(err.code)) {
-          throw new Error(`layer ${layer}: expert node rejected the request: ${err.message}`);
-        }
-        excluded.add(node);
-        nodeErrors.push(err.message);
-        this.markUnhealthy(this.nodes[node], err.message);
-        todo.push(...slots);
-      }
-    }
-
-    // Fixed order: by node index, then by try; so results never depend on which answer came first.
-    partials.sort((a, b) => a.node - b.node || a.seq - b.seq);
+    // Fixed order: the plan's (node index; a retry or a hedge in place of the call it replaces),
+    // never arrival order, so which replica answered first cannot change a bit of the sum.
     const out = new Float32Array(nRows * H);
-    for (const p of partials) {
+    const active = new Int32Array(nRows * topK);
+    for (const p of parts) {
+      p.slots.forEach((s, j) => (active[s] = p.active[j]));
       p.rows.forEach((row, j) => {
         const o = row * H;
         const src = j * H;
@@ -292,6 +328,86 @@ export class RemoteExperts implements ExpertBackend {
       });
     }
     return { out, active };
+  }
+
+  /** Plans `slots` over healthy nodes and runs one call per node (each hedged or retried on its own). */
+  private async settle(run: LayerRun, slots: number[], t: Try): Promise<Part[]> {
+    const plan = this.plan(run.batch, slots, new Set([...run.failed, ...t.avoid]), run.nodeErrors);
+    const parts = await Promise.all([...plan].map(([node, unit]) => this.runUnit(run, node, unit, t)));
+    return parts.flat();
+  }
+
+  /**
+   * One node's share of a layer: its call, with a deadline from the node's
+   * measured latency when a replica could take over (else the flag's ceiling);
+   * past its p99, the same routes to a replica (a hedge), the first answer
+   * wins. A failed call marks the node unhealthy and its routes are re-planned.
+   */
+  private runUnit(run: LayerRun, node: number, slots: number[], t: Try): Promise<Part[]> {
+    const { batch } = run;
+    const n = this.nodes[node];
+    const rows = new Set(slots.map((s) => Math.floor(s / batch.topK))).size;
+    const experts = [...new Set(slots.map((s) => batch.experts[s]))];
+    const elsewhere = new Set([...run.failed, ...t.avoid, node]);
+    const movable = experts.every((e) => this.replicas[batch.layer][e].some((i) => !elsewhere.has(i) && this.nodes[i].healthy));
+    const expected = n.latency.expectedMs(rows);
+    const deadline = movable ? callDeadlineMs(expected, this.policy) : this.policy.ceilingMs;
+    const hedgeAfter = this.opts.hedge && movable && !t.hedge ? hedgeDelayMs(expected, this.policy) : null;
+
+    return new Promise<Part[]>((resolve, reject) => {
+      const race: Race = { done: false, parent: t.race };
+      let primaryFailed = false;
+      let hedge: 'none' | 'pending' | 'failed' = 'none';
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (settle: () => void) => {
+        if (race.done) return;
+        race.done = true;
+        clearTimeout(timer);
+        settle();
+      };
+      const retry = () => {
+        if (isDone(t.race)) return finish(() => reject(new Error('answer no longer wanted')));
+        this.settle(run, slots, { ...t, attempt: t.attempt + 1, race }).then((p) => finish(() => resolve(p)), (e) => finish(() => reject(e)));
+      };
+      this.callNode(run, node, slots, t.attempt, deadline, t.hedge).then((part) => finish(() => resolve([part])), (e: Error) => {
+        if (isRejection(e)) return finish(() => reject(rejected(batch.layer, e)));
+        this.nodeFailed(run, node, e);
+        primaryFailed = true;
+        clearTimeout(timer);
+        if (!race.done && hedge !== 'pending') retry();
+      });
+      if (hedgeAfter !== null && hedgeAfter < deadline) {
+        timer = setTimeout(() => {
+          if (isDone(race) || primaryFailed) return;
+          hedge = 'pending';
+          n.stats.addHedge();
+          this.hedge(run, node, slots, { attempt: t.attempt + 1, race, avoid: new Set([...t.avoid, node]), hedge: true })
+            .then((p) => finish(() => resolve(p)), (e: Error) => {
+              hedge = 'failed';
+              // A request rejected as malformed would be by every node; otherwise the primary may still answer.
+              if (primaryFailed || e.name === REJECTED) finish(() => reject(e));
+            });
+        }, hedgeAfter);
+      }
+    });
+  }
+
+  /** The routes of a late call, to one other node that holds all their experts when there is one (same sums), else re-planned. */
+  private hedge(run: LayerRun, late: number, slots: number[], t: Try): Promise<Part[]> {
+    const { layer, experts } = run.batch;
+    const skip = new Set([...run.failed, ...t.avoid]);
+    const holders = slots.reduce<number[] | null>((acc, s) => {
+      const here = this.replicas[layer][experts[s]];
+      return acc === null ? [...here] : acc.filter((i) => here.includes(i));
+    }, null) ?? [];
+    const single = holders.find((i) => i !== late && !skip.has(i) && this.nodes[i].healthy);
+    return single === undefined ? this.settle(run, slots, t) : this.runUnit(run, single, slots, t);
+  }
+
+  private nodeFailed(run: LayerRun, node: number, e: Error): void {
+    run.failed.add(node);
+    run.nodeErrors.push(e.message);
+    this.markUnhealthy(this.nodes[node], e.message);
   }
 
   /**
@@ -349,9 +465,10 @@ export class RemoteExperts implements ExpertBackend {
     return new Map([...plan].sort((a, b) => a[0] - b[0]));
   }
 
-  /** One message to one node for `slots` (sorted); fills `active` for them on success. */
-  private async callNode(nodeIndex: number, batch: ExpertBatch, slots: number[], active: Int32Array, attempt: number,
-    ctx?: StepContext): Promise<{ rows: number[]; out: Float32Array }> {
+  /** One message to one node for `slots` (sorted). */
+  private async callNode(run: LayerRun, nodeIndex: number, slots: number[], attempt: number, deadlineMs: number,
+    hedge: boolean): Promise<Part> {
+    const { batch, ctx } = run;
     const node = this.nodes[nodeIndex];
     const { topK, maskRowBytes } = batch;
     const { hiddenSize: H, intermediateSize: I } = this.opts.model;
@@ -373,7 +490,7 @@ export class RemoteExperts implements ExpertBackend {
     const info: ExpertCallInfo = {
       callId: this.nextCallId++, stepId: ctx?.stepId, layer: batch.layer, node: node.address, nodeIndex, nodeName: node.name,
       experts: [...new Set(routes.map((r) => r.expert))].sort((a, b) => a - b),
-      tokens: rows.length, routes: routes.length, wire: this.wire, attempt, bytesOut: 0,
+      tokens: rows.length, routes: routes.length, wire: this.wire, attempt, bytesOut: 0, ...(hedge ? { hedge } : {}),
     };
     const scopes = this.observers.map((o) => o.onCallStart?.(info));
     const traceContext = Object.assign({}, ...scopes.map((s) => (s && s.traceContext) || {})) as Record<string, string>;
@@ -389,9 +506,9 @@ export class RemoteExperts implements ExpertBackend {
         hidden: encodeRows(batch.hidden, H, rows, this.wire),
         routes,
         replyEncoding: toProtoEncoding(this.wire),
-        timeoutMs: this.opts.callTimeoutMs,
+        timeoutMs: deadlineMs,
         traceContext,
-      }, this.opts.callTimeoutMs);
+      }, deadlineMs);
       info.bytesOut = reply.bytesSent;
       const res = reply.response;
       let out: Float32Array;
@@ -401,16 +518,19 @@ export class RemoteExperts implements ExpertBackend {
       } catch (e) {
         throw new NodeCallError(node.address, grpc.status.INTERNAL, `malformed response: ${(e as Error).message}`);
       }
-      let activeNeurons = 0;
-      slots.forEach((s, j) => {
-        active[s] = res.active[j];
-        activeNeurons += res.active[j];
-      });
+      // A node computing NaN or infinity is unwell (its weights or memory): its routes go to a replica.
+      const bad = firstNonFinite(out);
+      if (bad >= 0) {
+        throw new NodeCallError(node.address, grpc.status.INTERNAL, `layer ${batch.layer}: non-finite value (${out[bad]}) in output row ` +
+          `${rows[Math.floor(bad / H)]}`);
+      }
       const latencyUs = Number((process.hrtime.bigint() - t0) / 1000n);
+      node.latency.add(rows.length, latencyUs / 1000);
+      const activeNeurons = res.active.reduce((a, b) => a + b, 0);
       node.stats.addCall({ tokens: rows.length, routes: routes.length, activeNeurons, bytesSent: reply.bytesSent,
         bytesReceived: reply.bytesReceived });
       finish({ ok: true, latencyUs, queueUs: res.queueUs, computeUs: res.computeUs, activeNeurons, bytesIn: reply.bytesReceived });
-      return { rows, out };
+      return { slots, rows, out, active: res.active };
     } catch (e) {
       node.stats.addFailure();
       finish({ ok: false, error: e as Error, latencyUs: Number((process.hrtime.bigint() - t0) / 1000n), queueUs: 0, computeUs: 0,
@@ -420,33 +540,37 @@ export class RemoteExperts implements ExpertBackend {
   }
 
   private markUnhealthy(n: NodeState, reason: string): void {
-    n.client.reset(`node marked unhealthy: ${reason}`);
     n.lastError = reason;
     if (!n.healthy) return;
+    n.client.reset(`node marked unhealthy: ${reason}`);
     n.healthy = false;
     this.log(`expert node ${n.address} unhealthy (${reason}); its experts go to replicas until it reports SERVING`);
     this.observers.forEach((o) => o.onNodeHealth?.(n.address, false, reason));
-    this.ensureHealthChecks();
   }
 
-  /** Background re-checks of unhealthy nodes with the health service; stops when all are back. */
-  private ensureHealthChecks(): void {
+  /**
+   * Every node's health, every interval, with or without traffic: a healthy
+   * node that fails its check or is not SERVING is out at once (so ready()
+   * turns false while nobody calls it); an unhealthy one is back once SERVING
+   * with the right Info.
+   */
+  private startHealthChecks(): void {
     if (this.healthTimer || this.closed) return;
     const interval = this.opts.healthCheckIntervalMs;
+    // Longer than the interval: a busy node's event loop may answer a little late.
+    const timeout = Math.min(5_000, Math.max(1_000, 2 * interval));
     this.healthTimer = setInterval(() => {
-      const down = this.nodes.filter((n) => !n.healthy);
-      if (down.length === 0 || this.closed) {
-        if (this.healthTimer) clearInterval(this.healthTimer);
-        this.healthTimer = null;
-        return;
-      }
-      for (const n of down) {
-        if (n.checking) continue;
+      for (const n of this.nodes) {
+        if (n.checking || this.closed) continue;
         n.checking = true;
-        const timeout = Math.max(200, Math.min(interval, 5_000));
         n.client.health(timeout)
           .then(async (status) => {
-            if (status !== 'SERVING') return;
+            if (this.closed) return;
+            if (status !== 'SERVING') {
+              this.markUnhealthy(n, `health check: ${status}`);
+              return;
+            }
+            if (n.healthy) return;
             this.checkInfo(n, await n.client.info(timeout));
             if (this.closed || n.healthy) return;
             n.healthy = true;
@@ -454,7 +578,7 @@ export class RemoteExperts implements ExpertBackend {
             this.observers.forEach((o) => o.onNodeHealth?.(n.address, true, 'SERVING'));
           })
           .catch((e: Error) => {
-            n.lastError = e.message;
+            if (!this.closed) this.markUnhealthy(n, `health check failed: ${e.message}`);
           })
           .finally(() => {
             n.checking = false;

@@ -11,7 +11,7 @@ import { LocalCluster } from './local-cluster';
 import { RemoteExperts, type RemoteExpertsOptions } from './remote-experts';
 
 export interface RemoteSetup
-  extends Pick<RemoteExpertsOptions, 'wire' | 'callTimeoutMs' | 'connectTimeoutMs' | 'healthCheckIntervalMs' | 'observers'> {
+  extends Pick<RemoteExpertsOptions, 'wire' | 'callTimeoutMs' | 'hedge' | 'connectTimeoutMs' | 'healthCheckIntervalMs' | 'observers'> {
   /** cluster:N nodes: weight storage, device, threads per node, dense FFN. */
   weights?: StoreDType | 'auto';
   device?: Device | 'auto';
@@ -37,7 +37,7 @@ export async function createRemoteExperts(choice: Exclude<ExpertsChoice, { kind:
   const c = folder.config;
   const model = { hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, numLayers: c.numLayers, numExperts: c.numExperts };
   const common = {
-    model, log, wire: setup.wire, callTimeoutMs: setup.callTimeoutMs, connectTimeoutMs: setup.connectTimeoutMs,
+    model, log, wire: setup.wire, callTimeoutMs: setup.callTimeoutMs, hedge: setup.hedge, connectTimeoutMs: setup.connectTimeoutMs,
     healthCheckIntervalMs: setup.healthCheckIntervalMs, channelFactory: setup.channelFactory, observers: setup.observers,
   };
   if (choice.kind === 'file') {
