@@ -1,13 +1,18 @@
 // `turbosparse serve`: the OpenAI-compatible HTTP API over the continuous-batching scheduler.
 // The server and engine modules load inside the action, so other commands start fast.
 import type { Command } from 'commander';
+import { resolveApiKey, type ApiKeyFlags } from './api-key';
 import { floatOption, intOption } from './options';
 import { addServingOptions, type ServingFlags } from './serving';
 
-export interface ServeFlags extends ServingFlags {
+export interface ServeFlags extends ServingFlags, ApiKeyFlags {
   port: number;
   host: string;
-  apiKey?: string;
+  publicMetrics?: boolean;
+  metricsPort?: number;
+  metricsHost: string;
+  requestTimeout: number;
+  maxConnections: number;
   gracePeriod: number;
 }
 
@@ -18,7 +23,13 @@ export function registerServe(program: Command): void {
     .requiredOption('--model <dir>', 'Hugging Face model folder')
     .option('--port <p>', 'TCP port (0 = any free port)', intOption('--port'), 8000)
     .option('--host <addr>', 'address to bind', '127.0.0.1')
-    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on /v1/* (default: $TURBOSPARSE_API_KEY)')
+    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on /v1/*, /tokenize, /detokenize, /status.json, /metrics (default: $TURBOSPARSE_API_KEY)')
+    .option('--api-key-file <file>', 'read the API key from FILE (keeps it out of `ps`)')
+    .option('--public-metrics', 'with an API key: /metrics answers without it (for a Prometheus scraper)')
+    .option('--metrics-port <p>', 'also serve /metrics (no API key) on this port, e.g. for a scraper on an internal network', intOption('--metrics-port'))
+    .option('--metrics-host <addr>', 'address --metrics-port binds', '127.0.0.1')
+    .option('--request-timeout <s>', 'a request\'s headers and body must arrive within this (responses may take longer)', floatOption('--request-timeout', 1, 3600), 30)
+    .option('--max-connections <n>', 'open HTTP connections at most; more are closed at once', intOption('--max-connections', 1), 1024)
     .option('--grace-period <s>', 'on SIGTERM: /ready turns 503 and requests in flight get this long to finish', floatOption('--grace-period', 0, 86400), 30);
   addServingOptions(cmd);
   cmd.action(async (flags: ServeFlags) => {
@@ -31,13 +42,22 @@ export async function runServe(flags: ServeFlags): Promise<void> {
   const { observeApi, statusRoutes } = await import('../coordinator/telemetry');
   const { loadServing, onShutdownSignal } = await import('./serving');
   const { listenWhileLoading } = await import('../coordinator/http/loading-server');
+  const { startMetricsServer } = await import('../core/metrics-server');
   const log = (line: string) => process.stderr.write(line + '\n');
+  // Before anything loads: a bad key file is one line now, not after minutes of loading.
+  const apiKey = resolveApiKey(flags);
   // Until the engine is up (weights, expert nodes): /health 200, /ready 503, the rest 503.
   const loading = await listenWhileLoading(flags.port, flags.host, 'the model and its expert nodes');
   log(`loading; ${loading.url}/ready answers 503 until the model is loaded and every expert is reachable`);
   let serving;
+  let metricsServer;
   try {
+    // Metrics without the API key, on a port of their own (e.g. for a scraper inside the cluster).
+    metricsServer = flags.metricsPort === undefined ? undefined : await startMetricsServer(flags.metricsPort, flags.metricsHost);
     serving = await loadServing(flags, log);
+  } catch (e) {
+    await metricsServer?.close();
+    throw e;
   } finally {
     await loading.close();
   }
@@ -46,7 +66,10 @@ export async function runServe(flags: ServeFlags): Promise<void> {
     tokenizer: serving.tokenizer,
     modelName: serving.modelName,
     chatTemplate: serving.chatTemplate,
-    apiKey: flags.apiKey ?? process.env.TURBOSPARSE_API_KEY,
+    apiKey,
+    publicMetrics: flags.publicMetrics,
+    requestTimeoutMs: flags.requestTimeout * 1000,
+    maxConnections: flags.maxConnections,
     ready: serving.ready,
     log,
     // The status page at / and its JSON at /status.json.
@@ -54,10 +77,11 @@ export async function runServe(flags: ServeFlags): Promise<void> {
   });
   observeApi(http.api, serving.observability);
   const { url } = await http.listen(loading.port, flags.host);
-  log(`serving ${serving.modelName} at ${url}/v1 (status page ${url}/, health ${url}/health, metrics ${url}/metrics)`);
+  log(`serving ${serving.modelName} at ${url}/v1 (status page ${url}/, health ${url}/health, metrics ${metricsServer?.url ?? `${url}/metrics`})`);
   onShutdownSignal(async (signal) => {
     log(`${signal}: no new requests; ${flags.gracePeriod} s for those in flight`);
     await http.close(flags.gracePeriod * 1000);
+    await metricsServer?.close();
     await serving.close();
   });
 }

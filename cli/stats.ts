@@ -5,11 +5,11 @@ import type { Command } from 'commander';
 import { UserError } from '../core/errors';
 import { formatLatencyTable } from '../coordinator/telemetry/latency-table';
 import type { StatusJson } from '../coordinator/telemetry/status';
+import { resolveApiKey, type ApiKeyFlags } from './api-key';
 import { intOption } from './options';
 
-interface StatsFlags {
+interface StatsFlags extends ApiKeyFlags {
   url: string;
-  apiKey?: string;
   json?: boolean;
   watch?: number;
   maxExperts: number;
@@ -21,6 +21,7 @@ export function registerStats(program: Command): void {
     .description('print the per-expert latency table of a running coordinator (turbosparse serve)')
     .requiredOption('--url <url>', 'the coordinator\'s base URL, e.g. http://127.0.0.1:8000')
     .option('--api-key <key>', 'API key, when the server needs one for /v1/status (default: $TURBOSPARSE_API_KEY)')
+    .option('--api-key-file <file>', 'read the API key from FILE (keeps it out of `ps`)')
     .option('--json', 'print the status JSON instead of the table')
     .option('--watch <s>', 'print again every S seconds until Ctrl-C', intOption('--watch', 1))
     .option('--max-experts <n>', 'per-expert rows at most (the slowest by p99 when cut)', intOption('--max-experts', 1), 32)
@@ -46,7 +47,10 @@ export async function fetchStatus(base: string, apiKey?: string): Promise<Status
     const cause = (e as { cause?: { code?: string; message?: string } }).cause;
     throw new UserError(`cannot reach ${url.href} (${cause?.code ?? cause?.message ?? (e as Error).message}): is \`turbosparse serve\` running there?`);
   }
-  if (res.status === 401) throw new UserError(`${url.href} needs an API key: pass --api-key KEY (or set TURBOSPARSE_API_KEY)`);
+  if (res.status === 401) {
+    const refused = apiKey ? '; the key given was refused' : '';
+    throw new UserError(`${url.href} needs an API key: pass --api-key KEY or --api-key-file FILE (or set TURBOSPARSE_API_KEY)${refused}`);
+  }
   if (!res.ok) throw new UserError(`${url.href} answered HTTP ${res.status}: is this a turbosparse coordinator (turbosparse serve)?`);
   let body: unknown;
   try {
@@ -62,7 +66,7 @@ export async function fetchStatus(base: string, apiKey?: string): Promise<Status
 }
 
 export async function runStats(flags: StatsFlags): Promise<void> {
-  const apiKey = flags.apiKey ?? process.env.TURBOSPARSE_API_KEY;
+  const apiKey = resolveApiKey(flags);
   for (;;) {
     const s = await fetchStatus(flags.url, apiKey);
     if (flags.json) process.stdout.write(JSON.stringify(s) + '\n');

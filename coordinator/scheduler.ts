@@ -329,16 +329,17 @@ export class Scheduler {
       }
       return this.engine.kvBytesFor(this.firstKvTokens(r.promptIds.length, r.promptIds.length, r.maxTokens));
     });
-    // Requests that would not start right away take queue slots.
-    let free = this.opts.kvBudgetBytes - this.kvReserved;
-    let slots = this.opts.maxRunning - this.running.length;
-    let queued = 0;
-    for (const bytes of sizes) {
-      if (this.waiting.length === 0 && queued === 0 && bytes <= free && slots > 0) {
-        free -= bytes;
-        slots--;
-      } else queued++;
+    // Even on an idle server more would wait than the queue holds: it can never be taken (not a retry later).
+    const idleQueued = queuedOf(sizes, this.opts.kvBudgetBytes, this.opts.maxRunning, true);
+    if (idleQueued > this.opts.maxQueue) {
+      throw new UserError(
+        `n: the request has ${reqs.length} sequences (prompts x n) but even an idle server starts only ${reqs.length - idleQueued} ` +
+          `of them at once (running limit and KV budget) and queues ${this.opts.maxQueue} more: send fewer prompts or a lower n`,
+        'n',
+      );
     }
+    // Requests that would not start right away take queue slots.
+    const queued = queuedOf(sizes, this.opts.kvBudgetBytes - this.kvReserved, this.opts.maxRunning - this.running.length, this.waiting.length === 0);
     // Preempted sequences wait too, but they were admitted once: they take no new request's slot.
     const newWaiting = this.waiting.filter((h) => !h.seq).length;
     if (queued > 0 && newWaiting + queued > this.opts.maxQueue) {
@@ -863,6 +864,18 @@ function holdBack(text: string, sent: number, stops: string[]): number {
   return best;
 }
 
+/** How many of these first-cache sizes would wait: they start in order while KV and slots last (and nothing waits before them). */
+function queuedOf(sizes: number[], free: number, slots: number, noneWaiting: boolean): number {
+  let queued = 0;
+  for (const bytes of sizes) {
+    if (noneWaiting && queued === 0 && bytes <= free && slots > 0) {
+      free -= bytes;
+      slots--;
+    } else queued++;
+  }
+  return queued;
+}
+
 function mb(bytes: number): string {
   return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
@@ -919,6 +932,6 @@ function schedulerMetrics(reg: Registry, s: Scheduler) {
     ttft: reg.histogram({ name: 'turbosparse_time_to_first_token_seconds', help: 'Submit to first generated token' }),
   };
   // Exported as 0 from the start (rates and the hit share need a series before the first event).
-  for (const c of [m.prefixQueried, m.prefixHit, m.preemptions]) c.labels();
+  for (const c of [m.prefixQueried, m.prefixHit, m.preemptions, m.rejected, m.stepErrors]) c.labels();
   return m;
 }

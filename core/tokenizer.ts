@@ -3,6 +3,8 @@
 // time without ever emitting half a UTF-8 character.
 import { UserError } from './errors';
 import type { ModelFolder } from './model-folder';
+import { maxBytesPerToken } from './token-length-bound';
+import { TokenizerThread } from './tokenizer-thread';
 
 // The package is ESM-first; its CommonJS build is what our commonjs output can load.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -10,6 +12,8 @@ const { Tokenizer } = require('@huggingface/tokenizers') as typeof import('@hugg
 type HfTokenizer = InstanceType<typeof Tokenizer>;
 
 const BYTE_TOKEN_RE = /^<0x[0-9A-Fa-f]{2}>$/;
+/** Texts up to this many characters (together) are encoded in place by encodeAsync: a few ms at most. */
+const INLINE_CHARS = 2048;
 const REPLACEMENT = '\uFFFD';
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -40,19 +44,30 @@ export class TextTokenizer {
   readonly vocabSize: number;
   /** Whether encode() adds BOS when not told otherwise. */
   readonly addsBosByDefault: boolean;
+  /**
+   * The most UTF-8 bytes of text one token covers, so a text of B bytes has at least
+   * ceil(B / maxBytesPerToken) tokens; Infinity when this tokenizer has no such bound.
+   */
+  readonly maxBytesPerToken: number;
   private readonly tok: HfTokenizer;
   /** Special added tokens other than byte-fallback ones: what skipSpecial drops. */
   private readonly controlIds: Set<number>;
   private readonly postProcessorAddsBos: boolean;
   private readonly cleanUpSpaces: boolean;
+  /** What the encoding thread builds its own copy of the tokenizer from. */
+  private readonly source: { json: object; config: object };
+  private thread: TokenizerThread | null = null;
 
   private constructor(tok: HfTokenizer, tokenizerJson: Record<string, unknown>, cfg: Record<string, unknown>, extraEos: number[], fallbackBos: number | null) {
     this.tok = tok;
+    this.source = { json: tokenizerJson, config: cfg };
     const id = (t: string | null): number | null => (t === null ? null : (tok.token_to_id(t) ?? null));
 
+    const vocab = tok.get_vocab(true);
     let maxId = -1;
-    for (const v of tok.get_vocab(true).values()) maxId = Math.max(maxId, v);
+    for (const v of vocab.values()) maxId = Math.max(maxId, v);
     this.vocabSize = maxId + 1;
+    this.maxBytesPerToken = maxBytesPerToken(tokenizerJson, vocab.keys());
 
     this.controlIds = new Set();
     for (const [tid, added] of tok.get_added_tokens_decoder()) {
@@ -107,11 +122,33 @@ export class TextTokenizer {
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
     const wantBos = opts.addBos ?? this.addsBosByDefault;
-    if (this.postProcessorAddsBos) {
-      return [...this.tok.encode(text, { add_special_tokens: wantBos }).ids];
-    }
-    const ids = [...this.tok.encode(text).ids];
-    if (wantBos && this.bosId !== null && ids[0] !== this.bosId) ids.unshift(this.bosId);
+    const addSpecial = this.postProcessorAddsBos ? wantBos : undefined;
+    const ids = addSpecial === undefined ? this.tok.encode(text).ids : this.tok.encode(text, { add_special_tokens: addSpecial }).ids;
+    return this.withBos([...ids], wantBos);
+  }
+
+  /**
+   * encode() for each text, off the event loop when they are long (a worker thread),
+   * so a server keeps answering while a long prompt is tokenized.
+   */
+  async encodeAsync(items: readonly { text: string; opts?: EncodeOptions }[]): Promise<number[][]> {
+    if (items.reduce((n, it) => n + it.text.length, 0) <= INLINE_CHARS) return items.map((it) => this.encode(it.text, it.opts));
+    const wants = items.map((it) => it.opts?.addBos ?? this.addsBosByDefault);
+    this.thread ??= new TokenizerThread(this.source.json, this.source.config);
+    const ids = await this.thread.encode(items.map((it, i) => ({ text: it.text, addSpecial: this.postProcessorAddsBos ? wants[i] : undefined })));
+    return ids.map((x, i) => this.withBos(x, wants[i]));
+  }
+
+  /** Stops the encoding thread, if one runs (it does not keep the process alive; tests close it). */
+  async close(): Promise<void> {
+    const t = this.thread;
+    this.thread = null;
+    await t?.close();
+  }
+
+  /** BOS first when wanted and the post-processor did not add it. */
+  private withBos(ids: number[], wantBos: boolean): number[] {
+    if (!this.postProcessorAddsBos && wantBos && this.bosId !== null && ids[0] !== this.bosId) ids.unshift(this.bosId);
     return ids;
   }
 

@@ -31,10 +31,23 @@ export const badRequest = (message: string, param: string | null = null, code: s
 export const methodNotAllowed = (method: string, path: string): ApiError =>
   new ApiError(405, `${method} is not allowed on ${path}`, 'invalid_request_error', null, 'method_not_allowed');
 
-/** A request URL's path without its query and trailing slashes ('/' for none). */
-export function routePath(url: string | undefined): string {
-  return new URL(url ?? '/', 'http://localhost').pathname.replace(/\/+$/, '') || '/';
+/**
+ * A request target's path without its query and trailing slashes ('/' for none); null when it
+ * cannot be parsed (a 400). "/x" and "//x" are paths (origin-form: "//x" is no host), anything
+ * else must be an absolute URL.
+ */
+export function routePath(url: string | undefined): string | null {
+  const target = url ?? '/';
+  try {
+    const u = target.startsWith('/') ? new URL(`http://localhost${target}`) : new URL(target);
+    return u.pathname.replace(/\/+$/, '') || '/';
+  } catch {
+    return null;
+  }
 }
+
+export const badTarget = (): ApiError =>
+  new ApiError(400, 'the request target is not a valid path or URL: send e.g. "POST /v1/completions"', 'invalid_request_error', null, 'invalid_request_target');
 
 export const expertsUnavailable = (detail = 'not every expert node is reachable'): ApiError =>
   new ApiError(503, `experts unavailable: ${detail}; retry shortly`, 'service_unavailable', null, 'experts_unavailable');

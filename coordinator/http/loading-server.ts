@@ -5,7 +5,8 @@
 // port once the engine is up.
 import http from 'node:http';
 import { closeHttpNow, listenHttp } from '../../core/http-listen';
-import { ApiError, methodNotAllowed, routePath } from './errors';
+import { ApiError, badTarget, methodNotAllowed, routePath } from './errors';
+import { guarded } from './guard';
 
 export interface LoadingServer {
   port: number;
@@ -15,19 +16,29 @@ export interface LoadingServer {
 
 export function listenWhileLoading(port: number, host: string, what: string): Promise<LoadingServer> {
   const reason = `loading: ${what}`;
-  const server = http.createServer((req, res) => {
-    const path = routePath(req.url);
-    const send = (status: number, body: unknown) => {
-      req.resume();
-      res.writeHead(status, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
-      res.end(JSON.stringify(body));
-    };
-    if ((path === '/health' || path === '/ready') && req.method !== 'GET') {
-      return send(405, methodNotAllowed(req.method ?? 'GET', path).toJSON());
-    }
-    if (path === '/health') return send(200, { status: 'ok', loading: true });
-    if (path === '/ready') return send(503, { status: 'not ready', reason });
-    send(503, new ApiError(503, `the server is still ${reason}; retry shortly`, 'service_unavailable', null, 'loading').toJSON());
+  const server = http.createServer(
+    // No route here reads a body: a slow client gets no more time than the serving server gives.
+    { requestTimeout: 10_000, headersTimeout: 10_000, connectionsCheckingInterval: 1000 },
+    guarded((req, res) => {
+      const send = (status: number, body: unknown) => {
+        req.resume();
+        res.writeHead(status, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
+        res.end(JSON.stringify(body));
+      };
+      const path = routePath(req.url);
+      if (path === null) return send(400, badTarget().toJSON());
+      if ((path === '/health' || path === '/ready') && req.method !== 'GET') {
+        return send(405, methodNotAllowed(req.method ?? 'GET', path).toJSON());
+      }
+      if (path === '/health') return send(200, { status: 'ok', loading: true });
+      if (path === '/ready') return send(503, { status: 'not ready', reason });
+      send(503, new ApiError(503, `the server is still ${reason}; retry shortly`, 'service_unavailable', null, 'loading').toJSON());
+    }),
+  );
+  server.maxConnections = 1024;
+  server.on('clientError', (_err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    else socket.destroy();
   });
   return listenHttp(server, port, host).then((l) => ({ port: l.port, url: l.url, close: () => closeHttpNow(server) }));
 }

@@ -6,7 +6,7 @@
 // what the endpoint would have answered.
 import { randomUUID } from 'node:crypto';
 import { ChatTemplate, type ChatMessage } from '../../core/chat-template';
-import type { TextTokenizer } from '../../core/tokenizer';
+import type { EncodeOptions, TextTokenizer } from '../../core/tokenizer';
 import type { SamplingParams } from '../sampler';
 import type { GenerationRequest, GenerationResult, Scheduler, SequenceHandle } from '../scheduler';
 import { ApiError, badRequest } from './errors';
@@ -62,6 +62,12 @@ export interface RunOptions {
   onProgress?: (tokens: number) => void;
 }
 
+export interface TokenizeResult {
+  count: number;
+  max_model_len: number;
+  tokens: number[];
+}
+
 /** The request's sequences were cancelled (client gone, job released) before they finished. */
 export class RequestCancelledError extends Error {
   constructor() {
@@ -72,6 +78,16 @@ export class RequestCancelledError extends Error {
 
 /** Tokens one request may bias (each costs work per sampled token). */
 const MAX_LOGIT_BIAS = 1024;
+/** Body bytes beside the prompts (sampling fields, logit_bias, message roles). */
+const BODY_SLACK_BYTES = 2 ** 20;
+/** Largest body whatever the context. */
+const MAX_BODY_BYTES = 16 * 2 ** 20;
+
+/** Texts to tokenize, and what to make of their ids: tokenizing may happen in place or off the event loop. */
+interface Plan<T> {
+  texts: { text: string; opts?: EncodeOptions }[];
+  finish(ids: number[][]): T;
+}
 
 type Choice = { index: number; result: GenerationResult; promptIds: number[]; echo: string | null };
 
@@ -97,43 +113,88 @@ export class OpenAIApi {
     this.endOfTurnId = ids.length === 1 ? ids[0] : null;
   }
 
+  /**
+   * The largest request body worth reading: a full context of text at the most bytes a token
+   * can cover, every byte JSON-escaped (\u00XX, 6 bytes), or of token ids (24 bytes each leaves
+   * room for pretty-printing), plus room for the other fields; at most 16 MiB.
+   */
+  get bodyLimit(): number {
+    const perToken = Math.max(6 * this.tokenizer.maxBytesPerToken, 24);
+    return Math.min(MAX_BODY_BYTES, this.contextLength * perToken + BODY_SLACK_BYTES);
+  }
+
   /** Validates and tokenizes a body; throws ApiError (400/404) naming the field. */
   prepare(endpoint: Endpoint, body: unknown): Prepared {
+    return this.inPlace(this.preparePlan(endpoint, body));
+  }
+
+  /** prepare() with long prompts tokenized off the event loop (what a server calls). */
+  prepareAsync(endpoint: Endpoint, body: unknown): Promise<Prepared> {
+    return this.offLoop(this.preparePlan(endpoint, body));
+  }
+
+  private inPlace<T>(plan: Plan<T>): T {
+    return plan.finish(plan.texts.map((t) => this.tokenizer.encode(t.text, t.opts)));
+  }
+
+  private async offLoop<T>(plan: Plan<T>): Promise<T> {
+    return plan.finish(await this.tokenizer.encodeAsync(plan.texts));
+  }
+
+  private preparePlan(endpoint: Endpoint, body: unknown): Plan<Prepared> {
+    checkLogitBiasSize(body);
     if (endpoint === 'completions') {
       const b = parseBody(completionBody, body);
       this.checkModel(b.model);
       const given = parsePrompt(b.prompt);
-      const prompts = given.map((p) => (typeof p === 'string' ? this.tokenizer.encode(p) : p));
       if (b.best_of != null && b.best_of !== (b.n ?? 1)) throw badRequest('best_of: only best_of equal to n is supported', 'best_of');
-      const prepared = this.finish(endpoint, b, prompts, b.max_tokens ?? 16, 'max_tokens', [], []);
-      prepared.logprobs = b.logprobs ?? null;
-      if (b.echo) prepared.echo = given.map((p) => (typeof p === 'string' ? p : this.tokenizer.decode(p)));
-      return prepared;
+      this.checkSequences(given.length * (b.n ?? 1));
+      const texts = given.flatMap((p, i) => {
+        if (typeof p !== 'string') return [];
+        this.checkTextLength(p, given.length > 1 ? `prompt[${i}]` : 'prompt');
+        return [{ text: p }];
+      });
+      return {
+        texts,
+        finish: (ids) => {
+          let k = 0;
+          const prompts = given.map((p) => (typeof p === 'string' ? ids[k++] : p));
+          const prepared = this.finish(endpoint, b, prompts, b.max_tokens ?? 16, 'max_tokens', [], []);
+          prepared.logprobs = b.logprobs ?? null;
+          if (b.echo) prepared.echo = given.map((p) => (typeof p === 'string' ? p : this.tokenizer.decode(p)));
+          return prepared;
+        },
+      };
     }
     const b = parseBody(chatBody, body);
     this.checkModel(b.model);
-    const ids = this.chatIds(b.messages);
-    const field = b.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
-    // OpenAI's default is "the rest of the context"; here also no more than the KV budget holds,
-    // so a request without max_tokens runs (finish_reason "length" at that point) instead of a 400.
-    const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? Math.max(0, this.scheduler.maxTokensFitting(ids.length));
     if (b.top_logprobs && b.logprobs !== true) throw badRequest('top_logprobs: set logprobs to true to use top_logprobs', 'top_logprobs');
-    const eot = this.chatTemplate.endOfTurn;
-    const prepared = this.finish(
-      endpoint,
-      b,
-      [ids],
-      maxTokens,
-      field,
-      this.endOfTurnId !== null ? [this.endOfTurnId] : [],
-      eot && this.endOfTurnId === null ? [eot] : [],
-    );
-    prepared.logprobs = b.logprobs ? (b.top_logprobs ?? 0) : null;
-    return prepared;
+    this.checkSequences(b.n ?? 1);
+    return {
+      texts: [this.chatText(b.messages)],
+      finish: ([ids]) => {
+        const field = b.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+        // OpenAI's default is "the rest of the context"; here also no more than the KV budget holds,
+        // so a request without max_tokens runs (finish_reason "length" at that point) instead of a 400.
+        const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? Math.max(0, this.scheduler.maxTokensFitting(ids.length));
+        const eot = this.chatTemplate.endOfTurn;
+        const prepared = this.finish(
+          endpoint,
+          b,
+          [ids],
+          maxTokens,
+          field,
+          this.endOfTurnId !== null ? [this.endOfTurnId] : [],
+          eot && this.endOfTurnId === null ? [eot] : [],
+        );
+        prepared.logprobs = b.logprobs ? (b.top_logprobs ?? 0) : null;
+        return prepared;
+      },
+    };
   }
 
-  /** Chat messages through the template, tokenized as generation sees them. */
-  private chatIds(messages: ChatBody['messages']): number[] {
+  /** Chat messages through the template, as generation tokenizes them. */
+  private chatText(messages: ChatBody['messages']): { text: string; opts: EncodeOptions } {
     const text = this.chatTemplate.render(
       messages.map((m, i): ChatMessage => ({
         role: m.role,
@@ -141,22 +202,66 @@ export class OpenAIApi {
         ...(m.name !== undefined ? { name: m.name } : {}),
       })),
     );
+    this.checkTextLength(text, 'messages');
     // A template that writes BOS itself must not get a second one from the tokenizer.
     const bos = this.chatTemplate.bosToken;
-    return this.tokenizer.encode(text, bos && text.startsWith(bos) ? { addBos: false } : {});
+    return { text, opts: bos && text.startsWith(bos) ? { addBos: false } : {} };
+  }
+
+  /**
+   * A 400 context_length_exceeded, without tokenizing, for a text whose bytes alone prove it has
+   * more tokens than the context holds (tokenizing megabytes takes seconds).
+   */
+  private checkTextLength(text: string, where: string): void {
+    const ctx = this.contextLength;
+    // Cheap first: no character is more than 3 UTF-8 bytes per UTF-16 unit.
+    if (text.length * 3 <= (ctx - 1) * this.tokenizer.maxBytesPerToken) return;
+    const atLeast = Math.ceil(Buffer.byteLength(text) / this.tokenizer.maxBytesPerToken);
+    if (atLeast >= ctx) {
+      throw badRequest(
+        `${where}: this model's maximum context length is ${ctx} tokens, but the prompt has at least ${atLeast} tokens: shorten it`,
+        where,
+        'context_length_exceeded',
+      );
+    }
+  }
+
+  /** A 400 for more sequences than the scheduler can ever hold at once (not a 429: retrying cannot help). */
+  private checkSequences(count: number): void {
+    const most = this.scheduler.opts.maxRunning + this.scheduler.opts.maxQueue;
+    if (count > most) {
+      throw badRequest(
+        `n: the request has ${count} sequences (prompts x n) but the server holds at most ${most} at once (running and waiting): send fewer prompts or a lower n`,
+        'n',
+      );
+    }
   }
 
   /** POST /tokenize (vLLM): the ids a prompt, or chat messages, become. */
-  tokenize(body: unknown): { count: number; max_model_len: number; tokens: number[] } {
+  tokenize(body: unknown): TokenizeResult {
+    return this.inPlace(this.tokenizePlan(body));
+  }
+
+  /** tokenize() with a long text tokenized off the event loop. */
+  tokenizeAsync(body: unknown): Promise<TokenizeResult> {
+    return this.offLoop(this.tokenizePlan(body));
+  }
+
+  private tokenizePlan(body: unknown): Plan<TokenizeResult> {
     const b = parseBody(tokenizeBody, body);
     this.checkModel(b.model);
     if ((b.prompt == null) === (b.messages == null)) throw badRequest('prompt: give either prompt or messages', 'prompt');
-    const tokens = b.messages ? this.chatIds(b.messages) : this.tokenizer.encode(b.prompt!, b.add_special_tokens === false ? { addBos: false } : {});
-    return { count: tokens.length, max_model_len: this.contextLength, tokens };
+    if (b.prompt != null) this.checkTextLength(b.prompt, 'prompt');
+    const text = b.messages ? this.chatText(b.messages) : { text: b.prompt!, opts: b.add_special_tokens === false ? { addBos: false } : {} };
+    return { texts: [text], finish: ([tokens]) => ({ count: tokens.length, max_model_len: this.contextLength, tokens }) };
   }
 
-  /** POST /detokenize (vLLM): the text of ids. */
+  /** POST /detokenize (vLLM): the text of ids, at most a context's worth. */
   detokenize(body: unknown): { prompt: string } {
+    const tokens = (body as { tokens?: unknown } | null)?.tokens;
+    if (Array.isArray(tokens) && tokens.length > this.contextLength) {
+      throw badRequest(`tokens: at most ${this.contextLength} ids (the model's context length), got ${tokens.length}`, 'tokens');
+    }
     const b = parseBody(detokenizeBody, body);
     this.checkModel(b.model);
     this.checkVocab(b.tokens, (i) => `tokens[${i}]`);
@@ -224,7 +329,6 @@ export class OpenAIApi {
     const vocab = this.scheduler.engine.config.vocabSize;
     const logitBias = new Map<number, number>();
     const biases = Object.entries(b.logit_bias ?? {});
-    if (biases.length > MAX_LOGIT_BIAS) throw badRequest(`logit_bias: at most ${MAX_LOGIT_BIAS} tokens, got ${biases.length}`, 'logit_bias');
     for (const [key, bias] of biases) {
       const id = Number(key);
       if (!/^\d+$/.test(key) || id >= vocab) {
@@ -427,6 +531,14 @@ export class OpenAIApi {
       data: [{ id: this.modelName, object: 'model', created: 0, owned_by: 'turbosparse', max_model_len: this.contextLength }],
     };
   }
+}
+
+/** Before the schema reads every key: a huge logit_bias is refused by its size. */
+function checkLogitBiasSize(body: unknown): void {
+  const bias = (body as { logit_bias?: unknown } | null)?.logit_bias;
+  if (typeof bias !== 'object' || bias === null) return;
+  const n = Object.keys(bias).length;
+  if (n > MAX_LOGIT_BIAS) throw badRequest(`logit_bias: at most ${MAX_LOGIT_BIAS} tokens, got ${n}`, 'logit_bias');
 }
 
 /** OpenAI's finish_reason: "stop" (EOS or a stop string) or "length". */

@@ -6,23 +6,33 @@
 //
 // `createHttpServer` is apart from the CLI so tests bind port 0. Every failure
 // becomes an OpenAI error object with its status; nothing a client sends can
-// crash the process. A client that goes away cancels its sequences.
+// crash the process (guard.ts) or hold a connection for long (timeouts, a
+// connection cap). A client that goes away cancels its sequences.
 import http from 'node:http';
 import { listenHttp } from '../../core/http-listen';
 import { timingSafeEqual } from 'node:crypto';
 import { metrics as globalMetrics, PROMETHEUS_CONTENT_TYPE, type Registry } from '../../core/metrics';
-import { ApiError, expertsUnavailable, methodNotAllowed, routePath, toApiError } from './errors';
+import { ApiError, badTarget, expertsUnavailable, methodNotAllowed, routePath, toApiError } from './errors';
+import { guarded } from './guard';
 import { OpenAIApi, type OpenAIApiOptions } from './openai-api';
 import type { Endpoint } from './schemas';
 
 export interface HttpServerOptions extends OpenAIApiOptions {
-  /** When set, /v1/* needs `Authorization: Bearer <apiKey>`. */
+  /** When set, /v1/*, /tokenize, /detokenize, /status.json and /metrics need `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
+  /** With apiKey: /metrics stays open (for a Prometheus scraper without the key). */
+  publicMetrics?: boolean;
+  /** A request's headers must arrive within this (default 10 s); then 408 and the connection closes. */
+  headersTimeoutMs?: number;
+  /** A whole request (headers and body) must arrive within this (default 30 s). Responses may take longer. */
+  requestTimeoutMs?: number;
+  /** Open connections at most (default 1024); one more is closed at once. */
+  maxConnections?: number;
   /** True once every expert is reachable; /ready and generation answer 503 until then. Default: always ready. */
   ready?: () => boolean | Promise<boolean>;
   /** Where /metrics reads from (and HTTP counters go); default the process-wide registry. */
   metrics?: Registry;
-  /** Largest request body accepted (413 beyond). Default 16 MiB. */
+  /** Largest request body accepted (413 beyond). Default: what a full context's prompts can need (OpenAIApi.bodyLimit). */
   maxBodyBytes?: number;
   /** One line per server-side failure (500s). */
   log?: (line: string) => void;
@@ -51,7 +61,7 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
   const api = new OpenAIApi(opts);
   const reg = opts.metrics ?? globalMetrics;
   const ready = opts.ready ?? (() => true);
-  const maxBody = opts.maxBodyBytes ?? 16 * 2 ** 20;
+  const maxBody = opts.maxBodyBytes ?? api.bodyLimit;
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const requests = reg.counter({ name: 'turbosparse_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'] });
   const latency = reg.histogram({
@@ -83,7 +93,7 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
 
   async function generate(endpoint: Endpoint, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const body = await readJson(req, maxBody);
-    const prepared = api.prepare(endpoint, body);
+    const prepared = await api.prepareAsync(endpoint, body);
     if (draining) throw new ApiError(503, 'the server is shutting down: retry on another instance', 'service_unavailable', null, 'shutting_down');
     if (!(await isReady())) throw expertsUnavailable();
     promptTokens.inc(undefined, prepared.prompts.reduce((s, p) => s + p.length, 0));
@@ -121,8 +131,8 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
   }
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<number | void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
     const path = routePath(req.url);
+    if (path === null) throw badTarget();
     const method = req.method ?? 'GET';
     if (path === '/health') return method === 'GET' ? sendJson(res, 200, { status: 'ok' }) : notAllowed(method, path);
     if (path === '/ready') {
@@ -131,53 +141,67 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
       const reason = draining ? 'shutting down' : 'not every expert is reachable';
       return sendJson(res, ok ? 200 : 503, ok ? { status: 'ready' } : { status: 'not ready', reason });
     }
-    if (path === '/metrics') {
+    const tokenizing = path === '/tokenize' || path === '/detokenize';
+    const metricsPath = path === '/metrics';
+    // The status JSON and the metrics name nodes, the shard layout and recent errors.
+    const secret = path.startsWith('/v1/') || tokenizing || path === '/status.json' || (metricsPath && !opts.publicMetrics);
+    if (secret && !authorized(req)) {
+      throw new ApiError(401, 'Incorrect or missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', null, 'invalid_api_key');
+    }
+    if (metricsPath) {
       if (method !== 'GET') return notAllowed(method, path);
       res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
       res.end(reg.text());
       return;
-    }
-    const tokenizing = path === '/tokenize' || path === '/detokenize';
-    if ((path.startsWith('/v1/') || tokenizing) && !authorized(req)) {
-      throw new ApiError(401, 'Incorrect or missing API key: send "Authorization: Bearer <key>"', 'invalid_request_error', null, 'invalid_api_key');
     }
     for (const route of opts.routes ?? []) if (route(req, res, path)) return;
     if (path === '/v1/models') return method === 'GET' ? sendJson(res, 200, api.models()) : notAllowed(method, path);
     if (tokenizing) {
       if (method !== 'POST') return notAllowed(method, path);
       const body = await readJson(req, maxBody);
-      return sendJson(res, 200, path === '/tokenize' ? api.tokenize(body) : api.detokenize(body));
+      return sendJson(res, 200, path === '/tokenize' ? await api.tokenizeAsync(body) : api.detokenize(body));
     }
     const endpoint = ROUTES[path];
     if (endpoint) return method === 'POST' ? generate(endpoint, req, res) : notAllowed(method, path);
-    throw new ApiError(404, `no route ${method} ${url.pathname}`, 'invalid_request_error', null, 'not_found');
+    throw new ApiError(404, `no route ${method} ${path}`, 'invalid_request_error', null, 'not_found');
   }
 
-  const server = http.createServer((req, res) => {
-    const t0 = performance.now();
-    const route = routeLabel(req.url);
-    res.on('finish', () => {
-      requests.inc({ route, status: res.statusCode });
-      latency.observe({ route }, (performance.now() - t0) / 1000);
-      // Draining: a keep-alive connection that just went idle is closed, so close() ends early.
-      if (draining) setImmediate(() => server.closeIdleConnections());
-    });
-    handle(req, res).catch(async (e: unknown) => {
-      const err = toApiError(e, await isReady());
-      if (err.status >= 500 && err.code !== 'experts_unavailable' && err.code !== 'shutting_down') {
-        log(`${req.method} ${req.url} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-      }
-      if (res.headersSent) {
-        res.destroy();
-        return;
-      }
-      // Drain what is left of a body we refused so the client reads our answer.
-      if (!req.complete) req.resume();
-      sendJson(res, err.status, err.toJSON());
-    });
-  });
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+  const requestTimeout = opts.requestTimeoutMs ?? 30_000;
+  const server = http.createServer(
+    {
+      requestTimeout,
+      headersTimeout: Math.min(opts.headersTimeoutMs ?? 10_000, requestTimeout),
+      // How often those timeouts are checked (Node's default, 30 s, would let a slow client hold on that much longer).
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, requestTimeout / 4)),
+    },
+    guarded(
+      (req, res) => {
+        const t0 = performance.now();
+        const route = routeLabel(req.url);
+        res.on('close', () => {
+          // A response the client did not wait for counts as cancelled.
+          requests.inc({ route, status: res.writableFinished ? res.statusCode : 'cancelled' });
+          latency.observe({ route }, (performance.now() - t0) / 1000);
+          // Draining: a keep-alive connection that just went idle is closed, so close() ends early.
+          if (draining) setImmediate(() => server.closeIdleConnections());
+        });
+        return handle(req, res);
+      },
+      {
+        toError: async (e) => toApiError(e, await isReady()),
+        onError: (req, e, err) => {
+          if (err.status >= 500 && err.code !== 'experts_unavailable' && err.code !== 'shutting_down') {
+            log(`${req.method} ${req.url} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+          }
+        },
+      },
+    ),
+  );
+  server.maxConnections = opts.maxConnections ?? 1024;
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\n\r\n`);
+    else socket.destroy();
   });
 
   return {
@@ -199,7 +223,7 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
 }
 
 function routeLabel(url: string | undefined): string {
-  const p = routePath(url);
+  const p = routePath(url) ?? 'other';
   return ['/v1/completions', '/v1/chat/completions', '/v1/models', '/tokenize', '/detokenize', '/health', '/ready', '/metrics'].includes(p)
     ? p
     : 'other';

@@ -40,7 +40,9 @@ test('serve --port 0 --api-key: OpenAI client works, bad key is 401, SIGTERM let
     const bad = new OpenAI({ apiKey: 'k2', baseURL: `${url}/v1`, maxRetries: 0 });
     await expect(bad.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
     expect((await fetch(`${url}/ready`)).status).toBe(200);
-    expect(await (await fetch(`${url}/metrics`)).text()).toMatch(/turbosparse_scheduler_running_sequences/);
+    // With a key, the metrics (node addresses, last errors) need it too.
+    expect((await fetch(`${url}/metrics`)).status).toBe(401);
+    expect(await (await fetch(`${url}/metrics`, { headers: { authorization: 'Bearer k1' } })).text()).toMatch(/turbosparse_scheduler_running_sequences/);
     // SIGTERM in the middle of a stream: it still gets every token, then the process exits.
     const stream = await client.completions.create({ model: 'demo', prompt: [1, 5, 6], max_tokens: 400, stream: true, ignore_eos: true } as OpenAI.CompletionCreateParamsStreaming);
     let text = '';
