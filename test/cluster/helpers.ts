@@ -92,3 +92,18 @@ export async function startNode(folder: ModelFolder, pairs: ExpertPair[], opts: 
     },
   };
 }
+
+type StoreRun = ExpertStore['run'];
+
+/** Wraps an in-process node's store.run (a slow, hung or broken node); returns the undo. */
+export function wrapStoreRun(node: InProcessNode, wrap: (run: StoreRun) => StoreRun): () => void {
+  const original = node.store.run;
+  node.store.run = wrap(original.bind(node.store));
+  return () => {
+    node.store.run = original;
+  };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
