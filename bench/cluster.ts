@@ -5,6 +5,7 @@
 // the per-layer round-trip overhead of the cluster (a layer's expert time minus
 // the slowest node's compute), and bytes per token per layer for each wire.
 //   node dist/bench/cluster.js [--layers 2] [--tokens 16] [--nodes 2,4] [--device cpu] [--model DIR] [--json]
+//                              [--replicas 1] [--hedge on|off]   (hedging needs replicas to send to)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -85,6 +86,8 @@ async function main(): Promise<void> {
   const nodeCounts = arg('nodes', '2,4').split(',').map(Number);
   const device = arg('device', 'cpu') as Device;
   const json = process.argv.includes('--json');
+  const replicas = Number(arg('replicas', '1'));
+  const hedge = arg('hedge', 'on') === 'on';
   let dir = arg('model', '');
   if (!dir) {
     dir = path.join(os.tmpdir(), `turbosparse-bench-mixtral-${layers}l`);
@@ -119,13 +122,13 @@ async function main(): Promise<void> {
     // ---- clusters ----
     for (const n of nodeCounts) {
       log(`cluster:${n}: starting ${n} expert nodes`);
-      const cluster = await LocalCluster.start({ modelDir: dir, dims, nodes: n, device, nodeCommand, log });
+      const cluster = await LocalCluster.start({ modelDir: dir, dims, nodes: n, replicas: Math.min(replicas, n), device, nodeCommand, log });
       try {
         for (const wire of n === nodeCounts[0] ? WIRE_ENCODINGS : (['f32'] as const)) {
           // compute per (step, layer): the slowest node call, to separate transport from kernels.
           const computeUs = new Map<string, number>();
           const remote = await RemoteExperts.connect({
-            shardMap: cluster.shardMap, model: dims, wire, name: `cluster:${n}`,
+            shardMap: cluster.shardMap, model: dims, wire, hedge, name: `cluster:${n}`,
             observers: [{ onCallEnd: (call, r) => {
               const key = `${call.stepId}:${call.layer}`;
               computeUs.set(key, Math.max(computeUs.get(key) ?? 0, r.computeUs + r.queueUs));
@@ -160,7 +163,7 @@ async function main(): Promise<void> {
 
   if (!json) {
     console.log(`decode, ${c.numLayers} layer(s) at hidden ${c.hiddenSize} x intermediate ${c.intermediateSize}, ${c.numExperts} experts top-${c.topK}, ` +
-      `${description}, ${os.cpus().length} CPUs, ${tokens} tokens`);
+      `${description}, ${os.cpus().length} CPUs, ${tokens} tokens, ${replicas} replica(s), hedge ${hedge ? 'on' : 'off'}`);
     console.log('mode        wire  tokens/s  layer ms  overhead us (mean/p50/p99)  B/token/layer sent  recv');
     for (const r of results) {
       const o = r.overhead_us_mean === undefined ? '-'.padStart(26)
@@ -170,7 +173,7 @@ async function main(): Promise<void> {
       console.log(`${r.mode.padEnd(10)}  ${(r.wire ?? '-').padEnd(4)}  ${r.tokens_per_s.toFixed(2).padStart(8)}  ${(r.layer_us_mean / 1000).toFixed(2).padStart(8)}  ${o}  ${b}`);
     }
   }
-  console.log(JSON.stringify({ bench: 'cluster', layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, tokens,
+  console.log(JSON.stringify({ bench: 'cluster', layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, tokens, replicas, hedge,
     cpus: os.cpus().length, device: description, results }));
 }
 
