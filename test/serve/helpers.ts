@@ -10,7 +10,7 @@ import { TextTokenizer } from '../../core/tokenizer';
 import type { Engine } from '../../coordinator/engine';
 import { loadEngine } from '../../coordinator/load-engine';
 import { Scheduler, type SchedulerOptions } from '../../coordinator/scheduler';
-import { createHttpServer, type HttpServer } from '../../coordinator/http/server';
+import { createHttpServer, type HttpServer, type HttpServerOptions } from '../../coordinator/http/server';
 
 export const quiet = { log: () => undefined };
 
@@ -31,7 +31,14 @@ export async function loadTestEngine(modelDir: string): Promise<Engine> {
 /** Serves `engine` (shared across servers of one test file; closing a server leaves it open). */
 export async function serve(
   engine: Engine,
-  opts: { scheduler?: SchedulerOptions; apiKey?: string; ready?: () => boolean; modelName?: string } = {},
+  opts: {
+    scheduler?: SchedulerOptions;
+    apiKey?: string;
+    ready?: () => boolean;
+    modelName?: string;
+    /** More server options (limits, timeouts, routes). */
+    http?: Partial<HttpServerOptions>;
+  } = {},
 ): Promise<TestServer> {
   const metrics = new Registry();
   const tokenizer = TextTokenizer.fromModel(engine.folder);
@@ -45,6 +52,7 @@ export async function serve(
     ready: opts.ready,
     metrics,
     log: () => undefined,
+    ...opts.http,
   });
   const { url } = await http.listen(0);
   return {
@@ -57,6 +65,7 @@ export async function serve(
     async close() {
       await http.close();
       await scheduler.close();
+      await tokenizer.close();
     },
   };
 }
