@@ -184,6 +184,9 @@ const DEFAULTS = { wire: 'f32' as WireEncoding, callTimeoutMs: 30_000, connectTi
 export class RemoteExperts implements ExpertBackend {
   readonly name: string;
   readonly wire: WireEncoding;
+  /** --hedge and --call-timeout-ms, as given (or defaulted). */
+  readonly hedge: boolean;
+  readonly callTimeoutMs: number;
   private readonly nodes: NodeState[];
   private readonly replicas: number[][][];
   private readonly opts: RemoteExpertsOptions & typeof DEFAULTS;
@@ -205,6 +208,8 @@ export class RemoteExperts implements ExpertBackend {
     if (!['f32', 'bf16', 'int8'].includes(this.opts.wire)) throw new UserError(`remote experts: unknown wire encoding "${this.opts.wire}" (use f32, bf16 or int8)`);
     this.name = opts.name ?? `remote:${opts.shardMap.nodes.length}`;
     this.wire = this.opts.wire;
+    this.hedge = this.opts.hedge;
+    this.callTimeoutMs = this.opts.callTimeoutMs;
     this.log = opts.log ?? (() => undefined);
     this.observers = [...(opts.observers ?? [])];
     const factory = opts.channelFactory ?? insecureChannel;
@@ -381,7 +386,7 @@ export class RemoteExperts implements ExpertBackend {
           if (isDone(race) || primaryFailed) return;
           hedge = 'pending';
           n.stats.addHedge();
-          this.hedge(run, node, slots, { attempt: t.attempt + 1, race, avoid: new Set([...t.avoid, node]), hedge: true })
+          this.sendHedge(run, node, slots, { attempt: t.attempt + 1, race, avoid: new Set([...t.avoid, node]), hedge: true })
             .then((p) => finish(() => resolve(p)), (e: Error) => {
               hedge = 'failed';
               // A request rejected as malformed would be by every node; otherwise the primary may still answer.
@@ -393,7 +398,7 @@ export class RemoteExperts implements ExpertBackend {
   }
 
   /** The routes of a late call, to one other node that holds all their experts when there is one (same sums), else re-planned. */
-  private hedge(run: LayerRun, late: number, slots: number[], t: Try): Promise<Part[]> {
+  private sendHedge(run: LayerRun, late: number, slots: number[], t: Try): Promise<Part[]> {
     const { layer, experts } = run.batch;
     const skip = new Set([...run.failed, ...t.avoid]);
     const holders = slots.reduce<number[] | null>((acc, s) => {

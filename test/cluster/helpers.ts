@@ -1,6 +1,7 @@
 // Shared pieces of the cluster tests: random expert batches, in-process expert
 // nodes on port 0, and the command that runs `expert-node` from the sources.
 import path from 'node:path';
+import type { EngineFlags } from '../../cli/engine-flags';
 import { Rng } from '../../coordinator/sampler';
 import type { ExpertBatch } from '../../core/expert-backend';
 import type { ExpertPair } from '../../core/expert-spec';
@@ -106,4 +107,16 @@ export function wrapStoreRun(node: InProcessNode, wrap: (run: StoreRun) => Store
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The flags `generate` parses from `args` (its action replaced, so nothing runs). */
+export async function generateFlags(args: string[]): Promise<EngineFlags> {
+  const { buildProgram } = await import('../../cli/main'); // the whole CLI: loaded only by the tests that parse flags
+  const program = buildProgram();
+  const generate = program.commands.find((c) => c.name() === 'generate')!;
+  let flags: EngineFlags | undefined;
+  generate.exitOverride().configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
+  generate.action((f: EngineFlags) => void (flags = f));
+  await program.parseAsync(['generate', '--model', 'm', '--ids', '1', ...args], { from: 'user' });
+  return flags!;
 }

@@ -8,21 +8,9 @@ import { allPairs } from '../../core/expert-spec';
 import { ModelFolder } from '../../core/model-folder';
 import { formatShardMap } from '../../core/shard-map';
 import type { RemoteExperts } from '../../coordinator/remote-experts';
-import { engineOptionsFrom, type EngineFlags } from '../../cli/engine-flags';
-import { buildProgram } from '../../cli/main';
+import { engineOptionsFrom } from '../../cli/engine-flags';
 import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
-import { randomBatch, startNode } from './helpers';
-
-/** The flags `generate` parses from `args` (its action replaced, so nothing runs). */
-async function generateFlags(args: string[]): Promise<EngineFlags> {
-  const program = buildProgram();
-  const generate = program.commands.find((c) => c.name() === 'generate')!;
-  let flags: EngineFlags | undefined;
-  generate.exitOverride().configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
-  generate.action((f: EngineFlags) => void (flags = f));
-  await program.parseAsync(['generate', '--model', 'm', '--ids', '1', ...args], { from: 'user' });
-  return flags!;
-}
+import { generateFlags, randomBatch, startNode } from './helpers';
 
 test('--wire is f32 unless given; anything but f32, bf16 or int8 is a one-line flag error', async () => {
   expect((await generateFlags([])).wire).toBe('f32');
