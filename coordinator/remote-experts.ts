@@ -122,6 +122,8 @@ interface NodeState {
   healthy: boolean;
   lastError?: string;
   checking: boolean;
+  /** Health checks in a row that got no answer in time. */
+  missedChecks: number;
   stats: NodeStatsAccumulator;
   latency: LatencyWindow;
 }
@@ -222,6 +224,7 @@ export class RemoteExperts implements ExpertBackend {
       spec: formatExpertSpec(n.experts),
       healthy: false,
       checking: false,
+      missedChecks: 0,
       stats: new NodeStatsAccumulator(),
       latency: new LatencyWindow(this.policy),
     }));
@@ -382,7 +385,8 @@ export class RemoteExperts implements ExpertBackend {
         if (!race.done && hedge !== 'pending') retry();
       });
       if (hedgeAfter !== null && hedgeAfter < deadline) {
-        timer = setTimeout(() => {
+        // setImmediate: after a stall of this process, an answer waiting on the socket goes first.
+        timer = setTimeout(() => setImmediate(() => {
           if (isDone(race) || primaryFailed) return;
           hedge = 'pending';
           n.stats.addHedge();
@@ -392,7 +396,7 @@ export class RemoteExperts implements ExpertBackend {
               // A request rejected as malformed would be by every node; otherwise the primary may still answer.
               if (primaryFailed || e.name === REJECTED) finish(() => reject(e));
             });
-        }, hedgeAfter);
+        }), hedgeAfter);
       }
     });
   }
@@ -555,9 +559,10 @@ export class RemoteExperts implements ExpertBackend {
 
   /**
    * Every node's health, every interval, with or without traffic: a healthy
-   * node that fails its check or is not SERVING is out at once (so ready()
-   * turns false while nobody calls it); an unhealthy one is back once SERVING
-   * with the right Info.
+   * node that is not SERVING or cannot be reached is out at once (so ready()
+   * turns false while nobody calls it), one that misses two checks in a row
+   * too (one miss may be this process's own stall); an unhealthy one is back
+   * once SERVING with the right Info.
    */
   private startHealthChecks(): void {
     if (this.healthTimer || this.closed) return;
@@ -570,6 +575,7 @@ export class RemoteExperts implements ExpertBackend {
         n.checking = true;
         n.client.health(timeout)
           .then(async (status) => {
+            n.missedChecks = 0;
             if (this.closed) return;
             if (status !== 'SERVING') {
               this.markUnhealthy(n, `health check: ${status}`);
@@ -583,7 +589,10 @@ export class RemoteExperts implements ExpertBackend {
             this.observers.forEach((o) => o.onNodeHealth?.(n.address, true, 'SERVING'));
           })
           .catch((e: Error) => {
-            if (!this.closed) this.markUnhealthy(n, `health check failed: ${e.message}`);
+            const missed = e instanceof NodeCallError && e.code === grpc.status.DEADLINE_EXCEEDED;
+            n.missedChecks = missed ? n.missedChecks + 1 : 0;
+            if (this.closed || (missed && n.healthy && n.missedChecks < 2)) return;
+            this.markUnhealthy(n, `health check failed: ${e.message}`);
           })
           .finally(() => {
             n.checking = false;

@@ -1,8 +1,8 @@
 // Faults of real expert-node processes (3 nodes, 2 replicas of every pair) as
 // clients see them, with the default call flags: a node SIGSTOPped mid-stream
 // (hung, not dead) stalls no stream for long and changes no token, with and
-// without hedging; with no traffic, nodes killed -9 turn /ready 503 within
-// seconds, and the status page agrees.
+// without hedging; with no traffic, a stopped node is taken out by its health
+// checks, and nodes killed -9 turn /ready 503 within seconds (the status page agrees).
 import { Registry } from '../../core/metrics';
 import { TextTokenizer } from '../../core/tokenizer';
 import type { Engine } from '../../coordinator/engine';
@@ -89,6 +89,26 @@ describeGolden('expert-node process faults (tiny-a, 3 nodes x 2 replicas)', () =
     }
     // Continued, it is SERVING again and back in the plan.
     await waitFor(() => remote.stats()[victim].healthy, 10_000, 'the continued node to be healthy again');
+  });
+
+  test('no traffic: a SIGSTOPped node is out after two missed health checks (replicas keep it ready), back after SIGCONT', async () => {
+    const { remote } = await engineOn(true);
+    await waitFor(() => remote.stats().every((n) => n.healthy), 10_000, 'every node healthy');
+    cluster.kill(1, 'SIGSTOP');
+    const t0 = Date.now();
+    try {
+      await waitFor(() => !remote.stats()[1].healthy, 12_000, 'the stopped node to be marked unhealthy');
+      const ms = Date.now() - t0;
+      process.stderr.write(`idle SIGSTOP: marked unhealthy after ${ms} ms\n`);
+      // Each check waits 2 s for its answer: one miss alone (which a stall of this process could cause) is not enough.
+      expect(ms).toBeGreaterThan(2500);
+      expect(ms).toBeLessThan(10_000);
+      expect(remote.stats()[1].lastError).toContain('health check failed');
+      expect(remote.ready()).toBe(true);
+    } finally {
+      cluster.kill(1, 'SIGCONT');
+    }
+    await waitFor(() => remote.stats()[1].healthy, 10_000, 'the continued node to be healthy again');
   });
 
   test('no traffic: kill -9 two of three nodes and /ready is 503 within 3 s; the status page shows them down', async () => {
