@@ -4,9 +4,11 @@
 // The health service is also offered alone on a plaintext port (listenHealth):
 // kubelet gRPC probes present no client certificate to the mTLS port.
 //
-// A request's path: stream 'data' -> decode + validate (bad request: an error
-// *response* for that id; the stream keeps serving) -> queue -> one native moe
-// call -> encode -> write the response with queue and compute microseconds.
+// A request's path: stream 'data' (raw bytes) -> scan the top-level fields
+// (core/wire/request-scan.ts: id, counts) -> decode + validate (bad request: an
+// error *response* for that id; the stream keeps serving) -> queue -> one
+// native moe call -> encode -> write the response with queue and compute
+// microseconds. Bytes that name no id end the stream with INVALID_ARGUMENT.
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
@@ -14,10 +16,10 @@ import { UserError } from '../core/errors';
 import { pairKey } from '../core/expert-spec';
 import { maskBytes } from '../core/native';
 import {
-  EXPERT_MAX_MESSAGE_BYTES, EXPERT_SERVICE_NAME, expertProto, type ExpertNodeHandlers, type ExpertRequest__Output,
-  type ExpertResponse, type InfoResponse,
+  EXPERT_MAX_MESSAGE_BYTES, EXPERT_SERVICE_NAME, expertProto, type ExpertRequest__Output, type ExpertResponse, type InfoResponse,
 } from '../core/wire/expert-proto';
 import { decodeMaskInto } from '../core/wire/masks';
+import { type RequestScan, scanRequest } from '../core/wire/request-scan';
 import { decodeRows, encodeRows, fromProtoEncoding, type WireEncoding } from '../core/wire/rows';
 import type { ExpertStore, StoreRoute } from './expert-store';
 
@@ -90,11 +92,20 @@ class Rejected extends Error {
   }
 }
 
+/** Trace context is a traceparent and a tracestate; a few more entries are tolerated. */
+const MAX_TRACE_ENTRIES = 64;
+
 interface OpenStream {
-  call: grpc.ServerDuplexStream<ExpertRequest__Output, ExpertResponse>;
+  call: grpc.ServerDuplexStream<Buffer, ExpertResponse>;
   open: boolean;
   ended: boolean;
   pending: number;
+  /**
+   * Ids of queued requests, each with the error answers of later requests that
+   * reused it: those are written after the original's answer, so a client that
+   * matches answers by id still gets the original's first.
+   */
+  ids: Map<number, ExpertResponse[]>;
 }
 
 interface Job {
@@ -130,11 +141,13 @@ export class ExpertNodeServer {
     this.log = opts.log ?? (() => undefined);
     this.server = new grpc.Server({ ...EXPERT_SERVER_OPTIONS, ...opts.grpcOptions });
     const { packageDefinition, service } = expertProto();
-    const handlers: ExpertNodeHandlers = {
-      Run: (call) => this.handleRun(call),
-      Info: (call, callback) => this.handleInfo(call, callback),
+    // Run takes raw bytes: accept() scans them before protobufjs decodes (see request-scan.ts).
+    const definition = { ...service, Run: { ...service.Run, requestDeserialize: (b: Buffer) => b } };
+    const handlers: grpc.UntypedServiceImplementation = {
+      Run: (call: grpc.ServerDuplexStream<Buffer, ExpertResponse>) => this.handleRun(call),
+      Info: (call: grpc.ServerUnaryCall<unknown, InfoResponse>, callback: grpc.sendUnaryData<InfoResponse>) => this.handleInfo(call, callback),
     };
-    this.server.addService(service as unknown as grpc.ServiceDefinition, handlers);
+    this.server.addService(definition as unknown as grpc.ServiceDefinition, handlers);
     this.health = new HealthImplementation({ '': 'NOT_SERVING', [EXPERT_SERVICE_NAME]: 'NOT_SERVING' });
     this.health.addToServer(this.server);
     new ReflectionService(packageDefinition).addToServer(this.server);
@@ -259,14 +272,14 @@ export class ExpertNodeServer {
 
   // ---- Run ----
 
-  private handleRun(call: grpc.ServerDuplexStream<ExpertRequest__Output, ExpertResponse>): void {
-    const stream: OpenStream = { call, open: true, ended: false, pending: 0 };
+  private handleRun(call: grpc.ServerDuplexStream<Buffer, ExpertResponse>): void {
+    const stream: OpenStream = { call, open: true, ended: false, pending: 0, ids: new Map() };
     this.streams.add(stream);
     const close = () => {
       stream.open = false;
       this.streams.delete(stream);
     };
-    call.on('data', (req: ExpertRequest__Output) => this.accept(stream, req));
+    call.on('data', (bytes: Buffer) => this.accept(stream, bytes));
     call.on('end', () => {
       stream.ended = true;
       this.finishIfDone(stream);
@@ -277,14 +290,32 @@ export class ExpertNodeServer {
     call.on('close', close);
   }
 
-  private accept(stream: OpenStream, req: ExpertRequest__Output): void {
+  private accept(stream: OpenStream, bytes: Buffer): void {
     const arrival = process.hrtime.bigint();
-    const id = Number(req.id);
+    if (!stream.open) return;
+    const scan = scanRequest(bytes);
+    if (scan.idTooLarge || (scan.error && scan.id === undefined)) {
+      // No id to answer under: the stream ends, naming the cause.
+      this.failStream(stream, grpc.status.INVALID_ARGUMENT, scan.idTooLarge
+        ? `a request's id is above ${Number.MAX_SAFE_INTEGER} (2^53 - 1), which this node cannot echo exactly`
+        : `malformed request: ${scan.error}`);
+      return;
+    }
+    const id = scan.id ?? 0;
     stream.pending++;
+    const original = stream.ids.get(id);
+    if (original) {
+      // Answered after the original (see OpenStream.ids), which runs undisturbed.
+      original.push({ id, error: { code: grpc.status.INVALID_ARGUMENT,
+        message: `id ${id} is already used by a request still pending on this stream (ids must be unique among pending requests); not run` } });
+      return;
+    }
     let job: Job;
+    let req: ExpertRequest__Output;
     try {
       if (this.draining) throw new Rejected(grpc.status.UNAVAILABLE, 'expert node is shutting down');
-      job = this.decode(stream, id, arrival, req);
+      if (scan.error) throw new Rejected(grpc.status.INVALID_ARGUMENT, `malformed request: ${scan.error}`);
+      ({ job, req } = this.decode(stream, id, arrival, bytes, scan));
     } catch (e) {
       const r = e instanceof Rejected ? e
         : e instanceof UserError ? new Rejected(grpc.status.INVALID_ARGUMENT, e.message)
@@ -293,6 +324,7 @@ export class ExpertNodeServer {
       this.respond(stream, { id, error: { code: r.code, message: r.message } });
       return;
     }
+    stream.ids.set(id, []);
     if (this.opts.hooks?.onRequest) {
       const routesByExpert: Record<number, number> = {};
       let maskBytesIn = 0;
@@ -312,10 +344,27 @@ export class ExpertNodeServer {
   }
 
   /** Validates a request against what this node holds and decodes it. */
-  private decode(stream: OpenStream, id: number, arrival: bigint, req: ExpertRequest__Output): Job {
+  private decode(stream: OpenStream, id: number, arrival: bigint, bytes: Buffer, scan: RequestScan): { job: Job; req: ExpertRequest__Output } {
     const store = this.store;
     if (!store) throw new Rejected(grpc.status.UNAVAILABLE, 'weights are still loading (wait for health SERVING)');
     const { numLayers, hiddenSize: H, intermediateSize: I } = store.dims;
+    // Counts before protobufjs makes objects of them (the exact check per layer follows decoding). int8 is the
+    // densest encoding (a byte per value), so the hidden bytes hold at most this many rows whatever `count`
+    // claims, and a row goes at most once to each expert of the layer.
+    const rows = Math.max(1, Math.min(scan.hiddenCount, Math.floor(scan.hiddenBytes / H)));
+    if (scan.routes > rows * store.dims.numExperts) {
+      throw new Rejected(grpc.status.INVALID_ARGUMENT, `routes: ${scan.routes} routes for ${rows} hidden rows, but a row goes at most ` +
+        `once to each of the ${store.dims.numExperts} experts of a layer (at most ${rows * store.dims.numExperts} routes)`);
+    }
+    if (scan.traceEntries > MAX_TRACE_ENTRIES) {
+      throw new Rejected(grpc.status.INVALID_ARGUMENT, `trace_context: ${scan.traceEntries} entries, at most ${MAX_TRACE_ENTRIES} (traceparent, tracestate)`);
+    }
+    let req: ExpertRequest__Output;
+    try {
+      req = expertProto().service.Run.requestDeserialize(bytes);
+    } catch (e) {
+      throw new Rejected(grpc.status.INVALID_ARGUMENT, `malformed request: ${(e as Error).message}`);
+    }
     const layer = req.layer;
     if (layer >= numLayers) {
       throw new Rejected(grpc.status.INVALID_ARGUMENT, `layer ${layer} out of range: the model has ${numLayers} layers (0-${numLayers - 1})`);
@@ -326,7 +375,7 @@ export class ExpertNodeServer {
     if (!req.hidden) throw new Rejected(grpc.status.INVALID_ARGUMENT, 'hidden: missing');
     const nRows = req.hidden.count;
     if (nRows === 0) throw new Rejected(grpc.status.INVALID_ARGUMENT, 'hidden: no rows');
-    const hidden = decodeRows(req.hidden, nRows, H, 'hidden');
+    const hidden = decodeRows(req.hidden, nRows, H, 'hidden', { finite: true });
     const reply = fromProtoEncoding(req.replyEncoding);
     if (req.routes.length === 0) throw new Rejected(grpc.status.INVALID_ARGUMENT, 'routes: empty (each request needs at least one (row, expert) route)');
     // Before the masks are allocated (a mask row each): each row goes to each held expert at most once,
@@ -356,7 +405,7 @@ export class ExpertNodeServer {
       decodeMaskInto(r.mask, I, masks, i * rowBytes, `routes[${i}].mask`);
       return { row: r.row, expert: r.expert, weight: r.weight };
     });
-    return { stream, id, arrival, timeoutMs: req.timeoutMs, layer, nRows, hidden, routes, masks, reply };
+    return { job: { stream, id, arrival, timeoutMs: req.timeoutMs, layer, nRows, hidden, routes, masks, reply }, req };
   }
 
   /** Runs queued jobs one at a time (the native backend serialises ops anyway; this keeps queue time honest). */
@@ -380,11 +429,12 @@ export class ExpertNodeServer {
     if (!job.stream.open) {
       end({ ok: false, code: grpc.status.CANCELLED, message: 'stream closed', queueUs, computeUs: 0, activeNeurons: 0 });
       this.settle(job.stream);
+      this.release(job.stream, job.id);
       return;
     }
     if (job.timeoutMs > 0 && queueUs > job.timeoutMs * 1000) {
       const message = `waited ${(queueUs / 1000).toFixed(1)} ms in the queue, past its ${job.timeoutMs} ms deadline`;
-      this.respond(job.stream, { id: job.id, error: { code: grpc.status.DEADLINE_EXCEEDED, message }, queueUs });
+      this.respond(job.stream, { id: job.id, error: { code: grpc.status.DEADLINE_EXCEEDED, message }, queueUs }, true);
       end({ ok: false, code: grpc.status.DEADLINE_EXCEEDED, message, queueUs, computeUs: 0, activeNeurons: 0 });
       return;
     }
@@ -394,18 +444,19 @@ export class ExpertNodeServer {
       const r = await store.run(job.layer, job.nRows, job.hidden, job.routes, job.masks, maskBytes(store.dims.intermediateSize));
       const computeUs = usSince(t0);
       const out = encodeRows(r.out, store.dims.hiddenSize, null, job.reply);
-      this.respond(job.stream, { id: job.id, out, active: Array.from(r.active), queueUs, computeUs });
+      this.respond(job.stream, { id: job.id, out, active: Array.from(r.active), queueUs, computeUs }, true);
       end({ ok: true, queueUs, computeUs, activeNeurons: r.active.reduce((a, b) => a + b, 0),
         bytesOut: (out.data?.length ?? 0) + (out.scales?.length ?? 0) });
     } catch (e) {
       const message = `expert computation failed: ${(e as Error).message}`;
       this.log(`request ${job.id}: ${(e as Error).stack}`);
-      this.respond(job.stream, { id: job.id, error: { code: grpc.status.INTERNAL, message }, queueUs, computeUs: usSince(t0) });
+      this.respond(job.stream, { id: job.id, error: { code: grpc.status.INTERNAL, message }, queueUs, computeUs: usSince(t0) }, true);
       end({ ok: false, code: grpc.status.INTERNAL, message, queueUs, computeUs: usSince(t0), activeNeurons: 0 });
     }
   }
 
-  private respond(stream: OpenStream, res: ExpertResponse): void {
+  /** Writes an answer; `queued`: it answers a queued request, whose id is free again after it. */
+  private respond(stream: OpenStream, res: ExpertResponse, queued = false): void {
     if (stream.open) {
       try {
         stream.call.write(res);
@@ -413,7 +464,23 @@ export class ExpertNodeServer {
         this.log(`cannot write response ${String(res.id)}: ${(e as Error).message}`);
       }
     }
+    if (queued) this.release(stream, Number(res.id));
     this.settle(stream);
+  }
+
+  /** A queued request was answered: the answers of later requests that reused its id follow it. */
+  private release(stream: OpenStream, id: number): void {
+    const reused = stream.ids.get(id) ?? [];
+    stream.ids.delete(id);
+    for (const res of reused) this.respond(stream, res);
+  }
+
+  /** Ends a stream with a status (every request on it is dropped). */
+  private failStream(stream: OpenStream, code: grpc.status, details: string): void {
+    if (!stream.open) return;
+    stream.open = false;
+    this.streams.delete(stream);
+    stream.call.emit('error', { code, details });
   }
 
   private settle(stream: OpenStream): void {

@@ -1,6 +1,6 @@
 // Predictor masks on the wire, in whichever form is smaller:
 //   bits      — ceil(I/8) bytes, neuron i = bit (i % 8) of byte (i / 8)
-//   indices16 — the active neurons as little-endian uint16 (I <= 65536)
+//   indices16 — the active neurons as little-endian uint16 (I <= 65536), strictly ascending
 //   indices32 — the same as uint32 (wider models)
 // In memory (ExpertBatch.masks, the native ABI) a mask row is whole
 // little-endian uint64 words: maskBytes(I) bytes, the same bit order, so the
@@ -58,7 +58,8 @@ export function encodeMask(row: Uint8Array, intermediate: number): Mask {
 /**
  * Decodes a wire mask into an in-memory row `out[offset .. offset + rowBytes)`
  * (which must be zero on entry). Throws UserError naming `what` when the mask
- * is missing, has the wrong length, or names a neuron >= intermediate.
+ * is missing, has the wrong length, names a neuron >= intermediate, or lists
+ * indices that are not strictly ascending.
  */
 export function decodeMaskInto(mask: Mask__Output | null | undefined, intermediate: number, out: Uint8Array,
   offset: number, what: string): number {
@@ -89,18 +90,20 @@ export function decodeMaskInto(mask: Mask__Output | null | undefined, intermedia
         throw new UserError(`${what}: ${mask.kind} mask of ${data.length} bytes is not a whole number of ${width}-byte indices`);
       }
       const n = data.length / width;
-      let active = 0;
+      // encodeMask writes indices strictly ascending; anything else is a broken or hostile sender.
+      let prev = -1;
       for (let j = 0; j < n; j++) {
         const p = j * width;
         const i = width === 2 ? data[p] | (data[p + 1] << 8)
           : (data[p] | (data[p + 1] << 8) | (data[p + 2] << 16) | (data[p + 3] << 24)) >>> 0;
         if (i >= intermediate) throw new UserError(`${what}: mask index ${i} out of range (intermediate size ${intermediate})`);
-        const byte = offset + (i >> 3);
-        const bit = 1 << (i & 7);
-        if (!(out[byte] & bit)) active++;
-        out[byte] |= bit;
+        if (i <= prev) {
+          throw new UserError(`${what}: mask index ${i} at position ${j} follows ${prev}; indices must be strictly ascending (no duplicates)`);
+        }
+        prev = i;
+        out[offset + (i >> 3)] |= 1 << (i & 7);
       }
-      return active;
+      return n;
     }
     default:
       throw new UserError(`${what}: unknown mask form ${String(mask.kind)}`);

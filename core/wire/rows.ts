@@ -99,12 +99,17 @@ export function encodeRows(src: Float32Array, width: number, rows: ArrayLike<num
   }
 }
 
+export interface DecodeRowsOptions {
+  /** Reject NaN and +-Infinity (an expert node's input); checked while decoding, so it costs one pass. */
+  finite?: boolean;
+}
+
 /**
  * Decodes rows, checking them against what the receiver expects. `what` names
  * the field in error messages ("hidden", "out"). Throws UserError on any mismatch.
  */
 export function decodeRows(rows: Rows__Output | null | undefined, expectCount: number, expectWidth: number,
-  what: string): Float32Array {
+  what: string, opts: DecodeRowsOptions = {}): Float32Array {
   if (!rows) throw new UserError(`${what}: missing rows`);
   const encoding = fromProtoEncoding(rows.encoding);
   if (rows.width !== expectWidth) {
@@ -119,13 +124,25 @@ export function decodeRows(rows: Rows__Output | null | undefined, expectCount: n
   }
   const out = new Float32Array(n);
   switch (encoding) {
-    case 'f32':
+    case 'f32': {
       // Copy through bytes: a decoded Buffer may sit at an unaligned offset.
       new Uint8Array(out.buffer).set(data);
+      if (opts.finite) {
+        // All exponent bits set is NaN or +-Infinity; integer compares keep this pass cheap.
+        const u = new Uint32Array(out.buffer);
+        for (let i = 0; i < n; i++) if ((u[i] & 0x7f800000) === 0x7f800000) throw nonFinite(what, out, i, expectWidth);
+      }
       break;
+    }
     case 'bf16': {
       const u = new Uint32Array(out.buffer);
-      for (let i = 0; i < n; i++) u[i] = (data[2 * i] | (data[2 * i + 1] << 8)) << 16;
+      let bad = -1;
+      for (let i = 0; i < n; i++) {
+        const h = data[2 * i] | (data[2 * i + 1] << 8);
+        if ((h & 0x7f80) === 0x7f80 && bad < 0) bad = i;
+        u[i] = h << 16;
+      }
+      if (opts.finite && bad >= 0) throw nonFinite(what, out, bad, expectWidth);
       break;
     }
     case 'int8': {
@@ -148,6 +165,11 @@ export function decodeRows(rows: Rows__Output | null | undefined, expectCount: n
     }
   }
   return out;
+}
+
+function nonFinite(what: string, values: Float32Array, i: number, width: number): UserError {
+  const row = Math.floor(i / width);
+  return new UserError(`${what}: row ${row} holds ${values[i]} at column ${i % width}; rows must be finite (no NaN or Infinity)`);
 }
 
 function bytesOf(a: Float32Array | Uint16Array | Int8Array): Uint8Array {

@@ -72,6 +72,47 @@ describe('row codecs', () => {
     expect(() => decodeRows({ ...i8, scales: i8.scales.subarray(4) }, 5, width, 'out')).toThrow('out: int8 rows need 5 f32 scales');
     expect(() => decodeRows(null, 1, width, 'hidden')).toThrow('hidden: missing rows');
   });
+
+  test.each([
+    ['f32', NaN], ['f32', Infinity], ['f32', -Infinity], ['bf16', NaN], ['bf16', -Infinity],
+  ] as const)('with finite: %s rows holding %s are rejected, naming the row and column', (encoding, bad) => {
+    const rows = Float32Array.from(src);
+    rows[3 * width + 5] = bad;
+    const wire = viaProto(encodeRows(rows, width, null, encoding));
+    expect(() => decodeRows(wire, 5, width, 'hidden', { finite: true }))
+      .toThrow(`hidden: row 3 holds ${bad} at column 5; rows must be finite (no NaN or Infinity)`);
+    // Without the option (the coordinator reading `out`) the value passes through unchanged.
+    expect(decodeRows(wire, 5, width, 'out')[3 * width + 5]).toBe(bad);
+    // The largest finite values are not mistaken for infinity.
+    rows[3 * width + 5] = encoding === 'f32' ? 3.4028234663852886e38 : bf16ToF32(0x7f7f);
+    expect(decodeRows(viaProto(encodeRows(rows, width, null, encoding)), 5, width, 'hidden', { finite: true })[3 * width + 5])
+      .toBe(rows[3 * width + 5]);
+  });
+
+  test('with finite: an int8 scale that is not finite is rejected (its values would be too)', () => {
+    const i8 = viaProto(encodeRows(src, width, null, 'int8'));
+    const scales = Buffer.from(i8.scales);
+    scales.writeFloatLE(Infinity, 8);
+    expect(() => decodeRows({ ...i8, scales }, 5, width, 'hidden', { finite: true })).toThrow('hidden: row 2 has an invalid int8 scale Infinity');
+  });
+
+  test('the finiteness check costs little next to decoding at Mixtral width (512 x 4096 f32)', () => {
+    const H = 4096;
+    const big = viaProto(encodeRows(randomRows(512, H, 3), H, null, 'f32'));
+    const time = (finite: boolean) => {
+      let best = Infinity;
+      for (let k = 0; k < 5; k++) {
+        const t0 = process.hrtime.bigint();
+        decodeRows(big, 512, H, 'hidden', { finite });
+        best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      return best;
+    };
+    const plain = time(false);
+    const checked = time(true);
+    // About 2 ms per 8 MiB here; the bound leaves room for a loaded machine.
+    expect(checked - plain).toBeLessThan(20);
+  });
 });
 
 describe('mask codecs', () => {
@@ -124,5 +165,29 @@ describe('mask codecs', () => {
     const stray = Buffer.from([0, 0x08]); // bit 11 of a 10-neuron mask
     expect(() => decodeMaskInto({ bits: stray, kind: 'bits' }, 10, out(), 0, 'm')).toThrow('m: mask index 11 out of range (intermediate size 10)');
     expect(() => decodeMaskInto(null, 160, out(), 0, 'm')).toThrow('m: missing mask');
+  });
+
+  test('decoding rejects duplicate or unsorted indices; encodeMask writes them strictly ascending', () => {
+    const out = () => new Uint8Array(maskBytes(160));
+    const u16 = (...i: number[]) => Buffer.from(Uint16Array.from(i).buffer);
+    expect(() => decodeMaskInto({ indices16: u16(1, 5, 5), kind: 'indices16' }, 160, out(), 0, 'routes[0].mask'))
+      .toThrow('routes[0].mask: mask index 5 at position 2 follows 5; indices must be strictly ascending (no duplicates)');
+    expect(() => decodeMaskInto({ indices16: u16(9, 3), kind: 'indices16' }, 160, out(), 0, 'm')).toThrow('mask index 3 at position 1 follows 9');
+    const u32 = Buffer.from(Uint32Array.from([65537, 65536]).buffer);
+    expect(() => decodeMaskInto({ indices32: u32, kind: 'indices32' }, 70000, new Uint8Array(maskBytes(70000)), 0, 'm'))
+      .toThrow('mask index 65536 at position 1 follows 65537');
+    // Every set bit of random rows, in order, at both index widths.
+    const r = rng(4);
+    for (const [intermediate, n] of [[160, 6], [14336, 40], [70000, 40]]) {
+      const row = maskRow(intermediate, Array.from({ length: n }, () => Math.floor(r() * intermediate)));
+      const wire = encodeMask(row, intermediate);
+      const bytes = Uint8Array.from((wire.indices16 ?? wire.indices32) as Uint8Array);
+      const idx = wire.indices16 ? new Uint16Array(bytes.buffer) : new Uint32Array(bytes.buffer);
+      for (let j = 1; j < idx.length; j++) expect(idx[j]).toBeGreaterThan(idx[j - 1]);
+      expect(idx.length).toBe(maskPopcount(row, intermediate));
+      const back = new Uint8Array(maskBytes(intermediate));
+      expect(decodeMaskInto(viaProtoMask(wire), intermediate, back, 0, 'm')).toBe(idx.length);
+      expect(back).toEqual(row);
+    }
   });
 });
