@@ -18,10 +18,11 @@ export function hostPort(url: string): { host: string; port: number } {
 }
 
 /**
- * Connects, writes `data` (nothing more: the connection stays half-open for writing as a slow
- * client would keep it), and reads until the server closes it or `waitMs` passes.
+ * Connects, writes `data`, and reads until the server closes the connection or `waitMs` passes.
+ * The connection stays open for writing as a slow client keeps it, unless `end` (then the
+ * server sees the end of the request stream).
  */
-export function rawExchange(url: string, data: string | Buffer, waitMs = 5000): Promise<RawReply> {
+export function rawExchange(url: string, data: string | Buffer, waitMs = 5000, end = false): Promise<RawReply> {
   const { host, port } = hostPort(url);
   return new Promise((resolve) => {
     const t0 = performance.now();
@@ -36,7 +37,7 @@ export function rawExchange(url: string, data: string | Buffer, waitMs = 5000): 
       resolve({ text: Buffer.concat(chunks).toString('latin1'), closed, ms: performance.now() - t0 });
     };
     const timer = setTimeout(() => finish(false), waitMs);
-    socket.on('connect', () => socket.write(data));
+    socket.on('connect', () => (end ? socket.end(data) : socket.write(data)));
     socket.on('data', (d) => chunks.push(d));
     socket.on('close', () => finish(true));
     socket.on('error', () => finish(true)); // a reset is a close too
