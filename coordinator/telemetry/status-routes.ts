@@ -2,7 +2,11 @@
 //
 //   GET /              the page (web/status/index.html, shipped in the package)
 //   GET /status.js     its script, /status.css its style
-//   GET /status.json   the status JSON (status.ts); also at /v1/status (behind the API key)
+//   GET /status.json   the status JSON (status.ts); also at /v1/status
+//
+// With an API key both JSON paths need it (the HTTP server checks before routing here): they
+// name nodes, the shard layout and recent errors. The page's files stay open; the page sends
+// the key from its URL fragment (/#key=KEY).
 //
 // Files are read once at start-up; no build step, nothing fetched from a CDN.
 import fs from 'node:fs';

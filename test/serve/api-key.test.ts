@@ -1,3 +1,4 @@
+/// <reference lib="dom" />
 // With an API key, everything that tells about the deployment (status JSON, metrics: node
 // addresses, shard layout, last errors) needs it as /v1/* does; /health, /ready and the
 // status page's HTML stay open. The key comes from --api-key, --api-key-file or
@@ -6,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { makeDemoModel } from '../../core/demo-model';
-import { statusRoutes } from '../../coordinator/telemetry';
+import { observeEngine, statusRoutes } from '../../coordinator/telemetry';
 import type { StatusJson } from '../../coordinator/telemetry/status';
 import { serve, SMALL_DEMO, useDemoModel } from './helpers';
 import { spawnCli, startServe, type ServeProcess } from './serve-process';
@@ -51,6 +52,36 @@ test('publicMetrics opens /metrics only; without a key everything is open', asyn
     await open.close();
   }
 });
+
+test('the status page reads its JSON with the key from its URL fragment, and says so without it', async () => {
+  const CHROMIUM = '/usr/bin/chromium';
+  if (!fs.existsSync(CHROMIUM)) {
+    console.warn(`skipping the status page browser test: ${CHROMIUM} not found (apt-get install chromium)`);
+    return;
+  }
+  const s = await serve(ctx.engine, { apiKey: 'k 1', http: { routes: [statusRoutes(observeEngine(ctx.engine, { modelName: 'demo' }))] } });
+  const { chromium } = await import('playwright-core');
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    await page.goto(`${s.url}/?interval=250`);
+    await page.waitForFunction(() => /API key/.test(document.getElementById('conn')!.textContent ?? ''), undefined, { timeout: 15_000 });
+    expect(await page.textContent('#conn')).toMatch(/needs its API key: open this page as \/#key=YOUR_KEY/);
+    await page.goto(`${s.url}/?interval=250#key=k%201`);
+    await page.reload();
+    await page.waitForFunction(() => Number(document.body.getAttribute('data-updates') ?? 0) >= 2, undefined, { timeout: 15_000 });
+    expect(await page.textContent('#conn')).toBe('live');
+  } finally {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+    await s.close();
+  }
+}, 60000);
 
 describe('serve and stats processes', () => {
   let dir: string;

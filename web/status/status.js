@@ -167,9 +167,17 @@
     });
   }
 
+  // With serve --api-key the JSON needs the key: open the page as /#key=KEY (a fragment is never sent or logged).
+  var key = (/(?:^#|&)key=([^&]*)/.exec(location.hash) || [])[1];
+  var headers = key ? { authorization: 'Bearer ' + decodeURIComponent(key) } : {};
+
   function tick() {
-    fetch('status.json', { cache: 'no-store' })
-      .then(function (r) { if (!r.ok) throw new Error('HTTP ' + r.status); return r.json(); })
+    fetch('status.json', { cache: 'no-store', headers: headers })
+      .then(function (r) {
+        if (r.status === 401) throw new Error('the server needs its API key: open this page as /#key=YOUR_KEY');
+        if (!r.ok) throw new Error('HTTP ' + r.status);
+        return r.json();
+      })
       .then(function (s) {
         last = s;
         drawKpis(s);
