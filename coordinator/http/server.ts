@@ -92,17 +92,18 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
   };
 
   async function generate(endpoint: Endpoint, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const body = await readJson(req, maxBody);
-    const prepared = await api.prepareAsync(endpoint, body);
-    if (draining) throw new ApiError(503, 'the server is shutting down: retry on another instance', 'service_unavailable', null, 'shutting_down');
-    if (!(await isReady())) throw expertsUnavailable();
-    promptTokens.inc(undefined, prepared.prompts.reduce((s, p) => s + p.length, 0));
-
-    // The client going away (socket closed before we finished) cancels everything.
+    // The client going away (socket closed before we finished) cancels everything, also while
+    // its prompt is still being tokenized.
     const abort = new AbortController();
     res.on('close', () => {
       if (!res.writableFinished) abort.abort();
     });
+    const body = await readJson(req, maxBody);
+    const prepared = await api.prepareAsync(endpoint, body);
+    if (abort.signal.aborted) return; // nobody to answer: generate nothing
+    if (draining) throw new ApiError(503, 'the server is shutting down: retry on another instance', 'service_unavailable', null, 'shutting_down');
+    if (!(await isReady())) throw expertsUnavailable();
+    promptTokens.inc(undefined, prepared.prompts.reduce((s, p) => s + p.length, 0));
 
     if (!prepared.stream) {
       const out = await api.run(prepared, { signal: abort.signal });

@@ -119,3 +119,24 @@ test('requests whose client went away are counted as cancelled; step_errors and 
     await s.close();
   }
 });
+
+test('a client that leaves while its prompts are tokenized gets nothing generated', async () => {
+  const s = await serve(ctx.engine);
+  try {
+    // 20 prompts of ~4000 tokens: tokenized in the worker thread for a while.
+    const prompt = Array.from({ length: 20 }, (_, i) => `${i} ` + 'the model reads a prompt. '.repeat(150));
+    const gone = new AbortController();
+    const pending = fetch(`${s.url}/v1/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt, max_tokens: 50 }), signal: gone.signal,
+    }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 60));
+    gone.abort();
+    await pending;
+    await waitFor(() => counter(s, 'turbosparse_http_requests_total', { route: '/v1/completions', status: 'cancelled' }) === 1, 10000, 'the request counted');
+    await new Promise((r) => setTimeout(r, 1500)); // tokenizing ends meanwhile
+    expect(counter(s, 'turbosparse_prompt_tokens_total') ?? 0).toBe(0);
+    expect(counter(s, 'turbosparse_generated_tokens_total') ?? 0).toBe(0);
+  } finally {
+    await s.close();
+  }
+});
