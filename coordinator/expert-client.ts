@@ -9,6 +9,8 @@ import {
   EXPERT_MAX_MESSAGE_BYTES, EXPERT_SERVICE_NAME, expertProto, type ExpertRequest, type ExpertResponse__Output,
   type InfoResponse__Output,
 } from '../core/wire/expert-proto';
+import { UserError } from '../core/errors';
+import { type ChannelTls, diagnoseConnectFailure } from './tls-diagnosis';
 
 /** Channel options for expert-node connections; see the comment on each key. */
 export const EXPERT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
@@ -40,6 +42,8 @@ export interface ChannelSetup {
   credentials: grpc.ChannelCredentials;
   /** Merged over EXPERT_CHANNEL_OPTIONS. */
   options?: grpc.ChannelOptions;
+  /** What TLS credentials were made of, to name the cause of a failed handshake (tls-diagnosis.ts). */
+  tls?: ChannelTls;
 }
 export type ChannelFactory = (address: string) => ChannelSetup;
 
@@ -54,7 +58,7 @@ export const insecureChannel: ChannelFactory = () => ({ credentials: grpc.creden
  */
 export function tlsChannel(files: { cert?: Buffer; key?: Buffer; ca?: Buffer }): ChannelFactory {
   const credentials = grpc.credentials.createSsl(files.ca ?? null, files.key ?? null, files.cert ?? null);
-  return () => ({ credentials });
+  return () => ({ credentials, tls: files });
 }
 
 /**
@@ -100,29 +104,59 @@ export class ExpertClient {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closed = false;
+  private readonly tls: ChannelTls | null;
 
   constructor(readonly address: string, factory: ChannelFactory = insecureChannel) {
     const setup = factory(address);
     this.client = new grpc.Client(address, setup.credentials, { ...EXPERT_CHANNEL_OPTIONS, ...setup.options });
+    this.tls = setup.tls ?? null;
   }
 
-  /** Resolves when the channel is connected (or rejects after `timeoutMs`). */
+  /**
+   * Resolves when the channel is connected. Rejects after `timeoutMs` with the
+   * channel's last error, or as soon as that error is a TLS mistake retrying
+   * cannot fix, with a UserError naming the cause and the flag (tls-diagnosis.ts).
+   */
   waitForReady(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const channel = this.client.getChannel();
+    let diagnosed = '';
+    let diagnosedAt = 0;
     return new Promise((resolve, reject) => {
-      this.client.waitForReady(Date.now() + timeoutMs, (err) => {
-        if (!err) {
-          resolve();
-          return;
-        }
-        // waitForReady only says "failed to connect"; a call carries the channel's last error
-        // (a refused or unverifiable TLS certificate, say), which is what an operator needs.
+      // grpc-js's own waitForReady only says "failed to connect"; a call carries the last error.
+      const timedOut = () => {
         const fail = (why: string) => reject(new NodeCallError(this.address, grpc.status.UNAVAILABLE, `not reachable within ${timeoutMs} ms (${why})`));
-        this.health(Math.min(1_000, timeoutMs)).then(() => fail(err.message), (e: NodeCallError) => {
-          const last = lastConnectError(e.detail ?? '');
-          fail(last ? `${err.message}; last error: ${last}` : err.message);
-        });
-      });
+        this.lastError().then((last) => fail(last ? `Failed to connect before the deadline; last error: ${last}` : 'Failed to connect before the deadline'));
+      };
+      const check = () => {
+        const state = channel.getConnectivityState(true);
+        if (state === grpc.connectivityState.READY) return resolve();
+        if (state === grpc.connectivityState.SHUTDOWN) return reject(new NodeCallError(this.address, grpc.status.CANCELLED, 'client closed'));
+        if (Date.now() >= deadline) return timedOut();
+        if (state !== grpc.connectivityState.TRANSIENT_FAILURE) return watch(state);
+        void this.lastError().then(async (last) => {
+          // A cause is diagnosed once (again after 5 s: the node may have been restarted differently).
+          if (last && (last !== diagnosed || Date.now() - diagnosedAt > 5_000)) {
+            diagnosed = last;
+            diagnosedAt = Date.now();
+            const cause = await diagnoseConnectFailure(this.address, last, this.tls, Math.max(1, Math.min(2_000, deadline - Date.now())));
+            if (cause) return reject(new UserError(cause));
+          }
+          watch(state);
+        }).catch(() => watch(state));
+      };
+      // A failing channel may stay in TRANSIENT_FAILURE while its error changes (refused, then a bad
+      // handshake once the node listens): look again every second even without a state change.
+      const watch = (state: grpc.connectivityState) => {
+        channel.watchConnectivityState(state, Math.min(deadline, Date.now() + 1_000), () => check());
+      };
+      check();
     });
+  }
+
+  /** The channel's last connection error (a call fails at once with it while the channel is failing); '' when none. */
+  private lastError(): Promise<string> {
+    return this.health(1_000).then(() => '', (e: NodeCallError) => lastConnectError(e.detail ?? ''));
   }
 
   info(timeoutMs: number): Promise<InfoResponse__Output> {

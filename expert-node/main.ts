@@ -10,7 +10,7 @@ import { isLoopbackAddress, loadTlsFiles } from '../core/tls-files';
 import { ModelFolder } from '../core/model-folder';
 import { native, type Device, type NativeBackend, type StoreDType } from '../core/native';
 import { ExpertStore } from './expert-store';
-import { createServer, type ExpertNodeHooks, type ExpertNodeServer, serverCredentials } from './server';
+import { createServer, type ExpertNodeHooks, type ExpertNodeServer } from './server';
 import { createNodeTelemetry, startMetricsServer, type MetricsServer, type NodeTelemetry } from './telemetry';
 import { EXPERT_NODE_SERVICE, setupTelemetry, shutdownTelemetry } from '../core/telemetry';
 
@@ -85,7 +85,7 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
     nodeTel = createNodeTelemetry({ node: telName ?? `${opts.host}:${opts.port}`, intermediateSize: c.intermediateSize });
     const hooks = combineHooks(nodeTel.hooks, opts.hooks);
     server = createServer({ modelId: path.basename(path.resolve(opts.model)), version: mod.version(), hooks, log,
-      credentials: tls && serverCredentials(tls) });
+      tls: tls && { cert: tls.cert!, key: tls.key!, ca: tls.ca } });
     port = await server.listen(opts.host, opts.port);
     if (opts.healthPort !== undefined) healthPort = await server.listenHealth(opts.host, opts.healthPort);
     if (!telName) nodeTel.setNode(`${opts.host}:${port}`);

@@ -22,6 +22,7 @@ import { decodeMaskInto } from '../core/wire/masks';
 import { type RequestScan, scanRequest } from '../core/wire/request-scan';
 import { decodeRows, encodeRows, fromProtoEncoding, type WireEncoding } from '../core/wire/rows';
 import type { ExpertStore, StoreRoute } from './expert-store';
+import { listenTls, type ServerTlsFiles, type TlsListener } from './tls-listener';
 
 /** gRPC server options of an expert node; see the comment on each key. */
 export const EXPERT_SERVER_OPTIONS: grpc.ServerOptions = {
@@ -77,8 +78,8 @@ export interface ExpertNodeServerOptions {
   modelId?: string;
   /** Kernel library version reported by Info. */
   version?: string;
-  /** Of the service port; plaintext when absent (see serverCredentials in main.ts for mTLS). */
-  credentials?: grpc.ServerCredentials;
+  /** TLS on the service port (mTLS with `ca`; see tls-listener.ts); plaintext when absent. */
+  tls?: ServerTlsFiles;
   /** Merged over EXPERT_SERVER_OPTIONS. */
   grpcOptions?: grpc.ServerOptions;
   hooks?: ExpertNodeHooks;
@@ -129,6 +130,7 @@ export class ExpertNodeServer {
   readonly health: HealthImplementation;
   /** The plaintext health-only server, once listenHealth() bound it. */
   private healthServer: grpc.Server | null = null;
+  private tlsListener: TlsListener | null = null;
   private store: ExpertStore | null = null;
   private draining = false;
   private readonly streams = new Set<OpenStream>();
@@ -154,10 +156,14 @@ export class ExpertNodeServer {
   }
 
   /** Binds host:port (port 0 = any free port) and returns the port. */
-  listen(host: string, port: number): Promise<number> {
+  async listen(host: string, port: number): Promise<number> {
+    if (this.opts.tls) {
+      this.tlsListener = await listenTls(this.server, host, port, this.opts.tls, this.log);
+      return this.tlsListener.port;
+    }
     const addr = grpcAddress(host, port);
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(addr, this.opts.credentials ?? grpc.ServerCredentials.createInsecure(), (err, bound) => {
+      this.server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, bound) => {
         if (err) reject(new UserError(`--port ${port}: cannot listen on ${addr}: ${err.message}`));
         else resolve(bound);
       });
@@ -211,6 +217,7 @@ export class ExpertNodeServer {
       s.open = false;
     }
     this.streams.clear();
+    this.tlsListener?.close();
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         this.server.forceShutdown();
@@ -230,6 +237,7 @@ export class ExpertNodeServer {
   /** Stops at once (tests, fatal errors). */
   forceShutdown(): void {
     this.draining = true;
+    this.tlsListener?.destroy();
     this.server.forceShutdown();
     this.healthServer?.forceShutdown();
     this.healthServer = null;
@@ -496,16 +504,6 @@ export class ExpertNodeServer {
       stream.call.end();
     }
   }
-}
-
-/**
- * Server credentials from PEM bytes (core/tls-files.ts): TLS with our
- * certificate; with a CA, every client must present a certificate that CA
- * signed (mTLS), else the handshake fails before any call.
- */
-export function serverCredentials(files: { cert?: Buffer; key?: Buffer; ca?: Buffer }): grpc.ServerCredentials {
-  if (!files.cert || !files.key) throw new UserError('an expert node needs --tls-cert and --tls-key for TLS');
-  return grpc.ServerCredentials.createSsl(files.ca ?? null, [{ cert_chain: files.cert, private_key: files.key }], files.ca !== undefined);
 }
 
 export function createServer(opts: ExpertNodeServerOptions = {}): ExpertNodeServer {

@@ -1,6 +1,7 @@
 // Certificates for the TLS tests, made with the `openssl` command in a temp dir:
-// a CA, a server certificate for 127.0.0.1/localhost, a client certificate, and
-// an unrelated second CA with its own client certificate.
+// a CA, a server certificate for 127.0.0.1/localhost, one of the same CA that
+// names only another host, a client certificate, and an unrelated second CA
+// with its own client certificate.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -20,6 +21,9 @@ export interface TestCerts {
   ca: string;
   serverCert: string;
   serverKey: string;
+  /** Signed by the CA, but names only wrong.example (not localhost or 127.0.0.1). */
+  wrongNameCert: string;
+  wrongNameKey: string;
   clientCert: string;
   clientKey: string;
   otherCa: string;
@@ -60,12 +64,14 @@ export function makeTestCerts(): TestCerts {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-tls-'));
   makeCa(dir, 'ca');
   sign(dir, 'ca', 'server', 'serverAuth', 'DNS:localhost,IP:127.0.0.1');
+  sign(dir, 'ca', 'wrong-name', 'serverAuth', 'DNS:wrong.example');
   sign(dir, 'ca', 'client', 'clientAuth');
   makeCa(dir, 'other-ca');
   sign(dir, 'other-ca', 'other-client', 'clientAuth');
   const p = (f: string) => path.join(dir, f);
   return {
-    dir, ca: p('ca.crt'), serverCert: p('server.crt'), serverKey: p('server.key'), clientCert: p('client.crt'), clientKey: p('client.key'),
+    dir, ca: p('ca.crt'), serverCert: p('server.crt'), serverKey: p('server.key'),
+    wrongNameCert: p('wrong-name.crt'), wrongNameKey: p('wrong-name.key'), clientCert: p('client.crt'), clientKey: p('client.key'),
     otherCa: p('other-ca.crt'), otherClientCert: p('other-client.crt'), otherClientKey: p('other-client.key'),
     remove: () => fs.rmSync(dir, { recursive: true, force: true }),
   };

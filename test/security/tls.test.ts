@@ -3,7 +3,10 @@
 // with --tls-cert/--tls-key/--tls-ca and --health-port serves a client that
 // presents a certificate of its CA (same outputs as local experts), refuses a
 // client without a certificate, one whose certificate another CA signed, and
-// plaintext; the plaintext health port answers without a certificate.
+// plaintext; the plaintext health port answers without a certificate. Each TLS
+// mistake fails RemoteExperts.connect within seconds (not after its 120 s
+// connect timeout) with one line naming the cause, and the node logs each
+// refused connection, at most once per peer address per 10 s.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -44,6 +47,30 @@ function checkHealth(address: string, service = ''): Promise<string> {
   });
 }
 
+/** A shard map with one node at `address`, in `dir`. */
+function shardMap(dir: string, address: string, spec = '*'): string {
+  const file = path.join(fs.mkdtempSync(path.join(dir, 'map-')), 'shard-map.yaml');
+  fs.writeFileSync(file, `nodes:\n  - address: ${address}\n    experts: "${spec}"\n`);
+  return file;
+}
+
+/** How the coordinator's connect (engine flags -> RemoteExperts.connect, default timeouts) fails, and how fast. */
+async function connectFailure(folder: ModelFolder, mapFile: string, tls: { tlsCert?: string; tlsKey?: string; tlsCa?: string }):
+  Promise<{ error: Error; ms: number }> {
+  const opts = engineOptionsFrom({ model: TINY_A_MODEL, experts: mapFile, device: 'cpu', threads: 1, weights: 'auto', ...tls });
+  const t0 = Date.now();
+  try {
+    const remote = await opts.remoteExperts!({ kind: 'file', path: mapFile }, folder, () => undefined);
+    await remote.close();
+  } catch (e) {
+    return { error: e as Error, ms: Date.now() - t0 };
+  }
+  throw new Error('connected, but a failure was expected');
+}
+
+/** "Within a few seconds" on a loaded machine; the connect timeout these replace is 120 s. */
+const FAST_MS = 15_000;
+
 /** What a client with this channel gets from the node: 'SERVING', or the refusal. */
 async function tryClient(address: string, factory: ChannelFactory): Promise<string> {
   const client = new ExpertClient(address, factory);
@@ -62,12 +89,14 @@ describeTls('mTLS between coordinator and expert nodes (tiny-a, loopback)', () =
   let node: ChildProcess;
   let port: number;
   let healthPort: number;
+  let startedAt: number;
   const nodeLog: string[] = [];
   const spec = '0-1:0-3';
 
   beforeAll(async () => {
     certs = makeTestCerts();
     folder = await ModelFolder.open(TINY_A_MODEL);
+    startedAt = Date.now();
     const [exe, ...args] = sourceNodeCommand();
     node = spawn(exe, [...args, '--model', TINY_A_MODEL, '--experts', spec, '--port', '0', '--health-port', '0',
       '--device', 'cpu', '--threads', '1', '--tls-cert', certs.serverCert, '--tls-key', certs.serverKey, '--tls-ca', certs.ca],
@@ -136,13 +165,40 @@ describeTls('mTLS between coordinator and expert nodes (tiny-a, loopback)', () =
     expect(await tryClient(`127.0.0.1:${port}`, tlsChannel(good))).toBe('SERVING');
     const wrongTrust = loadTlsFiles({ tlsCert: certs.clientCert, tlsKey: certs.clientKey, tlsCa: certs.otherCa }, 'client')!;
     expect(await tryClient(`localhost:${port}`, tlsChannel(wrongTrust))).toMatch(/UNAVAILABLE/);
-    // What RemoteExperts.connect reports names the TLS cause, not only "failed to connect".
+    // What RemoteExperts.connect reports names the TLS cause, at once, not "not reachable" at the deadline.
     const client = new ExpertClient(`localhost:${port}`, tlsChannel(wrongTrust));
     try {
-      await expect(client.waitForReady(1000)).rejects.toThrow(/not reachable within 1000 ms \(.*; last error: self[- ]signed certificate in certificate chain\)/);
+      await expect(client.waitForReady(60_000)).rejects.toThrow(`expert node localhost:${port}: unknown CA: the node's certificate is ` +
+        'not signed by the CA in the coordinator\'s --tls-ca (self-signed certificate in certificate chain); give the coordinator --tls-ca');
     } finally {
       client.close();
     }
+  });
+
+  test.each([
+    ['a plaintext coordinator', () => ({}), 'TLS required: the node speaks TLS, but the coordinator connects in plaintext; give the coordinator --tls-ca'],
+    ['no client certificate', () => ({ tlsCa: certs.ca }),
+      'certificate required: the node requires a client certificate and the coordinator presented none; give the coordinator --tls-cert and --tls-key'],
+    ['a client certificate of another CA', () => ({ tlsCert: certs.otherClientCert, tlsKey: certs.otherClientKey, tlsCa: certs.ca }),
+      'unknown CA: the node refused the coordinator\'s client certificate; give the coordinator a --tls-cert signed by the CA in the node\'s --tls-ca'],
+    ['a coordinator trusting another CA', () => ({ tlsCert: certs.clientCert, tlsKey: certs.clientKey, tlsCa: certs.otherCa }),
+      'unknown CA: the node\'s certificate is not signed by the CA in the coordinator\'s --tls-ca'],
+  ])('%s: connect fails within seconds with one line naming the address, the cause and the flag', async (_what, flags, cause) => {
+    const { error, ms } = await connectFailure(folder, shardMap(certs.dir, `localhost:${port}`, spec), flags());
+    expect(error.name).toBe('UserError');
+    expect(error.message).toContain(`expert node localhost:${port}: ${cause}`);
+    expect(error.message).not.toContain('\n');
+    expect(ms).toBeLessThan(FAST_MS);
+  });
+
+  test('the node logged refused connections naming the peer and the cause, at most one per peer address per 10 s', () => {
+    const refused = nodeLog.join('').split('\n').filter((l) => l.includes('refused a TLS connection'));
+    expect(refused.length).toBeGreaterThanOrEqual(1);
+    for (const line of refused) {
+      expect(line).toMatch(/^expert-node: refused a TLS connection from 127\.0\.0\.1:\d+: (not TLS|certificate required|unknown CA|the client closed)/);
+    }
+    // Every client above came from 127.0.0.1 and retried; dozens of refused handshakes in all.
+    expect(refused.length).toBeLessThanOrEqual(Math.ceil((Date.now() - startedAt) / 10_000) + 1);
   });
 
   test('refused: no client certificate, a certificate of another CA, plaintext', async () => {
@@ -170,6 +226,74 @@ describeTls('mTLS between coordinator and expert nodes (tiny-a, loopback)', () =
       await expect(client.info(3000)).rejects.toThrow(/UNIMPLEMENTED/);
     } finally {
       client.close();
+    }
+  });
+});
+
+describeTls('TLS mistakes against in-process nodes', () => {
+  let certs: TestCerts;
+  let folder: ModelFolder;
+  beforeAll(async () => {
+    certs = makeTestCerts();
+    folder = await ModelFolder.open(TINY_A_MODEL);
+  });
+  afterAll(async () => {
+    await folder?.close();
+    certs?.remove();
+  });
+
+  const good = () => ({ tlsCert: certs.clientCert, tlsKey: certs.clientKey, tlsCa: certs.ca });
+
+  test('a TLS coordinator against a plaintext node: "not TLS", within seconds', async () => {
+    const server = createServer();
+    try {
+      const port = await server.listen('127.0.0.1', 0);
+      const { error, ms } = await connectFailure(folder, shardMap(certs.dir, `localhost:${port}`), good());
+      expect(error.message).toBe(`expert node localhost:${port}: not TLS: the node speaks plaintext, but the coordinator connects with TLS; ` +
+        'start the node with --tls-cert, --tls-key and --tls-ca, or give the coordinator no --tls-* flags');
+      expect(ms).toBeLessThan(FAST_MS);
+    } finally {
+      server.forceShutdown();
+    }
+  });
+
+  test('a node certificate that does not name the shard map\'s host: "name mismatch", within seconds', async () => {
+    const tls = loadTlsFiles({ tlsCert: certs.wrongNameCert, tlsKey: certs.wrongNameKey, tlsCa: certs.ca }, 'server')!;
+    const lines: string[] = [];
+    const server = createServer({ tls: { cert: tls.cert!, key: tls.key!, ca: tls.ca }, log: (l) => lines.push(l) });
+    try {
+      const port = await server.listen('127.0.0.1', 0);
+      const { error, ms } = await connectFailure(folder, shardMap(certs.dir, `localhost:${port}`), good());
+      expect(error.message).toBe(`expert node localhost:${port}: name mismatch: the node's certificate does not name "localhost" ` +
+        '(it names DNS:wrong.example); put an address it names in the shard map, or reissue the node\'s --tls-cert with "localhost" in its subjectAltName');
+      expect(ms).toBeLessThan(FAST_MS);
+      // The node sees a client that gave up during the handshake (the line may come just after the client's error).
+      for (let i = 0; i < 50 && lines.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(lines[0]).toMatch(/^refused a TLS connection from 127\.0\.0\.1:\d+: the client closed the connection during the handshake/);
+    } finally {
+      server.forceShutdown();
+    }
+  });
+
+  test.each([
+    ['plaintext', () => insecureChannel, /^refused a TLS connection from 127\.0\.0\.1:\d+: not TLS: the client spoke plaintext \(give the coordinator --tls-cert, --tls-key and --tls-ca\)$/],
+    ['no client certificate', () => tlsChannel(loadTlsFiles({ tlsCa: certs.ca }, 'client')!),
+      /^refused a TLS connection from 127\.0\.0\.1:\d+: certificate required: the client presented no certificate/],
+    ['a client certificate of another CA',
+      () => tlsChannel(loadTlsFiles({ tlsCert: certs.otherClientCert, tlsKey: certs.otherClientKey, tlsCa: certs.ca }, 'client')!),
+      /^refused a TLS connection from 127\.0\.0\.1:\d+: unknown CA: the client's certificate is not signed by this node's --tls-ca \(.*certificate "other-client" issued by "other-ca"\)$/],
+  ])('the node logs a refused %s connection once however often the client retries', async (_what, factory, line) => {
+    const tls = loadTlsFiles({ tlsCert: certs.serverCert, tlsKey: certs.serverKey, tlsCa: certs.ca }, 'server')!;
+    const lines: string[] = [];
+    const server = createServer({ tls: { cert: tls.cert!, key: tls.key!, ca: tls.ca }, log: (l) => lines.push(l) });
+    try {
+      const port = await server.listen('127.0.0.1', 0);
+      for (let i = 0; i < 4; i++) expect(await tryClient(`localhost:${port}`, factory())).toMatch(/UNAVAILABLE/);
+      const refused = lines.filter((l) => l.startsWith('refused'));
+      expect(refused).toHaveLength(1);
+      expect(refused[0]).toMatch(line);
+    } finally {
+      server.forceShutdown();
     }
   });
 });
