@@ -27,7 +27,9 @@ export interface ExpertNodeClient extends grpc.Client {
    * One persistent stream per coordinator connection carries every layer of
    * every step (no stream per call). Each request has an id that its response
    * echoes; responses may complete out of order. A bad request gets a response
-   * with `error` set; the stream stays open for the next request.
+   * with `error` set; the stream stays open for the next request. Bytes that
+   * are not a readable request and name no id (or an id above 2^53 - 1) end the
+   * stream with INVALID_ARGUMENT.
    */
   Run(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
   Run(options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
@@ -35,7 +37,9 @@ export interface ExpertNodeClient extends grpc.Client {
    * One persistent stream per coordinator connection carries every layer of
    * every step (no stream per call). Each request has an id that its response
    * echoes; responses may complete out of order. A bad request gets a response
-   * with `error` set; the stream stays open for the next request.
+   * with `error` set; the stream stays open for the next request. Bytes that
+   * are not a readable request and name no id (or an id above 2^53 - 1) end the
+   * stream with INVALID_ARGUMENT.
    */
   run(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
   run(options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
@@ -52,7 +56,9 @@ export interface ExpertNodeHandlers extends grpc.UntypedServiceImplementation {
    * One persistent stream per coordinator connection carries every layer of
    * every step (no stream per call). Each request has an id that its response
    * echoes; responses may complete out of order. A bad request gets a response
-   * with `error` set; the stream stays open for the next request.
+   * with `error` set; the stream stays open for the next request. Bytes that
+   * are not a readable request and name no id (or an id above 2^53 - 1) end the
+   * stream with INVALID_ARGUMENT.
    */
   Run: grpc.handleBidiStreamingCall<_turbosparse_expert_v1_ExpertRequest__Output, _turbosparse_expert_v1_ExpertResponse>;
   

@@ -7,7 +7,9 @@ import type { Long } from '@grpc/proto-loader';
 
 export interface ExpertRequest {
   /**
-   * unique on its stream; the response carries it back
+   * Unique among this stream's pending requests; the response carries it back.
+   * A request reusing the id of one still pending is not run: it is answered
+   * INVALID_ARGUMENT after the original's answer, so matching by id stays right.
    */
   'id'?: (number | string | Long);
   /**
@@ -34,7 +36,9 @@ export interface ExpertRequest {
 
 export interface ExpertRequest__Output {
   /**
-   * unique on its stream; the response carries it back
+   * Unique among this stream's pending requests; the response carries it back.
+   * A request reusing the id of one still pending is not run: it is answered
+   * INVALID_ARGUMENT after the original's answer, so matching by id stays right.
    */
   'id': (number);
   /**

@@ -10,11 +10,11 @@ export interface Mask {
    */
   'bits'?: (Buffer | Uint8Array | string);
   /**
-   * little-endian uint16 indices of the active neurons (I <= 65536)
+   * little-endian uint16 indices of the active neurons (I <= 65536), strictly ascending
    */
   'indices16'?: (Buffer | Uint8Array | string);
   /**
-   * little-endian uint32 indices of the active neurons
+   * little-endian uint32 indices of the active neurons, strictly ascending
    */
   'indices32'?: (Buffer | Uint8Array | string);
   'kind'?: "bits"|"indices16"|"indices32";
@@ -29,11 +29,11 @@ export interface Mask__Output {
    */
   'bits'?: (Buffer);
   /**
-   * little-endian uint16 indices of the active neurons (I <= 65536)
+   * little-endian uint16 indices of the active neurons (I <= 65536), strictly ascending
    */
   'indices16'?: (Buffer);
   /**
-   * little-endian uint32 indices of the active neurons
+   * little-endian uint32 indices of the active neurons, strictly ascending
    */
   'indices32'?: (Buffer);
   'kind'?: "bits"|"indices16"|"indices32";
