@@ -78,6 +78,7 @@ export async function loadServing(flags: ServingFlags, log: (line: string) => vo
       observability,
       async close() {
         await scheduler.close();
+        await tokenizer.close();
         await engine.close();
         // Signal handlers exit with process.exit, which skips beforeExit: flush spans here.
         await shutdownTelemetry();

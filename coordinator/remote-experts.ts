@@ -255,7 +255,12 @@ export class RemoteExperts implements ExpertBackend {
 
   private async start(): Promise<void> {
     const deadline = Date.now() + this.opts.connectTimeoutMs;
-    const results = await Promise.allSettled(this.nodes.map((n) => this.connectNode(n, deadline)));
+    const attempts = this.nodes.map((n) => this.connectNode(n, deadline));
+    // A misconfiguration (TLS, another model, the shard map) is final: report it now, not after other nodes' timeouts.
+    const misconfigured = new Promise<never>((_, reject) => {
+      for (const a of attempts) a.catch((e: unknown) => e instanceof UserError && reject(e));
+    });
+    const results = await Promise.race([Promise.allSettled(attempts), misconfigured]);
     const down: string[] = [];
     results.forEach((r, i) => {
       const n = this.nodes[i];

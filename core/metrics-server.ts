@@ -13,7 +13,8 @@ export interface MetricsServer {
 
 /** Listens on host:port (0 = any free port); a port in use is a UserError naming the flag. */
 export function startMetricsServer(port: number, host: string, registry: Registry = defaultRegistry, flag = '--metrics-port'): Promise<MetricsServer> {
-  const server = http.createServer((req, res) => {
+  // A scraper sends a bodiless GET: slow or idle sockets get little time, and few may be open at once.
+  const server = http.createServer({ requestTimeout: 10_000, headersTimeout: 10_000, connectionsCheckingInterval: 1000 }, (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET' }).end();
@@ -29,5 +30,6 @@ export function startMetricsServer(port: number, host: string, registry: Registr
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
     }
   });
+  server.maxConnections = 256;
   return listenHttp(server, port, host, flag).then((l) => ({ port: l.port, url: `${l.url}/metrics`, close: () => closeHttpNow(server) }));
 }

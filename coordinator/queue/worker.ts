@@ -141,7 +141,7 @@ export class GenerationWorker {
     }
     let prepared;
     try {
-      prepared = this.opts.api.prepare(data.endpoint, data);
+      prepared = await this.opts.api.prepareAsync(data.endpoint, data); // long prompts off the event loop (lock renewals, progress)
     } catch (e) {
       throw unrecoverableIfBadInput(e);
     }

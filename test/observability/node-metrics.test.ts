@@ -15,6 +15,7 @@ import { RemoteExperts } from '../../coordinator/remote-experts';
 import { createNodeTelemetry, startMetricsServer, type MetricsServer } from '../../expert-node/telemetry';
 import { randomBatch, startNode, type InProcessNode } from '../cluster/helpers';
 import { parsePrometheusText } from '../helpers/prometheus';
+import { rawExchange } from '../serve/raw-http';
 
 const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
 const dims = { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numExperts: 4 };
@@ -103,3 +104,13 @@ test('the metrics port serves Prometheus text matching the requests, and SERVER 
     expect(s.attributes['moe.active_neurons']).toBeGreaterThan(0);
   });
 });
+
+test('the metrics port closes a socket whose request stops coming (10 s), not after Node\'s 300 s', async () => {
+  const url = metricsServer!.url;
+  const base = url.replace(/\/metrics$/, '');
+  const half = await rawExchange(base, 'GET /metrics HTTP/1.1\r\nHost: x\r\n', 20_000);
+  expect(half.closed).toBe(true);
+  expect(half.ms).toBeLessThan(15_000);
+  // Still answering.
+  expect((await fetch(url)).status).toBe(200);
+}, 30_000);

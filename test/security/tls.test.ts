@@ -9,6 +9,7 @@
 // refused connection, at most once per peer address per 10 s.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
@@ -251,6 +252,24 @@ describeTls('TLS mistakes against in-process nodes', () => {
       const { error, ms } = await connectFailure(folder, shardMap(certs.dir, `localhost:${port}`), good());
       expect(error.message).toBe(`expert node localhost:${port}: not TLS: the node speaks plaintext, but the coordinator connects with TLS; ` +
         'start the node with --tls-cert, --tls-key and --tls-ca, or give the coordinator no --tls-* flags');
+      expect(ms).toBeLessThan(FAST_MS);
+    } finally {
+      server.forceShutdown();
+    }
+  });
+
+  test('a TLS mistake on one node is reported within seconds even while another node of the map is unreachable', async () => {
+    const server = createServer();
+    const closed = net.createServer();
+    try {
+      const port = await server.listen('127.0.0.1', 0);
+      // A port nothing listens on: that node alone would be waited for until the 120 s connect timeout.
+      const deadPort = await new Promise<number>((r) => closed.listen(0, '127.0.0.1', () => r((closed.address() as net.AddressInfo).port)));
+      await new Promise((r) => closed.close(r));
+      const file = path.join(fs.mkdtempSync(path.join(certs.dir, 'map-')), 'shard-map.yaml');
+      fs.writeFileSync(file, `nodes:\n  - address: localhost:${port}\n    experts: "*"\n  - address: localhost:${deadPort}\n    experts: "*"\n`);
+      const { error, ms } = await connectFailure(folder, file, good());
+      expect(error.message).toContain(`expert node localhost:${port}: not TLS`);
       expect(ms).toBeLessThan(FAST_MS);
     } finally {
       server.forceShutdown();
