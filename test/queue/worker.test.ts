@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Queue } from 'bullmq';
+import { Rng } from '../../coordinator/sampler';
 import type { Redis } from 'ioredis';
 import { makeDemoModel } from '../../core/demo-model';
 import type { ExpertBackend } from '../../core/expert-backend';
@@ -18,6 +19,7 @@ import { connectRedis } from '../../coordinator/queue/connection';
 import { jobIdFor, type JobData } from '../../coordinator/queue/job';
 import { GenerationProducer } from '../../coordinator/queue/producer';
 import { GenerationWorker, lockDurationFor, minLockDurationMs, type GenerationWorkerOptions } from '../../coordinator/queue/worker';
+import { mutatedBody } from '../helpers/hostile-bodies';
 import { loadTestEngine, waitFor } from '../serve/helpers';
 import { startRedis, uniqueQueue, type TestRedis } from './redis';
 
@@ -404,3 +406,46 @@ outageTest('Redis away longer than the lock: the job goes back to the queue once
   expect(r.completions).toBe(1);
   expect(strip(r.o.response).choices).toEqual((await direct(apiOn().api, r.body)).choices);
 }, 90000);
+
+test('hostile job data (every request field with wrong types and extreme values): each job completes or fails with one line; the worker goes on', async () => {
+  const seed = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
+  const r = new Rng(seed);
+  const q = uniqueQueue('fuzz');
+  const { worker, producer } = setup(q);
+  await worker.waitUntilReady();
+  const plain = new Queue(q, { connection: conn('producer') });
+  closers.push(() => plain.close());
+  const routes = { '/v1/completions': 'completions', '/v1/chat/completions': 'chat.completions' } as const;
+  const jobs: { id: string; label: string }[] = [];
+  while (jobs.length < 60) {
+    const route = r.next() < 0.5 ? '/v1/completions' : '/v1/chat/completions';
+    const { text, label } = mutatedBody(r, route);
+    let body: Record<string, unknown>;
+    try {
+      body = JSON.parse(text); // a job's data is JSON: bodies that are not (NaN literals...) cannot be queued
+    } catch {
+      continue;
+    }
+    const endpoint = r.next() < 0.1 ? (['embeddings', '', 5, null] as unknown[])[Math.floor(r.next() * 4)] : routes[route];
+    let job;
+    try {
+      job = await plain.add('fuzz', { ...body, endpoint } as JobData, { attempts: 1 });
+    } catch {
+      continue; // BullMQ's producer cannot queue it either (nesting deeper than its encoder's stack)
+    }
+    jobs.push({ id: job.id!, label: `${route} ${label}${endpoint === routes[route] ? '' : `, endpoint=${JSON.stringify(endpoint)}`}` });
+  }
+  const outcomes = await producer.waitFor(jobs.map((j) => j.id), undefined, 50);
+  outcomes.forEach((o, i) => {
+    const what = `FUZZ_SEED=${seed}, job ${jobs[i].label}`;
+    expect([what, o.state]).toEqual([what, expect.stringMatching(/^(completed|failed)$/)]);
+    if (o.state === 'failed') {
+      expect([what, o.error]).toEqual([what, expect.any(String)]);
+      // The request's own 400 message (naming the field), not a bug's.
+      expect([what, o.error]).not.toEqual([what, expect.stringMatching(/\n|internal error|TypeError|Cannot read|is not a function/)]);
+    }
+  });
+  // Still taking jobs.
+  const { id } = await producer.submit({ endpoint: 'completions', prompt: 'after the fuzz', max_tokens: 3, temperature: 0 });
+  expect((await producer.waitFor([id], undefined, 20))[0].state).toBe('completed');
+}, 120000);
