@@ -20,6 +20,8 @@ function configure(cmd: Command): Command {
     .option('--host <h>', 'address to bind (0.0.0.0 for all interfaces)', '127.0.0.1');
   return addKernelOptions(cmd, 'dense-with-mask expert FFN (same outputs; the speed baseline)')
     .option('--grace-ms <ms>', 'on SIGTERM, finish queued work for up to this long', intOption('--grace-ms'), 10_000)
+    .option('--max-queue-mb <mb>', 'requests that may wait for the kernels; beyond it they are refused (RESOURCE_EXHAUSTED) and go to replicas',
+      intOption('--max-queue-mb', 1), 1024)
     .option('--name <name>', 'name for log lines')
     .option('--metrics-port <p>', 'serve Prometheus metrics at http://HOST:P/metrics (0 = any free port)', intOption('--metrics-port'))
     .option('--health-port <p>', 'also serve gRPC health alone, in plaintext, on this port (kubelet probes; 0 = any free port)',

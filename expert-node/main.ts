@@ -29,6 +29,8 @@ export interface ExpertNodeOptions {
   dense?: boolean;
   /** Drain time on SIGTERM before streams are cut. */
   graceMs: number;
+  /** Request MiB that may wait in the queue before more are refused RESOURCE_EXHAUSTED (default 1024). */
+  maxQueueMb?: number;
   /** A name for log lines ("node1"). */
   name?: string;
   hooks?: ExpertNodeHooks;
@@ -85,7 +87,8 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
     nodeTel = createNodeTelemetry({ node: telName ?? `${opts.host}:${opts.port}`, intermediateSize: c.intermediateSize });
     const hooks = combineHooks(nodeTel.hooks, opts.hooks);
     server = createServer({ modelId: path.basename(path.resolve(opts.model)), version: mod.version(), hooks, log,
-      tls: tls && { cert: tls.cert!, key: tls.key!, ca: tls.ca } });
+      tls: tls && { cert: tls.cert!, key: tls.key!, ca: tls.ca },
+      ...(opts.maxQueueMb !== undefined ? { maxQueuedBytes: opts.maxQueueMb * 2 ** 20 } : {}) });
     port = await server.listen(opts.host, opts.port);
     if (opts.healthPort !== undefined) healthPort = await server.listenHealth(opts.host, opts.healthPort);
     if (!telName) nodeTel.setNode(`${opts.host}:${port}`);

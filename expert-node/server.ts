@@ -84,6 +84,12 @@ export interface ExpertNodeServerOptions {
   grpcOptions?: grpc.ServerOptions;
   hooks?: ExpertNodeHooks;
   log?: (line: string) => void;
+  /**
+   * Request bytes that may wait in the queue (default 1 GiB); past it a request is answered
+   * RESOURCE_EXHAUSTED instead of queued, so a client sending faster than the node computes
+   * cannot exhaust its memory. A request arriving at an empty queue is always taken.
+   */
+  maxQueuedBytes?: number;
 }
 
 /** A request failed validation: answered with this status, nothing else happens. */
@@ -120,8 +126,12 @@ interface Job {
   routes: StoreRoute[];
   masks: Uint8Array;
   reply: WireEncoding;
+  /** Its size on the wire, counted against maxQueuedBytes while it waits. */
+  wireBytes: number;
   scope?: { end?(result: NodeRequestResult): void } | void;
 }
+
+const DEFAULT_MAX_QUEUED_BYTES = 2 ** 30;
 
 const usSince = (t: bigint): number => Number((process.hrtime.bigint() - t) / 1000n);
 
@@ -135,6 +145,7 @@ export class ExpertNodeServer {
   private draining = false;
   private readonly streams = new Set<OpenStream>();
   private readonly queue: Job[] = [];
+  private queuedBytes = 0;
   private running = false;
   private idleWaiters: (() => void)[] = [];
   private readonly log: (line: string) => void;
@@ -323,6 +334,11 @@ export class ExpertNodeServer {
     try {
       if (this.draining) throw new Rejected(grpc.status.UNAVAILABLE, 'expert node is shutting down');
       if (scan.error) throw new Rejected(grpc.status.INVALID_ARGUMENT, `malformed request: ${scan.error}`);
+      const maxQueued = this.opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+      if (this.queue.length > 0 && this.queuedBytes + bytes.length > maxQueued) {
+        throw new Rejected(grpc.status.RESOURCE_EXHAUSTED, `the node's queue is full (${this.queue.length} requests, ` +
+          `${this.queuedBytes} bytes waiting, at most ${maxQueued}); not run`);
+      }
       ({ job, req } = this.decode(stream, id, arrival, bytes, scan));
     } catch (e) {
       const r = e instanceof Rejected ? e
@@ -347,6 +363,8 @@ export class ExpertNodeServer {
         bytesIn: req.hidden!.data.length + (req.hidden!.scales?.length ?? 0) + maskBytesIn,
       });
     }
+    job.wireBytes = bytes.length;
+    this.queuedBytes += job.wireBytes;
     this.queue.push(job);
     void this.pump();
   }
@@ -413,7 +431,7 @@ export class ExpertNodeServer {
       decodeMaskInto(r.mask, I, masks, i * rowBytes, `routes[${i}].mask`);
       return { row: r.row, expert: r.expert, weight: r.weight };
     });
-    return { job: { stream, id, arrival, timeoutMs: req.timeoutMs, layer, nRows, hidden, routes, masks, reply }, req };
+    return { job: { stream, id, arrival, timeoutMs: req.timeoutMs, layer, nRows, hidden, routes, masks, reply, wireBytes: 0 }, req };
   }
 
   /** Runs queued jobs one at a time (the native backend serialises ops anyway; this keeps queue time honest). */
@@ -422,7 +440,10 @@ export class ExpertNodeServer {
     this.running = true;
     try {
       let job: Job | undefined;
-      while ((job = this.queue.shift())) await this.runJob(job);
+      while ((job = this.queue.shift())) {
+        this.queuedBytes -= job.wireBytes;
+        await this.runJob(job);
+      }
     } finally {
       this.running = false;
       const waiters = this.idleWaiters;

@@ -145,6 +145,32 @@ describeGolden('expert node server (tiny-a, in process)', () => {
     }
   });
 
+  test('past maxQueuedBytes a request is answered RESOURCE_EXHAUSTED instead of queued; the node goes on', async () => {
+    const small = await startNode(folder, parseExpertSpec('0:0-1', folder.config), { maxQueuedBytes: 1 });
+    const c = new ExpertClient(small.address);
+    try {
+      // A big request keeps the node busy; the first request behind it is queued (an empty queue
+      // always takes one), the next ones find the queue over its 1 byte.
+      const big = randomBatch(folder.config, 0, 4000, 12);
+      const running = c.call({
+        layer: 0, hidden: encodeRows(big.hidden, H, null, 'f32'), replyEncoding: 'ROW_F32' as const,
+        routes: Array.from({ length: 8000 }, (_, s) => ({ row: Math.floor(s / 2), expert: s % 2, weight: 0.5,
+          mask: encodeMask(big.masks.subarray(s * big.maskRowBytes, (s + 1) * big.maskRowBytes), I) })),
+      }, 30_000);
+      const behind = [0, 1, 2].map(() => c.call(goodRequest(), 30_000));
+      const settled = await Promise.allSettled([running, ...behind]);
+      expect(settled.map((x) => x.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'rejected']);
+      for (const x of settled.slice(2)) {
+        expect((x as PromiseRejectedResult).reason).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED,
+          detail: expect.stringMatching(/^the node's queue is full \(1 requests, \d+ bytes waiting, at most 1\); not run$/) });
+      }
+      expect((await c.call(goodRequest(), 5000)).response.out!.count).toBe(3);
+    } finally {
+      c.close();
+      await small.stop();
+    }
+  });
+
   test('many requests in flight on one stream are matched by id', async () => {
     const reqs = Array.from({ length: 12 }, (_, i) => {
       const r = goodRequest();
