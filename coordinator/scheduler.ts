@@ -30,6 +30,7 @@ import { logprobEntry, type LogprobEntry } from './logprobs';
 import { PrefixCache, type PrefixEntry } from './prefix-cache';
 import type { SamplingParams } from './sampler';
 import type { FinishReason, Sequence } from './sequence';
+import { insertBySubmission, pickBatch, preemptionVictim, queuedOf } from './scheduling-policy';
 
 /** What the scheduler needs of the engine (the real Engine in production). */
 export type SchedulerEngine = Pick<
@@ -436,7 +437,7 @@ export class Scheduler {
       h.cachedTokens = 0;
       this.usePrefix(h, hit);
       // In submission order (a requeued older one goes back before newer ones): the last is the newest.
-      insertById(this.running, h);
+      insertBySubmission(this.running, h);
     }
   }
 
@@ -576,7 +577,7 @@ export class Scheduler {
       this.makeRoom(this.engine.kvBytesFor(want) - h.kvBytes);
       const fitting = () => this.kvTokensFitting(h.kvBytes);
       while (fitting() < least) {
-        const victim = this.running[this.running.length - 1];
+        const victim = preemptionVictim(this.running)!;
         this.preempt(victim);
         left.delete(victim);
         if (victim === h) break;
@@ -595,8 +596,8 @@ export class Scheduler {
         this.prefix.clear();
         error = await this.tryGrow(seq, tokens);
       }
-      const newest = this.running[this.running.length - 1];
-      if (error && newest !== h && !h.cancelRequested) {
+      const newest = preemptionVictim(this.running);
+      if (error && newest && newest !== h && !h.cancelRequested) {
         this.preempt(newest);
         left.delete(newest);
         error = await this.tryGrow(seq, tokens);
@@ -648,7 +649,7 @@ export class Scheduler {
     this.preemptions++;
     this.m.preemptions.inc();
     // Back in submission order: before every waiting request submitted after it.
-    insertById(this.waiting, h);
+    insertBySubmission(this.waiting, h);
   }
 
   private kick(): void {
@@ -680,7 +681,7 @@ export class Scheduler {
       this.admit();
       if (this.running.length === 0) break; // only possible when nothing is waiting either
       this.resolveWaits();
-      const batch = await this.reserveKv(this.pickBatch());
+      const batch = await this.reserveKv(pickBatch(this.running, this.opts.prefillBudget));
       if (batch.length === 0) continue;
       const t0 = performance.now();
       let result;
@@ -707,31 +708,6 @@ export class Scheduler {
       // Let HTTP callbacks (new requests, disconnects) run between steps.
       await new Promise<void>((r) => setImmediate(r));
     }
-  }
-
-  /**
-   * Every decoding sequence plus prefilling ones within the prompt-token budget (the first
-   * always, so a long prompt advances by one chunk per step).
-   */
-  private pickBatch(): SequenceHandle[] {
-    const batch: SequenceHandle[] = [];
-    let budget = this.opts.prefillBudget;
-    let anyPrefill = false;
-    for (const h of this.running) {
-      if (h.waitFor) continue; // parked until its source has computed the shared prefix
-      const pending = h.seq!.pendingPrompt;
-      if (pending === 0) {
-        batch.push(h);
-        continue;
-      }
-      const take = Math.min(pending, this.opts.prefillBudget);
-      if (!anyPrefill || take <= budget) {
-        batch.push(h);
-        budget -= take;
-        anyPrefill = true;
-      }
-    }
-    return batch;
   }
 
   private onToken(h: SequenceHandle, token: number, logits: Float32Array): void {
@@ -840,12 +816,6 @@ export class Scheduler {
 /** Where a new sequence's prefix comes from: a cache holding it now, or a running sequence soon. */
 type PrefixHit = { cache: NativeKvCache; length: number; entry?: PrefixEntry } | { from: SequenceHandle; length: number };
 
-/** Inserts h before the first handle submitted after it (lists kept in submission order). */
-function insertById(list: SequenceHandle[], h: SequenceHandle): void {
-  const at = list.findIndex((w) => w.id > h.id);
-  list.splice(at < 0 ? list.length : at, 0, h);
-}
-
 function longest(stops: string[]): number {
   return stops.reduce((m, s) => Math.max(m, s.length), 0);
 }
@@ -862,18 +832,6 @@ function holdBack(text: string, sent: number, stops: string[]): number {
     }
   }
   return best;
-}
-
-/** How many of these first-cache sizes would wait: they start in order while KV and slots last (and nothing waits before them). */
-function queuedOf(sizes: number[], free: number, slots: number, noneWaiting: boolean): number {
-  let queued = 0;
-  for (const bytes of sizes) {
-    if (noneWaiting && queued === 0 && bytes <= free && slots > 0) {
-      free -= bytes;
-      slots--;
-    } else queued++;
-  }
-  return queued;
 }
 
 function mb(bytes: number): string {
