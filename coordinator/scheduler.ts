@@ -30,6 +30,7 @@ import { logprobEntry, type LogprobEntry } from './logprobs';
 import { PrefixCache, type PrefixEntry } from './prefix-cache';
 import type { SamplingParams } from './sampler';
 import type { FinishReason, Sequence } from './sequence';
+import { schedulerMetrics, type SchedulerStats } from './scheduler-metrics';
 import { insertBySubmission, pickBatch, preemptionVictim, queuedOf } from './scheduling-policy';
 
 /** What the scheduler needs of the engine (the real Engine in production). */
@@ -272,14 +273,14 @@ export class Scheduler {
       prefillBudget: o.prefillBudget,
     };
     this.prefix = this.opts.prefixCache ? new PrefixCache(this.opts.prefixMinTokens) : null;
-    this.m = schedulerMetrics(opts.metrics ?? globalMetrics, this);
+    this.m = schedulerMetrics(opts.metrics ?? globalMetrics, () => this.stats);
   }
 
   /**
    * Sequences in the batch now / waiting; bytes of KV cache running sequences hold, and
    * finished ones kept for their prefixes; preemptions so far.
    */
-  get stats(): { running: number; waiting: number; kvBytes: number; kvBudget: number; prefixCacheBytes: number; preemptions: number } {
+  get stats(): SchedulerStats {
     return {
       running: this.running.length,
       waiting: this.waiting.length,
@@ -836,60 +837,4 @@ function holdBack(text: string, sent: number, stops: string[]): number {
 
 function mb(bytes: number): string {
   return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-}
-
-function schedulerMetrics(reg: Registry, s: Scheduler) {
-  reg.gauge({
-    name: 'turbosparse_scheduler_running_sequences',
-    help: 'Sequences in the continuous batch',
-    collect: (g) => g.set(undefined, s.stats.running),
-  });
-  reg.gauge({
-    name: 'turbosparse_scheduler_waiting_requests',
-    help: 'Sequences waiting for KV-cache budget',
-    collect: (g) => g.set(undefined, s.stats.waiting),
-  });
-  reg.gauge({
-    name: 'turbosparse_kv_cache_reserved_bytes',
-    help: 'KV-cache bytes held by running sequences',
-    collect: (g) => g.set(undefined, s.stats.kvBytes),
-  });
-  reg.gauge({
-    name: 'turbosparse_prefix_cache_bytes',
-    help: 'KV-cache bytes of finished sequences kept for their prefixes (evicted when running ones need room)',
-    collect: (g) => g.set(undefined, s.stats.prefixCacheBytes),
-  });
-  reg.gauge({
-    name: 'turbosparse_kv_cache_budget_bytes',
-    help: 'KV-cache budget of the scheduler',
-    collect: (g) => g.set(undefined, s.stats.kvBudget),
-  });
-  const m = {
-    tokens: reg.counter({ name: 'turbosparse_generated_tokens_total', help: 'Tokens generated' }),
-    finished: reg.counter({ name: 'turbosparse_sequences_finished_total', help: 'Sequences ended, by reason', labelNames: ['reason'] }),
-    rejected: reg.counter({ name: 'turbosparse_queue_full_rejections_total', help: 'Requests rejected because the wait queue was full' }),
-    stepErrors: reg.counter({ name: 'turbosparse_step_errors_total', help: 'Engine steps that failed' }),
-    prefixQueried: reg.counter({
-      name: 'turbosparse_prefix_cache_queried_tokens_total',
-      help: 'Prompt tokens of sequences starting (the prefix cache was asked for them)',
-    }),
-    prefixHit: reg.counter({
-      name: 'turbosparse_prefix_cache_hit_tokens_total',
-      help: 'Prompt tokens copied from the prefix cache instead of computed',
-    }),
-    preemptions: reg.counter({
-      name: 'turbosparse_scheduler_preemptions_total',
-      help: 'Running sequences whose KV cache was freed for an older one (they recompute when readmitted)',
-    }),
-    stepSeconds: reg.histogram({ name: 'turbosparse_step_seconds', help: 'Wall time of one batched engine step' }),
-    stepRows: reg.histogram({
-      name: 'turbosparse_step_rows',
-      help: 'Token rows in one engine step',
-      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
-    }),
-    ttft: reg.histogram({ name: 'turbosparse_time_to_first_token_seconds', help: 'Submit to first generated token' }),
-  };
-  // Exported as 0 from the start (rates and the hit share need a series before the first event).
-  for (const c of [m.prefixQueried, m.prefixHit, m.preemptions, m.rejected, m.stepErrors]) c.labels();
-  return m;
 }
