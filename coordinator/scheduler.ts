@@ -30,6 +30,7 @@ import { logprobEntry, type LogprobEntry } from './logprobs';
 import { PrefixCache, type PrefixEntry } from './prefix-cache';
 import type { SamplingParams } from './sampler';
 import type { FinishReason, Sequence } from './sequence';
+import { KvBudget } from './kv-budget';
 import { schedulerMetrics, type SchedulerStats } from './scheduler-metrics';
 import { insertBySubmission, pickBatch, preemptionVictim, queuedOf } from './scheduling-policy';
 
@@ -242,7 +243,7 @@ export class Scheduler {
   readonly opts: Required<Omit<SchedulerOptions, 'metrics'>>;
   private readonly waiting: SequenceHandle[] = [];
   private readonly running: SequenceHandle[] = [];
-  private kvReserved = 0;
+  private readonly kv: KvBudget;
   private preemptions = 0;
   private readonly prefix: PrefixCache | null;
   private nextId = 1;
@@ -273,6 +274,7 @@ export class Scheduler {
       prefillBudget: o.prefillBudget,
     };
     this.prefix = this.opts.prefixCache ? new PrefixCache(this.opts.prefixMinTokens) : null;
+    this.kv = new KvBudget(engine, this.opts.kvBudgetBytes, this.opts.kvGrowTokens, this.prefix);
     this.m = schedulerMetrics(opts.metrics ?? globalMetrics, () => this.stats);
   }
 
@@ -284,7 +286,7 @@ export class Scheduler {
     return {
       running: this.running.length,
       waiting: this.waiting.length,
-      kvBytes: this.kvReserved,
+      kvBytes: this.kv.reserved,
       kvBudget: this.opts.kvBudgetBytes,
       prefixCacheBytes: this.prefix?.bytes ?? 0,
       preemptions: this.preemptions,
@@ -293,7 +295,7 @@ export class Scheduler {
 
   /** KV bytes a request can hold at most: prompt + max tokens, capped at the context. */
   kvBytesFor(promptTokens: number, maxTokens: number): number {
-    return this.engine.kvBytesFor(this.engine.kvTokensLimit(promptTokens, maxTokens));
+    return this.kv.requestBytes(promptTokens, maxTokens);
   }
 
   /**
@@ -301,10 +303,7 @@ export class Scheduler {
    * alone (capped at the context); -1 when the prompt by itself does not fit.
    */
   maxTokensFitting(promptTokens: number): number {
-    const room = this.engine.config.maxPositionEmbeddings - promptTokens;
-    // KV bytes are linear in the positions.
-    const fit = Math.floor(this.opts.kvBudgetBytes / this.engine.kvBytesFor(1)) - promptTokens;
-    return room < 0 || fit < 0 ? -1 : Math.min(room, fit);
+    return this.kv.maxTokensFitting(promptTokens);
   }
 
   /** One sequence; see submitAll. */
@@ -329,7 +328,7 @@ export class Scheduler {
             `but the server's KV budget is ${mb(this.opts.kvBudgetBytes)}: lower max_tokens or shorten the prompt`,
         );
       }
-      return this.engine.kvBytesFor(this.firstKvTokens(r.promptIds.length, r.promptIds.length, r.maxTokens));
+      return this.kv.bytesFor(this.kv.firstTokens(r.promptIds.length, r.promptIds.length, r.maxTokens));
     });
     // Even on an idle server more would wait than the queue holds: it can never be taken (not a retry later).
     const idleQueued = queuedOf(sizes, this.opts.kvBudgetBytes, this.opts.maxRunning, true);
@@ -341,7 +340,7 @@ export class Scheduler {
       );
     }
     // Requests that would not start right away take queue slots.
-    const queued = queuedOf(sizes, this.opts.kvBudgetBytes - this.kvReserved, this.opts.maxRunning - this.running.length, this.waiting.length === 0);
+    const queued = queuedOf(sizes, this.opts.kvBudgetBytes - this.kv.reserved, this.opts.maxRunning - this.running.length, this.waiting.length === 0);
     // Preempted sequences wait too, but they were admitted once: they take no new request's slot.
     const newWaiting = this.waiting.filter((h) => !h.seq).length;
     if (queued > 0 && newWaiting + queued > this.opts.maxQueue) {
@@ -377,11 +376,6 @@ export class Scheduler {
     this.kick();
   }
 
-  /** Positions a cache starts with: what must be computed plus kvGrowTokens of room, within the limit. */
-  private firstKvTokens(known: number, promptTokens: number, maxTokens: number): number {
-    return Math.min(this.engine.kvTokensLimit(promptTokens, maxTokens), known + this.opts.kvGrowTokens);
-  }
-
   /**
    * Moves waiting requests into the batch, in order, while budget and slots allow. A
    * preempted sequence comes back with a fresh cache and recomputes what it had.
@@ -391,14 +385,14 @@ export class Scheduler {
     while (this.waiting.length > 0 && this.running.length < this.opts.maxRunning) {
       const h = this.waiting[0];
       const r = h.req;
-      const tokens = this.firstKvTokens(h.seq?.length ?? r.promptIds.length, r.promptIds.length, r.maxTokens);
-      const bytes = this.engine.kvBytesFor(tokens);
-      if (this.kvReserved + bytes > this.opts.kvBudgetBytes) break;
+      const tokens = this.kv.firstTokens(h.seq?.length ?? r.promptIds.length, r.promptIds.length, r.maxTokens);
+      const bytes = this.kv.bytesFor(tokens);
+      if (!this.kv.admits(bytes)) break;
       this.waiting.shift();
       // Prompt logprobs need every prompt position computed: no copies for them.
       const known = h.seq ? h.seq.tokens() : r.promptIds;
       let hit = this.prefix && r.promptLogprobs === undefined ? this.findPrefix(known, known.length - 1) : null;
-      this.makeRoom(bytes, hit && 'entry' in hit ? hit.entry : undefined);
+      this.kv.makeRoom(bytes, hit && 'entry' in hit ? hit.entry : undefined);
       if (hit && 'entry' in hit && hit.entry && !this.prefix!.has(hit.entry)) hit = null;
       const allocate = () => {
         if (h.seq) this.engine.allocate(h.seq, tokens);
@@ -434,7 +428,7 @@ export class Scheduler {
       }
       if (this.prefix) this.m.prefixQueried.inc(undefined, known.length - 1); // the last token is always computed
       h.kvBytes = bytes;
-      this.kvReserved += bytes;
+      this.kv.reserved += bytes;
       h.cachedTokens = 0;
       this.usePrefix(h, hit);
       // In submission order (a requeued older one goes back before newer ones): the last is the newest.
@@ -523,20 +517,6 @@ export class Scheduler {
     }
   }
 
-  /** The most positions one cache now holding `held` bytes could have within the budget (kept prefixes count). */
-  private kvTokensFitting(held: number): number {
-    const room = this.opts.kvBudgetBytes - this.kvReserved - (this.prefix?.bytes ?? 0) + held;
-    return Math.floor(room / this.engine.kvBytesFor(1));
-  }
-
-  /** Evicts kept prefix caches (least recently used, `keep` last) until `bytes` more fit the budget. */
-  private makeRoom(bytes: number, keep?: PrefixEntry): void {
-    if (!this.prefix) return;
-    const over = () => this.kvReserved + this.prefix!.bytes + bytes > this.opts.kvBudgetBytes;
-    while (over() && this.prefix.evict(keep) > 0);
-    if (over() && keep) this.prefix.remove(keep);
-  }
-
   /**
    * Makes room in each cache of the batch for the rows this step writes, oldest sequence
    * first; where the budget is short, preempts the newest running ones. Returns the batch
@@ -570,25 +550,23 @@ export class Scheduler {
       const have = seq.cache!.maxTokens;
       if (need <= have) continue;
       // Grow by a quarter (at least kvGrowTokens), or as far as the budget allows but never less
-      // than a kvGrowTokens step: only when not even that fits is the newest sequence preempted
-      // (growing one token at a time would copy the whole cache per token).
+      // than a kvGrowTokens step: only when not even that fits is the policy's victim preempted.
       const limit = this.engine.kvTokensLimit(seq.promptIds.length, seq.opts.maxTokens);
-      const want = Math.min(limit, Math.max(need, have + Math.max(this.opts.kvGrowTokens, have >> 2)));
-      const least = Math.min(want, Math.max(need, have + this.opts.kvGrowTokens));
-      this.makeRoom(this.engine.kvBytesFor(want) - h.kvBytes);
-      const fitting = () => this.kvTokensFitting(h.kvBytes);
+      const { want, least } = this.kv.growth(need, have, limit);
+      this.kv.makeRoom(this.kv.bytesFor(want) - h.kvBytes);
+      const fitting = () => this.kv.tokensFitting(h.kvBytes);
       while (fitting() < least) {
         const victim = preemptionVictim(this.running)!;
         this.preempt(victim);
         left.delete(victim);
         if (victim === h) break;
-        this.makeRoom(this.engine.kvBytesFor(least) - h.kvBytes);
+        this.kv.makeRoom(this.kv.bytesFor(least) - h.kvBytes);
       }
       if (!left.has(h)) continue;
       const tokens = Math.min(want, fitting());
-      const extra = this.engine.kvBytesFor(tokens) - h.kvBytes;
+      const extra = this.kv.bytesFor(tokens) - h.kvBytes;
       // Held before the await: a submit meanwhile must not admit into these bytes.
-      this.kvReserved += extra;
+      this.kv.reserved += extra;
       h.kvBytes += extra;
       let error = await this.tryGrow(seq, tokens);
       // Likely out of native memory. Kept prefixes hold some: free them. Then, as for the budget,
@@ -604,7 +582,7 @@ export class Scheduler {
         error = await this.tryGrow(seq, tokens);
       }
       if (!error) continue;
-      this.kvReserved -= extra;
+      this.kv.reserved -= extra;
       h.kvBytes -= extra;
       left.delete(h);
       if (h.cancelRequested) this.endCancelled(h, false);
@@ -644,7 +622,7 @@ export class Scheduler {
     this.engine.release(h.seq!);
     h.copying = null;
     h.waitFor = null;
-    this.kvReserved -= h.kvBytes;
+    this.kv.reserved -= h.kvBytes;
     h.kvBytes = 0;
     h.preemptions++;
     this.preemptions++;
@@ -806,7 +784,7 @@ export class Scheduler {
         if (this.prefix.insert(tokens, cache, h.kvBytes)) seq.cache = null; // the prefix cache owns it now
       }
       this.engine.release(seq);
-      this.kvReserved -= h.kvBytes;
+      this.kv.reserved -= h.kvBytes;
       h.kvBytes = 0;
     }
     h.copying = null;
