@@ -24,10 +24,10 @@
 import { UserError } from '../core/errors';
 import { metrics as globalMetrics, type Registry } from '../core/metrics';
 import { StreamingDetokenizer, type TextTokenizer } from '../core/tokenizer';
-import type { NativeKvCache } from '../core/native';
 import type { Engine } from './engine';
 import { logprobEntry, type LogprobEntry } from './logprobs';
-import { PrefixCache, type PrefixEntry } from './prefix-cache';
+import { PrefixCache } from './prefix-cache';
+import { PrefixSharing } from './prefix-sharing';
 import type { SamplingParams } from './sampler';
 import type { FinishReason, Sequence } from './sequence';
 import { KvBudget } from './kv-budget';
@@ -244,6 +244,7 @@ export class Scheduler {
   private readonly waiting: SequenceHandle[] = [];
   private readonly running: SequenceHandle[] = [];
   private readonly kv: KvBudget;
+  private readonly sharing: PrefixSharing;
   private preemptions = 0;
   private readonly prefix: PrefixCache | null;
   private nextId = 1;
@@ -276,6 +277,7 @@ export class Scheduler {
     this.prefix = this.opts.prefixCache ? new PrefixCache(this.opts.prefixMinTokens) : null;
     this.kv = new KvBudget(engine, this.opts.kvBudgetBytes, this.opts.kvGrowTokens, this.prefix);
     this.m = schedulerMetrics(opts.metrics ?? globalMetrics, () => this.stats);
+    this.sharing = new PrefixSharing(this.prefix, this.opts.prefixMinTokens, engine, (n) => this.m.prefixHit.inc(undefined, n));
   }
 
   /**
@@ -391,7 +393,7 @@ export class Scheduler {
       this.waiting.shift();
       // Prompt logprobs need every prompt position computed: no copies for them.
       const known = h.seq ? h.seq.tokens() : r.promptIds;
-      let hit = this.prefix && r.promptLogprobs === undefined ? this.findPrefix(known, known.length - 1) : null;
+      let hit = this.prefix && r.promptLogprobs === undefined ? this.sharing.find(this.running, known, known.length - 1) : null;
       this.kv.makeRoom(bytes, hit && 'entry' in hit ? hit.entry : undefined);
       if (hit && 'entry' in hit && hit.entry && !this.prefix!.has(hit.entry)) hit = null;
       const allocate = () => {
@@ -430,76 +432,10 @@ export class Scheduler {
       h.kvBytes = bytes;
       this.kv.reserved += bytes;
       h.cachedTokens = 0;
-      this.usePrefix(h, hit);
+      this.sharing.use(h, hit);
       // In submission order (a requeued older one goes back before newer ones): the last is the newest.
       insertBySubmission(this.running, h);
     }
-  }
-
-  /**
-   * The longest start of `tokens` (at most `limit`, at least prefixMinTokens) whose K/V a kept
-   * prefix cache or a running sequence holds. A running sequence's computed positions stay
-   * as they are while it runs (a step writes only past them; a grow or free waits for a
-   * queued copy), so requests sharing a prefix need not wait for the first to finish.
-   * When a running sequence will soon have computed a longer shared start (n choices of one
-   * prompt, jobs sharing a context, submitted together), `from` names it: worth waiting for.
-   */
-  private findPrefix(tokens: readonly number[], limit: number, self?: SequenceHandle): PrefixHit | null {
-    const kept = this.prefix!.match(tokens, limit);
-    let best: PrefixHit | null = kept && { cache: kept.entry.cache, length: kept.length, entry: kept.entry };
-    let soon: { from: SequenceHandle; length: number } | null = null;
-    for (const r of this.running) {
-      const seq = r.seq;
-      if (!seq?.cache || r === self) continue;
-      // Compared in place (no copy of every running sequence's tokens per admission).
-      const n = Math.min(limit, seq.length, tokens.length);
-      let known = 0;
-      while (known < n && seq.tokenAt(known) === tokens[known]) known++;
-      const now = r.copying || r.waitFor ? 0 : Math.min(known, seq.computed);
-      if (now >= this.opts.prefixMinTokens && now > (best?.length ?? 0)) best = { cache: seq.cache, length: now };
-      // Only an unparked one is waited for: waits never chain, so they never form a cycle.
-      if (!r.waitFor && known > (soon?.length ?? 0)) soon = { from: r, length: known };
-    }
-    if (soon && soon.length >= (best?.length ?? 0) + this.opts.prefixMinTokens) return soon;
-    return best;
-  }
-
-  /**
-   * Parked sequences whose source has computed what they share copy it now (and step from
-   * the next step on); those whose source left compute it themselves.
-   */
-  private resolveWaits(): void {
-    for (const h of this.running) {
-      const w = h.waitFor;
-      if (!w) continue;
-      const src = w.src;
-      if (!this.running.includes(src) || !src.seq?.cache || src.preemptions !== w.srcPreemptions) {
-        // Its source left (finished: its cache may now be kept) or lost its cache: look again.
-        const known = h.seq!.tokens();
-        this.usePrefix(h, this.findPrefix(known, known.length - 1, h));
-        continue;
-      }
-      if (src.copying || src.waitFor || src.seq.computed < w.length) continue;
-      h.waitFor = null;
-      this.startCopy(h, src.seq.cache, w.length);
-    }
-    // Waits point only at unparked sequences, so one is always free; never leave a batch empty anyway.
-    if (this.running.length > 0 && this.running.every((h) => h.waitFor)) for (const h of this.running) h.waitFor = null;
-  }
-
-  /** Acts on a prefix hit for h (new cache, nothing computed): copy it now, wait for it, or neither. */
-  private usePrefix(h: SequenceHandle, hit: PrefixHit | null): void {
-    h.waitFor = null;
-    if (hit && 'from' in hit) h.waitFor = { src: hit.from, length: hit.length, srcPreemptions: hit.from.preemptions };
-    else if (hit) this.startCopy(h, hit.cache, hit.length);
-  }
-
-  /** Queues the copy of a shared prefix into h's new cache (awaited before h's first step). */
-  private startCopy(h: SequenceHandle, src: NativeKvCache, length: number): void {
-    h.cachedTokens = length;
-    this.m.prefixHit.inc(undefined, length);
-    h.copying = this.engine.copyPrefix(h.seq!, src, length);
-    h.copying.catch(() => undefined); // awaited before its first step; it may leave before that
   }
 
   /**
@@ -659,7 +595,7 @@ export class Scheduler {
       this.reap();
       this.admit();
       if (this.running.length === 0) break; // only possible when nothing is waiting either
-      this.resolveWaits();
+      this.sharing.resolveWaits(this.running);
       const batch = await this.reserveKv(pickBatch(this.running, this.opts.prefillBudget));
       if (batch.length === 0) continue;
       const t0 = performance.now();
@@ -792,8 +728,6 @@ export class Scheduler {
   }
 }
 
-/** Where a new sequence's prefix comes from: a cache holding it now, or a running sequence soon. */
-type PrefixHit = { cache: NativeKvCache; length: number; entry?: PrefixEntry } | { from: SequenceHandle; length: number };
 
 function longest(stops: string[]): number {
   return stops.reduce((m, s) => Math.max(m, s.length), 0);
