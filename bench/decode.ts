@@ -7,7 +7,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { makeDemoModel } from '../core/demo-model';
 import { loadEngine } from '../coordinator/load-engine';
-import { LocalExperts } from '../coordinator/local-experts';
 import type { Engine } from '../coordinator/engine';
 import { GREEDY } from '../coordinator/sampler';
 
@@ -51,7 +50,8 @@ async function main(): Promise<void> {
   }
   const engine = await loadEngine({ modelDir: dir, device: 'cpu', log: (l) => process.stderr.write(l + '\n') });
   try {
-    const experts = engine.experts as LocalExperts;
+    const experts = engine.experts;
+    if (!experts.setMode) throw new Error(`bench/decode needs experts that switch sparse/dense; ${experts.name} cannot`);
     const prompt = [1, 100, 200, 300, 400, 500, 600, 700];
     experts.setMode('sparse');
     await decodeTokensPerSecond(engine, prompt, 2); // warm up

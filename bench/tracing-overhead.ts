@@ -24,7 +24,7 @@ import { ExportResultCode } from '@opentelemetry/core';
 import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { makeDemoModel } from '../core/demo-model';
 import { COORDINATOR_SERVICE, setupTelemetry, shutdownTelemetry } from '../core/telemetry';
-import type { Engine } from '../coordinator/engine';
+import type { Engine, EngineHooks, EngineInstrumentation } from '../coordinator/engine';
 import { loadEngine, parseExpertsChoice } from '../coordinator/load-engine';
 import { remoteExpertsFactory } from '../coordinator/remote-factory';
 import { GREEDY } from '../coordinator/sampler';
@@ -101,19 +101,28 @@ async function microCostUs(traced: boolean, layers = 4, topK = 2, intermediate =
   };
   const seq = { pendingPrompt: 0 };
   const makeEngine = () => {
+    type Hooks = { onLayerStart?: (l: number) => void; onLayer?: (l: number, a: bigint, b: bigint) => void };
+    let hooks: EngineHooks | undefined;
+    const stepNow = async (_s: unknown[], opts: { hooks?: Hooks } = {}) => {
+      for (let L = 0; L < layers; L++) {
+        opts.hooks?.onLayerStart?.(L);
+        const t0 = process.hrtime.bigint();
+        await (e.experts as typeof experts).runExperts({ ...batch, layer: L } as never);
+        opts.hooks?.onLayer?.(L, t0, process.hrtime.bigint());
+      }
+      return { sampled: [{ seq, token: 1, stop: false, logits: new Float32Array(0) }], rows: 1, prefillRows: 0, activeNeurons: 0, expertSlots: layers * topK };
+    };
+    // The engine's seams (Engine.instrument, EngineHooks.aroundStep) around a model-free step.
     const e = {
       config: { numLayers: layers, numExperts: 8, topK, intermediateSize: intermediate, hiddenSize: 256 },
       folder: { dir: 'stub' },
       experts: experts as unknown,
-      step: async (_s: unknown[], opts: { hooks?: { onLayerStart?: (l: number) => void; onLayer?: (l: number, a: bigint, b: bigint) => void } } = {}) => {
-        for (let L = 0; L < layers; L++) {
-          opts.hooks?.onLayerStart?.(L);
-          const t0 = process.hrtime.bigint();
-          await (e.experts as typeof experts).runExperts({ ...batch, layer: L } as never);
-          opts.hooks?.onLayer?.(L, t0, process.hrtime.bigint());
-        }
-        return { sampled: [{ seq, token: 1, stop: false, logits: new Float32Array(0) }], rows: 1, prefillRows: 0, activeNeurons: 0, expertSlots: layers * topK };
+      instrument(i: EngineInstrumentation) {
+        hooks = i.hooks;
+        if (i.experts) e.experts = i.experts(experts as never);
       },
+      step: (s: unknown[], opts: { hooks?: Hooks } = {}) =>
+        hooks?.aroundStep ? hooks.aroundStep(s as never, opts, stepNow as never) : stepNow(s, opts),
     };
     return e as unknown as Engine;
   };

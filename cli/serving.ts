@@ -95,9 +95,8 @@ export async function loadServing(flags: ServingFlags, log: (line: string) => vo
  * else (remote experts) every node healthy; local experts are always there.
  */
 export function expertsReady(experts: ExpertBackend): boolean {
-  const b = experts as ExpertBackend & { ready?: () => boolean; stats?: () => { healthy: boolean }[] };
-  if (typeof b.ready === 'function') return b.ready();
-  if (typeof b.stats === 'function') return b.stats().every((n) => n.healthy);
+  if (experts.ready) return experts.ready();
+  if (experts.stats) return experts.stats().every((n) => n.healthy);
   return true;
 }
 

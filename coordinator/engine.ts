@@ -1,6 +1,7 @@
 // The engine: a loaded model plus `step()` = schedule rows -> forward -> sample.
-// It knows nothing of HTTP, gRPC, queues or telemetry; they wrap it through
-// the ExpertBackend it is given and the results and hooks it returns.
+// It knows nothing of HTTP, gRPC, queues or telemetry; they observe it through
+// declared seams: the ExpertBackend it is given (telemetry's ObservedExperts
+// wraps it), EngineHooks around every step, and ForwardHooks per layer.
 import type { ExpertBackend } from '../core/expert-backend';
 import type { ModelConfig } from '../core/config';
 import type { ModelFolder } from '../core/model-folder';
@@ -24,19 +25,75 @@ export interface StepResult {
   layers?: LayerRecord[];
 }
 
+export interface StepOptions {
+  prefillChunk?: number;
+  record?: boolean;
+  hooks?: ForwardHooks;
+}
+
+export type StepRunner = (seqs: Sequence[], opts: StepOptions) => Promise<StepResult>;
+
+/** Instrumentation the engine runs (telemetry gives these; the engine imports none). */
+export interface EngineHooks {
+  /**
+   * Runs around every step: at step start it may add ForwardHooks (per layer) to the
+   * options and run `step` once (e.g. inside a tracing context); at step end it sees the result.
+   */
+  aroundStep?(seqs: Sequence[], opts: StepOptions, step: StepRunner): Promise<StepResult>;
+}
+
+/** What `Engine.instrument` installs: step hooks, and the expert backend to use instead of the loaded one. */
+export interface EngineInstrumentation {
+  hooks?: EngineHooks;
+  /** Builds the backend the forward pass calls from the loaded one (e.g. an ObservedExperts around it). */
+  experts?: (inner: ExpertBackend) => ExpertBackend;
+}
+
+/** `outer` around `inner` around the step. */
+function chainHooks(outer: EngineHooks, inner: EngineHooks): EngineHooks {
+  return {
+    aroundStep(seqs, opts, step) {
+      const innerStep: StepRunner = (s, o) => (inner.aroundStep ? inner.aroundStep(s, o, step) : step(s, o));
+      return outer.aroundStep ? outer.aroundStep(seqs, opts, innerStep) : innerStep(seqs, opts);
+    },
+  };
+}
+
 export class Engine {
   private nextSeqId = 1;
   private stepId = 0;
   /** How KV caches store K/V. */
   readonly kvDtype: KvDType;
+  private expertBackend: ExpertBackend;
+  private hooks: EngineHooks | undefined;
+  private instrumented = false;
+  private readonly runStep: StepRunner = (seqs, opts) => this.stepNow(seqs, opts);
   constructor(
     readonly folder: ModelFolder,
     readonly backend: NativeBackend,
     readonly weights: CoordinatorWeights,
-    readonly experts: ExpertBackend,
-    opts: { kvDtype?: KvDType } = {},
+    experts: ExpertBackend,
+    opts: { kvDtype?: KvDType; hooks?: EngineHooks } = {},
   ) {
     this.kvDtype = opts.kvDtype ?? 'f32';
+    this.expertBackend = experts;
+    this.hooks = opts.hooks;
+  }
+
+  /** The expert backend the forward pass calls (the instrumented one once `instrument` ran). */
+  get experts(): ExpertBackend {
+    return this.expertBackend;
+  }
+
+  /**
+   * Installs instrumentation once, before the engine steps (telemetry's observeEngine):
+   * step hooks and a wrapper of the expert backend.
+   */
+  instrument(i: EngineInstrumentation): void {
+    if (this.instrumented) throw new Error('engine is already instrumented');
+    this.instrumented = true;
+    if (i.hooks) this.hooks = this.hooks ? chainHooks(this.hooks, i.hooks) : i.hooks;
+    if (i.experts) this.expertBackend = i.experts(this.expertBackend);
   }
 
   get config(): ModelConfig {
@@ -107,10 +164,12 @@ export class Engine {
    * pending prompt tokens, or its newest token when decoding. Sequences whose prompt is
    * now fully in the cache sample their next token.
    */
-  async step(
-    seqs: Sequence[],
-    opts: { prefillChunk?: number; record?: boolean; hooks?: ForwardHooks } = {},
-  ): Promise<StepResult> {
+  step(seqs: Sequence[], opts: StepOptions = {}): Promise<StepResult> {
+    const around = this.hooks?.aroundStep;
+    return around ? around.call(this.hooks, seqs, opts, this.runStep) : this.stepNow(seqs, opts);
+  }
+
+  private async stepNow(seqs: Sequence[], opts: StepOptions): Promise<StepResult> {
     const chunk = opts.prefillChunk ?? 512;
     const tokens: number[] = [];
     const positions: number[] = [];

@@ -12,7 +12,7 @@
 // back. No replica left: the step fails naming the pairs and the nodes.
 import * as grpc from '@grpc/grpc-js';
 import { UserError } from '../core/errors';
-import type { ExpertBackend, ExpertBatch, ExpertOutput, StepContext } from '../core/expert-backend';
+import type { ExpertBackend, ExpertBatch, ExpertCallInfo, ExpertCallObserver, ExpertCallResult, ExpertOutput, StepContext } from '../core/expert-backend';
 import { type ExpertPair, type ModelDims, formatExpertSpec, pairKey } from '../core/expert-spec';
 import { missingPairs, replicaTable, type ShardMap, validateShardMap } from '../core/shard-map';
 import type { InfoResponse__Output } from '../core/wire/expert-proto';
@@ -28,50 +28,8 @@ export interface RemoteModelDims extends ModelDims {
   intermediateSize: number;
 }
 
-/** One node call, as hooks see it (tracing and metrics wrap these; see issue 7). */
-export interface ExpertCallInfo {
-  /** Unique per backend. */
-  callId: number;
-  stepId?: number;
-  layer: number;
-  node: string;
-  nodeIndex: number;
-  nodeName?: string;
-  /** Expert ids of this layer in the call, ascending. */
-  experts: number[];
-  tokens: number;
-  routes: number;
-  wire: WireEncoding;
-  /** 0 for the first try of a layer, 1+ for retries and hedges on replicas. */
-  attempt: number;
-  /** Sent because another node's call of the same routes was late (the first answer wins). */
-  hedge?: boolean;
-  /** Serialised request size; filled in just before sending. */
-  bytesOut: number;
-}
-
-export interface ExpertCallResult {
-  ok: boolean;
-  error?: Error;
-  /** Round trip seen by the coordinator, and the node's own queue and compute time. */
-  latencyUs: number;
-  queueUs: number;
-  computeUs: number;
-  activeNeurons: number;
-  bytesIn: number;
-}
-
-export interface ExpertCallObserver {
-  /**
-   * At the start of a node call. May return a trace context (e.g. W3C
-   * `traceparent`) sent inside the request, and an `end` called when it settles.
-   */
-  onCallStart?(call: ExpertCallInfo): { traceContext?: Record<string, string>; end?(result: ExpertCallResult): void } | void;
-  /** When a node call settled, with its timings and sizes. */
-  onCallEnd?(call: ExpertCallInfo, result: ExpertCallResult): void;
-  /** A node was marked unhealthy (failover) or came back. */
-  onNodeHealth?(node: string, healthy: boolean, reason: string): void;
-}
+// The call observer types are declared with ExpertBackend.addObserver (core/expert-backend.ts).
+export type { ExpertCallInfo, ExpertCallObserver, ExpertCallResult } from '../core/expert-backend';
 
 export interface RemoteExpertsOptions {
   shardMap: ShardMap;

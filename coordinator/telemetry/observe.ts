@@ -1,12 +1,13 @@
 // Observability of one Engine: metrics and recent stats always, spans when
-// tracing is on. `observeEngine(engine)` instruments the instance in place
-// (the engine itself imports no telemetry; see DESIGN.md "Habits"):
+// tracing is on. `observeEngine(engine)` installs it through the engine's declared
+// seam, Engine.instrument (the engine itself imports no telemetry; see DESIGN.md "Habits"):
 //
-//   engine.step      -> a step span (attributes: rows, phase, sequences), layer spans
+//   EngineHooks.aroundStep -> a step span (attributes: rows, phase, sequences), layer spans
 //                       through ForwardHooks, tokens/s and batch-size metrics
-//   engine.experts   -> wrapped: per (layer, expert, node) metrics for every call;
-//                       a remote backend's call observer adds one CLIENT span per
-//                       node call and sends its W3C context inside the request
+//   ObservedExperts  -> wraps the loaded backend: per (layer, expert, node) metrics for
+//                       every call; a backend with addObserver (remote) gets a call
+//                       observer: one CLIENT span per node call, its W3C context sent
+//                       inside the request
 //
 //   request span (GenAI attributes)            startRequest() / observeScheduler()
 //     engine.step   (one per decode step / prefill chunk)
@@ -28,12 +29,20 @@ import {
   type Span,
   type Tracer,
 } from '@opentelemetry/api';
-import type { ExpertBackend, ExpertBatch, ExpertOutput, StepContext } from '../../core/expert-backend';
+import type {
+  ExpertBackend,
+  ExpertBatch,
+  ExpertCallInfo,
+  ExpertCallResult,
+  ExpertNodeHealth,
+  ExpertOutput,
+  StepContext,
+} from '../../core/expert-backend';
+import type { FfnMode } from '../../core/native';
 import { metrics as defaultRegistry, type CounterChild, type GaugeChild, type HistogramChild, type Registry } from '../../core/metrics';
 import { currentTelemetry, injectTraceContext, type Telemetry } from '../../core/telemetry';
-import type { Engine, StepResult } from '../engine';
+import type { Engine, EngineHooks, StepOptions, StepResult, StepRunner } from '../engine';
 import type { ForwardHooks } from '../forward';
-import type { ExpertCallInfo, ExpertCallObserver, ExpertCallResult } from '../remote-experts';
 import type { Sequence } from '../sequence';
 import { summariseBatch, type ExpertCallRecord } from './expert-calls';
 import { ExpertStats } from './expert-stats';
@@ -55,19 +64,8 @@ export interface ObserveOptions {
   log?: (line: string) => void;
 }
 
-interface ObservableBackend extends ExpertBackend {
-  addObserver(o: ExpertCallObserver): void;
-  stats?(): NodeHealthLike[];
-}
-/** What the status page shows per node (RemoteExperts.stats() has these fields). */
-export interface NodeHealthLike {
-  address: string;
-  name?: string;
-  healthy: boolean;
-  lastError?: string;
-  expertsHeld?: number;
-  expertsSpec?: string;
-}
+/** What the status page shows per node (ExpertBackend.stats()). */
+export type NodeHealthLike = ExpertNodeHealth;
 
 /** Per-step tracing state, found by the expert wrapper through the active context. */
 interface StepTrace {
@@ -183,8 +181,7 @@ export class EngineObservability {
 
   /** Expert nodes and their health, when the backend knows them (remote); [] for local experts. */
   nodes(): NodeHealthLike[] {
-    const b = this.backend as Partial<ObservableBackend> | undefined;
-    return typeof b?.stats === 'function' ? b.stats() : [];
+    return this.backend?.stats?.() ?? [];
   }
 
   private record(c: ExpertCallRecord): void {
@@ -221,21 +218,22 @@ export class EngineObservability {
 
   // ---- instrumentation of the engine instance ----
 
-  /** @internal see observeEngine */
-  install(): void {
-    const engine = this.engine as { experts: ExpertBackend; step: Engine['step'] };
-    const inner = engine.experts;
+  /** The engine hooks: every step runs through `aroundStep` (spans, step metrics). */
+  readonly hooks: EngineHooks = {
+    aroundStep: (seqs, opts, step) => this.step(step, seqs, opts),
+  };
+
+  /**
+   * The `runExperts` of an ObservedExperts around `inner` (the backend the engine
+   * loaded): remote backends (with addObserver) get a node-call observer too.
+   * @internal used by ObservedExperts
+   */
+  expertRunner(inner: ExpertBackend): ExpertBackend['runExperts'] {
     this.backend = inner;
-    engine.experts = isObservable(inner) ? this.wrapRemote(inner) : this.wrapLocal(inner);
-    const step = engine.step.bind(this.engine);
-    engine.step = (seqs, opts = {}) => this.step(step, seqs, opts);
+    return inner.addObserver ? this.wrapRemote(inner, inner.addObserver.bind(inner)) : this.wrapLocal(inner);
   }
 
-  private async step(
-    inner: Engine['step'],
-    seqs: Sequence[],
-    opts: Parameters<Engine['step']>[1] = {},
-  ): Promise<StepResult> {
+  private async step(inner: StepRunner, seqs: Sequence[], opts: StepOptions): Promise<StepResult> {
     for (const f of this.beforeStep) f();
     const layerSeconds = this.layerChildren;
     const traced = this.tracer !== undefined && this.detail !== 'requests';
@@ -340,7 +338,7 @@ export class EngineObservability {
 
   // ---- in-process experts: the whole runExperts is one call on node "local" ----
 
-  private wrapLocal(inner: ExpertBackend): ExpertBackend {
+  private wrapLocal(inner: ExpertBackend): ExpertBackend['runExperts'] {
     type Summary = ReturnType<typeof summariseBatch>;
     const defer = (batch: ExpertBatch, out: ExpertOutput | undefined, seconds: number, stepId: number | undefined, known?: Summary): void => {
       this.deferred.push(() => {
@@ -348,84 +346,80 @@ export class EngineObservability {
         this.record({ layer: batch.layer, node: 'local', ...sum, seconds, bytesIn: 0, bytesOut: 0, wire: 'none', stepId, error: out ? undefined : 'ERROR' });
       });
     };
-    return delegate(inner, {
-      runExperts: (batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> => {
-        const parent = this.tracer && this.detail === 'layers' ? this.callParent() : undefined;
-        const span = parent
-          ? this.tracer!.startSpan(
-              'moe.expert_call',
-              { kind: SpanKind.INTERNAL, attributes: { 'moe.layer': batch.layer, 'moe.node': 'local', 'moe.wire': 'none' } },
-              parent,
-            )
-          : undefined;
-        const t0 = performance.now();
-        const running = inner.runExperts(batch, ctx);
-        this.flush(); // earlier calls' bookkeeping, while these kernels run
-        // No async wrapper: the caller awaits the backend's own promise plus one `then`.
-        return running.then(
-          (out) => {
-            const seconds = (performance.now() - t0) / 1000;
-            if (!span) {
-              defer(batch, out, seconds, ctx?.stepId);
-            } else {
-              const sum = summariseBatch(batch, out); // the span needs it now; the bookkeeping reuses it
-              defer(batch, out, seconds, ctx?.stepId, sum);
-              span.setAttributes({
-                'moe.experts': sum.experts,
-                'moe.tokens': sum.tokens,
-                'moe.active_neurons': sum.active.reduce((a, b) => a + b, 0),
-                'moe.compute_us': Math.round(seconds * 1e6),
-                'moe.queue_us': 0,
-                'moe.bytes_in': 0,
-                'moe.bytes_out': 0,
-              });
-              span.end();
-            }
-            return out;
-          },
-          (e: unknown) => {
-            defer(batch, undefined, (performance.now() - t0) / 1000, ctx?.stepId);
-            if (span) {
-              span.recordException(e instanceof Error ? e : String(e));
-              span.setStatus({ code: SpanStatusCode.ERROR });
-              span.end();
-            }
-            throw e;
-          },
-        );
-      },
-    });
+    return (batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> => {
+      const parent = this.tracer && this.detail === 'layers' ? this.callParent() : undefined;
+      const span = parent
+        ? this.tracer!.startSpan(
+            'moe.expert_call',
+            { kind: SpanKind.INTERNAL, attributes: { 'moe.layer': batch.layer, 'moe.node': 'local', 'moe.wire': 'none' } },
+            parent,
+          )
+        : undefined;
+      const t0 = performance.now();
+      const running = inner.runExperts(batch, ctx);
+      this.flush(); // earlier calls' bookkeeping, while these kernels run
+      // No async wrapper: the caller awaits the backend's own promise plus one `then`.
+      return running.then(
+        (out) => {
+          const seconds = (performance.now() - t0) / 1000;
+          if (!span) {
+            defer(batch, out, seconds, ctx?.stepId);
+          } else {
+            const sum = summariseBatch(batch, out); // the span needs it now; the bookkeeping reuses it
+            defer(batch, out, seconds, ctx?.stepId, sum);
+            span.setAttributes({
+              'moe.experts': sum.experts,
+              'moe.tokens': sum.tokens,
+              'moe.active_neurons': sum.active.reduce((a, b) => a + b, 0),
+              'moe.compute_us': Math.round(seconds * 1e6),
+              'moe.queue_us': 0,
+              'moe.bytes_in': 0,
+              'moe.bytes_out': 0,
+            });
+            span.end();
+          }
+          return out;
+        },
+        (e: unknown) => {
+          defer(batch, undefined, (performance.now() - t0) / 1000, ctx?.stepId);
+          if (span) {
+            span.recordException(e instanceof Error ? e : String(e));
+            span.setStatus({ code: SpanStatusCode.ERROR });
+            span.end();
+          }
+          throw e;
+        },
+      );
+    };
   }
 
   // ---- remote experts: one record and one CLIENT span per node message ----
 
-  private wrapRemote(inner: ObservableBackend): ExpertBackend {
-    inner.addObserver({
+  private wrapRemote(inner: ExpertBackend, addObserver: NonNullable<ExpertBackend['addObserver']>): ExpertBackend['runExperts'] {
+    addObserver({
       onCallStart: (info) => this.onCallStart(info),
       onNodeHealth: (node, healthy, reason) => {
         const parent = this.callParent();
         if (parent) trace.getSpan(parent)?.addEvent(healthy ? 'moe.node_up' : 'moe.node_down', { 'moe.node': node, reason });
       },
     });
-    return delegate(inner, {
-      runExperts: async (batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> => {
-        const stepId = ctx?.stepId ?? this.syntheticStep--;
-        const key = `${stepId}|${batch.layer}`;
-        const calls: PendingCall[] = [];
-        this.pending.set(key, calls);
-        let out: ExpertOutput | undefined;
-        try {
-          const running = inner.runExperts(batch, { ...ctx, stepId });
-          this.flush(); // earlier calls' bookkeeping, while these requests are on the wire
-          out = await running;
-          return out;
-        } finally {
-          this.pending.delete(key);
-          const result = out;
-          this.deferred.push(() => this.recordRemote(batch, result, calls, stepId));
-        }
-      },
-    });
+    return async (batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> => {
+      const stepId = ctx?.stepId ?? this.syntheticStep--;
+      const key = `${stepId}|${batch.layer}`;
+      const calls: PendingCall[] = [];
+      this.pending.set(key, calls);
+      let out: ExpertOutput | undefined;
+      try {
+        const running = inner.runExperts(batch, { ...ctx, stepId });
+        this.flush(); // earlier calls' bookkeeping, while these requests are on the wire
+        out = await running;
+        return out;
+      } finally {
+        this.pending.delete(key);
+        const result = out;
+        this.deferred.push(() => this.recordRemote(batch, result, calls, stepId));
+      }
+    };
   }
 
   private onCallStart(info: ExpertCallInfo): { traceContext?: Record<string, string>; end(r: ExpertCallResult): void } {
@@ -561,28 +555,33 @@ export class EngineObservability {
 }
 
 /**
- * `inner` with `runExperts` replaced: every other property (name, close, stats,
- * ready, ...) is the backend's own, called on the backend itself, so code that
- * inspects `engine.experts` (readiness, node tables) sees the real backend.
+ * An expert backend observed: `runExperts` records metrics and spans around the
+ * loaded backend's own; the name, close and every optional capability (ready,
+ * stats, addObserver, setMode) are the loaded backend's, present only when it has them.
  */
-function delegate<T extends ExpertBackend>(inner: T, over: Pick<ExpertBackend, 'runExperts'>): T {
-  // The backend as prototype (instanceof and data fields read through), its methods
-  // bound to it (their writes land on the backend), runExperts replaced. A plain
-  // object, not a Proxy: the forward pass calls runExperts on it every layer.
-  const w = Object.create(inner) as Record<string, unknown>;
-  for (let proto: object | null = inner; proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
-    for (const key of Object.getOwnPropertyNames(proto)) {
-      if (key === 'constructor' || Object.prototype.hasOwnProperty.call(w, key)) continue;
-      const d = Object.getOwnPropertyDescriptor(proto, key);
-      if (d && typeof d.value === 'function') w[key] = (d.value as (...a: unknown[]) => unknown).bind(inner);
-    }
-  }
-  w.runExperts = over.runExperts;
-  return w as unknown as T;
-}
+export class ObservedExperts implements ExpertBackend {
+  readonly name: string;
+  readonly runExperts: ExpertBackend['runExperts'];
+  readonly ready?: () => boolean;
+  readonly stats?: () => ExpertNodeHealth[];
+  readonly addObserver?: NonNullable<ExpertBackend['addObserver']>;
+  readonly setMode?: (mode: FfnMode) => void;
 
-function isObservable(b: ExpertBackend): b is ObservableBackend {
-  return typeof (b as Partial<ObservableBackend>).addObserver === 'function';
+  constructor(
+    readonly inner: ExpertBackend,
+    obs: EngineObservability,
+  ) {
+    this.name = inner.name;
+    if (inner.ready) this.ready = inner.ready.bind(inner);
+    if (inner.stats) this.stats = inner.stats.bind(inner);
+    if (inner.addObserver) this.addObserver = inner.addObserver.bind(inner);
+    if (inner.setMode) this.setMode = inner.setMode.bind(inner);
+    this.runExperts = obs.expertRunner(inner);
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
 }
 
 const observed = new WeakMap<Engine, EngineObservability>();
@@ -591,9 +590,9 @@ const observed = new WeakMap<Engine, EngineObservability>();
 export function observeEngine(engine: Engine, opts: ObserveOptions = {}): EngineObservability {
   let o = observed.get(engine);
   if (!o) {
-    o = new EngineObservability(engine, opts);
-    o.install();
-    observed.set(engine, o);
+    const obs = new EngineObservability(engine, opts);
+    engine.instrument({ hooks: obs.hooks, experts: (inner) => new ObservedExperts(inner, obs) });
+    observed.set(engine, (o = obs));
   }
   return o;
 }

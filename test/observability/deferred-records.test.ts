@@ -3,11 +3,11 @@
 import { Registry } from '../../core/metrics';
 import type { ExpertBackend, ExpertBatch, ExpertOutput } from '../../core/expert-backend';
 import type { Engine } from '../../coordinator/engine';
-import { buildStatus, observeEngine, type EngineObservability } from '../../coordinator/telemetry';
+import { buildStatus, EngineObservability, ObservedExperts } from '../../coordinator/telemetry';
 
 const I = 64;
 
-/** An engine with in-process experts whose runExperts returns at once, instrumented. */
+/** In-process experts whose runExperts returns at once, observed (as observeEngine wraps an engine's). */
 function observed(log?: (line: string) => void): { obs: EngineObservability; experts: ExpertBackend } {
   const backend: ExpertBackend = {
     name: 'local',
@@ -18,10 +18,9 @@ function observed(log?: (line: string) => void): { obs: EngineObservability; exp
     config: { numLayers: 4, numExperts: 2, topK: 1, hiddenSize: 4, intermediateSize: I },
     folder: { dir: '/models/demo' },
     experts: backend,
-    step: async () => ({ sampled: [] }),
   } as unknown as Engine;
-  const obs = observeEngine(engine, { registry: new Registry(), log });
-  return { obs, experts: engine.experts };
+  const obs = new EngineObservability(engine, { registry: new Registry(), log });
+  return { obs, experts: new ObservedExperts(backend, obs) };
 }
 
 const batch = (layer: number): ExpertBatch => ({
