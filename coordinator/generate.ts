@@ -3,7 +3,8 @@
 import type { Engine } from './engine';
 import type { SamplingParams } from './sampler';
 import type { FinishReason } from './sequence';
-import { StreamingDetokenizer, type TextTokenizer } from '../core/tokenizer';
+import type { TextTokenizer } from '../core/tokenizer';
+import { OutputText } from './output-text';
 
 export interface GenerateRequest {
   promptIds: number[];
@@ -43,8 +44,7 @@ export async function generate(engine: Engine, tok: TextTokenizer, req: Generate
     stopIds: req.stopIds ?? tok.eosIds,
     keepPromptLogits: req.keepPromptLogits,
   });
-  const detok = new StreamingDetokenizer(tok, req.promptIds);
-  let text = '';
+  const out = new OutputText(tok, req.promptIds);
   let active = 0;
   let slots = 0;
   let prefillMs = 0;
@@ -69,25 +69,21 @@ export async function generate(engine: Engine, tok: TextTokenizer, req: Generate
           stopToken = s.token; // ends the output; produces no text
           continue;
         }
-        const piece = detok.push(s.token);
-        if (piece) {
-          text += piece;
-          req.onText?.(piece);
-        }
+        out.push(s.token, seq.outputIds.length);
+        const piece = out.take(false);
+        if (piece) req.onText?.(piece);
       }
     }
-    const tail = detok.flush();
-    if (tail) {
-      text += tail;
-      req.onText?.(tail);
-    }
+    out.flush(seq.outputIds.length);
+    const tail = out.take(true);
+    if (tail) req.onText?.(tail);
   } finally {
     engine.release(seq);
   }
   const tokens = stopToken === null ? [...seq.outputIds] : [...seq.outputIds, stopToken];
   return {
     tokens,
-    text,
+    text: out.text,
     finishReason: seq.finished ?? 'error',
     stats: {
       prompt_tokens: req.promptIds.length,

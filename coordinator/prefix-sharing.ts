@@ -4,7 +4,7 @@
 import type { NativeKvCache } from '../core/native';
 import type { Engine } from './engine';
 import type { PrefixCache, PrefixEntry } from './prefix-cache';
-import type { SequenceHandle } from './scheduler';
+import type { SequenceHandle } from './sequence-handle';
 
 /** Where a new sequence's prefix comes from: a cache holding it now, or a running sequence soon. */
 export type PrefixHit = { cache: NativeKvCache; length: number; entry?: PrefixEntry } | { from: SequenceHandle; length: number };

@@ -23,13 +23,16 @@
 // output when it returns.
 import { UserError } from '../core/errors';
 import { metrics as globalMetrics, type Registry } from '../core/metrics';
-import { StreamingDetokenizer, type TextTokenizer } from '../core/tokenizer';
+import type { TextTokenizer } from '../core/tokenizer';
 import type { Engine } from './engine';
 import { logprobEntry, type LogprobEntry } from './logprobs';
+import { OutputText } from './output-text';
 import { PrefixCache } from './prefix-cache';
 import { PrefixSharing } from './prefix-sharing';
-import type { SamplingParams } from './sampler';
 import type { FinishReason, Sequence } from './sequence';
+import { SequenceHandle, type Delta, type GenerationRequest, type GenerationResult } from './sequence-handle';
+
+export { SequenceHandle, type Delta, type GenerationRequest, type GenerationResult };
 import { KvBudget } from './kv-budget';
 import { schedulerMetrics, type SchedulerStats } from './scheduler-metrics';
 import { insertBySubmission, pickBatch, preemptionVictim, queuedOf } from './scheduling-policy';
@@ -59,43 +62,6 @@ export interface SchedulerOptions {
   metrics?: Registry;
 }
 
-export interface GenerationRequest {
-  promptIds: number[];
-  sampling: SamplingParams;
-  maxTokens: number;
-  /** Token ids that end generation (not part of the output). Default: the tokenizer's EOS ids. */
-  stopIds?: number[];
-  /** Strings that end generation; the text is cut before the first match. */
-  stopStrings?: string[];
-  /** Stop ids cannot end it before this many tokens (vLLM's min_tokens). */
-  minTokens?: number;
-  /** Called for every new piece of output, in order. */
-  onDelta?: (delta: Delta) => void;
-  /** Report each generated token's log-probability with this many alternatives (undefined: none). */
-  logprobs?: number;
-  /** Likewise for the prompt's tokens after the first (the result's promptLogprobs). */
-  promptLogprobs?: number;
-}
-
-/** New output since the last delta: ids sampled and the text they completed (stop-string candidates held back). */
-export interface Delta {
-  tokenIds: number[];
-  text: string;
-  /** One per token id, when the request asked for logprobs. */
-  logprobs?: LogprobEntry[];
-}
-
-export interface GenerationResult {
-  tokenIds: number[];
-  text: string;
-  finishReason: FinishReason;
-  promptTokens: number;
-  /** One per token id, when the request asked for logprobs. */
-  logprobs?: LogprobEntry[];
-  /** Prompt tokens 1.. (the first has none), when the request asked for promptLogprobs. */
-  promptLogprobs?: LogprobEntry[];
-}
-
 /** Every slot of the wait queue is taken: the caller should retry later (HTTP 429). */
 export class QueueFullError extends Error {
   constructor(message: string) {
@@ -117,115 +83,6 @@ export class SchedulerClosedError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'SchedulerClosedError';
-  }
-}
-
-type Item = { delta: Delta } | { end: GenerationResult } | { error: unknown };
-
-/** One submitted sequence: its output as callbacks, an async iterator of deltas, and a final result. */
-export class SequenceHandle implements AsyncIterable<Delta> {
-  /** Resolves at the end (also when cancelled); rejects when the engine failed. */
-  readonly result: Promise<GenerationResult>;
-  readonly tokenIds: number[] = [];
-  readonly logprobs: LogprobEntry[] = [];
-  private resolve!: (r: GenerationResult) => void;
-  private reject!: (e: unknown) => void;
-  private readonly items: Item[] = [];
-  private wake: (() => void) | null = null;
-  private iterating = false;
-  /** Set once; the scheduler acts on it between steps. */
-  cancelRequested = false;
-  done = false;
-  seq: Sequence | null = null;
-  /** KV-cache bytes it holds now (0 while waiting). */
-  kvBytes = 0;
-  /** Times it was preempted. */
-  preemptions = 0;
-  /** Prompt positions copied from the prefix cache when it (last) started. */
-  cachedTokens = 0;
-  /** A prefix copy into its new cache, awaited before its first step. */
-  copying: Promise<void> | null = null;
-  /** Parked (not stepped) until `src` has computed the `length` tokens they share, then copies them. */
-  waitFor: { src: SequenceHandle; length: number; srcPreemptions: number } | null = null;
-  readonly submittedAt = performance.now();
-  firstTokenAt: number | null = null;
-  // Text state: `text` is everything decoded (cut at a stop string); `sent` chars went out.
-  text = '';
-  sent = 0;
-  /** What onDelta threw: the sequence fails with it. */
-  callbackError: unknown = undefined;
-  /** A stop string matched: text is final. */
-  stopMatched = false;
-  /** Stop strings are searched from here (past the text of the first min_tokens tokens). */
-  stopFrom = 0;
-  detok: StreamingDetokenizer | null = null;
-
-  constructor(
-    readonly id: number,
-    readonly req: GenerationRequest,
-    private readonly onCancel: (h: SequenceHandle) => void,
-  ) {
-    this.result = new Promise<GenerationResult>((res, rej) => {
-      this.resolve = res;
-      this.reject = rej;
-    });
-    // A caller that only iterates must not see an unhandled rejection.
-    this.result.catch(() => undefined);
-  }
-
-  /** Stops generation at the next step boundary and frees the KV cache; result resolves with 'cancelled'. */
-  cancel(): void {
-    if (this.done || this.cancelRequested) return;
-    this.cancelRequested = true;
-    this.onCancel(this);
-  }
-
-  emit(delta: Delta): void {
-    if (delta.tokenIds.length === 0 && delta.text === '') return;
-    try {
-      this.req.onDelta?.(delta);
-    } catch (e) {
-      // A broken consumer ends its own sequence, never the loop.
-      this.callbackError = e;
-      this.cancel();
-    }
-    if (this.iterating) this.push({ delta });
-  }
-
-  finish(r: GenerationResult): void {
-    if (this.done) return;
-    this.done = true;
-    this.push({ end: r });
-    this.resolve(r);
-  }
-
-  fail(e: unknown): void {
-    if (this.done) return;
-    this.done = true;
-    this.push({ error: e });
-    this.reject(e);
-  }
-
-  private push(item: Item): void {
-    this.items.push(item);
-    this.wake?.();
-    this.wake = null;
-  }
-
-  /** Deltas from the moment iteration starts; ends at finish, throws if the engine failed. */
-  async *[Symbol.asyncIterator](): AsyncIterator<Delta> {
-    this.iterating = true;
-    for (;;) {
-      const item = this.items.shift();
-      if (!item) {
-        if (this.done && this.items.length === 0) return;
-        await new Promise<void>((r) => (this.wake = r));
-        continue;
-      }
-      if ('delta' in item) yield item.delta;
-      else if ('end' in item) return;
-      else throw item.error;
-    }
   }
 }
 
@@ -407,7 +264,7 @@ export class Scheduler {
             promptLogprobs: r.promptLogprobs,
           };
           h.seq = this.engine.newSequence(r.promptIds, opts, tokens);
-          h.detok = new StreamingDetokenizer(this.tokenizer, r.promptIds);
+          h.output = new OutputText(this.tokenizer, r.promptIds, r.stopStrings ?? [], r.minTokens ?? 0);
         }
       };
       try {
@@ -635,56 +492,26 @@ export class Scheduler {
       logprobs = [logprobEntry(logits, token, h.req.logprobs)];
       h.logprobs.push(logprobs[0]);
     }
-    const piece = h.detok!.push(token);
-    if (this.appendText(h, piece)) h.seq!.finished = 'stop';
-    this.flushText(h, [token], h.stopMatched, logprobs);
-  }
-
-  /**
-   * Appends decoded text; true when a stop string now matches (the text is cut before it).
-   * The text of the first min_tokens tokens cannot stop it, nor be part of a match.
-   */
-  private appendText(h: SequenceHandle, piece: string): boolean {
-    if (!piece) return false;
-    if (h.tokenIds.length <= (h.req.minTokens ?? 0)) {
-      h.text += piece;
-      h.stopFrom = h.text.length;
-      return false;
-    }
-    const stops = h.req.stopStrings ?? [];
-    const from = Math.max(h.stopFrom, h.text.length - longest(stops) + 1);
-    h.text += piece;
-    let cut = -1;
-    for (const s of stops) {
-      if (!s) continue;
-      const i = h.text.indexOf(s, from);
-      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
-    }
-    if (cut < 0) return false;
-    h.text = h.text.slice(0, cut);
-    h.stopMatched = true;
-    return true;
+    if (h.output!.push(token, h.tokenIds.length)) h.seq!.finished = 'stop';
+    this.flushText(h, [token], h.output!.stopMatched, logprobs);
   }
 
   /** Sends text not yet sent, holding back a tail that could still become a stop string. */
   private flushText(h: SequenceHandle, tokenIds: number[], final: boolean, logprobs?: LogprobEntry[]): void {
-    let end = h.text.length;
-    if (!final) end -= holdBack(h.text, h.sent, h.req.stopStrings ?? []);
-    const text = h.text.slice(h.sent, end);
-    h.sent = end;
+    const text = h.output!.take(final);
     h.emit(logprobs ? { tokenIds, text, logprobs } : { tokenIds, text });
   }
 
   private complete(h: SequenceHandle): void {
     const seq = h.seq!;
-    if (!h.stopMatched && this.appendText(h, h.detok!.flush())) seq.finished = 'stop';
+    if (h.output!.flush(h.tokenIds.length)) seq.finished = 'stop';
     this.flushText(h, [], true);
     this.leave(h, () => this.end(h, seq.finished ?? 'stop'), true);
   }
 
   private end(h: SequenceHandle, reason: FinishReason): void {
     this.m.finished.inc({ reason });
-    const r: GenerationResult = { tokenIds: h.tokenIds, text: h.text, finishReason: reason, promptTokens: h.req.promptIds.length };
+    const r: GenerationResult = { tokenIds: h.tokenIds, text: h.output?.text ?? '', finishReason: reason, promptTokens: h.req.promptIds.length };
     if (h.req.logprobs !== undefined) r.logprobs = h.logprobs;
     if (h.req.promptLogprobs !== undefined) r.promptLogprobs = h.seq?.promptLogprobs ?? [];
     h.finish(r);
@@ -728,24 +555,6 @@ export class Scheduler {
   }
 }
 
-
-function longest(stops: string[]): number {
-  return stops.reduce((m, s) => Math.max(m, s.length), 0);
-}
-
-/** Length of the longest suffix of text[sent..] that is a proper prefix of a stop string. */
-function holdBack(text: string, sent: number, stops: string[]): number {
-  let best = 0;
-  for (const s of stops) {
-    for (let k = Math.min(s.length - 1, text.length - sent); k > best; k--) {
-      if (text.endsWith(s.slice(0, k))) {
-        best = k;
-        break;
-      }
-    }
-  }
-  return best;
-}
 
 function mb(bytes: number): string {
   return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
