@@ -39,7 +39,7 @@ export function registerServe(program: Command): void {
 
 export async function runServe(flags: ServeFlags): Promise<void> {
   const { createHttpServer } = await import('../coordinator/http/server');
-  const { observeApi, statusRoutes } = await import('../coordinator/telemetry');
+  const { requestTracing, statusRoutes } = await import('../coordinator/telemetry');
   const { loadServing, onShutdownSignal } = await import('./serving');
   const { listenWhileLoading } = await import('../coordinator/http/loading-server');
   const { startMetricsServer } = await import('../core/metrics-server');
@@ -74,8 +74,9 @@ export async function runServe(flags: ServeFlags): Promise<void> {
     log,
     // The status page at / and its JSON at /status.json.
     routes: [statusRoutes(serving.observability)],
+    // A GenAI request span per request.
+    onRequest: requestTracing(serving.observability),
   });
-  observeApi(http.api, serving.observability);
   const { url } = await http.listen(loading.port, flags.host);
   log(`serving ${serving.modelName} at ${url}/v1 (status page ${url}/, health ${url}/health, metrics ${metricsServer?.url ?? `${url}/metrics`})`);
   onShutdownSignal(async (signal) => {

@@ -11,7 +11,7 @@ import { loadEngine } from '../coordinator/load-engine';
 import { Scheduler } from '../coordinator/scheduler';
 import { addEngineOptions, engineOptionsFrom, type EngineFlags } from './engine-flags';
 import { COORDINATOR_SERVICE, currentTelemetry, setupTelemetry, shutdownTelemetry } from '../core/telemetry';
-import { observeEngine, observeScheduler, type EngineObservability } from '../coordinator/telemetry';
+import { observeEngine, submitTracing, type EngineObservability } from '../coordinator/telemetry';
 import { intOption } from './options';
 
 export interface ServingFlags extends EngineFlags {
@@ -56,6 +56,8 @@ export async function loadServing(flags: ServingFlags, log: (line: string) => vo
   try {
     const tokenizer = TextTokenizer.fromModel(engine.folder);
     const chatTemplate = ChatTemplate.fromModel(engine.folder.dir, engine.folder.tokenizerConfig);
+    // Metrics, stats and spans through the engine's hooks and an ObservedExperts around its experts.
+    const observability = observeEngine(engine, { modelName: flags.servedModelName ?? path.basename(engine.folder.dir) });
     const scheduler = new Scheduler(engine, tokenizer, {
       kvBudgetBytes: flags.kvBudgetMb * 2 ** 20,
       kvGrowTokens: flags.kvGrowTokens,
@@ -64,10 +66,9 @@ export async function loadServing(flags: ServingFlags, log: (line: string) => vo
       maxRunning: flags.maxRunning,
       prefillBudget: flags.prefillChunk,
       metrics,
+      onSubmit: submitTracing(observability),
     });
     log(`chat template: ${chatTemplate.origin}`);
-    const observability = observeEngine(engine, { modelName: flags.servedModelName ?? path.basename(engine.folder.dir) });
-    observeScheduler(scheduler, observability);
     return {
       engine,
       tokenizer,

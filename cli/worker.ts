@@ -69,9 +69,9 @@ export async function runWorker(flags: WorkerFlags): Promise<void> {
     tokenizer: serving.tokenizer,
     modelName: serving.modelName,
     chatTemplate: serving.chatTemplate,
+    // A GenAI request span per job (inside the job's CONSUMER span, see coordinator/queue/worker.ts).
+    onRequest: (await import('../coordinator/telemetry')).requestTracing(serving.observability),
   });
-  // A GenAI request span per job (inside the job's CONSUMER span, see coordinator/queue/worker.ts).
-  (await import('../coordinator/telemetry')).observeApi(api, serving.observability);
   const worker = new GenerationWorker({
     connection,
     api,

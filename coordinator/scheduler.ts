@@ -60,6 +60,8 @@ export interface SchedulerOptions {
   prefillBudget?: number;
   /** Where gauges and counters go; default the process-wide registry. */
   metrics?: Registry;
+  /** Called with every submitAll's requests and their handles, before it returns (telemetry's submitTracing). */
+  onSubmit?: (reqs: GenerationRequest[], handles: SequenceHandle[]) => void;
 }
 
 /** Every slot of the wait queue is taken: the caller should retry later (HTTP 429). */
@@ -97,7 +99,8 @@ const DEFAULTS = {
 };
 
 export class Scheduler {
-  readonly opts: Required<Omit<SchedulerOptions, 'metrics'>>;
+  readonly opts: Required<Omit<SchedulerOptions, 'metrics' | 'onSubmit'>>;
+  private readonly onSubmit: SchedulerOptions['onSubmit'];
   private readonly waiting: SequenceHandle[] = [];
   private readonly running: SequenceHandle[] = [];
   private readonly kv: KvBudget;
@@ -134,6 +137,7 @@ export class Scheduler {
     this.prefix = this.opts.prefixCache ? new PrefixCache(this.opts.prefixMinTokens) : null;
     this.kv = new KvBudget(engine, this.opts.kvBudgetBytes, this.opts.kvGrowTokens, this.prefix);
     this.m = schedulerMetrics(opts.metrics ?? globalMetrics, () => this.stats);
+    this.onSubmit = opts.onSubmit;
     this.sharing = new PrefixSharing(this.prefix, this.opts.prefixMinTokens, engine, (n) => this.m.prefixHit.inc(undefined, n));
   }
 
@@ -212,6 +216,7 @@ export class Scheduler {
     this.waiting.push(...handles);
     this.admit();
     this.kick();
+    this.onSubmit?.(reqs, handles);
     return handles;
   }
 

@@ -31,6 +31,8 @@ export interface OpenAIApiOptions {
   /** The id clients pass as `model` (GET /v1/models lists it). */
   modelName: string;
   chatTemplate?: ChatTemplate;
+  /** Runs around every `run` (`run` is the request itself): telemetry's requestTracing. */
+  onRequest?: <T>(p: Prepared, run: () => Promise<T>) => Promise<T>;
 }
 
 /** A validated request: the prompts as ids, how many choices each, and the settings. */
@@ -100,11 +102,13 @@ export class OpenAIApi {
   private readonly texts: TokenTexts;
   /** Token id of the template's end-of-turn marker when it is one token (e.g. <|im_end|>). */
   private readonly endOfTurnId: number | null;
+  private readonly onRequest: OpenAIApiOptions['onRequest'];
 
   constructor(opts: OpenAIApiOptions) {
     this.scheduler = opts.scheduler;
     this.tokenizer = opts.tokenizer;
     this.modelName = opts.modelName;
+    this.onRequest = opts.onRequest;
     this.chatTemplate = opts.chatTemplate ?? ChatTemplate.chatml();
     this.contextLength = opts.scheduler.engine.config.maxPositionEmbeddings;
     this.texts = tokenTexts(opts.tokenizer);
@@ -374,7 +378,11 @@ export class OpenAIApi {
    * Generates every choice (prompts x n) together through the scheduler. Throws
    * QueueFullError / UserError before anything starts, StepError if the engine fails.
    */
-  async run(p: Prepared, opts: RunOptions = {}): Promise<object> {
+  run(p: Prepared, opts: RunOptions = {}): Promise<object> {
+    return this.onRequest ? this.onRequest(p, () => this.runNow(p, opts)) : this.runNow(p, opts);
+  }
+
+  private async runNow(p: Prepared, opts: RunOptions): Promise<object> {
     const chat = p.endpoint === 'chat.completions';
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
     const created = Math.floor(Date.now() / 1000);

@@ -1,7 +1,7 @@
 // Coordinator observability: request/step/layer/expert-call spans, per (layer,
 // expert, node) metrics, recent stats for the latency table and the status page.
 export { observeEngine, engineObservability, EngineObservability, ObservedExperts, type ObserveOptions, type TraceDetail, type GenAiRequest, type RequestScope } from './observe';
-export { observeScheduler, observeApi, traceJob, type JobLike } from './scheduler-tracing';
+export { submitTracing, requestTracing, traceJob, type JobLike, type SubmitHook, type RequestHook } from './scheduler-tracing';
 export { buildStatus, STATUS_VERSION, type StatusJson, type HeatCell } from './status';
 export { statusRoutes, statusPageDir, type StatusRoute } from './status-routes';
 export { formatLatencyTable } from './latency-table';

@@ -9,7 +9,7 @@
 //                       observer: one CLIENT span per node call, its W3C context sent
 //                       inside the request
 //
-//   request span (GenAI attributes)            startRequest() / observeScheduler()
+//   request span (GenAI attributes)            startRequest() / submitTracing()
 //     engine.step   (one per decode step / prefill chunk)
 //       moe.layer   (one per layer)
 //         moe.expert_call  CLIENT, one per expert-node message  ->  expert node: moe.expert_serve SERVER
@@ -138,7 +138,7 @@ export class EngineObservability {
   readonly startedAt = Date.now();
   /** A bookkeeping bug must not break the token path or a scrape: one line per distinct message. */
   private readonly report: (msg: string) => void;
-  /** Run before every step (observeScheduler binds newly admitted sequences here). */
+  /** Run before every step (submitTracing binds newly admitted sequences here). */
   readonly beforeStep: (() => void)[] = [];
   private readonly pending = new Map<string, PendingCall[]>();
   private readonly seqContexts = new WeakMap<Sequence, Context>();

@@ -1,29 +1,38 @@
 // Request spans for the serving paths, added from outside (the scheduler, the
 // OpenAI API and the batch worker import no OpenTelemetry):
 //
-//   observeApi(api, obs)        one GenAI request span per API request / job (operation
-//                               chat or text_completion, usage tokens, finish reasons)
-//   observeScheduler(sched, obs) sequences submitted while a request span is active run
-//                               their steps under it (direct submits get their own span)
+//   requestTracing(obs)         the API's onRequest hook: one GenAI request span per API
+//                               request / job (operation chat or text_completion, usage
+//                               tokens, finish reasons)
+//   submitTracing(obs)          the scheduler's onSubmit hook: sequences submitted while a
+//                               request span is active run their steps under it (direct
+//                               submits get their own span)
 //   traceJob(job, fn)           a CONSUMER span per BullMQ job: attributes carry the job
 //                               id, a producer's trace context in the job data becomes a link
 import { SpanKind, SpanStatusCode, context, createContextKey, trace, type Context, type Link } from '@opentelemetry/api';
 import { currentTelemetry, extractTraceContext } from '../../core/telemetry';
-import type { OpenAIApi, Prepared } from '../http/openai-api';
-import type { Scheduler, SequenceHandle } from '../scheduler';
+import type { Prepared } from '../http/openai-api';
+import type { GenerationRequest, SequenceHandle } from '../scheduler';
 import type { EngineObservability } from './observe';
 
-/** Set while a request span from observeApi is active: the scheduler binds to it instead of opening one. */
+/** Set while a request span from requestTracing is active: the scheduler binds to it instead of opening one. */
 const REQUEST_SPAN = createContextKey('turbosparse.request-span');
 /** Attributes a batch job adds to the request spans it causes. */
 const JOB_ATTRIBUTES = createContextKey('turbosparse.job-attributes');
 
 type Attrs = Record<string, string | number | boolean>;
 
-/** Binds sequences to the request context they were submitted under (their steps' parent). */
-export function observeScheduler(scheduler: Scheduler, obs: EngineObservability): void {
-  const s = scheduler as { submitAll: Scheduler['submitAll'] };
-  const submitAll = scheduler.submitAll.bind(scheduler);
+/** What a scheduler's `onSubmit` option is given: the requests submitted together and their handles. */
+export type SubmitHook = (reqs: GenerationRequest[], handles: SequenceHandle[]) => void;
+/** What an API's `onRequest` option is: runs around every OpenAIApi.run (`run` is the request itself). */
+export type RequestHook = <T>(p: Prepared, run: () => Promise<T>) => Promise<T>;
+
+/**
+ * The scheduler's submit hook: binds sequences to the request context they were
+ * submitted under (their steps' parent); direct submits get a request span of their own.
+ * Call once per scheduler (it registers the binding of sequences admitted later).
+ */
+export function submitTracing(obs: EngineObservability): SubmitHook {
   const waiting = new Set<{ h: SequenceHandle; ctx: Context }>();
   obs.beforeStep.push(() => {
     // A handle gets its Sequence when it is admitted (maybe steps after submit).
@@ -34,9 +43,8 @@ export function observeScheduler(scheduler: Scheduler, obs: EngineObservability)
       } else if (w.h.done) waiting.delete(w);
     }
   });
-  s.submitAll = (reqs) => {
-    const handles = submitAll(reqs);
-    if (!obs.tracer) return handles;
+  return (reqs, handles) => {
+    if (!obs.tracer) return;
     const active = context.active();
     handles.forEach((h, i) => {
       let ctx = active;
@@ -62,16 +70,13 @@ export function observeScheduler(scheduler: Scheduler, obs: EngineObservability)
       if (h.seq) obs.bindSequence(h.seq, ctx);
       else waiting.add({ h, ctx });
     });
-    return handles;
   };
 }
 
-/** One GenAI request span around every OpenAIApi.run (HTTP requests and batch jobs alike). */
-export function observeApi(api: OpenAIApi, obs: EngineObservability): void {
-  const a = api as { run: OpenAIApi['run'] };
-  const run = api.run.bind(api);
-  a.run = async (p: Prepared, opts) => {
-    if (!obs.tracer) return run(p, opts);
+/** The API's request hook: one GenAI request span around every OpenAIApi.run (HTTP requests and batch jobs alike). */
+export function requestTracing(obs: EngineObservability): RequestHook {
+  return async <T>(p: Prepared, run: () => Promise<T>): Promise<T> => {
+    if (!obs.tracer) return run();
     const active = context.active();
     const scope = obs.startRequest({
       operation: p.endpoint === 'chat.completions' ? 'chat' : 'text_completion',
@@ -88,12 +93,10 @@ export function observeApi(api: OpenAIApi, obs: EngineObservability): void {
       },
     });
     try {
-      const out = (await scope.run(() => context.with(context.active().setValue(REQUEST_SPAN, true), () => run(p, opts)))) as {
-        usage?: { completion_tokens?: number };
-        choices?: { finish_reason?: string | null }[];
-      };
-      const reasons = [...new Set((out.choices ?? []).map((c) => c.finish_reason ?? 'stop'))];
-      scope.end({ outputTokens: out.usage?.completion_tokens ?? 0, finishReason: reasons.join(',') || 'stop' });
+      const out = await scope.run(() => context.with(context.active().setValue(REQUEST_SPAN, true), run));
+      const o = out as { usage?: { completion_tokens?: number }; choices?: { finish_reason?: string | null }[] };
+      const reasons = [...new Set((o.choices ?? []).map((c) => c.finish_reason ?? 'stop'))];
+      scope.end({ outputTokens: o.usage?.completion_tokens ?? 0, finishReason: reasons.join(',') || 'stop' });
       return out;
     } catch (e) {
       scope.fail(e);

@@ -21,7 +21,7 @@ import { loadEngine } from '../../coordinator/load-engine';
 import { LocalCluster } from '../../coordinator/local-cluster';
 import { RemoteExperts } from '../../coordinator/remote-experts';
 import { Scheduler } from '../../coordinator/scheduler';
-import { buildStatus, observeApi, observeEngine, observeScheduler, statusRoutes, type EngineObservability, type StatusJson } from '../../coordinator/telemetry';
+import { buildStatus, observeEngine, requestTracing, statusRoutes, submitTracing, type EngineObservability, type StatusJson } from '../../coordinator/telemetry';
 import { sourceNodeCommand } from '../cluster/helpers';
 import { histogramCounts, parsePrometheusText } from '../helpers/prometheus';
 
@@ -105,14 +105,13 @@ beforeAll(async () => {
     },
   });
   const tokenizer = TextTokenizer.fromModel(engine.folder);
-  scheduler = new Scheduler(engine, tokenizer, { metrics: registry });
-  observeScheduler(scheduler, obs);
+  scheduler = new Scheduler(engine, tokenizer, { metrics: registry, onSubmit: submitTracing(obs) });
   http = createHttpServer({
     scheduler, tokenizer, modelName: 'model', metrics: registry, log: () => undefined,
     chatTemplate: ChatTemplate.fromModel(engine.folder.dir, engine.folder.tokenizerConfig),
     routes: [statusRoutes(obs)],
+    onRequest: requestTracing(obs),
   });
-  observeApi(http.api, obs);
   url = (await http.listen(0)).url;
 }, 60_000);
 
