@@ -46,7 +46,7 @@ export function registerWorker(program: Command): void {
 export async function runWorker(flags: WorkerFlags): Promise<void> {
   const { checkRedis, connectRedis, redisUrlFrom } = await import('../coordinator/queue/connection');
   const { GenerationWorker, lockDurationFor } = await import('../coordinator/queue/worker');
-  const { OpenAIApi } = await import('../coordinator/http/openai-api');
+  const { OpenAIApi } = await import('../coordinator/api/openai-api');
   const { loadServing, onShutdownSignal } = await import('./serving');
   const log = (line: string) => process.stderr.write(line + '\n');
   lockDurationFor(flags.stalledInterval, flags.lockDuration); // a bad pair fails before the model loads

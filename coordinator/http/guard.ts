@@ -3,7 +3,7 @@
 // response has started, the end of that connection). Node would otherwise crash on the
 // exception or the unhandled rejection, ending every other request with it.
 import type http from 'node:http';
-import { toApiError, type ApiError } from './errors';
+import { toApiError, type ApiError } from '../api/errors';
 
 type Listener = (req: http.IncomingMessage, res: http.ServerResponse) => unknown;
 

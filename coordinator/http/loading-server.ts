@@ -5,7 +5,7 @@
 // port once the engine is up.
 import http from 'node:http';
 import { closeHttpNow, listenHttp } from '../../core/http-listen';
-import { ApiError, badTarget, methodNotAllowed, routePath } from './errors';
+import { ApiError, badTarget, methodNotAllowed, routePath } from '../api/errors';
 import { guarded } from './guard';
 
 export interface LoadingServer {

@@ -12,10 +12,10 @@ import http from 'node:http';
 import { listenHttp } from '../../core/http-listen';
 import { timingSafeEqual } from 'node:crypto';
 import { metrics as globalMetrics, PROMETHEUS_CONTENT_TYPE, type Registry } from '../../core/metrics';
-import { ApiError, badTarget, expertsUnavailable, methodNotAllowed, routePath, toApiError } from './errors';
+import { ApiError, badTarget, expertsUnavailable, methodNotAllowed, routePath, toApiError } from '../api/errors';
 import { guarded } from './guard';
-import { OpenAIApi, type OpenAIApiOptions } from './openai-api';
-import type { Endpoint } from './schemas';
+import { OpenAIApi, type OpenAIApiOptions } from '../api/openai-api';
+import type { Endpoint } from '../api/schemas';
 
 export interface HttpServerOptions extends OpenAIApiOptions {
   /** When set, /v1/*, /tokenize, /detokenize, /status.json and /metrics need `Authorization: Bearer <apiKey>`. */

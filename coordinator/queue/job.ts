@@ -3,8 +3,8 @@
 // id is a hash of that JSON, so submitting the same request twice is one job.
 import { createHash } from 'node:crypto';
 import { UserError } from '../../core/errors';
-import { ApiError } from '../http/errors';
-import { chatBody, completionBody, parseBody, parsePrompt, type Endpoint } from '../http/schemas';
+import { ApiError } from '../api/errors';
+import { chatBody, completionBody, parseBody, parsePrompt, type Endpoint } from '../api/schemas';
 
 export const ENDPOINTS: readonly Endpoint[] = ['completions', 'chat.completions'];
 

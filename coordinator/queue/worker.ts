@@ -16,8 +16,8 @@
 import { DelayedError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { UserError } from '../../core/errors';
-import { ApiError } from '../http/errors';
-import type { OpenAIApi } from '../http/openai-api';
+import { ApiError } from '../api/errors';
+import type { OpenAIApi } from '../api/openai-api';
 import { traceJob } from '../telemetry/scheduler-tracing';
 import { QUEUE_NAME, WORKER_RECONNECT_MAX_MS } from './connection';
 import { attemptsOf, ENDPOINTS, WORKER_RETRIES_KEY, workerRetries, type JobData } from './job';

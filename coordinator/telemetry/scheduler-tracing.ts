@@ -11,7 +11,7 @@
 //                               id, a producer's trace context in the job data becomes a link
 import { SpanKind, SpanStatusCode, context, createContextKey, trace, type Context, type Link } from '@opentelemetry/api';
 import { currentTelemetry, extractTraceContext } from '../../core/telemetry';
-import type { Prepared } from '../http/openai-api';
+import type { Prepared } from '../api/openai-api';
 import type { GenerationRequest, SequenceHandle } from '../scheduler';
 import type { EngineObservability } from './observe';
 

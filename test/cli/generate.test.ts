@@ -6,7 +6,7 @@ import { makeDemoModel } from '../../core/demo-model';
 import { generateWith, runGenerate, type GenerateFlags } from '../../cli/generate';
 import { loadEngine } from '../../coordinator/load-engine';
 import { Scheduler } from '../../coordinator/scheduler';
-import { OpenAIApi } from '../../coordinator/http/openai-api';
+import { OpenAIApi } from '../../coordinator/api/openai-api';
 import { Registry } from '../../core/metrics';
 import { TextTokenizer } from '../../core/tokenizer';
 import { buildProgram, reportError } from '../../cli/main';

@@ -12,7 +12,7 @@ import { ChatTemplate } from '../../core/chat-template';
 import { makeDemoModel } from '../../core/demo-model';
 import { Registry } from '../../core/metrics';
 import { TextTokenizer } from '../../core/tokenizer';
-import { OpenAIApi } from '../../coordinator/http/openai-api';
+import { OpenAIApi } from '../../coordinator/api/openai-api';
 import { connectRedis } from '../../coordinator/queue/connection';
 import { GenerationWorker } from '../../coordinator/queue/worker';
 import { Scheduler } from '../../coordinator/scheduler';

@@ -13,7 +13,7 @@ import { Registry } from '../../core/metrics';
 import { TextTokenizer } from '../../core/tokenizer';
 import { ChatTemplate } from '../../core/chat-template';
 import { Engine } from '../../coordinator/engine';
-import { OpenAIApi } from '../../coordinator/http/openai-api';
+import { OpenAIApi } from '../../coordinator/api/openai-api';
 import { Scheduler } from '../../coordinator/scheduler';
 import { connectRedis } from '../../coordinator/queue/connection';
 import { jobIdFor, type JobData } from '../../coordinator/queue/job';

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { makeDemoModel } from '../../core/demo-model';
 import { UserError } from '../../core/errors';
 import type { Engine } from '../../coordinator/engine';
-import { toApiError } from '../../coordinator/http/errors';
+import { toApiError } from '../../coordinator/api/errors';
 import { loadTestEngine, serve, type TestServer } from './helpers';
 
 const DEMO = { layers: 1, hidden: 32, intermediate: 64, heads: 2, kvHeads: 1, experts: 2, topK: 1, vocab: 300, predictorRank: 8, shards: 1 };
