@@ -108,19 +108,8 @@ struct CpuBackend : ts_backend {
 
 inline CpuBackend* cpu(ts_backend* b) { return static_cast<CpuBackend*>(b); }
 
-// ---- ops (one file each) ----
-int matmul(ts_backend* b, const ts_weight* W, int64_t n, const float* x, float* y);
-int rmsnorm(ts_backend* b, const ts_weight* w, int64_t n, int64_t d, const float* x, float eps, float* y);
-int rope(ts_backend* b, int64_t n, int64_t heads, int64_t head_dim, const int32_t* positions, double theta, float* x);
-int router_topk(ts_backend* b, int64_t n, int64_t experts, const float* logits, int64_t k, int32_t* idx,
-                float* weight);
-int predict_many(ts_backend* b, int64_t n_rows, int64_t hidden, const float* x, int64_t n_calls,
-                 const ts_predict_call* calls);
-int attention(ts_backend* b, int64_t layer, int64_t n, ts_kvcache* const* caches, const int32_t* positions,
-              int64_t heads, int64_t kv_heads, int64_t head_dim, const float* q, const float* k, const float* v,
-              float* out);
-int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const float* x, int64_t n_calls,
-        const ts_expert_call* calls, float* y, int32_t* active);
+// ---- entry points: handle creation (weights.cc) and ops (one file each) ----
+#include "../backend_ops.h"
 
 // y[t][r - y_base] = W[r] . x[t] for r in [r0, r1), t < nt (scales applied).
 // The rows are read once per call and reused for all nt tokens from cache.
@@ -131,19 +120,5 @@ void mat_rows(const KernelSet* ks, const Mat& W, int64_t r0, int64_t r1, int nt,
 // natural (the copies live in `scratch`); mat_rows wants its x in the layout
 // of the weight's dtype.
 void in_layout(const Layout& l, int nt, int64_t n, const float** x, std::vector<float>& scratch);
-
-// handle creation (weights.cc)
-ts_weight* weight_create(ts_backend* b, const ts_host_matrix* m, ts_dtype store);
-void weight_free(ts_weight* w);
-ts_expert* expert_create(ts_backend* b, const ts_host_matrix* w1, const ts_host_matrix* w3, const ts_host_matrix* w2,
-                         ts_dtype store);
-void expert_free(ts_expert* e);
-ts_predictor* predictor_create(ts_backend* b, const ts_host_matrix* fc1, const ts_host_matrix* fc2, ts_dtype store);
-void predictor_free(ts_predictor* p);
-ts_kvcache* kvcache_create(ts_backend* b, int64_t layers, int64_t max_tokens, int64_t kv_heads, int64_t head_dim,
-                           ts_dtype dtype);
-void kvcache_free(ts_kvcache* c);
-int kvcache_grow(ts_kvcache* c, int64_t max_tokens);
-int kvcache_copy(ts_kvcache* dst, const ts_kvcache* src, int64_t tokens);
 
 }  // namespace ts_cpu
