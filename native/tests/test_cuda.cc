@@ -22,16 +22,11 @@
 #include <vector>
 #include "turbosparse.h"
 #include "../src/dtype.h"
+#include "test_util.h"
+
+using namespace tstest;
 
 namespace {
-
-int g_passed = 0, g_failed = 0;
-
-void check(bool ok, const std::string& name, const std::string& detail = "") {
-  (ok ? g_passed : g_failed)++;
-  std::printf("%s %s%s%s\n", ok ? "ok  " : "FAIL", name.c_str(), detail.empty() ? "" : "  ", detail.c_str());
-  std::fflush(stdout);
-}
 
 std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
 std::string fmt(const char* f, ...) {
@@ -45,14 +40,6 @@ std::string fmt(const char* f, ...) {
 
 const char* dname(ts_dtype t) { return ts::dtype_name(t); }
 const ts_dtype kStores[] = {TS_F32, TS_F16, TS_BF16, TS_I8};
-
-struct Rng {
-  std::mt19937_64 g;
-  explicit Rng(uint64_t seed) : g(seed) {}
-  float uni(float a, float b) { return std::uniform_real_distribution<float>(a, b)(g); }
-  int below(int n) { return int(std::uniform_int_distribution<int>(0, n - 1)(g)); }
-  uint64_t bits() { return g(); }
-};
 
 // ---- source data in each source dtype (round to nearest even: ts::f32_to_bf16 / f32_to_f16) ----
 // A host matrix in a source dtype (F32, F16 or BF16) with uniform values.
@@ -76,11 +63,6 @@ Source make_source(Rng& rng, int64_t rows, int64_t cols, ts_dtype src, float lo,
   return s;
 }
 
-std::vector<float> rand_vec(Rng& rng, size_t n, float lo, float hi) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = rng.uni(lo, hi);
-  return v;
-}
 template <class T>
 void poison(std::vector<T>& v) {
   if constexpr (std::is_floating_point<T>::value) std::fill(v.begin(), v.end(), std::numeric_limits<T>::quiet_NaN());
@@ -730,6 +712,5 @@ int main() {
   }
   ts_backend_free(p.gpu);
   ts_backend_free(p.cpu);
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return finish();
 }

@@ -24,6 +24,7 @@
 #include <vector>
 #include "../src/dtype.h"  // the library's conversions (checked in test_conversions)
 #include "turbosparse.h"
+#include "test_util.h"
 
 // Every operator new of the process (the library's worker threads included) is
 // counted while g_count_allocs is set: the hot path must not allocate.
@@ -56,15 +57,9 @@ void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
+using namespace tstest;
+
 namespace {
-
-int g_passed = 0, g_failed = 0;
-
-void check(bool ok, const std::string& name, const std::string& detail = "") {
-  (ok ? g_passed : g_failed)++;
-  std::printf("%s %s%s%s\n", ok ? "ok  " : "FAIL", name.c_str(), detail.empty() ? "" : "  ", detail.c_str());
-  std::fflush(stdout);
-}
 
 std::string fmt(const char* f, double v) {
   char buf[64];
@@ -175,12 +170,6 @@ void test_conversions() {
   check(okb, "dtype.h bf16 <-> f32: every encoding, every rounding tie, random f32, infinity and NaN", whyb);
 }
 
-struct Rng {
-  std::mt19937_64 g{12345};
-  float uni(float a, float b) { return std::uniform_real_distribution<float>(a, b)(g); }
-  int below(int n) { return int(std::uniform_int_distribution<int>(0, n - 1)(g)); }
-};
-
 // A host matrix with the exact values the backend should hold after storing it
 // as `store`: the source is already exactly representable (bf16/f16 sources,
 // i8 values k * 2^-7 with a +-127 per row), unless `convert` asks for f32
@@ -255,12 +244,6 @@ std::unique_ptr<HostMat> make_mat(Rng& rng, int64_t rows, int64_t cols, ts_dtype
   }
   h->m = {TS_F32, rows, cols, h->f32.data()};
   return h;
-}
-
-std::vector<float> rand_vec(Rng& rng, size_t n, float lo, float hi) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = rng.uni(lo, hi);
-  return v;
 }
 
 // max |a - b| / max |b|
@@ -1272,6 +1255,5 @@ int main(int argc, char** argv) {
   check(ts_backend_weight_bytes(b) == 0, "all weight bytes released",
         std::to_string(ts_backend_weight_bytes(b)) + " bytes left");
   ts_backend_free(b);
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return finish();
 }
