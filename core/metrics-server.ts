@@ -1,8 +1,7 @@
 // A small HTTP server answering GET /metrics (Prometheus text of a Registry) and
 // GET /health, for processes without an HTTP server of their own: expert nodes
 // (`--metrics-port`) and batch workers (`worker --metrics-port`).
-import http from 'node:http';
-import { closeHttpNow, listenHttp } from './http-listen';
+import { closeHttpNow, createBoundedServer, listenHttp } from './http-listen';
 import { metrics as defaultRegistry, PROMETHEUS_CONTENT_TYPE, type Registry } from './metrics';
 
 export interface MetricsServer {
@@ -14,7 +13,7 @@ export interface MetricsServer {
 /** Listens on host:port (0 = any free port); a port in use is a UserError naming the flag. */
 export function startMetricsServer(port: number, host: string, registry: Registry = defaultRegistry, flag = '--metrics-port'): Promise<MetricsServer> {
   // A scraper sends a bodiless GET: slow or idle sockets get little time, and few may be open at once.
-  const server = http.createServer({ requestTimeout: 10_000, headersTimeout: 10_000, connectionsCheckingInterval: 1000 }, (req, res) => {
+  const server = createBoundedServer({ requestTimeoutMs: 10_000, maxConnections: 256 }, (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET' }).end();
@@ -30,6 +29,5 @@ export function startMetricsServer(port: number, host: string, registry: Registr
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');
     }
   });
-  server.maxConnections = 256;
   return listenHttp(server, port, host, flag).then((l) => ({ port: l.port, url: `${l.url}/metrics`, close: () => closeHttpNow(server) }));
 }

@@ -3,8 +3,7 @@
 // 503 as an OpenAI error. So a load balancer or a Kubernetes probe sees "alive,
 // not ready" rather than a refused connection. The real server takes the same
 // port once the engine is up.
-import http from 'node:http';
-import { closeHttpNow, listenHttp } from '../../core/http-listen';
+import { closeHttpNow, createBoundedServer, listenHttp } from '../../core/http-listen';
 import { ApiError, badTarget, methodNotAllowed, routePath } from '../api/errors';
 import { guarded } from './guard';
 
@@ -16,9 +15,8 @@ export interface LoadingServer {
 
 export function listenWhileLoading(port: number, host: string, what: string): Promise<LoadingServer> {
   const reason = `loading: ${what}`;
-  const server = http.createServer(
-    // No route here reads a body: a slow client gets no more time than the serving server gives.
-    { requestTimeout: 10_000, headersTimeout: 10_000, connectionsCheckingInterval: 1000 },
+  // No route here reads a body: a slow client gets no more time than the serving server gives.
+  const server = createBoundedServer({ requestTimeoutMs: 10_000, maxConnections: 1024 },
     guarded((req, res) => {
       const send = (status: number, body: unknown) => {
         req.resume();
@@ -35,10 +33,5 @@ export function listenWhileLoading(port: number, host: string, what: string): Pr
       send(503, new ApiError(503, `the server is still ${reason}; retry shortly`, 'service_unavailable', null, 'loading').toJSON());
     }),
   );
-  server.maxConnections = 1024;
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
-    else socket.destroy();
-  });
   return listenHttp(server, port, host).then((l) => ({ port: l.port, url: l.url, close: () => closeHttpNow(server) }));
 }

@@ -9,7 +9,7 @@
 // crash the process (guard.ts) or hold a connection for long (timeouts, a
 // connection cap). A client that goes away cancels its sequences.
 import http from 'node:http';
-import { listenHttp } from '../../core/http-listen';
+import { createBoundedServer, listenHttp } from '../../core/http-listen';
 import { timingSafeEqual } from 'node:crypto';
 import { metrics as globalMetrics, PROMETHEUS_CONTENT_TYPE, type Registry } from '../../core/metrics';
 import { ApiError, badTarget, expertsUnavailable, methodNotAllowed, routePath, toApiError } from '../api/errors';
@@ -167,14 +167,8 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
     throw new ApiError(404, `no route ${method} ${path}`, 'invalid_request_error', null, 'not_found');
   }
 
-  const requestTimeout = opts.requestTimeoutMs ?? 30_000;
-  const server = http.createServer(
-    {
-      requestTimeout,
-      headersTimeout: Math.min(opts.headersTimeoutMs ?? 10_000, requestTimeout),
-      // How often those timeouts are checked (Node's default, 30 s, would let a slow client hold on that much longer).
-      connectionsCheckingInterval: Math.max(100, Math.min(1000, requestTimeout / 4)),
-    },
+  const server = createBoundedServer(
+    { requestTimeoutMs: opts.requestTimeoutMs ?? 30_000, headersTimeoutMs: opts.headersTimeoutMs, maxConnections: opts.maxConnections ?? 1024 },
     guarded(
       (req, res) => {
         const t0 = performance.now();
@@ -198,12 +192,6 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
       },
     ),
   );
-  server.maxConnections = opts.maxConnections ?? 1024;
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\n\r\n`);
-    else socket.destroy();
-  });
 
   return {
     server,
