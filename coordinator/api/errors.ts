@@ -11,7 +11,9 @@ export class ApiError extends Error {
     readonly param: string | null = null,
     readonly code: string | null = null,
   ) {
-    super(message);
+    // One line always: messages quote client values (model names, stop strings), and a raw
+    // newline in one would split the log line and mislead clients that print the first line.
+    super(oneLine(message));
     this.name = 'ApiError';
   }
 
@@ -24,6 +26,13 @@ export class ApiError extends Error {
     return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
   }
 }
+
+/** Control characters (and U+2028/9, line breaks to JavaScript) as \uXXXX escapes. */
+export const oneLine = (text: string): string =>
+  text.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+
+/** A client-sent value for an error message: JSON-quoted (escapes visible) and at most 80 characters. */
+export const quoteValue = (value: string): string => JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
 
 export const badRequest = (message: string, param: string | null = null, code: string | null = null): ApiError =>
   new ApiError(400, message, 'invalid_request_error', param, code);

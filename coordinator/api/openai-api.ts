@@ -9,7 +9,7 @@ import { ChatTemplate, type ChatMessage } from '../../core/chat-template';
 import type { EncodeOptions, TextTokenizer } from '../../core/tokenizer';
 import type { SamplingParams } from '../sampler';
 import type { GenerationRequest, GenerationResult, Scheduler, SequenceHandle } from '../scheduler';
-import { ApiError, badRequest } from './errors';
+import { ApiError, badRequest, quoteValue } from './errors';
 import type { LogprobEntry } from '../logprobs';
 import { chatLogprobs, completionLogprobs, tokenTexts, type CompletionLogprobs, type TokenTexts } from './logprobs-format';
 import {
@@ -281,7 +281,7 @@ export class OpenAIApi {
 
   private checkModel(model: string | null | undefined): void {
     if (model != null && model !== this.modelName) {
-      throw new ApiError(404, `model: '${model}' is not served here; this server serves '${this.modelName}'`, 'invalid_request_error', 'model', 'model_not_found');
+      throw new ApiError(404, `model: ${quoteValue(model)} is not served here; this server serves ${quoteValue(this.modelName)}`, 'invalid_request_error', 'model', 'model_not_found');
     }
   }
 

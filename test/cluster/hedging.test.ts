@@ -66,6 +66,8 @@ describeGolden('hedged expert-node calls (tiny-a, in-process nodes)', () => {
     const want = await plain.runExperts(b);
     expect(maxAbsDiff(want.out, (await local.runExperts(b)).out)).toBeLessThanOrEqual(1e-6);
 
+    // A loaded CI machine may hedge a warm-up call too: count from here.
+    const [h0, , h2] = hedged.stats().map((n) => n.hedged);
     const slow: Promise<unknown>[] = [];
     const undo = wrapStoreRun(nodes[0], (run) => (...args) => {
       slow.push(sleep(4000).then(() => run(...args)));
@@ -80,8 +82,8 @@ describeGolden('hedged expert-node calls (tiny-a, in-process nodes)', () => {
       expect(Buffer.from(got.out.buffer)).toEqual(Buffer.from(want.out.buffer));
       expect(got.active).toEqual(want.active);
       const [n0, , n2] = hedged.stats();
-      expect(n0.hedged).toBe(1);
-      expect(n2.hedged).toBe(0);
+      expect(n0.hedged - h0).toBe(1);
+      expect(n2.hedged - h2).toBe(0);
       // Slow, not failed: node0's late answer still lands (and counts) within its deadline.
       await Promise.allSettled(slow);
       await sleep(100);
@@ -103,6 +105,8 @@ describeGolden('hedged expert-node calls (tiny-a, in-process nodes)', () => {
       hung.push(sleep(3000).then(() => run(...args)));
       return hung[hung.length - 1] as ReturnType<typeof run>;
     });
+    // A loaded CI machine may hedge a warm-up call too: count from here.
+    const hedgedBefore = remote.stats()[1].hedged;
     try {
       const t0 = Date.now();
       const got = await remote.runExperts(b);
@@ -118,7 +122,7 @@ describeGolden('hedged expert-node calls (tiny-a, in-process nodes)', () => {
       const t2 = Date.now();
       expect(maxAbsDiff((await remote.runExperts(b)).out, want.out)).toBeLessThanOrEqual(1e-6);
       expect(Date.now() - t2).toBeLessThan(1000);
-      expect(remote.stats()[1].hedged).toBe(1);
+      expect(remote.stats()[1].hedged - hedgedBefore).toBe(1);
     } finally {
       await Promise.allSettled(hung);
       undo();

@@ -114,6 +114,10 @@ describe('bad requests are 400s that name the field', () => {
     const e = await errorOf(client.completions.create({ model: 'gpt-17', prompt: 'hi' }));
     expect(e).toBeInstanceOf(OpenAI.NotFoundError);
     expect(e.code).toBe('model_not_found');
+    // A client value with a line break is quoted with its escapes visible: the message stays one line.
+    const odd = await post(`${srv.url}/v1/completions`, { model: 'a\nb\u2028c', prompt: 'hi' });
+    expect(odd.status).toBe(404);
+    expect(odd.json.error.message).toBe('model: "a\\nb\\u2028c" is not served here; this server serves "demo"');
     expect((await fetch(`${srv.url}/v1/nothing`)).status).toBe(404);
     expect((await fetch(`${srv.url}/v1/completions`)).status).toBe(405);
   });
