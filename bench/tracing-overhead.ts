@@ -23,6 +23,8 @@ import path from 'node:path';
 import { ExportResultCode } from '@opentelemetry/core';
 import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { makeDemoModel } from '../core/demo-model';
+import type { ExpertBatch } from '../core/expert-backend';
+import { routeCount } from '../core/routed-batch';
 import { COORDINATOR_SERVICE, setupTelemetry, shutdownTelemetry } from '../core/telemetry';
 import type { Engine, EngineHooks, EngineInstrumentation } from '../coordinator/engine';
 import { loadEngine, parseExpertsChoice } from '../coordinator/load-engine';
@@ -89,15 +91,15 @@ function median(xs: number[]): number {
 async function microCostUs(traced: boolean, layers = 4, topK = 2, intermediate = 1024): Promise<number> {
   const experts = {
     name: 'stub',
-    runExperts: async (b: { nRows: number; topK: number }) => ({
+    runExperts: async (b: ExpertBatch) => ({
       out: new Float32Array(0),
-      active: new Int32Array(b.nRows * b.topK).fill(intermediate / 10),
+      active: new Int32Array(routeCount(b.groups)).fill(intermediate / 10),
     }),
     close: async () => {},
   };
   const batch = {
-    nRows: 1, hidden: new Float32Array(0), topK, experts: Int32Array.from({ length: topK }, (_, k) => k),
-    weights: new Float32Array(topK), masks: new Uint8Array(0), maskRowBytes: 0,
+    nRows: 1, hidden: new Float32Array(0), maskRowBytes: 0,
+    groups: Array.from({ length: topK }, (_, k) => ({ expert: k, rows: Int32Array.of(0), weights: Float32Array.of(1 / topK), masks: new Uint8Array(0) })),
   };
   const seq = { pendingPrompt: 0 };
   const makeEngine = () => {

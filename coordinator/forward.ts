@@ -13,7 +13,8 @@ import { attentionBlock } from './attention';
 import { embedTokens } from './embedding';
 import { assertFinite } from './finite';
 import type { CoordinatorWeights } from './model-weights';
-import { predictMasks } from './predictor';
+import { predictGroups } from './predictor';
+import { scatterToSlots } from '../core/routed-batch';
 import { route } from './router';
 import type { StepContext } from './step-context';
 
@@ -63,21 +64,12 @@ export async function forward(
     const normed = new Float32Array(n * H);
     await backend.rmsnorm(w.postNorm, n, H, h, cfg.rmsNormEps, normed);
     const routes = await route(backend, w.gate, n, normed, cfg.numExperts, cfg.topK);
-    const masks = await predictMasks(backend, w.predictors, n, H, cfg.intermediateSize, normed, routes);
+    const routed = await predictGroups(backend, w.predictors, n, H, cfg.intermediateSize, normed, routes);
     // Checked here, not after the experts: no node is sent (nor asked to reject) a broken row.
     assertFinite(normed, H, `layer ${L}: hidden state before the experts`);
 
     const { out, active } = await experts.runExperts(
-      {
-        layer: L,
-        nRows: n,
-        hidden: normed,
-        topK: routes.topK,
-        experts: routes.experts,
-        weights: routes.weights,
-        masks: masks.bytes,
-        maskRowBytes: masks.rowBytes,
-      },
+      { layer: L, nRows: n, hidden: normed, maskRowBytes: routed.rowBytes, groups: routed.groups },
       { stepId: ctx.stepId },
     );
     assertFinite(out, H, `layer ${L}: expert output`);
@@ -85,7 +77,9 @@ export async function forward(
     x = out;
 
     for (const a of active) activeNeurons += a;
-    if (opts.record) records.push({ experts: routes.experts, weights: routes.weights, active });
+    if (opts.record) {
+      records.push({ experts: routes.experts, weights: routes.weights, active: scatterToSlots(active, routed.slots, n * routes.topK) });
+    }
     opts.hooks?.onLayer?.(L, t0, process.hrtime.bigint());
   }
 

@@ -1,18 +1,20 @@
 // The predictor box: where each token's active-neuron mask is made.
-// For every routed (row, expert), fc2(relu(fc1 n)) > 0 gives the mask bits;
-// rows are grouped by expert so each predictor runs once over its rows.
-import { maskBytes, type NativeBackend, type NativePredictor, type PredictCall } from '../core/native';
+// For every routed (row, expert), fc2(relu(fc1 n)) > 0 gives the mask bits.
+// Rows are grouped by expert once, here; each predictor runs over its rows and
+// writes its masks straight into the group the experts will run.
+import { maskBytes, type NativeBackend, type NativePredictor } from '../core/native';
+import { type ExpertGroup, groupSlotsByExpert } from '../core/routed-batch';
 import type { Routes } from './router';
 
-export interface Masks {
-  /** [n, topK, rowBytes] bitsets (little-endian uint64 words). */
-  bytes: Uint8Array;
+export interface PredictedGroups {
+  /** Ascending expert id; rows ascending; masks filled by the predictors. */
+  groups: ExpertGroup[];
+  /** Each group's (row * topK + k) slots: per-route results back in router order (scatterToSlots). */
+  slots: Int32Array[];
   rowBytes: number;
-  /** [n, topK] predicted-active neuron counts. */
-  counts: Int32Array;
 }
 
-export async function predictMasks(
+export async function predictGroups(
   backend: NativeBackend,
   predictors: NativePredictor[],
   n: number,
@@ -20,36 +22,16 @@ export async function predictMasks(
   intermediate: number,
   x: Float32Array,
   routes: Routes,
-): Promise<Masks> {
+): Promise<PredictedGroups> {
   const rowBytes = maskBytes(intermediate);
   const K = routes.topK;
-  // Group (row, k) slots by expert, in expert order.
-  const slotsByExpert = new Map<number, number[]>();
-  for (let s = 0; s < n * K; s++) {
-    const e = routes.experts[s];
-    let list = slotsByExpert.get(e);
-    if (!list) slotsByExpert.set(e, (list = []));
-    list.push(s);
-  }
-  const calls: (PredictCall & { slots: number[] })[] = [];
-  for (const e of [...slotsByExpert.keys()].sort((a, b) => a - b)) {
-    const slots = slotsByExpert.get(e)!;
-    calls.push({
-      predictor: predictors[e],
-      rows: Int32Array.from(slots, (s) => Math.floor(s / K)),
-      masks: new Uint8Array(slots.length * rowBytes),
-      counts: new Int32Array(slots.length),
-      slots,
-    });
-  }
-  await backend.predictMany(n, hidden, x, calls);
-  const bytes = new Uint8Array(n * K * rowBytes);
-  const counts = new Int32Array(n * K);
-  for (const c of calls) {
-    c.slots.forEach((s, j) => {
-      bytes.set(c.masks.subarray(j * rowBytes, (j + 1) * rowBytes), s * rowBytes);
-      counts[s] = c.counts![j];
-    });
-  }
-  return { bytes, rowBytes, counts };
+  const bySlots = groupSlotsByExpert(routes.experts);
+  const groups = bySlots.map(({ expert, slots }) => ({
+    expert,
+    rows: Int32Array.from(slots, (s) => Math.floor(s / K)),
+    weights: Float32Array.from(slots, (s) => routes.weights[s]),
+    masks: new Uint8Array(slots.length * rowBytes),
+  }));
+  await backend.predictMany(n, hidden, x, groups.map((g) => ({ predictor: predictors[g.expert], rows: g.rows, masks: g.masks })));
+  return { groups, slots: bySlots.map((g) => g.slots), rowBytes };
 }

@@ -16,8 +16,9 @@ import type { ExpertBackend, ExpertBatch, ExpertCallInfo, ExpertCallObserver, Ex
 import { type ExpertPair, type ModelDims, formatExpertSpec, pairKey } from '../core/expert-spec';
 import { missingPairs, replicaTable, type ShardMap, validateShardMap } from '../core/shard-map';
 import type { InfoResponse__Output } from '../core/wire/expert-proto';
-import { encodeMask } from '../core/wire/masks';
-import { decodeRows, encodeRows, toProtoEncoding, type WireEncoding } from '../core/wire/rows';
+import { routeCount, routedRowCount, routeOffsets } from '../core/routed-batch';
+import { decodeExpertResponse, encodeExpertRequest } from '../core/wire/expert-messages';
+import type { WireEncoding } from '../core/wire/rows';
 import { type CallPolicy, callDeadlineMs, DEFAULT_CALL_POLICY, hedgeDelayMs, LatencyWindow } from './call-latency';
 import { type ChannelFactory, ExpertClient, insecureChannel, NodeCallError } from './expert-client';
 import { firstNonFinite } from './finite';
@@ -86,12 +87,12 @@ interface NodeState {
   latency: LatencyWindow;
 }
 
-/** A successful node call: its routes (slots of the batch), rows, their pre-combined outputs and active counts. */
+/** A successful node call: its groups (indices into batch.groups), batch rows, their pre-combined outputs, active counts (group order). */
 interface Part {
-  slots: number[];
-  rows: number[];
+  groups: number[];
+  rows: Int32Array;
   out: Float32Array;
-  active: number[];
+  active: Int32Array;
 }
 
 /** One layer's routing, shared by its calls, retries and hedges. */
@@ -275,23 +276,28 @@ export class RemoteExperts implements ExpertBackend {
   }
 
   async runExperts(batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> {
-    const { layer, nRows, topK } = batch;
+    const { layer, nRows, groups } = batch;
     const H = this.opts.model.hiddenSize;
     if (this.closed) throw new Error('remote experts: backend closed');
     if (layer < 0 || layer >= this.opts.model.numLayers) throw new Error(`runExperts: layer ${layer} out of range`);
     if (batch.hidden.length !== nRows * H) throw new Error(`runExperts: hidden has ${batch.hidden.length} values, expected ${nRows} x ${H}`);
 
-    const slots: number[] = [];
-    for (let s = 0; s < nRows * topK; s++) if (batch.experts[s] >= 0) slots.push(s);
+    const all = groups.map((_, i) => i);
     const run: LayerRun = { batch, ctx, failed: new Set(), nodeErrors: [] };
-    const parts = slots.length ? await this.settle(run, slots, { attempt: 0, race: { done: false }, avoid: new Set(), hedge: false }) : [];
+    const parts = all.length ? await this.settle(run, all, { attempt: 0, race: { done: false }, avoid: new Set(), hedge: false }) : [];
 
     // Fixed order: the plan's (node index; a retry or a hedge in place of the call it replaces),
     // never arrival order, so which replica answered first cannot change a bit of the sum.
     const out = new Float32Array(nRows * H);
-    const active = new Int32Array(nRows * topK);
+    const starts = routeOffsets(groups);
+    const active = new Int32Array(starts[groups.length]);
     for (const p of parts) {
-      p.slots.forEach((s, j) => (active[s] = p.active[j]));
+      let j = 0;
+      for (const gi of p.groups) {
+        const len = groups[gi].rows.length;
+        active.set(p.active.subarray(j, j + len), starts[gi]);
+        j += len;
+      }
       p.rows.forEach((row, j) => {
         const o = row * H;
         const src = j * H;
@@ -301,9 +307,9 @@ export class RemoteExperts implements ExpertBackend {
     return { out, active };
   }
 
-  /** Plans `slots` over healthy nodes and runs one call per node (each hedged or retried on its own). */
-  private async settle(run: LayerRun, slots: number[], t: Try): Promise<Part[]> {
-    const plan = this.plan(run.batch, slots, new Set([...run.failed, ...t.avoid]), run.nodeErrors);
+  /** Plans `unit` (group indices) over healthy nodes and runs one call per node (each hedged or retried on its own). */
+  private async settle(run: LayerRun, unit: number[], t: Try): Promise<Part[]> {
+    const plan = this.plan(run.batch, unit, new Set([...run.failed, ...t.avoid]), run.nodeErrors);
     const parts = await Promise.all([...plan].map(([node, unit]) => this.runUnit(run, node, unit, t)));
     return parts.flat();
   }
@@ -314,11 +320,11 @@ export class RemoteExperts implements ExpertBackend {
    * past its p99, the same routes to a replica (a hedge), the first answer
    * wins. A failed call marks the node unhealthy and its routes are re-planned.
    */
-  private runUnit(run: LayerRun, node: number, slots: number[], t: Try): Promise<Part[]> {
+  private runUnit(run: LayerRun, node: number, unit: number[], t: Try): Promise<Part[]> {
     const { batch } = run;
     const n = this.nodes[node];
-    const rows = new Set(slots.map((s) => Math.floor(s / batch.topK))).size;
-    const experts = [...new Set(slots.map((s) => batch.experts[s]))];
+    const rows = routedRowCount(unit.map((gi) => batch.groups[gi]), batch.nRows);
+    const experts = unit.map((gi) => batch.groups[gi].expert);
     const elsewhere = new Set([...run.failed, ...t.avoid, node]);
     const movable = experts.every((e) => this.replicas[batch.layer][e].some((i) => !elsewhere.has(i) && this.nodes[i].healthy));
     const expected = n.latency.expectedMs(rows);
@@ -338,9 +344,9 @@ export class RemoteExperts implements ExpertBackend {
       };
       const retry = () => {
         if (isDone(t.race)) return finish(() => reject(new Error('answer no longer wanted')));
-        this.settle(run, slots, { ...t, attempt: t.attempt + 1, race }).then((p) => finish(() => resolve(p)), (e) => finish(() => reject(e)));
+        this.settle(run, unit, { ...t, attempt: t.attempt + 1, race }).then((p) => finish(() => resolve(p)), (e) => finish(() => reject(e)));
       };
-      this.callNode(run, node, slots, t.attempt, deadline, t.hedge).then((part) => finish(() => resolve([part])), (e: Error) => {
+      this.callNode(run, node, unit, t.attempt, deadline, t.hedge).then((part) => finish(() => resolve([part])), (e: Error) => {
         if (isRejection(e)) return finish(() => reject(rejected(batch.layer, e)));
         this.nodeFailed(run, node, e);
         primaryFailed = true;
@@ -353,7 +359,7 @@ export class RemoteExperts implements ExpertBackend {
           if (isDone(race) || primaryFailed) return;
           hedge = 'pending';
           n.stats.addHedge();
-          this.sendHedge(run, node, slots, { attempt: t.attempt + 1, race, avoid: new Set([...t.avoid, node]), hedge: true })
+          this.sendHedge(run, node, unit, { attempt: t.attempt + 1, race, avoid: new Set([...t.avoid, node]), hedge: true })
             .then((p) => finish(() => resolve(p)), (e: Error) => {
               hedge = 'failed';
               // A request rejected as malformed would be by every node; otherwise the primary may still answer.
@@ -365,15 +371,15 @@ export class RemoteExperts implements ExpertBackend {
   }
 
   /** The routes of a late call, to one other node that holds all their experts when there is one (same sums), else re-planned. */
-  private sendHedge(run: LayerRun, late: number, slots: number[], t: Try): Promise<Part[]> {
-    const { layer, experts } = run.batch;
+  private sendHedge(run: LayerRun, late: number, unit: number[], t: Try): Promise<Part[]> {
+    const { layer, groups } = run.batch;
     const skip = new Set([...run.failed, ...t.avoid]);
-    const holders = slots.reduce<number[] | null>((acc, s) => {
-      const here = this.replicas[layer][experts[s]];
+    const holders = unit.reduce<number[] | null>((acc, gi) => {
+      const here = this.replicas[layer][groups[gi].expert];
       return acc === null ? [...here] : acc.filter((i) => here.includes(i));
     }, null) ?? [];
     const single = holders.find((i) => i !== late && !skip.has(i) && this.nodes[i].healthy);
-    return single === undefined ? this.settle(run, slots, t) : this.runUnit(run, single, slots, t);
+    return single === undefined ? this.settle(run, unit, t) : this.runUnit(run, single, unit, t);
   }
 
   private nodeFailed(run: LayerRun, node: number, e: Error): void {
@@ -387,24 +393,17 @@ export class RemoteExperts implements ExpertBackend {
    * excluded (failed in this step): the one with the fewest routes planned so
    * far, then the one already receiving most of its tokens, then shard-map order.
    */
-  private plan(batch: ExpertBatch, slots: number[], excluded: Set<number>, nodeErrors: string[]): Map<number, number[]> {
-    const byExpert = new Map<number, number[]>();
-    for (const s of slots) {
-      const e = batch.experts[s];
-      if (e >= this.opts.model.numExperts) throw new Error(`runExperts: expert ${e} out of range`);
-      let list = byExpert.get(e);
-      if (!list) byExpert.set(e, (list = []));
-      list.push(s);
-    }
+  private plan(batch: ExpertBatch, unit: number[], excluded: Set<number>, nodeErrors: string[]): Map<number, number[]> {
     const load = new Map<number, number>();
-    const rowsAt = new Map<number, Set<number>>();
+    const rowsAt = new Map<number, Uint8Array>();
     const plan = new Map<number, number[]>();
     const missing: ExpertPair[] = [];
-    for (const e of [...byExpert.keys()].sort((a, b) => a - b)) {
-      const list = byExpert.get(e)!;
-      const candidates = this.replicas[batch.layer][e].filter((i) => this.nodes[i].healthy && !excluded.has(i));
+    for (const gi of unit) {
+      const g = batch.groups[gi];
+      if (g.expert < 0 || g.expert >= this.opts.model.numExperts) throw new Error(`runExperts: expert ${g.expert} out of range`);
+      const candidates = this.replicas[batch.layer][g.expert].filter((i) => this.nodes[i].healthy && !excluded.has(i));
       if (candidates.length === 0) {
-        missing.push({ layer: batch.layer, expert: e });
+        missing.push({ layer: batch.layer, expert: g.expert });
         continue;
       }
       let best = -1;
@@ -413,19 +412,20 @@ export class RemoteExperts implements ExpertBackend {
       for (const c of candidates) {
         const l = load.get(c) ?? 0;
         const rows = rowsAt.get(c);
-        const overlap = rows ? list.filter((s) => rows.has(Math.floor(s / batch.topK))).length : 0;
+        let overlap = 0;
+        if (rows) for (const r of g.rows) overlap += rows[r];
         if (best < 0 || l < bestLoad || (l === bestLoad && overlap > bestOverlap)) {
           best = c;
           bestLoad = l;
           bestOverlap = overlap;
         }
       }
-      load.set(best, (load.get(best) ?? 0) + list.length);
-      const rows = rowsAt.get(best) ?? new Set<number>();
-      for (const s of list) rows.add(Math.floor(s / batch.topK));
-      rowsAt.set(best, rows);
+      load.set(best, (load.get(best) ?? 0) + g.rows.length);
+      let rows = rowsAt.get(best);
+      if (!rows) rowsAt.set(best, (rows = new Uint8Array(batch.nRows)));
+      for (const r of g.rows) rows[r] = 1;
       const planned = plan.get(best) ?? [];
-      planned.push(...list);
+      planned.push(gi);
       plan.set(best, planned);
     }
     if (missing.length) {
@@ -437,32 +437,18 @@ export class RemoteExperts implements ExpertBackend {
     return new Map([...plan].sort((a, b) => a[0] - b[0]));
   }
 
-  /** One message to one node for `slots` (sorted). */
-  private async callNode(run: LayerRun, nodeIndex: number, slots: number[], attempt: number, deadlineMs: number,
+  /** One message to one node for `unit` (group indices, ascending). */
+  private async callNode(run: LayerRun, nodeIndex: number, unit: number[], attempt: number, deadlineMs: number,
     hedge: boolean): Promise<Part> {
     const { batch, ctx } = run;
     const node = this.nodes[nodeIndex];
-    const { topK, maskRowBytes } = batch;
     const { hiddenSize: H, intermediateSize: I } = this.opts.model;
-    const rows: number[] = [];
-    const local = new Map<number, number>();
-    for (const s of slots) {
-      const row = Math.floor(s / topK);
-      if (!local.has(row)) {
-        local.set(row, rows.length);
-        rows.push(row);
-      }
-    }
-    const routes = slots.map((s) => ({
-      row: local.get(Math.floor(s / topK))!,
-      expert: batch.experts[s],
-      weight: batch.weights[s],
-      mask: encodeMask(batch.masks.subarray(s * maskRowBytes, (s + 1) * maskRowBytes), I),
-    }));
+    const groups = unit.map((gi) => batch.groups[gi]);
+    const nRoutes = routeCount(groups);
     const info: ExpertCallInfo = {
       callId: this.nextCallId++, stepId: ctx?.stepId, layer: batch.layer, node: node.address, nodeIndex, nodeName: node.name,
-      experts: [...new Set(routes.map((r) => r.expert))].sort((a, b) => a - b),
-      tokens: rows.length, routes: routes.length, wire: this.wire, attempt, bytesOut: 0, ...(hedge ? { hedge } : {}),
+      experts: groups.map((g) => g.expert),
+      tokens: routedRowCount(groups, batch.nRows), routes: nRoutes, wire: this.wire, attempt, bytesOut: 0, ...(hedge ? { hedge } : {}),
     };
     const scopes = this.observers.map((o) => o.onCallStart?.(info));
     const traceContext = Object.assign({}, ...scopes.map((s) => (s && s.traceContext) || {})) as Record<string, string>;
@@ -472,24 +458,18 @@ export class RemoteExperts implements ExpertBackend {
       this.observers.forEach((o) => o.onCallEnd?.(info, result));
     };
     try {
-      const reply = await node.client.call({
-        stepId: ctx?.stepId ?? 0,
-        layer: batch.layer,
-        hidden: encodeRows(batch.hidden, H, rows, this.wire),
-        routes,
-        replyEncoding: toProtoEncoding(this.wire),
-        timeoutMs: deadlineMs,
-        traceContext,
-      }, deadlineMs);
+      const { request, rows } = encodeExpertRequest(batch, groups, { stepId: ctx?.stepId ?? 0, wire: this.wire,
+        timeoutMs: deadlineMs, traceContext, hiddenSize: H, intermediateSize: I });
+      const reply = await node.client.call(request, deadlineMs);
       info.bytesOut = reply.bytesSent;
       const res = reply.response;
-      let out: Float32Array;
+      let decoded: { out: Float32Array; active: Int32Array };
       try {
-        out = decodeRows(res.out, rows.length, H, 'out');
-        if (res.active.length !== slots.length) throw new Error(`${res.active.length} active counts for ${slots.length} routes`);
+        decoded = decodeExpertResponse(res, rows.length, nRoutes, H);
       } catch (e) {
-        throw new NodeCallError(node.address, grpc.status.INTERNAL, `malformed response: ${(e as Error).message}`);
+        throw new NodeCallError(node.address, grpc.status.INTERNAL, (e as Error).message);
       }
+      const { out, active } = decoded;
       // A node computing NaN or infinity is unwell (its weights or memory): its routes go to a replica.
       const bad = firstNonFinite(out);
       if (bad >= 0) {
@@ -498,11 +478,11 @@ export class RemoteExperts implements ExpertBackend {
       }
       const latencyUs = Number((process.hrtime.bigint() - t0) / 1000n);
       node.latency.add(rows.length, latencyUs / 1000);
-      const activeNeurons = res.active.reduce((a, b) => a + b, 0);
-      node.stats.addCall({ tokens: rows.length, routes: routes.length, activeNeurons, bytesSent: reply.bytesSent,
+      const activeNeurons = active.reduce((a, b) => a + b, 0);
+      node.stats.addCall({ tokens: rows.length, routes: nRoutes, activeNeurons, bytesSent: reply.bytesSent,
         bytesReceived: reply.bytesReceived });
       finish({ ok: true, latencyUs, queueUs: res.queueUs, computeUs: res.computeUs, activeNeurons, bytesIn: reply.bytesReceived });
-      return { slots, rows, out, active: res.active };
+      return { groups: unit, rows, out, active };
     } catch (e) {
       node.stats.addFailure();
       finish({ ok: false, error: e as Error, latencyUs: Number((process.hrtime.bigint() - t0) / 1000n), queueUs: 0, computeUs: 0,

@@ -4,29 +4,16 @@
 // expert node serves it with the native one. `--experts local|cluster:N|FILE`
 // only picks the implementation.
 import type { FfnMode } from './native';
+import type { RoutedBatch } from './routed-batch';
 import type { WireEncoding } from './wire/rows';
 
-/** The routed token rows of one layer of one step. */
-export interface ExpertBatch {
-  layer: number;
-  nRows: number;
-  /** Post-attention-norm hidden rows, [nRows, hidden]. */
-  hidden: Float32Array;
-  topK: number;
-  /** Routed expert ids, [nRows, topK], in router order (highest weight first). */
-  experts: Int32Array;
-  /** Routing weights (renormalised), [nRows, topK]. */
-  weights: Float32Array;
-  /** Predictor masks as bitsets of little-endian uint64 words, [nRows, topK, maskBytes(I)]. */
-  masks: Uint8Array;
-  /** Bytes per mask row (maskBytes(intermediate)). */
-  maskRowBytes: number;
-}
+/** One layer of one step, grouped by expert (core/routed-batch.ts). */
+export type ExpertBatch = RoutedBatch;
 
 export interface ExpertOutput {
-  /** sum_k weight_k * expert_k(hidden), [nRows, hidden]. */
+  /** sum over each row's routes of weight * expert(hidden), [nRows, hidden]. */
   out: Float32Array;
-  /** Neurons computed (mask AND both relus > 0) per (row, k), [nRows, topK]. */
+  /** Neurons computed (mask AND both relus > 0) per route, in group order (routeCount(batch.groups)). */
   active: Int32Array;
 }
 

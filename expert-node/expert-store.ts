@@ -2,7 +2,7 @@
 // from the model folder and uploaded into native experts. A request runs as one
 // native `moe` call (through core/run-moe.ts, the same code path as the
 // in-process backend), so a node computes exactly what `--experts local` does.
-import type { ExpertBatch } from '../core/expert-backend';
+import type { ExpertBatch, ExpertOutput } from '../core/expert-backend';
 import { type ExpertPair, formatExpertSpec, pairKey } from '../core/expert-spec';
 import { names } from '../core/model-folder';
 import { type FfnMode, type HostMatrix, type NativeBackend, type NativeExpert, type StoreDType, storeFor } from '../core/native';
@@ -30,20 +30,6 @@ export interface ExpertStoreOptions {
   mode?: FfnMode;
   /** After each pair is loaded (for a progress line). */
   onLoaded?: (done: number, total: number, pair: ExpertPair, bytesRead: number) => void;
-}
-
-/** One (token row, expert) to run: the node-side form of a wire Route. */
-export interface StoreRoute {
-  row: number;
-  expert: number;
-  weight: number;
-}
-
-export interface StoreResult {
-  /** [nRows, hidden]: per row, sum over its routes of weight * expert(x). */
-  out: Float32Array;
-  /** Neurons computed per route, in route order. */
-  active: Int32Array;
 }
 
 export class ExpertStore {
@@ -110,33 +96,11 @@ export class ExpertStore {
   }
 
   /**
-   * Runs `routes` over `hidden` ([nRows, hidden]) in one native moe call.
-   * `masks` holds one in-memory mask row (maskBytes(I)) per route, in route order.
-   * Every route's (layer, expert) must be held (the server checks first).
+   * Runs a decoded request (every group's expert held: the codec checked) in one
+   * native moe call. `active` is per route in group order.
    */
-  async run(layer: number, nRows: number, hidden: Float32Array, routes: StoreRoute[], masks: Uint8Array,
-    maskRowBytes: number): Promise<StoreResult> {
-    // Lay routes out as an ExpertBatch: slot (row, j) for the j-th route of a row; unused slots are -1.
-    const perRow = new Int32Array(nRows);
-    for (const r of routes) perRow[r.row]++;
-    let topK = 0;
-    for (const c of perRow) topK = Math.max(topK, c);
-    const experts = new Int32Array(nRows * topK).fill(-1);
-    const weights = new Float32Array(nRows * topK);
-    const batchMasks = new Uint8Array(nRows * topK * maskRowBytes);
-    const slotOf = new Int32Array(routes.length);
-    perRow.fill(0);
-    routes.forEach((r, i) => {
-      const slot = r.row * topK + perRow[r.row]++;
-      slotOf[i] = slot;
-      experts[slot] = r.expert;
-      weights[slot] = r.weight;
-      batchMasks.set(masks.subarray(i * maskRowBytes, (i + 1) * maskRowBytes), slot * maskRowBytes);
-    });
-    const batch: ExpertBatch = { layer, nRows, hidden, topK, experts, weights, masks: batchMasks, maskRowBytes };
-    const { out, active } = await runMoe(this.backend, this.mode, this.dims.hiddenSize, batch,
-      (L, E) => this.experts.get(pairKey(L, E)));
-    return { out, active: Int32Array.from(slotOf, (s) => active[s]) };
+  run(batch: ExpertBatch): Promise<ExpertOutput> {
+    return runMoe(this.backend, this.mode, this.dims.hiddenSize, batch, (L, E) => this.experts.get(pairKey(L, E)));
   }
 
   close(): void {

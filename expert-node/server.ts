@@ -18,10 +18,10 @@ import { maskBytes } from '../core/native';
 import {
   EXPERT_MAX_MESSAGE_BYTES, EXPERT_SERVICE_NAME, expertProto, type ExpertRequest__Output, type ExpertResponse, type InfoResponse,
 } from '../core/wire/expert-proto';
-import { decodeMaskInto } from '../core/wire/masks';
+import { decodeExpertRequest, type DecodedRequest, encodeExpertResponse, WireRejection } from '../core/wire/expert-messages';
 import { type RequestScan, scanRequest } from '../core/wire/request-scan';
-import { decodeRows, encodeRows, fromProtoEncoding, type WireEncoding } from '../core/wire/rows';
-import type { ExpertStore, StoreRoute } from './expert-store';
+import { fromProtoEncoding, type WireEncoding } from '../core/wire/rows';
+import type { ExpertStore } from './expert-store';
 import { listenTls, type ServerTlsFiles, type TlsListener } from './tls-listener';
 
 /** gRPC server options of an expert node; see the comment on each key. */
@@ -93,11 +93,6 @@ export interface ExpertNodeServerOptions {
 }
 
 /** A request failed validation: answered with this status, nothing else happens. */
-class Rejected extends Error {
-  constructor(readonly code: grpc.status, message: string) {
-    super(message);
-  }
-}
 
 /** Trace context is a traceparent and a tracestate; a few more entries are tolerated. */
 const MAX_TRACE_ENTRIES = 64;
@@ -120,12 +115,8 @@ interface Job {
   id: number;
   arrival: bigint;
   timeoutMs: number;
-  layer: number;
-  nRows: number;
-  hidden: Float32Array;
-  routes: StoreRoute[];
-  masks: Uint8Array;
-  reply: WireEncoding;
+  /** The request as a RoutedBatch, validated against what this node holds. */
+  decoded: DecodedRequest;
   /** Its size on the wire, counted against maxQueuedBytes while it waits. */
   wireBytes: number;
   scope?: { end?(result: NodeRequestResult): void } | void;
@@ -332,33 +323,32 @@ export class ExpertNodeServer {
     let job: Job;
     let req: ExpertRequest__Output;
     try {
-      if (this.draining) throw new Rejected(grpc.status.UNAVAILABLE, 'expert node is shutting down');
-      if (scan.error) throw new Rejected(grpc.status.INVALID_ARGUMENT, `malformed request: ${scan.error}`);
+      if (this.draining) throw new WireRejection(grpc.status.UNAVAILABLE, 'expert node is shutting down');
+      if (scan.error) throw new WireRejection(grpc.status.INVALID_ARGUMENT, `malformed request: ${scan.error}`);
       const maxQueued = this.opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
       if (this.queue.length > 0 && this.queuedBytes + bytes.length > maxQueued) {
-        throw new Rejected(grpc.status.RESOURCE_EXHAUSTED, `the node's queue is full (${this.queue.length} requests, ` +
+        throw new WireRejection(grpc.status.RESOURCE_EXHAUSTED, `the node's queue is full (${this.queue.length} requests, ` +
           `${this.queuedBytes} bytes waiting, at most ${maxQueued}); not run`);
       }
       ({ job, req } = this.decode(stream, id, arrival, bytes, scan));
     } catch (e) {
-      const r = e instanceof Rejected ? e
-        : e instanceof UserError ? new Rejected(grpc.status.INVALID_ARGUMENT, e.message)
-          : new Rejected(grpc.status.INTERNAL, `bug: ${(e as Error).message}`);
+      const r = e instanceof WireRejection ? e
+        : e instanceof UserError ? new WireRejection(grpc.status.INVALID_ARGUMENT, e.message)
+          : new WireRejection(grpc.status.INTERNAL, `bug: ${(e as Error).message}`);
       if (r.code === grpc.status.INTERNAL) this.log(`request ${id}: ${(e as Error).stack}`);
       this.respond(stream, { id, error: { code: r.code, message: r.message } });
       return;
     }
     stream.ids.set(id, []);
     if (this.opts.hooks?.onRequest) {
+      const { batch } = job.decoded;
       const routesByExpert: Record<number, number> = {};
+      for (const g of batch.groups) routesByExpert[g.expert] = g.rows.length;
       let maskBytesIn = 0;
-      for (const r of req.routes) {
-        routesByExpert[r.expert] = (routesByExpert[r.expert] ?? 0) + 1;
-        maskBytesIn += (r.mask?.bits ?? r.mask?.indices16 ?? r.mask?.indices32)?.length ?? 0;
-      }
+      for (const r of req.routes) maskBytesIn += (r.mask?.bits ?? r.mask?.indices16 ?? r.mask?.indices32)?.length ?? 0;
       job.scope = this.opts.hooks.onRequest({
-        id, stepId: Number(req.stepId), layer: job.layer, tokens: job.nRows, routes: job.routes.length,
-        experts: Object.keys(routesByExpert).map(Number).sort((a, b) => a - b), routesByExpert,
+        id, stepId: Number(req.stepId), layer: batch.layer, tokens: batch.nRows, routes: req.routes.length,
+        experts: batch.groups.map((g) => g.expert), routesByExpert,
         wire: fromProtoEncoding(req.hidden!.encoding), traceContext: req.traceContext ?? {},
         bytesIn: req.hidden!.data.length + (req.hidden!.scales?.length ?? 0) + maskBytesIn,
       });
@@ -372,66 +362,27 @@ export class ExpertNodeServer {
   /** Validates a request against what this node holds and decodes it. */
   private decode(stream: OpenStream, id: number, arrival: bigint, bytes: Buffer, scan: RequestScan): { job: Job; req: ExpertRequest__Output } {
     const store = this.store;
-    if (!store) throw new Rejected(grpc.status.UNAVAILABLE, 'weights are still loading (wait for health SERVING)');
+    if (!store) throw new WireRejection(grpc.status.UNAVAILABLE, 'weights are still loading (wait for health SERVING)');
     const { numLayers, hiddenSize: H, intermediateSize: I } = store.dims;
     // Counts before protobufjs makes objects of them (the exact check per layer follows decoding). int8 is the
     // densest encoding (a byte per value), so the hidden bytes hold at most this many rows whatever `count`
     // claims, and a row goes at most once to each expert of the layer.
     const rows = Math.max(1, Math.min(scan.hiddenCount, Math.floor(scan.hiddenBytes / H)));
     if (scan.routes > rows * store.dims.numExperts) {
-      throw new Rejected(grpc.status.INVALID_ARGUMENT, `routes: ${scan.routes} routes for ${rows} hidden rows, but a row goes at most ` +
+      throw new WireRejection(grpc.status.INVALID_ARGUMENT, `routes: ${scan.routes} routes for ${rows} hidden rows, but a row goes at most ` +
         `once to each of the ${store.dims.numExperts} experts of a layer (at most ${rows * store.dims.numExperts} routes)`);
     }
     if (scan.traceEntries > MAX_TRACE_ENTRIES) {
-      throw new Rejected(grpc.status.INVALID_ARGUMENT, `trace_context: ${scan.traceEntries} entries, at most ${MAX_TRACE_ENTRIES} (traceparent, tracestate)`);
+      throw new WireRejection(grpc.status.INVALID_ARGUMENT, `trace_context: ${scan.traceEntries} entries, at most ${MAX_TRACE_ENTRIES} (traceparent, tracestate)`);
     }
     let req: ExpertRequest__Output;
     try {
       req = expertProto().service.Run.requestDeserialize(bytes);
     } catch (e) {
-      throw new Rejected(grpc.status.INVALID_ARGUMENT, `malformed request: ${(e as Error).message}`);
+      throw new WireRejection(grpc.status.INVALID_ARGUMENT, `malformed request: ${(e as Error).message}`);
     }
-    const layer = req.layer;
-    if (layer >= numLayers) {
-      throw new Rejected(grpc.status.INVALID_ARGUMENT, `layer ${layer} out of range: the model has ${numLayers} layers (0-${numLayers - 1})`);
-    }
-    if (!store.holdsLayer(layer)) {
-      throw new Rejected(grpc.status.FAILED_PRECONDITION, `this node holds no expert of layer ${layer} (it holds ${store.spec}); check the shard map`);
-    }
-    if (!req.hidden) throw new Rejected(grpc.status.INVALID_ARGUMENT, 'hidden: missing');
-    const nRows = req.hidden.count;
-    if (nRows === 0) throw new Rejected(grpc.status.INVALID_ARGUMENT, 'hidden: no rows');
-    const hidden = decodeRows(req.hidden, nRows, H, 'hidden', { finite: true });
-    const reply = fromProtoEncoding(req.replyEncoding);
-    if (req.routes.length === 0) throw new Rejected(grpc.status.INVALID_ARGUMENT, 'routes: empty (each request needs at least one (row, expert) route)');
-    // Before the masks are allocated (a mask row each): each row goes to each held expert at most once,
-    // and the rows were checked against the bytes of `hidden`.
-    const held = store.expertsInLayer(layer);
-    if (req.routes.length > nRows * held) {
-      throw new Rejected(grpc.status.INVALID_ARGUMENT, `routes: ${req.routes.length} routes for ${nRows} hidden rows, but a row goes at most ` +
-        `once to each of the ${held} experts of layer ${layer} this node holds (at most ${nRows * held} routes)`);
-    }
-    const rowBytes = maskBytes(I);
-    const masks = new Uint8Array(req.routes.length * rowBytes);
-    const seen = new Set<string>();
-    const routes: StoreRoute[] = req.routes.map((r, i) => {
-      if (r.row >= nRows) {
-        throw new Rejected(grpc.status.INVALID_ARGUMENT, `routes[${i}].row ${r.row} out of range (the request has ${nRows} hidden rows)`);
-      }
-      if (r.expert >= store.dims.numExperts) {
-        throw new Rejected(grpc.status.INVALID_ARGUMENT, `routes[${i}].expert ${r.expert} out of range: the model has ${store.dims.numExperts} experts per layer`);
-      }
-      if (!store.has(layer, r.expert)) {
-        throw new Rejected(grpc.status.FAILED_PRECONDITION, `routes[${i}]: this node does not hold expert ${pairKey(layer, r.expert)} (it holds ${store.spec}); check the shard map`);
-      }
-      if (!Number.isFinite(r.weight)) throw new Rejected(grpc.status.INVALID_ARGUMENT, `routes[${i}].weight is ${r.weight}, not a finite number`);
-      const key = pairKey(r.row, r.expert);
-      if (seen.has(key)) throw new Rejected(grpc.status.INVALID_ARGUMENT, `routes[${i}]: row ${r.row} is routed to expert ${r.expert} twice`);
-      seen.add(key);
-      decodeMaskInto(r.mask, I, masks, i * rowBytes, `routes[${i}].mask`);
-      return { row: r.row, expert: r.expert, weight: r.weight };
-    });
-    return { job: { stream, id, arrival, timeoutMs: req.timeoutMs, layer, nRows, hidden, routes, masks, reply, wireBytes: 0 }, req };
+    const decoded = decodeExpertRequest(req, store, maskBytes(store.dims.intermediateSize));
+    return { job: { stream, id, arrival, timeoutMs: req.timeoutMs, decoded, wireBytes: 0 }, req };
   }
 
   /** Runs queued jobs one at a time (the native backend serialises ops anyway; this keeps queue time honest). */
@@ -470,12 +421,12 @@ export class ExpertNodeServer {
     const t0 = process.hrtime.bigint();
     try {
       const store = this.store!;
-      const r = await store.run(job.layer, job.nRows, job.hidden, job.routes, job.masks, maskBytes(store.dims.intermediateSize));
+      const r = await store.run(job.decoded.batch);
       const computeUs = usSince(t0);
-      const out = encodeRows(r.out, store.dims.hiddenSize, null, job.reply);
-      this.respond(job.stream, { id: job.id, out, active: Array.from(r.active), queueUs, computeUs }, true);
+      const res = encodeExpertResponse(job.id, job.decoded, r.out, r.active, store.dims.hiddenSize, { queueUs, computeUs });
+      this.respond(job.stream, res, true);
       end({ ok: true, queueUs, computeUs, activeNeurons: r.active.reduce((a, b) => a + b, 0),
-        bytesOut: (out.data?.length ?? 0) + (out.scales?.length ?? 0) });
+        bytesOut: (res.out?.data?.length ?? 0) + (res.out?.scales?.length ?? 0) });
     } catch (e) {
       const message = `expert computation failed: ${(e as Error).message}`;
       this.log(`request ${job.id}: ${(e as Error).stack}`);

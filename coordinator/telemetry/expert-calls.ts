@@ -4,6 +4,7 @@
 // node holds. Both the tracing (a CLIENT span per call) and the metrics (per
 // (layer, expert, node) histograms) are fed from this one record.
 import type { ExpertBatch, ExpertOutput } from '../../core/expert-backend';
+import { routedRowCount } from '../../core/routed-batch';
 
 export interface ExpertCallRecord {
   layer: number;
@@ -36,39 +37,30 @@ export interface ExpertCallRecord {
   retry?: boolean;
 }
 
-/** Per-expert slots and active neurons of an ExpertBatch, for a call covering `experts` (or all, when omitted). */
+/** Per-expert routes ("slots") and active neurons of an ExpertBatch, for a call covering `experts` (or all, when omitted). */
 export function summariseBatch(
   batch: ExpertBatch,
   result: ExpertOutput | undefined,
   onlyExperts?: readonly number[],
 ): { experts: number[]; slots: number[]; active: number[]; tokens: number } {
-  // Small arrays indexed by expert id: this runs once per layer of every step.
-  const slotsBy: number[] = [];
-  const activeBy: number[] = [];
-  let tokens = 0;
-  const { topK, nRows } = batch;
-  for (let row = 0; row < nRows; row++) {
-    let counted = false;
-    for (let k = 0; k < topK; k++) {
-      const s = row * topK + k;
-      const e = batch.experts[s];
-      if (e < 0 || (onlyExperts && !onlyExperts.includes(e))) continue;
-      slotsBy[e] = (slotsBy[e] ?? 0) + 1;
-      if (result) activeBy[e] = (activeBy[e] ?? 0) + result.active[s];
-      if (!counted) {
-        counted = true;
-        tokens++;
-      }
-    }
-  }
   const experts: number[] = [];
   const slots: number[] = [];
   const active: number[] = [];
-  for (let e = 0; e < slotsBy.length; e++) {
-    if (slotsBy[e] === undefined) continue;
-    experts.push(e);
-    slots.push(slotsBy[e]);
-    if (result) active.push(activeBy[e] ?? 0);
+  const covered = [];
+  let j = 0; // this group's first route in `result.active` (group order)
+  for (const g of batch.groups) {
+    const n = g.rows.length;
+    if (!onlyExperts || onlyExperts.includes(g.expert)) {
+      covered.push(g);
+      experts.push(g.expert);
+      slots.push(n);
+      if (result) {
+        let a = 0;
+        for (let i = j; i < j + n; i++) a += result.active[i];
+        active.push(a);
+      }
+    }
+    j += n;
   }
-  return { experts, slots, active, tokens };
+  return { experts, slots, active, tokens: routedRowCount(covered, batch.nRows) };
 }

@@ -7,6 +7,7 @@ import type { ExpertBatch } from '../../core/expert-backend';
 import type { ExpertPair } from '../../core/expert-spec';
 import type { ModelFolder } from '../../core/model-folder';
 import { maskBytes, native, type NativeBackend } from '../../core/native';
+import { groupSlotsByExpert, routedBatchFromSlots, scatterToSlots } from '../../core/routed-batch';
 import { ExpertStore } from '../../expert-node/expert-store';
 import { createServer, type ExpertNodeServer, type ExpertNodeServerOptions } from '../../expert-node/server';
 
@@ -30,8 +31,18 @@ export interface BatchDims {
   numExperts: number;
 }
 
+/** A routed batch plus the slot-form routing it was drawn from ([nRows, topK] experts, weights, mask rows). */
+export type SlotBatch = ExpertBatch & { topK: number; experts: Int32Array; weights: Float32Array; masks: Uint8Array };
+
+/** `b` regrouped after its slot-form experts were changed in place. */
+export const rerouted = (b: SlotBatch): SlotBatch => ({ ...b, ...routedBatchFromSlots(b) });
+
+/** Per-route values of `b` (group order) in its slot order. */
+export const bySlot = (b: SlotBatch, perRoute: Int32Array): Int32Array =>
+  scatterToSlots(perRoute, groupSlotsByExpert(b.experts).map((g) => g.slots), b.nRows * b.topK);
+
 /** A routed batch as the forward pass makes one: distinct experts per row, weights summing to 1, random masks. */
-export function randomBatch(d: BatchDims, layer: number, nRows: number, seed: number, opts: { topK?: number; density?: number } = {}): ExpertBatch {
+export function randomBatch(d: BatchDims, layer: number, nRows: number, seed: number, opts: { topK?: number; density?: number } = {}): SlotBatch {
   const topK = opts.topK ?? 2;
   const density = opts.density ?? 0.3;
   const r = rng(seed);
@@ -55,7 +66,8 @@ export function randomBatch(d: BatchDims, layer: number, nRows: number, seed: nu
       for (let i = 0; i < d.intermediateSize; i++) if (r() < density) masks[s * rowBytes + (i >> 3)] |= 1 << (i & 7);
     });
   }
-  return { layer, nRows, hidden, topK, experts, weights, masks, maskRowBytes: rowBytes };
+  const slotForm = { layer, nRows, hidden, topK, experts, weights, masks, maskRowBytes: rowBytes };
+  return { ...slotForm, ...routedBatchFromSlots(slotForm) };
 }
 
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -14,7 +14,7 @@ import { LocalExperts } from '../../coordinator/local-experts';
 import { ExpertsUnavailableError, RemoteExperts, type RemoteExpertsOptions } from '../../coordinator/remote-experts';
 import { ExpertNodeServer } from '../../expert-node/server';
 import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
-import { type InProcessNode, maxAbsDiff, randomBatch, startNode } from './helpers';
+import { type InProcessNode, maxAbsDiff, randomBatch, rerouted, type SlotBatch, startNode } from './helpers';
 
 describeGolden('remote experts vs local (tiny-a, in-process nodes)', () => {
   let folder: ModelFolder;
@@ -48,7 +48,7 @@ describeGolden('remote experts vs local (tiny-a, in-process nodes)', () => {
     return { remote, nodes: started, shardMap };
   }
 
-  function batches(): ExpertBatch[] {
+  function batches(): SlotBatch[] {
     return [randomBatch(dims, 0, 1, 1), randomBatch(dims, 1, 5, 2), randomBatch(dims, 0, 17, 3, { density: 0.05 }), randomBatch(dims, 1, 9, 4, { density: 0.9 })];
   }
 
@@ -93,6 +93,7 @@ describeGolden('remote experts vs local (tiny-a, in-process nodes)', () => {
     const on0 = shardMap.nodes[0].experts.filter((p) => p.layer === 0).map((p) => p.expert);
     const b = randomBatch(dims, 0, 6, 9);
     for (let row = 0; row < 6; row++) b.experts.set([on0[0], on0[1]], row * 2);
+    Object.assign(b, rerouted(b));
     const want = await local.runExperts(b);
     const got = await remote.runExperts(b);
     expect(maxAbsDiff(got.out, want.out)).toBeLessThanOrEqual(1e-6);

@@ -7,7 +7,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { parseExpertSpec } from '../../core/expert-spec';
 import { ModelFolder, names } from '../../core/model-folder';
 import { native } from '../../core/native';
-import type { ExpertBatch } from '../../core/expert-backend';
+import { encodeExpertRequest } from '../../core/wire/expert-messages';
 import { LocalExperts } from '../../coordinator/local-experts';
 import { encodeMask } from '../../core/wire/masks';
 import { decodeRows, encodeRows } from '../../core/wire/rows';
@@ -16,7 +16,7 @@ import { ExpertClient } from '../../coordinator/expert-client';
 import { createServer } from '../../expert-node/server';
 import { ExpertStore } from '../../expert-node/expert-store';
 import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
-import { type InProcessNode, maxAbsDiff, randomBatch, startNode } from './helpers';
+import { bySlot, type InProcessNode, maxAbsDiff, randomBatch, rerouted, type SlotBatch, startNode } from './helpers';
 
 describeGolden('expert node server (tiny-a, in process)', () => {
   let folder: ModelFolder;
@@ -37,10 +37,10 @@ describeGolden('expert node server (tiny-a, in process)', () => {
   });
 
   /** 3 tokens of layer 0, each routed to experts 0 and 1 (what this node holds). */
-  function goodBatch(): ExpertBatch {
+  function goodBatch(): SlotBatch {
     const b = randomBatch(folder.config, 0, 3, 11, { topK: 2 });
     b.experts.set([0, 1, 1, 0, 0, 1]);
-    return b;
+    return rerouted(b);
   }
 
   /** The request the remote backend would send for goodBatch(). */
@@ -65,9 +65,16 @@ describeGolden('expert node server (tiny-a, in process)', () => {
     try {
       const local = await LocalExperts.load(folder, backend, { store: 'auto', mode: 'sparse' });
       const want = await local.runExperts(goodBatch());
+      // Routes in slot order (not grouped by expert): the node answers per route in request order.
       const { response } = await client.call(goodRequest(), 5000);
       expect(maxAbsDiff(decodeRows(response.out, 3, H, 'out'), want.out)).toBe(0);
-      expect(response.active).toEqual(Array.from(want.active));
+      expect(response.active).toEqual(Array.from(bySlot(goodBatch(), want.active)));
+      // Routes in group order, as the coordinator's codec sends them: the same answer.
+      const b = goodBatch();
+      const grouped = encodeExpertRequest(b, b.groups, { stepId: 0, wire: 'f32', timeoutMs: 0, traceContext: {}, hiddenSize: H, intermediateSize: I });
+      const again = (await client.call(grouped.request, 5000)).response;
+      expect(maxAbsDiff(decodeRows(again.out, 3, H, 'out'), want.out)).toBe(0);
+      expect(again.active).toEqual(Array.from(want.active));
       expect(response.computeUs).toBeGreaterThan(0);
       await local.close();
     } finally {

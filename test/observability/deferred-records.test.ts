@@ -2,6 +2,7 @@
 // whenever the metrics or the status are read: each record runs exactly once.
 import { Registry } from '../../core/metrics';
 import type { ExpertBackend, ExpertBatch, ExpertOutput } from '../../core/expert-backend';
+import { routeCount } from '../../core/routed-batch';
 import type { Engine } from '../../coordinator/engine';
 import { buildStatus, EngineObservability, ObservedExperts } from '../../coordinator/telemetry';
 
@@ -11,7 +12,7 @@ const I = 64;
 function observed(log?: (line: string) => void): { obs: EngineObservability; experts: ExpertBackend } {
   const backend: ExpertBackend = {
     name: 'local',
-    runExperts: async (b: ExpertBatch): Promise<ExpertOutput> => ({ out: new Float32Array(b.nRows * 4), active: new Int32Array(b.nRows * b.topK).fill(8) }),
+    runExperts: async (b: ExpertBatch): Promise<ExpertOutput> => ({ out: new Float32Array(b.nRows * 4), active: new Int32Array(routeCount(b.groups)).fill(8) }),
     close: async () => undefined,
   };
   const engine = {
@@ -27,11 +28,8 @@ const batch = (layer: number): ExpertBatch => ({
   layer,
   nRows: 1,
   hidden: new Float32Array(4),
-  topK: 1,
-  experts: Int32Array.of(layer % 2),
-  weights: Float32Array.of(1),
-  masks: new Uint8Array(8),
   maskRowBytes: 8,
+  groups: [{ expert: layer % 2, rows: Int32Array.of(0), weights: Float32Array.of(1), masks: new Uint8Array(8) }],
 });
 
 test('the status flushes the deferred records once (the registry read already does)', async () => {

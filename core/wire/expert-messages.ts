@@ -1,0 +1,186 @@
+// The expert protocol at the message level, for both sides: a coordinator
+// encodes whole expert groups of a RoutedBatch into an ExpertRequest and
+// decodes the response; an expert node decodes (and validates) a request back
+// into a RoutedBatch and encodes its response. Routes travel in group order
+// (expert ascending, each group's rows in order), so a node's `active` (per
+// route, request order) is already the coordinator's group order.
+import { status } from '@grpc/grpc-js';
+import { pairKey } from '../expert-spec';
+import { type ExpertGroup, type RoutedBatch, routeCount } from '../routed-batch';
+import type { ExpertRequest, ExpertRequest__Output, ExpertResponse, ExpertResponse__Output } from './expert-proto';
+import { decodeMaskInto, encodeMask } from './masks';
+import { decodeRows, encodeRows, fromProtoEncoding, toProtoEncoding, type WireEncoding } from './rows';
+
+/** A request or response that is not what the protocol allows; `code` is the gRPC status to answer with. */
+export class WireRejection extends Error {
+  constructor(readonly code: status, message: string) {
+    super(message);
+    this.name = 'WireRejection';
+  }
+}
+
+export interface RequestOptions {
+  stepId: number;
+  wire: WireEncoding;
+  timeoutMs: number;
+  traceContext: Record<string, string>;
+  hiddenSize: number;
+  intermediateSize: number;
+}
+
+/**
+ * One node's message for `groups` (whole groups of `batch`): each routed row's
+ * hidden state once (ascending batch row), then the routes in group order.
+ * `rows` are the batch rows of the message's hidden rows, in order.
+ */
+export function encodeExpertRequest(batch: RoutedBatch, groups: readonly ExpertGroup[], o: RequestOptions):
+  { request: Omit<ExpertRequest, 'id'>; rows: Int32Array } {
+  const R = batch.maskRowBytes;
+  const local = new Int32Array(batch.nRows).fill(-1);
+  for (const g of groups) for (const r of g.rows) local[r] = 0;
+  let n = 0;
+  for (let r = 0; r < batch.nRows; r++) if (local[r] === 0) local[r] = n++;
+  const rows = new Int32Array(n);
+  for (let r = 0; r < batch.nRows; r++) if (local[r] >= 0) rows[local[r]] = r;
+  const routes = [];
+  for (const g of groups) {
+    for (let j = 0; j < g.rows.length; j++) {
+      routes.push({ row: local[g.rows[j]], expert: g.expert, weight: g.weights[j],
+        mask: encodeMask(g.masks.subarray(j * R, (j + 1) * R), o.intermediateSize) });
+    }
+  }
+  const request = {
+    stepId: o.stepId,
+    layer: batch.layer,
+    hidden: encodeRows(batch.hidden, o.hiddenSize, rows, o.wire),
+    routes,
+    replyEncoding: toProtoEncoding(o.wire),
+    timeoutMs: o.timeoutMs,
+    traceContext: o.traceContext,
+  };
+  return { request, rows };
+}
+
+/**
+ * A node's answer: one pre-combined row per request row and an active count
+ * per route. Throws WireRejection(INTERNAL) when it does not fit the request.
+ */
+export function decodeExpertResponse(res: ExpertResponse__Output, nRows: number, routes: number, hiddenSize: number):
+  { out: Float32Array; active: Int32Array } {
+  try {
+    const out = decodeRows(res.out, nRows, hiddenSize, 'out');
+    if (res.active.length !== routes) throw new Error(`${res.active.length} active counts for ${routes} routes`);
+    return { out, active: Int32Array.from(res.active) };
+  } catch (e) {
+    throw new WireRejection(status.INTERNAL, `malformed response: ${(e as Error).message}`);
+  }
+}
+
+/** What a node holds, for checking a request against it (an ExpertStore satisfies it). */
+export interface HeldExperts {
+  readonly dims: { hiddenSize: number; intermediateSize: number; numLayers: number; numExperts: number };
+  readonly spec: string;
+  holdsLayer(layer: number): boolean;
+  expertsInLayer(layer: number): number;
+  has(layer: number, expert: number): boolean;
+}
+
+export interface DecodedRequest {
+  batch: RoutedBatch;
+  reply: WireEncoding;
+  /**
+   * For each request route, its index in group order; null when the request was
+   * already in group order (every request this codec encodes).
+   */
+  routeOrder: Int32Array | null;
+}
+
+/**
+ * Validates a decoded ExpertRequest against what `held` holds and turns it into
+ * a RoutedBatch. Throws WireRejection naming the field (INVALID_ARGUMENT for a
+ * malformed request, FAILED_PRECONDITION for experts this node does not hold).
+ */
+export function decodeExpertRequest(req: ExpertRequest__Output, held: HeldExperts, maskRowBytes: number): DecodedRequest {
+  const { numLayers, numExperts, hiddenSize: H, intermediateSize: I } = held.dims;
+  const bad = (m: string) => new WireRejection(status.INVALID_ARGUMENT, m);
+  const layer = req.layer;
+  if (layer >= numLayers) throw bad(`layer ${layer} out of range: the model has ${numLayers} layers (0-${numLayers - 1})`);
+  if (!held.holdsLayer(layer)) {
+    throw new WireRejection(status.FAILED_PRECONDITION, `this node holds no expert of layer ${layer} (it holds ${held.spec}); check the shard map`);
+  }
+  if (!req.hidden) throw bad('hidden: missing');
+  const nRows = req.hidden.count;
+  if (nRows === 0) throw bad('hidden: no rows');
+  let hidden: Float32Array;
+  try {
+    hidden = decodeRows(req.hidden, nRows, H, 'hidden', { finite: true });
+  } catch (e) {
+    throw bad((e as Error).message);
+  }
+  const reply = fromProtoEncoding(req.replyEncoding);
+  const routes = req.routes;
+  if (routes.length === 0) throw bad('routes: empty (each request needs at least one (row, expert) route)');
+  // Before the masks are allocated (a mask row each): each row goes to each held expert at most once,
+  // and the rows were checked against the bytes of `hidden`.
+  const heldHere = held.expertsInLayer(layer);
+  if (routes.length > nRows * heldHere) {
+    throw bad(`routes: ${routes.length} routes for ${nRows} hidden rows, but a row goes at most ` +
+      `once to each of the ${heldHere} experts of layer ${layer} this node holds (at most ${nRows * heldHere} routes)`);
+  }
+  // Pass 1: check every route, count routes per expert, note whether they already come in group order.
+  const perExpert = new Map<number, number>();
+  const seen = new Set<number>();
+  let inOrder = true;
+  let prevExpert = -1;
+  for (let i = 0; i < routes.length; i++) {
+    const r = routes[i];
+    if (r.row >= nRows) throw bad(`routes[${i}].row ${r.row} out of range (the request has ${nRows} hidden rows)`);
+    if (r.expert >= numExperts) throw bad(`routes[${i}].expert ${r.expert} out of range: the model has ${numExperts} experts per layer`);
+    if (!held.has(layer, r.expert)) {
+      throw new WireRejection(status.FAILED_PRECONDITION,
+        `routes[${i}]: this node does not hold expert ${pairKey(layer, r.expert)} (it holds ${held.spec}); check the shard map`);
+    }
+    if (!Number.isFinite(r.weight)) throw bad(`routes[${i}].weight is ${r.weight}, not a finite number`);
+    const key = r.row * numExperts + r.expert;
+    if (seen.has(key)) throw bad(`routes[${i}]: row ${r.row} is routed to expert ${r.expert} twice`);
+    seen.add(key);
+    if (r.expert < prevExpert) inOrder = false;
+    prevExpert = r.expert;
+    perExpert.set(r.expert, (perExpert.get(r.expert) ?? 0) + 1);
+  }
+  // Pass 2: place each route in its expert's group (request order within a group), masks decoded in place.
+  const experts = [...perExpert.keys()].sort((a, b) => a - b);
+  const groupOf = new Map(experts.map((e, gi) => [e, gi]));
+  const groups: ExpertGroup[] = experts.map((expert) => {
+    const n = perExpert.get(expert)!;
+    return { expert, rows: new Int32Array(n), weights: new Float32Array(n), masks: new Uint8Array(n * maskRowBytes) };
+  });
+  const starts = new Int32Array(groups.length);
+  for (let gi = 1; gi < groups.length; gi++) starts[gi] = starts[gi - 1] + groups[gi - 1].rows.length;
+  const filled = new Int32Array(groups.length);
+  const routeOrder = inOrder ? null : new Int32Array(routes.length);
+  for (let i = 0; i < routes.length; i++) {
+    const r = routes[i];
+    const gi = groupOf.get(r.expert)!;
+    const g = groups[gi];
+    const j = filled[gi]++;
+    g.rows[j] = r.row;
+    g.weights[j] = r.weight;
+    try {
+      decodeMaskInto(r.mask, I, g.masks, j * maskRowBytes, `routes[${i}].mask`);
+    } catch (e) {
+      throw bad((e as Error).message);
+    }
+    if (routeOrder) routeOrder[i] = starts[gi] + j;
+  }
+  return { batch: { layer, nRows, hidden, maskRowBytes, groups }, reply, routeOrder };
+}
+
+/** A node's answer for a decoded request: active counts back in the request's route order. */
+export function encodeExpertResponse(id: number, decoded: DecodedRequest, out: Float32Array, active: Int32Array, hiddenSize: number,
+  timing: { queueUs: number; computeUs: number }): ExpertResponse {
+  const { routeOrder } = decoded;
+  const perRoute = routeOrder ? Array.from(routeOrder, (g) => active[g]) : Array.from(active);
+  if (perRoute.length !== routeCount(decoded.batch.groups)) throw new Error('encodeExpertResponse: active counts do not match the routes');
+  return { id, out: encodeRows(out, hiddenSize, null, decoded.reply), active: perRoute, queueUs: timing.queueUs, computeUs: timing.computeUs };
+}
