@@ -11,6 +11,7 @@ import path from 'node:path';
 import { UserError } from '../core/errors';
 import { formatExpertSpec } from '../core/expert-spec';
 import type { Device, StoreDType } from '../core/native';
+import type { NodeStartupMessage } from '../core/node-startup-message';
 import { balancedShardMap, expertBytes, type ShardMap, uniformPairs } from '../core/shard-map';
 import { EXPERT_NODE_SERVICE } from '../core/telemetry';
 import { traceConfigFromEnv } from '../core/telemetry/config';
@@ -55,9 +56,6 @@ export interface LocalNode {
   stderrTail: string[];
 }
 
-/** Messages from expert-node/main.ts (kept structural: coordinator/ does not import expert-node/). */
-type NodeMessage = { event: 'listening'; port: number } | { event: 'serving'; experts: string; weightBytes: number }
-  | { event: 'failed'; message: string };
 
 /**
  * A node's environment: this process's, except that a user's OTEL_SERVICE_NAME names the
@@ -169,7 +167,7 @@ export class LocalCluster {
       });
       ready.push(new Promise<void>((resolve, reject) => {
         const why = () => node.stderrTail.filter((l) => l.trim()).slice(-3).join(' | ') || 'no output';
-        child.on('message', (m: NodeMessage) => {
+        child.on('message', (m: NodeStartupMessage) => {
           if (m.event === 'listening') node.address = `${host.includes(':') ? `[${host}]` : host}:${m.port}`;
           else if (m.event === 'serving') {
             log(`cluster: ${node.name} SERVING ${m.experts} on ${node.address} (${(m.weightBytes / 1e6).toFixed(1)} MB)`);

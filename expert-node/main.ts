@@ -9,6 +9,7 @@ import { loadShardMap } from '../core/shard-map';
 import { isLoopbackAddress, loadTlsFiles } from '../core/tls-files';
 import { ModelFolder } from '../core/model-folder';
 import { native, type Device, type NativeBackend, type StoreDType } from '../core/native';
+import type { NodeStartupMessage } from '../core/node-startup-message';
 import { ExpertStore } from './expert-store';
 import { createServer, type ExpertNodeHooks, type ExpertNodeServer } from './server';
 import { createNodeTelemetry, startMetricsServer, type MetricsServer, type NodeTelemetry } from './telemetry';
@@ -45,11 +46,6 @@ export interface ExpertNodeOptions {
   log?: (line: string) => void;
 }
 
-/** Messages a node sends its parent over IPC when a local cluster spawned it. */
-export type NodeParentMessage =
-  | { event: 'listening'; port: number; healthPort?: number }
-  | { event: 'serving'; experts: string; weightBytes: number }
-  | { event: 'failed'; message: string };
 
 export interface RunningExpertNode {
   port: number;
@@ -106,7 +102,7 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
         : `warning: TLS without --tls-ca on ${opts.host}:${port}, not loopback: any client may call this node; ` +
           'give --tls-ca to require client certificates');
     }
-    process.send?.({ event: 'listening', port, healthPort } satisfies NodeParentMessage);
+    process.send?.({ event: 'listening', port, healthPort } satisfies NodeStartupMessage);
 
     const t0 = Date.now();
     let lastLog = 0;
@@ -128,7 +124,7 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
     server.setStore(store);
     log(`SERVING ${pairs.length} experts (${store.spec}), ${(backend.weightBytes() / 1e6).toFixed(1)} MB ${store.dtype}, ` +
       `loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    process.send?.({ event: 'serving', experts: store.spec, weightBytes: backend.weightBytes() } satisfies NodeParentMessage);
+    process.send?.({ event: 'serving', experts: store.spec, weightBytes: backend.weightBytes() } satisfies NodeStartupMessage);
   } catch (e) {
     await metricsServer?.close();
     server?.forceShutdown();
@@ -194,7 +190,7 @@ export async function serveUntilStopped(opts: ExpertNodeOptions): Promise<void> 
   try {
     node = await runExpertNode({ ...opts, log });
   } catch (e) {
-    process.send?.({ event: 'failed', message: (e as Error).message } satisfies NodeParentMessage);
+    process.send?.({ event: 'failed', message: (e as Error).message } satisfies NodeStartupMessage);
     throw e;
   }
   if (process.send) process.off('disconnect', orphaned);
