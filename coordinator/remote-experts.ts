@@ -22,7 +22,7 @@ import type { WireEncoding } from '../core/wire/rows';
 import { type CallPolicy, callDeadlineMs, DEFAULT_CALL_POLICY, hedgeDelayMs, LatencyWindow } from './call-latency';
 import { type ChannelFactory, ExpertClient, insecureChannel, NodeCallError } from './expert-client';
 import { firstNonFinite } from './finite';
-import { type NodeStats, NodeStatsAccumulator } from './node-stats';
+import { type NodeStats, NodeStatsAccumulator } from './telemetry/expert-stats';
 
 export interface RemoteModelDims extends ModelDims {
   hiddenSize: number;
