@@ -6,11 +6,11 @@ import type { ExpertBackend } from '../core/expert-backend';
 import type { ModelConfig } from '../core/config';
 import type { ModelFolder } from '../core/model-folder';
 import { KV_DTYPE_BYTES, type KvDType, type NativeBackend, type NativeKvCache } from '../core/native';
-import { UserError } from '../core/errors';
 import { forward, type ForwardHooks, type LayerRecord } from './forward';
 import type { CoordinatorWeights } from './model-weights';
 import { logprobEntry } from './logprobs';
 import { applyPenalties, sample } from './sampler';
+import { checkPrompt } from './request-limits';
 import { Sequence, type SequenceOptions } from './sequence';
 import type { StepContext } from './step-context';
 
@@ -137,20 +137,9 @@ export class Engine {
     await this.backend.growKvCache(seq.cache, tokens);
   }
 
-  /** Throws UserError for a prompt newSequence would refuse (so a scheduler can refuse it before queueing). */
+  /** Throws UserError for a prompt newSequence would refuse (the checks live in request-limits.ts). */
   checkPrompt(promptIds: number[]): void {
-    const c = this.config;
-    if (promptIds.length === 0) throw new UserError('prompt is empty: give at least one token');
-    for (const id of promptIds) {
-      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
-        throw new UserError(`prompt token id ${id} is outside the vocabulary (0..${c.vocabSize - 1})`);
-      }
-    }
-    if (promptIds.length >= c.maxPositionEmbeddings) {
-      throw new UserError(
-        `prompt has ${promptIds.length} tokens; the model's context is ${c.maxPositionEmbeddings}: shorten the prompt`,
-      );
-    }
+    checkPrompt(this.config, promptIds);
   }
 
   /** Bytes of KV cache one sequence of `tokens` tokens needs. */

@@ -1,18 +1,14 @@
-// One prompt, start to finish: prefill, then decode until EOS or max tokens,
+// One prompt, start to finish: prefill, then decode until a stop (EOS, stop id or string) or max tokens,
 // streaming text as it is produced.
 import type { Engine } from './engine';
-import type { SamplingParams } from './sampler';
-import type { FinishReason } from './sequence';
+import type { FinishReason, SequenceOptions } from './sequence';
 import type { TextTokenizer } from '../core/tokenizer';
 import { OutputText } from './output-text';
+import { withDefaultStopIds, type StopCriteria } from './stop-criteria';
 
-export interface GenerateRequest {
+/** A prompt and its SequenceOptions, which the sequence gets as they are; stopIds default to the tokenizer's EOS ids. */
+export interface GenerateRequest extends Omit<SequenceOptions, 'stopIds'>, Partial<Pick<StopCriteria, 'stopIds'>> {
   promptIds: number[];
-  sampling: SamplingParams;
-  maxTokens: number;
-  /** Defaults to the tokenizer's EOS ids. */
-  stopIds?: number[];
-  keepPromptLogits?: boolean;
   /** Called with each new piece of text (never a broken UTF-8 sequence). */
   onText?: (text: string) => void;
 }
@@ -38,13 +34,9 @@ export interface GenerateResult {
 }
 
 export async function generate(engine: Engine, tok: TextTokenizer, req: GenerateRequest): Promise<GenerateResult> {
-  const seq = engine.newSequence(req.promptIds, {
-    sampling: req.sampling,
-    maxTokens: req.maxTokens,
-    stopIds: req.stopIds ?? tok.eosIds,
-    keepPromptLogits: req.keepPromptLogits,
-  });
-  const out = new OutputText(tok, req.promptIds);
+  const opts = withDefaultStopIds(req, tok.eosIds);
+  const seq = engine.newSequence(req.promptIds, opts);
+  const out = new OutputText(tok, req.promptIds, opts);
   let active = 0;
   let slots = 0;
   let prefillMs = 0;
@@ -69,12 +61,12 @@ export async function generate(engine: Engine, tok: TextTokenizer, req: Generate
           stopToken = s.token; // ends the output; produces no text
           continue;
         }
-        out.push(s.token, seq.outputIds.length);
+        if (out.push(s.token, seq.outputIds.length)) seq.finished = 'stop'; // a stop string matched
         const piece = out.take(false);
         if (piece) req.onText?.(piece);
       }
     }
-    out.flush(seq.outputIds.length);
+    if (out.flush(seq.outputIds.length)) seq.finished = 'stop';
     const tail = out.take(true);
     if (tail) req.onText?.(tail);
   } finally {

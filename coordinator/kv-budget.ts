@@ -27,22 +27,6 @@ export class KvBudget {
     return this.engine.kvBytesFor(tokens);
   }
 
-  /** KV bytes a request can hold at most: prompt + max tokens, capped at the context. */
-  requestBytes(promptTokens: number, maxTokens: number): number {
-    return this.engine.kvBytesFor(this.engine.kvTokensLimit(promptTokens, maxTokens));
-  }
-
-  /**
-   * The most tokens a request with this prompt may generate and still fit the budget alone
-   * (capped at the context); -1 when the prompt by itself does not fit.
-   */
-  maxTokensFitting(promptTokens: number): number {
-    const room = this.engine.config.maxPositionEmbeddings - promptTokens;
-    // KV bytes are linear in the positions.
-    const fit = Math.floor(this.budgetBytes / this.engine.kvBytesFor(1)) - promptTokens;
-    return room < 0 || fit < 0 ? -1 : Math.min(room, fit);
-  }
-
   /** Positions a cache starts with: what must be computed plus growTokens of room, within the limit. */
   firstTokens(known: number, promptTokens: number, maxTokens: number): number {
     return Math.min(this.engine.kvTokensLimit(promptTokens, maxTokens), known + this.growTokens);

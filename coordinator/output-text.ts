@@ -2,6 +2,7 @@
 // before the first stop string, and handed out in pieces that hold back a tail that could
 // still become a stop string. Shared by the scheduler (serving) and generate() (one prompt).
 import { StreamingDetokenizer, type TextTokenizer } from '../core/tokenizer';
+import { mayStop, type StopCriteria } from './stop-criteria';
 
 export class OutputText {
   /** Everything decoded so far (cut at a stop string once one matched). */
@@ -13,17 +14,18 @@ export class OutputText {
   /** Stop strings are searched from here (past the text of the first min_tokens tokens). */
   private stopFrom = 0;
   private readonly detok: StreamingDetokenizer;
+  private readonly stops: readonly string[];
   private readonly longestStop: number;
 
   constructor(
     tokenizer: TextTokenizer,
     promptIds: number[],
-    private readonly stops: readonly string[] = [],
-    /** The text of the first minTokens tokens cannot stop it, nor be part of a match. */
-    private readonly minTokens = 0,
+    /** Its stop strings; the text of the first minTokens tokens cannot stop it, nor be part of a match. */
+    private readonly stop: Pick<StopCriteria, 'stopStrings' | 'minTokens'> = {},
   ) {
     this.detok = new StreamingDetokenizer(tokenizer, promptIds);
-    this.longestStop = stops.reduce((m, s) => Math.max(m, s.length), 0);
+    this.stops = stop.stopStrings ?? [];
+    this.longestStop = this.stops.reduce((m, s) => Math.max(m, s.length), 0);
   }
 
   /** Decodes one more token (`tokensOut`: output tokens so far, this one included); true when a stop string now matches. */
@@ -48,7 +50,7 @@ export class OutputText {
   /** Appends decoded text; true when a stop string now matches (the text is cut before it). */
   private append(piece: string, tokensOut: number): boolean {
     if (!piece) return false;
-    if (tokensOut <= this.minTokens) {
+    if (!mayStop(this.stop, tokensOut)) {
       this.text += piece;
       this.stopFrom = this.text.length;
       return false;

@@ -34,13 +34,14 @@ import { SequenceHandle, type Delta, type GenerationRequest, type GenerationResu
 
 export { SequenceHandle, type Delta, type GenerationRequest, type GenerationResult };
 import { KvBudget } from './kv-budget';
+import { RequestLimits } from './request-limits';
 import { schedulerMetrics, type SchedulerStats } from './scheduler-metrics';
 import { insertBySubmission, pickBatch, preemptionVictim, queuedOf } from './scheduling-policy';
 
 /** What the scheduler needs of the engine (the real Engine in production). */
 export type SchedulerEngine = Pick<
   Engine,
-  'config' | 'newSequence' | 'step' | 'release' | 'kvBytesFor' | 'checkPrompt' | 'kvTokensLimit' | 'allocate' | 'grow' | 'copyPrefix'
+  'config' | 'newSequence' | 'step' | 'release' | 'kvBytesFor' | 'kvTokensLimit' | 'allocate' | 'grow' | 'copyPrefix'
 >;
 
 export interface SchedulerOptions {
@@ -104,6 +105,8 @@ export class Scheduler {
   private readonly waiting: SequenceHandle[] = [];
   private readonly running: SequenceHandle[] = [];
   private readonly kv: KvBudget;
+  /** What a request may ask for: its prompt, the context, the KV budget (the API checks with it too). */
+  readonly limits: RequestLimits;
   private readonly sharing: PrefixSharing;
   private preemptions = 0;
   private readonly prefix: PrefixCache | null;
@@ -136,6 +139,7 @@ export class Scheduler {
     };
     this.prefix = this.opts.prefixCache ? new PrefixCache(this.opts.prefixMinTokens) : null;
     this.kv = new KvBudget(engine, this.opts.kvBudgetBytes, this.opts.kvGrowTokens, this.prefix);
+    this.limits = new RequestLimits(engine, this.opts.kvBudgetBytes);
     this.m = schedulerMetrics(opts.metrics ?? globalMetrics, () => this.stats);
     this.onSubmit = opts.onSubmit;
     this.sharing = new PrefixSharing(this.prefix, this.opts.prefixMinTokens, engine, (n) => this.m.prefixHit.inc(undefined, n));
@@ -156,19 +160,6 @@ export class Scheduler {
     };
   }
 
-  /** KV bytes a request can hold at most: prompt + max tokens, capped at the context. */
-  kvBytesFor(promptTokens: number, maxTokens: number): number {
-    return this.kv.requestBytes(promptTokens, maxTokens);
-  }
-
-  /**
-   * The most tokens a request with this prompt may generate and still fit the KV budget
-   * alone (capped at the context); -1 when the prompt by itself does not fit.
-   */
-  maxTokensFitting(promptTokens: number): number {
-    return this.kv.maxTokensFitting(promptTokens);
-  }
-
   /** One sequence; see submitAll. */
   submit(req: GenerationRequest): SequenceHandle {
     return this.submitAll([req])[0];
@@ -181,16 +172,7 @@ export class Scheduler {
   submitAll(reqs: GenerationRequest[]): SequenceHandle[] {
     if (this.closed) throw new SchedulerClosedError('the server is shutting down: retry on another instance');
     const sizes = reqs.map((r) => {
-      this.engine.checkPrompt(r.promptIds);
-      if (!Number.isInteger(r.maxTokens) || r.maxTokens < 0) throw new UserError(`max_tokens must be a non-negative integer, got ${r.maxTokens}`);
-      const bytes = this.kvBytesFor(r.promptIds.length, r.maxTokens);
-      // Alone it must be able to finish: it may grow to prompt + max_tokens.
-      if (bytes > this.opts.kvBudgetBytes) {
-        throw new UserError(
-          `max_tokens: the request needs ${mb(bytes)} of KV cache (prompt ${r.promptIds.length} + max_tokens ${r.maxTokens} tokens) ` +
-            `but the server's KV budget is ${mb(this.opts.kvBudgetBytes)}: lower max_tokens or shorten the prompt`,
-        );
-      }
+      this.limits.check(r.promptIds, r.maxTokens);
       return this.kv.bytesFor(this.kv.firstTokens(r.promptIds.length, r.promptIds.length, r.maxTokens));
     });
     // Even on an idle server more would wait than the queue holds: it can never be taken (not a retry later).
@@ -261,15 +243,9 @@ export class Scheduler {
       const allocate = () => {
         if (h.seq) this.engine.allocate(h.seq, tokens);
         else {
-          const opts = {
-            sampling: r.sampling,
-            maxTokens: r.maxTokens,
-            stopIds: r.stopIds ?? this.tokenizer.eosIds,
-            minTokens: r.minTokens,
-            promptLogprobs: r.promptLogprobs,
-          };
-          h.seq = this.engine.newSequence(r.promptIds, opts, tokens);
-          h.output = new OutputText(this.tokenizer, r.promptIds, r.stopStrings ?? [], r.minTokens ?? 0);
+          // The request's options are the sequence's, as they are; its stop strings go to its text.
+          h.seq = this.engine.newSequence(r.promptIds, r, tokens);
+          h.output = new OutputText(this.tokenizer, r.promptIds, r);
         }
       };
       try {
@@ -558,9 +534,4 @@ export class Scheduler {
     h.copying = null;
     settle();
   }
-}
-
-
-function mb(bytes: number): string {
-  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }

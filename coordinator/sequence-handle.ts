@@ -2,25 +2,18 @@
 // iterator of deltas and a final result; and the per-sequence state the scheduler keeps on it.
 import type { LogprobEntry } from './logprobs';
 import type { OutputText } from './output-text';
-import type { SamplingParams } from './sampler';
-import type { FinishReason, Sequence } from './sequence';
+import type { FinishReason, Sequence, SequenceOptions } from './sequence';
 
-export interface GenerationRequest {
+/**
+ * A request to the scheduler: a prompt and its SequenceOptions (sampling, max tokens, stop
+ * criteria, prompt logprobs), which become the Sequence's options as they are.
+ */
+export interface GenerationRequest extends SequenceOptions {
   promptIds: number[];
-  sampling: SamplingParams;
-  maxTokens: number;
-  /** Token ids that end generation (not part of the output). Default: the tokenizer's EOS ids. */
-  stopIds?: number[];
-  /** Strings that end generation; the text is cut before the first match. */
-  stopStrings?: string[];
-  /** Stop ids cannot end it before this many tokens (vLLM's min_tokens). */
-  minTokens?: number;
   /** Called for every new piece of output, in order. */
   onDelta?: (delta: Delta) => void;
   /** Report each generated token's log-probability with this many alternatives (undefined: none). */
   logprobs?: number;
-  /** Likewise for the prompt's tokens after the first (the result's promptLogprobs). */
-  promptLogprobs?: number;
 }
 
 /** New output since the last delta: ids sampled and the text they completed (stop-string candidates held back). */

@@ -2,16 +2,17 @@
 import type { NativeKvCache } from '../core/native';
 import type { LogprobEntry } from './logprobs';
 import { Rng, TokenHistory, type SamplingParams } from './sampler';
+import type { StopCriteria } from './stop-criteria';
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';
 
-export interface SequenceOptions {
+/**
+ * How a sequence samples and when it ends. A GenerationRequest carries these as they are, from
+ * the API (or a caller of the scheduler) to the engine's Sequence and the scheduler's OutputText.
+ */
+export interface SequenceOptions extends StopCriteria {
   sampling: SamplingParams;
   maxTokens: number;
-  /** Token ids that end the sequence (EOS); not included in the output. */
-  stopIds: number[];
-  /** Stop ids cannot be sampled before this many tokens are out (vLLM's min_tokens). */
-  minTokens?: number;
   /** Keep the logits of every prompt position (for --dump-logits). */
   keepPromptLogits?: boolean;
   /** Record the log-probability of every prompt token after the first, with this many alternatives. */

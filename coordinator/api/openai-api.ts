@@ -9,6 +9,8 @@ import { ChatTemplate, type ChatMessage } from '../../core/chat-template';
 import type { EncodeOptions, TextTokenizer } from '../../core/tokenizer';
 import type { SamplingParams } from '../sampler';
 import type { GenerationRequest, GenerationResult, Scheduler, SequenceHandle } from '../scheduler';
+import type { SequenceOptions } from '../sequence';
+import { contextExceeded, RequestLimitError } from '../request-limits';
 import { ApiError, badRequest, quoteValue } from './errors';
 import type { LogprobEntry } from '../logprobs';
 import { chatLogprobs, completionLogprobs, tokenTexts, type CompletionLogprobs, type TokenTexts } from './logprobs-format';
@@ -35,17 +37,15 @@ export interface OpenAIApiOptions {
   onRequest?: <T>(p: Prepared, run: () => Promise<T>) => Promise<T>;
 }
 
-/** A validated request: the prompts as ids, how many choices each, and the settings. */
-export interface Prepared {
+/**
+ * A validated request: the prompts as ids, how many choices each, the SequenceOptions every
+ * choice's GenerationRequest carries as they are (sampling, max tokens, stop criteria, prompt
+ * logprobs), and how to answer.
+ */
+export interface Prepared extends SequenceOptions {
   endpoint: Endpoint;
   prompts: number[][];
   n: number;
-  maxTokens: number;
-  sampling: SamplingParams;
-  stopStrings: string[];
-  stopIds: number[];
-  /** Stop ids cannot end a choice before this many tokens. */
-  minTokens: number;
   stream: boolean;
   includeUsage: boolean;
   returnTokenIds: boolean;
@@ -165,7 +165,11 @@ export class OpenAIApi {
           const prompts = given.map((p) => (typeof p === 'string' ? ids[k++] : p));
           const prepared = this.finish(endpoint, b, prompts, b.max_tokens ?? 16, 'max_tokens', [], []);
           prepared.logprobs = b.logprobs ?? null;
-          if (b.echo) prepared.echo = given.map((p) => (typeof p === 'string' ? p : this.tokenizer.decode(p)));
+          if (b.echo) {
+            prepared.echo = given.map((p) => (typeof p === 'string' ? p : this.tokenizer.decode(p)));
+            // Echoed prompts come with their logprobs when logprobs are asked for.
+            if (b.logprobs != null) prepared.promptLogprobs = b.logprobs;
+          }
           return prepared;
         },
       };
@@ -180,7 +184,7 @@ export class OpenAIApi {
         const field = b.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
         // OpenAI's default is "the rest of the context"; here also no more than the KV budget holds,
         // so a request without max_tokens runs (finish_reason "length" at that point) instead of a 400.
-        const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? Math.max(0, this.scheduler.maxTokensFitting(ids.length));
+        const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? Math.max(0, this.scheduler.limits.maxTokensFitting(ids.length));
         const eot = this.chatTemplate.endOfTurn;
         const prepared = this.finish(
           endpoint,
@@ -221,13 +225,7 @@ export class OpenAIApi {
     // Cheap first: no character is more than 3 UTF-8 bytes per UTF-16 unit.
     if (text.length * 3 <= (ctx - 1) * this.tokenizer.maxBytesPerToken) return;
     const atLeast = Math.ceil(Buffer.byteLength(text) / this.tokenizer.maxBytesPerToken);
-    if (atLeast >= ctx) {
-      throw badRequest(
-        `${where}: this model's maximum context length is ${ctx} tokens, but the prompt has at least ${atLeast} tokens: shorten it`,
-        where,
-        'context_length_exceeded',
-      );
-    }
+    if (atLeast >= ctx) throw limitError(contextExceeded(where, ctx, `at least ${atLeast}`));
   }
 
   /** A 400 for more sequences than the scheduler can ever hold at once (not a 429: retrying cannot help). */
@@ -294,37 +292,13 @@ export class OpenAIApi {
     extraStopIds: number[],
     extraStops: string[],
   ): Prepared {
-    const ctx = this.contextLength;
     prompts.forEach((p, i) => {
       const where = prompts.length > 1 ? `prompt[${i}]` : endpoint === 'completions' ? 'prompt' : 'messages';
-      if (p.length === 0) throw badRequest(`${where}: the prompt is empty`, where);
-      this.checkVocab(p, () => where);
-      if (p.length >= ctx) {
-        throw badRequest(
-          `${where}: this model's maximum context length is ${ctx} tokens, but the prompt has ${p.length} tokens: shorten it`,
-          where,
-          'context_length_exceeded',
-        );
-      }
-      if (p.length + maxTokens > ctx) {
-        throw badRequest(
-          `${maxField}: this model's maximum context length is ${ctx} tokens; you requested ${p.length + maxTokens} ` +
-            `(${p.length} in the prompt, ${maxTokens} to generate): lower ${maxField}`,
-          maxField,
-          'context_length_exceeded',
-        );
-      }
-      // The scheduler refuses the same, but it does not know which field the client sent.
-      const fitting = this.scheduler.maxTokensFitting(p.length);
-      if (fitting < 0) {
-        throw badRequest(`${where}: the prompt's ${p.length} tokens alone need more KV cache than the server's budget holds: shorten it`, where);
-      }
-      if (maxTokens > fitting) {
-        throw badRequest(
-          `${maxField}: the server's KV cache budget holds ${fitting} generated tokens after this prompt of ${p.length} tokens, ` +
-            `but ${maxTokens} were requested: lower ${maxField} or shorten the prompt`,
-          maxField,
-        );
+      // The scheduler checks the same, but it does not know which field the client sent.
+      try {
+        this.scheduler.limits.check(p, maxTokens, { prompt: where, maxTokens: maxField });
+      } catch (e) {
+        throw e instanceof RequestLimitError ? limitError(e) : e;
       }
     });
     const stop = b.stop == null ? [] : typeof b.stop === 'string' ? [b.stop] : b.stop;
@@ -390,6 +364,7 @@ export class OpenAIApi {
     const stream = opts.onChunk;
     let generated = 0;
 
+    const options = sequenceOptions(p);
     const reqs: GenerationRequest[] = [];
     const promptOf: number[][] = [];
     const echoOf: (string | null)[] = [];
@@ -404,15 +379,10 @@ export class OpenAIApi {
         echoOf.push(p.echo ? p.echo[i] : null);
         sent.push({ prev: ids[ids.length - 1], offset: 0, echoed: false });
         reqs.push({
+          ...options,
           promptIds: ids,
-          maxTokens: p.maxTokens,
-          // Same seed, different samples: the j-th choice of a prompt draws with seed + j.
-          sampling: { ...p.sampling, seed: p.sampling.seed === undefined ? undefined : p.sampling.seed + j },
-          stopIds: p.stopIds,
-          minTokens: p.minTokens,
-          stopStrings: p.stopStrings,
+          sampling: choiceSampling(options.sampling, j),
           logprobs,
-          promptLogprobs: p.echo && logprobs !== undefined ? logprobs : undefined,
           onDelta: (d) => {
             generated += d.tokenIds.length;
             if (d.tokenIds.length) opts.onProgress?.(generated);
@@ -539,6 +509,22 @@ export class OpenAIApi {
       data: [{ id: this.modelName, object: 'model', created: 0, owned_by: 'turbosparse', max_model_len: this.contextLength }],
     };
   }
+}
+
+/** The SequenceOptions of a prepared request: everything but the API's own fields. */
+function sequenceOptions(p: Prepared): SequenceOptions {
+  const { endpoint, prompts, n, stream, includeUsage, returnTokenIds, logprobs, echo, ...options } = p;
+  return options;
+}
+
+/** Same seed, different samples: the j-th choice of a prompt draws with seed + j. */
+function choiceSampling(sampling: SamplingParams, j: number): SamplingParams {
+  return sampling.seed === undefined || j === 0 ? sampling : { ...sampling, seed: sampling.seed + j };
+}
+
+/** A request beyond a limit as OpenAI's 400 (with its code, e.g. context_length_exceeded). */
+function limitError(e: RequestLimitError): ApiError {
+  return badRequest(e.message, e.param, e.code);
 }
 
 /** Before the schema reads every key: a huge logit_bias is refused by its size. */
