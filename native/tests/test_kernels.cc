@@ -1,9 +1,12 @@
-// test_kernels.cc — every op of the C ABI against a plain double-precision
-// reference, on random inputs with sizes that are not multiples of any vector
-// width; every CPU variant (scalar, avx2, avx512) x weight dtype; sparse vs
-// dense-with-mask; argument errors; and the golden expert cases of
-// ../shared/golden/tiny-a (path as argv[1]: the tiny-a folder or its
-// expert_cases.safetensors; skipped with a message when absent).
+// test_kernels.cc — the CPU backend: every case of the op table (op_cases.h:
+// every op of the C ABI against a plain double-precision reference, on random
+// inputs with sizes that are not multiples of any vector width, every weight
+// dtype, sparse vs dense-with-mask) on every CPU variant (scalar, avx2,
+// avx512); the library's f16/bf16 conversions; each SIMD variant against the
+// scalar one; thread counts; no allocation on the hot path; argument errors;
+// and the golden expert cases of ../shared/golden/tiny-a (path as argv[1]: the
+// tiny-a folder or its expert_cases.safetensors; skipped with a message when
+// absent).
 //
 // Prints one line per check and ends with "N passed, M failed"; exits non-zero
 // on any failure.
@@ -23,8 +26,9 @@
 #include <string>
 #include <vector>
 #include "../src/dtype.h"  // the library's conversions (checked in test_conversions)
-#include "turbosparse.h"
+#include "op_cases.h"
 #include "test_util.h"
+#include "turbosparse.h"
 
 // Every operator new of the process (the library's worker threads included) is
 // counted while g_count_allocs is set: the hot path must not allocate.
@@ -61,14 +65,17 @@ using namespace tstest;
 
 namespace {
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
+// the op table (op_cases.h) and the host data and references it shares
+using tsops::ExpertRef;
+using tsops::fmt;
+using tsops::HostMat;
+using tsops::kDtypes;
+using tsops::make_mat;
+using tsops::MoeSetup;
+using tsops::Outcome;
+using tsops::random_masks;
+using tsops::rel_err;
 using ts::dtype_name;
-const ts_dtype kDtypes[] = {TS_F32, TS_F16, TS_BF16, TS_I8};
 
 // ---------- references for the library's conversions (dtype.h), in double ----------
 // Value of a non-negative encoding with `mant_bits` of mantissa and exponent
@@ -170,96 +177,6 @@ void test_conversions() {
   check(okb, "dtype.h bf16 <-> f32: every encoding, every rounding tie, random f32, infinity and NaN", whyb);
 }
 
-// A host matrix with the exact values the backend should hold after storing it
-// as `store`: the source is already exactly representable (bf16/f16 sources,
-// i8 values k * 2^-7 with a +-127 per row), unless `convert` asks for f32
-// source data that the library must round (to the values of dtype.h, which
-// test_conversions checks against references of its own).
-struct HostMat {
-  int64_t rows = 0, cols = 0;
-  ts_dtype store = TS_F32;
-  std::vector<float> f32;
-  std::vector<uint16_t> h16;
-  std::vector<double> v;  // values as stored, [rows * cols]
-  ts_host_matrix m{};
-  const ts_host_matrix* host() const { return &m; }
-  double at(int64_t r, int64_t c) const { return v[size_t(r * cols + c)]; }
-};
-
-// by_column: the i8 peaks go one per column (a down matrix is quantised per row of its transpose)
-std::unique_ptr<HostMat> make_mat(Rng& rng, int64_t rows, int64_t cols, ts_dtype store, float scale,
-                                  bool convert = false, bool by_column = false) {
-  auto h = std::make_unique<HostMat>();
-  h->rows = rows;
-  h->cols = cols;
-  h->store = store;
-  const size_t n = size_t(rows * cols);
-  h->v.resize(n);
-  if (store == TS_F32 || convert) {
-    h->f32.resize(n);
-    for (auto& x : h->f32) x = rng.uni(-scale, scale);
-    h->m = {TS_F32, rows, cols, h->f32.data()};
-    for (int64_t r = 0; r < rows; r++) {
-      float mx = 0;
-      for (int64_t c = 0; c < cols; c++) mx = std::max(mx, std::fabs(h->f32[size_t(r * cols + c)]));
-      for (int64_t c = 0; c < cols; c++) {
-        const float x = h->f32[size_t(r * cols + c)];
-        double& out = h->v[size_t(r * cols + c)];
-        switch (store) {
-          case TS_F32: out = x; break;
-          case TS_BF16: out = ts::bf16_to_f32(ts::f32_to_bf16(x)); break;
-          case TS_F16: out = ts::f16_to_f32(ts::f32_to_f16(x)); break;
-          case TS_I8: {
-            const float s = mx / 127.f;
-            out = double(std::nearbyint(x / s)) * double(s);
-            break;
-          }
-        }
-      }
-    }
-    return h;
-  }
-  if (store == TS_BF16 || store == TS_F16) {
-    h->h16.resize(n);
-    for (size_t i = 0; i < n; i++) {
-      const float x = rng.uni(-scale, scale);
-      h->h16[i] = store == TS_BF16 ? ts::f32_to_bf16(x) : ts::f32_to_f16(x);
-      h->v[i] = store == TS_BF16 ? ts::bf16_to_f32(h->h16[i]) : ts::f16_to_f32(h->h16[i]);
-    }
-    h->m = {store, rows, cols, h->h16.data()};
-    return h;
-  }
-  // I8: k * unit with |k| <= 127 and one |k| = 127 per row (or column), unit a power of 2
-  h->f32.resize(n);
-  const double unit = std::ldexp(1.0, int(std::floor(std::log2(double(scale)))) - 7);
-  std::vector<int> k(n);
-  for (auto& v : k) v = rng.below(255) - 127;
-  if (!by_column)
-    for (int64_t r = 0; r < rows; r++) k[size_t(r * cols + rng.below(int(cols)))] = rng.below(2) ? 127 : -127;
-  else
-    for (int64_t c = 0; c < cols; c++) k[size_t(rng.below(int(rows)) * cols + c)] = rng.below(2) ? 127 : -127;
-  for (size_t i = 0; i < n; i++) {
-    h->v[i] = k[i] * unit;
-    h->f32[i] = float(k[i] * unit);
-  }
-  h->m = {TS_F32, rows, cols, h->f32.data()};
-  return h;
-}
-
-// max |a - b| / max |b|
-double rel_err(const float* a, const double* b, size_t n) {
-  double d = 0, m = 0;
-  for (size_t i = 0; i < n; i++) {
-    d = std::max(d, std::fabs(double(a[i]) - b[i]));
-    m = std::max(m, std::fabs(b[i]));
-  }
-  return d / std::max(m, 1e-30);
-}
-double rel_err(const float* a, const float* b, size_t n) {
-  std::vector<double> bd(b, b + n);
-  return rel_err(a, bd.data(), n);
-}
-
 std::vector<std::string> runnable_variants(ts_backend* b) {
   std::vector<std::string> out;
   for (const char* v : {"scalar", "avx2", "avx512"}) {
@@ -268,49 +185,6 @@ std::vector<std::string> runnable_variants(ts_backend* b) {
   }
   ts_backend_set_variant(b, "auto");
   return out;
-}
-
-// ---------- references (double) ----------
-
-std::vector<double> ref_matmul(const HostMat& W, int64_t n, const float* x) {
-  std::vector<double> y(size_t(n * W.rows));
-  for (int64_t t = 0; t < n; t++)
-    for (int64_t r = 0; r < W.rows; r++) {
-      double s = 0;
-      for (int64_t c = 0; c < W.cols; c++) s += W.at(r, c) * x[t * W.cols + c];
-      y[size_t(t * W.rows + r)] = s;
-    }
-  return y;
-}
-
-struct ExpertRef {
-  std::unique_ptr<HostMat> w1, w3, w2;
-};
-
-// expert(x, mask) in double; counts neurons on; `ambiguous` = masked neurons whose
-// gate or up is so close to 0 that float rounding may flip its sign
-std::vector<double> ref_expert(const ExpertRef& e, const float* x, const uint64_t* mask, int* on, int* ambiguous) {
-  const int64_t I = e.w1->rows, H = e.w1->cols;
-  std::vector<double> y(size_t(H), 0.0);
-  *on = 0;
-  *ambiguous = 0;
-  for (int64_t i = 0; i < I; i++) {
-    if (!((mask[i / 64] >> (i % 64)) & 1)) continue;
-    double g = 0, u = 0, mg = 0, mu = 0;
-    for (int64_t k = 0; k < H; k++) {
-      g += e.w1->at(i, k) * x[k];
-      u += e.w3->at(i, k) * x[k];
-      mg += std::fabs(e.w1->at(i, k) * x[k]);
-      mu += std::fabs(e.w3->at(i, k) * x[k]);
-    }
-    if (std::fabs(g) <= 1e-5 * mg || std::fabs(u) <= 1e-5 * mu) (*ambiguous)++;
-    if (g > 0 && u > 0) {
-      (*on)++;
-      const double a = g * u;
-      for (int64_t k = 0; k < H; k++) y[size_t(k)] += a * e.w2->at(k, i);
-    }
-  }
-  return y;
 }
 
 // ---------- tiny safetensors reader ----------
@@ -449,431 +323,8 @@ class SafeTensors {
 
 // ---------- the checks ----------
 
-void test_matmul(ts_backend* b, Rng& rng, const std::vector<std::string>& variants) {
-  for (ts_dtype dt : kDtypes)
-    for (bool convert : {false, true}) {
-      if (convert && dt == TS_F32) continue;
-      auto W = make_mat(rng, 131, 67, dt, 0.5f, convert);
-      ts_weight* w = ts_weight_create(b, W->host(), dt);
-      if (!w) {
-        check(false, std::string("matmul create ") + dtype_name(dt), ts_last_error());
-        continue;
-      }
-      for (const auto& var : variants) {
-        ts_backend_set_variant(b, var.c_str());
-        double worst = 0;
-        for (int64_t n : {1, 3, 8, 21}) {
-          auto x = rand_vec(rng, size_t(n * 67), -1, 1);
-          std::vector<float> y(size_t(n * 131));
-          if (ts_matmul(b, w, n, x.data(), y.data()) != 0) {
-            worst = 1e9;
-            break;
-          }
-          auto ref = ref_matmul(*W, n, x.data());
-          worst = std::max(worst, rel_err(y.data(), ref.data(), y.size()));
-        }
-        check(worst <= 2e-5,
-              std::string("matmul ") + dtype_name(dt) + (convert ? " (from f32)" : "") + " " + var + " [131x67] n=1,3,8,21",
-              fmt("rel err %.2e", worst));
-      }
-      ts_backend_set_variant(b, "auto");
-      ts_weight_free(w);
-    }
-}
-
-void test_rmsnorm(ts_backend* b, Rng& rng) {
-  const int64_t d = 67, n = 3;
-  auto W = make_mat(rng, 1, d, TS_F32, 1.0f);
-  ts_weight* w = ts_weight_create(b, W->host(), TS_F32);
-  auto x = rand_vec(rng, size_t(n * d), -2, 2);
-  std::vector<float> y(x.size());
-  int rc = ts_rmsnorm(b, w, n, d, x.data(), 1e-5f, y.data());
-  std::vector<double> ref(x.size());
-  for (int64_t i = 0; i < n; i++) {
-    double ss = 0;
-    for (int64_t k = 0; k < d; k++) ss += double(x[size_t(i * d + k)]) * x[size_t(i * d + k)];
-    const double inv = 1.0 / std::sqrt(ss / d + 1e-5);
-    for (int64_t k = 0; k < d; k++) ref[size_t(i * d + k)] = x[size_t(i * d + k)] * inv * W->at(0, k);
-  }
-  double err = rel_err(y.data(), ref.data(), y.size());
-  // in place (y == x)
-  int rc2 = ts_rmsnorm(b, w, n, d, x.data(), 1e-5f, x.data());
-  bool same = std::memcmp(x.data(), y.data(), x.size() * 4) == 0;
-  check(rc == 0 && rc2 == 0 && err <= 1e-6 && same, "rmsnorm d=67 n=3 (and in place)", fmt("rel err %.2e", err));
-  ts_weight_free(w);
-}
-
-void test_rope(ts_backend* b, Rng& rng) {
-  for (int64_t hd : {16, 128}) {
-    const int64_t n = 4, heads = 3;
-    const double theta = 1e6;
-    std::vector<int32_t> pos = {0, 1, 977, 100000};
-    auto x = rand_vec(rng, size_t(n * heads * hd), -1, 1);
-    std::vector<double> ref(x.size());
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t h = 0; h < heads; h++)
-        for (int64_t j = 0; j < hd / 2; j++) {
-          const double f = std::pow(theta, -2.0 * j / hd), a = pos[size_t(i)] * f;
-          const size_t o = size_t((i * heads + h) * hd);
-          const double x1 = x[o + size_t(j)], x2 = x[o + size_t(j + hd / 2)];
-          ref[o + size_t(j)] = x1 * std::cos(a) - x2 * std::sin(a);
-          ref[o + size_t(j + hd / 2)] = x2 * std::cos(a) + x1 * std::sin(a);
-        }
-    int rc = ts_rope(b, n, heads, hd, pos.data(), theta, x.data());
-    double err = rel_err(x.data(), ref.data(), x.size());
-    check(rc == 0 && err <= 1e-6, "rope head_dim=" + std::to_string(hd) + " positions up to 1e5",
-          fmt("rel err %.2e", err));
-  }
-}
-
-void test_router(ts_backend* b, Rng& rng) {
-  const int64_t n = 5, E = 8, k = 2;
-  auto logits = rand_vec(rng, size_t(n * E), -3, 3);
-  // row 4: ties everywhere -> experts 0 and 1, weights 0.5
-  for (int64_t e = 0; e < E; e++) logits[size_t(4 * E + e)] = 1.25f;
-  // row 3: a tie for second place between experts 6 and 2 -> 2 first
-  logits[size_t(3 * E + 5)] = 4.f;
-  logits[size_t(3 * E + 2)] = 3.5f;
-  logits[size_t(3 * E + 6)] = 3.5f;
-  std::vector<int32_t> idx(size_t(n * k));
-  std::vector<float> w(size_t(n * k));
-  int rc = ts_router_topk(b, n, E, logits.data(), k, idx.data(), w.data());
-  bool ok = rc == 0;
-  double err = 0;
-  for (int64_t i = 0; i < n && ok; i++) {
-    std::vector<double> p(static_cast<size_t>(E));
-    double mx = -1e300, sum = 0;
-    for (int64_t e = 0; e < E; e++) mx = std::max(mx, double(logits[size_t(i * E + e)]));
-    for (int64_t e = 0; e < E; e++) sum += (p[size_t(e)] = std::exp(logits[size_t(i * E + e)] - mx));
-    std::vector<int> order(static_cast<size_t>(E));
-    for (int e = 0; e < E; e++) order[size_t(e)] = e;
-    std::stable_sort(order.begin(), order.end(), [&](int a, int c) { return p[size_t(a)] > p[size_t(c)]; });
-    const double top = p[size_t(order[0])] + p[size_t(order[1])];
-    for (int64_t j = 0; j < k; j++) {
-      ok = ok && idx[size_t(i * k + j)] == order[size_t(j)];
-      err = std::max(err, std::fabs(w[size_t(i * k + j)] - p[size_t(order[size_t(j)])] / top));
-    }
-  }
-  ok = ok && idx[8] == 0 && idx[9] == 1 && idx[6] == 5 && idx[7] == 2;
-  check(ok && err <= 1e-7, "router softmax top-2 of 8 (ties -> lower id)", fmt("weight err %.2e", err));
-}
-
-struct PredRef {
-  std::unique_ptr<HostMat> fc1, fc2;
-};
-
-// mask vs double reference; a bit may differ only where |logit| is within rounding of 0
-bool predictor_matches(const PredRef& p, const float* x, const uint64_t* mask, int32_t count, std::string* why) {
-  const int64_t R = p.fc1->rows, H = p.fc1->cols, I = p.fc2->rows;
-  std::vector<double> h(static_cast<size_t>(R));
-  for (int64_t r = 0; r < R; r++) {
-    double s = 0;
-    for (int64_t k = 0; k < H; k++) s += p.fc1->at(r, k) * x[k];
-    h[size_t(r)] = std::max(s, 0.0);
-  }
-  int bits_set = 0;
-  for (int64_t i = 0; i < I; i++) {
-    double s = 0, mag = 0;
-    for (int64_t r = 0; r < R; r++) {
-      s += p.fc2->at(i, r) * h[size_t(r)];
-      mag += std::fabs(p.fc2->at(i, r) * h[size_t(r)]);
-    }
-    const bool bit = (mask[i / 64] >> (i % 64)) & 1;
-    bits_set += bit;
-    if (bit != (s > 0) && std::fabs(s) > 1e-5 * mag) {
-      *why = "neuron " + std::to_string(i) + " logit " + fmt("%.3e", s);
-      return false;
-    }
-  }
-  const int64_t words = ts_mask_words(I);
-  if (I % 64 && (mask[words - 1] >> (I % 64)) != 0) return *why = "bits set past I", false;
-  if (count >= 0 && count != bits_set) return *why = "count " + std::to_string(count) + " != popcount", false;
-  return true;
-}
-
-void test_predictor(ts_backend* b, Rng& rng, const std::vector<std::string>& variants) {
-  const int64_t H = 67, R = 37, I = 131, W = ts_mask_words(I);
-  for (ts_dtype dt : kDtypes) {
-    PredRef p;
-    p.fc1 = make_mat(rng, R, H, dt, 0.5f);
-    p.fc2 = make_mat(rng, I, R, dt, 0.5f);
-    ts_predictor* pr = ts_predictor_create(b, p.fc1->host(), p.fc2->host(), dt);
-    if (!pr) {
-      check(false, std::string("predictor create ") + dtype_name(dt), ts_last_error());
-      continue;
-    }
-    for (const auto& var : variants) {
-      ts_backend_set_variant(b, var.c_str());
-      std::string why;
-      bool ok = ts_predictor_rank(pr) == R;
-      for (int64_t n : {1, 3, 8, 19}) {
-        auto x = rand_vec(rng, size_t(n * H), -1, 1);
-        std::vector<uint64_t> masks(size_t(n * W), ~uint64_t(0));
-        std::vector<int32_t> counts(size_t(n), -1);
-        if (ts_predict(b, pr, n, x.data(), masks.data(), counts.data()) != 0) {
-          ok = false;
-          why = ts_last_error();
-          break;
-        }
-        for (int64_t t = 0; t < n && ok; t++)
-          ok = predictor_matches(p, x.data() + t * H, masks.data() + t * W, counts[size_t(t)], &why);
-      }
-      check(ok, std::string("predict ") + dtype_name(dt) + " " + var + " r=37 I=131 H=67 n=1,3,8,19", why);
-    }
-    ts_backend_set_variant(b, "auto");
-    // predict_many: two predictors over different rows of one batch
-    {
-      PredRef q;
-      q.fc1 = make_mat(rng, R + 8, H, dt, 0.5f);
-      q.fc2 = make_mat(rng, I, R + 8, dt, 0.5f);
-      ts_predictor* pq = ts_predictor_create(b, q.fc1->host(), q.fc2->host(), dt);
-      const int64_t n_rows = 5;
-      auto x = rand_vec(rng, size_t(n_rows * H), -1, 1);
-      std::vector<int32_t> rows_a = {4, 0, 2}, rows_b = {1, 4};
-      std::vector<uint64_t> ma(size_t(3 * W)), mb(size_t(2 * W));
-      std::vector<int32_t> ca(3), cb(2);
-      ts_predict_call calls[2] = {{pr, 3, rows_a.data(), ma.data(), ca.data()}, {pq, 2, rows_b.data(), mb.data(), nullptr}};
-      bool ok = ts_predict_many(b, n_rows, H, x.data(), 2, calls) == 0;
-      std::string why = ok ? "" : ts_last_error();
-      for (int j = 0; j < 3 && ok; j++) ok = predictor_matches(p, x.data() + rows_a[size_t(j)] * H, ma.data() + j * W, ca[size_t(j)], &why);
-      for (int j = 0; j < 2 && ok; j++) ok = predictor_matches(q, x.data() + rows_b[size_t(j)] * H, mb.data() + j * W, -1, &why);
-      check(ok, std::string("predict_many ") + dtype_name(dt) + " 2 predictors over row subsets", why);
-      ts_predictor_free(pq);
-    }
-    ts_predictor_free(pr);
-  }
-}
-
-// What a cache of dtype dt holds for x: x rounded to it.
-float kv_rounded(ts_dtype dt, float x) {
-  if (dt == TS_BF16) return ts::bf16_to_f32(ts::f32_to_bf16(x));
-  if (dt == TS_F16) return ts::f16_to_f32(ts::f32_to_f16(x));
-  return x;
-}
-
-void test_attention(ts_backend* b, Rng& rng, ts_dtype dt) {
-  const int64_t L = 2, T = 12, heads = 4, kvh = 2, hd = 18, layer = 1;
-  const std::string kind = std::string(" (") + dtype_name(dt) + " cache)";
-  // a starts with room for 5 positions and grows before its 6th (its K/V must survive the move)
-  ts_kvcache* ca = ts_kvcache_create_typed(b, L, 5, kvh, hd, dt);
-  ts_kvcache* cb = ts_kvcache_create_typed(b, L, T, kvh, hd, dt);
-  // what the caches should hold: seq -> positions -> k/v rows
-  std::vector<std::vector<float>> K(2, std::vector<float>(size_t(T * kvh * hd))), V = K;
-  auto run = [&](std::vector<int> seq, std::vector<int32_t> pos) -> double {
-    const int64_t n = int64_t(seq.size());
-    auto q = rand_vec(rng, size_t(n * heads * hd), -1, 1);
-    auto k = rand_vec(rng, size_t(n * kvh * hd), -1, 1);
-    auto v = rand_vec(rng, size_t(n * kvh * hd), -1, 1);
-    std::vector<ts_kvcache*> caches;
-    for (int s : seq) caches.push_back(s == 0 ? ca : cb);
-    std::vector<float> out(size_t(n * heads * hd));
-    if (ts_attention(b, layer, n, caches.data(), pos.data(), heads, kvh, hd, q.data(), k.data(), v.data(), out.data()))
-      return 1e9;
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t e = 0; e < kvh * hd; e++) {
-        K[size_t(seq[size_t(i)])][size_t(pos[size_t(i)] * kvh * hd + e)] = kv_rounded(dt, k[size_t(i * kvh * hd + e)]);
-        V[size_t(seq[size_t(i)])][size_t(pos[size_t(i)] * kvh * hd + e)] = kv_rounded(dt, v[size_t(i * kvh * hd + e)]);
-      }
-    std::vector<double> ref(out.size());
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t h = 0; h < heads; h++) {
-        const auto& Ks = K[size_t(seq[size_t(i)])];
-        const auto& Vs = V[size_t(seq[size_t(i)])];
-        const int64_t g = h / (heads / kvh), len = pos[size_t(i)] + 1;
-        std::vector<double> s(static_cast<size_t>(len));
-        double mx = -1e300, sum = 0;
-        for (int64_t j = 0; j < len; j++) {
-          double d = 0;
-          for (int64_t c = 0; c < hd; c++) d += double(q[size_t((i * heads + h) * hd + c)]) * Ks[size_t((j * kvh + g) * hd + c)];
-          s[size_t(j)] = d / std::sqrt(double(hd));
-          mx = std::max(mx, s[size_t(j)]);
-        }
-        for (auto& e : s) sum += (e = std::exp(e - mx));
-        for (int64_t c = 0; c < hd; c++) {
-          double o = 0;
-          for (int64_t j = 0; j < len; j++) o += s[size_t(j)] * Vs[size_t((j * kvh + g) * hd + c)];
-          ref[size_t((i * heads + h) * hd + c)] = o / sum;
-        }
-      }
-    return rel_err(out.data(), ref.data(), out.size());
-  };
-  double e1 = run({1, 1, 1}, {0, 1, 2});                  // prefill of seq b
-  double e2 = run({0, 0, 0, 0, 0, 1}, {0, 1, 2, 3, 4, 3}); // prefill of a (rows see each other) + decode of b
-  const int64_t elem = dt == TS_F32 ? 4 : 2;
-  check(ts_kvcache_grow(ca, 3) == 0 && ts_kvcache_bytes(ca) == 2 * L * 5 * kvh * hd * elem, "kvcache grow to fewer positions is a no-op" + kind);
-  const bool grown = ts_kvcache_grow(ca, T) == 0;
-  check(grown, "kvcache grow" + kind, grown ? "" : ts_last_error());
-  double e3 = run({1, 0}, {4, 5});                         // decode of both, a past its first size
-  check(e1 <= 1e-5 && e2 <= 1e-5 && e3 <= 1e-5, "attention GQA 4/2 heads, head_dim 18, prefill + mixed decode + grown cache" + kind,
-        fmt("rel err %.2e", std::max(e1, std::max(e2, e3))));
-  check(ts_kvcache_bytes(ca) == 2 * L * T * kvh * hd * elem, "kvcache bytes" + kind);
-  {
-    // A copy of a's first 6 positions into a larger cache attends exactly as a does at position 6.
-    ts_kvcache* cc = ts_kvcache_create_typed(b, L, T + 4, kvh, hd, dt);
-    check(ts_kvcache_copy(cc, ca, T + 1) != 0 && std::strstr(ts_last_error(), "tokens = 13"), "kvcache copy past the source's size fails");
-    const bool copied = ts_kvcache_copy(cc, ca, 6) == 0;
-    check(copied, "kvcache copy" + kind, copied ? "" : ts_last_error());
-    auto q = rand_vec(rng, size_t(heads * hd), -1, 1), k = rand_vec(rng, size_t(kvh * hd), -1, 1), v = rand_vec(rng, size_t(kvh * hd), -1, 1);
-    std::vector<float> oa(q.size()), oc(q.size());
-    int32_t p6[1] = {6};
-    ts_kvcache* one_a[1] = {ca};
-    ts_kvcache* one_c[1] = {cc};
-    const bool ran = ts_attention(b, layer, 1, one_a, p6, heads, kvh, hd, q.data(), k.data(), v.data(), oa.data()) == 0 &&
-                     ts_attention(b, layer, 1, one_c, p6, heads, kvh, hd, q.data(), k.data(), v.data(), oc.data()) == 0;
-    check(ran && oa == oc, "attention over a copied prefix equals the original's" + kind);
-    ts_kvcache* other = ts_kvcache_create_typed(b, L, T, kvh + 1, hd, dt);
-    check(ts_kvcache_copy(other, ca, 2) != 0 && std::strstr(ts_last_error(), "kv heads"), "kvcache copy between shapes fails");
-    ts_kvcache_free(other);
-    // One dtype per copy and per attention call.
-    const ts_dtype odt = dt == TS_F32 ? TS_BF16 : TS_F32;
-    ts_kvcache* mixed = ts_kvcache_create_typed(b, L, T, kvh, hd, odt);
-    check(ts_kvcache_copy(mixed, ca, 2) != 0 && std::strstr(ts_last_error(), " stores "), "kvcache copy between dtypes fails");
-    ts_kvcache* two[2] = {ca, mixed};
-    int32_t p2[2] = {6, 0};
-    std::vector<float> q2(size_t(2 * heads * hd)), kv2(size_t(2 * kvh * hd)), o2(q2.size());
-    check(ts_attention(b, layer, 2, two, p2, heads, kvh, hd, q2.data(), kv2.data(), kv2.data(), o2.data()) != 0 &&
-              std::strstr(ts_last_error(), "one call takes caches of one dtype"),
-          "attention over caches of two dtypes fails");
-    ts_kvcache_free(mixed);
-    ts_kvcache_free(cc);
-  }
-  ts_kvcache_free(ca);
-  ts_kvcache_free(cb);
-}
-
-struct MoeCase {
-  std::vector<ExpertRef> refs;
-  std::vector<ts_expert*> experts;
-};
-
-std::vector<uint64_t> random_masks(Rng& rng, int64_t n, int64_t I, float density) {
-  const int64_t W = ts_mask_words(I);
-  std::vector<uint64_t> m(size_t(n * W), 0);
-  for (int64_t t = 0; t < n; t++)
-    for (int64_t i = 0; i < I; i++)
-      if (rng.uni(0, 1) < density) m[size_t(t * W + i / 64)] |= uint64_t(1) << (i % 64);
-  // garbage past I must be ignored
-  if (I % 64)
-    for (int64_t t = 0; t < n; t++) m[size_t(t * W + W - 1)] |= ~uint64_t(0) << (I % 64);
-  return m;
-}
-
-// One ts_moe over n_rows with calls to experts (call c: rows, weights, masks),
-// compared with the double reference. Returns rel err, checks active counts.
-struct MoeCall {
-  int expert;
-  std::vector<int32_t> rows;
-  std::vector<float> weight;
-  std::vector<uint64_t> masks;
-};
-
-double run_moe(ts_backend* b, ts_ffn_mode mode, const MoeCase& mc, int64_t n_rows, int64_t H,
-               const std::vector<float>& x, const std::vector<MoeCall>& calls, std::vector<float>* y_out,
-               std::vector<int32_t>* active_out, std::string* why) {
-  std::vector<ts_expert_call> ec;
-  size_t total = 0;
-  for (auto& c : calls) {
-    ec.push_back({mc.experts[size_t(c.expert)], int64_t(c.rows.size()), c.rows.data(), c.weight.data(), c.masks.data()});
-    total += c.rows.size();
-  }
-  std::vector<float> y(size_t(n_rows * H), 12345.f);
-  std::vector<int32_t> active(total, -1);
-  if (ts_moe(b, mode, n_rows, H, x.data(), int64_t(ec.size()), ec.data(), y.data(), active.data()) != 0) {
-    *why = ts_last_error();
-    return 1e9;
-  }
-  std::vector<double> ref(size_t(n_rows * H), 0.0);
-  size_t at = 0;
-  for (auto& c : calls) {
-    const ExpertRef& e = mc.refs[size_t(c.expert)];
-    const int64_t I = e.w1->rows, W = ts_mask_words(I);
-    for (size_t j = 0; j < c.rows.size(); j++, at++) {
-      int on, amb;
-      auto yr = ref_expert(e, x.data() + c.rows[j] * H, c.masks.data() + j * W, &on, &amb);
-      for (int64_t k = 0; k < H; k++) ref[size_t(c.rows[j] * H + k)] += c.weight[j] * yr[size_t(k)];
-      if (std::abs(active[at] - on) > amb) {
-        *why = "active[" + std::to_string(at) + "] = " + std::to_string(active[at]) + ", expected " + std::to_string(on);
-        return 1e9;
-      }
-    }
-  }
-  if (y_out) *y_out = y;
-  if (active_out) *active_out = active;
-  return rel_err(y.data(), ref.data(), y.size());
-}
-
-void test_moe(ts_backend* b, Rng& rng, const std::vector<std::string>& variants) {
-  const int64_t H = 67, I = 131, W = ts_mask_words(I);
-  for (ts_dtype dt : kDtypes) {
-    MoeCase mc;
-    bool created = true;
-    for (int e = 0; e < 3; e++) {
-      ExpertRef r;
-      r.w1 = make_mat(rng, I, H, dt, 0.3f);
-      r.w3 = make_mat(rng, I, H, dt, 0.3f);
-      r.w2 = make_mat(rng, H, I, dt, 0.3f, false, true);
-      ts_expert* ex = ts_expert_create(b, r.w1->host(), r.w3->host(), r.w2->host(), dt);
-      if (!ex) {
-        check(false, std::string("expert create ") + dtype_name(dt), ts_last_error());
-        created = false;
-        break;
-      }
-      mc.refs.push_back(std::move(r));
-      mc.experts.push_back(ex);
-    }
-    if (!created) continue;
-    check(ts_expert_hidden(mc.experts[0]) == H && ts_expert_intermediate(mc.experts[0]) == I,
-          std::string("expert shape ") + dtype_name(dt));
-    for (const auto& var : variants) {
-      ts_backend_set_variant(b, var.c_str());
-      double worst_sparse = 0, worst_dense = 0, worst_gap = 0;
-      std::string why;
-      bool counts_equal = true;
-      for (int64_t n : {1, 3, 8, 21}) {
-        auto x = rand_vec(rng, size_t(n * H), -1, 1);
-        // top-2 routing of each row over 3 experts, with random masks; plus a
-        // call that lists one row twice
-        std::vector<MoeCall> calls(3);
-        for (int e = 0; e < 3; e++) calls[size_t(e)].expert = e;
-        for (int64_t r = 0; r < n; r++) {
-          int a = rng.below(3), c = (a + 1 + rng.below(2)) % 3;
-          for (int e : {a, c}) {
-            calls[size_t(e)].rows.push_back(int32_t(r));
-            calls[size_t(e)].weight.push_back(rng.uni(0.1f, 0.9f));
-          }
-        }
-        calls[0].rows.push_back(0);
-        calls[0].weight.push_back(0.25f);
-        for (auto& c : calls) c.masks = random_masks(rng, int64_t(c.rows.size()), I, n == 3 ? 0.9f : 0.35f);
-        std::vector<float> ys, yd;
-        std::vector<int32_t> as, ad;
-        worst_sparse = std::max(worst_sparse, run_moe(b, TS_FFN_SPARSE, mc, n, H, x, calls, &ys, &as, &why));
-        worst_dense = std::max(worst_dense, run_moe(b, TS_FFN_DENSE_WITH_MASK, mc, n, H, x, calls, &yd, &ad, &why));
-        if (ys.size() == yd.size()) worst_gap = std::max(worst_gap, rel_err(ys.data(), yd.data(), ys.size()));
-        counts_equal = counts_equal && as == ad;
-      }
-      const std::string name = std::string("moe ") + dtype_name(dt) + " " + var + " H=67 I=131 n=1,3,8,21";
-      check(worst_sparse <= 2e-5, name + " sparse", fmt("rel err %.2e ", worst_sparse) + why);
-      check(worst_dense <= 2e-5, name + " dense-with-mask", fmt("rel err %.2e ", worst_dense) + why);
-      check(worst_gap <= 1e-5 && counts_equal, name + " sparse == dense-with-mask",
-            fmt("rel gap %.2e", worst_gap) + (counts_equal ? "" : ", active counts differ"));
-    }
-    ts_backend_set_variant(b, "auto");
-    // rows no call touches become 0; empty masks give 0
-    {
-      std::vector<float> x(size_t(4 * H), 1.f), y(size_t(4 * H), 7.f);
-      std::vector<int32_t> rows = {2};
-      std::vector<float> wt = {1.f};
-      std::vector<uint64_t> m(size_t(W), 0);
-      ts_expert_call c{mc.experts[0], 1, rows.data(), wt.data(), m.data()};
-      int32_t act = -1;
-      bool ok = ts_moe(b, TS_FFN_SPARSE, 4, H, x.data(), 1, &c, y.data(), &act) == 0;
-      for (float v : y) ok = ok && v == 0.f;
-      check(ok && act == 0, std::string("moe ") + dtype_name(dt) + " untouched rows and empty masks give 0");
-    }
-    for (auto* e : mc.experts) ts_expert_free(e);
-  }
-}
+// The per-op checks (matmul, rmsnorm, rope, router, predictor, kv caches and
+// attention, moe) are the op table of op_cases.h, run on every variant by main().
 
 // No allocation on the hot path: after one warm-up call of each shape, moe
 // (sparse and dense-with-mask), predict and matmul on a 2-thread backend, with
@@ -937,29 +388,30 @@ void test_threads(Rng& rng) {
   r.w1 = make_mat(rng, I, H, TS_BF16, 0.3f);
   r.w3 = make_mat(rng, I, H, TS_BF16, 0.3f);
   r.w2 = make_mat(rng, H, I, TS_BF16, 0.3f, false, true);
-  double worst = 0;
-  bool ok = true;
-  std::string why;
+  Outcome o;
+  bool described = true;
   for (int threads : {1, 2, 5}) {
     ts_backend* b = ts_backend_create("cpu", threads);
-    MoeCase mc;
-    mc.experts.push_back(ts_expert_create(b, r.w1->host(), r.w3->host(), r.w2->host(), TS_BF16));
-    mc.refs.resize(1);
-    mc.refs[0].w1.reset(new HostMat(*r.w1));
-    mc.refs[0].w3.reset(new HostMat(*r.w3));
-    mc.refs[0].w2.reset(new HostMat(*r.w2));
-    auto x = rand_vec(rng, size_t(5 * H), -1, 1);
-    std::vector<MoeCall> calls(1);
-    calls[0].expert = 0;
-    calls[0].rows = {0, 1, 2, 3, 4};
-    calls[0].weight = {1, 0.5f, 0.25f, 1, 1};
-    calls[0].masks = random_masks(rng, 5, I, 0.5f);
-    double e = run_moe(b, TS_FFN_SPARSE, mc, 5, H, x, calls, nullptr, nullptr, &why);
-    worst = std::max(worst, e);
-    ok = ok && std::string(ts_backend_describe(b)).find("(" + std::to_string(threads) + " thread") != std::string::npos;
-    ts_backend_free(b);  // frees the expert too
+    if (!o.made(b, "ts_backend_create")) break;
+    {
+      MoeSetup s;  // frees its expert before the backend goes
+      ts_expert* e = ts_expert_create(b, r.w1->host(), r.w3->host(), r.w2->host(), TS_BF16);
+      if (o.made(e, "ts_expert_create")) {
+        s.experts.push_back(e);
+        s.refs.resize(1);
+        s.refs[0].w1.reset(new HostMat(*r.w1));
+        s.refs[0].w3.reset(new HostMat(*r.w3));
+        s.refs[0].w2.reset(new HostMat(*r.w2));
+        auto x = rand_vec(rng, size_t(5 * H), -1, 1);
+        s.calls.push_back({0, {0, 1, 2, 3, 4}, {1, 0.5f, 0.25f, 1, 1}, random_masks(rng, 5, I, 0.5f)});
+        tsops::run_moe(b, o, TS_FFN_SPARSE, s, 5, H, x, nullptr, nullptr);
+      }
+    }
+    described = described &&
+                std::string(ts_backend_describe(b)).find("(" + std::to_string(threads) + " thread") != std::string::npos;
+    ts_backend_free(b);
   }
-  check(ok && worst <= 2e-5, "moe with 1, 2 and 5 threads", fmt("rel err %.2e ", worst) + why);
+  check(o.ok && described && o.err <= 2e-5, "moe with 1, 2 and 5 threads", fmt("rel err %.2e ", o.err) + o.why);
 }
 
 // Every SIMD variant against the scalar reference on the same inputs, for every
@@ -1233,20 +685,15 @@ int main(int argc, char** argv) {
   const auto variants = runnable_variants(b);
   test_conversions();
   Rng rng;
-  test_matmul(b, rng, variants);
-  test_rmsnorm(b, rng);
-  test_rope(b, rng);
-  test_router(b, rng);
-  test_predictor(b, rng, variants);
-  test_attention(b, rng, TS_F32);
-  {
-    Rng half_rng;  // its own stream: the tests after see the inputs they always had
-    half_rng.g.seed(0x6b76);
-    for (ts_dtype dt : {TS_BF16, TS_F16}) test_attention(b, half_rng, dt);
+  // every case of the op table on every variant (test_backend_ops runs the same
+  // table on every backend, CUDA included)
+  for (const auto& var : variants) {
+    ts_backend_set_variant(b, var.c_str());
+    tsops::run_cases(b, "cpu " + var, tsops::op_cases());
   }
+  ts_backend_set_variant(b, "auto");
   check(ts_kvcache_create_typed(b, 1, 4, 1, 2, TS_I8) == nullptr && std::strstr(ts_last_error(), "not one of F32, BF16, F16"),
         "an i8 kv cache is refused");
-  test_moe(b, rng, variants);
   test_variants_vs_scalar(b, rng, variants);
   test_threads(rng);
   test_no_alloc(rng);

@@ -1,7 +1,9 @@
 // Runs the standalone C++ test programs (native/tests/*.cc) that
 // `npm run build:native` builds next to the addon, with the golden tiny-a
-// folder (../shared/golden/tiny-a) as argv[1] when it exists. test_kernels must
-// exist; test_cuda skips itself without a GPU.
+// folder (../shared/golden/tiny-a) as argv[1] when it exists. test_kernels and
+// test_backend_ops (the op table of native/tests/op_cases.h on every backend
+// present) must exist; test_cuda skips itself without a GPU, and
+// test_backend_ops says why it skips the CUDA cases.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -20,8 +22,9 @@ function findBinary(name: string): string | undefined {
   return BUILD_DIRS.map((d) => path.join(d, name)).find((f) => fs.existsSync(f));
 }
 
-test('native/tests has the kernel test program', () => {
+test('native/tests has the kernel test program and the backend op table program', () => {
   expect(programs).toContain('test_kernels');
+  expect(programs).toContain('test_backend_ops');
 });
 
 const runEach = programs.length > 0 ? describe.each(programs.map((p) => [p])) : () => undefined;
@@ -35,6 +38,11 @@ runEach('%s', (name: string) => {
     if (r.error) throw new Error(`${name} did not run: ${r.error.message}\n${output}`);
     if (r.status !== 0) {
       throw new Error(`${name} exited with ${r.status ?? r.signal}\n${output.slice(-8000)}`);
+    }
+    if (name === 'test_backend_ops') {
+      // the CPU backend ran every case, and CUDA either ran them or said why not
+      expect(output).toMatch(/^cpu \(.*\): (\d+) of \1 cases passed$/m);
+      expect(output).toMatch(/^(skip cuda cases: .+|cuda \(.*\): (\d+) of \2 cases passed)$/m);
     }
     // eslint-disable-next-line no-console
     console.log(`${name}: ${output.trim().split('\n').slice(-3).join(' | ')}`);
