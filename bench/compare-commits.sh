@@ -14,6 +14,10 @@
 #                  or '[model=demo].runs[concurrency=16].tokensPerS'. Without --metric, defaults for the
 #                  cluster and serving benches (by the JSON's "bench" field): every mode/wire's tokens/s, layer
 #                  time and overhead (cluster), every model/concurrency's tokens/s and mean step (serving).
+#   --bench-from REV   run REV's version of the bench in both trees: its source (dist/bench/X.js -> bench/X.ts)
+#                  and the bench/ files it imports, checked out of REV over each worktree's before building, so
+#                  that a bench changed between the commits measures the same way on both; without it each tree
+#                  runs its own (the script says when bench/ differs)
 #   --own-native   build the native addon in each worktree (its own native/build) instead of sharing this
 #                  checkout's native/build
 #   --root DIR     where the worktrees go (default /tmp; each is DIR/ab-<commit>, reused when it exists)
@@ -33,11 +37,13 @@
 # where worse_by is how much worse head is, from the median ratio: 1 - ratio for higher-is-better metrics (the
 # fraction of throughput lost), ratio - 1 for lower-is-better ones; negative = head better.
 set -euo pipefail
+shopt -s inherit_errexit
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-2}"; }
 
 rounds=3
 own_native=0
+bench_from=''
 root=/tmp
 timeout_s=900
 logs=''
@@ -48,6 +54,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) rounds="$2"; shift 2 ;;
     --metric) metrics+=("$2"); shift 2 ;;
     --own-native) own_native=1; shift ;;
+    --bench-from) bench_from="$2"; shift 2 ;;
     --root) root="$2"; shift 2 ;;
     --timeout) timeout_s="$2"; shift 2 ;;
     --logs) logs="$2"; shift 2 ;;
@@ -67,6 +74,23 @@ fi
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 base=$(git -C "$repo" rev-parse --verify "${positional[0]}^{commit}")
 head=$(git -C "$repo" rev-parse --verify "${positional[1]:-HEAD}^{commit}")
+bench_sha=''
+bench_files=()
+if [[ -n "$bench_from" ]]; then
+  bench_sha=$(git -C "$repo" rev-parse --verify "${bench_from}^{commit}")
+  entry=''
+  for a in "${bench[@]}"; do if [[ "$a" =~ ^(\./)?dist/(bench/.*)\.js$ ]]; then entry="${BASH_REMATCH[2]}.ts"; break; fi; done
+  [[ -n "$entry" ]] || { echo "compare-commits: --bench-from needs the bench as dist/bench/NAME.js in the command" >&2; exit 2; }
+  # the entry and, transitively, the bench/ files it imports ('./name')
+  todo=("$entry")
+  while [[ ${#todo[@]} -gt 0 ]]; do
+    f="${todo[0]}"; todo=("${todo[@]:1}")
+    [[ " ${bench_files[*]-} " == *" $f "* ]] && continue
+    src=$(git -C "$repo" show "$bench_sha:$f") || { echo "compare-commits: $f is not in ${bench_sha:0:7}" >&2; exit 2; }
+    bench_files+=("$f")
+    while read -r dep; do [[ -n "$dep" ]] && todo+=("bench/$dep.ts"); done < <(grep -oE "from '\./[^']+'" <<<"$src" | sed -E "s/from '\.\/([^']+)'/\1/")
+  done
+fi
 [[ -n "$logs" ]] || logs=$(mktemp -d /tmp/ab-logs-XXXXXX)
 mkdir -p "$logs"
 say() { echo "compare-commits: $*" >&2; }
@@ -77,6 +101,10 @@ if [[ $own_native -eq 0 ]] && ! git -C "$repo" diff --quiet "$base" "$head" -- n
 fi
 if [[ $own_native -eq 0 ]] && ! git -C "$repo" diff --quiet "$base" "$head" -- native/src; then
   say "note: native/src differs between the commits; both run the shared native/build (this checkout's kernels)"
+fi
+
+if [[ -z "$bench_sha" ]] && ! git -C "$repo" diff --quiet "$base" "$head" -- bench; then
+  say "note: bench/ differs between the commits and each tree runs its own (--bench-from REV runs one version in both)"
 fi
 
 # worktree COMMIT -> prints its path, built
@@ -101,10 +129,20 @@ prepare() {
     fi
     ln -sfn "$repo/native/build" "$wt/native/build"
   fi
-  if [[ "$(cat "$wt/dist/.ab-built" 2>/dev/null)" != "$sha" ]]; then
-    say "building TypeScript in $wt"
-    (cd "$wt" && npm run --silent gen:proto && npx tsc -p tsconfig.json) >&2
-    echo "$sha" > "$wt/dist/.ab-built"
+  # bench/: the tree's own back, then REV's bench files over it (--bench-from)
+  git -C "$wt" reset -q -- bench
+  git -C "$wt" checkout -q -- bench
+  git -C "$wt" clean -fdq -- bench
+  if [[ -n "$bench_sha" ]]; then git -C "$wt" checkout -q "$bench_sha" -- "${bench_files[@]}"; fi
+  local stamp="$sha bench:${bench_sha:-own} ${bench_files[*]-}"
+  if [[ "$(cat "$wt/dist/.ab-built" 2>/dev/null)" != "$stamp" ]]; then
+    rm -f "$wt/dist/.ab-built"
+    say "building TypeScript in $wt${bench_sha:+ (${bench_files[*]} from ${bench_sha:0:7})}"
+    if ! (cd "$wt" && npm run --silent gen:proto && npx tsc -p tsconfig.json) >&2; then
+      echo "compare-commits: the build in $wt failed${bench_sha:+ (with ${bench_files[*]} from ${bench_sha:0:7}: does that bench need newer sources?)}" >&2
+      exit 1
+    fi
+    echo "$stamp" > "$wt/dist/.ab-built"
   fi
   echo "$wt"
 }
@@ -138,9 +176,9 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 # The table and the JSON line, from the saved JSON lines.
-node - "$logs" "$rounds" "$base" "$head" "$(printf '%s\n' "${cmd[@]}")" "$(printf '%s\n' "${metrics[@]+"${metrics[@]}"}")" <<'EOF'
+node - "$logs" "$rounds" "$base" "$head" "$bench_sha" "$(printf '%s\n' "${cmd[@]}")" "$(printf '%s\n' "${metrics[@]+"${metrics[@]}"}")" <<'EOF'
 const fs = require('node:fs');
-const [logs, roundsArg, base, head, cmdText, metricText] = process.argv.slice(2);
+const [logs, roundsArg, base, head, benchFrom, cmdText, metricText] = process.argv.slice(2);
 const rounds = Number(roundsArg);
 const load = (side, r) => JSON.parse(fs.readFileSync(`${logs}/${side}-${r}.json`, 'utf8'));
 const runs = { base: [], head: [] };
@@ -174,8 +212,11 @@ function defaults(j) {
   const first = Array.isArray(j) ? j[0] : j;
   if (first && first.bench === 'cluster') {
     for (const r of j.results) {
-      const sel = r.wire ? `results[mode=${r.mode},wire=${r.wire}]` : `results[mode=${r.mode}]`;
-      const name = r.wire ? `${r.mode} ${r.wire}` : r.mode;
+      // select by every identifying field the bench writes (older benches have no link/concurrency)
+      const keys = ['mode', 'link', 'wire', 'concurrency'].filter((k) => r[k] !== undefined);
+      const sel = `results[${keys.map((k) => `${k}=${r[k]}`).join(',')}]`;
+      const name = [r.mode, r.link && r.link !== '-' && r.link !== 'loopback' ? r.link : '', r.wire ?? '',
+        r.concurrency !== undefined ? `c=${r.concurrency}` : ''].filter(Boolean).join(' ');
       out.push({ label: `${name} tokens/s`, path: `${sel}.tokens_per_s`, better: 'up' });
       out.push({ label: `${name} experts per layer us`, path: `${sel}.layer_us_mean`, better: 'down' });
       if (r.overhead_us_mean !== undefined) {
@@ -226,7 +267,7 @@ const metrics = specs.map((s) => {
 const cols = ['metric (better)'];
 for (let r = 1; r <= rounds; r++) cols.push(`base ${r}`, `head ${r}`, `ratio ${r}`);
 cols.push('median ratio head/base', 'head worse by');
-console.log(`base ${base.slice(0, 7)}  head ${head.slice(0, 7)}  ${rounds} round(s), order base,head per round`);
+console.log(`base ${base.slice(0, 7)}  head ${head.slice(0, 7)}${benchFrom ? `  bench/ from ${benchFrom.slice(0, 7)}` : ''}  ${rounds} round(s), order base,head per round`);
 console.log(`| ${cols.join(' | ')} |`);
 console.log(`| --- |${' ---: |'.repeat(cols.length - 1)}`);
 for (const m of metrics) {
@@ -235,5 +276,5 @@ for (const m of metrics) {
   cells.push(m.median_ratio === null ? '-' : m.median_ratio.toFixed(3), m.worse_by === null ? '-' : `${(m.worse_by * 100).toFixed(1)}%`);
   console.log(`| ${cells.join(' | ')} |`);
 }
-console.log(JSON.stringify({ compare: 'commits', base, head, rounds, command: cmdText.trim().split('\n'), logs, metrics }));
+console.log(JSON.stringify({ compare: 'commits', base, head, bench_from: benchFrom || null, rounds, command: cmdText.trim().split('\n'), logs, metrics }));
 EOF
