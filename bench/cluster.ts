@@ -53,16 +53,22 @@ const SHAPES: Record<string, { layers: number; opts: Partial<DemoModelOptions>; 
   },
 };
 
+/** "step:layer", plus ":micro-batch" when the engine overlaps two micro-batches per step (each is its own call). */
+function callKey(stepId: number | undefined, layer: number, from: object | undefined): string {
+  const mb = (from as { microBatch?: number } | undefined)?.microBatch;
+  return mb === undefined ? `${stepId}:${layer}` : `${stepId}:${layer}:${mb}`;
+}
+
 /** The engine's expert backend, swapped between runs so the coordinator's weights load once; times every layer. */
 class TimedExperts implements ExpertBackend {
   readonly name = 'bench';
   current: ExpertBackend | null = null;
-  /** Wall time of each runExperts call (one per layer per step), microseconds, keyed "step:layer". */
+  /** Wall time of each runExperts call (one per layer per step or micro-batch), microseconds, keyed by callKey. */
   layerUs = new Map<string, number>();
   async runExperts(batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> {
     const t0 = process.hrtime.bigint();
     const out = await this.current!.runExperts(batch, ctx);
-    this.layerUs.set(`${ctx?.stepId}:${batch.layer}`, Number(process.hrtime.bigint() - t0) / 1000);
+    this.layerUs.set(callKey(ctx?.stepId, batch.layer, ctx), Number(process.hrtime.bigint() - t0) / 1000);
     return out;
   }
   async close(): Promise<void> {
@@ -216,7 +222,7 @@ async function main(): Promise<void> {
             const remote = await RemoteExperts.connect({
               shardMap, model: dims, wire, hedge, name: `cluster:${n}`,
               observers: [{ onCallEnd: (call, r) => {
-                const key = `${call.stepId}:${call.layer}`;
+                const key = callKey(call.stepId, call.layer, call);
                 computeUs.set(key, Math.max(computeUs.get(key) ?? 0, r.computeUs + r.queueUs));
               } }],
             });
