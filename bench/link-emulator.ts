@@ -14,12 +14,12 @@
 // time (stats()), so a bench prints the accuracy it got.
 //
 // Accuracy measured (test/bench/link-emulator.test.ts, 2 shared vCPUs, other builds running): releases
-// are late by p50 ~1 us, p99 ~40 us when the machine has room, p99 0.6-1.1 ms (mean 30-45 us) while a
-// 16-layer cluster bench loads both cores. The proxy hop itself (two more loopback sockets and a JS
-// event loop) adds ~30-40 us one way, so small-message one-way delays measure 138 us for 100 us,
-// 1049 us for 1 ms, 1536 us for 1.5 ms; bulk transfers reach 92-97% of the bandwidth (189 of 200
-// Mbit/s), never more. The benches' echo baselines go through the same proxies, so ratios to them
-// carry the hop on both sides.
+// are late by p50 ~1-2 us; p99 ~40 us when the machine has room, 0.6-1.2 ms (mean 30-55 us) while a
+// 16-layer cluster bench loads both cores, 3-4 ms when other builds load them too. The proxy hop itself
+// (two more loopback sockets and a JS event loop) adds ~30-45 us one way, so small-message one-way
+// delays measure 138-147 us for 100 us, 1049-1063 us for 1 ms, 1536-1572 us for 1.5 ms. Bulk transfers
+// reach 88-97% of the bandwidth (177-193 of 200 Mbit/s), never more. The benches' echo baselines go
+// through the same proxies, so ratios to them carry the hop on both sides.
 //   node dist/bench/link-emulator.js --serve   (a child of LinkProcess; talks over IPC)
 import { fork, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
