@@ -315,6 +315,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e) => {
-  process.stderr.write(`${e instanceof Error ? e.stack : e}\n`);
+  process.stderr.write(`${e instanceof UserError ? e.message : e instanceof Error ? e.stack : e}\n`);
   process.exitCode = 1;
 });
