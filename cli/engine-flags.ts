@@ -2,6 +2,7 @@
 // and the client side of mTLS to expert nodes.
 import type { Command } from 'commander';
 import { tlsChannel } from '../coordinator/expert-client';
+import { OVERLAP_MODES, type OverlapMode } from '../coordinator/engine';
 import { parseExpertsChoice, type EngineOptions } from '../coordinator/load-engine';
 import { remoteExpertsFactory } from '../coordinator/remote-factory';
 import { KV_DTYPE_BYTES, type Device, type KvDType, type StoreDType } from '../core/native';
@@ -24,6 +25,8 @@ export interface EngineFlags extends TlsFlags {
   callTimeoutMs?: number;
   /** Send a late node call to a replica too; absent: on. */
   hedge?: 'on' | 'off';
+  /** Two pipelined micro-batches per step; absent: auto (when the experts are remote). */
+  overlap?: OverlapMode;
 }
 
 export function addEngineOptions(cmd: Command): Command {
@@ -34,6 +37,9 @@ export function addEngineOptions(cmd: Command): Command {
       'or when no replica can take over); measured: 4 x its p99, at least 500 ms', intOption('--call-timeout-ms', 1), 30_000)
     .option('--hedge <on|off>', 'a node call still unanswered past its p99 also goes to a replica; the first answer wins',
       choiceOption('--hedge', ['on', 'off'] as const), 'on')
+    .option('--overlap <auto|on|off>', 'split each step in two micro-batches pipelined layer by layer, so one\'s expert calls are ' +
+      'on the wire while the other computes (same tokens); auto: when the experts are remote and a step has 2+ rows',
+      choiceOption('--overlap', OVERLAP_MODES), 'auto')
     .option('--kv-dtype <dtype>', 'KV-cache storage: f32 | bf16 | f16 (16 bits: half the memory, attention math stays f32)',
       choiceOption('--kv-dtype', Object.keys(KV_DTYPE_BYTES) as KvDType[]), 'f32');
   return addKernelOptions(cmd, 'dense-with-mask expert FFN (same tokens; the speed baseline)')
@@ -53,6 +59,7 @@ export function engineOptionsFrom(flags: EngineFlags): EngineOptions {
     weights: flags.weights,
     dense: flags.dense,
     kvDtype: flags.kvDtype,
+    overlap: flags.overlap,
     // cluster:N nodes inherit this command's weights/device/threads/FFN choices.
     remoteExperts: remoteExpertsFactory({ wire: flags.wire, weights: flags.weights, device: flags.device, threads: flags.threads, dense: flags.dense,
       callTimeoutMs: flags.callTimeoutMs, hedge: flags.hedge === undefined ? undefined : flags.hedge === 'on',

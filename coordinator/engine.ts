@@ -29,7 +29,16 @@ export interface StepOptions {
   prefillChunk?: number;
   record?: boolean;
   hooks?: ForwardHooks;
+  /** Overrides the engine's overlap for this step (1: one batch, 2: two pipelined micro-batches). */
+  microBatches?: number;
 }
+
+/**
+ * Two pipelined micro-batches per step (forward.ts): `auto` when the experts are
+ * remote (a backend with per-node stats) and the step has at least 2 rows.
+ */
+export const OVERLAP_MODES = ['auto', 'on', 'off'] as const;
+export type OverlapMode = (typeof OVERLAP_MODES)[number];
 
 export type StepRunner = (seqs: Sequence[], opts: StepOptions) => Promise<StepResult>;
 
@@ -64,6 +73,8 @@ export class Engine {
   private stepId = 0;
   /** How KV caches store K/V. */
   readonly kvDtype: KvDType;
+  /** Whether steps run as two pipelined micro-batches (see OverlapMode); may be changed between steps. */
+  overlap: OverlapMode;
   private expertBackend: ExpertBackend;
   private hooks: EngineHooks | undefined;
   private instrumented = false;
@@ -73,9 +84,10 @@ export class Engine {
     readonly backend: NativeBackend,
     readonly weights: CoordinatorWeights,
     experts: ExpertBackend,
-    opts: { kvDtype?: KvDType; hooks?: EngineHooks } = {},
+    opts: { kvDtype?: KvDType; hooks?: EngineHooks; overlap?: OverlapMode } = {},
   ) {
     this.kvDtype = opts.kvDtype ?? 'f32';
+    this.overlap = opts.overlap ?? 'auto';
     this.expertBackend = experts;
     this.hooks = opts.hooks;
   }
@@ -204,7 +216,7 @@ export class Engine {
       logitRows: Int32Array.from(logitRows),
       stepId: this.stepId++,
     };
-    const result = await forward(this.backend, this.weights, this.experts, ctx, opts);
+    const result = await forward(this.backend, this.weights, this.experts, ctx, { ...opts, microBatches: opts.microBatches ?? this.microBatches() });
 
     const V = this.config.vocabSize;
     const sampled: StepResult['sampled'] = [];
@@ -245,6 +257,12 @@ export class Engine {
       expertSlots: result.expertSlots,
       layers: result.layers,
     };
+  }
+
+  /** Micro-batches per step under the engine's overlap mode (forward splits only steps of 2+ rows). */
+  private microBatches(): number {
+    if (this.overlap === 'on') return 2;
+    return this.overlap === 'auto' && typeof this.experts.stats === 'function' ? 2 : 1;
   }
 
   /** Frees a sequence's KV cache; what it held must be computed again before it can step. */

@@ -19,10 +19,13 @@ export class NonFiniteError extends Error {
   }
 }
 
-/** Throws NonFiniteError "`what`: non-finite value (NaN) at row r, column c" when `a` ([rows, width]) holds one. */
-export function assertFinite(a: Float32Array, width: number, what: string): void {
+/**
+ * Throws NonFiniteError "`what`: non-finite value (NaN) at row r, column c" when `a` ([rows, width]) holds one;
+ * `firstRow` is added to r (a micro-batch's rows start there in the step).
+ */
+export function assertFinite(a: Float32Array, width: number, what: string, firstRow = 0): void {
   const i = firstNonFinite(a);
   if (i < 0) return;
-  throw new NonFiniteError(`${what}: non-finite value (${a[i]}) at row ${Math.floor(i / width)}, column ${i % width}; ` +
+  throw new NonFiniteError(`${what}: non-finite value (${a[i]}) at row ${firstRow + Math.floor(i / width)}, column ${i % width}; ` +
     'the step stops rather than sample from it');
 }

@@ -4,7 +4,7 @@ import { UserError } from '../core/errors';
 import type { ExpertBackend } from '../core/expert-backend';
 import { ModelFolder, names } from '../core/model-folder';
 import { native, type Device, type FfnMode, type KvDType, type NativeBackend, type StoreDType } from '../core/native';
-import { Engine } from './engine';
+import { Engine, type OverlapMode } from './engine';
 import { LocalExperts } from './local-experts';
 import { loadProgress } from './load-progress';
 import { loadCoordinatorWeights } from './model-weights';
@@ -43,6 +43,8 @@ export interface EngineOptions {
   dense?: boolean;
   /** How KV caches store K/V. Default f32. */
   kvDtype?: KvDType;
+  /** Two pipelined micro-batches per step (Engine's overlap); default auto. */
+  overlap?: OverlapMode;
   /** Where progress and the summary go (stderr by default). */
   log?: (line: string) => void;
   progressStream?: NodeJS.WriteStream;
@@ -112,7 +114,7 @@ export async function loadEngine(opts: EngineOptions): Promise<Engine> {
         `${(backend.weightBytes() / 1e6).toFixed(1)} MB of weights on ${backend.device}, ` +
         `experts ${experts.name}, ffn ${mode}, loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
     );
-    return new Engine(folder, backend, weights, experts, { kvDtype: opts.kvDtype });
+    return new Engine(folder, backend, weights, experts, { kvDtype: opts.kvDtype, overlap: opts.overlap });
   } catch (e) {
     backend?.close();
     await folder.close();

@@ -446,7 +446,8 @@ export class RemoteExperts implements ExpertBackend {
     const groups = unit.map((gi) => batch.groups[gi]);
     const nRoutes = routeCount(groups);
     const info: ExpertCallInfo = {
-      callId: this.nextCallId++, stepId: ctx?.stepId, layer: batch.layer, node: node.address, nodeIndex, nodeName: node.name,
+      callId: this.nextCallId++, stepId: ctx?.stepId, layer: batch.layer, ...(ctx?.microBatch === undefined ? {} : { microBatch: ctx.microBatch }),
+      node: node.address, nodeIndex, nodeName: node.name,
       experts: groups.map((g) => g.expert),
       tokens: routedRowCount(groups, batch.nRows), routes: nRoutes, wire: this.wire, attempt, bytesOut: 0, ...(hedge ? { hedge } : {}),
     };

@@ -21,6 +21,8 @@ export interface ExpertOutput {
 export interface StepContext {
   stepId?: number;
   sequenceIds?: number[];
+  /** Which micro-batch of an overlapped step (0 or 1); absent when the step runs as one batch. */
+  microBatch?: number;
 }
 
 /** What a status page shows per expert node (RemoteExperts.stats() returns these fields and more). */
@@ -55,6 +57,8 @@ export interface ExpertCallInfo {
   callId: number;
   stepId?: number;
   layer: number;
+  /** The step's micro-batch when it is overlapped (StepContext.microBatch). */
+  microBatch?: number;
   node: string;
   nodeIndex: number;
   nodeName?: string;

@@ -71,10 +71,14 @@ export type NodeHealthLike = ExpertNodeHealth;
 interface StepTrace {
   span: Span;
   ctx: Context;
-  layerSpan?: Span;
-  layerCtx?: Context;
+  /** Open layer spans by layer (with overlapped micro-batches two layers can be open at once). */
+  layers: Map<number, { span: Span; ctx: Context }>;
 }
 const STEP_TRACE = createContextKey('turbosparse.step-trace');
+
+/** The node calls of one runExperts: a step's layer, per micro-batch when the step is overlapped. */
+const pendingKey = (stepId: number | undefined, layer: number, microBatch: number | undefined): string =>
+  `${stepId}|${layer}|${microBatch ?? ''}`;
 
 interface PendingCall {
   info: ExpertCallInfo;
@@ -244,16 +248,17 @@ export class EngineObservability {
       onLayerStart: (layer) => {
         callerHooks?.onLayerStart?.(layer);
         if (st && this.detail === 'layers') {
-          st.layerSpan = this.tracer!.startSpan('moe.layer', { attributes: { 'moe.layer': layer } }, st.ctx);
-          st.layerCtx = trace.setSpan(st.ctx, st.layerSpan);
+          const span = this.tracer!.startSpan('moe.layer', { attributes: { 'moe.layer': layer } }, st.ctx);
+          st.layers.set(layer, { span, ctx: trace.setSpan(st.ctx, span) });
         }
       },
       onLayer: (layer, t0, t1) => {
         callerHooks?.onLayer?.(layer, t0, t1);
         (layerSeconds[layer] ??= this.metrics.layerSeconds.labels({ layer })).observe(Number(t1 - t0) / 1e9);
-        if (st?.layerSpan) {
-          st.layerSpan.end();
-          st.layerSpan = st.layerCtx = undefined;
+        const open = st?.layers.get(layer);
+        if (open) {
+          open.span.end();
+          st!.layers.delete(layer);
         }
       },
     };
@@ -263,7 +268,7 @@ export class EngineObservability {
       result = st ? await context.with(st.ctx, run) : await run();
     } catch (e) {
       if (st) {
-        st.layerSpan?.end();
+        for (const open of st.layers.values()) open.span.end();
         st.span.recordException(e as Error);
         st.span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
         st.span.end();
@@ -323,16 +328,16 @@ export class EngineObservability {
       },
       parent,
     );
-    const st: StepTrace = { span, ctx: ROOT_CONTEXT };
+    const st: StepTrace = { span, ctx: ROOT_CONTEXT, layers: new Map() };
     st.ctx = trace.setSpan(parent, span).setValue(STEP_TRACE, st);
     return st;
   }
 
   /** The context an expert call's span hangs from: the current layer span, else the step span. */
-  private callParent(): Context | undefined {
+  private callParent(layer?: number): Context | undefined {
     const active = context.active();
     const st = active.getValue(STEP_TRACE) as StepTrace | undefined;
-    if (st) return st.layerCtx ?? st.ctx;
+    if (st) return (layer === undefined ? undefined : st.layers.get(layer)?.ctx) ?? st.ctx;
     return trace.getSpan(active) ? active : undefined;
   }
 
@@ -347,7 +352,7 @@ export class EngineObservability {
       });
     };
     return (batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> => {
-      const parent = this.tracer && this.detail === 'layers' ? this.callParent() : undefined;
+      const parent = this.tracer && this.detail === 'layers' ? this.callParent(batch.layer) : undefined;
       const span = parent
         ? this.tracer!.startSpan(
             'moe.expert_call',
@@ -405,7 +410,7 @@ export class EngineObservability {
     });
     return async (batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> => {
       const stepId = ctx?.stepId ?? this.syntheticStep--;
-      const key = `${stepId}|${batch.layer}`;
+      const key = pendingKey(stepId, batch.layer, ctx?.microBatch);
       const calls: PendingCall[] = [];
       this.pending.set(key, calls);
       let out: ExpertOutput | undefined;
@@ -424,8 +429,8 @@ export class EngineObservability {
 
   private onCallStart(info: ExpertCallInfo): { traceContext?: Record<string, string>; end(r: ExpertCallResult): void } {
     const entry: PendingCall = { info };
-    this.pending.get(`${info.stepId}|${info.layer}`)?.push(entry);
-    const parent = this.tracer && this.detail === 'layers' ? this.callParent() : undefined;
+    this.pending.get(pendingKey(info.stepId, info.layer, info.microBatch))?.push(entry);
+    const parent = this.tracer && this.detail === 'layers' ? this.callParent(info.layer) : undefined;
     if (!parent) {
       return { end: (r) => void (entry.result = r) };
     }

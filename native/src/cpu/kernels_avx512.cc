@@ -122,8 +122,9 @@ void dot2_blk(const void* ra, const void* rb, int64_t n, const float* const* x, 
 template <class F>
 void dot2_b(const void* ra, const void* rb, int64_t n, const float* const* x, int nt, float* oa, float* ob) {
   switch (nt) {
-    case 1: dot2_blk<F, 1, 4>(ra, rb, n, x, oa, ob); break;
-    case 2: dot2_blk<F, 2, 2>(ra, rb, n, x, oa, ob); break;
+    // One accumulator per token for every width: batch-invariant sums (see kernels_simd.inc).
+    case 1: dot2_blk<F, 1, 1>(ra, rb, n, x, oa, ob); break;
+    case 2: dot2_blk<F, 2, 1>(ra, rb, n, x, oa, ob); break;
     case 3: dot2_blk<F, 3, 1>(ra, rb, n, x, oa, ob); break;
     case 4: dot2_blk<F, 4, 1>(ra, rb, n, x, oa, ob); break;
     case 5: dot2_blk<F, 5, 1>(ra, rb, n, x, oa, ob); break;

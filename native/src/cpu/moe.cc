@@ -8,8 +8,11 @@
 //           when relu*relu is 0 for all of them);
 //   DENSE_WITH_MASK: every neuron, computed for every token, masked after
 //           (the baseline: reads the whole expert).
-// Threads split the list (a fixed split: results do not depend on timing);
-// each accumulates into its own f32 buffer [block, H], in the order its
+// Threads split the list by fixed neuron ranges (thread t: neurons
+// [I*t/threads, I*(t+1)/threads)), not by list position: a token's partial sums
+// then cover the same neurons whichever other tokens share its block, so its
+// result does not depend on the batch (nor on timing). Each thread
+// accumulates into its own f32 buffer [block, H], in the order its
 // kernels want (see Layout in kernels.h). A second sweep sums the threads'
 // buffers in thread order and adds weight * output into y (natural order).
 // No allocation once the scratch has grown.
@@ -97,8 +100,18 @@ int moe(ts_backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t hidden, const f
         int32_t* counts = s.counts.data();
         std::memset(acc, 0, size_t(nb * Hp) * sizeof(float));
         std::fill(counts, counts + nb, 0);
-        int64_t k0, k1;
-        split_range(count, threads, tid, 1, &k0, &k1);
+        int64_t lo, hi;
+        split_range(I, threads, tid, 1, &lo, &hi);
+        // the list ascends by neuron: the first entry at or past neuron v, from entry `from`
+        const auto first_at_least = [&](int64_t v, int64_t from) {
+          int64_t a = from, z = count;
+          while (a < z) {
+            const int64_t mid = (a + z) / 2;
+            if (int64_t(list[2 * mid]) < v) a = mid + 1; else z = mid;
+          }
+          return a;
+        };
+        const int64_t k0 = first_at_least(lo, 0), k1 = first_at_least(hi, k0);
         const float* tx[kBlock];
         int tt[kBlock];
         float g[kBlock], u[kBlock];
