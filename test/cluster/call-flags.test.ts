@@ -1,4 +1,4 @@
-// `--call-timeout-ms` and `--hedge` on the commands that run the model (generate, serve, worker):
+// `--call-timeout-ms`, `--hedge` and `--overlap` on the commands that run the model (generate, serve, worker):
 // defaults, one-line errors, and the values reaching the remote backend.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -19,14 +19,21 @@ test('defaults: a 30 s ceiling and hedging on; generate, serve and worker all ta
   const program = buildProgram();
   for (const name of ['generate', 'serve', 'worker']) {
     const longs = program.commands.find((c) => c.name() === name)!.options.map((o) => o.long);
-    expect(longs).toEqual(expect.arrayContaining(['--call-timeout-ms', '--hedge']));
+    expect(longs).toEqual(expect.arrayContaining(['--call-timeout-ms', '--hedge', '--overlap']));
   }
+});
+
+test('--overlap: auto by default, reaches the engine options', async () => {
+  expect(await generateFlags([])).toMatchObject({ overlap: 'auto' });
+  expect(engineOptionsFrom(await generateFlags(['--overlap', 'off'])).overlap).toBe('off');
+  expect(engineOptionsFrom(await generateFlags(['--overlap', 'on'])).overlap).toBe('on');
 });
 
 test.each([
   [['--call-timeout-ms', '0'], "error: option '--call-timeout-ms <ms>' argument '0' is invalid. --call-timeout-ms must be an integer >= 1"],
   [['--call-timeout-ms', '1.5'], "error: option '--call-timeout-ms <ms>' argument '1.5' is invalid. --call-timeout-ms must be an integer >= 1"],
   [['--hedge', 'yes'], "error: option '--hedge <on|off>' argument 'yes' is invalid. --hedge must be one of on, off"],
+  [['--overlap', '2'], "error: option '--overlap <auto|on|off>' argument '2' is invalid. --overlap must be one of auto, on, off"],
 ])('%j is one line naming the flag', async (args, message) => {
   const err = await generateFlags(args).catch((e: unknown) => e);
   expect(err).toBeInstanceOf(CommanderError);
