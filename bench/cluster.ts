@@ -11,7 +11,9 @@
 //   --shape demo     hidden 1024, intermediate 3584, 8 experts top-2, predictor rank 256 (default 16 layers)
 //   node dist/bench/cluster.js [--shape mixtral|demo] [--layers N] [--model DIR] [--tokens 16] [--nodes 2,4]
 //        [--link loopback|10gbe|1gbe|wifi|DELAY_US:MBIT[,...]] [--concurrency 1,8,16] [--wire f32,bf16,...]
-//        [--echo-rounds 200] [--device cpu] [--replicas 1] [--hedge on|off] [--json]
+//        [--echo-rounds 200] [--device cpu] [--replicas 1] [--hedge on|off] [--overlap off,on] [--json]
+// --overlap: the cluster runs with each listed mode (engine overlap: two pipelined micro-batches per
+// step; `auto` is `on` here, as the experts are remote), in the same window; local runs without.
 // --wire defaults to every encoding for the first node count and f32 for the others. Requests of
 // `--tokens` tokens each (8-token prompts), submitted at once; timed until the last one finishes.
 import fs from 'node:fs';
@@ -114,6 +116,8 @@ interface ModeResult {
   mode: string;
   link: string;
   wire?: WireEncoding;
+  /** cluster only: whether steps ran as two pipelined micro-batches. */
+  overlap?: 'on' | 'off';
   concurrency: number;
   tokens_per_s: number;
   /** cluster only: tokens/s over local's at the same concurrency. */
@@ -164,6 +168,11 @@ async function main(): Promise<void> {
   const json = process.argv.includes('--json');
   const replicas = Number(arg('replicas', '1'));
   const hedge = arg('hedge', 'on') === 'on';
+  const overlaps = arg('overlap', 'on').split(',').map((o) => {
+    const v = o.trim() === 'auto' ? 'on' : o.trim();
+    if (v !== 'on' && v !== 'off') throw new UserError(`--overlap ${o}: use auto, on, off or a list such as off,on`);
+    return v as 'on' | 'off';
+  });
   const links = arg('link', 'loopback').split(',').map((t) => ({ label: t.trim(), spec: parseLink(t) }));
   const levels = arg('concurrency', '1').split(',').map(Number);
   const wireArg = arg('wire', '');
@@ -193,6 +202,7 @@ async function main(): Promise<void> {
     // ---- local ----
     log('local: loading every expert in process');
     timed.current = await LocalExperts.load(engine.folder, engine.backend, { store: 'auto', mode: 'sparse' });
+    engine.overlap = 'off';
     const localStepMs = new Map<number, number>();
     for (const conc of levels) {
       const run = await measure(engine, tok, conc, tokens, () => timed.layerUs.clear());
@@ -228,8 +238,9 @@ async function main(): Promise<void> {
             });
             timed.current = remote;
             try {
-              for (const conc of levels) {
-                log(`cluster:${n} link ${l.label} wire ${wire} concurrency ${conc}`);
+              for (const overlap of overlaps) for (const conc of levels) {
+                engine.overlap = overlap;
+                log(`cluster:${n} link ${l.label} wire ${wire} overlap ${overlap} concurrency ${conc}`);
                 let linkReset: Promise<void> = Promise.resolve();
                 const run = await measure(engine, tok, conc, tokens, () => {
                   remote.resetStats();
@@ -246,7 +257,7 @@ async function main(): Promise<void> {
                 const generated = run.tokensPerS * run.seconds;
                 const stepMs = (run.seconds * 1000) / run.steps;
                 const r: ModeResult = {
-                  mode: `cluster:${n}`, link: l.label, wire, concurrency: conc, tokens_per_s: run.tokensPerS,
+                  mode: `cluster:${n}`, link: l.label, wire, overlap, concurrency: conc, tokens_per_s: run.tokensPerS,
                   vs_local: run.tokensPerS / results.find((x) => x.mode === 'local' && x.concurrency === conc)!.tokens_per_s,
                   step_ms: stepMs, layer_us_mean: layerMean(),
                   overhead_us_mean: overhead.reduce((a, b) => a + b, 0) / Math.max(1, overhead.length),
@@ -291,13 +302,13 @@ async function main(): Promise<void> {
     console.log(`decode, ${c.numLayers} layer(s) at hidden ${c.hiddenSize} x intermediate ${c.intermediateSize}, ${c.numExperts} experts top-${c.topK}, ` +
       `${description}, ${os.cpus().length} CPUs, ${tokens} tokens per request, ${replicas} replica(s), hedge ${hedge ? 'on' : 'off'}`);
     console.log(`links: ${links.map((l) => describeLink(l.spec)).join('; ')}`);
-    console.log('mode        link      wire  conc  tokens/s  vs local  step ms  floor ms  vs floor+local  layer ms  overhead us (mean/p50/p99)' +
+    console.log('mode        link      wire  ovl  conc  tokens/s  vs local  step ms  floor ms  vs floor+local  layer ms  overhead us (mean/p50/p99)' +
       '  grpc echo p50  tcp echo p50  x grpc  x tcp  B/token/layer sent   recv');
     const f = (v: number | undefined, d: number, w: number) => (v === undefined ? '-' : v.toFixed(d)).padStart(w);
     for (const r of results) {
       const o = r.overhead_us_mean === undefined ? '-'
         : `${r.overhead_us_mean.toFixed(0)}/${r.overhead_us_p50!.toFixed(0)}/${r.overhead_us_p99!.toFixed(0)}`;
-      console.log(`${r.mode.padEnd(10)}  ${r.link.padEnd(8)}  ${(r.wire ?? '-').padEnd(4)}  ${String(r.concurrency).padStart(4)}  ` +
+      console.log(`${r.mode.padEnd(10)}  ${r.link.padEnd(8)}  ${(r.wire ?? '-').padEnd(4)}  ${(r.overlap ?? '-').padEnd(3)}  ${String(r.concurrency).padStart(4)}  ` +
         `${f(r.tokens_per_s, 2, 8)}  ${f(r.vs_local, 2, 8)}  ${f(r.step_ms, 2, 7)}  ${f(r.floor_step_ms, 2, 8)}  ${f(r.vs_floor_plus_local, 2, 14)}  ` +
         `${f(r.layer_us_mean / 1000, 2, 8)}  ${o.padStart(26)}  ${f(r.grpc_echo?.p50_us, 0, 13)}  ${f(r.tcp_echo?.p50_us, 0, 12)}  ` +
         `${f(r.overhead_vs_grpc_echo, 2, 6)}  ${f(r.overhead_vs_tcp_echo, 2, 5)}  ${f(r.bytes_sent_per_token_layer, 0, 18)}  ${f(r.bytes_received_per_token_layer, 0, 5)}`);
@@ -305,7 +316,7 @@ async function main(): Promise<void> {
     for (const r of results) {
       if (r.link_lateness) {
         const s = r.link_lateness;
-        console.log(`emulator ${r.mode} ${r.link} ${r.wire} c${r.concurrency}: ${s.chunks} chunks released late by mean ${s.mean_us.toFixed(0)} / p50 ${s.p50_us.toFixed(0)} / p99 ${s.p99_us.toFixed(0)} us`);
+        console.log(`emulator ${r.mode} ${r.link} ${r.wire} overlap ${r.overlap} c${r.concurrency}: ${s.chunks} chunks released late by mean ${s.mean_us.toFixed(0)} / p50 ${s.p50_us.toFixed(0)} / p99 ${s.p99_us.toFixed(0)} us`);
       }
     }
   }
