@@ -2,7 +2,8 @@
 // bidirectional `Run` stream that carries every call (matched by request id,
 // answered in any order), unary `Info`, and the standard health `Check`.
 // Requests are serialised here (not inside grpc-js) so their exact wire size
-// is known for the per-node byte counts.
+// is known for the per-node byte counts; responses are read without protobufjs
+// (core/wire/expert-response-bytes.ts).
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import {
@@ -10,6 +11,7 @@ import {
   type InfoResponse__Output,
 } from '../core/wire/expert-proto';
 import { UserError } from '../core/errors';
+import { readExpertResponse } from '../core/wire/expert-response-bytes';
 import { type ChannelTls, diagnoseConnectFailure } from './tls-diagnosis';
 
 /** Channel options for expert-node connections; see the comment on each key. */
@@ -35,6 +37,16 @@ export const EXPERT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.client_idle_timeout_ms': 2 ** 31 - 1,
   // Each node gets its own subchannel so one node's failure cannot be shared.
   'grpc.use_local_subchannel_pool': 1,
+  // HTTP/2 flow control: with the default 64 KiB window a response larger than that (16 rows at hidden
+  // 1024 in f32 is 64 KiB + headers) waits a WINDOW_UPDATE round trip mid-message. grpc-js 1.14 sets
+  // this as the initial stream window and widens the connection window to it. (The node's receive window
+  // is Node's default: grpc-js's server has no such option.)
+  'grpc-node.flow_control_window': 16 * 1024 * 1024,
+  // No compression: hidden states do not compress, and it would cost a copy and CPU per message. grpc-js
+  // compresses a request only when this names an algorithm, and its server never compresses responses.
+  // Nagle is off on both ends: grpc-js calls setNoDelay() on its client socket, and Node's Http2Session
+  // does on every session socket (server side too).
+  'grpc.default_compression_algorithm': grpc.compressionAlgorithms.identity,
 };
 
 /** How to reach a node: credentials (mTLS plugs in here) and channel options. */
@@ -189,9 +201,14 @@ export class ExpertClient {
    * rejects too, with the node's status code.
    */
   call(req: Omit<ExpertRequest, 'id'>, timeoutMs: number): Promise<CallReply> {
+    return this.callBytes((id) => expertProto().service.Run.requestSerialize({ ...req, id }), timeoutMs);
+  }
+
+  /** As call(), with the request's bytes written by `encode` for the id this call gets (expert-request-bytes.ts). */
+  callBytes(encode: (id: number) => Buffer, timeoutMs: number): Promise<CallReply> {
     if (this.closed) return Promise.reject(new NodeCallError(this.address, grpc.status.CANCELLED, 'client closed'));
     const id = this.nextId++;
-    const bytes = expertProto().service.Run.requestSerialize({ ...req, id });
+    const bytes = encode(id);
     return new Promise<CallReply>((resolve, reject) => {
       // After a busy spell of this process, timers run before the socket is read: an answer
       // that arrived in time is still waiting there. setImmediate lets it in before giving up.
@@ -227,7 +244,7 @@ export class ExpertClient {
     if (this.stream) return this.stream;
     const m = expertProto().service.Run;
     const stream: RunStream = this.client.makeBidiStreamRequest<Buffer, Sized>(m.path, (b) => b,
-      (buf) => ({ size: buf.length, message: m.responseDeserialize(buf) }));
+      (buf) => ({ size: buf.length, message: readExpertResponse(buf) }));
     stream.on('data', ({ size, message }: Sized) => {
       const id = Number(message.id);
       const p = this.pending.get(id);

@@ -17,7 +17,8 @@ import { type ExpertPair, type ModelDims, formatExpertSpec, pairKey } from '../c
 import { missingPairs, replicaTable, type ShardMap, validateShardMap } from '../core/shard-map';
 import type { InfoResponse__Output } from '../core/wire/expert-proto';
 import { routeCount, routedRowCount, routeOffsets } from '../core/routed-batch';
-import { decodeExpertResponse, encodeExpertRequest } from '../core/wire/expert-messages';
+import { decodeExpertResponse } from '../core/wire/expert-messages';
+import { planExpertRequest } from '../core/wire/expert-request-bytes';
 import type { WireEncoding } from '../core/wire/rows';
 import { type CallPolicy, callDeadlineMs, DEFAULT_CALL_POLICY, hedgeDelayMs, LatencyWindow } from './call-latency';
 import { type ChannelFactory, ExpertClient, insecureChannel, NodeCallError } from './expert-client';
@@ -459,9 +460,10 @@ export class RemoteExperts implements ExpertBackend {
       this.observers.forEach((o) => o.onCallEnd?.(info, result));
     };
     try {
-      const { request, rows } = encodeExpertRequest(batch, groups, { stepId: ctx?.stepId ?? 0, wire: this.wire,
+      const plan = planExpertRequest(batch, groups, { stepId: ctx?.stepId ?? 0, wire: this.wire,
         timeoutMs: deadlineMs, traceContext, hiddenSize: H, intermediateSize: I });
-      const reply = await node.client.call(request, deadlineMs);
+      const { rows } = plan;
+      const reply = await node.client.callBytes(plan.encode, deadlineMs);
       info.bytesOut = reply.bytesSent;
       const res = reply.response;
       let decoded: { out: Float32Array; active: Int32Array };

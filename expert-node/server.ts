@@ -5,10 +5,11 @@
 // kubelet gRPC probes present no client certificate to the mTLS port.
 //
 // A request's path: stream 'data' (raw bytes) -> scan the top-level fields
-// (core/wire/request-scan.ts: id, counts) -> decode + validate (bad request: an
+// (core/wire/request-scan.ts: id, counts) -> decode + validate straight from the
+// bytes into the RoutedBatch (core/wire/expert-request-bytes.ts; bad request: an
 // error *response* for that id; the stream keeps serving) -> queue -> one
-// native moe call -> encode -> write the response with queue and compute
-// microseconds. Bytes that name no id end the stream with INVALID_ARGUMENT.
+// native moe call -> the response written straight into its bytes, with queue
+// and compute microseconds. Bytes that name no id end the stream with INVALID_ARGUMENT.
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
@@ -16,11 +17,13 @@ import { UserError } from '../core/errors';
 import { pairKey } from '../core/expert-spec';
 import { maskBytes } from '../core/native';
 import {
-  EXPERT_MAX_MESSAGE_BYTES, EXPERT_SERVICE_NAME, expertProto, type ExpertRequest__Output, type ExpertResponse, type InfoResponse,
+  EXPERT_MAX_MESSAGE_BYTES, EXPERT_SERVICE_NAME, expertProto, type ExpertResponse, type InfoResponse,
 } from '../core/wire/expert-proto';
-import { decodeExpertRequest, type DecodedRequest, encodeExpertResponse, WireRejection } from '../core/wire/expert-messages';
+import { WireRejection } from '../core/wire/expert-messages';
+import { type ReadRequest, readExpertRequest } from '../core/wire/expert-request-bytes';
+import { writeExpertResponse, writeExpertResult } from '../core/wire/expert-response-bytes';
 import { type RequestScan, scanRequest } from '../core/wire/request-scan';
-import { fromProtoEncoding, type WireEncoding } from '../core/wire/rows';
+import type { WireEncoding } from '../core/wire/rows';
 import type { ExpertStore } from './expert-store';
 import { listenTls, type ServerTlsFiles, type TlsListener } from './tls-listener';
 
@@ -98,7 +101,7 @@ export interface ExpertNodeServerOptions {
 const MAX_TRACE_ENTRIES = 64;
 
 interface OpenStream {
-  call: grpc.ServerDuplexStream<Buffer, ExpertResponse>;
+  call: grpc.ServerDuplexStream<Buffer, Buffer>;
   open: boolean;
   ended: boolean;
   pending: number;
@@ -116,7 +119,7 @@ interface Job {
   arrival: bigint;
   timeoutMs: number;
   /** The request as a RoutedBatch, validated against what this node holds. */
-  decoded: DecodedRequest;
+  decoded: ReadRequest;
   /** Its size on the wire, counted against maxQueuedBytes while it waits. */
   wireBytes: number;
   scope?: { end?(result: NodeRequestResult): void } | void;
@@ -145,10 +148,11 @@ export class ExpertNodeServer {
     this.log = opts.log ?? (() => undefined);
     this.server = new grpc.Server({ ...EXPERT_SERVER_OPTIONS, ...opts.grpcOptions });
     const { packageDefinition, service } = expertProto();
-    // Run takes raw bytes: accept() scans them before protobufjs decodes (see request-scan.ts).
-    const definition = { ...service, Run: { ...service.Run, requestDeserialize: (b: Buffer) => b } };
+    // Run takes and gives raw bytes: accept() scans them and reads them into a RoutedBatch (request-scan.ts,
+    // expert-request-bytes.ts); responses are written as bytes (expert-response-bytes.ts).
+    const definition = { ...service, Run: { ...service.Run, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b } };
     const handlers: grpc.UntypedServiceImplementation = {
-      Run: (call: grpc.ServerDuplexStream<Buffer, ExpertResponse>) => this.handleRun(call),
+      Run: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => this.handleRun(call),
       Info: (call: grpc.ServerUnaryCall<unknown, InfoResponse>, callback: grpc.sendUnaryData<InfoResponse>) => this.handleInfo(call, callback),
     };
     this.server.addService(definition as unknown as grpc.ServiceDefinition, handlers);
@@ -282,7 +286,7 @@ export class ExpertNodeServer {
 
   // ---- Run ----
 
-  private handleRun(call: grpc.ServerDuplexStream<Buffer, ExpertResponse>): void {
+  private handleRun(call: grpc.ServerDuplexStream<Buffer, Buffer>): void {
     const stream: OpenStream = { call, open: true, ended: false, pending: 0, ids: new Map() };
     this.streams.add(stream);
     const close = () => {
@@ -321,7 +325,6 @@ export class ExpertNodeServer {
       return;
     }
     let job: Job;
-    let req: ExpertRequest__Output;
     try {
       if (this.draining) throw new WireRejection(grpc.status.UNAVAILABLE, 'expert node is shutting down');
       if (scan.error) throw new WireRejection(grpc.status.INVALID_ARGUMENT, `malformed request: ${scan.error}`);
@@ -330,7 +333,7 @@ export class ExpertNodeServer {
         throw new WireRejection(grpc.status.RESOURCE_EXHAUSTED, `the node's queue is full (${this.queue.length} requests, ` +
           `${this.queuedBytes} bytes waiting, at most ${maxQueued}); not run`);
       }
-      ({ job, req } = this.decode(stream, id, arrival, bytes, scan));
+      job = this.decode(stream, id, arrival, bytes, scan);
     } catch (e) {
       const r = e instanceof WireRejection ? e
         : e instanceof UserError ? new WireRejection(grpc.status.INVALID_ARGUMENT, e.message)
@@ -341,16 +344,14 @@ export class ExpertNodeServer {
     }
     stream.ids.set(id, []);
     if (this.opts.hooks?.onRequest) {
-      const { batch } = job.decoded;
+      const req = job.decoded;
+      const { batch } = req;
       const routesByExpert: Record<number, number> = {};
       for (const g of batch.groups) routesByExpert[g.expert] = g.rows.length;
-      let maskBytesIn = 0;
-      for (const r of req.routes) maskBytesIn += (r.mask?.bits ?? r.mask?.indices16 ?? r.mask?.indices32)?.length ?? 0;
       job.scope = this.opts.hooks.onRequest({
-        id, stepId: Number(req.stepId), layer: batch.layer, tokens: batch.nRows, routes: req.routes.length,
+        id, stepId: req.stepId, layer: batch.layer, tokens: batch.nRows, routes: req.routes,
         experts: batch.groups.map((g) => g.expert), routesByExpert,
-        wire: fromProtoEncoding(req.hidden!.encoding), traceContext: req.traceContext ?? {},
-        bytesIn: req.hidden!.data.length + (req.hidden!.scales?.length ?? 0) + maskBytesIn,
+        wire: req.wire, traceContext: req.traceContext, bytesIn: req.bytesIn,
       });
     }
     job.wireBytes = bytes.length;
@@ -360,7 +361,7 @@ export class ExpertNodeServer {
   }
 
   /** Validates a request against what this node holds and decodes it. */
-  private decode(stream: OpenStream, id: number, arrival: bigint, bytes: Buffer, scan: RequestScan): { job: Job; req: ExpertRequest__Output } {
+  private decode(stream: OpenStream, id: number, arrival: bigint, bytes: Buffer, scan: RequestScan): Job {
     const store = this.store;
     if (!store) throw new WireRejection(grpc.status.UNAVAILABLE, 'weights are still loading (wait for health SERVING)');
     const { numLayers, hiddenSize: H, intermediateSize: I } = store.dims;
@@ -375,14 +376,8 @@ export class ExpertNodeServer {
     if (scan.traceEntries > MAX_TRACE_ENTRIES) {
       throw new WireRejection(grpc.status.INVALID_ARGUMENT, `trace_context: ${scan.traceEntries} entries, at most ${MAX_TRACE_ENTRIES} (traceparent, tracestate)`);
     }
-    let req: ExpertRequest__Output;
-    try {
-      req = expertProto().service.Run.requestDeserialize(bytes);
-    } catch (e) {
-      throw new WireRejection(grpc.status.INVALID_ARGUMENT, `malformed request: ${(e as Error).message}`);
-    }
-    const decoded = decodeExpertRequest(req, store, maskBytes(store.dims.intermediateSize));
-    return { job: { stream, id, arrival, timeoutMs: req.timeoutMs, decoded, wireBytes: 0 }, req };
+    const decoded = readExpertRequest(bytes, store, maskBytes(store.dims.intermediateSize));
+    return { stream, id, arrival, timeoutMs: decoded.timeoutMs, decoded, wireBytes: 0 };
   }
 
   /** Runs queued jobs one at a time (the native backend serialises ops anyway; this keeps queue time honest). */
@@ -423,10 +418,12 @@ export class ExpertNodeServer {
       const store = this.store!;
       const r = await store.run(job.decoded.batch);
       const computeUs = usSince(t0);
-      const res = encodeExpertResponse(job.id, job.decoded, r.out, r.active, store.dims.hiddenSize, { queueUs, computeUs });
-      this.respond(job.stream, res, true);
+      const bytes = writeExpertResult(job.id, job.decoded, r.out, r.active, store.dims.hiddenSize, { queueUs, computeUs });
+      this.respond(job.stream, { id: job.id, bytes }, true);
+      const H = store.dims.hiddenSize;
+      const rowBytes = job.decoded.reply === 'f32' ? 4 * H : job.decoded.reply === 'bf16' ? 2 * H : H + 4;
       end({ ok: true, queueUs, computeUs, activeNeurons: r.active.reduce((a, b) => a + b, 0),
-        bytesOut: (res.out?.data?.length ?? 0) + (res.out?.scales?.length ?? 0) });
+        bytesOut: rowBytes * job.decoded.batch.nRows });
     } catch (e) {
       const message = `expert computation failed: ${(e as Error).message}`;
       this.log(`request ${job.id}: ${(e as Error).stack}`);
@@ -436,10 +433,10 @@ export class ExpertNodeServer {
   }
 
   /** Writes an answer; `queued`: it answers a queued request, whose id is free again after it. */
-  private respond(stream: OpenStream, res: ExpertResponse, queued = false): void {
+  private respond(stream: OpenStream, res: ExpertResponse | { id: number; bytes: Buffer }, queued = false): void {
     if (stream.open) {
       try {
-        stream.call.write(res);
+        stream.call.write('bytes' in res ? res.bytes : writeExpertResponse(res));
       } catch (e) {
         this.log(`cannot write response ${String(res.id)}: ${(e as Error).message}`);
       }
