@@ -13,13 +13,13 @@
 //        [--link loopback|10gbe|1gbe|wifi|DELAY_US:MBIT[,...]] [--concurrency 1,8,16] [--wire f32,bf16,...]
 //        [--echo-rounds 200] [--device cpu] [--replicas 1] [--hedge on|off] [--overlap off,on] [--json]
 // --overlap: the cluster runs with each listed mode (engine overlap: two pipelined micro-batches per
-// step; `auto` is `on` here, as the experts are remote), in the same window; local runs without.
+// step; `auto` measures both ways per batch size and keeps the faster), in the same window; local runs without.
 // --wire defaults to every encoding for the first node count and f32 for the others. Requests of
 // `--tokens` tokens each (8-token prompts), submitted at once; timed until the last one finishes.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { ExpertBackend, ExpertBatch, ExpertOutput, StepContext } from '../core/expert-backend';
+import type { ExpertBackend, ExpertBatch, ExpertNodeHealth, ExpertOutput, StepContext } from '../core/expert-backend';
 import { makeDemoModel, type DemoModelOptions } from '../core/demo-model';
 import { Registry } from '../core/metrics';
 import type { Device } from '../core/native';
@@ -27,7 +27,7 @@ import type { ShardMap } from '../core/shard-map';
 import { TextTokenizer } from '../core/tokenizer';
 import { UserError } from '../core/errors';
 import { WIRE_ENCODINGS, type WireEncoding } from '../core/wire/rows';
-import type { Engine } from '../coordinator/engine';
+import type { Engine, OverlapMode } from '../coordinator/engine';
 import { loadEngine } from '../coordinator/load-engine';
 import { LocalCluster } from '../coordinator/local-cluster';
 import { LocalExperts } from '../coordinator/local-experts';
@@ -67,6 +67,10 @@ class TimedExperts implements ExpertBackend {
   current: ExpertBackend | null = null;
   /** Wall time of each runExperts call (one per layer per step or micro-batch), microseconds, keyed by callKey. */
   layerUs = new Map<string, number>();
+  /** Remote experts' per-node stats (so the engine's `--overlap auto` sees a remote backend). */
+  stats(): ExpertNodeHealth[] {
+    return this.current?.stats?.() ?? [];
+  }
   async runExperts(batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> {
     const t0 = process.hrtime.bigint();
     const out = await this.current!.runExperts(batch, ctx);
@@ -116,8 +120,8 @@ interface ModeResult {
   mode: string;
   link: string;
   wire?: WireEncoding;
-  /** cluster only: whether steps ran as two pipelined micro-batches. */
-  overlap?: 'on' | 'off';
+  /** cluster only: the engine's overlap mode (two pipelined micro-batches per step). */
+  overlap?: OverlapMode;
   concurrency: number;
   tokens_per_s: number;
   /** cluster only: tokens/s over local's at the same concurrency. */
@@ -168,10 +172,10 @@ async function main(): Promise<void> {
   const json = process.argv.includes('--json');
   const replicas = Number(arg('replicas', '1'));
   const hedge = arg('hedge', 'on') === 'on';
-  const overlaps = arg('overlap', 'on').split(',').map((o) => {
-    const v = o.trim() === 'auto' ? 'on' : o.trim();
-    if (v !== 'on' && v !== 'off') throw new UserError(`--overlap ${o}: use auto, on, off or a list such as off,on`);
-    return v as 'on' | 'off';
+  const overlaps = arg('overlap', 'auto').split(',').map((o) => {
+    const v = o.trim();
+    if (v !== 'auto' && v !== 'on' && v !== 'off') throw new UserError(`--overlap ${o}: use auto, on, off or a list such as off,on,auto`);
+    return v as OverlapMode;
   });
   const links = arg('link', 'loopback').split(',').map((t) => ({ label: t.trim(), spec: parseLink(t) }));
   const levels = arg('concurrency', '1').split(',').map(Number);
@@ -302,13 +306,13 @@ async function main(): Promise<void> {
     console.log(`decode, ${c.numLayers} layer(s) at hidden ${c.hiddenSize} x intermediate ${c.intermediateSize}, ${c.numExperts} experts top-${c.topK}, ` +
       `${description}, ${os.cpus().length} CPUs, ${tokens} tokens per request, ${replicas} replica(s), hedge ${hedge ? 'on' : 'off'}`);
     console.log(`links: ${links.map((l) => describeLink(l.spec)).join('; ')}`);
-    console.log('mode        link      wire  ovl  conc  tokens/s  vs local  step ms  floor ms  vs floor+local  layer ms  overhead us (mean/p50/p99)' +
+    console.log('mode        link      wire  ovl   conc  tokens/s  vs local  step ms  floor ms  vs floor+local  layer ms  overhead us (mean/p50/p99)' +
       '  grpc echo p50  tcp echo p50  x grpc  x tcp  B/token/layer sent   recv');
     const f = (v: number | undefined, d: number, w: number) => (v === undefined ? '-' : v.toFixed(d)).padStart(w);
     for (const r of results) {
       const o = r.overhead_us_mean === undefined ? '-'
         : `${r.overhead_us_mean.toFixed(0)}/${r.overhead_us_p50!.toFixed(0)}/${r.overhead_us_p99!.toFixed(0)}`;
-      console.log(`${r.mode.padEnd(10)}  ${r.link.padEnd(8)}  ${(r.wire ?? '-').padEnd(4)}  ${(r.overlap ?? '-').padEnd(3)}  ${String(r.concurrency).padStart(4)}  ` +
+      console.log(`${r.mode.padEnd(10)}  ${r.link.padEnd(8)}  ${(r.wire ?? '-').padEnd(4)}  ${(r.overlap ?? '-').padEnd(4)}  ${String(r.concurrency).padStart(4)}  ` +
         `${f(r.tokens_per_s, 2, 8)}  ${f(r.vs_local, 2, 8)}  ${f(r.step_ms, 2, 7)}  ${f(r.floor_step_ms, 2, 8)}  ${f(r.vs_floor_plus_local, 2, 14)}  ` +
         `${f(r.layer_us_mean / 1000, 2, 8)}  ${o.padStart(26)}  ${f(r.grpc_echo?.p50_us, 0, 13)}  ${f(r.tcp_echo?.p50_us, 0, 12)}  ` +
         `${f(r.overhead_vs_grpc_echo, 2, 6)}  ${f(r.overhead_vs_tcp_echo, 2, 5)}  ${f(r.bytes_sent_per_token_layer, 0, 18)}  ${f(r.bytes_received_per_token_layer, 0, 5)}`);

@@ -38,7 +38,7 @@ export function addEngineOptions(cmd: Command): Command {
     .option('--hedge <on|off>', 'a node call still unanswered past its p99 also goes to a replica; the first answer wins',
       choiceOption('--hedge', ['on', 'off'] as const), 'on')
     .option('--overlap <auto|on|off>', 'split each step in two micro-batches pipelined layer by layer, so one\'s expert calls are ' +
-      'on the wire while the other computes (same tokens); auto: when the experts are remote and a step has 2+ rows',
+      'on the wire while the other computes (same tokens); auto: with remote experts, whichever measures faster per batch size',
       choiceOption('--overlap', OVERLAP_MODES), 'auto')
     .option('--kv-dtype <dtype>', 'KV-cache storage: f32 | bf16 | f16 (16 bits: half the memory, attention math stays f32)',
       choiceOption('--kv-dtype', Object.keys(KV_DTYPE_BYTES) as KvDType[]), 'f32');

@@ -11,6 +11,7 @@ import type { CoordinatorWeights } from './model-weights';
 import { logprobEntry } from './logprobs';
 import { applyPenalties, sample } from './sampler';
 import { checkPrompt } from './request-limits';
+import { OverlapTuner } from './overlap-tuner';
 import { Sequence, type SequenceOptions } from './sequence';
 import type { StepContext } from './step-context';
 
@@ -34,8 +35,9 @@ export interface StepOptions {
 }
 
 /**
- * Two pipelined micro-batches per step (forward.ts): `auto` when the experts are
- * remote (a backend with per-node stats) and the step has at least 2 rows.
+ * Two pipelined micro-batches per step (forward.ts). `auto`: never for in-process
+ * experts; with remote experts (a backend with per-node stats) the engine times
+ * steps both ways per batch size and keeps the faster (overlap-tuner.ts).
  */
 export const OVERLAP_MODES = ['auto', 'on', 'off'] as const;
 export type OverlapMode = (typeof OVERLAP_MODES)[number];
@@ -75,6 +77,8 @@ export class Engine {
   readonly kvDtype: KvDType;
   /** Whether steps run as two pipelined micro-batches (see OverlapMode); may be changed between steps. */
   overlap: OverlapMode;
+  /** What `auto` has measured (both ways per batch size). */
+  readonly overlapTuner = new OverlapTuner();
   private expertBackend: ExpertBackend;
   private hooks: EngineHooks | undefined;
   private instrumented = false;
@@ -216,7 +220,11 @@ export class Engine {
       logitRows: Int32Array.from(logitRows),
       stepId: this.stepId++,
     };
-    const result = await forward(this.backend, this.weights, this.experts, ctx, { ...opts, microBatches: opts.microBatches ?? this.microBatches() });
+    const tuned = opts.microBatches === undefined && this.overlap === 'auto' && this.remoteExperts();
+    const microBatches = opts.microBatches ?? (tuned ? this.overlapTuner.choose(ctx.n) : this.overlap === 'on' ? 2 : 1);
+    const t0 = performance.now();
+    const result = await forward(this.backend, this.weights, this.experts, ctx, { ...opts, microBatches });
+    if (tuned) this.overlapTuner.record(ctx.n, microBatches, performance.now() - t0);
 
     const V = this.config.vocabSize;
     const sampled: StepResult['sampled'] = [];
@@ -259,10 +267,9 @@ export class Engine {
     };
   }
 
-  /** Micro-batches per step under the engine's overlap mode (forward splits only steps of 2+ rows). */
-  private microBatches(): number {
-    if (this.overlap === 'on') return 2;
-    return this.overlap === 'auto' && typeof this.experts.stats === 'function' ? 2 : 1;
+  /** Experts behind a network (a backend with per-node stats): what `--overlap auto` may hide. */
+  private remoteExperts(): boolean {
+    return typeof this.experts.stats === 'function';
   }
 
   /** Frees a sequence's KV cache; what it held must be computed again before it can step. */

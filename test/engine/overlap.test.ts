@@ -112,6 +112,26 @@ describe('overlap on the demo model (in-process experts)', () => {
     expect(overlapped).toBeLessThan(b.steps * engine.config.numLayers * 2 * 30);
   });
 
+  test('auto with remote experts measures both ways and keeps overlap where it pays, with the same bits', async () => {
+    const real = engine.experts;
+    const remoteLike: ExpertBackend = {
+      name: 'remote-like',
+      stats: () => [],
+      // A node's time grows with the rows it gets (its compute, the bytes on the link): 5 ms + 10 ms per row.
+      runExperts: async (b: ExpertBatch, ctx): Promise<ExpertOutput> => {
+        await new Promise((r) => setTimeout(r, 5 + 10 * b.nRows));
+        return real.runExperts(b, ctx);
+      },
+      close: async () => undefined,
+    };
+    const e = new Engine(engine.folder, engine.backend, engine.weights, remoteLike, { overlap: 'auto' });
+    const prompts = [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]];
+    const auto = await runAll(e, prompts, 8, 'auto');
+    // Decode steps of 4 rows: 3 one-batch, 3 overlapped, then the faster (overlapped: the lanes' 25 ms calls at once vs 45 ms).
+    expect(e.overlapTuner.snapshot().find((s) => s.rows === '4-7')).toMatchObject({ using: 2 });
+    expectSameBits(auto, await runAll(engine, prompts, 8, 'off'));
+  });
+
   test('a lane that fails fails the step naming the step\'s row; the other lane stops too', async () => {
     const real = engine.experts;
     let calls = 0;
