@@ -9,7 +9,8 @@ import { KV_DTYPE_BYTES, type KvDType, type NativeBackend, type NativeKvCache } 
 import { forward, type ForwardHooks, type LayerRecord } from './forward';
 import type { CoordinatorWeights } from './model-weights';
 import { logprobEntry } from './logprobs';
-import { applyPenalties, sample } from './sampler';
+import { applyPenalties, sample, sampleVerifying } from './sampler';
+import type { DraftProposer } from './speculative/proposer';
 import { checkPrompt } from './request-limits';
 import { OverlapTuner } from './overlap-tuner';
 import { Sequence, type SequenceOptions } from './sequence';
@@ -24,6 +25,9 @@ export interface StepResult {
   activeNeurons: number;
   expertSlots: number;
   layers?: LayerRecord[];
+  /** Speculative decoding: tokens proposed (verified as extra rows) and how many of them the model kept. */
+  draftTokens?: number;
+  acceptedTokens?: number;
 }
 
 export interface StepOptions {
@@ -79,6 +83,10 @@ export class Engine {
   overlap: OverlapMode;
   /** What `auto` has measured (both ways per batch size). */
   readonly overlapTuner = new OverlapTuner();
+  /** Speculative decoding (`--speculative`): proposes tokens a decode step verifies as extra rows; null: off. */
+  proposer: DraftProposer | null;
+  /** Since the engine started: forward passes, proposed tokens verified, proposed tokens kept. */
+  readonly speculation = { forwardPasses: 0, draftTokens: 0, acceptedTokens: 0 };
   private expertBackend: ExpertBackend;
   private hooks: EngineHooks | undefined;
   private instrumented = false;
@@ -88,9 +96,10 @@ export class Engine {
     readonly backend: NativeBackend,
     readonly weights: CoordinatorWeights,
     experts: ExpertBackend,
-    opts: { kvDtype?: KvDType; hooks?: EngineHooks; overlap?: OverlapMode } = {},
+    opts: { kvDtype?: KvDType; hooks?: EngineHooks; overlap?: OverlapMode; proposer?: DraftProposer } = {},
   ) {
     this.kvDtype = opts.kvDtype ?? 'f32';
+    this.proposer = opts.proposer ?? null;
     this.overlap = opts.overlap ?? 'auto';
     this.expertBackend = experts;
     this.hooks = opts.hooks;
@@ -180,20 +189,22 @@ export class Engine {
     const positions: number[] = [];
     const caches = [];
     const logitRows: number[] = [];
-    // Per sequence: its rows, and the positions of its rows that need logits (in order).
-    const plan: { seq: Sequence; rows: number; samples: boolean; firstLogit: number; logitPositions: number[] }[] = [];
+    // Per sequence: its rows, and the positions of its rows that need logits (in order); a decode
+    // sequence with proposed tokens runs them as extra rows (`draft`), every row with logits.
+    const plan: { seq: Sequence; rows: number; samples: boolean; firstLogit: number; logitPositions: number[]; draft: number[] }[] = [];
     let prefillRows = 0;
     for (const seq of seqs) {
       if (seq.finished) continue;
       if (!seq.cache) throw new Error(`sequence ${seq.id} has no KV cache (released or preempted)`);
       const start = seq.computed;
       const pending = seq.pendingPrompt;
-      const count = pending > 0 ? Math.min(chunk, pending) : 1;
+      const draft = pending > 0 ? [] : this.propose(seq);
+      const count = pending > 0 ? Math.min(chunk, pending) : 1 + draft.length;
       if (pending > 0) prefillRows += count;
       const samples = start + count >= seq.length; // all known tokens now in the cache
       const firstRow = tokens.length;
       for (let i = 0; i < count; i++) {
-        tokens.push(seq.tokenAt(start + i));
+        tokens.push(i > 0 && draft.length > 0 ? draft[i - 1] : seq.tokenAt(start + i));
         positions.push(start + i);
         caches.push(seq.cache!);
       }
@@ -202,14 +213,15 @@ export class Engine {
       for (let i = 0; i < count; i++) {
         const pos = start + i;
         const keep = (seq.opts.keepPromptLogits && pending > 0) || seq.needsPromptLogprob(pos);
-        if (keep || (samples && i === count - 1)) {
+        if (keep || (samples && i === count - 1) || draft.length > 0) {
           logitRows.push(firstRow + i);
           logitPositions.push(pos);
         }
       }
-      plan.push({ seq, rows: count, samples, firstLogit, logitPositions });
+      plan.push({ seq, rows: count, samples, firstLogit, logitPositions, draft });
     }
     if (tokens.length === 0) return { sampled: [], rows: 0, prefillRows: 0, activeNeurons: 0, expertSlots: 0 };
+    this.speculation.forwardPasses++;
 
     const ctx: StepContext = {
       cfg: this.config,
@@ -228,11 +240,19 @@ export class Engine {
 
     const V = this.config.vocabSize;
     const sampled: StepResult['sampled'] = [];
+    let draftTokens = 0;
+    let acceptedTokens = 0;
     for (const p of plan) {
       const { seq } = p;
+      const logitRow = (j: number) => result.logits.subarray((p.firstLogit + j) * V, (p.firstLogit + j + 1) * V);
+      if (p.draft.length > 0) {
+        const kept = this.verify(seq, p.draft, logitRow, sampled);
+        draftTokens += p.draft.length;
+        acceptedTokens += kept;
+        continue;
+      }
       const wasPrefill = seq.pendingPrompt > 0;
       seq.computed += p.rows;
-      const logitRow = (j: number) => result.logits.subarray((p.firstLogit + j) * V, (p.firstLogit + j + 1) * V);
       p.logitPositions.forEach((pos, j) => {
         if (seq.opts.keepPromptLogits && wasPrefill) seq.promptLogits.push(logitRow(j).slice());
         // Position pos predicts prompt token pos + 1.
@@ -244,19 +264,10 @@ export class Engine {
         continue;
       }
       const row = logitRow(p.logitPositions.length - 1);
-      const banned = seq.outputIds.length < (seq.opts.minTokens ?? 0) ? seq.opts.stopIds : [];
-      const token = sample(applyPenalties(row, seq.opts.sampling, seq.history, banned), seq.opts.sampling, seq.rng);
-      const stop = seq.opts.stopIds.includes(token);
-      sampled.push({ seq, token, stop, logits: row });
-      if (stop) {
-        seq.finished = 'stop';
-        continue;
-      }
-      seq.pushOutput(token);
-      if (seq.outputIds.length >= seq.opts.maxTokens || seq.length >= this.config.maxPositionEmbeddings) {
-        seq.finished = 'length';
-      }
+      this.emit(seq, sample(this.penalised(seq, row), seq.opts.sampling, seq.rng), row, sampled);
     }
+    this.speculation.draftTokens += draftTokens;
+    this.speculation.acceptedTokens += acceptedTokens;
     return {
       sampled,
       rows: tokens.length,
@@ -264,7 +275,76 @@ export class Engine {
       activeNeurons: result.activeNeurons,
       expertSlots: result.expertSlots,
       layers: result.layers,
+      ...(draftTokens > 0 ? { draftTokens, acceptedTokens } : {}),
     };
+  }
+
+  /** The logits a token is sampled from: penalties, and stop ids banned before min_tokens. */
+  private penalised(seq: Sequence, row: Float32Array): Float32Array {
+    const banned = seq.outputIds.length < (seq.opts.minTokens ?? 0) ? seq.opts.stopIds : [];
+    return applyPenalties(row, seq.opts.sampling, seq.history, banned);
+  }
+
+  /** Adds a sampled token to the step's result and the sequence; false when the sequence ended. */
+  private emit(seq: Sequence, token: number, row: Float32Array, sampled: StepResult['sampled']): boolean {
+    const stop = seq.opts.stopIds.includes(token);
+    sampled.push({ seq, token, stop, logits: row });
+    if (stop) {
+      seq.finished = 'stop';
+      return false;
+    }
+    seq.pushOutput(token);
+    if (seq.outputIds.length >= seq.opts.maxTokens || seq.length >= this.config.maxPositionEmbeddings) {
+      seq.finished = 'length';
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * Proposed tokens for a decode step of `seq`, capped so that the extra rows fit its KV cache and
+   * the context and the tokens it could emit (proposals kept + 1) never pass max_tokens.
+   */
+  private propose(seq: Sequence): number[] {
+    if (!this.proposer || !seq.cache) return [];
+    const start = seq.computed;
+    const room = Math.min(
+      this.proposer.k,
+      seq.opts.maxTokens - seq.outputIds.length - 1,
+      seq.cache.maxTokens - 1 - start,
+      this.config.maxPositionEmbeddings - 1 - start,
+    );
+    if (room < 1) return [];
+    const V = this.config.vocabSize;
+    const draft = this.proposer.propose(seq.id, seq.tokens(), room).slice(0, room);
+    // A proposal is a guess, but it becomes model input: ids outside the vocabulary end the guess.
+    const bad = draft.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= V);
+    return bad < 0 ? draft : draft.slice(0, bad);
+  }
+
+  /**
+   * One decode step's rows were the newest token then `draft`: row i's logits decide output token
+   * i. A proposal the model keeps (greedy: its argmax; sampling: the acceptance rule) is emitted
+   * and the next row is valid; the first one it does not keep is replaced by the model's own token
+   * and ends the step; if all are kept the last row gives one more. The K/V of rows after the first
+   * replaced one hold the rejected guesses: `computed` excludes them, so the next step overwrites them.
+   */
+  private verify(seq: Sequence, draft: number[], logitRow: (j: number) => Float32Array, sampled: StepResult['sampled']): number {
+    seq.computed += 1; // the newest token's row
+    let kept = 0;
+    for (let i = 0; i <= draft.length; i++) {
+      const row = logitRow(i);
+      const logits = this.penalised(seq, row);
+      if (i === draft.length) {
+        this.emit(seq, sample(logits, seq.opts.sampling, seq.rng), row, sampled);
+        break;
+      }
+      const { token, accepted } = sampleVerifying(logits, seq.opts.sampling, seq.rng, draft[i]);
+      if (!this.emit(seq, token, row, sampled) || !accepted) break;
+      kept++;
+      seq.computed += 1; // the kept proposal's row holds its K/V
+    }
+    return kept;
   }
 
   /** Experts behind a network (a backend with per-node stats): what `--overlap auto` may hide. */
@@ -274,6 +354,7 @@ export class Engine {
 
   /** Frees a sequence's KV cache; what it held must be computed again before it can step. */
   release(seq: Sequence): void {
+    if (seq.finished && seq.cache) this.proposer?.finished?.(seq.id, seq.tokens(), seq.promptIds.length);
     seq.cache?.free();
     seq.cache = null;
     seq.computed = 0;

@@ -22,6 +22,11 @@ export interface GenerateStats {
   decode_tokens_per_s: number;
   /** Mean fraction of expert neurons computed, over every routed (layer, token, expert). */
   active_fraction: number;
+  /** Forward passes (steps) this generation took: with --speculative, fewer than its tokens. */
+  forward_passes: number;
+  /** --speculative only: tokens proposed and verified, and how many of them the model kept. */
+  draft_tokens?: number;
+  accepted_tokens?: number;
 }
 
 export interface GenerateResult {
@@ -42,6 +47,9 @@ export async function generate(engine: Engine, tok: TextTokenizer, req: Generate
   let prefillMs = 0;
   let decodeMs = 0;
   let decodeTokens = 0;
+  let forwardPasses = 0;
+  let draftTokens = 0;
+  let acceptedTokens = 0;
   let stopToken: number | null = null;
   try {
     while (!seq.finished) {
@@ -49,14 +57,18 @@ export async function generate(engine: Engine, tok: TextTokenizer, req: Generate
       const wasPrefill = seq.pendingPrompt > 0;
       const r = await engine.step([seq]);
       const ms = performance.now() - t0;
+      forwardPasses++;
+      draftTokens += r.draftTokens ?? 0;
+      acceptedTokens += r.acceptedTokens ?? 0;
       if (wasPrefill) prefillMs += ms;
       else {
         decodeMs += ms;
-        decodeTokens++;
+        decodeTokens += r.sampled.length;
       }
       active += r.activeNeurons;
       slots += r.expertSlots;
       for (const s of r.sampled) {
+        if (out.stopMatched) break; // a speculative step's tokens after a stop string
         if (s.stop) {
           stopToken = s.token; // ends the output; produces no text
           continue;
@@ -84,6 +96,8 @@ export async function generate(engine: Engine, tok: TextTokenizer, req: Generate
       decode_ms: round(decodeMs),
       decode_tokens_per_s: decodeTokens > 0 ? round((decodeTokens * 1000) / decodeMs) : 0,
       active_fraction: slots > 0 ? active / (slots * engine.config.intermediateSize) : 0,
+      forward_passes: forwardPasses,
+      ...(engine.proposer ? { draft_tokens: draftTokens, accepted_tokens: acceptedTokens } : {}),
     },
     promptLogits: req.keepPromptLogits ? seq.promptLogits : undefined,
   };

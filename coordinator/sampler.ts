@@ -78,6 +78,47 @@ function nucleusSize(sorted: ArrayLike<number>, maxLogit: number, p: SamplingPar
 
 export function sample(logits: Float32Array, p: SamplingParams, rng: Rng): number {
   if (p.temperature <= 0) return argmax(logits);
+  return draw(candidates(logits, p), rng);
+}
+
+/** The tokens sampling can draw (temperature, min-p, top-k, top-p applied) and their unnormalised weights. */
+interface Candidates {
+  ids: number[];
+  probs: number[];
+  total: number;
+}
+
+function draw(c: Candidates, rng: Rng): number {
+  let r = rng.next() * c.total;
+  for (let j = 0; j < c.ids.length; j++) {
+    r -= c.probs[j];
+    if (r < 0) return c.ids[j];
+  }
+  return c.ids[c.ids.length - 1];
+}
+
+/**
+ * Speculative verification of one proposed token: the token this position emits, and whether it
+ * is the proposal. Greedy: the argmax (identical to `sample`). Sampling: the proposal is kept with
+ * its probability p(x), else a token is drawn from p without x (renormalised); for a proposal that is
+ * one fixed token this emits exactly the law of `sample` (the standard acceptance rule with q = 1 at x).
+ */
+export function sampleVerifying(logits: Float32Array, p: SamplingParams, rng: Rng, proposal: number): { token: number; accepted: boolean } {
+  if (p.temperature <= 0) {
+    const token = argmax(logits);
+    return { token, accepted: token === proposal };
+  }
+  const c = candidates(logits, p);
+  const at = c.ids.indexOf(proposal);
+  const px = at < 0 ? 0 : c.probs[at] / c.total;
+  if (px > 0 && rng.next() < px) return { token: proposal, accepted: true };
+  if (at < 0) return { token: draw(c, rng), accepted: false };
+  const rest: Candidates = { ids: c.ids.filter((_, j) => j !== at), probs: c.probs.filter((_, j) => j !== at), total: c.total - c.probs[at] };
+  if (!(rest.total > 0)) return { token: proposal, accepted: true }; // the others' mass rounds to 0
+  return { token: draw(rest, rng), accepted: false };
+}
+
+function candidates(logits: Float32Array, p: SamplingParams): Candidates {
   const V = logits.length;
   // Only tokens within reach of the maximum can be drawn: select them in one pass
   // instead of sorting the whole vocabulary (32k+) for every token.
@@ -102,12 +143,7 @@ export function sample(logits: Float32Array, p: SamplingParams, rng: Rng): numbe
   }
   const probs = ids.map((i) => Math.exp((logits[i] - maxLogit) / p.temperature));
   const total = probs.reduce((s, x) => s + x, 0);
-  let r = rng.next() * total;
-  for (let j = 0; j < ids.length; j++) {
-    r -= probs[j];
-    if (r < 0) return ids[j];
-  }
-  return ids[ids.length - 1];
+  return { ids, probs, total };
 }
 
 /**

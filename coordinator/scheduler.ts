@@ -452,7 +452,8 @@ export class Scheduler {
       const byId = new Map(batch.map((h) => [h.seq!.id, h]));
       for (const s of result.sampled) {
         const h = byId.get(s.seq.id)!;
-        if (s.stop) continue;
+        // A speculative step emits several tokens per sequence: none after a stop string matched.
+        if (s.stop || h.output!.stopMatched) continue;
         this.onToken(h, s.token, s.logits);
       }
       const running = this.running.length;
