@@ -47,6 +47,8 @@ export function schedulerMetrics(reg: Registry, stats: () => SchedulerStats) {
     finished: reg.counter({ name: 'turbosparse_sequences_finished_total', help: 'Sequences ended, by reason', labelNames: ['reason'] }),
     rejected: reg.counter({ name: 'turbosparse_queue_full_rejections_total', help: 'Requests rejected because the wait queue was full' }),
     stepErrors: reg.counter({ name: 'turbosparse_step_errors_total', help: 'Engine steps that failed' }),
+    specDraft: reg.counter({ name: 'turbosparse_spec_draft_tokens_total', help: 'Speculative decoding: proposed tokens verified' }),
+    specAccepted: reg.counter({ name: 'turbosparse_spec_accepted_tokens_total', help: 'Speculative decoding: proposed tokens the model kept' }),
     prefixQueried: reg.counter({
       name: 'turbosparse_prefix_cache_queried_tokens_total',
       help: 'Prompt tokens of sequences starting (the prefix cache was asked for them)',

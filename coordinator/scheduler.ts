@@ -449,6 +449,10 @@ export class Scheduler {
       const ms = performance.now() - t0;
       this.m.stepSeconds.observe(undefined, ms / 1000);
       this.m.stepRows.observe(undefined, result.rows);
+      if (result.draftTokens) {
+        this.m.specDraft.inc(undefined, result.draftTokens);
+        this.m.specAccepted.inc(undefined, result.acceptedTokens ?? 0);
+      }
       const byId = new Map(batch.map((h) => [h.seq!.id, h]));
       for (const s of result.sampled) {
         const h = byId.get(s.seq.id)!;
