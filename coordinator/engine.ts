@@ -198,7 +198,7 @@ export class Engine {
       if (!seq.cache) throw new Error(`sequence ${seq.id} has no KV cache (released or preempted)`);
       const start = seq.computed;
       const pending = seq.pendingPrompt;
-      const draft = pending > 0 ? [] : this.propose(seq);
+      const draft = pending > 0 ? [] : await this.propose(seq);
       const count = pending > 0 ? Math.min(chunk, pending) : 1 + draft.length;
       if (pending > 0) prefillRows += count;
       const samples = start + count >= seq.length; // all known tokens now in the cache
@@ -305,7 +305,7 @@ export class Engine {
    * Proposed tokens for a decode step of `seq`, capped so that the extra rows fit its KV cache and
    * the context and the tokens it could emit (proposals kept + 1) never pass max_tokens.
    */
-  private propose(seq: Sequence): number[] {
+  private async propose(seq: Sequence): Promise<number[]> {
     if (!this.proposer || !seq.cache) return [];
     const start = seq.computed;
     const room = Math.min(
@@ -316,7 +316,7 @@ export class Engine {
     );
     if (room < 1) return [];
     const V = this.config.vocabSize;
-    const draft = this.proposer.propose(seq.id, seq.tokens(), room).slice(0, room);
+    const draft = (await this.proposer.propose(seq.id, seq.tokens(), room)).slice(0, room);
     // A proposal is a guess, but it becomes model input: ids outside the vocabulary end the guess.
     const bad = draft.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= V);
     return bad < 0 ? draft : draft.slice(0, bad);

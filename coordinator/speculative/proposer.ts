@@ -12,7 +12,7 @@ export interface DraftProposer {
    * Up to `k` tokens likely to follow `tokens` (the sequence's prompt then its output so far),
    * most likely continuation first; [] when there is no guess. Called once per decode step.
    */
-  propose(seqId: number, tokens: readonly number[], k: number): number[];
+  propose(seqId: number, tokens: readonly number[], k: number): number[] | Promise<number[]>;
   /** A sequence ended: `tokens` is its prompt then output (a proposer may learn from it, e.g. suffix). */
   finished?(seqId: number, tokens: readonly number[], promptLength: number): void;
 }
