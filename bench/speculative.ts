@@ -1,0 +1,435 @@
+// Speculative decoding (issue 15): what verifying K proposed tokens in one forward pass costs, and what it
+// buys on a copy-heavy workload, with experts in process and on expert-node processes (optionally through
+// an emulated link, bench/link-emulator.ts), one sequence at a time, all in one run.
+//   (a) verification cost: the mean time of a decode step with K+1 rows (a proposer that always proposes K
+//       tokens) over a step with 1 row (no proposer), for each K of --k.
+//   (b) copy-heavy workload: prompts that repeat a long random token span (BOS, span, span). First greedy
+//       decoding without speculation (the baseline, which also teaches the oracle each prompt's
+//       continuation), then each proposer of --proposers with K = --spec-k:
+//         oracle       proposes the greedy continuation; with --oracle-miss q each proposed token is wrong
+//                      with probability q and the proposal ends at the first wrong one, so acceptance
+//                      (accepted / proposed) is about 1 - q (q = 0.4: about 60%)
+//         ngram, suffix the real proposers (coordinator/speculative/parse.ts: `ngram:K`, `suffix:K`); a
+//                      random-weight model rarely repeats itself, so they show what it achieves here, not
+//                      what a trained model would
+//       Reports tokens per forward pass, round trips per token (forward passes x layers / tokens: one call
+//       per node per layer per pass), acceptance, decode tokens/s and its ratio to the baseline, and whether
+//       the tokens equal the baseline's (greedy speculation must not change them).
+// Decode only: the prompt's prefill step (which samples the first token) is not timed or counted.
+// Models as bench/cluster.ts (the same folders under the temp dir, random bf16 weights, written once):
+//   --shape mixtral  hidden 4096, intermediate 14336, 8 experts top-2, predictor rank 1024 (default 1 layer)
+//   --shape demo     hidden 1024, intermediate 3584, 8 experts top-2, predictor rank 256 (default 8 layers)
+//   node dist/bench/speculative.js [--shape mixtral|demo] [--layers N] [--model DIR] [--tokens 32]
+//        [--k 1,2,4,8] [--steps 8] [--spec-k 4] [--experts local,cluster:2] [--link loopback|10gbe|1gbe|wifi|DELAY_US:MBIT]
+//        [--proposers oracle,ngram,suffix] [--oracle-miss 0,0.4] [--prompts 2] [--span 24] [--parts a,b]
+//        [--wire f32|bf16|...] [--device cpu] [--json]
+// The engine runs with overlap off (one sequence: nothing to pipeline). Target (issue 15): with --link 1gbe,
+// one sequence, K = 4 and acceptance >= 60%, decode tokens/s >= 2x without speculation.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { ExpertBackend, ExpertBatch, ExpertNodeHealth, ExpertOutput, StepContext } from '../core/expert-backend';
+import { makeDemoModel, type DemoModelOptions } from '../core/demo-model';
+import type { Device } from '../core/native';
+import type { ShardMap } from '../core/shard-map';
+import { UserError } from '../core/errors';
+import { WIRE_ENCODINGS, type WireEncoding } from '../core/wire/rows';
+import type { Engine } from '../coordinator/engine';
+import { loadEngine } from '../coordinator/load-engine';
+import { LocalCluster } from '../coordinator/local-cluster';
+import { LocalExperts } from '../coordinator/local-experts';
+import { RemoteExperts } from '../coordinator/remote-experts';
+import { GREEDY } from '../coordinator/sampler';
+import { parseSpeculative } from '../coordinator/speculative/parse';
+import type { DraftProposer } from '../coordinator/speculative/proposer';
+import { LinkProcess, describeLink, parseLink } from './link-emulator';
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : def;
+}
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+// The same shapes and folders as bench/cluster.ts, so the two benches share the written models.
+const SHAPES: Record<string, { layers: number; opts: Partial<DemoModelOptions>; dir: string }> = {
+  mixtral: {
+    layers: 1, dir: 'turbosparse-bench-mixtral',
+    opts: { hidden: 4096, intermediate: 14336, heads: 32, kvHeads: 8, experts: 8, topK: 2, vocab: 2048, predictorRank: 1024, shards: 2, dtype: 'bf16', seed: 1, activeFraction: 0.1 },
+  },
+  demo: {
+    layers: 8, dir: 'turbosparse-bench-demo-h1024',
+    opts: { hidden: 1024, intermediate: 3584, heads: 8, kvHeads: 4, experts: 8, topK: 2, vocab: 2048, predictorRank: 256, shards: 2, dtype: 'bf16', seed: 1, activeFraction: 0.15 },
+  },
+};
+
+async function modelDirFor(shape: string, layers: number): Promise<string> {
+  const s = SHAPES[shape];
+  if (!s) throw new UserError(`--shape "${shape}": expected ${Object.keys(SHAPES).join(' or ')}`);
+  const dir = path.join(os.tmpdir(), `${s.dir}-${layers}l`);
+  if (!fs.existsSync(path.join(dir, 'config.json'))) {
+    log(`writing a ${shape}-shaped ${layers}-layer random bf16 model to ${dir} (once)`);
+    const partial = `${dir}.partial-${process.pid}`;
+    await makeDemoModel(partial, { ...s.opts, layers });
+    fs.renameSync(partial, dir);
+  }
+  return dir;
+}
+
+/** The engine's expert backend, swapped between modes so the coordinator's weights load once. */
+class SwitchedExperts implements ExpertBackend {
+  readonly name = 'bench';
+  current: ExpertBackend | null = null;
+  stats(): ExpertNodeHealth[] {
+    return this.current?.stats?.() ?? [];
+  }
+  runExperts(batch: ExpertBatch, ctx?: StepContext): Promise<ExpertOutput> {
+    return this.current!.runExperts(batch, ctx);
+  }
+  async close(): Promise<void> {
+    await this.current?.close();
+  }
+}
+
+/** A small seeded PRNG (mulberry32): the same prompts and oracle misses every run. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Always proposes k tokens (a fixed guess): a decode step then has k+1 rows, whatever is accepted. */
+class FixedProposer implements DraftProposer {
+  readonly name: string;
+  constructor(readonly k: number, private readonly vocab: number) {
+    this.name = `fixed:${k}`;
+  }
+  propose(_seqId: number, tokens: readonly number[], k: number): number[] {
+    const last = tokens[tokens.length - 1];
+    return Array.from({ length: k }, (_, i) => (last + 7 * (i + 1)) % this.vocab);
+  }
+}
+
+/**
+ * Knows each sequence's greedy continuation (learned from the baseline run) and proposes it; each proposed
+ * token is wrong with probability `miss`, and the proposal ends at the first wrong one.
+ */
+class OracleProposer implements DraftProposer {
+  readonly name: string;
+  private readonly known = new Map<number, { promptLength: number; continuation: number[] }>();
+  private readonly random: () => number;
+  constructor(readonly k: number, private readonly miss: number, private readonly vocab: number, seed = 7) {
+    this.name = `oracle:${k}${miss > 0 ? `:miss${miss}` : ''}`;
+    this.random = prng(seed);
+  }
+  learn(seqId: number, promptLength: number, continuation: number[]): void {
+    this.known.set(seqId, { promptLength, continuation });
+  }
+  propose(seqId: number, tokens: readonly number[], k: number): number[] {
+    const s = this.known.get(seqId);
+    if (!s) return [];
+    const at = tokens.length - s.promptLength;
+    const out: number[] = [];
+    for (const t of s.continuation.slice(at, at + k)) {
+      if (this.miss > 0 && this.random() < this.miss) {
+        out.push((t + 1) % this.vocab);
+        break;
+      }
+      out.push(t);
+    }
+    return out;
+  }
+}
+
+interface Decoded {
+  /** Every output token, the prefill step's first one included. */
+  tokenIds: number[];
+  /** Decode steps (forward passes after the prefill step) and the tokens they produced. */
+  passes: number;
+  decodeTokens: number;
+  seconds: number;
+  draftTokens: number;
+  acceptedTokens: number;
+  /** Per decode step: its rows and wall time (ms). */
+  stepRows: number[];
+  stepMs: number[];
+}
+
+/**
+ * One sequence, greedy, `maxTokens` tokens; the prefill step is not timed. `beforeDecode` runs after the
+ * sequence exists (the oracle learns its id there).
+ */
+async function decode(engine: Engine, prompt: number[], maxTokens: number, proposer: DraftProposer | null,
+  beforeDecode: (seqId: number) => void = () => undefined): Promise<Decoded> {
+  engine.proposer = null;
+  const seq = engine.newSequence(prompt, { sampling: GREEDY, maxTokens, stopIds: [] });
+  try {
+    while (!seq.finished && seq.pendingPrompt > 0) await engine.step([seq]);
+    beforeDecode(seq.id);
+    engine.proposer = proposer;
+    const stepRows: number[] = [];
+    const stepMs: number[] = [];
+    let draftTokens = 0;
+    let acceptedTokens = 0;
+    const outBefore = seq.outputIds.length;
+    const t0 = performance.now();
+    while (!seq.finished) {
+      const s0 = performance.now();
+      const r = await engine.step([seq]);
+      stepMs.push(performance.now() - s0);
+      stepRows.push(r.rows);
+      draftTokens += r.draftTokens ?? 0;
+      acceptedTokens += r.acceptedTokens ?? 0;
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    return {
+      tokenIds: [...seq.outputIds], passes: stepMs.length, decodeTokens: seq.outputIds.length - outBefore, seconds,
+      draftTokens, acceptedTokens, stepRows, stepMs,
+    };
+  } finally {
+    engine.release(seq);
+    engine.proposer = null;
+  }
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+
+interface CostResult {
+  experts: string;
+  link: string;
+  k: number;
+  rows: number;
+  step_ms: number;
+  /** step_ms over the 1-row step's, same mode. */
+  vs_one_row: number;
+}
+
+interface WorkloadResult {
+  experts: string;
+  link: string;
+  proposer: string;
+  k: number;
+  oracle_miss?: number;
+  decode_tokens: number;
+  forward_passes: number;
+  tokens_per_pass: number;
+  /** forward passes x layers / tokens: sequential expert round trips per token (cluster). */
+  round_trips_per_token: number;
+  draft_tokens: number;
+  accepted_tokens: number;
+  /** accepted / proposed (null without proposals). */
+  acceptance: number | null;
+  tokens_per_s: number;
+  /** tokens_per_s over the baseline's (no speculation), same mode. */
+  vs_none: number;
+  /** Greedy output equal to the baseline's, every prompt. */
+  identical: boolean;
+}
+
+/** (a): mean decode step time with k+1 rows, for k = 0 and each of `ks`; `steps` timed steps after 2 warm-up ones. */
+async function verificationCost(engine: Engine, mode: string, link: string, ks: number[], steps: number): Promise<CostResult[]> {
+  const V = engine.config.vocabSize;
+  const prompt = [1, 11, 22, 33, 44, 55, 66, 77].map((t) => t % V);
+  const out: CostResult[] = [];
+  let base = 0;
+  for (const k of [0, ...ks]) {
+    // Enough tokens that every step can carry k proposals (each step emits at most k + 1).
+    const maxTokens = (steps + 3) * (k + 1) + 2;
+    const proposer = k > 0 ? new FixedProposer(k, V) : null;
+    const d = await decode(engine, prompt, maxTokens, proposer);
+    const timed = d.stepMs.slice(2, 2 + steps);
+    const rows = d.stepRows.slice(2, 2 + steps);
+    const stepMs = mean(timed);
+    if (k === 0) base = stepMs;
+    out.push({ experts: mode, link, k, rows: mean(rows), step_ms: stepMs, vs_one_row: stepMs / base });
+    log(`${mode} ${link} (a) k=${k}: ${mean(rows).toFixed(1)} rows, ${stepMs.toFixed(2)} ms per step`);
+  }
+  return out;
+}
+
+/** BOS, a random span of `span` tokens, the same span again: the continuation of a copy. */
+function copyPrompts(count: number, span: number, vocab: number): number[][] {
+  const r = prng(12345);
+  return Array.from({ length: count }, () => {
+    const s = Array.from({ length: span }, () => 3 + Math.floor(r() * (vocab - 3)));
+    return [1, ...s, ...s];
+  });
+}
+
+/** (b): the baseline, then each proposer, over every prompt. */
+async function copyWorkload(engine: Engine, mode: string, link: string, prompts: number[][], tokens: number,
+  proposers: string[], specK: number, misses: number[]): Promise<WorkloadResult[]> {
+  const V = engine.config.vocabSize;
+  const L = engine.config.numLayers;
+  const out: WorkloadResult[] = [];
+  const summarise = (proposer: string, runs: Decoded[], identical: boolean, baseTps: number, miss?: number): WorkloadResult => {
+    const tokensOut = runs.reduce((s, d) => s + d.decodeTokens, 0);
+    const passes = runs.reduce((s, d) => s + d.passes, 0);
+    const seconds = runs.reduce((s, d) => s + d.seconds, 0);
+    const draft = runs.reduce((s, d) => s + d.draftTokens, 0);
+    const accepted = runs.reduce((s, d) => s + d.acceptedTokens, 0);
+    const tps = tokensOut / seconds;
+    const r: WorkloadResult = {
+      experts: mode, link, proposer, k: proposer === 'none' ? 0 : specK, ...(miss !== undefined ? { oracle_miss: miss } : {}),
+      decode_tokens: tokensOut, forward_passes: passes, tokens_per_pass: tokensOut / passes,
+      round_trips_per_token: (passes * L) / tokensOut, draft_tokens: draft, accepted_tokens: accepted,
+      acceptance: draft > 0 ? accepted / draft : null, tokens_per_s: tps, vs_none: baseTps > 0 ? tps / baseTps : 1, identical,
+    };
+    log(`${mode} ${link} (b) ${proposer}${miss !== undefined ? ` miss ${miss}` : ''}: ${r.tokens_per_pass.toFixed(2)} tokens/pass, ` +
+      `${tps.toFixed(2)} tokens/s (${r.vs_none.toFixed(2)}x), acceptance ${r.acceptance === null ? '-' : r.acceptance.toFixed(2)}, identical ${identical}`);
+    return r;
+  };
+
+  const baseline: Decoded[] = [];
+  for (const p of prompts) baseline.push(await decode(engine, p, tokens, null));
+  const base = summarise('none', baseline, true, 0);
+  out.push(base);
+  const same = (runs: Decoded[]) => runs.every((d, i) => d.tokenIds.length === baseline[i].tokenIds.length && d.tokenIds.every((t, j) => t === baseline[i].tokenIds[j]));
+
+  for (const name of proposers) {
+    if (name === 'oracle') {
+      for (const miss of misses) {
+        const oracle = new OracleProposer(specK, miss, V);
+        const runs: Decoded[] = [];
+        for (const [i, p] of prompts.entries()) {
+          runs.push(await decode(engine, p, tokens, oracle, (id) => oracle.learn(id, p.length, baseline[i].tokenIds)));
+        }
+        out.push(summarise('oracle', runs, same(runs), base.tokens_per_s, miss));
+      }
+    } else {
+      const proposer = parseSpeculative(`${name}:${specK}`); // fresh per mode: suffix learns only within this run
+      const runs: Decoded[] = [];
+      for (const p of prompts) runs.push(await decode(engine, p, tokens, proposer));
+      out.push(summarise(proposer.name, runs, same(runs), base.tokens_per_s));
+    }
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const shape = arg('shape', 'mixtral');
+  const layers = Number(arg('layers', String(SHAPES[shape]?.layers ?? 1)));
+  const tokens = Number(arg('tokens', '32'));
+  const steps = Number(arg('steps', '8'));
+  const specK = Number(arg('spec-k', '4'));
+  const promptCount = Number(arg('prompts', '2'));
+  const span = Number(arg('span', '24'));
+  const ks = arg('k', '1,2,4,8').split(',').map(Number);
+  const device = arg('device', 'cpu') as Device;
+  const json = process.argv.includes('--json');
+  const parts = arg('parts', 'a,b').split(',').map((p) => p.trim());
+  for (const p of parts) if (p !== 'a' && p !== 'b') throw new UserError(`--parts ${p}: use a, b or a,b`);
+  const modes = arg('experts', 'local,cluster:2').split(',').map((m) => m.trim());
+  const nodeCounts = new Map<string, number>();
+  for (const m of modes) {
+    const c = /^cluster:(\d+)$/.exec(m);
+    if (m !== 'local' && !c) throw new UserError(`--experts ${m}: use local or cluster:N (e.g. local,cluster:2)`);
+    if (c) nodeCounts.set(m, Number(c[1]));
+  }
+  const linkLabel = arg('link', 'loopback').trim();
+  const linkSpec = parseLink(linkLabel);
+  const wire = arg('wire', 'f32') as WireEncoding;
+  if (!WIRE_ENCODINGS.includes(wire)) throw new UserError(`--wire "${wire}": expected ${WIRE_ENCODINGS.join(', ')}`);
+  const proposers = arg('proposers', 'oracle,ngram,suffix').split(',').map((p) => p.trim());
+  for (const p of proposers) if (!['oracle', 'ngram', 'suffix'].includes(p)) throw new UserError(`--proposers ${p}: use oracle, ngram, suffix or a list`);
+  const misses = arg('oracle-miss', '0,0.4').split(',').map(Number);
+  for (const q of misses) if (!(q >= 0 && q < 1)) throw new UserError(`--oracle-miss must be in [0, 1), got ${q}`);
+  for (const [name, v] of [['layers', layers], ['tokens', tokens], ['steps', steps], ['spec-k', specK], ['prompts', promptCount], ['span', span],
+    ...ks.map((k) => ['k', k] as const), ...[...nodeCounts.values()].map((n) => ['experts cluster:N', n] as const)] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new UserError(`--${name} must be a positive integer, got ${v}`);
+  }
+  const dir = arg('model', '') || await modelDirFor(shape, layers);
+  // From sources (node -r test/cluster/ts-register-cached.js bench/speculative.ts) the nodes run from sources too.
+  const nodeCommand = __filename.endsWith('.ts')
+    ? [process.execPath, '-r', path.resolve(__dirname, '..', 'test', 'cluster', 'ts-register-cached.js'), path.resolve(__dirname, '..', 'cli', 'expert-node.ts')]
+    : undefined;
+
+  const switched = new SwitchedExperts();
+  const engine = await loadEngine({ modelDir: dir, device, log, experts: { kind: 'file', path: 'bench' }, remoteExperts: async () => switched });
+  engine.overlap = 'off';
+  const c = engine.config;
+  const dims = { hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, numLayers: c.numLayers, numExperts: c.numExperts };
+  const prompts = copyPrompts(promptCount, span, c.vocabSize);
+  const cost: CostResult[] = [];
+  const work: WorkloadResult[] = [];
+  const description = engine.backend.description;
+  let linkProc: LinkProcess | null = null;
+  const run = async (mode: string, link: string) => {
+    await decode(engine, prompts[0].slice(0, 8), 3, null); // warm-up: connections, first-call allocations
+    if (parts.includes('a')) cost.push(...await verificationCost(engine, mode, link, ks, steps));
+    if (parts.includes('b')) work.push(...await copyWorkload(engine, mode, link, prompts, tokens, proposers, specK, misses));
+  };
+  try {
+    for (const mode of modes) {
+      if (mode === 'local') {
+        log('local: loading every expert in process');
+        switched.current = await LocalExperts.load(engine.folder, engine.backend, { store: 'auto', mode: 'sparse' });
+        try {
+          await run('local', '-');
+        } finally {
+          await switched.current.close();
+          switched.current = null;
+        }
+        continue;
+      }
+      const n = nodeCounts.get(mode)!;
+      if (linkSpec && !linkProc) linkProc = await LinkProcess.start(linkSpec);
+      log(`${mode}: starting ${n} expert nodes`);
+      const cluster = await LocalCluster.start({ modelDir: dir, dims, nodes: n, device, nodeCommand, log });
+      try {
+        const via = async (address: string) => (linkProc ? linkProc.proxy(address) : address);
+        const shardMap: ShardMap = { nodes: await Promise.all(cluster.shardMap.nodes.map(async (node) => ({ ...node, address: await via(node.address) }))) };
+        switched.current = await RemoteExperts.connect({ shardMap, model: dims, wire, name: mode });
+        try {
+          await run(mode, linkLabel);
+        } finally {
+          await switched.current.close();
+          switched.current = null;
+        }
+      } finally {
+        await cluster.stop();
+      }
+    }
+  } finally {
+    await engine.close();
+    await linkProc?.close();
+  }
+
+  const f = (v: number | null | undefined, d: number, w: number) => (v === null || v === undefined ? '-' : v.toFixed(d)).padStart(w);
+  if (!json) {
+    console.log(`speculative decoding, one sequence, greedy: ${c.numLayers} layer(s) at hidden ${c.hiddenSize} x intermediate ${c.intermediateSize}, ` +
+      `${c.numExperts} experts top-${c.topK}, ${description}, ${os.cpus().length} CPUs; cluster link ${describeLink(linkSpec)}, wire ${wire}`);
+    if (cost.length) {
+      console.log(`\n(a) verification cost: mean decode step with K+1 rows vs 1 row (${steps} timed steps each)`);
+      console.log('experts     link      K  rows  step ms  vs 1 row');
+      for (const r of cost) console.log(`${r.experts.padEnd(10)}  ${r.link.padEnd(8)}  ${String(r.k).padStart(1)}  ${f(r.rows, 1, 4)}  ${f(r.step_ms, 2, 7)}  ${f(r.vs_one_row, 2, 8)}`);
+    }
+    if (work.length) {
+      console.log(`\n(b) copy-heavy workload: ${promptCount} prompt(s) of BOS + a ${span}-token random span twice, ${tokens} tokens each (decode only), K=${specK}`);
+      console.log('experts     link      proposer          miss  tokens  passes  tok/pass  RT/token  accept  tokens/s  vs none  identical');
+      for (const r of work) {
+        console.log(`${r.experts.padEnd(10)}  ${r.link.padEnd(8)}  ${r.proposer.padEnd(16)}  ${f(r.oracle_miss, 1, 4)}  ${String(r.decode_tokens).padStart(6)}  ` +
+          `${String(r.forward_passes).padStart(6)}  ${f(r.tokens_per_pass, 2, 8)}  ${f(r.round_trips_per_token, 2, 8)}  ${f(r.acceptance, 2, 6)}  ` +
+          `${f(r.tokens_per_s, 2, 8)}  ${f(r.vs_none, 2, 7)}  ${String(r.identical).padStart(9)}`);
+      }
+      const target = work.filter((r) => r.link === '1gbe' && r.k === 4 && r.acceptance !== null && r.acceptance >= 0.6);
+      if (target.length) {
+        console.log('\ntarget (1gbe, one sequence, K=4, acceptance >= 60%: tokens/s >= 2x without speculation):');
+        for (const r of target) console.log(`  ${r.experts} ${r.proposer}${r.oracle_miss !== undefined ? ` miss ${r.oracle_miss}` : ''}: acceptance ${r.acceptance!.toFixed(2)}, ${r.vs_none.toFixed(2)}x -> ${r.vs_none >= 2 ? 'met' : 'not met'}`);
+      }
+    }
+  }
+  console.log(JSON.stringify({ bench: 'speculative', layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, experts: c.numExperts,
+    tokens, steps, spec_k: specK, prompts: promptCount, span, wire, link: { name: linkLabel, delay_us: linkSpec?.delayUs ?? 0, mbit: linkSpec?.mbit ?? null },
+    cpus: os.cpus().length, device: description, verification_cost: cost, workload: work }));
+}
+
+main().catch((e) => {
+  process.stderr.write(`${e instanceof UserError ? e.message : e instanceof Error ? e.stack : e}\n`);
+  process.exitCode = 1;
+});
