@@ -1,0 +1,73 @@
+import { UserError } from '../../core/errors';
+import { NgramProposer } from '../../coordinator/speculative/ngram';
+import { parseSpeculative } from '../../coordinator/speculative/parse';
+import { SuffixProposer } from '../../coordinator/speculative/suffix';
+
+describe('parseSpeculative', () => {
+  test('ngram forms and defaults', () => {
+    const a = parseSpeculative('ngram');
+    expect(a).toBeInstanceOf(NgramProposer);
+    expect(a.name).toBe('ngram:4:3');
+    expect(a.k).toBe(4);
+    expect(parseSpeculative('ngram:7').name).toBe('ngram:7:3');
+    const b = parseSpeculative('ngram:16:8') as NgramProposer;
+    expect([b.k, b.n]).toEqual([16, 8]);
+    expect(parseSpeculative('ngram:1:1').name).toBe('ngram:1:1');
+  });
+
+  test('suffix forms and defaults', () => {
+    const a = parseSpeculative('suffix');
+    expect(a).toBeInstanceOf(SuffixProposer);
+    expect(a.name).toBe('suffix:4');
+    expect(parseSpeculative('suffix:12').k).toBe(12);
+  });
+
+  test('the parsed proposers work', () => {
+    expect(parseSpeculative('ngram:2').propose(1, [1, 2, 3, 1, 2], 8)).toEqual([3, 1]);
+    expect(parseSpeculative('suffix:3').propose(1, [1, 2, 3, 1, 2], 8)).toEqual([3, 1, 2]);
+  });
+
+  test('draft:DIR[:K] is rejected as not built yet', () => {
+    for (const spec of ['draft:/models/tiny', 'draft:/models/tiny:4']) {
+      let err: unknown;
+      try {
+        parseSpeculative(spec);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(UserError);
+      expect((err as Error).message).toMatch(/^--speculative .*not built yet/);
+    }
+  });
+
+  test.each([
+    ['', 'unknown proposer'],
+    ['eagle', 'unknown proposer'],
+    ['NGRAM', 'unknown proposer'],
+    ['ngram:', 'K must be an integer'],
+    ['ngram:0', 'K must be in 1..16, got 0'],
+    ['ngram:17', 'K must be in 1..16, got 17'],
+    ['ngram:4:0', 'N must be in 1..8, got 0'],
+    ['ngram:4:9', 'N must be in 1..8, got 9'],
+    ['ngram:4:3:1', 'too many fields'],
+    ['ngram:-1', 'K must be an integer'],
+    ['ngram:2.5', 'K must be an integer'],
+    ['ngram:x', 'K must be an integer'],
+    ['suffix:0', 'K must be in 1..16, got 0'],
+    ['suffix:4:3', 'too many fields'],
+    ['suffix:1e1', 'K must be an integer'],
+  ])('%j is a one-line UserError naming --speculative and the accepted forms', (spec, why) => {
+    let err: unknown;
+    try {
+      parseSpeculative(spec);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(UserError);
+    const msg = (err as Error).message;
+    expect(msg).not.toContain('\n');
+    expect(msg).toContain('--speculative');
+    expect(msg).toContain(why);
+    expect(msg).toContain('ngram[:K[:N]] or suffix[:K]');
+  });
+});
