@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { tlsChannel } from '../coordinator/expert-client';
 import { OVERLAP_MODES, type OverlapMode } from '../coordinator/engine';
+import { parseSpeculativeChoice } from '../coordinator/speculative/parse';
 import { parseExpertsChoice, type EngineOptions } from '../coordinator/load-engine';
 import { remoteExpertsFactory } from '../coordinator/remote-factory';
 import { KV_DTYPE_BYTES, type Device, type KvDType, type StoreDType } from '../core/native';
@@ -27,6 +28,8 @@ export interface EngineFlags extends TlsFlags {
   hedge?: 'on' | 'off';
   /** Two pipelined micro-batches per step; absent: auto (when the experts are remote). */
   overlap?: OverlapMode;
+  /** Speculative decoding proposer: ngram[:K[:N]] | suffix[:K] | draft:DIR[:K]; absent: off. */
+  speculative?: string;
 }
 
 export function addEngineOptions(cmd: Command): Command {
@@ -40,6 +43,8 @@ export function addEngineOptions(cmd: Command): Command {
     .option('--overlap <auto|on|off>', 'split each step in two micro-batches pipelined layer by layer, so one\'s expert calls are ' +
       'on the wire while the other computes (same tokens); auto: with remote experts, whichever measures faster per batch size',
       choiceOption('--overlap', OVERLAP_MODES), 'auto')
+    .option('--speculative <spec>', 'propose tokens each decode step verifies in one forward pass (same output, fewer round trips): ' +
+      'ngram[:K[:N]] (prompt/output lookup) | suffix[:K] (suffix index, learns from other requests) | draft:DIR[:K] (a small model of the same tokenizer)')
     .option('--kv-dtype <dtype>', 'KV-cache storage: f32 | bf16 | f16 (16 bits: half the memory, attention math stays f32)',
       choiceOption('--kv-dtype', Object.keys(KV_DTYPE_BYTES) as KvDType[]), 'f32');
   return addKernelOptions(cmd, 'dense-with-mask expert FFN (same tokens; the speed baseline)')
@@ -60,6 +65,7 @@ export function engineOptionsFrom(flags: EngineFlags): EngineOptions {
     dense: flags.dense,
     kvDtype: flags.kvDtype,
     overlap: flags.overlap,
+    speculative: flags.speculative === undefined ? undefined : parseSpeculativeChoice(flags.speculative),
     // cluster:N nodes inherit this command's weights/device/threads/FFN choices.
     remoteExperts: remoteExpertsFactory({ wire: flags.wire, weights: flags.weights, device: flags.device, threads: flags.threads, dense: flags.dense,
       callTimeoutMs: flags.callTimeoutMs, hedge: flags.hedge === undefined ? undefined : flags.hedge === 'on',

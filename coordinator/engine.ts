@@ -361,6 +361,7 @@ export class Engine {
   }
 
   async close(): Promise<void> {
+    await this.proposer?.close?.();
     await this.experts.close();
     this.backend.close();
     await this.folder.close();

@@ -5,6 +5,8 @@ import type { ExpertBackend } from '../core/expert-backend';
 import { ModelFolder, names } from '../core/model-folder';
 import { native, type Device, type FfnMode, type KvDType, type NativeBackend, type StoreDType } from '../core/native';
 import { Engine, type OverlapMode } from './engine';
+import { DraftModelProposer } from './speculative/draft-model';
+import type { SpeculativeChoice } from './speculative/parse';
 import { LocalExperts } from './local-experts';
 import { loadProgress } from './load-progress';
 import { loadCoordinatorWeights } from './model-weights';
@@ -45,6 +47,8 @@ export interface EngineOptions {
   kvDtype?: KvDType;
   /** Two pipelined micro-batches per step (Engine's overlap); default auto. */
   overlap?: OverlapMode;
+  /** Speculative decoding (`--speculative`): a proposer, or a draft model folder loaded next to the model. */
+  speculative?: SpeculativeChoice;
   /** Where progress and the summary go (stderr by default). */
   log?: (line: string) => void;
   progressStream?: NodeJS.WriteStream;
@@ -114,10 +118,29 @@ export async function loadEngine(opts: EngineOptions): Promise<Engine> {
         `${(backend.weightBytes() / 1e6).toFixed(1)} MB of weights on ${backend.device}, ` +
         `experts ${experts.name}, ffn ${mode}, loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
     );
-    return new Engine(folder, backend, weights, experts, { kvDtype: opts.kvDtype, overlap: opts.overlap });
+    const engine = new Engine(folder, backend, weights, experts, { kvDtype: opts.kvDtype, overlap: opts.overlap });
+    if (opts.speculative) await withProposer(engine, opts.speculative, opts, log);
+    return engine;
   } catch (e) {
     backend?.close();
     await folder.close();
     throw e;
   }
+}
+
+/** Installs `--speculative`: a draft model loads like a model of its own (experts in process, same device). */
+async function withProposer(engine: Engine, choice: SpeculativeChoice, opts: EngineOptions, log: (line: string) => void): Promise<void> {
+  if ('proposer' in choice) {
+    engine.proposer = choice.proposer;
+  } else {
+    const draft = await loadEngine({ modelDir: choice.draft.dir, device: opts.device, threads: opts.threads, weights: opts.weights,
+      kvDtype: opts.kvDtype, log: (line) => log(`draft: ${line}`), progressStream: opts.progressStream });
+    try {
+      engine.proposer = new DraftModelProposer(draft, engine, choice.draft.k);
+    } catch (e) {
+      await draft.close();
+      throw e;
+    }
+  }
+  log(`speculative decoding: ${engine.proposer.name} (up to ${engine.proposer.k} proposed tokens per decode step)`);
 }

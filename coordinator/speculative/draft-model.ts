@@ -46,9 +46,10 @@ export class DraftModelProposer implements DraftProposer {
     this.seqs.delete(seqId);
   }
 
-  /** Frees every draft sequence (the draft engine itself is closed by its owner). */
-  releaseAll(): void {
+  /** Frees every draft sequence and the draft engine. */
+  async close(): Promise<void> {
     for (const id of [...this.seqs.keys()]) this.finished(id);
+    await this.draft.close();
   }
 
   /**

@@ -15,4 +15,6 @@ export interface DraftProposer {
   propose(seqId: number, tokens: readonly number[], k: number): number[] | Promise<number[]>;
   /** A sequence ended: `tokens` is its prompt then output (a proposer may learn from it, e.g. suffix). */
   finished?(seqId: number, tokens: readonly number[], promptLength: number): void;
+  /** Frees what the proposer holds (a draft model); the engine calls it when it closes. */
+  close?(): Promise<void>;
 }

@@ -220,3 +220,29 @@ test('--min-p reaches the sampler: min-p 1 at temperature 1.5 gives the greedy t
   });
   expect(err.stderr).toMatch(/--min-p/);
 }, 60000);
+
+test('--speculative: the same tokens, and --json stats say forward passes, proposed and kept tokens; a bad spec is one line', async () => {
+  // A prompt that repeats itself, so prompt lookup finds matches.
+  const ids = [1, 5, 9, 13, 17, 5, 9, 13, 17, 5, 9];
+  const plain = JSON.parse((await capture(() => runGenerate(flags({ ids, maxTokens: 12, json: true })))).stdout);
+  const spec = JSON.parse((await capture(() => runGenerate(flags({ ids, maxTokens: 12, json: true, speculative: 'ngram:4:2' })))).stdout);
+  expect(spec.tokens).toEqual(plain.tokens);
+  expect(plain.stats.draft_tokens).toBeUndefined();
+  expect(plain.stats.forward_passes).toBe(plain.tokens.length); // the prefill gives the first token, then a pass per token
+  expect(spec.stats.draft_tokens).toBeGreaterThan(0);
+  expect(spec.stats.accepted_tokens).toBeLessThanOrEqual(spec.stats.draft_tokens);
+  expect(spec.stats.accepted_tokens).toBeGreaterThan(0);
+  // Each kept proposal saves a pass (one more when max_tokens cut a step's kept proposal short).
+  expect(spec.stats.forward_passes).toBeLessThanOrEqual(plain.stats.forward_passes - spec.stats.accepted_tokens);
+  expect(spec.stats.forward_passes).toBeGreaterThanOrEqual(plain.stats.forward_passes - spec.stats.accepted_tokens - 1);
+
+  const argv = ['node', 'turbosparse', 'generate', '--model', tmp.dir, '--ids', '1,2', '--device', 'cpu', '--speculative', 'ngram:99'];
+  const error = await buildProgram().parseAsync(argv).then(() => undefined, (e: unknown) => e);
+  let code = 0;
+  const { stderr } = await capture(async () => {
+    code = reportError(error);
+  });
+  expect(code).toBe(2);
+  expect(stderr).toBe('error: --speculative "ngram:99": K must be in 1..16, got 99; use ngram[:K[:N]], suffix[:K] or draft:DIR[:K] ' +
+    '(K 1..16, default 4; N 1..8, default 3)\n');
+});

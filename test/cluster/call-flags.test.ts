@@ -19,7 +19,7 @@ test('defaults: a 30 s ceiling and hedging on; generate, serve and worker all ta
   const program = buildProgram();
   for (const name of ['generate', 'serve', 'worker']) {
     const longs = program.commands.find((c) => c.name() === name)!.options.map((o) => o.long);
-    expect(longs).toEqual(expect.arrayContaining(['--call-timeout-ms', '--hedge', '--overlap']));
+    expect(longs).toEqual(expect.arrayContaining(['--call-timeout-ms', '--hedge', '--overlap', '--speculative']));
   }
 });
 

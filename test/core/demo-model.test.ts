@@ -16,7 +16,7 @@ describe('makeDemoModel', () => {
     const t0 = Date.now();
     await makeDemoModel(dir);
     const ms = Date.now() - t0;
-    expect(ms).toBeLessThan(8000); // ~1 s on a laptop; generous for a shared CI box
+    expect(ms).toBeLessThan(30000); // ~1 s on a laptop, 10 s on a 2-core box at load 8: catches a hang, not noise
     expect(fs.readdirSync(dir).sort()).toEqual([
       'config.json',
       'model-00001-of-00002.safetensors',

@@ -1,6 +1,6 @@
 import { UserError } from '../../core/errors';
 import { NgramProposer } from '../../coordinator/speculative/ngram';
-import { parseSpeculative } from '../../coordinator/speculative/parse';
+import { parseSpeculative, parseSpeculativeChoice } from '../../coordinator/speculative/parse';
 import { SuffixProposer } from '../../coordinator/speculative/suffix';
 
 describe('parseSpeculative', () => {
@@ -27,17 +27,14 @@ describe('parseSpeculative', () => {
     expect(parseSpeculative('suffix:3').propose(1, [1, 2, 3, 1, 2], 8)).toEqual([3, 1, 2]);
   });
 
-  test('draft:DIR[:K] is rejected as not built yet', () => {
-    for (const spec of ['draft:/models/tiny', 'draft:/models/tiny:4']) {
-      let err: unknown;
-      try {
-        parseSpeculative(spec);
-      } catch (e) {
-        err = e;
-      }
-      expect(err).toBeInstanceOf(UserError);
-      expect((err as Error).message).toMatch(/^--speculative .*not built yet/);
-    }
+  test('draft:DIR[:K] is a folder and K for the engine to load; parseSpeculative alone refuses it', () => {
+    expect(parseSpeculativeChoice('draft:/models/tiny')).toEqual({ draft: { dir: '/models/tiny', k: 4 } });
+    expect(parseSpeculativeChoice('draft:/models/tiny:6')).toEqual({ draft: { dir: '/models/tiny', k: 6 } });
+    expect(parseSpeculativeChoice('draft:C:/m:2')).toEqual({ draft: { dir: 'C:/m', k: 2 } });
+    expect(() => parseSpeculativeChoice('draft:')).toThrow(/^--speculative "draft:": draft needs a model folder/);
+    expect(() => parseSpeculativeChoice('draft:/m:17')).toThrow(/K must be in 1..16, got 17/);
+    expect(parseSpeculativeChoice('ngram:2')).toEqual({ proposer: expect.any(NgramProposer) });
+    expect(() => parseSpeculative('draft:/models/tiny')).toThrow(UserError);
   });
 
   test.each([
@@ -68,6 +65,6 @@ describe('parseSpeculative', () => {
     expect(msg).not.toContain('\n');
     expect(msg).toContain('--speculative');
     expect(msg).toContain(why);
-    expect(msg).toContain('ngram[:K[:N]] or suffix[:K]');
+    expect(msg).toContain('ngram[:K[:N]], suffix[:K] or draft:DIR[:K]');
   });
 });
