@@ -16,11 +16,9 @@
 // step; `auto` measures both ways per batch size and keeps the faster), in the same window; local runs without.
 // --wire defaults to every encoding for the first node count and f32 for the others. Requests of
 // `--tokens` tokens each (8-token prompts), submitted at once; timed until the last one finishes.
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ExpertBackend, ExpertBatch, ExpertNodeHealth, ExpertOutput, StepContext } from '../core/expert-backend';
-import { makeDemoModel, type DemoModelOptions } from '../core/demo-model';
 import { Registry } from '../core/metrics';
 import type { Device } from '../core/native';
 import type { ShardMap } from '../core/shard-map';
@@ -35,25 +33,14 @@ import { RemoteExperts } from '../coordinator/remote-experts';
 import { GREEDY } from '../coordinator/sampler';
 import { Scheduler } from '../coordinator/scheduler';
 import { EchoServer, grpcEcho, tcpEcho, type EchoResult, type EchoSize } from './echo-baselines';
-import { LinkProcess, describeLink, parseLink, type LatenessStats, type LinkSpec } from './link-emulator';
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : def;
-}
+import { benchModelDir } from './bench-shapes';
+import { arg } from './models';
+import { LinkProcess, describeLink, parseLink, type LatenessStats } from './link-emulator';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
-const SHAPES: Record<string, { layers: number; opts: Partial<DemoModelOptions>; dir: string }> = {
-  mixtral: {
-    layers: 2, dir: 'turbosparse-bench-mixtral',
-    opts: { hidden: 4096, intermediate: 14336, heads: 32, kvHeads: 8, experts: 8, topK: 2, vocab: 2048, predictorRank: 1024, shards: 2, dtype: 'bf16', seed: 1, activeFraction: 0.1 },
-  },
-  demo: {
-    layers: 16, dir: 'turbosparse-bench-demo-h1024',
-    opts: { hidden: 1024, intermediate: 3584, heads: 8, kvHeads: 4, experts: 8, topK: 2, vocab: 2048, predictorRank: 256, shards: 2, dtype: 'bf16', seed: 1, activeFraction: 0.15 },
-  },
-};
+/** Layers when --layers is not given, per --shape. */
+const DEFAULT_LAYERS: Record<string, number> = { mixtral: 2, demo: 16 };
 
 /** "step:layer", plus ":micro-batch" when the engine overlaps two micro-batches per step (each is its own call). */
 function callKey(stepId: number | undefined, layer: number, from: object | undefined): string {
@@ -150,22 +137,9 @@ interface ModeResult {
   link_lateness?: LatenessStats;
 }
 
-async function modelDirFor(shape: string, layers: number): Promise<string> {
-  const s = SHAPES[shape];
-  if (!s) throw new UserError(`--shape "${shape}": expected ${Object.keys(SHAPES).join(' or ')}`);
-  const dir = path.join(os.tmpdir(), `${s.dir}-${layers}l`);
-  if (!fs.existsSync(path.join(dir, 'config.json'))) {
-    log(`writing a ${shape}-shaped ${layers}-layer random bf16 model to ${dir} (once)`);
-    const partial = `${dir}.partial-${process.pid}`;
-    await makeDemoModel(partial, { ...s.opts, layers });
-    fs.renameSync(partial, dir);
-  }
-  return dir;
-}
-
 async function main(): Promise<void> {
   const shape = arg('shape', 'mixtral');
-  const layers = Number(arg('layers', String(SHAPES[shape]?.layers ?? 2)));
+  const layers = Number(arg('layers', String(DEFAULT_LAYERS[shape] ?? 2)));
   const tokens = Number(arg('tokens', '16'));
   const nodeCounts = arg('nodes', '2,4').split(',').map(Number);
   const device = arg('device', 'cpu') as Device;
@@ -186,7 +160,7 @@ async function main(): Promise<void> {
   for (const [name, v] of [['layers', layers], ['tokens', tokens], ['echo-rounds', echoRounds], ...levels.map((c) => ['concurrency', c] as const), ...nodeCounts.map((n) => ['nodes', n] as const)] as const) {
     if (!Number.isInteger(v) || v < 1) throw new UserError(`--${name} must be a positive integer, got ${v}`);
   }
-  const dir = arg('model', '') || await modelDirFor(shape, layers);
+  const dir = arg('model', '') || await benchModelDir(shape, layers, log);
   // From sources (node -r test/cluster/ts-register-cached.js bench/cluster.ts) the nodes run from sources too.
   const nodeCommand = __filename.endsWith('.ts')
     ? [process.execPath, '-r', path.resolve(__dirname, '..', 'test', 'cluster', 'ts-register-cached.js'), path.resolve(__dirname, '..', 'cli', 'expert-node.ts')]

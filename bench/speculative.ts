@@ -25,11 +25,9 @@
 //        [--wire f32|bf16|...] [--device cpu] [--json]
 // The engine runs with overlap off (one sequence: nothing to pipeline). Target (issue 15): with --link 1gbe,
 // one sequence, K = 4 and acceptance >= 60%, decode tokens/s >= 2x without speculation.
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ExpertBackend, ExpertBatch, ExpertNodeHealth, ExpertOutput, StepContext } from '../core/expert-backend';
-import { makeDemoModel, type DemoModelOptions } from '../core/demo-model';
 import type { Device } from '../core/native';
 import type { ShardMap } from '../core/shard-map';
 import { UserError } from '../core/errors';
@@ -42,39 +40,14 @@ import { RemoteExperts } from '../coordinator/remote-experts';
 import { GREEDY } from '../coordinator/sampler';
 import { parseSpeculative } from '../coordinator/speculative/parse';
 import type { DraftProposer } from '../coordinator/speculative/proposer';
+import { benchModelDir } from './bench-shapes';
+import { arg } from './models';
 import { LinkProcess, describeLink, parseLink } from './link-emulator';
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : def;
-}
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
-// The same shapes and folders as bench/cluster.ts, so the two benches share the written models.
-const SHAPES: Record<string, { layers: number; opts: Partial<DemoModelOptions>; dir: string }> = {
-  mixtral: {
-    layers: 1, dir: 'turbosparse-bench-mixtral',
-    opts: { hidden: 4096, intermediate: 14336, heads: 32, kvHeads: 8, experts: 8, topK: 2, vocab: 2048, predictorRank: 1024, shards: 2, dtype: 'bf16', seed: 1, activeFraction: 0.1 },
-  },
-  demo: {
-    layers: 8, dir: 'turbosparse-bench-demo-h1024',
-    opts: { hidden: 1024, intermediate: 3584, heads: 8, kvHeads: 4, experts: 8, topK: 2, vocab: 2048, predictorRank: 256, shards: 2, dtype: 'bf16', seed: 1, activeFraction: 0.15 },
-  },
-};
-
-async function modelDirFor(shape: string, layers: number): Promise<string> {
-  const s = SHAPES[shape];
-  if (!s) throw new UserError(`--shape "${shape}": expected ${Object.keys(SHAPES).join(' or ')}`);
-  const dir = path.join(os.tmpdir(), `${s.dir}-${layers}l`);
-  if (!fs.existsSync(path.join(dir, 'config.json'))) {
-    log(`writing a ${shape}-shaped ${layers}-layer random bf16 model to ${dir} (once)`);
-    const partial = `${dir}.partial-${process.pid}`;
-    await makeDemoModel(partial, { ...s.opts, layers });
-    fs.renameSync(partial, dir);
-  }
-  return dir;
-}
+/** Layers when --layers is not given, per --shape. */
+const DEFAULT_LAYERS: Record<string, number> = { mixtral: 1, demo: 8 };
 
 /** The engine's expert backend, swapped between modes so the coordinator's weights load once. */
 class SwitchedExperts implements ExpertBackend {
@@ -313,7 +286,7 @@ async function copyWorkload(engine: Engine, mode: string, link: string, prompts:
 
 async function main(): Promise<void> {
   const shape = arg('shape', 'mixtral');
-  const layers = Number(arg('layers', String(SHAPES[shape]?.layers ?? 1)));
+  const layers = Number(arg('layers', String(DEFAULT_LAYERS[shape] ?? 1)));
   const tokens = Number(arg('tokens', '32'));
   const steps = Number(arg('steps', '8'));
   const specK = Number(arg('spec-k', '4'));
@@ -343,7 +316,7 @@ async function main(): Promise<void> {
     ...ks.map((k) => ['k', k] as const), ...[...nodeCounts.values()].map((n) => ['experts cluster:N', n] as const)] as const) {
     if (!Number.isInteger(v) || v < 1) throw new UserError(`--${name} must be a positive integer, got ${v}`);
   }
-  const dir = arg('model', '') || await modelDirFor(shape, layers);
+  const dir = arg('model', '') || await benchModelDir(shape, layers, log);
   // From sources (node -r test/cluster/ts-register-cached.js bench/speculative.ts) the nodes run from sources too.
   const nodeCommand = __filename.endsWith('.ts')
     ? [process.execPath, '-r', path.resolve(__dirname, '..', 'test', 'cluster', 'ts-register-cached.js'), path.resolve(__dirname, '..', 'cli', 'expert-node.ts')]

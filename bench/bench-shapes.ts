@@ -1,0 +1,34 @@
+// The random-weight models the cluster benches run (bench/cluster.ts, bench/speculative.ts), written
+// once per shape and layer count under the temp dir so every bench and run shares them.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { type DemoModelOptions, makeDemoModel } from '../core/demo-model';
+import { UserError } from '../core/errors';
+
+export const BENCH_SHAPES: Record<string, { opts: Partial<DemoModelOptions>; dir: string }> = {
+  // Mixtral width: hidden 4096, intermediate 14336, 8 experts top-2, predictor rank 1024.
+  mixtral: {
+    dir: 'turbosparse-bench-mixtral',
+    opts: { hidden: 4096, intermediate: 14336, heads: 32, kvHeads: 8, experts: 8, topK: 2, vocab: 2048, predictorRank: 1024, shards: 2, dtype: 'bf16', seed: 1, activeFraction: 0.1 },
+  },
+  // The issue targets' "16-layer demo model": hidden 1024, intermediate 3584, 8 experts top-2, predictor rank 256.
+  demo: {
+    dir: 'turbosparse-bench-demo-h1024',
+    opts: { hidden: 1024, intermediate: 3584, heads: 8, kvHeads: 4, experts: 8, topK: 2, vocab: 2048, predictorRank: 256, shards: 2, dtype: 'bf16', seed: 1, activeFraction: 0.15 },
+  },
+};
+
+/** The folder of a `shape` model with `layers` layers, written (atomically) the first time. */
+export async function benchModelDir(shape: string, layers: number, log: (line: string) => void): Promise<string> {
+  const s = BENCH_SHAPES[shape];
+  if (!s) throw new UserError(`--shape "${shape}": expected ${Object.keys(BENCH_SHAPES).join(' or ')}`);
+  const dir = path.join(os.tmpdir(), `${s.dir}-${layers}l`);
+  if (!fs.existsSync(path.join(dir, 'config.json'))) {
+    log(`writing a ${shape}-shaped ${layers}-layer random bf16 model to ${dir} (once)`);
+    const partial = `${dir}.partial-${process.pid}`;
+    await makeDemoModel(partial, { ...s.opts, layers });
+    fs.renameSync(partial, dir);
+  }
+  return dir;
+}
