@@ -53,6 +53,17 @@ export interface StatusJson {
     preemptions: number | null;
   };
   totals: ExpertStatsSnapshot['totals'];
+  /** Speculative decoding since start (null when off): proposed tokens kept, and tokens per forward pass. */
+  speculative: {
+    proposer: string;
+    forward_passes: number;
+    draft_tokens: number;
+    accepted_tokens: number;
+    /** accepted / draft tokens. */
+    acceptance: number | null;
+    /** Tokens emitted per decode forward pass: 1 + accepted per pass. */
+    tokens_per_forward_pass: number | null;
+  } | null;
 }
 
 /** A gauge's or counter's value summed over its series (those matching `labels`), or null when no such metric (e.g. no scheduler here). */
@@ -126,5 +137,19 @@ export function buildStatus(obs: EngineObservability, service = 'turbosparse-coo
       preemptions: metricValue(reg, 'turbosparse_scheduler_preemptions_total'),
     },
     totals: snap.totals,
+    speculative: speculativeStatus(obs.engine),
+  };
+}
+
+function speculativeStatus(engine: EngineObservability['engine']): StatusJson['speculative'] {
+  if (!engine.proposer) return null;
+  const s = engine.speculation;
+  return {
+    proposer: engine.proposer.name,
+    forward_passes: s.forwardPasses,
+    draft_tokens: s.draftTokens,
+    accepted_tokens: s.acceptedTokens,
+    acceptance: s.draftTokens > 0 ? s.acceptedTokens / s.draftTokens : null,
+    tokens_per_forward_pass: s.forwardPasses > 0 ? (s.forwardPasses + s.acceptedTokens) / s.forwardPasses : null,
   };
 }

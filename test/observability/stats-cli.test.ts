@@ -114,3 +114,15 @@ test('stats uses /v1/status with an API key, and says clearly what is wrong othe
   await expect(fetchStatus('not a url')).rejects.toThrow(/is not a URL/);
   await expect(fetchStatus(`${url}/nothing-here`)).rejects.toThrow(/HTTP 404/);
 });
+
+test('status JSON speculative: null when off; proposer, acceptance and tokens per forward pass when on', () => {
+  expect(buildStatus(obs).speculative).toBeNull();
+  const engine = {
+    ...(obs.engine as object),
+    proposer: { name: 'ngram:4:3', k: 4 },
+    speculation: { forwardPasses: 10, draftTokens: 30, acceptedTokens: 18 },
+  };
+  expect(buildStatus({ ...obs, engine } as unknown as EngineObservability).speculative).toEqual({
+    proposer: 'ngram:4:3', forward_passes: 10, draft_tokens: 30, accepted_tokens: 18, acceptance: 0.6, tokens_per_forward_pass: 2.8,
+  });
+});

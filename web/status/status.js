@@ -50,6 +50,10 @@
     var fr = s.layers.filter(function (l) { return l.active_fraction !== null; });
     var mean = fr.length ? fr.reduce(function (a, l) { return a + l.active_fraction; }, 0) / fr.length : null;
     document.getElementById('kpi-active').textContent = pct(mean);
+    var sp = s.speculative;
+    document.getElementById('kpi-spec').textContent = !sp ? 'off'
+      : sp.proposer + ' · ' + pct(sp.acceptance) + ' kept · ' +
+        (sp.tokens_per_forward_pass === null ? '–' : sp.tokens_per_forward_pass.toFixed(2)) + ' tokens/pass';
     document.getElementById('kpi-calls').textContent = s.totals.calls + (s.totals.errors ? ' (' + s.totals.errors + ' failed)' : '');
     tpsHistory.push(s.throughput.tokens_per_s);
     if (tpsHistory.length > 120) tpsHistory.shift();
