@@ -280,6 +280,7 @@ describe('a 2-node loopback cluster', () => {
       expect(await page.$$eval('#nodes tbody tr', (rows) => rows.map((r) => r.children[1].textContent))).toEqual(['up', 'up']);
       expect(await page.$$eval('#layers .bar', (b) => b.length)).toBe(dims.numLayers);
       expect(await page.textContent('#conn')).toBe('live');
+      expect(await page.textContent('#kpi-spec')).toBe('off'); // no --speculative here
       expect(errors).toEqual([]);
     } finally {
       await context.close();
