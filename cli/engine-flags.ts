@@ -2,7 +2,7 @@
 // and the client side of mTLS to expert nodes.
 import type { Command } from 'commander';
 import { tlsChannel } from '../coordinator/expert-client';
-import { OVERLAP_MODES, type OverlapMode } from '../coordinator/engine';
+import { DEFAULT_SPECULATIVE_MAX_BATCH, OVERLAP_MODES, type OverlapMode } from '../coordinator/engine';
 import { parseSpeculativeChoice } from '../coordinator/speculative/parse';
 import { parseExpertsChoice, type EngineOptions } from '../coordinator/load-engine';
 import { remoteExpertsFactory } from '../coordinator/remote-factory';
@@ -30,6 +30,8 @@ export interface EngineFlags extends TlsFlags {
   overlap?: OverlapMode;
   /** Speculative decoding proposer: ngram[:K[:N]] | suffix[:K] | draft:DIR[:K]; absent: off. */
   speculative?: string;
+  /** Steps with more decoding sequences propose nothing; absent: DEFAULT_SPECULATIVE_MAX_BATCH. */
+  speculativeMaxBatch?: number;
 }
 
 export function addEngineOptions(cmd: Command): Command {
@@ -45,6 +47,8 @@ export function addEngineOptions(cmd: Command): Command {
       choiceOption('--overlap', OVERLAP_MODES), 'auto')
     .option('--speculative <spec>', 'propose tokens each decode step verifies in one forward pass (same output, fewer round trips): ' +
       'ngram[:K[:N]] (prompt/output lookup) | suffix[:K] (suffix index, learns from other requests) | draft:DIR[:K] (a small model of the same tokenizer)')
+    .option('--speculative-max-batch <n>', 'with --speculative: steps with more decoding sequences than this propose nothing (extra rows cost ' +
+      'compute a large batch has no spare of)', intOption('--speculative-max-batch', 0), DEFAULT_SPECULATIVE_MAX_BATCH)
     .option('--kv-dtype <dtype>', 'KV-cache storage: f32 | bf16 | f16 (16 bits: half the memory, attention math stays f32)',
       choiceOption('--kv-dtype', Object.keys(KV_DTYPE_BYTES) as KvDType[]), 'f32');
   return addKernelOptions(cmd, 'dense-with-mask expert FFN (same tokens; the speed baseline)')
@@ -66,6 +70,7 @@ export function engineOptionsFrom(flags: EngineFlags): EngineOptions {
     kvDtype: flags.kvDtype,
     overlap: flags.overlap,
     speculative: flags.speculative === undefined ? undefined : parseSpeculativeChoice(flags.speculative),
+    speculativeMaxBatch: flags.speculativeMaxBatch,
     // cluster:N nodes inherit this command's weights/device/threads/FFN choices.
     remoteExperts: remoteExpertsFactory({ wire: flags.wire, weights: flags.weights, device: flags.device, threads: flags.threads, dense: flags.dense,
       callTimeoutMs: flags.callTimeoutMs, hedge: flags.hedge === undefined ? undefined : flags.hedge === 'on',

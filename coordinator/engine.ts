@@ -44,6 +44,9 @@ export interface StepOptions {
  * steps both ways per batch size and keeps the faster (overlap-tuner.ts).
  */
 export const OVERLAP_MODES = ['auto', 'on', 'off'] as const;
+
+/** `--speculative-max-batch` default: above this many decoding sequences a step proposes nothing (measured: bench/RESULTS.md). */
+export const DEFAULT_SPECULATIVE_MAX_BATCH = 4;
 export type OverlapMode = (typeof OVERLAP_MODES)[number];
 
 export type StepRunner = (seqs: Sequence[], opts: StepOptions) => Promise<StepResult>;
@@ -85,6 +88,13 @@ export class Engine {
   readonly overlapTuner = new OverlapTuner();
   /** Speculative decoding (`--speculative`): proposes tokens a decode step verifies as extra rows; null: off. */
   proposer: DraftProposer | null;
+  /**
+   * Steps with more decoding sequences than this propose nothing (`--speculative-max-batch`): extra
+   * rows cost compute that a large batch no longer has to spare (bench/RESULTS.md).
+   */
+  speculativeMaxBatch: number;
+  /** Per sequence: proposals lately verified and kept; a sequence whose guesses keep failing rests. */
+  private readonly speculationBySeq = new WeakMap<Sequence, { drafted: number; kept: number; restUntil: number; steps: number }>();
   /** Since the engine started: forward passes, proposed tokens verified, proposed tokens kept. */
   readonly speculation = { forwardPasses: 0, draftTokens: 0, acceptedTokens: 0 };
   private expertBackend: ExpertBackend;
@@ -96,10 +106,11 @@ export class Engine {
     readonly backend: NativeBackend,
     readonly weights: CoordinatorWeights,
     experts: ExpertBackend,
-    opts: { kvDtype?: KvDType; hooks?: EngineHooks; overlap?: OverlapMode; proposer?: DraftProposer } = {},
+    opts: { kvDtype?: KvDType; hooks?: EngineHooks; overlap?: OverlapMode; proposer?: DraftProposer; speculativeMaxBatch?: number } = {},
   ) {
     this.kvDtype = opts.kvDtype ?? 'f32';
     this.proposer = opts.proposer ?? null;
+    this.speculativeMaxBatch = opts.speculativeMaxBatch ?? DEFAULT_SPECULATIVE_MAX_BATCH;
     this.overlap = opts.overlap ?? 'auto';
     this.expertBackend = experts;
     this.hooks = opts.hooks;
@@ -193,12 +204,14 @@ export class Engine {
     // sequence with proposed tokens runs them as extra rows (`draft`), every row with logits.
     const plan: { seq: Sequence; rows: number; samples: boolean; firstLogit: number; logitPositions: number[]; draft: number[] }[] = [];
     let prefillRows = 0;
+    const decoding = seqs.reduce((n, s) => n + (!s.finished && s.pendingPrompt === 0 ? 1 : 0), 0);
+    const speculate = this.proposer !== null && decoding <= this.speculativeMaxBatch;
     for (const seq of seqs) {
       if (seq.finished) continue;
       if (!seq.cache) throw new Error(`sequence ${seq.id} has no KV cache (released or preempted)`);
       const start = seq.computed;
       const pending = seq.pendingPrompt;
-      const draft = pending > 0 ? [] : await this.propose(seq);
+      const draft = pending > 0 || !speculate ? [] : await this.propose(seq);
       const count = pending > 0 ? Math.min(chunk, pending) : 1 + draft.length;
       if (pending > 0) prefillRows += count;
       const samples = start + count >= seq.length; // all known tokens now in the cache
@@ -249,6 +262,11 @@ export class Engine {
         const kept = this.verify(seq, p.draft, logitRow, sampled);
         draftTokens += p.draft.length;
         acceptedTokens += kept;
+        const st = this.speculationBySeq.get(seq);
+        if (st) {
+          st.drafted += p.draft.length;
+          st.kept += kept;
+        }
         continue;
       }
       const wasPrefill = seq.pendingPrompt > 0;
@@ -307,6 +325,17 @@ export class Engine {
    */
   private async propose(seq: Sequence): Promise<number[]> {
     if (!this.proposer || !seq.cache) return [];
+    // A sequence whose last 16+ proposals were mostly wrong (under 20% kept) rests 32 steps:
+    // its rows cost compute and its text is not what the proposer predicts.
+    const st = this.speculationBySeq.get(seq) ?? { drafted: 0, kept: 0, restUntil: 0, steps: 0 };
+    this.speculationBySeq.set(seq, st);
+    st.steps++;
+    if (st.steps < st.restUntil) return [];
+    if (st.drafted >= 16) {
+      if (st.kept < 0.2 * st.drafted) st.restUntil = st.steps + 32;
+      st.drafted = st.kept = 0;
+      if (st.steps < st.restUntil) return [];
+    }
     const start = seq.computed;
     const room = Math.min(
       this.proposer.k,

@@ -49,6 +49,8 @@ export interface EngineOptions {
   overlap?: OverlapMode;
   /** Speculative decoding (`--speculative`): a proposer, or a draft model folder loaded next to the model. */
   speculative?: SpeculativeChoice;
+  /** Steps with more decoding sequences than this propose nothing (Engine.speculativeMaxBatch). */
+  speculativeMaxBatch?: number;
   /** Where progress and the summary go (stderr by default). */
   log?: (line: string) => void;
   progressStream?: NodeJS.WriteStream;
@@ -118,7 +120,7 @@ export async function loadEngine(opts: EngineOptions): Promise<Engine> {
         `${(backend.weightBytes() / 1e6).toFixed(1)} MB of weights on ${backend.device}, ` +
         `experts ${experts.name}, ffn ${mode}, loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
     );
-    const engine = new Engine(folder, backend, weights, experts, { kvDtype: opts.kvDtype, overlap: opts.overlap });
+    const engine = new Engine(folder, backend, weights, experts, { kvDtype: opts.kvDtype, overlap: opts.overlap, speculativeMaxBatch: opts.speculativeMaxBatch });
     if (opts.speculative) await withProposer(engine, opts.speculative, opts, log);
     return engine;
   } catch (e) {

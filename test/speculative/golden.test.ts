@@ -65,6 +65,7 @@ describeGolden('speculative decoding on tiny-a: identical greedy output with eve
     for (const engine of [local, remote]) {
       const draftEngine = spec === 'draft' ? await loadEngine({ modelDir: TINY_A_MODEL, device: 'cpu', ...quiet }) : null;
       engine.proposer = draftEngine ? new DraftModelProposer(draftEngine, engine, 4) : (parseSpeculativeChoice(spec) as { proposer: Engine['proposer'] }).proposer;
+      engine.speculativeMaxBatch = 64; // every prompt at once: identity, not the batch gate, is tested here
       const before = { ...engine.speculation };
       try {
         // Nodes run their kernels on 1 thread, in process on 2: each is compared with itself without speculation.

@@ -99,6 +99,31 @@ describe('speculative verification (demo model, in-process experts)', () => {
     }
   });
 
+  test('no proposals in steps with more decoding sequences than speculativeMaxBatch; a sequence whose guesses fail rests', async () => {
+    expectTruthFor(engine, plain.tokens);
+    engine.proposer = oracle(truth, 2);
+    engine.speculativeMaxBatch = 2;
+    const before = engine.speculation.draftTokens;
+    try {
+      const three = await run(engine, prompts, 12); // 3 decoding sequences > 2
+      expect(three.tokens).toEqual(plain.tokens);
+      expect(engine.speculation.draftTokens).toBe(before);
+      // Guesses that are (almost) always wrong, one sequence, a long output: after 16 failed
+      // proposals it rests 32 steps, so far fewer than its ~60 decode steps ask the proposer.
+      engine.speculativeMaxBatch = 4;
+      let calls = 0;
+      engine.proposer = { name: 'wrong', k: 2, propose: (_id, tokens) => (calls++, [(tokens.length * 7919 + 13) % 300, (tokens.length * 104729 + 7) % 300]) };
+      const alone = await run(engine, [prompts[0]], 60);
+      engine.proposer = null;
+      expect(alone.tokens[0]).toEqual((await run(engine, [prompts[0]], 60)).tokens[0]);
+      expect(calls).toBeGreaterThanOrEqual(8);
+      expect(calls).toBeLessThan(35); // 8 steps proposing, 32 resting, 8 proposing, ... over ~59 steps
+    } finally {
+      engine.proposer = null;
+      engine.speculativeMaxBatch = 4;
+    }
+  });
+
   test('max_tokens is never passed and a stop id ends the output at its place', async () => {
     expectTruthFor(engine, plain.tokens);
     engine.proposer = oracle(truth, 8);
