@@ -15,6 +15,13 @@
 //       Reports tokens per forward pass, round trips per token (forward passes x layers / tokens: one call
 //       per node per layer per pass), acceptance, decode tokens/s and its ratio to the baseline, and whether
 //       the tokens equal the baseline's (greedy speculation must not change them).
+//       With --concurrency 1,2,4,8,16, (b) also runs C copy-heavy prompts at once (distinct spans) through the
+//       continuous-batching scheduler (coordinator/scheduler.ts, as bench/cluster.ts's measure()) for each C,
+//       without speculation and with each proposer (oracle at each --oracle-miss, the real ones at K = --spec-k),
+//       the engine's batch cap on speculation lifted (speculativeMaxBatch) so every batch size proposes.
+//       Decode tokens/s over the window after the last prefill step (every prompt prefilled) to the last step,
+//       the ratio with/without, acceptance, and per setting the crossover: the smallest C with ratio < 1 (the
+//       batch size above which `auto` should stop speculating).
 // Decode only: the prompt's prefill step (which samples the first token) is not timed or counted.
 // Models as bench/cluster.ts (the same folders under the temp dir, random bf16 weights, written once):
 //   --shape mixtral  hidden 4096, intermediate 14336, 8 experts top-2, predictor rank 1024 (default 1 layer)
@@ -22,7 +29,7 @@
 //   node dist/bench/speculative.js [--shape mixtral|demo] [--layers N] [--model DIR] [--tokens 32]
 //        [--k 1,2,4,8] [--steps 8] [--spec-k 4] [--experts local,cluster:2] [--link loopback|10gbe|1gbe|wifi|DELAY_US:MBIT]
 //        [--proposers oracle,ngram,suffix] [--oracle-miss 0,0.4] [--prompts 2] [--span 24] [--parts a,b]
-//        [--wire f32|bf16|...] [--device cpu] [--json]
+//        [--concurrency 1,2,4,8,16] [--wire f32|bf16|...] [--device cpu] [--json]
 // The engine runs with overlap off (one sequence: nothing to pipeline). Target (issue 15): with --link 1gbe,
 // one sequence, K = 4 and acceptance >= 60%, decode tokens/s >= 2x without speculation.
 import os from 'node:os';
@@ -38,6 +45,9 @@ import { LocalCluster } from '../coordinator/local-cluster';
 import { LocalExperts } from '../coordinator/local-experts';
 import { RemoteExperts } from '../coordinator/remote-experts';
 import { GREEDY } from '../coordinator/sampler';
+import { Scheduler } from '../coordinator/scheduler';
+import { Registry } from '../core/metrics';
+import { TextTokenizer } from '../core/tokenizer';
 import { parseSpeculative } from '../coordinator/speculative/parse';
 import type { DraftProposer } from '../coordinator/speculative/proposer';
 import { benchModelDir } from './bench-shapes';
@@ -100,12 +110,22 @@ class OracleProposer implements DraftProposer {
     this.name = `oracle:${k}${miss > 0 ? `:miss${miss}` : ''}`;
     this.random = prng(seed);
   }
+  /** Prompts whose sequence ids are not known in advance (through the scheduler): matched on first proposal. */
+  private readonly byPrompt: { prompt: number[]; continuation: number[] }[] = [];
   learn(seqId: number, promptLength: number, continuation: number[]): void {
     this.known.set(seqId, { promptLength, continuation });
   }
+  learnPrompt(prompt: number[], continuation: number[]): void {
+    this.byPrompt.push({ prompt, continuation });
+  }
   propose(seqId: number, tokens: readonly number[], k: number): number[] {
-    const s = this.known.get(seqId);
-    if (!s) return [];
+    let s = this.known.get(seqId);
+    if (!s) {
+      const p = this.byPrompt.find((e) => e.prompt.length <= tokens.length && e.prompt.every((t, i) => t === tokens[i]));
+      if (!p) return [];
+      s = { promptLength: p.prompt.length, continuation: p.continuation };
+      this.known.set(seqId, s);
+    }
     const at = tokens.length - s.promptLength;
     const out: number[] = [];
     for (const t of s.continuation.slice(at, at + k)) {
@@ -284,6 +304,128 @@ async function copyWorkload(engine: Engine, mode: string, link: string, prompts:
   return out;
 }
 
+interface BatchedRun {
+  tokenIds: number[][];
+  /** Decode window: after the last step with prefill rows, to the last step. */
+  decodeTokens: number;
+  passes: number;
+  seconds: number;
+  draftTokens: number;
+  acceptedTokens: number;
+}
+
+/**
+ * All `prompts` at once through a fresh scheduler (no prefix cache: each run prefills alike), greedy, `tokens`
+ * each, with `proposer` on the engine; timed from the last step that prefilled to the last step.
+ */
+async function batched(engine: Engine, tok: TextTokenizer, prompts: number[][], tokens: number, proposer: DraftProposer | null): Promise<BatchedRun> {
+  const scheduler = new Scheduler(engine, tok, { metrics: new Registry(), kvBudgetBytes: 2 ** 40, maxRunning: 1024, prefixCache: false });
+  engine.proposer = proposer;
+  try {
+    const handles = scheduler.submitAll(prompts.map((p) => ({ promptIds: p, sampling: GREEDY, maxTokens: tokens, stopIds: [] })));
+    const emitted = () => handles.reduce((n, h) => n + h.tokenIds.length, 0);
+    let start = { t: performance.now(), tokens: 0, passes: 0, draft: 0, accepted: 0 };
+    let end = start;
+    let passes = 0;
+    scheduler.onStep = (s) => {
+      passes++;
+      const at = { t: performance.now(), tokens: emitted(), passes, draft: engine.speculation.draftTokens, accepted: engine.speculation.acceptedTokens };
+      if (s.prefillRows > 0) start = at;
+      end = at;
+    };
+    const results = await Promise.all(handles.map((h) => h.result));
+    return {
+      tokenIds: results.map((r) => [...r.tokenIds]), decodeTokens: end.tokens - start.tokens, passes: end.passes - start.passes,
+      seconds: (end.t - start.t) / 1000, draftTokens: end.draft - start.draft, acceptedTokens: end.accepted - start.accepted,
+    };
+  } finally {
+    engine.proposer = null;
+    await scheduler.close();
+  }
+}
+
+interface ConcurrencyResult {
+  experts: string;
+  link: string;
+  proposer: string;
+  k: number;
+  oracle_miss?: number;
+  concurrency: number;
+  /** Decode tokens/s without speculation, with, and with over without. */
+  tokens_per_s_none: number;
+  tokens_per_s_spec: number;
+  ratio: number;
+  acceptance: number | null;
+  tokens_per_pass_none: number;
+  tokens_per_pass_spec: number;
+  /** Every sequence's greedy output equal to the run without speculation. */
+  identical: boolean;
+}
+
+/** (b) at each concurrency: the baseline (teaches the oracle every prompt's continuation), then each proposer. */
+async function concurrencySweep(engine: Engine, tok: TextTokenizer, mode: string, link: string, span: number, tokens: number,
+  levels: number[], proposers: string[], specK: number, misses: number[]): Promise<ConcurrencyResult[]> {
+  const V = engine.config.vocabSize;
+  // The engine's cap on speculation (speculativeMaxBatch, when it has one) lifted: every batch size proposes.
+  const capped = engine as unknown as { speculativeMaxBatch?: number };
+  const cap = capped.speculativeMaxBatch;
+  if (cap !== undefined) capped.speculativeMaxBatch = Number.MAX_SAFE_INTEGER;
+  const all = copyPrompts(Math.max(...levels), span, V);
+  const out: ConcurrencyResult[] = [];
+  try {
+    for (const c of levels) {
+      const prompts = all.slice(0, c);
+      const base = await batched(engine, tok, prompts, tokens, null);
+      const baseTps = base.decodeTokens / base.seconds;
+      log(`${mode} ${link} (b) C=${c} none: ${baseTps.toFixed(2)} tokens/s (${base.decodeTokens} tokens, ${base.passes} passes)`);
+      const settings: { proposer: DraftProposer; miss?: number }[] = [];
+      for (const name of proposers) {
+        if (name === 'oracle') {
+          for (const miss of misses) {
+            const oracle = new OracleProposer(specK, miss, V);
+            prompts.forEach((p, i) => oracle.learnPrompt(p, base.tokenIds[i]));
+            settings.push({ proposer: oracle, miss });
+          }
+        } else settings.push({ proposer: parseSpeculative(`${name}:${specK}`) });
+      }
+      for (const { proposer, miss } of settings) {
+        const r = await batched(engine, tok, prompts, tokens, proposer);
+        await proposer.close?.();
+        const tps = r.decodeTokens / r.seconds;
+        const identical = r.tokenIds.every((ids, i) => ids.length === base.tokenIds[i].length && ids.every((t, j) => t === base.tokenIds[i][j]));
+        const row: ConcurrencyResult = {
+          experts: mode, link, proposer: miss !== undefined ? 'oracle' : proposer.name, k: specK, ...(miss !== undefined ? { oracle_miss: miss } : {}),
+          concurrency: c, tokens_per_s_none: baseTps, tokens_per_s_spec: tps, ratio: tps / baseTps,
+          acceptance: r.draftTokens > 0 ? r.acceptedTokens / r.draftTokens : null,
+          tokens_per_pass_none: base.decodeTokens / Math.max(1, base.passes), tokens_per_pass_spec: r.decodeTokens / Math.max(1, r.passes), identical,
+        };
+        out.push(row);
+        log(`${mode} ${link} (b) C=${c} ${row.proposer}${miss !== undefined ? ` miss ${miss}` : ''}: ${tps.toFixed(2)} tokens/s (${row.ratio.toFixed(2)}x), ` +
+          `acceptance ${row.acceptance === null ? '-' : row.acceptance.toFixed(2)}, identical ${identical}`);
+      }
+    }
+  } finally {
+    if (cap !== undefined) capped.speculativeMaxBatch = cap;
+  }
+  return out;
+}
+
+/** Per setting (experts, link, proposer, miss): the smallest concurrency whose ratio is < 1 (null: speculation paid at every one). */
+function crossovers(rows: ConcurrencyResult[]): { experts: string; link: string; proposer: string; oracle_miss?: number; pays_up_to: number | null; stops_at: number | null }[] {
+  const keyOf = (r: ConcurrencyResult) => `${r.experts}|${r.link}|${r.proposer}|${r.oracle_miss ?? ''}`;
+  const keys = [...new Set(rows.map(keyOf))];
+  return keys.map((key) => {
+    const rs = rows.filter((r) => keyOf(r) === key).sort((a, b) => a.concurrency - b.concurrency);
+    const stop = rs.find((r) => r.ratio < 1);
+    const paying = rs.filter((r) => r.ratio >= 1 && (!stop || r.concurrency < stop.concurrency));
+    const r0 = rs[0];
+    return {
+      experts: r0.experts, link: r0.link, proposer: r0.proposer, ...(r0.oracle_miss !== undefined ? { oracle_miss: r0.oracle_miss } : {}),
+      pays_up_to: paying.length ? paying[paying.length - 1].concurrency : null, stops_at: stop ? stop.concurrency : null,
+    };
+  });
+}
+
 async function main(): Promise<void> {
   const shape = arg('shape', 'mixtral');
   const layers = Number(arg('layers', String(DEFAULT_LAYERS[shape] ?? 1)));
@@ -311,9 +453,11 @@ async function main(): Promise<void> {
   const proposers = arg('proposers', 'oracle,ngram,suffix').split(',').map((p) => p.trim());
   for (const p of proposers) if (!['oracle', 'ngram', 'suffix'].includes(p)) throw new UserError(`--proposers ${p}: use oracle, ngram, suffix or a list`);
   const misses = arg('oracle-miss', '0,0.4').split(',').map(Number);
+  const concArg = arg('concurrency', '');
+  const levels = concArg ? concArg.split(',').map(Number) : [];
   for (const q of misses) if (!(q >= 0 && q < 1)) throw new UserError(`--oracle-miss must be in [0, 1), got ${q}`);
   for (const [name, v] of [['layers', layers], ['tokens', tokens], ['steps', steps], ['spec-k', specK], ['prompts', promptCount], ['span', span],
-    ...ks.map((k) => ['k', k] as const), ...[...nodeCounts.values()].map((n) => ['experts cluster:N', n] as const)] as const) {
+    ...ks.map((k) => ['k', k] as const), ...levels.map((l) => ['concurrency', l] as const), ...[...nodeCounts.values()].map((n) => ['experts cluster:N', n] as const)] as const) {
     if (!Number.isInteger(v) || v < 1) throw new UserError(`--${name} must be a positive integer, got ${v}`);
   }
   const dir = arg('model', '') || await benchModelDir(shape, layers, log);
@@ -325,17 +469,20 @@ async function main(): Promise<void> {
   const switched = new SwitchedExperts();
   const engine = await loadEngine({ modelDir: dir, device, log, experts: { kind: 'file', path: 'bench' }, remoteExperts: async () => switched });
   engine.overlap = 'off';
+  const tok = TextTokenizer.fromModel(engine.folder);
   const c = engine.config;
   const dims = { hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, numLayers: c.numLayers, numExperts: c.numExperts };
   const prompts = copyPrompts(promptCount, span, c.vocabSize);
   const cost: CostResult[] = [];
   const work: WorkloadResult[] = [];
+  const conc: ConcurrencyResult[] = [];
   const description = engine.backend.description;
   let linkProc: LinkProcess | null = null;
   const run = async (mode: string, link: string) => {
     await decode(engine, prompts[0].slice(0, 8), 3, null); // warm-up: connections, first-call allocations
     if (parts.includes('a')) cost.push(...await verificationCost(engine, mode, link, ks, steps));
     if (parts.includes('b')) work.push(...await copyWorkload(engine, mode, link, prompts, tokens, proposers, specK, misses));
+    if (parts.includes('b') && levels.length) conc.push(...await concurrencySweep(engine, tok, mode, link, span, tokens, levels, proposers, specK, misses));
   };
   try {
     for (const mode of modes) {
@@ -396,10 +543,24 @@ async function main(): Promise<void> {
         for (const r of target) console.log(`  ${r.experts} ${r.proposer}${r.oracle_miss !== undefined ? ` miss ${r.oracle_miss}` : ''}: acceptance ${r.acceptance!.toFixed(2)}, ${r.vs_none.toFixed(2)}x -> ${r.vs_none >= 2 ? 'met' : 'not met'}`);
       }
     }
+    if (conc.length) {
+      console.log(`\n(b) by concurrency: C copy-heavy prompts at once through the scheduler, ${tokens} tokens each, K=${specK}, decode tokens/s (after the last prefill step)`);
+      console.log('experts     link      proposer          miss   C  none tok/s  spec tok/s  ratio  accept  tok/pass  identical');
+      for (const r of conc) {
+        console.log(`${r.experts.padEnd(10)}  ${r.link.padEnd(8)}  ${r.proposer.padEnd(16)}  ${f(r.oracle_miss, 1, 4)}  ${String(r.concurrency).padStart(2)}  ` +
+          `${f(r.tokens_per_s_none, 2, 10)}  ${f(r.tokens_per_s_spec, 2, 10)}  ${f(r.ratio, 2, 5)}  ${f(r.acceptance, 2, 6)}  ${f(r.tokens_per_pass_spec, 2, 8)}  ${String(r.identical).padStart(9)}`);
+      }
+      console.log('\ncrossover (smallest C with ratio < 1):');
+      for (const x of crossovers(conc)) {
+        console.log(`  ${x.experts} ${x.link} ${x.proposer}${x.oracle_miss !== undefined ? ` miss ${x.oracle_miss}` : ''}: ` +
+          `${x.stops_at === null ? `pays at every C (up to ${x.pays_up_to})` : `pays up to C=${x.pays_up_to ?? '-'}, not at C=${x.stops_at}`}`);
+      }
+    }
   }
   console.log(JSON.stringify({ bench: 'speculative', layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, experts: c.numExperts,
     tokens, steps, spec_k: specK, prompts: promptCount, span, wire, link: { name: linkLabel, delay_us: linkSpec?.delayUs ?? 0, mbit: linkSpec?.mbit ?? null },
-    cpus: os.cpus().length, device: description, verification_cost: cost, workload: work }));
+    cpus: os.cpus().length, device: description, verification_cost: cost, workload: work,
+    ...(conc.length ? { concurrency: conc, crossover: crossovers(conc) } : {}) }));
 }
 
 main().catch((e) => {
