@@ -82,3 +82,26 @@ test('a stop string inside a speculative step cuts the output where it does with
     engine.proposer = null;
   }
 });
+
+test('with preemption (a small KV budget) and overlapped steps: the same tokens, each streamed once', async () => {
+  const prompts = [prompt(6, 31), prompt(9, 32), prompt(7, 33), prompt(5, 34)];
+  const want = (await runAll(prompts.map((p) => req(p, { maxTokens: 40, logprobs: undefined })))).map((r) => r.tokenIds);
+  const truth = new Map(prompts.map((p, i) => [p.join(','), [...p, ...want[i]]]));
+  engine.proposer = replay(truth, 3, new Set());
+  engine.overlap = 'on';
+  const drafted = engine.speculation.draftTokens;
+  try {
+    const s = new Scheduler(engine, tok, { metrics: new Registry(), kvGrowTokens: 8, kvBudgetBytes: engine.kvBytesFor(80), maxQueue: 10 });
+    const streamed: number[][] = prompts.map(() => []);
+    const hs = s.submitAll(prompts.map((p, i) => req(p, { maxTokens: 40, logprobs: undefined, onDelta: (d) => streamed[i].push(...d.tokenIds) })));
+    const rs = await Promise.all(hs.map((h) => h.result));
+    expect(rs.map((r) => r.tokenIds)).toEqual(want);
+    expect(streamed).toEqual(want);
+    expect(s.stats.preemptions).toBeGreaterThan(0);
+    expect(engine.speculation.draftTokens).toBeGreaterThan(drafted);
+    await s.close();
+  } finally {
+    engine.proposer = null;
+    engine.overlap = 'auto';
+  }
+});
