@@ -35,6 +35,8 @@ export interface ExpertCallRecord {
   errorMessage?: string;
   /** This call was a retry on a replica after another node failed. */
   retry?: boolean;
+  /** This call was a hedge: sent to a replica because another node's call of the same routes was late. */
+  hedge?: boolean;
 }
 
 /** Per-expert routes ("slots") and active neurons of an ExpertBatch, for a call covering `experts` (or all, when omitted). */

@@ -74,6 +74,11 @@ export function coordinatorMetrics(reg: Registry = defaultRegistry) {
       help: 'Expert calls retried on a replica (failover), by the node that took over',
       labelNames: ['node'],
     }),
+    hedges: reg.counter({
+      name: 'turbosparse_expert_hedges_total',
+      help: 'Expert calls sent to a replica because the first node was late (hedging; the first answer wins), by the replica',
+      labelNames: ['node'],
+    }),
     stepTokens: reg.counter({
       name: 'turbosparse_step_tokens_total',
       help: 'Token rows through the forward pass, by phase (decode rows = generated tokens)',
@@ -150,7 +155,8 @@ export class CallMetrics {
     const n = this.nodeChildren(c.node);
     n.bytesIn.inc(c.bytesIn);
     n.bytesOut.inc(c.bytesOut);
-    if (c.retry) this.m.retries.labels({ node: c.node }).inc();
+    if (c.hedge) this.m.hedges.labels({ node: c.node }).inc();
+    else if (c.retry) this.m.retries.labels({ node: c.node }).inc();
     if (c.error) {
       this.m.errors.labels({ node: c.node, code: c.error }).inc();
       return;

@@ -494,7 +494,8 @@ export class EngineObservability {
         bytesIn: result.bytesIn,
         wire: info.wire,
         stepId,
-        retry: info.attempt > 0,
+        retry: info.attempt > 0 && !info.hedge,
+        ...(info.hedge ? { hedge: true } : {}),
         error: result.ok && out ? undefined : errorCode(result.error),
         errorMessage: result.error?.message,
       });

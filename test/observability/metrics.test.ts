@@ -1,6 +1,7 @@
 // The metrics registry renders valid Prometheus text and consistent JSON.
 import { Registry, bucketQuantile, exponentialBuckets } from '../../core/metrics';
 import { histogramCounts, parsePrometheusText } from '../helpers/prometheus';
+import { CallMetrics, coordinatorMetrics } from '../../coordinator/telemetry';
 
 describe('core/metrics Registry', () => {
   test('counters, gauges and histograms render as Prometheus text 0.0.4', () => {
@@ -58,4 +59,18 @@ describe('core/metrics Registry', () => {
     expect(() => reg.counter({ name: 'bad-name', help: '' })).toThrow(/valid Prometheus name/);
     expect(() => reg.histogram({ name: 'h', help: '', buckets: [2, 1] })).toThrow(/increase/);
   });
+});
+
+test('a hedged call counts as a hedge, not a retry (failover); both by the node that got the call', () => {
+  const reg = new Registry();
+  const calls = new CallMetrics(coordinatorMetrics(reg), 64);
+  const base = { layer: 0, experts: [1], slots: [2], active: [10], tokens: 2, seconds: 0.001, bytesIn: 10, bytesOut: 10, wire: 'f32' as const };
+  calls.observe({ ...base, node: 'n2', retry: false, hedge: true });
+  calls.observe({ ...base, node: 'n2', retry: true });
+  calls.observe({ ...base, node: 'n3', retry: false, hedge: true });
+  const text = reg.text();
+  expect(text).toMatch(/turbosparse_expert_hedges_total\{node="n2"\} 1\b/);
+  expect(text).toMatch(/turbosparse_expert_hedges_total\{node="n3"\} 1\b/);
+  expect(text).toMatch(/turbosparse_expert_retries_total\{node="n2"\} 1\b/);
+  expect(text).not.toMatch(/turbosparse_expert_retries_total\{node="n3"\}/);
 });
