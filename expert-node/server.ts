@@ -23,7 +23,7 @@ import { WireRejection } from '../core/wire/expert-messages';
 import { type ReadRequest, readExpertRequest } from '../core/wire/expert-request-bytes';
 import { writeExpertResponse, writeExpertResult } from '../core/wire/expert-response-bytes';
 import { type RequestScan, scanRequest } from '../core/wire/request-scan';
-import type { WireEncoding } from '../core/wire/rows';
+import { rowWireBytes, type WireEncoding } from '../core/wire/rows';
 import type { ExpertStore } from './expert-store';
 import { listenTls, type ServerTlsFiles, type TlsListener } from './tls-listener';
 
@@ -420,10 +420,8 @@ export class ExpertNodeServer {
       const computeUs = usSince(t0);
       const bytes = writeExpertResult(job.id, job.decoded, r.out, r.active, store.dims.hiddenSize, { queueUs, computeUs });
       this.respond(job.stream, { id: job.id, bytes }, true);
-      const H = store.dims.hiddenSize;
-      const rowBytes = job.decoded.reply === 'f32' ? 4 * H : job.decoded.reply === 'bf16' ? 2 * H : H + 4;
       end({ ok: true, queueUs, computeUs, activeNeurons: r.active.reduce((a, b) => a + b, 0),
-        bytesOut: rowBytes * job.decoded.batch.nRows });
+        bytesOut: rowWireBytes(job.decoded.reply, store.dims.hiddenSize) * job.decoded.batch.nRows });
     } catch (e) {
       const message = `expert computation failed: ${(e as Error).message}`;
       this.log(`request ${job.id}: ${(e as Error).stack}`);

@@ -1,15 +1,17 @@
-// The expert protocol at the message level, for both sides: a coordinator
-// encodes whole expert groups of a RoutedBatch into an ExpertRequest and
-// decodes the response; an expert node decodes (and validates) a request back
-// into a RoutedBatch and encodes its response. Routes travel in group order
+// The expert protocol at the message level, for both sides: what a request
+// must hold and how it maps back to a RoutedBatch (decodeExpertRequest, every
+// check and its error), the response's decoding, and the shared types. The call
+// path writes and reads the same messages straight as bytes
+// (expert-request-bytes.ts, expert-response-bytes.ts); anything unusual falls
+// back to protobufjs objects and these functions. Routes travel in group order
 // (expert ascending, each group's rows in order), so a node's `active` (per
 // route, request order) is already the coordinator's group order.
 import { status } from '@grpc/grpc-js';
 import { pairKey } from '../expert-spec';
-import { type ExpertGroup, type RoutedBatch, routeCount } from '../routed-batch';
-import type { ExpertRequest, ExpertRequest__Output, ExpertResponse, ExpertResponse__Output } from './expert-proto';
-import { decodeMaskInto, encodeMask } from './masks';
-import { decodeRows, encodeRows, fromProtoEncoding, toProtoEncoding, type WireEncoding } from './rows';
+import type { ExpertGroup, RoutedBatch } from '../routed-batch';
+import type { ExpertRequest__Output, ExpertResponse__Output } from './expert-proto';
+import { decodeMaskInto } from './masks';
+import { decodeRows, fromProtoEncoding, type WireEncoding } from './rows';
 
 /** A request or response that is not what the protocol allows; `code` is the gRPC status to answer with. */
 export class WireRejection extends Error {
@@ -26,39 +28,6 @@ export interface RequestOptions {
   traceContext: Record<string, string>;
   hiddenSize: number;
   intermediateSize: number;
-}
-
-/**
- * One node's message for `groups` (whole groups of `batch`): each routed row's
- * hidden state once (ascending batch row), then the routes in group order.
- * `rows` are the batch rows of the message's hidden rows, in order.
- */
-export function encodeExpertRequest(batch: RoutedBatch, groups: readonly ExpertGroup[], o: RequestOptions):
-  { request: Omit<ExpertRequest, 'id'>; rows: Int32Array } {
-  const R = batch.maskRowBytes;
-  const local = new Int32Array(batch.nRows).fill(-1);
-  for (const g of groups) for (const r of g.rows) local[r] = 0;
-  let n = 0;
-  for (let r = 0; r < batch.nRows; r++) if (local[r] === 0) local[r] = n++;
-  const rows = new Int32Array(n);
-  for (let r = 0; r < batch.nRows; r++) if (local[r] >= 0) rows[local[r]] = r;
-  const routes = [];
-  for (const g of groups) {
-    for (let j = 0; j < g.rows.length; j++) {
-      routes.push({ row: local[g.rows[j]], expert: g.expert, weight: g.weights[j],
-        mask: encodeMask(g.masks.subarray(j * R, (j + 1) * R), o.intermediateSize) });
-    }
-  }
-  const request = {
-    stepId: o.stepId,
-    layer: batch.layer,
-    hidden: encodeRows(batch.hidden, o.hiddenSize, rows, o.wire),
-    routes,
-    replyEncoding: toProtoEncoding(o.wire),
-    timeoutMs: o.timeoutMs,
-    traceContext: o.traceContext,
-  };
-  return { request, rows };
 }
 
 /**
@@ -174,13 +143,4 @@ export function decodeExpertRequest(req: ExpertRequest__Output, held: HeldExpert
     if (routeOrder) routeOrder[i] = starts[gi] + j;
   }
   return { batch: { layer, nRows, hidden, maskRowBytes, groups }, reply, routeOrder };
-}
-
-/** A node's answer for a decoded request: active counts back in the request's route order. */
-export function encodeExpertResponse(id: number, decoded: DecodedRequest, out: Float32Array, active: Int32Array, hiddenSize: number,
-  timing: { queueUs: number; computeUs: number }): ExpertResponse {
-  const { routeOrder } = decoded;
-  const perRoute = routeOrder ? Array.from(routeOrder, (g) => active[g]) : Array.from(active);
-  if (perRoute.length !== routeCount(decoded.batch.groups)) throw new Error('encodeExpertResponse: active counts do not match the routes');
-  return { id, out: encodeRows(out, hiddenSize, null, decoded.reply), active: perRoute, queueUs: timing.queueUs, computeUs: timing.computeUs };
 }

@@ -1,7 +1,7 @@
 // ExpertRequest without protobufjs, the call path of every layer:
 //   coordinator: planExpertRequest(...).encode(id) writes the hidden rows and every route (row, expert,
 //     weight, mask in its smaller form) straight into one Buffer of the exact size; protobufjs decodes those
-//     bytes to the same message encodeExpertRequest (expert-messages.ts) builds.
+//     bytes to the same message protobufjs writes for it (test/cluster/wire-reference.ts builds that reference).
 //   node: readExpertRequest(bytes) walks the received Buffer once and fills the RoutedBatch's groups (masks
 //     decoded into the kernel's mask rows) with every check decodeExpertRequest makes. A request that fails
 //     a check, or that is not in the canonical form this writer produces (unknown or repeated fields, a
@@ -30,7 +30,7 @@ export interface ExpertRequestPlan {
 }
 
 /**
- * One node's message for `groups` (whole groups of `batch`), as encodeExpertRequest describes it: each
+ * One node's message for `groups` (whole groups of `batch`): each
  * routed row's hidden state once (ascending batch row), then the routes in group order. Sizes everything
  * up front; encode(id) writes the one Buffer.
  */

@@ -2,6 +2,7 @@
 // Buffer; the coordinator reads a response in place (rows as a view of the received bytes). The reader
 // accepts any valid encoding of the message (unknown fields skipped, `active` packed or not, fields in any
 // order), so a node built on another protobuf library still works.
+import { routeCount } from '../routed-batch';
 import type { DecodedRequest } from './expert-messages';
 import type { ExpertResponse, ExpertResponse__Output, Rows__Output } from './expert-proto';
 import { LEN, lenFieldSize, Reader, VARINT, varintFieldSize, varintSize, Writer } from './protobuf-bytes';
@@ -17,9 +18,7 @@ export function writeExpertResult(id: number, decoded: DecodedRequest, out: Floa
   const nRoutes = active.length;
   const nRows = decoded.batch.nRows;
   if (out.length !== nRows * hiddenSize) throw new Error(`writeExpertResult: ${out.length} output values for ${nRows} rows of ${hiddenSize}`);
-  let routes = 0;
-  for (const g of decoded.batch.groups) routes += g.rows.length;
-  if (routes !== nRoutes) throw new Error('encodeExpertResponse: active counts do not match the routes');
+  if (routeCount(decoded.batch.groups) !== nRoutes) throw new Error('writeExpertResult: active counts do not match the routes');
   const at = (i: number) => (routeOrder ? active[routeOrder[i]] : active[i]);
   let activeBytes = 0;
   for (let i = 0; i < nRoutes; i++) activeBytes += varintSize(at(i) >>> 0);

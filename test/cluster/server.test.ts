@@ -7,7 +7,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { parseExpertSpec } from '../../core/expert-spec';
 import { ModelFolder, names } from '../../core/model-folder';
 import { native } from '../../core/native';
-import { encodeExpertRequest } from '../../core/wire/expert-messages';
+import { encodeExpertRequest } from './wire-reference';
 import { LocalExperts } from '../../coordinator/local-experts';
 import { encodeMask } from '../../core/wire/masks';
 import { decodeRows, encodeRows } from '../../core/wire/rows';
