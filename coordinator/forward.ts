@@ -89,7 +89,7 @@ export async function forward(
   if (failed) throw failed.reason;
   const parts = settled.map((s) => (s as PromiseFulfilledResult<LaneResult>).value);
 
-  const x = parts.length === 1 ? parts[0].x : concatRows(parts.map((p) => p.x), n * H);
+  const x = parts.length === 1 ? parts[0].x : concat(parts.map((p) => p.x), (k) => new Float32Array(k));
   // Only the rows whose logits are wanted go through the final norm and lm_head.
   const m = ctx.logitRows.length;
   const last = new Float32Array(m * H);
@@ -212,8 +212,9 @@ function rowsOf(ctx: StepContext, from: number, to: number): StepContext {
   };
 }
 
-function concatRows(parts: Float32Array[], length: number): Float32Array {
-  const out = new Float32Array(length);
+/** The parts one after another (lanes' rows in step order). */
+function concat<T extends Float32Array | Int32Array>(parts: T[], make: (n: number) => T): T {
+  const out = make(parts.reduce((a, p) => a + p.length, 0));
   let at = 0;
   for (const p of parts) {
     out.set(p, at);
@@ -226,18 +227,8 @@ function concatRows(parts: Float32Array[], length: number): Float32Array {
 function mergeRecords(lanes: LayerRecord[][]): LayerRecord[] {
   if (lanes.length === 1) return lanes[0];
   return lanes[0].map((_, L) => ({
-    experts: concatInts(lanes.map((l) => l[L].experts)),
-    weights: concatRows(lanes.map((l) => l[L].weights), lanes.reduce((a, l) => a + l[L].weights.length, 0)),
-    active: concatInts(lanes.map((l) => l[L].active)),
+    experts: concat(lanes.map((l) => l[L].experts), (k) => new Int32Array(k)),
+    weights: concat(lanes.map((l) => l[L].weights), (k) => new Float32Array(k)),
+    active: concat(lanes.map((l) => l[L].active), (k) => new Int32Array(k)),
   }));
-}
-
-function concatInts(parts: Int32Array[]): Int32Array {
-  const out = new Int32Array(parts.reduce((a, p) => a + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
