@@ -8,9 +8,11 @@ import type { ExpertRequest, ExpertRequest__Output } from '../../proto/generated
 import type { ExpertResponse, ExpertResponse__Output } from '../../proto/generated/turbosparse/expert/v1/ExpertResponse';
 import type { InfoRequest, InfoRequest__Output } from '../../proto/generated/turbosparse/expert/v1/InfoRequest';
 import type { InfoResponse, InfoResponse__Output } from '../../proto/generated/turbosparse/expert/v1/InfoResponse';
+import type { ExpertsChange, ExpertsChange__Output } from '../../proto/generated/turbosparse/expert/v1/ExpertsChange';
 
 export type { ExpertRequest, ExpertRequest__Output, ExpertResponse, ExpertResponse__Output };
 export type { InfoRequest, InfoRequest__Output, InfoResponse, InfoResponse__Output };
+export type { ExpertsChange, ExpertsChange__Output };
 export type { Rows, Rows__Output } from '../../proto/generated/turbosparse/expert/v1/Rows';
 export type { Mask, Mask__Output } from '../../proto/generated/turbosparse/expert/v1/Mask';
 export type { Route, Route__Output } from '../../proto/generated/turbosparse/expert/v1/Route';
@@ -42,6 +44,8 @@ export type TypedMethod<Req, ReqOut, Res, ResOut> = protoLoader.MethodDefinition
 export interface ExpertServiceDefinition {
   Run: TypedMethod<ExpertRequest, ExpertRequest__Output, ExpertResponse, ExpertResponse__Output>;
   Info: TypedMethod<InfoRequest, InfoRequest__Output, InfoResponse, InfoResponse__Output>;
+  LoadExperts: TypedMethod<ExpertsChange, ExpertsChange__Output, InfoResponse, InfoResponse__Output>;
+  UnloadExperts: TypedMethod<ExpertsChange, ExpertsChange__Output, InfoResponse, InfoResponse__Output>;
 }
 
 export function expertProtoPath(): string {

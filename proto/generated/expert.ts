@@ -5,6 +5,7 @@ import type { ExpertId as _turbosparse_expert_v1_ExpertId, ExpertId__Output as _
 import type { ExpertNodeClient as _turbosparse_expert_v1_ExpertNodeClient, ExpertNodeDefinition as _turbosparse_expert_v1_ExpertNodeDefinition } from './turbosparse/expert/v1/ExpertNode';
 import type { ExpertRequest as _turbosparse_expert_v1_ExpertRequest, ExpertRequest__Output as _turbosparse_expert_v1_ExpertRequest__Output } from './turbosparse/expert/v1/ExpertRequest';
 import type { ExpertResponse as _turbosparse_expert_v1_ExpertResponse, ExpertResponse__Output as _turbosparse_expert_v1_ExpertResponse__Output } from './turbosparse/expert/v1/ExpertResponse';
+import type { ExpertsChange as _turbosparse_expert_v1_ExpertsChange, ExpertsChange__Output as _turbosparse_expert_v1_ExpertsChange__Output } from './turbosparse/expert/v1/ExpertsChange';
 import type { InfoRequest as _turbosparse_expert_v1_InfoRequest, InfoRequest__Output as _turbosparse_expert_v1_InfoRequest__Output } from './turbosparse/expert/v1/InfoRequest';
 import type { InfoResponse as _turbosparse_expert_v1_InfoResponse, InfoResponse__Output as _turbosparse_expert_v1_InfoResponse__Output } from './turbosparse/expert/v1/InfoResponse';
 import type { Mask as _turbosparse_expert_v1_Mask, Mask__Output as _turbosparse_expert_v1_Mask__Output } from './turbosparse/expert/v1/Mask';
@@ -24,6 +25,7 @@ export interface ProtoGrpcType {
         ExpertNode: SubtypeConstructor<typeof grpc.Client, _turbosparse_expert_v1_ExpertNodeClient> & { service: _turbosparse_expert_v1_ExpertNodeDefinition }
         ExpertRequest: MessageTypeDefinition<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertRequest__Output>
         ExpertResponse: MessageTypeDefinition<_turbosparse_expert_v1_ExpertResponse, _turbosparse_expert_v1_ExpertResponse__Output>
+        ExpertsChange: MessageTypeDefinition<_turbosparse_expert_v1_ExpertsChange, _turbosparse_expert_v1_ExpertsChange__Output>
         InfoRequest: MessageTypeDefinition<_turbosparse_expert_v1_InfoRequest, _turbosparse_expert_v1_InfoRequest__Output>
         InfoResponse: MessageTypeDefinition<_turbosparse_expert_v1_InfoResponse, _turbosparse_expert_v1_InfoResponse__Output>
         Mask: MessageTypeDefinition<_turbosparse_expert_v1_Mask, _turbosparse_expert_v1_Mask__Output>

@@ -4,6 +4,7 @@ import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
 import type { ExpertRequest as _turbosparse_expert_v1_ExpertRequest, ExpertRequest__Output as _turbosparse_expert_v1_ExpertRequest__Output } from '../../../turbosparse/expert/v1/ExpertRequest';
 import type { ExpertResponse as _turbosparse_expert_v1_ExpertResponse, ExpertResponse__Output as _turbosparse_expert_v1_ExpertResponse__Output } from '../../../turbosparse/expert/v1/ExpertResponse';
+import type { ExpertsChange as _turbosparse_expert_v1_ExpertsChange, ExpertsChange__Output as _turbosparse_expert_v1_ExpertsChange__Output } from '../../../turbosparse/expert/v1/ExpertsChange';
 import type { InfoRequest as _turbosparse_expert_v1_InfoRequest, InfoRequest__Output as _turbosparse_expert_v1_InfoRequest__Output } from '../../../turbosparse/expert/v1/InfoRequest';
 import type { InfoResponse as _turbosparse_expert_v1_InfoResponse, InfoResponse__Output as _turbosparse_expert_v1_InfoResponse__Output } from '../../../turbosparse/expert/v1/InfoResponse';
 
@@ -22,6 +23,31 @@ export interface ExpertNodeClient extends grpc.Client {
   info(argument: _turbosparse_expert_v1_InfoRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
   info(argument: _turbosparse_expert_v1_InfoRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
   info(argument: _turbosparse_expert_v1_InfoRequest, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Live rebalancing (admin; behind the same mTLS as Run). LoadExperts reads
+   * the pairs' weights from the node's model folder and answers once every one
+   * is ready to serve (pairs already held are kept); UnloadExperts frees them
+   * once no request still running uses them. Both answer the new Info. A pair
+   * outside the model is INVALID_ARGUMENT; past the node's memory budget,
+   * RESOURCE_EXHAUSTED (nothing is loaded then).
+   */
+  LoadExperts(argument: _turbosparse_expert_v1_ExpertsChange, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  LoadExperts(argument: _turbosparse_expert_v1_ExpertsChange, metadata: grpc.Metadata, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  LoadExperts(argument: _turbosparse_expert_v1_ExpertsChange, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  LoadExperts(argument: _turbosparse_expert_v1_ExpertsChange, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Live rebalancing (admin; behind the same mTLS as Run). LoadExperts reads
+   * the pairs' weights from the node's model folder and answers once every one
+   * is ready to serve (pairs already held are kept); UnloadExperts frees them
+   * once no request still running uses them. Both answer the new Info. A pair
+   * outside the model is INVALID_ARGUMENT; past the node's memory budget,
+   * RESOURCE_EXHAUSTED (nothing is loaded then).
+   */
+  loadExperts(argument: _turbosparse_expert_v1_ExpertsChange, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  loadExperts(argument: _turbosparse_expert_v1_ExpertsChange, metadata: grpc.Metadata, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  loadExperts(argument: _turbosparse_expert_v1_ExpertsChange, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  loadExperts(argument: _turbosparse_expert_v1_ExpertsChange, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
   
   /**
    * One persistent stream per coordinator connection carries every layer of
@@ -44,6 +70,15 @@ export interface ExpertNodeClient extends grpc.Client {
   run(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
   run(options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
   
+  UnloadExperts(argument: _turbosparse_expert_v1_ExpertsChange, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  UnloadExperts(argument: _turbosparse_expert_v1_ExpertsChange, metadata: grpc.Metadata, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  UnloadExperts(argument: _turbosparse_expert_v1_ExpertsChange, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  UnloadExperts(argument: _turbosparse_expert_v1_ExpertsChange, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  unloadExperts(argument: _turbosparse_expert_v1_ExpertsChange, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  unloadExperts(argument: _turbosparse_expert_v1_ExpertsChange, metadata: grpc.Metadata, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  unloadExperts(argument: _turbosparse_expert_v1_ExpertsChange, options: grpc.CallOptions, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  unloadExperts(argument: _turbosparse_expert_v1_ExpertsChange, callback: grpc.requestCallback<_turbosparse_expert_v1_InfoResponse__Output>): grpc.ClientUnaryCall;
+  
 }
 
 export interface ExpertNodeHandlers extends grpc.UntypedServiceImplementation {
@@ -51,6 +86,16 @@ export interface ExpertNodeHandlers extends grpc.UntypedServiceImplementation {
    * What this node holds and runs on. UNAVAILABLE while its weights load.
    */
   Info: grpc.handleUnaryCall<_turbosparse_expert_v1_InfoRequest__Output, _turbosparse_expert_v1_InfoResponse>;
+  
+  /**
+   * Live rebalancing (admin; behind the same mTLS as Run). LoadExperts reads
+   * the pairs' weights from the node's model folder and answers once every one
+   * is ready to serve (pairs already held are kept); UnloadExperts frees them
+   * once no request still running uses them. Both answer the new Info. A pair
+   * outside the model is INVALID_ARGUMENT; past the node's memory budget,
+   * RESOURCE_EXHAUSTED (nothing is loaded then).
+   */
+  LoadExperts: grpc.handleUnaryCall<_turbosparse_expert_v1_ExpertsChange__Output, _turbosparse_expert_v1_InfoResponse>;
   
   /**
    * One persistent stream per coordinator connection carries every layer of
@@ -62,9 +107,13 @@ export interface ExpertNodeHandlers extends grpc.UntypedServiceImplementation {
    */
   Run: grpc.handleBidiStreamingCall<_turbosparse_expert_v1_ExpertRequest__Output, _turbosparse_expert_v1_ExpertResponse>;
   
+  UnloadExperts: grpc.handleUnaryCall<_turbosparse_expert_v1_ExpertsChange__Output, _turbosparse_expert_v1_InfoResponse>;
+  
 }
 
 export interface ExpertNodeDefinition extends grpc.ServiceDefinition {
   Info: MethodDefinition<_turbosparse_expert_v1_InfoRequest, _turbosparse_expert_v1_InfoResponse, _turbosparse_expert_v1_InfoRequest__Output, _turbosparse_expert_v1_InfoResponse__Output>
+  LoadExperts: MethodDefinition<_turbosparse_expert_v1_ExpertsChange, _turbosparse_expert_v1_InfoResponse, _turbosparse_expert_v1_ExpertsChange__Output, _turbosparse_expert_v1_InfoResponse__Output>
   Run: MethodDefinition<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse, _turbosparse_expert_v1_ExpertRequest__Output, _turbosparse_expert_v1_ExpertResponse__Output>
+  UnloadExperts: MethodDefinition<_turbosparse_expert_v1_ExpertsChange, _turbosparse_expert_v1_InfoResponse, _turbosparse_expert_v1_ExpertsChange__Output, _turbosparse_expert_v1_InfoResponse__Output>
 }

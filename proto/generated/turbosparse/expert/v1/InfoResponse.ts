@@ -34,6 +34,18 @@ export interface InfoResponse {
    * the kernel library's version
    */
   'version'?: (string);
+  /**
+   * What placement needs (`shard-map --nodes-file`, `rebalance`):
+   */
+  'memoryBudgetBytes'?: (number | string | Long);
+  /**
+   * measured at start: weight bytes of active neurons the sparse FFN reads per second
+   */
+  'ffnBytesPerS'?: (number | string);
+  /**
+   * --name, for tables (may be empty)
+   */
+  'nodeName'?: (string);
 }
 
 export interface InfoResponse__Output {
@@ -67,4 +79,16 @@ export interface InfoResponse__Output {
    * the kernel library's version
    */
   'version': (string);
+  /**
+   * What placement needs (`shard-map --nodes-file`, `rebalance`):
+   */
+  'memoryBudgetBytes': (number);
+  /**
+   * measured at start: weight bytes of active neurons the sparse FFN reads per second
+   */
+  'ffnBytesPerS': (number);
+  /**
+   * --name, for tables (may be empty)
+   */
+  'nodeName': (string);
 }
