@@ -9,10 +9,13 @@
 //       experts: "0-15:0-7"       # an --experts SPEC, or a list of SPECs / [layer, expert] pairs
 //     - address: 10.0.0.6:50051
 //       experts: ["16-31:0-7", "0:0"]
+//     - address: local              # the coordinator itself: these pairs run in its process, no network
+//       experts: "0-31:3"
 import fs from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { UserError } from './errors';
+import { LOCAL_ADDRESS } from './placement/node-descriptions';
 import { type ExpertPair, type ModelDims, allPairs, formatExpertSpec, pairKey, parseExpertSpec, uniquePairs } from './expert-spec';
 
 export interface ShardNode {
@@ -90,8 +93,8 @@ export function validateShardMap(map: ShardMap, dims: ModelDims, source = '(buil
   if (map.nodes.length === 0) throw new UserError(`shard map ${source}: no nodes`);
   const seen = new Set<string>();
   map.nodes.forEach((n, i) => {
-    if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/.test(n.address)) {
-      throw new UserError(`shard map ${source}: nodes.${i}.address "${n.address}" is not host:port`);
+    if (n.address !== LOCAL_ADDRESS && !/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/.test(n.address)) {
+      throw new UserError(`shard map ${source}: nodes.${i}.address "${n.address}" is not host:port (or "${LOCAL_ADDRESS}" for the coordinator)`);
     }
     if (seen.has(n.address)) throw new UserError(`shard map ${source}: address ${n.address} appears twice (list each node once)`);
     seen.add(n.address);
