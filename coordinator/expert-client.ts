@@ -182,6 +182,33 @@ export class ExpertClient {
     });
   }
 
+  /**
+   * Admin (live rebalancing): the node reads these pairs' weights from its model folder and answers its new
+   * Info once every one serves (pairs already held are kept). INVALID_ARGUMENT for a pair outside the model,
+   * RESOURCE_EXHAUSTED past the node's memory budget (nothing loaded then); DEADLINE_EXCEEDED after `timeoutMs`.
+   */
+  loadExperts(pairs: readonly { layer: number; expert: number }[], timeoutMs: number): Promise<InfoResponse__Output> {
+    return this.changeExperts('LoadExperts', pairs, timeoutMs);
+  }
+
+  /** Admin: the node frees these pairs once no request still running or queued uses them; answers its new Info. */
+  unloadExperts(pairs: readonly { layer: number; expert: number }[], timeoutMs: number): Promise<InfoResponse__Output> {
+    return this.changeExperts('UnloadExperts', pairs, timeoutMs);
+  }
+
+  private changeExperts(method: 'LoadExperts' | 'UnloadExperts', pairs: readonly { layer: number; expert: number }[],
+    timeoutMs: number): Promise<InfoResponse__Output> {
+    const m = expertProto().service[method];
+    const experts = pairs.map((p) => ({ layer: p.layer, expert: p.expert }));
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest(m.path, m.requestSerialize, m.responseDeserialize, { experts }, new grpc.Metadata(),
+        { deadline: Date.now() + timeoutMs }, (err, res) => {
+          if (err) reject(new NodeCallError(this.address, err.code, err.details || err.message));
+          else resolve(res!);
+        });
+    });
+  }
+
   /** The standard health check of the ExpertNode service. */
   health(timeoutMs: number): Promise<HealthStatus> {
     const m = healthService.Check;
