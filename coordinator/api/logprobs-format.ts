@@ -2,27 +2,33 @@
 //   completions: { tokens, token_logprobs, top_logprobs: {text: logprob} | null, text_offset }
 //   chat:        { content: [{ token, logprob, bytes, top_logprobs: [{ token, logprob, bytes }] }] }
 // A token's text is what it adds after the token before it (so SentencePiece's '▁' comes out as a
-// space, as in the output text); a byte-fallback token's bytes are its one byte.
+// space, as in the output text); a byte-fallback token's bytes are its one byte. A completion's
+// text_offset counts into the text the choice returns, which has no special tokens ("<s>") and no
+// space the decoder strips at the start: offsets advance by what a token adds to that text.
 import type { TextTokenizer } from '../../core/tokenizer';
 import type { LogprobEntry } from '../logprobs';
 
 export interface TokenTexts {
   /** Texts of tokens following `prev` (the previous token of the sequence, if any); `prev` is decoded once. */
   after(prev: number | undefined): (id: number) => string;
+  /** What a token adds to the returned text after `prev`: like after(), special tokens skipped. */
+  shownAfter(prev: number | undefined): (id: number) => string;
   bytes(id: number, text: string): number[];
 }
 
 export function tokenTexts(tok: TextTokenizer): TokenTexts {
-  const decode = (ids: number[]) => tok.decode(ids, { skipSpecial: false });
+  const textsAfter = (skipSpecial: boolean) => (prev: number | undefined) => {
+    const decode = (ids: number[]) => tok.decode(ids, { skipSpecial });
+    if (prev === undefined) return (id: number) => decode([id]);
+    const before = decode([prev]);
+    return (id: number) => {
+      const both = decode([prev, id]);
+      return both.startsWith(before) ? both.slice(before.length) : decode([id]);
+    };
+  };
   return {
-    after(prev) {
-      if (prev === undefined) return (id) => decode([id]);
-      const before = decode([prev]);
-      return (id) => {
-        const both = decode([prev, id]);
-        return both.startsWith(before) ? both.slice(before.length) : decode([id]);
-      };
-    },
+    after: textsAfter(false),
+    shownAfter: textsAfter(true),
     bytes(id, text) {
       const b = tok.byteValue(id);
       return b !== null ? [b] : [...Buffer.from(text, 'utf8')];
@@ -39,8 +45,9 @@ export interface CompletionLogprobs {
 
 /**
  * Entries of consecutive tokens (null: the first prompt token, which has none), `prev` the token
- * before the first, `offset` where the first token's text starts in the choice's text. vLLM's
- * convention: each position's top_logprobs holds its alternatives and the chosen token.
+ * before the first, `offset` where the first token's text starts in the choice's text; `end` is
+ * where the text after the last token starts (the next part's offset). vLLM's convention: each
+ * position's top_logprobs holds its alternatives and the chosen token.
  */
 export function completionLogprobs(
   texts: TokenTexts,
@@ -48,10 +55,11 @@ export function completionLogprobs(
   entries: readonly (LogprobEntry | null)[],
   prev: number | undefined,
   offset: number,
-): CompletionLogprobs {
+): { logprobs: CompletionLogprobs; end: number } {
   const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
   ids.forEach((id, i) => {
-    const after = texts.after(i > 0 ? ids[i - 1] : prev);
+    const before = i > 0 ? ids[i - 1] : prev;
+    const after = texts.after(before);
     const text = after(id);
     const e = entries[i];
     out.tokens.push(text);
@@ -63,9 +71,9 @@ export function completionLogprobs(
       out.top_logprobs.push(top);
     } else out.top_logprobs.push(null);
     out.text_offset.push(offset);
-    offset += text.length;
+    offset += texts.shownAfter(before)(id).length;
   });
-  return out;
+  return { logprobs: out, end: offset };
 }
 
 export interface ChatTokenLogprob {

@@ -404,7 +404,8 @@ export class OpenAIApi {
       if (echoOf[index] === null) return;
       const result = handles[index].seq?.promptLogprobs;
       const lp = logprobs === undefined ? null : this.echoLogprobs(promptOf[index], result ?? []);
-      if (lp) s.offset = nextOffset(lp);
+      // The generated text's offsets start after the echoed prompt as returned.
+      if (lp) s.offset = echoOf[index]!.length;
       stream!(this.chunk(base, chat, index, echoOf[index]!, null, null, lp));
     };
 
@@ -467,7 +468,7 @@ export class OpenAIApi {
     let logprobs: CompletionLogprobs | null = null;
     if (withLogprobs) {
       const echoed = c.echo !== null ? this.echoLogprobs(c.promptIds, r.promptLogprobs ?? []) : null;
-      const gen = completionLogprobs(this.texts, r.tokenIds, r.logprobs ?? [], last, echoed ? nextOffset(echoed) : 0);
+      const gen = completionLogprobs(this.texts, r.tokenIds, r.logprobs ?? [], last, c.echo?.length ?? 0).logprobs;
       logprobs = echoed ? joinLogprobs(echoed, gen) : gen;
     }
     return { index: c.index, text: (c.echo ?? '') + r.text, logprobs, finish_reason, ...ids };
@@ -475,13 +476,14 @@ export class OpenAIApi {
 
   /** The prompt's tokens as completions logprobs: the first has none. */
   private echoLogprobs(promptIds: number[], entries: LogprobEntry[]): CompletionLogprobs {
-    return completionLogprobs(this.texts, promptIds, [null, ...entries], undefined, 0);
+    return completionLogprobs(this.texts, promptIds, [null, ...entries], undefined, 0).logprobs;
   }
 
   /** Logprobs of one streamed delta; advances the choice's previous token and text offset. */
   private deltaLogprobs(chat: boolean, ids: number[], entries: LogprobEntry[], s: { prev: number | undefined; offset: number }): object {
-    const lp = chat ? chatLogprobs(this.texts, entries, s.prev) : completionLogprobs(this.texts, ids, entries, s.prev, s.offset);
-    if (!chat) s.offset = nextOffset(lp as CompletionLogprobs);
+    let lp: object;
+    if (chat) lp = chatLogprobs(this.texts, entries, s.prev);
+    else ({ logprobs: lp, end: s.offset } = completionLogprobs(this.texts, ids, entries, s.prev, s.offset));
     s.prev = ids[ids.length - 1];
     return lp;
   }
@@ -541,11 +543,6 @@ function finishReason(r: GenerationResult): string {
 }
 
 /** Where the text after these tokens starts. */
-function nextOffset(lp: CompletionLogprobs): number {
-  const n = lp.tokens.length;
-  return n === 0 ? 0 : lp.text_offset[n - 1] + lp.tokens[n - 1].length;
-}
-
 function joinLogprobs(a: CompletionLogprobs, b: CompletionLogprobs): CompletionLogprobs {
   return {
     tokens: [...a.tokens, ...b.tokens],
