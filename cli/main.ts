@@ -10,6 +10,7 @@ import { registerBatch } from './batch';
 import { registerExpertNode } from './expert-node';
 import { registerStats } from './stats';
 import { registerShardMap } from './shard-map';
+import { registerProfile } from './profile';
 import { oneLineErrors } from './options';
 import { ExpertsUnavailableError } from '../coordinator/remote-experts';
 
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerExpertNode(program);
   registerStats(program);
   registerShardMap(program);
+  registerProfile(program);
   return oneLineErrors(program);
 }
 

@@ -40,6 +40,7 @@ export function registerServe(program: Command): void {
 export async function runServe(flags: ServeFlags): Promise<void> {
   const { createHttpServer } = await import('../coordinator/http/server');
   const { requestTracing, statusRoutes } = await import('../coordinator/telemetry');
+  const { routingStatsRoute } = await import('../coordinator/telemetry/routing-route');
   const { loadServing, onShutdownSignal } = await import('./serving');
   const { listenWhileLoading } = await import('../coordinator/http/loading-server');
   const { startMetricsServer } = await import('../core/metrics-server');
@@ -73,7 +74,7 @@ export async function runServe(flags: ServeFlags): Promise<void> {
     ready: serving.ready,
     log,
     // The status page at / and its JSON at /status.json.
-    routes: [statusRoutes(serving.observability)],
+    routes: [statusRoutes(serving.observability), routingStatsRoute(serving.observability)],
     // A GenAI request span per request.
     onRequest: requestTracing(serving.observability),
   });

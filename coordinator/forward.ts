@@ -16,7 +16,7 @@
 // bit-identical to one batch.
 import type { ExpertBackend } from '../core/expert-backend';
 import type { NativeBackend } from '../core/native';
-import { scatterToSlots } from '../core/routed-batch';
+import { scatterToSlots, type ExpertGroup } from '../core/routed-batch';
 import { attentionBlock } from './attention';
 import { embedTokens } from './embedding';
 import { assertFinite } from './finite';
@@ -47,6 +47,8 @@ export interface ForwardHooks {
   onLayerStart?: (layer: number) => void;
   /** After the layer's last expert output (with overlap, layers of the two lanes overlap in time). */
   onLayer?: (layer: number, startNs: bigint, endNs: bigint) => void;
+  /** After a lane's experts of a layer answered: its routed groups and neurons computed per route (routing statistics). */
+  onExperts?: (layer: number, nRows: number, groups: readonly ExpertGroup[], active: Int32Array) => void;
 }
 
 export interface ForwardOptions {
@@ -135,6 +137,7 @@ async function runLane(backend: NativeBackend, weights: CoordinatorWeights, expe
         { stepId: ctx.stepId, ...(lane.microBatch === undefined ? {} : { microBatch: lane.microBatch }) },
       );
       assertFinite(out, H, `layer ${L}: expert output`, first);
+      sync.expertsDone(L, n, routed.groups, active);
       for (let i = 0; i < out.length; i++) out[i] += h[i];
       x = out;
 
@@ -186,6 +189,10 @@ class LaneSync {
 
   attentionDone(lane: number, layer: number): void {
     if (lane === 0 && this.lanes > 1) this.attention[layer].resolve();
+  }
+
+  expertsDone(layer: number, n: number, groups: readonly ExpertGroup[], active: Int32Array): void {
+    this.hooks?.onExperts?.(layer, n, groups, active);
   }
 
   layerDone(layer: number): void {

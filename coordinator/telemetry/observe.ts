@@ -46,6 +46,7 @@ import type { ForwardHooks } from '../forward';
 import type { Sequence } from '../sequence';
 import { summariseBatch, type ExpertCallRecord } from './expert-calls';
 import { ExpertStats } from './expert-stats';
+import { RoutingCollector } from './routing-collector';
 import { CallMetrics, coordinatorMetrics, type CoordinatorMetrics } from './metrics';
 import { logOnce } from '../../core/log-once';
 
@@ -136,6 +137,8 @@ export class EngineObservability {
   readonly metrics: CoordinatorMetrics;
   readonly calls: CallMetrics;
   readonly stats: ExpertStats;
+  /** Routes and active neurons per (layer, expert) since start (GET /v1/stats/routing). */
+  readonly routing: RoutingCollector;
   readonly tracer: Tracer | undefined;
   readonly detail: TraceDetail;
   readonly modelName: string;
@@ -156,6 +159,7 @@ export class EngineObservability {
     onLayer: (layer, t0, t1) => {
       (this.layerChildren[layer] ??= this.metrics.layerSeconds.labels({ layer })).observe(Number(t1 - t0) / 1e9);
     },
+    onExperts: (layer, n, groups, active) => this.routing.record(layer, n, groups, active),
   };
 
   constructor(
@@ -169,6 +173,7 @@ export class EngineObservability {
     this.metrics = coordinatorMetrics(opts.registry ?? defaultRegistry);
     this.calls = new CallMetrics(this.metrics, engine.config.intermediateSize);
     this.stats = new ExpertStats(engine.config.intermediateSize);
+    this.routing = new RoutingCollector(engine.config);
     this.registry.onCollect(() => this.flush());
     this.stepChildren = {
       decode: this.metrics.stepTokens.labels({ phase: 'decode' }),
@@ -260,6 +265,10 @@ export class EngineObservability {
           open.span.end();
           st!.layers.delete(layer);
         }
+      },
+      onExperts: (layer, n, groups, active) => {
+        callerHooks?.onExperts?.(layer, n, groups, active);
+        this.routing.record(layer, n, groups, active);
       },
     };
     const run = () => inner(seqs, { ...opts, hooks });
