@@ -194,6 +194,35 @@ describeIfKubectl.each(KUSTOMIZATIONS)('kustomization %s', (dir) => {
     expect(parseArgs(c.args).flags.has('--api-key')).toBe(false); // never on the command line
   });
 
+  test('the worker is probed on its metrics port: startup long enough to load, then /health for liveness and readiness', () => {
+    const w = find(objects, 'Deployment', 'turbosparse-worker');
+    const c = container(w, 'worker');
+    const port = Number(parseArgs(c.args).flags.get('--metrics-port'));
+    expect(parseArgs(c.args).flags.get('--metrics-host')).toBe('0.0.0.0'); // the kubelet probes from outside the pod
+    for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
+      expect(c[probe]?.httpGet?.path).toBe('/health');
+      expect(resolvePort(c, c[probe].httpGet.port)).toBe(port);
+    }
+    expect(c.startupProbe.periodSeconds * c.startupProbe.failureThreshold).toBeGreaterThanOrEqual(600);
+  });
+
+  test('PodDisruptionBudgets: the expert nodes and the coordinator have one each, and none can block a drain forever', () => {
+    const pdbs = objects.filter((o) => o.kind === 'PodDisruptionBudget');
+    const covered = (name: string) => {
+      const w = workloads(objects).find((x) => x.metadata?.name === name)!;
+      return pdbs.filter((p) => selectorMatches((p.spec as any).selector, podLabels(w)));
+    };
+    for (const name of [EXPERT_STS, 'turbosparse-coordinator']) {
+      expect(`${name}: ${covered(name).length} PDB(s)`).toBe(`${name}: 1 PDB(s)`);
+      const spec = covered(name)[0].spec as any;
+      const w = workloads(objects).find((x) => x.metadata?.name === name)!;
+      const replicas = (w.spec as any).replicas ?? 1;
+      // minAvailable >= replicas (or maxUnavailable 0) would refuse every eviction: drains hang.
+      const allowed = spec.maxUnavailable !== undefined ? Number(spec.maxUnavailable) : replicas - Number(spec.minAvailable);
+      expect(`${name}: ${allowed} eviction(s) allowed`).not.toMatch(/: (0|-\d+) eviction/);
+    }
+  });
+
   test('every probe of every container points at a port the container opens', () => {
     for (const w of workloads(objects)) {
       for (const c of podSpec(w).containers) {
