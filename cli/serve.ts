@@ -2,10 +2,11 @@
 // The server and engine modules load inside the action, so other commands start fast.
 import type { Command } from 'commander';
 import { resolveApiKey, type ApiKeyFlags } from './api-key';
+import { addBatchApiOptions, startBatchApi, type BatchApiFlags } from './batch-api';
 import { floatOption, intOption } from './options';
 import { addServingOptions, type ServingFlags } from './serving';
 
-export interface ServeFlags extends ServingFlags, ApiKeyFlags {
+export interface ServeFlags extends ServingFlags, ApiKeyFlags, BatchApiFlags {
   port: number;
   host: string;
   publicMetrics?: boolean;
@@ -32,6 +33,7 @@ export function registerServe(program: Command): void {
     .option('--max-connections <n>', 'open HTTP connections at most; more are closed at once', intOption('--max-connections', 1), 1024)
     .option('--grace-period <s>', 'on SIGTERM: /ready turns 503 and requests in flight get this long to finish', floatOption('--grace-period', 0, 86400), 30);
   addServingOptions(cmd);
+  addBatchApiOptions(cmd);
   cmd.action(async (flags: ServeFlags) => {
     await runServe(flags);
   });
@@ -62,6 +64,8 @@ export async function runServe(flags: ServeFlags): Promise<void> {
   } finally {
     await loading.close();
   }
+  // The Batch API (serve --redis): /v1/files and /v1/batches, requests run by `worker`s.
+  const batchApi = await startBatchApi(flags, log);
   const http = createHttpServer({
     scheduler: serving.scheduler,
     tokenizer: serving.tokenizer,
@@ -74,7 +78,7 @@ export async function runServe(flags: ServeFlags): Promise<void> {
     ready: serving.ready,
     log,
     // The status page at / and its JSON at /status.json.
-    routes: [statusRoutes(serving.observability), routingStatsRoute(serving.observability)],
+    routes: [statusRoutes(serving.observability), routingStatsRoute(serving.observability), ...(batchApi ? [batchApi.route] : [])],
     // A GenAI request span per request.
     onRequest: requestTracing(serving.observability),
   });
@@ -83,6 +87,7 @@ export async function runServe(flags: ServeFlags): Promise<void> {
   onShutdownSignal(async (signal) => {
     log(`${signal}: no new requests; ${flags.gracePeriod} s for those in flight`);
     await http.close(flags.gracePeriod * 1000);
+    await batchApi?.close();
     await metricsServer?.close();
     await serving.close();
   });

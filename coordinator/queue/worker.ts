@@ -16,10 +16,11 @@
 import { DelayedError, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { UserError } from '../../core/errors';
-import { ApiError } from '../api/errors';
+import { ApiError, toApiError } from '../api/errors';
 import type { OpenAIApi } from '../api/openai-api';
 import { traceJob } from '../telemetry/scheduler-tracing';
 import { QUEUE_NAME, WORKER_RECONNECT_MAX_MS } from './connection';
+import { batchRefOf, type BatchJobResult, type BatchRequestRef } from './batch-job';
 import { attemptsOf, ENDPOINTS, WORKER_RETRIES_KEY, workerRetries, type JobData } from './job';
 
 export interface GenerationWorkerOptions {
@@ -139,10 +140,14 @@ export class GenerationWorker {
     if (!data || !ENDPOINTS.includes(data.endpoint)) {
       throw new UnrecoverableError(`endpoint must be "completions" or "chat.completions", got ${JSON.stringify(data?.endpoint)}`);
     }
+    // A batch request answers a bad request with its 400 (the batch's error file), not a failed job.
+    const batch = batchRefOf(data);
+    const t0 = Date.now();
     let prepared;
     try {
       prepared = await this.opts.api.prepareAsync(data.endpoint, data); // long prompts off the event loop (lock renewals, progress)
     } catch (e) {
+      if (batch && clientError(e)) return this.finished(job, batch, 0, t0, clientError(e)!);
       throw unrecoverableIfBadInput(e);
     }
     prepared.stream = false;
@@ -164,8 +169,9 @@ export class GenerationWorker {
       // A CONSUMER span carrying the job id around the job's request spans (when tracing).
       const out = await traceJob(job, () => this.opts.api.run(prepared!, { signal: run.abort.signal, onProgress }));
       await job.updateProgress(tokens);
-      return out;
+      return this.finished(job, batch, tokens, t0, batch ? { status_code: 200, body: out } : out);
     } catch (e) {
+      if (batch && !run.lockLost && !run.release && clientError(e)) return this.finished(job, batch, tokens, t0, clientError(e)!);
       if (run.lockLost) {
         // Not ours any more: no retry bookkeeping, no state change (Redis would refuse it without the lock).
         this.log(`job ${job.id}: its lock expired while Redis was away; stopped here, a stall check returns it to the queue`);
@@ -195,6 +201,13 @@ export class GenerationWorker {
     }
   }
 
+  /** One line per finished job (id, tokens, time; the batch request it answers), then its return value. */
+  private finished(job: Job<JobData, object>, batch: BatchRequestRef | null, tokens: number, t0: number, out: object): object {
+    const status = batch ? ` (batch ${batch.batch_id} custom_id ${JSON.stringify(batch.custom_id)}: ${(out as BatchJobResult).status_code})` : '';
+    this.log(`job ${job.id} finished: ${tokens} tokens in ${Date.now() - t0} ms${status}`);
+    return out;
+  }
+
   /**
    * Stops taking jobs and waits for the current ones; after `graceMs` the ones still
    * running are cancelled and moved back to wait. Then closes the worker.
@@ -218,6 +231,12 @@ export class GenerationWorker {
   async close(): Promise<void> {
     await this.worker.close(true);
   }
+}
+
+/** A batch request's error answer when the request itself is at fault (4xx but 429), else null. */
+function clientError(e: unknown): BatchJobResult | null {
+  const err = e instanceof UserError ? toApiError(e) : e;
+  return err instanceof ApiError && err.isClientError ? { status_code: err.status, body: err.toJSON() } : null;
 }
 
 /** A bad request never gets better by retrying. */

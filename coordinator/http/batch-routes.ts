@@ -1,0 +1,139 @@
+// The OpenAI Files and Batch API routes (`serve --redis`), as one extra route of the HTTP
+// server (its `routes` option; the API key is checked before any /v1/ route):
+//
+//   POST /v1/files                 multipart form: purpose=batch, file=JSONL   -> file object
+//   GET  /v1/files/{id}            file object;  GET /v1/files/{id}/content  -> the bytes
+//   POST /v1/batches               {input_file_id, endpoint, completion_window, metadata}
+//   GET  /v1/batches[?after&limit] newest first; GET /v1/batches/{id}; POST /v1/batches/{id}/cancel
+//
+// Every failure is an OpenAI error object (guard.ts); bodies are read with a bound.
+import type http from 'node:http';
+import { ApiError, badRequest, methodNotAllowed } from '../api/errors';
+import { checkUpload } from '../queue/batch-input';
+import type { BatchService } from '../queue/batches';
+import { fileNotFound, type FileStore } from '../queue/files-store';
+import { guarded } from './guard';
+
+export interface BatchRoutesOptions {
+  batches: BatchService;
+  files: FileStore;
+}
+
+/** Room for the multipart framing and the purpose field around the largest file. */
+const MULTIPART_SLACK = 64 * 1024;
+/** A POST /v1/batches body is small. */
+const JSON_LIMIT = 1 << 20;
+
+export type Route = (req: http.IncomingMessage, res: http.ServerResponse, pathname: string) => boolean;
+
+export function batchRoutes(opts: BatchRoutesOptions): Route {
+  const { batches, files } = opts;
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
+    const method = req.method ?? 'GET';
+    const parts = path.split('/').slice(3); // '', 'v1', 'files'|'batches', ...
+    const resource = path.split('/')[2];
+    const only = (m: string) => {
+      if (method !== m) throw methodNotAllowed(method, path);
+    };
+    if (resource === 'files') {
+      if (parts.length === 0) {
+        only('POST');
+        return sendJson(res, 200, await upload(req, files));
+      }
+      const file = await files.get(parts[0]);
+      if (!file) throw fileNotFound(parts[0]);
+      if (parts.length === 1) {
+        only('GET');
+        return sendJson(res, 200, file);
+      }
+      if (parts.length === 2 && parts[1] === 'content') {
+        only('GET');
+        const content = (await files.content(file.id)) ?? Buffer.alloc(0);
+        res.writeHead(200, {
+          'content-type': 'application/octet-stream',
+          'content-length': content.length,
+          'content-disposition': `attachment; filename="${file.filename.replace(/[^\w.-]/g, '_')}"`,
+        });
+        res.end(content);
+        return;
+      }
+    } else {
+      if (parts.length === 0) {
+        if (method === 'POST') return sendJson(res, 200, await batches.create(await readJson(req)));
+        only('GET');
+        const q = new URL(req.url ?? '/', 'http://localhost').searchParams;
+        return sendJson(res, 200, await batches.list(q.get('after'), q.get('limit')));
+      }
+      if (parts.length === 1) {
+        only('GET');
+        return sendJson(res, 200, await batches.retrieve(parts[0]));
+      }
+      if (parts.length === 2 && parts[1] === 'cancel') {
+        only('POST');
+        return sendJson(res, 200, await batches.cancel(parts[0]));
+      }
+    }
+    throw new ApiError(404, `no route ${method} ${path}`, 'invalid_request_error', null, 'not_found');
+  }
+
+  return (req, res, pathname) => {
+    if (!/^\/v1\/(files|batches)(\/|$)/.test(pathname)) return false;
+    guarded((rq, rs) => handle(rq, rs, pathname))(req, res);
+    return true;
+  };
+}
+
+/** POST /v1/files: the multipart form the openai client sends (fields purpose and file). */
+async function upload(req: http.IncomingMessage, files: FileStore): Promise<object> {
+  const type = req.headers['content-type'] ?? '';
+  if (!/^multipart\/form-data\s*;/i.test(type)) {
+    throw badRequest('send the file as multipart/form-data with fields "purpose" (batch) and "file" (the JSONL file)', 'file');
+  }
+  const body = await readBody(req, files.limits.maxBytes + MULTIPART_SLACK, `a batch file is at most ${files.limits.maxBytes} bytes (the server's --max-file-mb)`);
+  let form: FormData;
+  try {
+    form = await new Request('http://localhost/', { method: 'POST', headers: { 'content-type': type }, body }).formData();
+  } catch (e) {
+    throw badRequest(`the multipart body cannot be parsed (${(e as Error).message}): send fields "purpose" and "file" as multipart/form-data`, 'file');
+  }
+  const purpose = form.get('purpose');
+  if (purpose !== 'batch') {
+    throw badRequest(`purpose: expected "batch" (the only purpose this server stores files for), got ${JSON.stringify(typeof purpose === 'string' ? purpose.slice(0, 80) : purpose === null ? null : 'a file')}`, 'purpose');
+  }
+  const file = form.get('file');
+  if (file === null || typeof file === 'string') throw badRequest('file: this field is required (a JSONL file part with a filename)', 'file');
+  const content = Buffer.from(await file.arrayBuffer());
+  checkUpload(content, files.limits);
+  return files.create((file.name || 'upload.jsonl').slice(0, 255), 'batch', content);
+}
+
+async function readBody(req: http.IncomingMessage, limit: number, why: string): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  const tooLarge = () => new ApiError(413, `the request body is larger than ${limit} bytes: ${why}`, 'invalid_request_error', null, 'request_too_large');
+  if (declared > limit) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw tooLarge();
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+async function readJson(req: http.IncomingMessage): Promise<unknown> {
+  const text = (await readBody(req, JSON_LIMIT, 'a batch request is a small JSON object')).toString('utf8');
+  if (text.trim() === '') throw badRequest('the request body is empty: send a JSON object');
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw badRequest(`the request body is not valid JSON (${(e as Error).message})`);
+  }
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}

@@ -1,0 +1,289 @@
+// The OpenAI Batch API (`serve --redis`) end to end with real processes and a real Redis:
+// the official openai client uploads a JSONL file, creates a batch, polls it and reads the
+// output and error files while a `worker` process runs the requests; a worker killed with
+// SIGKILL mid-batch and a new one started still give every custom_id exactly once. A second
+// coordinator (an in-process BatchService sweeping the same Redis) races the server to
+// finalize: the batch is finalized once. Cancel, validation failures, and a bounded fuzz of
+// malformed uploads and bodies (400/404/413, one line, the server stays up).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import OpenAI, { toFile } from 'openai';
+import type { Redis } from 'ioredis';
+import { makeDemoModel } from '../../core/demo-model';
+import { Rng } from '../../coordinator/sampler';
+import { connectRedis } from '../../coordinator/queue/connection';
+import { BatchService, batchNamespace } from '../../coordinator/queue/batches';
+import { FileStore } from '../../coordinator/queue/files-store';
+import { nasty } from '../helpers/hostile-bodies';
+import { spawnCli, startServe, type ServeProcess } from '../serve/serve-process';
+import { waitFor } from '../serve/helpers';
+import { startRedis, uniqueQueue, type TestRedis } from './redis';
+
+const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
+
+let redis: TestRedis;
+let dir: string;
+let queue: string;
+let server: ServeProcess;
+let client: OpenAI;
+let conn: Redis;
+const procs: { kill(): Promise<void> }[] = [];
+
+interface Worker {
+  kill(): Promise<void>;
+  child: import('node:child_process').ChildProcess;
+  stderr(): string;
+}
+
+async function startWorker(): Promise<Worker> {
+  const w = spawnCli(['worker', '--model', dir, '--redis', redis.url, '--queue', queue, '--device', 'cpu', '--threads', '1',
+    '--concurrency', '1', '--stalled-interval', '500', '--progress-interval', '50', '--served-model-name', 'demo']);
+  procs.push(w);
+  await waitFor(() => w.stderr().includes('worker: taking jobs') || w.child.exitCode !== null, 60000, 'the worker to start');
+  if (w.child.exitCode !== null) throw new Error(`worker exited: ${w.stderr()}`);
+  return w;
+}
+
+async function until(what: string, ms: number, cond: () => Promise<boolean>): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const jsonl = (lines: unknown[]): string => lines.map((l) => JSON.stringify(l)).join('\n') + '\n';
+const parseJsonl = (text: string): any[] => text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+
+beforeAll(async () => {
+  redis = await startRedis();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-openai-batch-'));
+  await makeDemoModel(dir, DEMO);
+  queue = uniqueQueue('generation');
+  conn = connectRedis(redis.url, 'producer');
+  server = await startServe(dir, ['--redis', redis.url, '--queue', queue, '--max-file-mb', '1', '--max-file-lines', '50']);
+  procs.push(server);
+  client = new OpenAI({ apiKey: 'unused', baseURL: `${server.url}/v1`, maxRetries: 0 });
+}, 90000);
+
+afterAll(async () => {
+  await Promise.all(procs.map((p) => p.kill()));
+  conn?.disconnect();
+  await redis?.stop();
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('files.create -> batches.create -> retrieve until completed -> files.content, a worker killed mid-batch, two coordinators', async () => {
+  const requests = [
+    { custom_id: 'long', method: 'POST', url: '/v1/completions', body: { model: 'demo', prompt: [1, 30, 31], max_tokens: 600, temperature: 0, ignore_eos: true } },
+    ...[0, 1, 2].map((i) => ({ custom_id: `short-${i}`, method: 'POST', url: '/v1/completions', body: { prompt: `hello ${i}`, max_tokens: 4, temperature: 0 } })),
+    { custom_id: 'bad-field', method: 'POST', url: '/v1/completions', body: { prompt: 'x', top_p: 7 } },
+    { custom_id: 'other-model', method: 'POST', url: '/v1/completions', body: { model: 'gpt-4o', prompt: 'x' } },
+  ];
+  const [w1, file] = await Promise.all([
+    startWorker(),
+    client.files.create({ file: await toFile(Buffer.from(jsonl(requests)), 'requests.jsonl'), purpose: 'batch' }),
+  ]);
+  expect(file).toMatchObject({ object: 'file', purpose: 'batch', filename: 'requests.jsonl', bytes: Buffer.byteLength(jsonl(requests)) });
+  expect(await client.files.retrieve(file.id)).toEqual(file);
+  expect(await (await client.files.content(file.id)).text()).toBe(jsonl(requests));
+
+  // A second coordinator sweeping the same batches (as a restarted or scaled-out serve would).
+  const logB: string[] = [];
+  const connB = connectRedis(redis.url, 'producer');
+  const other = new BatchService({ connection: connB, files: new FileStore({ connection: connB, namespace: batchNamespace(queue) }), queueName: queue, sweepIntervalMs: 50, log: (l) => logB.push(l) });
+  other.start();
+  try {
+    const batch = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h', metadata: { run: 'test' } });
+    expect(batch).toMatchObject({ object: 'batch', status: 'validating', input_file_id: file.id, metadata: { run: 'test' }, output_file_id: null });
+    expect(batch.expires_at! - batch.created_at).toBe(86400);
+
+    // Kill the worker while it runs the long request; a new worker takes the job over after the stall check.
+    const longJob = `${batch.id}-0`;
+    await waitFor(() => w1.stderr().includes(`job ${longJob} started`), 30000, 'the worker to start the long request');
+    await until('progress on the long request', 30000, async () => Number(JSON.parse((await conn.hget(`bull:${queue}:${longJob}`, 'progress')) ?? '0')) > 0);
+    w1.child.kill('SIGKILL');
+    await w1.kill();
+    const mid = await client.batches.retrieve(batch.id);
+    expect(mid.status).toBe('in_progress');
+    expect(mid.request_counts!.total).toBe(6);
+    const w2 = await startWorker();
+
+    let done = mid;
+    await until('the batch to complete', 60000, async () => {
+      done = await client.batches.retrieve(batch.id);
+      return done.status === 'completed';
+    });
+    expect(w2.stderr()).toMatch(new RegExp(`job ${longJob} finished: 600 tokens in \\d+ ms`));
+    expect(done.request_counts).toEqual({ total: 6, completed: 4, failed: 2 });
+    expect(done.in_progress_at! >= done.created_at && done.finalizing_at! >= done.in_progress_at! && done.completed_at! >= done.finalizing_at!).toBe(true);
+    expect(done.model).toBe('demo');
+
+    const out = parseJsonl(await (await client.files.content(done.output_file_id!)).text());
+    const errs = parseJsonl(await (await client.files.content(done.error_file_id!)).text());
+    expect(out.map((l) => l.custom_id).sort()).toEqual(['long', 'short-0', 'short-1', 'short-2']);
+    expect(errs.map((l) => l.custom_id).sort()).toEqual(['bad-field', 'other-model']);
+    for (const l of out) {
+      expect(l).toMatchObject({ id: expect.stringMatching(/^batch_req_/), response: { status_code: 200, request_id: expect.any(String) }, error: null });
+      expect(l.response.body.object).toBe('text_completion');
+    }
+    expect(out.find((l) => l.custom_id === 'long').response.body.usage.completion_tokens).toBe(600);
+    const bad = errs.find((l) => l.custom_id === 'bad-field');
+    expect(bad.response.status_code).toBe(400);
+    expect(bad.response.body.error).toMatchObject({ type: 'invalid_request_error', param: 'top_p' });
+    expect(errs.find((l) => l.custom_id === 'other-model').response.status_code).toBe(404);
+    expect(await client.files.retrieve(done.output_file_id!)).toMatchObject({ purpose: 'batch_output' });
+
+    // Finalized exactly once between the two coordinators.
+    await new Promise((r) => setTimeout(r, 300));
+    const finals = [...logB, ...server.stderr().split('\n')].filter((l) => l.includes(`batch ${batch.id} completed`));
+    expect(finals).toHaveLength(1);
+    // Listing: newest first, cursor pagination as the client pages it.
+    const listed = [];
+    for await (const b of client.batches.list({ limit: 1 })) listed.push(b.id);
+    expect(listed).toContain(batch.id);
+    expect(new Set(listed).size).toBe(listed.length);
+  } finally {
+    await other.close();
+    connB.disconnect();
+  }
+}, 150000);
+
+test('cancel: waiting requests are dropped, the running one finishes; each custom_id once; a finished batch cannot be cancelled', async () => {
+  const requests = [0, 1, 2, 3].map((i) => ({
+    custom_id: `c${i}`, method: 'POST', url: '/v1/chat/completions',
+    body: { messages: [{ role: 'user', content: `hi ${i}` }], max_tokens: 300, ignore_eos: true, temperature: 0 },
+  }));
+  const file = await client.files.create({ file: await toFile(Buffer.from(jsonl(requests)), 'chat.jsonl'), purpose: 'batch' });
+  const batch = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+  await until('a request to start', 30000, async () => (await conn.hget(`bull:${queue}:${batch.id}-0`, 'processedOn')) !== null);
+  const cancelling = await client.batches.cancel(batch.id);
+  expect(['cancelling', 'cancelled']).toContain(cancelling.status);
+  let b = cancelling;
+  await until('the batch to be cancelled', 40000, async () => {
+    b = await client.batches.retrieve(batch.id);
+    return b.status === 'cancelled';
+  });
+  expect(b.cancelling_at).toBeGreaterThanOrEqual(b.created_at);
+  expect(b.cancelled_at).toBeGreaterThanOrEqual(b.cancelling_at!);
+  const out = b.output_file_id ? parseJsonl(await (await client.files.content(b.output_file_id)).text()) : [];
+  const errs = parseJsonl(await (await client.files.content(b.error_file_id!)).text());
+  expect([...out, ...errs].map((l) => l.custom_id).sort()).toEqual(['c0', 'c1', 'c2', 'c3']);
+  expect(out.map((l) => l.custom_id)).toContain('c0');
+  expect(out[0].response.body.object).toBe('chat.completion');
+  expect(errs.length).toBeGreaterThanOrEqual(1);
+  for (const e of errs) expect(e).toMatchObject({ response: null, error: { code: 'batch_cancelled' } });
+  expect(b.request_counts!.completed).toBe(out.length);
+  // Cancelling again is a no-op; a completed batch cannot be cancelled.
+  expect((await client.batches.cancel(batch.id)).status).toBe('cancelled');
+}, 90000);
+
+test('validation: duplicate custom_ids, a wrong url or method, a missing body fail the batch with the lines listed', async () => {
+  const lines = [
+    { custom_id: 'a', method: 'POST', url: '/v1/completions', body: { prompt: 'x', max_tokens: 1 } },
+    { custom_id: 'a', method: 'POST', url: '/v1/completions', body: { prompt: 'y', max_tokens: 1 } },
+    { custom_id: 'b', method: 'POST', url: '/v1/chat/completions', body: { prompt: 'y' } },
+    { custom_id: 'c', method: 'GET', url: '/v1/completions', body: {} },
+    { custom_id: 'd', method: 'POST', url: '/v1/completions' },
+  ];
+  const file = await client.files.create({ file: await toFile(Buffer.from(jsonl(lines)), 'bad.jsonl'), purpose: 'batch' });
+  const batch = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' });
+  let b = batch;
+  await until('validation to fail', 20000, async () => {
+    b = await client.batches.retrieve(batch.id);
+    return b.status !== 'validating';
+  });
+  expect(b.status).toBe('failed');
+  expect(b.failed_at).toBeGreaterThanOrEqual(b.created_at);
+  expect(b.errors!.data!.map((e) => [e.line, e.code])).toEqual([
+    [2, 'duplicate_custom_id'], [3, 'mismatched_endpoint'], [4, 'invalid_method'], [5, 'missing_required_parameter'],
+  ]);
+  expect(b.output_file_id).toBeNull();
+  // Nothing of it went to the queue.
+  expect(await conn.exists(`bull:${queue}:${batch.id}-0`)).toBe(0);
+  // A finished (failed) batch cannot be cancelled.
+  await expect(client.batches.cancel(batch.id)).rejects.toBeInstanceOf(OpenAI.ConflictError);
+}, 60000);
+
+test('fuzz: malformed uploads and batch bodies are 4xx with one-line OpenAI errors; the server stays up', async () => {
+  const base = `${server.url}/v1`;
+  const r = new Rng(17);
+  const good = jsonl([{ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { prompt: 'x' } }]);
+  const form = (parts: Record<string, string | Blob>): FormData => {
+    const f = new FormData();
+    for (const [k, v] of Object.entries(parts)) {
+      if (typeof v === 'string') f.append(k, v);
+      else f.append(k, v, 'f.jsonl');
+    }
+    return f;
+  };
+  const uploads: { label: string; init: RequestInit }[] = [
+    { label: 'json body', init: { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"purpose":"batch"}' } },
+    { label: 'no boundary', init: { method: 'POST', headers: { 'content-type': 'multipart/form-data; boundary=zz' }, body: 'garbage\r\n--zz--' } },
+    { label: 'truncated multipart', init: { method: 'POST', headers: { 'content-type': 'multipart/form-data; boundary=zz' }, body: '--zz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch' } },
+    { label: 'no purpose', init: { method: 'POST', body: form({ file: new Blob([good]) }) } },
+    { label: 'wrong purpose', init: { method: 'POST', body: form({ purpose: 'fine-tune', file: new Blob([good]) }) } },
+    { label: 'no file', init: { method: 'POST', body: form({ purpose: 'batch' }) } },
+    { label: 'file as text', init: { method: 'POST', body: form({ purpose: 'batch', file: good }) } },
+    { label: 'empty file', init: { method: 'POST', body: form({ purpose: 'batch', file: new Blob(['\n\n']) }) } },
+    { label: 'not json', init: { method: 'POST', body: form({ purpose: 'batch', file: new Blob([good + '{"custom_id": \n']) }) } },
+    { label: 'array line', init: { method: 'POST', body: form({ purpose: 'batch', file: new Blob(['[1,2]\n']) }) } },
+    { label: 'not utf-8', init: { method: 'POST', body: form({ purpose: 'batch', file: new Blob([new Uint8Array([0x7b, 0xff, 0xfe, 0x7d])]) }) } },
+    { label: 'too many lines', init: { method: 'POST', body: form({ purpose: 'batch', file: new Blob([good.repeat(51)]) }) } },
+    { label: 'too large', init: { method: 'POST', body: form({ purpose: 'batch', file: new Blob(['{"a":"' + 'x'.repeat(1.2 * 2 ** 20) + '"}\n']) }) } },
+  ];
+  // Random bytes as a multipart body, and random single-byte damage to a good one.
+  const goodForm = await new Response(form({ purpose: 'batch', file: new Blob([good]) }));
+  const goodBytes = Buffer.from(await goodForm.arrayBuffer());
+  const goodType = goodForm.headers.get('content-type')!;
+  for (let i = 0; i < 12; i++) {
+    const bytes = Buffer.from(goodBytes);
+    for (let k = 0; k < 1 + Math.floor(r.next() * 4); k++) bytes[Math.floor(r.next() * bytes.length)] = Math.floor(r.next() * 256);
+    uploads.push({ label: `damaged form ${i}`, init: { method: 'POST', headers: { 'content-type': goodType }, body: bytes } });
+  }
+  const statuses: number[] = [];
+  const check = async (label: string, res: Response, accept2xx = false) => {
+    const text = await res.text();
+    statuses.push(res.status);
+    if (accept2xx && res.status === 200) return;
+    expect([label, res.status >= 400 && res.status < 500, text.slice(0, 300)]).toEqual([label, true, text.slice(0, 300)]);
+    const body = JSON.parse(text);
+    expect(Object.keys(body.error).sort()).toEqual(['code', 'message', 'param', 'type']);
+    expect([label, body.error.message.includes('\n')]).toEqual([label, false]);
+  };
+  for (const u of uploads) await check(u.label, await fetch(`${base}/files`, u.init), u.label.startsWith('damaged'));
+
+  // POST /v1/batches with each field replaced by hostile values.
+  const file = await client.files.create({ file: await toFile(Buffer.from(good), 'g.jsonl'), purpose: 'batch' });
+  const fields = ['input_file_id', 'endpoint', 'completion_window', 'metadata'];
+  for (let i = 0; i < 40; i++) {
+    const body: Record<string, unknown> = { input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' };
+    const field = fields[Math.floor(r.next() * fields.length)];
+    const v = nasty(r);
+    let text: string;
+    if (v.raw !== undefined) text = JSON.stringify({ ...body, [field]: '@@' }).replace('"@@"', v.raw);
+    else text = JSON.stringify({ ...body, [field]: v.value === undefined ? undefined : v.value });
+    if (field === 'metadata' && (v.value === null || v.value === undefined)) continue; // valid: no metadata
+    await check(`${field}=${v.label}`, await fetch(`${base}/batches`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: text }), v.value === undefined && field === 'metadata');
+  }
+  for (const [label, url, init] of [
+    ['empty batch body', `${base}/batches`, { method: 'POST', body: '' }],
+    ['batch body not json', `${base}/batches`, { method: 'POST', body: '{"input_file_id":' }],
+    ['batch body array', `${base}/batches`, { method: 'POST', body: '[]' }],
+    ['unknown file', `${base}/files/file-nope`, {}],
+    ['unknown file content', `${base}/files/file-nope/content`, {}],
+    ['odd file id', `${base}/files/${encodeURIComponent('../../etc/passwd')}`, {}],
+    ['unknown batch', `${base}/batches/batch_nope`, {}],
+    ['cancel unknown batch', `${base}/batches/batch_nope/cancel`, { method: 'POST' }],
+    ['bad limit', `${base}/batches?limit=0`, {}],
+    ['bad after', `${base}/batches?after=batch_nope`, {}],
+    ['wrong method', `${base}/files/${file.id}`, { method: 'DELETE' }],
+  ] as [string, string, RequestInit][]) {
+    await check(label, await fetch(url, init));
+  }
+  expect(statuses.filter((s) => s === 413).length).toBeGreaterThanOrEqual(1);
+  // Still serving, and a good upload still works.
+  expect((await fetch(`${server.url}/health`)).status).toBe(200);
+  expect((await client.files.create({ file: await toFile(Buffer.from(good), 'ok.jsonl'), purpose: 'batch' })).purpose).toBe('batch');
+}, 60000);
