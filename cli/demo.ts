@@ -28,6 +28,11 @@ export function registerDemo(program: Command): void {
     .option('--model <dir>', 'use this model folder instead of the built-in demo model')
     .action(async (o: { nodes: number; prompt: string; maxTokens: number; model?: string }) => {
       const model = o.model ?? (await ensureDemoModel());
+      // Without a real checkpoint the output is noise: say so before it, so nobody debugs it.
+      if (o.model === undefined) {
+        process.stderr.write('the demo model has random weights: the text it writes is noise; it shows the cluster at work, not a language model\n');
+      }
+      process.stderr.write(`prompt: ${JSON.stringify(o.prompt)}\n`);
       await runGenerate({
         model,
         experts: `cluster:${o.nodes}`,

@@ -1,4 +1,6 @@
 // The `turbosparse` command: one file per subcommand, registered here.
+import fs from 'node:fs';
+import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../core/errors';
 import { registerGenerate } from './generate';
@@ -11,12 +13,13 @@ import { registerExpertNode } from './expert-node';
 import { registerStats } from './stats';
 import { registerShardMap } from './shard-map';
 import { registerProfile } from './profile';
-import { oneLineErrors } from './options';
+import { explainExpertSpec, oneLineErrors } from './options';
 import { ExpertsUnavailableError } from '../coordinator/remote-experts';
 
 export function buildProgram(): Command {
   const program = new Command('turbosparse')
     .description('Sparse TurboSparse-Mixtral inference across expert nodes')
+    .version(packageVersion(), '-V, --version', 'print the turbosparse version')
     .exitOverride();
   registerGenerate(program);
   registerMakeDemoModel(program);
@@ -28,12 +31,28 @@ export function buildProgram(): Command {
   registerStats(program);
   registerShardMap(program);
   registerProfile(program);
-  return oneLineErrors(program);
+  return oneLineErrors(explainExpertSpec(program));
 }
 
-/** A user error is one line without a stack trace; anything else is a bug and keeps its stack. */
+/** package.json's version: the nearest package.json named turbosparse above this file (cli/ in ts, dist/cli/ built). */
+export function packageVersion(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    const file = path.join(dir, 'package.json');
+    if (fs.existsSync(file)) {
+      const pkg = JSON.parse(fs.readFileSync(file, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'turbosparse' && pkg.version) return pkg.version;
+    }
+    if (path.dirname(dir) === dir) return 'unknown';
+  }
+}
+
+/**
+ * A user error is one line without a stack trace; anything else is a bug and keeps its stack.
+ * Exit codes: 0 --help/--version, 2 a usage or user error (commander's own errors too), 3 experts
+ * unavailable, 1 a bug.
+ */
 export function reportError(e: unknown): number {
-  if (e instanceof CommanderError) return e.exitCode;
+  if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
   if (e instanceof UserError) {
     process.stderr.write(`error: ${e.message}\n`);
     return 2;

@@ -62,3 +62,18 @@ export function oneLineErrors(cmd: Command, name = cmd.name()): Command {
   for (const sub of cmd.commands) oneLineErrors(sub, `${name} ${sub.name()}`);
   return cmd;
 }
+
+/** The (layer, expert) pair notation of --experts SPEC and shard maps (core/expert-spec.ts), for --help. */
+export const EXPERT_SPEC_HELP = `
+Expert pairs (SPEC): comma-separated LAYERS:EXPERTS items; each side is N, N-M (inclusive) or * (all).
+  0-3:0,0-3:2   experts 0 and 2 of layers 0..3 (8 pairs)
+  0-31:0-3      experts 0..3 of every layer 0..31
+  0:1,0:5,3:*   experts 1 and 5 of layer 0, and every expert of layer 3
+  *             every pair of the model`;
+
+/** Explains SPEC under the help of every command (of `cmd` and below) that takes `--experts <spec>`. */
+export function explainExpertSpec(cmd: Command): Command {
+  if (cmd.options.some((o) => o.long === '--experts' && /<spec>/i.test(o.flags))) cmd.addHelpText('after', EXPERT_SPEC_HELP);
+  for (const sub of cmd.commands) explainExpertSpec(sub);
+  return cmd;
+}

@@ -49,6 +49,9 @@ export async function runServe(flags: ServeFlags): Promise<void> {
   const log = (line: string) => process.stderr.write(line + '\n');
   // Before anything loads: a bad key file is one line now, not after minutes of loading.
   const apiKey = resolveApiKey(flags);
+  // A bad model folder (config, tokenizer, weight files) is its one line, before any "loading" line.
+  const { ModelFolder } = await import('../core/model-folder');
+  await (await ModelFolder.open(flags.model)).close();
   // Until the engine is up (weights, expert nodes): /health 200, /ready 503, the rest 503.
   const loading = await listenWhileLoading(flags.port, flags.host, 'the model and its expert nodes');
   log(`loading; ${loading.url}/ready answers 503 until the model is loaded and every expert is reachable`);

@@ -11,7 +11,7 @@ test('--weights takes the store dtypes, and int8 as another spelling of i8', () 
   expect(() => weightsOption('int4')).toThrow(/^--weights must be one of auto, f32, bf16, f16, i8$/);
 });
 
-describe('a command-line usage error is one line (the team rule for bad input) and keeps commander\'s exit code', () => {
+describe('a command-line usage error is one line (the team rule for bad input) and exits 2 like every user error', () => {
   /** Parses argv with stderr captured; returns what was written and the exit code main() would set. */
   async function parse(program: Command, argv: string[]): Promise<{ stderr: string; code: number }> {
     const err: string[] = [];
@@ -40,12 +40,12 @@ describe('a command-line usage error is one line (the team rule for bad input) a
   ])('%j', async (argv, want) => {
     const { stderr, code } = await parse(buildProgram(), argv);
     expect(stderr).toMatch(want);
-    expect(code).toBe(1);
+    expect(code).toBe(2);
   });
 
   test('the standalone expert-node command too', async () => {
     const { stderr, code } = await parse(expertNodeProgram(), ['--model', 'm', '--port', 'x']);
     expect(stderr).toMatch(/^error: option '--port <p>' argument 'x' is invalid\. --port must be an integer >= 0 \(see turbosparse expert-node --help\)\n$/);
-    expect(code).toBe(1);
+    expect(code).toBe(2);
   });
 });

@@ -1,0 +1,75 @@
+// `turbosparse --version`, the SPEC notation in --help, and `serve` checking its model folder
+// before it says "loading": the CLI in a real process (the ts sources through the test register).
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { EXPERT_SPEC_HELP } from '../../cli/options';
+import { parseExpertSpec } from '../../core/expert-spec';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+
+/** Runs `turbosparse ARGS` from the sources; resolves with its exit code and output. */
+function run(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  const entry = `require(${JSON.stringify(path.join(ROOT, 'cli', 'main.ts'))}).main(['node', 'turbosparse', ...process.argv.slice(1)])`;
+  // '--': node would take --version, --help and unknown options as its own.
+  const child = spawn(process.execPath, ['-r', path.join(ROOT, 'test', 'cluster', 'ts-register-cached.js'), '-e', entry, '--', ...args],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, out, err })));
+}
+
+test('--version prints package.json\'s version and exits 0; -V too', async () => {
+  const { version } = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  for (const flag of ['--version', '-V']) {
+    const r = await run([flag]);
+    expect(r).toEqual({ code: 0, out: `${version}\n`, err: '' });
+  }
+}, 60000);
+
+test('a commander usage error exits 2 (like a UserError); --help exits 0', async () => {
+  const bad = await run(['generate', '--model', 'm', '--bogus']);
+  expect(bad.code).toBe(2);
+  expect(bad.err).toMatch(/^error: unknown option '--bogus' \(see turbosparse generate --help\)\n$/);
+  const help = await run(['--help']);
+  expect(help.code).toBe(0);
+  expect(help.out).toMatch(/-V, --version/);
+}, 60000);
+
+test('expert-node --help explains the SPEC notation once; commands without --experts SPEC do not', async () => {
+  const node = await run(['expert-node', '--help']);
+  expect(node.code).toBe(0);
+  expect(node.out.split('Expert pairs (SPEC)').length - 1).toBe(1);
+  expect(node.out).toContain('0-3:0,0-3:2   experts 0 and 2 of layers 0..3 (8 pairs)');
+  const gen = await run(['generate', '--help']);
+  expect(gen.out).not.toContain('Expert pairs (SPEC)');
+}, 60000);
+
+test('the help\'s examples mean what it says they mean', () => {
+  const dims = { numLayers: 32, numExperts: 8 };
+  expect(parseExpertSpec('0-3:0,0-3:2', dims)).toHaveLength(8);
+  expect(parseExpertSpec('0-3:0,0-3:2', dims).every((p) => p.layer <= 3 && (p.expert === 0 || p.expert === 2))).toBe(true);
+  expect(parseExpertSpec('0-31:0-3', dims)).toHaveLength(128);
+  expect(parseExpertSpec('0:1,0:5,3:*', dims)).toEqual([{ layer: 0, expert: 1 }, { layer: 0, expert: 5 }, ...[0, 1, 2, 3, 4, 5, 6, 7].map((e) => ({ layer: 3, expert: e }))]);
+  expect(parseExpertSpec('*', dims)).toHaveLength(256);
+  expect(EXPERT_SPEC_HELP).toMatch(/0:1,0:5,3:\*/);
+});
+
+test('serve with a bad model folder: one error line, no "loading" line before it, exit 2', async () => {
+  const missing = path.join(os.tmpdir(), `ts-no-such-model-${process.pid}`);
+  const r = await run(['serve', '--model', missing, '--port', '0']);
+  expect(r.code).toBe(2);
+  expect(r.err).toBe(`error: model folder ${missing} does not exist\n`);
+  // A folder without config.json: the same, naming the file.
+  const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-empty-model-'));
+  try {
+    const e = await run(['serve', '--model', empty, '--port', '0']);
+    expect(e.code).toBe(2);
+    expect(e.err).toBe(`error: ${path.join(empty, 'config.json')} not found: a model folder needs config.json\n`);
+  } finally {
+    fs.rmSync(empty, { recursive: true, force: true });
+  }
+}, 60000);
