@@ -50,7 +50,12 @@ export const DEFAULT_ACTIVE_FRACTION = 0.15;
 export const REMOTE_CALL_MS = 0.3;
 
 const GiB = 2 ** 30;
-const gib = (n: number) => `${(n / GiB).toFixed(2)} GiB`;
+/** 21.00 GiB, 336.0 MiB, 240.0 KiB (as cli/shard-map.ts's formatBytes). */
+function gib(n: number): string {
+  if (n >= GiB) return `${(n / GiB).toFixed(2)} GiB`;
+  if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
+  return `${(n / 1024).toFixed(1)} KiB`;
+}
 
 /** The problem in flat arrays: p.load[l][e] in bytes read per token through layer l. */
 interface Problem {

@@ -180,7 +180,7 @@ test('infeasible: one clear error naming how much memory is missing', () => {
     /need 16\.00 GiB \(2 copies of every pair\) but the nodes hold 12\.00 GiB: 4\.00 GiB missing.*lower --replicas/);
   // Enough in total, but a pair does not split: 1.5 GiB on each of 6 nodes holds one pair each, not 8.
   expect(() => placeExperts({ model: m, pairs, nodes: Array.from({ length: 6 }, (_, i) => node(`n${i}`, 1, 1.5 * 2 ** 30)) })).toThrow(
-    /^placement: no node has room left for layer \d expert \d \(1\.00 GiB; the most any node has left is 0\.50 GiB\): about 0\.50 GiB missing on one node/);
+    /^placement: no node has room left for layer \d expert \d \(1\.00 GiB; the most any node has left is 512\.0 MiB\): about 512\.0 MiB missing on one node/);
   expect(() => placeExperts({ model: m, pairs, nodes: [node('a', 1, 2 ** 29), node('b', 1, 100 * 2 ** 30)], replicas: 2 })).toThrow(
     /only 1 node\(s\) have room for it and --replicas is 2/);
   const other = routing(model(3, 4), [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]);
