@@ -31,7 +31,15 @@ export type RemoteExpertsFactory = (
   choice: Exclude<ExpertsChoice, { kind: 'local' }>,
   folder: ModelFolder,
   log: (line: string) => void,
+  /** The coordinator's device and weight settings, for a shard map's "local" node (experts run in process). */
+  local?: LocalExpertsSetup,
 ) => Promise<ExpertBackend>;
+
+export interface LocalExpertsSetup {
+  backend: NativeBackend;
+  store: StoreDType | 'auto';
+  mode: FfnMode;
+}
 
 export interface EngineOptions {
   modelDir: string;
@@ -109,7 +117,7 @@ export async function loadEngine(opts: EngineOptions): Promise<Engine> {
     } else {
       progress.done();
       if (!opts.remoteExperts) throw new Error('remote experts requested but no factory was given');
-      experts = await opts.remoteExperts(choice, folder, log);
+      experts = await opts.remoteExperts(choice, folder, log, { backend, store, mode });
     }
     const c = folder.config;
     const dtypes = [...new Set(folder.tensorNames().map((n) => folder.info(n)!.dtype))].join('/');

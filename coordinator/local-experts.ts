@@ -1,17 +1,39 @@
-// ExpertBackend on in-process native kernels (`--experts local`).
+// ExpertBackend on in-process native kernels: `--experts local` (every pair),
+// and the coordinator's own `local` node of a shard map (RemoteExperts runs the
+// pairs planned there through one of these; rebalancing adds and removes pairs).
 import type { ExpertBackend, ExpertBatch, ExpertOutput } from '../core/expert-backend';
+import { type ExpertPair, allPairs, pairKey } from '../core/expert-spec';
 import { type FfnMode, type NativeBackend, type NativeExpert, type StoreDType, type HostMatrix, storeFor } from '../core/native';
 import type { ModelFolder } from '../core/model-folder';
 import { names } from '../core/model-folder';
 import { runMoe } from '../core/run-moe';
 
+export interface LocalExpertsOptions {
+  store: StoreDType | 'auto';
+  mode: FfnMode;
+  onTensor?: (name: string, bytes: number) => void;
+}
+
+interface Held {
+  expert: NativeExpert;
+  bytes: number;
+  /** moe calls running on it now: it is freed only once this is 0. */
+  running: number;
+}
+
 export class LocalExperts implements ExpertBackend {
   readonly name = 'local';
+  private readonly held = new Map<string, Held>();
+  /** Waiters for a pair's calls to finish (remove()). */
+  private readonly idle = new Map<string, (() => void)[]>();
+  private closed = false;
+
   private constructor(
+    private readonly folder: ModelFolder,
     private readonly backend: NativeBackend,
-    private readonly experts: NativeExpert[][],
     private readonly hidden: number,
     private mode: FfnMode,
+    private readonly store: StoreDType | 'auto',
   ) {}
 
   /** Switches between the sparse FFN and the dense-with-mask baseline (benches compare both on one load). */
@@ -20,36 +42,95 @@ export class LocalExperts implements ExpertBackend {
   }
 
   /** Loads every (layer, expert) of the model into `backend`. */
-  static async load(
-    folder: ModelFolder,
-    backend: NativeBackend,
-    opts: { store: StoreDType | 'auto'; mode: FfnMode; onTensor?: (name: string, bytes: number) => void },
-  ): Promise<LocalExperts> {
-    const c = folder.config;
-    const read = async (name: string, rows: number, cols: number): Promise<HostMatrix> => {
-      const m = await folder.readMatrix(name, rows, cols);
-      opts.onTensor?.(name, m.data.byteLength);
-      return m;
-    };
-    const experts: NativeExpert[][] = [];
-    for (let L = 0; L < c.numLayers; L++) {
-      const layer: NativeExpert[] = [];
-      for (let E = 0; E < c.numExperts; E++) {
-        const w1 = await read(names.w1(L, E), c.intermediateSize, c.hiddenSize);
-        const w3 = await read(names.w3(L, E), c.intermediateSize, c.hiddenSize);
-        const w2 = await read(names.w2(L, E), c.hiddenSize, c.intermediateSize);
-        layer.push(await backend.createExpert(w1, w3, w2, storeFor(opts.store, [w1, w3, w2])));
-      }
-      experts.push(layer);
-    }
-    return new LocalExperts(backend, experts, c.hiddenSize, opts.mode);
+  static load(folder: ModelFolder, backend: NativeBackend, opts: LocalExpertsOptions): Promise<LocalExperts> {
+    return LocalExperts.loadPairs(folder, backend, allPairs(folder.config), opts);
   }
 
-  runExperts(batch: ExpertBatch): Promise<ExpertOutput> {
-    return runMoe(this.backend, this.mode, this.hidden, batch, (L, E) => this.experts[L]?.[E]);
+  /** Loads the given pairs only (the coordinator's `local` node of a shard map). */
+  static async loadPairs(folder: ModelFolder, backend: NativeBackend, pairs: ExpertPair[], opts: LocalExpertsOptions): Promise<LocalExperts> {
+    const le = new LocalExperts(folder, backend, folder.config.hiddenSize, opts.mode, opts.store);
+    try {
+      await le.add(pairs, opts.onTensor);
+    } catch (e) {
+      await le.close();
+      throw e;
+    }
+    return le;
+  }
+
+  /** The pairs held, by layer then expert. */
+  pairs(): ExpertPair[] {
+    return [...this.held.keys()].map((k) => {
+      const [layer, expert] = k.split(':').map(Number);
+      return { layer, expert };
+    }).sort((a, b) => a.layer - b.layer || a.expert - b.expert);
+  }
+
+  /** Expert weight bytes held. */
+  bytes(): number {
+    let n = 0;
+    for (const h of this.held.values()) n += h.bytes;
+    return n;
+  }
+
+  /** Reads the pairs' weights from the model folder (pairs already held are kept as they are). */
+  async add(pairs: ExpertPair[], onTensor?: (name: string, bytes: number) => void): Promise<void> {
+    const c = this.folder.config;
+    for (const { layer: L, expert: E } of pairs) {
+      if (this.closed) throw new Error('local experts: closed');
+      if (L < 0 || L >= c.numLayers || E < 0 || E >= c.numExperts) throw new Error(`local experts: layer ${L} expert ${E} is outside the model`);
+      const key = pairKey(L, E);
+      if (this.held.has(key)) continue;
+      let bytes = 0;
+      const read = async (name: string, rows: number, cols: number): Promise<HostMatrix> => {
+        const m = await this.folder.readMatrix(name, rows, cols);
+        onTensor?.(name, m.data.byteLength);
+        bytes += m.data.byteLength;
+        return m;
+      };
+      const w1 = await read(names.w1(L, E), c.intermediateSize, c.hiddenSize);
+      const w3 = await read(names.w3(L, E), c.intermediateSize, c.hiddenSize);
+      const w2 = await read(names.w2(L, E), c.hiddenSize, c.intermediateSize);
+      const expert = await this.backend.createExpert(w1, w3, w2, storeFor(this.store, [w1, w3, w2]));
+      // Another add() of the same pair may have finished while this one read.
+      if (this.held.has(key) || this.closed) expert.free();
+      else this.held.set(key, { expert, bytes, running: 0 });
+    }
+  }
+
+  /** Stops holding the pairs: each is freed once the calls running on it have finished. */
+  async remove(pairs: ExpertPair[]): Promise<void> {
+    await Promise.all(pairs.map(async ({ layer, expert }) => {
+      const key = pairKey(layer, expert);
+      const h = this.held.get(key);
+      if (!h) return;
+      this.held.delete(key); // no new call finds it
+      if (h.running > 0) await new Promise<void>((resolve) => this.idle.set(key, [...(this.idle.get(key) ?? []), resolve]));
+      h.expert.free();
+    }));
+  }
+
+  async runExperts(batch: ExpertBatch): Promise<ExpertOutput> {
+    const using = batch.groups.map((g) => ({ key: pairKey(batch.layer, g.expert), held: this.held.get(pairKey(batch.layer, g.expert)) }));
+    for (const u of using) if (u.held) u.held.running++;
+    try {
+      return await runMoe(this.backend, this.mode, this.hidden, batch, (L, E) => this.held.get(pairKey(L, E))?.expert);
+    } finally {
+      for (const u of using) {
+        if (!u.held || --u.held.running > 0) continue;
+        const waiters = this.idle.get(u.key);
+        // Only the removed copy's waiters: a pair added again since is another Held.
+        if (waiters && this.held.get(u.key) !== u.held) {
+          this.idle.delete(u.key);
+          waiters.forEach((w) => w());
+        }
+      }
+    }
   }
 
   async close(): Promise<void> {
-    for (const layer of this.experts) for (const e of layer) e.free();
+    this.closed = true;
+    for (const h of this.held.values()) h.expert.free();
+    this.held.clear();
   }
 }

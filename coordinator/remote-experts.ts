@@ -10,10 +10,17 @@
 // NaN is marked unhealthy and its routes are retried on replicas; a background
 // health check of every node (traffic or not) takes nodes out and brings them
 // back. No replica left: the step fails naming the pairs and the nodes.
+//
+// The shard map may name the coordinator itself (address "local"): the groups
+// planned there run in this process (local-experts.ts), no network; their part
+// joins the sum in plan order like any node's, so results stay bit-identical.
+// applyShardMap() changes the map live (rebalancing): loads first, routing
+// switches per node once its load answered, removals last.
 import * as grpc from '@grpc/grpc-js';
 import { UserError } from '../core/errors';
 import type { ExpertBackend, ExpertBatch, ExpertCallInfo, ExpertCallObserver, ExpertCallResult, ExpertOutput, StepContext } from '../core/expert-backend';
 import { type ExpertPair, type ModelDims, formatExpertSpec, pairKey } from '../core/expert-spec';
+import { LOCAL_ADDRESS } from '../core/placement/node-descriptions';
 import { missingPairs, replicaTable, type ShardMap, validateShardMap } from '../core/shard-map';
 import type { InfoResponse__Output } from '../core/wire/expert-proto';
 import { routeCount, routedRowCount, routeOffsets } from '../core/routed-batch';
@@ -23,6 +30,7 @@ import type { WireEncoding } from '../core/wire/rows';
 import { type CallPolicy, callDeadlineMs, DEFAULT_CALL_POLICY, hedgeDelayMs, LatencyWindow } from './call-latency';
 import { type ChannelFactory, ExpertClient, insecureChannel, NodeCallError } from './expert-client';
 import { firstNonFinite } from './finite';
+import type { LocalExperts } from './local-experts';
 import { type NodeStats, NodeStatsAccumulator } from './telemetry/expert-stats';
 
 export interface RemoteModelDims extends ModelDims {
@@ -61,6 +69,21 @@ export interface RemoteExpertsOptions {
   log?: (line: string) => void;
   /** Runs after close() (a local cluster stops its nodes here). */
   onClose?: () => Promise<void>;
+  /** The coordinator's own experts, for the shard map's "local" node (its pairs loaded); closed with this backend. */
+  local?: LocalExperts;
+  /** How long a node may take to load or unload pairs when the map changes (default 10 min). */
+  adminTimeoutMs?: number;
+}
+
+/** One pair's move in a live shard-map change: from null = a new copy, to null = a copy removed. */
+export interface PairMove {
+  layer: number;
+  expert: number;
+  /** Node names as stats() shows them (name, else address). */
+  from: string | null;
+  to: string | null;
+  phase: 'loading' | 'switching' | 'unloading' | 'done' | 'failed';
+  error?: string;
 }
 
 /** A step could not run: some routed pairs have no healthy node left. */
@@ -76,7 +99,11 @@ interface NodeState {
   index: number;
   address: string;
   name?: string;
-  client: ExpertClient;
+  /** null for the "local" node, which runs `local` in process. */
+  client: ExpertClient | null;
+  local?: LocalExperts;
+  /** Calls running on the node now, by call id: a pair is unloaded only once none of them uses it. */
+  inflight: Map<number, { layer: number; experts: number[] }>;
   pairs: ExpertPair[];
   spec: string;
   healthy: boolean;
@@ -141,7 +168,8 @@ function rejected(layer: number, e: Error): Error {
   return err;
 }
 
-const DEFAULTS = { wire: 'f32' as WireEncoding, callTimeoutMs: 30_000, connectTimeoutMs: 120_000, healthCheckIntervalMs: 1_000, hedge: true };
+const DEFAULTS = { wire: 'f32' as WireEncoding, callTimeoutMs: 30_000, connectTimeoutMs: 120_000, healthCheckIntervalMs: 1_000, hedge: true,
+  adminTimeoutMs: 600_000 };
 
 export class RemoteExperts implements ExpertBackend {
   readonly name: string;
@@ -158,11 +186,13 @@ export class RemoteExperts implements ExpertBackend {
   private healthTimer: NodeJS.Timeout | null = null;
   private nextCallId = 1;
   private closed = false;
+  /** A shard-map change is running (one at a time). */
+  private changing = false;
 
   private constructor(opts: RemoteExpertsOptions) {
     this.opts = { ...DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as
       RemoteExpertsOptions & typeof DEFAULTS;
-    for (const key of ['callTimeoutMs', 'connectTimeoutMs', 'healthCheckIntervalMs'] as const) {
+    for (const key of ['callTimeoutMs', 'connectTimeoutMs', 'healthCheckIntervalMs', 'adminTimeoutMs'] as const) {
       const v = this.opts[key];
       if (!Number.isFinite(v) || v <= 0) throw new UserError(`remote experts: ${key} must be a positive number of milliseconds, got ${v}`);
     }
@@ -175,11 +205,17 @@ export class RemoteExperts implements ExpertBackend {
     this.log = opts.log ?? (() => undefined);
     this.observers = [...(opts.observers ?? [])];
     const factory = opts.channelFactory ?? insecureChannel;
+    const local = opts.shardMap.nodes.find((n) => n.address === LOCAL_ADDRESS);
+    if (local && !opts.local) {
+      throw new UserError(`shard map ${this.name}: node "${LOCAL_ADDRESS}" (experts run by the coordinator) is not possible here; give its pairs to an expert node`);
+    }
     this.nodes = opts.shardMap.nodes.map((n, index) => ({
       index,
       address: n.address,
       name: n.name,
-      client: new ExpertClient(n.address, factory),
+      client: n.address === LOCAL_ADDRESS ? null : new ExpertClient(n.address, factory),
+      ...(n.address === LOCAL_ADDRESS ? { local: opts.local } : {}),
+      inflight: new Map(),
       pairs: n.experts,
       spec: formatExpertSpec(n.experts),
       healthy: false,
@@ -242,6 +278,7 @@ export class RemoteExperts implements ExpertBackend {
   }
 
   private async connectNode(n: NodeState, deadline: number): Promise<void> {
+    if (!n.client) return this.checkLocal(n);
     const left = () => Math.max(1, deadline - Date.now());
     await n.client.waitForReady(left());
     for (;;) {
@@ -258,6 +295,13 @@ export class RemoteExperts implements ExpertBackend {
       await sleep(100);
     }
     this.checkInfo(n, await n.client.info(left()));
+  }
+
+  /** The coordinator's own experts must hold what the shard map gives "local". */
+  private checkLocal(n: NodeState): void {
+    const held = new Set(n.local!.pairs().map((p) => pairKey(p.layer, p.expert)));
+    const lacking = n.pairs.filter((p) => !held.has(pairKey(p.layer, p.expert)));
+    if (lacking.length) throw new Error(`local experts lack ${formatExpertSpec(lacking)} of the shard map`);
   }
 
   /** The node must serve our model and hold at least what the shard map says. */
@@ -324,6 +368,8 @@ export class RemoteExperts implements ExpertBackend {
   private runUnit(run: LayerRun, node: number, unit: number[], t: Try): Promise<Part[]> {
     const { batch } = run;
     const n = this.nodes[node];
+    // In process: no deadline, nothing to hedge; a failure here is a bug, not a sick node.
+    if (n.local) return this.callLocal(run, node, unit, t.attempt).then((part) => [part]);
     const rows = routedRowCount(unit.map((gi) => batch.groups[gi]), batch.nRows);
     const experts = unit.map((gi) => batch.groups[gi].expert);
     const elsewhere = new Set([...run.failed, ...t.avoid, node]);
@@ -456,10 +502,13 @@ export class RemoteExperts implements ExpertBackend {
     const traceContext = Object.assign({}, ...scopes.map((s) => (s && s.traceContext) || {})) as Record<string, string>;
     const t0 = process.hrtime.bigint();
     const finish = (result: ExpertCallResult) => {
+      node.inflight.delete(info.callId);
       scopes.forEach((s) => s && s.end?.(result));
       this.observers.forEach((o) => o.onCallEnd?.(info, result));
     };
+    node.inflight.set(info.callId, { layer: batch.layer, experts: info.experts });
     try {
+      if (!node.client) throw new Error('callNode: the local node has no client');
       const plan = planExpertRequest(batch, groups, { stepId: ctx?.stepId ?? 0, wire: this.wire,
         timeoutMs: deadlineMs, traceContext, hiddenSize: H, intermediateSize: I });
       const { rows } = plan;
@@ -494,9 +543,55 @@ export class RemoteExperts implements ExpertBackend {
     }
   }
 
+  /**
+   * The groups planned on the "local" node, through the native kernels in process: the same
+   * moe call an expert node makes for them (a row's result does not depend on the call's other
+   * rows), cut to the routed rows like a node's answer, so the sum over parts is the same.
+   */
+  private async callLocal(run: LayerRun, nodeIndex: number, unit: number[], attempt: number): Promise<Part> {
+    const { batch, ctx } = run;
+    const node = this.nodes[nodeIndex];
+    const H = this.opts.model.hiddenSize;
+    const groups = unit.map((gi) => batch.groups[gi]);
+    const nRoutes = routeCount(groups);
+    const info: ExpertCallInfo = {
+      callId: this.nextCallId++, stepId: ctx?.stepId, layer: batch.layer, ...(ctx?.microBatch === undefined ? {} : { microBatch: ctx.microBatch }),
+      node: node.address, nodeIndex, nodeName: node.name, experts: groups.map((g) => g.expert),
+      tokens: routedRowCount(groups, batch.nRows), routes: nRoutes, wire: this.wire, attempt, bytesOut: 0,
+    };
+    const scopes = this.observers.map((o) => o.onCallStart?.(info));
+    const t0 = process.hrtime.bigint();
+    const finish = (result: ExpertCallResult) => {
+      node.inflight.delete(info.callId);
+      scopes.forEach((s) => s && s.end?.(result));
+      this.observers.forEach((o) => o.onCallEnd?.(info, result));
+    };
+    node.inflight.set(info.callId, { layer: batch.layer, experts: info.experts });
+    try {
+      const res = await node.local!.runExperts({ ...batch, groups });
+      const seen = new Uint8Array(batch.nRows);
+      for (const g of groups) for (const r of g.rows) seen[r] = 1;
+      const rows = new Int32Array(info.tokens);
+      let k = 0;
+      for (let r = 0; r < batch.nRows; r++) if (seen[r]) rows[k++] = r;
+      const out = new Float32Array(rows.length * H);
+      rows.forEach((r, j) => out.set(res.out.subarray(r * H, (r + 1) * H), j * H));
+      const latencyUs = Number((process.hrtime.bigint() - t0) / 1000n);
+      const activeNeurons = res.active.reduce((a, b) => a + b, 0);
+      node.stats.addCall({ tokens: rows.length, routes: nRoutes, activeNeurons, bytesSent: 0, bytesReceived: 0 });
+      finish({ ok: true, latencyUs, queueUs: 0, computeUs: latencyUs, activeNeurons, bytesIn: 0 });
+      return { groups: unit, rows, out, active: res.active };
+    } catch (e) {
+      node.stats.addFailure();
+      finish({ ok: false, error: e as Error, latencyUs: Number((process.hrtime.bigint() - t0) / 1000n), queueUs: 0, computeUs: 0,
+        activeNeurons: 0, bytesIn: 0 });
+      throw e;
+    }
+  }
+
   private markUnhealthy(n: NodeState, reason: string): void {
     n.lastError = reason;
-    if (!n.healthy) return;
+    if (!n.healthy || !n.client) return;
     n.client.reset(`node marked unhealthy: ${reason}`);
     n.healthy = false;
     this.log(`expert node ${n.address} unhealthy (${reason}); its experts go to replicas until it reports SERVING`);
@@ -517,9 +612,10 @@ export class RemoteExperts implements ExpertBackend {
     const timeout = Math.min(5_000, Math.max(1_000, 2 * interval));
     this.healthTimer = setInterval(() => {
       for (const n of this.nodes) {
-        if (n.checking || this.closed) continue;
+        const client = n.client;
+        if (!client || n.checking || this.closed) continue;
         n.checking = true;
-        n.client.health(timeout)
+        client.health(timeout)
           .then(async (status) => {
             n.missedChecks = 0;
             if (this.closed) return;
@@ -528,7 +624,7 @@ export class RemoteExperts implements ExpertBackend {
               return;
             }
             if (n.healthy) return;
-            this.checkInfo(n, await n.client.info(timeout));
+            this.checkInfo(n, await client.info(timeout));
             if (this.closed || n.healthy) return;
             n.healthy = true;
             this.log(`expert node ${n.address} is SERVING again`);
@@ -550,8 +646,172 @@ export class RemoteExperts implements ExpertBackend {
 
   /** True while every (layer, expert) has at least one healthy node (replicas may cover a down node). */
   ready(): boolean {
-    const healthy = this.nodes.filter((n) => n.healthy).map((n) => n.index);
-    return !this.closed && missingPairs(this.opts.shardMap, this.opts.model, healthy).length === 0;
+    return !this.closed && this.replicas.every((layer) => layer.every((holders) => holders.some((i) => this.nodes[i].healthy)));
+  }
+
+  /** The shard map as it is now (after any applyShardMap), nodes in their first order; nodes holding nothing left out. */
+  shardMap(): ShardMap {
+    return { nodes: this.nodes.filter((n) => n.pairs.length > 0).map((n) => ({ address: n.address, ...(n.name ? { name: n.name } : {}), experts: [...n.pairs] })) };
+  }
+
+  /** Every node's address, name and health (held pairs or not), in node order. */
+  nodeList(): { address: string; name: string; healthy: boolean }[] {
+    return this.nodes.map((n) => ({ address: n.address, name: displayName(n), healthy: n.healthy }));
+  }
+
+  /** Each node's Info (placement reads memory budget and measured speed from it); the local node's is `localInfo`. */
+  async nodeInfos(localInfo: (pairs: ExpertPair[]) => InfoResponse__Output, timeoutMs = 5_000): Promise<{ address: string; info: InfoResponse__Output }[]> {
+    return Promise.all(this.nodes.map(async (n) => ({ address: n.address, info: n.client ? await n.client.info(timeoutMs) : localInfo(n.pairs) })));
+  }
+
+  /**
+   * Changes the shard map live (rebalancing). `map` names nodes of this backend only
+   * (by address; one left out holds nothing afterwards) and must hold every pair.
+   * Each node loads the pairs it gains (LoadExperts; local pairs in process) and,
+   * once it answered holding them, takes traffic for them; then the pairs moved away
+   * leave the routing, and each old holder unloads them once no call that was planned
+   * on it before still runs. A failed load keeps the old copy (that move fails); a
+   * pair never loses its last healthy holder. `onMoves` sees the moves at every phase change.
+   */
+  async applyShardMap(map: ShardMap, onMoves: (moves: PairMove[]) => void = () => undefined): Promise<PairMove[]> {
+    if (this.closed) throw new Error('remote experts: backend closed');
+    if (this.changing) throw new UserError('a shard-map change is already running: wait for it to finish');
+    const byAddress = new Map(this.nodes.map((n) => [n.address, n.index]));
+    const target = this.nodes.map(() => new Set<string>());
+    const seen = new Set<string>();
+    for (const [i, n] of map.nodes.entries()) {
+      const index = byAddress.get(n.address);
+      if (index === undefined) {
+        throw new UserError(`new shard map: nodes.${i}.address ${n.address} is not one of this coordinator's expert nodes ` +
+          `(${this.nodes.map((x) => x.address).join(', ')}); live changes move pairs between those only`);
+      }
+      if (seen.has(n.address)) throw new UserError(`new shard map: address ${n.address} appears twice (list each node once)`);
+      seen.add(n.address);
+      for (const p of n.experts) {
+        if (p.layer < 0 || p.layer >= this.opts.model.numLayers || p.expert < 0 || p.expert >= this.opts.model.numExperts) {
+          throw new UserError(`new shard map: nodes.${i} names layer ${p.layer} expert ${p.expert}, outside the model`);
+        }
+        target[index].add(pairKey(p.layer, p.expert));
+      }
+    }
+    const missing = missingPairs(map, this.opts.model);
+    if (missing.length) throw new UserError(`new shard map: no node holds ${formatExpertSpec(missing)}; every pair needs a node`);
+
+    this.changing = true;
+    try {
+      return await this.changeMap(target, onMoves);
+    } finally {
+      this.changing = false;
+    }
+  }
+
+  private async changeMap(target: Set<string>[], onMoves: (moves: PairMove[]) => void): Promise<PairMove[]> {
+    // Per pair, the nodes gaining and losing it, paired up into moves.
+    interface Move extends PairMove { fromIndex: number | null; toIndex: number | null }
+    const gains = new Map<string, number[]>();
+    const losses = new Map<string, number[]>();
+    this.nodes.forEach((n, i) => {
+      const now = new Set(n.pairs.map((p) => pairKey(p.layer, p.expert)));
+      for (const k of target[i]) if (!now.has(k)) gains.set(k, [...(gains.get(k) ?? []), i]);
+      for (const k of now) if (!target[i].has(k)) losses.set(k, [...(losses.get(k) ?? []), i]);
+    });
+    const moves: Move[] = [];
+    for (const key of new Set([...gains.keys(), ...losses.keys()])) {
+      const [layer, expert] = key.split(':').map(Number);
+      const g = gains.get(key) ?? [];
+      const l = losses.get(key) ?? [];
+      for (let j = 0; j < Math.max(g.length, l.length); j++) {
+        const fromIndex = l[j] ?? null;
+        const toIndex = g[j] ?? null;
+        moves.push({ layer, expert, fromIndex, toIndex, from: fromIndex === null ? null : displayName(this.nodes[fromIndex]),
+          to: toIndex === null ? null : displayName(this.nodes[toIndex]), phase: toIndex === null ? 'switching' : 'loading' });
+      }
+    }
+    moves.sort((a, b) => a.layer - b.layer || a.expert - b.expert);
+    const report = () => onMoves(moves.map(({ fromIndex, toIndex, ...m }) => ({ ...m })));
+    const fail = (m: Move, error: string) => Object.assign(m, { phase: 'failed' as const, error });
+    report();
+
+    // 1. Loads, every node at once; a node's pairs take traffic as soon as it answered holding them.
+    await Promise.all(this.nodes.map(async (n, i) => {
+      const mine = moves.filter((m) => m.toIndex === i);
+      if (mine.length === 0) return;
+      const pairs = mine.map((m) => ({ layer: m.layer, expert: m.expert }));
+      try {
+        if (n.local) {
+          await n.local.add(pairs);
+        } else {
+          const info = await n.client!.loadExperts(pairs, this.opts.adminTimeoutMs);
+          const held = new Set(info.experts.map((p) => pairKey(p.layer, p.expert)));
+          const lacking = pairs.filter((p) => !held.has(pairKey(p.layer, p.expert)));
+          if (lacking.length) throw new Error(`${n.address} answered without ${formatExpertSpec(lacking)}`);
+        }
+      } catch (e) {
+        const why = `load on ${displayName(n)} failed: ${(e as Error).message}`;
+        this.log(`rebalance: ${why}; the old copies stay`);
+        for (const m of mine) fail(m, why);
+        report();
+        return;
+      }
+      if (this.closed) return;
+      for (const m of mine) {
+        const holders = this.replicas[m.layer][m.expert];
+        if (!holders.includes(i)) this.replicas[m.layer][m.expert] = [...holders, i].sort((a, b) => a - b);
+        m.phase = m.fromIndex === null ? 'done' : 'switching';
+      }
+      setPairs(n, [...n.pairs, ...pairs]);
+      report();
+    }));
+
+    // 2. Removals, once every load is settled: never the last healthy holder, never a copy whose replacement failed.
+    const leaving = new Map<number, Move[]>();
+    for (const m of moves) {
+      if (m.fromIndex === null || m.phase !== 'switching' || this.closed) continue;
+      const rest = this.replicas[m.layer][m.expert].filter((i) => i !== m.fromIndex);
+      if (!rest.some((i) => this.nodes[i].healthy)) {
+        fail(m, `no other healthy node holds layer ${m.layer} expert ${m.expert}: the copy on ${m.from} stays`);
+        continue;
+      }
+      this.replicas[m.layer][m.expert] = rest;
+      m.phase = 'unloading';
+      leaving.set(m.fromIndex, [...(leaving.get(m.fromIndex) ?? []), m]);
+    }
+    for (const [i, mine] of leaving) {
+      const gone = new Set(mine.map((m) => pairKey(m.layer, m.expert)));
+      setPairs(this.nodes[i], this.nodes[i].pairs.filter((p) => !gone.has(pairKey(p.layer, p.expert))));
+    }
+    report();
+
+    // 3. Unloads, once no call planned on the old holder before the switch still uses the pair.
+    await Promise.all([...leaving].map(async ([i, mine]) => {
+      const n = this.nodes[i];
+      const pairs = mine.map((m) => ({ layer: m.layer, expert: m.expert }));
+      try {
+        await this.drained(n, pairs);
+        if (n.local) await n.local.remove(pairs);
+        else await n.client!.unloadExperts(pairs, this.opts.adminTimeoutMs);
+        for (const m of mine) m.phase = 'done';
+      } catch (e) {
+        // The pairs no longer get traffic there; only their memory is not freed.
+        const why = `unload on ${displayName(n)} failed: ${(e as Error).message}`;
+        this.log(`rebalance: ${why}`);
+        for (const m of mine) fail(m, why);
+      }
+      report();
+    }));
+    return moves.map(({ fromIndex, toIndex, ...m }) => ({ ...m }));
+  }
+
+  /** Resolves once no call running on `n` uses any of `pairs` (calls planned before they left the routing). */
+  private async drained(n: NodeState, pairs: ExpertPair[]): Promise<void> {
+    const keys = new Set(pairs.map((p) => pairKey(p.layer, p.expert)));
+    const busy = () => [...n.inflight.values()].some((c) => c.experts.some((e) => keys.has(pairKey(c.layer, e))));
+    const deadline = Date.now() + this.opts.callTimeoutMs;
+    while (busy() && !this.closed) {
+      // A call cannot outlive its deadline (the ceiling): past it, something else is wrong.
+      if (Date.now() > deadline) throw new Error(`calls using ${formatExpertSpec(pairs)} still run after ${this.opts.callTimeoutMs} ms`);
+      await sleep(5);
+    }
   }
 
   /** Per-node numbers since start (or the last resetStats). */
@@ -575,11 +835,24 @@ export class RemoteExperts implements ExpertBackend {
     this.closed = true;
     if (this.healthTimer) clearInterval(this.healthTimer);
     this.healthTimer = null;
-    for (const n of this.nodes) n.client.close();
+    for (const n of this.nodes) n.client?.close();
+    await this.opts.local?.close();
     const onClose = this.opts.onClose;
     this.opts.onClose = undefined;
     await onClose?.();
   }
+}
+
+/** A node as tables and moves name it. */
+function displayName(n: NodeState): string {
+  return n.name ?? n.address;
+}
+
+/** Sets a node's pairs (sorted, unique) and its spec. */
+function setPairs(n: NodeState, pairs: ExpertPair[]): void {
+  const byKey = new Map(pairs.map((p) => [pairKey(p.layer, p.expert), { layer: p.layer, expert: p.expert }]));
+  n.pairs = [...byKey.values()].sort((a, b) => a.layer - b.layer || a.expert - b.expert);
+  n.spec = formatExpertSpec(n.pairs);
 }
 
 function sleep(ms: number): Promise<void> {

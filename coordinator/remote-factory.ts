@@ -6,8 +6,11 @@ import type { Device, StoreDType } from '../core/native';
 import { loadShardMap } from '../core/shard-map';
 import { isLoopbackAddress } from '../core/tls-files';
 import type { ChannelFactory } from './expert-client';
-import type { ExpertsChoice, RemoteExpertsFactory } from './load-engine';
+import { UserError } from '../core/errors';
+import { LOCAL_ADDRESS } from '../core/placement/node-descriptions';
+import type { ExpertsChoice, LocalExpertsSetup, RemoteExpertsFactory } from './load-engine';
 import { LocalCluster } from './local-cluster';
+import { LocalExperts } from './local-experts';
 import { RemoteExperts, type RemoteExpertsOptions } from './remote-experts';
 
 export interface RemoteSetup
@@ -33,7 +36,7 @@ export interface RemoteSetup
 
 /** A backend for a shard-map file or a local cluster (whose nodes stop when it closes). */
 export async function createRemoteExperts(choice: Exclude<ExpertsChoice, { kind: 'local' }>, folder: ModelFolder,
-  log: (line: string) => void, setup: RemoteSetup = {}): Promise<RemoteExperts> {
+  log: (line: string) => void, setup: RemoteSetup = {}, localSetup?: LocalExpertsSetup): Promise<RemoteExperts> {
   const c = folder.config;
   const model = { hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, numLayers: c.numLayers, numExperts: c.numExperts };
   const common = {
@@ -48,7 +51,21 @@ export async function createRemoteExperts(choice: Exclude<ExpertsChoice, { kind:
         `${exposed.length > 3 ? ', ...' : ''}): hidden states travel unencrypted and any client may call the nodes; ` +
         'give --tls-cert, --tls-key and --tls-ca for mTLS');
     }
-    return RemoteExperts.connect({ ...common, shardMap, name: choice.path });
+    // The shard map's "local" node: its pairs load here, on the coordinator's own device.
+    const localNode = shardMap.nodes.find((n) => n.address === LOCAL_ADDRESS);
+    if (localNode && !localSetup) throw new UserError(`shard map ${choice.path}: node "${LOCAL_ADDRESS}" needs the coordinator's own device; give its pairs to an expert node`);
+    let local: LocalExperts | undefined;
+    if (localNode && localSetup) {
+      const t0 = Date.now();
+      local = await LocalExperts.loadPairs(folder, localSetup.backend, localNode.experts, { store: localSetup.store, mode: localSetup.mode });
+      log(`local experts: ${localNode.experts.length} pair(s) loaded in process in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    }
+    try {
+      return await RemoteExperts.connect({ ...common, shardMap, name: choice.path, local });
+    } catch (e) {
+      await local?.close();
+      throw e;
+    }
   }
   if (setup.channelFactory) {
     log(`cluster:${choice.nodes}: the expert nodes listen on loopback only, in plaintext (--tls-* apply to a shard-map FILE)`);
@@ -72,5 +89,5 @@ export async function createRemoteExperts(choice: Exclude<ExpertsChoice, { kind:
 
 /** The factory load-engine.ts takes, with the flags of the command that runs it. */
 export function remoteExpertsFactory(setup: RemoteSetup = {}): RemoteExpertsFactory {
-  return (choice, folder, log) => createRemoteExperts(choice, folder, log, setup);
+  return (choice, folder, log, local) => createRemoteExperts(choice, folder, log, setup, local);
 }
