@@ -2,7 +2,9 @@
 //   submit FILE.jsonl        one request per line -> prints one job id per line
 //   status ID...             state, tokens generated, attempts
 //   results ID... [--out F]  waits (progress bar on stderr), then one JSON line per job
-// IDs may be given as @FILE (one id per line) or - (stdin).
+//                            (--format openai: OpenAI Batch API output lines)
+// IDs may be given as @FILE or --ids-file FILE (one id per line) or - (stdin); an id
+// that is not on the queue is a user error (exit 2).
 // BullMQ, ioredis and the progress bar load inside the actions, so other commands start fast.
 import fs from 'node:fs';
 import type { SingleBar } from 'cli-progress';
@@ -42,10 +44,10 @@ async function withProducer<T>(flags: CommonFlags, extra: Partial<ProducerOption
   }
 }
 
-/** Job ids from the arguments: ids, @FILE (one per line) or - (stdin). */
-function readIds(args: string[]): string[] {
+/** Job ids from the arguments: ids, @FILE (one per line) or - (stdin), and --ids-file FILE. */
+function readIds(args: string[], idsFile?: string): string[] {
   const ids: string[] = [];
-  for (const a of args) {
+  for (const a of [...args, ...(idsFile !== undefined ? [`@${idsFile}`] : [])]) {
     if (a === '-' || a.startsWith('@')) {
       const file = a === '-' ? 0 : a.slice(1);
       let text: string;
@@ -57,8 +59,16 @@ function readIds(args: string[]): string[] {
       ids.push(...text.split(/\s+/).filter(Boolean));
     } else ids.push(a);
   }
-  if (ids.length === 0) throw new UserError('give at least one job id (or @FILE with one id per line)');
+  if (ids.length === 0) throw new UserError('give at least one job id (or --ids-file FILE / @FILE with one id per line)');
   return ids;
+}
+
+/** Exit 2 with one line when an id is not on the queue: a typo or an expired result is not a result. */
+function rejectUnknown(statuses: JobStatus[], queue: string): void {
+  const unknown = statuses.filter((s) => s.state === 'unknown').map((s) => s.id);
+  if (unknown.length === 0) return;
+  const named = unknown.slice(0, 3).join(', ') + (unknown.length > 3 ? ` and ${unknown.length - 3} more` : '');
+  throw new UserError(`unknown job id(s) on queue ${queue}: ${named} (never submitted there, or removed after the results TTL; see --queue/--redis)`);
 }
 
 /** Parses and validates every line first, so a bad line submits nothing. */
@@ -100,12 +110,16 @@ export function registerBatch(program: Command): void {
     const jobs = await readJobsFile(file);
     await withProducer(flags, { attempts: flags.attempts, backoffMs: flags.backoff, resultsTtlSeconds: flags.resultsTtl }, async (p) => {
       let existing = 0;
+      let retried = 0;
       for (const data of jobs) {
         const r = await p.submit(data);
         if (r.existing) existing++;
+        if (r.retried) retried++;
         process.stdout.write(`${r.id}\n`);
       }
-      process.stderr.write(`submitted ${jobs.length} job(s) to ${p.queue.name}${existing ? ` (${existing} already there: not duplicated)` : ''}\n`);
+      // Only new jobs count as submitted: an identical request already on the queue is that job.
+      const again = existing ? `, ${existing} already there (the same request: not duplicated${retried ? `; ${retried} failed one(s) retried` : ''})` : '';
+      process.stderr.write(`${jobs.length - existing} submitted to ${p.queue.name}${again}\n`);
     });
   });
 
@@ -113,12 +127,15 @@ export function registerBatch(program: Command): void {
     batch
       .command('status')
       .description('show state, tokens generated and attempts of jobs')
-      .argument('<ids...>', 'job ids, @FILE or -')
+      .argument('[ids...]', 'job ids, @FILE or -')
+      .option('--ids-file <file>', 'job ids from FILE, one per line (what `batch submit` printed)')
       .option('--json', 'one JSON object per line'),
-  ).action(async (args: string[], flags: CommonFlags & { json?: boolean }) => {
-    const ids = readIds(args);
+  ).action(async (args: string[], flags: CommonFlags & { json?: boolean; idsFile?: string }) => {
+    const ids = readIds(args, flags.idsFile);
     await withProducer(flags, {}, async (p) => {
-      for (const s of await p.status(ids)) {
+      const statuses = await p.status(ids);
+      rejectUnknown(statuses, p.queue.name);
+      for (const s of statuses) {
         process.stdout.write(
           flags.json
             ? JSON.stringify(s) + '\n'
@@ -132,13 +149,18 @@ export function registerBatch(program: Command): void {
     batch
       .command('results')
       .description('wait for jobs to finish (progress bar on stderr), then print one JSON line per job')
-      .argument('<ids...>', 'job ids, @FILE or -')
+      .argument('[ids...]', 'job ids, @FILE or -')
+      .option('--ids-file <file>', 'job ids from FILE, one per line (what `batch submit` printed)')
+      .option('--format <format>', 'json: {id, custom_id, state, response|error} per job; openai: OpenAI Batch API output lines {id, custom_id, response: {status_code, request_id, body}, error}', 'json')
       .option('--out <file>', 'write the JSON lines here instead of stdout')
       .option('--no-wait', 'report now, without waiting for unfinished jobs'),
-  ).action(async (args: string[], flags: CommonFlags & { out?: string; wait: boolean }) => {
-    const ids = readIds(args);
+  ).action(async (args: string[], flags: CommonFlags & { out?: string; wait: boolean; idsFile?: string; format: string }) => {
+    if (flags.format !== 'json' && flags.format !== 'openai') throw new UserError(`--format ${flags.format}: expected json or openai`);
+    const ids = readIds(args, flags.idsFile);
     const { SingleBar } = await import('cli-progress');
+    const { openaiBatchLine } = await import('../coordinator/queue/producer');
     await withProducer(flags, {}, async (p) => {
+      rejectUnknown(await p.status(ids), p.queue.name);
       let bar: SingleBar | null = null;
       const onUpdate = (s: JobStatus[]) => {
         const done = s.filter((x) => x.state === 'completed' || x.state === 'failed' || x.state === 'unknown').length;
@@ -158,7 +180,7 @@ export function registerBatch(program: Command): void {
       } finally {
         (bar as SingleBar | null)?.stop();
       }
-      const lines = outcomes.map((o) => JSON.stringify(o)).join('\n') + '\n';
+      const lines = outcomes.map((o) => JSON.stringify(flags.format === 'openai' ? openaiBatchLine(o) : o)).join('\n') + '\n';
       if (flags.out) {
         fs.writeFileSync(flags.out, lines);
         process.stderr.write(`wrote ${outcomes.length} result(s) to ${flags.out}\n`);

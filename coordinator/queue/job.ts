@@ -67,7 +67,8 @@ export function jobDataFrom(line: unknown, where: string): JobData {
     const m = /^\/v1\/(completions|chat\/completions)$/.exec(o.url);
     if (!m) throw new UserError(`${where}: url ${o.url} is not /v1/completions or /v1/chat/completions`);
     endpoint = m[1] === 'completions' ? 'completions' : 'chat.completions';
-    o = o.body as Record<string, unknown>;
+    // The line's custom_id stays with the job (results name it; the API ignores the field).
+    o = typeof o.custom_id === 'string' ? { ...(o.body as Record<string, unknown>), custom_id: o.custom_id } : (o.body as Record<string, unknown>);
   }
   endpoint ??= 'messages' in o ? 'chat.completions' : 'completions';
   if (!ENDPOINTS.includes(endpoint as Endpoint)) {

@@ -35,6 +35,8 @@ export interface JobStatus {
 
 export interface JobOutcome {
   id: string;
+  /** The request's custom_id, when its line had one. */
+  custom_id?: string;
   state: JobState;
   /** The endpoint's response object, when completed. */
   response?: unknown;
@@ -73,17 +75,18 @@ export class GenerationProducer {
    * Adds one job (id = hash of the request unless given). Submitting a request that is
    * already queued, running or done returns the existing job; a failed one is retried.
    */
-  async submit(data: JobData, jobId = jobIdFor(data)): Promise<{ id: string; existing: boolean }> {
+  async submit(data: JobData, jobId = jobIdFor(data)): Promise<{ id: string; existing: boolean; retried: boolean }> {
     const old = await this.queue.getJob(jobId);
     if (old) {
-      if ((await old.getState()) === 'failed') await old.retry('failed');
-      return { id: jobId, existing: true };
+      const failed = (await old.getState()) === 'failed';
+      if (failed) await old.retry('failed');
+      return { id: jobId, existing: true, retried: failed };
     }
     // The submitter's trace (when tracing) travels in the job; the worker links its span to it.
     const traceContext = injectTraceContext();
     const payload = Object.keys(traceContext).length > 0 ? { ...data, trace_context: traceContext } : data;
     const job = await this.queue.add(data.endpoint, payload, this.jobOptions(jobId));
-    return { id: job.id!, existing: false };
+    return { id: job.id!, existing: false, retried: false };
   }
 
   async status(ids: string[]): Promise<JobStatus[]> {
@@ -125,7 +128,26 @@ export class GenerationProducer {
 async function outcome(id: string, job: Job | undefined): Promise<JobOutcome> {
   if (!job) return { id, state: 'unknown', error: 'no such job (never submitted, or removed after its results TTL)' };
   const state = (await job.getState()) as JobState;
-  if (state === 'completed') return { id, state, response: job.returnvalue };
-  if (state === 'failed') return { id, state, error: job.failedReason };
-  return { id, state };
+  const customId = (job.data as Record<string, unknown> | undefined)?.custom_id;
+  const named = { id, ...(typeof customId === 'string' ? { custom_id: customId } : {}), state };
+  if (state === 'completed') return { ...named, response: job.returnvalue };
+  if (state === 'failed') return { ...named, error: job.failedReason };
+  return named;
+}
+
+/**
+ * An outcome as a line of an OpenAI Batch API output file: {id, custom_id, response: {status_code,
+ * request_id, body}, error}. A failed job has no response and its reason as the error.
+ */
+export function openaiBatchLine(o: JobOutcome): object {
+  const base = { id: `batch_req_${o.id}`, custom_id: o.custom_id ?? null };
+  if (o.state === 'completed') {
+    // A Batch API job (batch-job.ts) already answers {status_code, body}.
+    const r = o.response as { status_code?: unknown; body?: unknown } | undefined;
+    const enveloped = r !== null && typeof r === 'object' && typeof r.status_code === 'number' && 'body' in r;
+    const response = enveloped ? { status_code: r.status_code, request_id: o.id, body: r.body } : { status_code: 200, request_id: o.id, body: o.response };
+    return { ...base, response, error: null };
+  }
+  const code = o.state === 'failed' ? 'job_failed' : o.state === 'unknown' ? 'job_not_found' : 'job_not_finished';
+  return { ...base, response: null, error: { code, message: o.error ?? `the job is ${o.state}` } };
 }

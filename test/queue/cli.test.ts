@@ -1,7 +1,8 @@
 // The batch workflow end to end with real processes and a real Redis:
 // `batch submit` -> `worker` processes -> `batch results`. A worker that gets
 // SIGTERM hands its job back; a worker killed with -9 mid-job loses it to another
-// worker after the stall interval, and the result is stored exactly once.
+// worker after the stall interval, and the result is stored exactly once. Resubmitting adds
+// nothing; results keep custom_id, --format openai, --ids-file; an unknown id is exit 2.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -150,6 +151,24 @@ test('submit -> SIGTERM hands back -> kill -9 mid-job -> another worker complete
     expect(outcomes.map((o) => o.id)).toEqual(ids);
     expect(outcomes[1].response.object).toBe('chat.completion');
     expect(outcomes[2].response.object).toBe('text_completion');
+    expect(outcomes[2].custom_id).toBe('x'); // an OpenAI Batch line's custom_id stays with its job
+
+    // Submitting the same file again adds nothing, and says so; --format openai and --ids-file;
+    // an id that is not on the queue is exit 2 with one line.
+    const [again, openai, unknown] = await Promise.all([
+      run(['batch', 'submit', file, '--redis', redis.url, '--queue', queue]),
+      run(['batch', 'results', '--ids-file', idsFile, '--format', 'openai', '--no-wait', '--redis', redis.url, '--queue', queue]),
+      run(['batch', 'status', ids[0], 'nosuchjob', '--redis', redis.url, '--queue', queue]),
+    ]);
+    expect(again.stderr).toBe(`0 submitted to ${queue}, 3 already there (the same request: not duplicated)\n`);
+    expect(again.stdout).toBe(sub.stdout);
+    expect(openai.code).toBe(0);
+    const lines = openai.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.custom_id)).toEqual([null, null, 'x']);
+    expect(lines[2]).toMatchObject({ id: `batch_req_${ids[2]}`, response: { status_code: 200, request_id: ids[2], body: { object: 'text_completion' } }, error: null });
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr.trim().split('\n')).toEqual([expect.stringMatching(/unknown job id\(s\) on queue .*: nosuchjob /)]);
+    expect(unknown.stdout).toBe('');
 
     // Stored exactly once: one "completed" event for the job, and its result equals a fresh run.
     const events = await conn.xrange(`bull:${queue}:events`, '-', '+');

@@ -133,8 +133,8 @@ test('the job id is a hash of the request: resubmitting (any key order) does not
   const b = { temperature: 0, max_tokens: 2, prompt: 'x', endpoint: 'completions' } as JobData;
   const r1 = await producer.submit(a);
   const r2 = await producer.submit(b);
-  expect(r1).toEqual({ id: jobIdFor(a), existing: false });
-  expect(r2).toEqual({ id: r1.id, existing: true });
+  expect(r1).toEqual({ id: jobIdFor(a), existing: false, retried: false });
+  expect(r2).toEqual({ id: r1.id, existing: true, retried: false });
   // A producer's trace context rides along but is not part of the request.
   expect(jobIdFor({ ...a, trace_context: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' } })).toBe(r1.id);
   expect(jobIdFor({ ...a, max_tokens: 3 })).not.toBe(r1.id);
@@ -344,7 +344,7 @@ test('results are kept for the results TTL, then removed', async () => {
   expect((await producer.results([a.id]))[0]).toEqual(expect.objectContaining({ state: 'unknown' }));
   expect((await producer.results([b.id]))[0].state).toBe('completed');
   // Resubmitting the expired request runs it again (a new job under the same id).
-  expect(await producer.submit({ endpoint: 'completions', prompt: 'ttl a', max_tokens: 2, temperature: 0 })).toEqual({ id: a.id, existing: false });
+  expect(await producer.submit({ endpoint: 'completions', prompt: 'ttl a', max_tokens: 2, temperature: 0 })).toEqual({ id: a.id, existing: false, retried: false });
 });
 
 test('--lock-duration must outlive a Redis outage shorter than --stalled-interval; by default it does', () => {
