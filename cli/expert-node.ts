@@ -4,7 +4,7 @@
 // whole CLI.
 import { Command } from 'commander';
 import { type ExpertNodeOptions, serveUntilStopped } from '../expert-node/main';
-import { addKernelOptions, intOption, oneLineErrors } from './options';
+import { addKernelOptions, floatOption, intOption, oneLineErrors } from './options';
 
 /** The flags are the node's options, less what only code can pass. */
 type ExpertNodeFlags = Omit<ExpertNodeOptions, 'hooks' | 'log'>;
@@ -22,7 +22,12 @@ function configure(cmd: Command): Command {
     .option('--grace-ms <ms>', 'on SIGTERM, finish queued work for up to this long', intOption('--grace-ms'), 10_000)
     .option('--max-queue-mb <mb>', 'requests that may wait for the kernels; beyond it they are refused (RESOURCE_EXHAUSTED) and go to replicas',
       intOption('--max-queue-mb', 1), 1024)
-    .option('--name <name>', 'name for log lines')
+    .option('--name <name>', 'name for log lines and Info (placement tables)')
+    .option('--memory-gib <g>', 'memory budget for expert weights in GiB: a start or LoadExperts past it is refused (default: none)',
+      floatOption('--memory-gib', 0, 2 ** 20))
+    .option('--no-self-benchmark', 'skip timing the FFN at start (Info then reports ffn_bytes_per_s 0; for tests that start many nodes)')
+    .option('--slowdown <f>', 'testing/benchmarks only: answer as a node F times slower (waits (F-1) x each compute)',
+      floatOption('--slowdown', 1, 1000), 1)
     .option('--metrics-port <p>', 'serve Prometheus metrics at http://HOST:P/metrics (0 = any free port)', intOption('--metrics-port'))
     .option('--health-port <p>', 'also serve gRPC health alone, in plaintext, on this port (kubelet probes; 0 = any free port)',
       intOption('--health-port'))

@@ -39,10 +39,24 @@ export interface LocalClusterOptions {
   nodeCommand?: string[];
   /** Extra environment for the children (wins over this process's, OTEL_SERVICE_NAME included). */
   env?: NodeJS.ProcessEnv;
+  /** Arguments every node gets after the cluster's own (e.g. ['--no-self-benchmark'] for tests that start many). */
+  nodeArgs?: string[];
+  /** Settings of node i (benches start nodes of different speeds); missing entries and fields: the cluster's. */
+  perNode?: LocalNodeOptions[];
   /** Progress lines ("cluster: node1 SERVING 0-1:1,0-1:3 ..."). */
   log?: (line: string) => void;
   /** Every stderr line of every node, prefixed with its name (verbose mode). */
   nodeLog?: (line: string) => void;
+}
+
+/** One node's own settings in a local cluster. */
+export interface LocalNodeOptions {
+  /** CPU threads (instead of the cluster's --threads share). */
+  threads?: number;
+  /** `expert-node --slowdown F`: answers as a node F >= 1 times slower (mixed-speed emulation). */
+  slowdown?: number;
+  /** More arguments for this node only (after the cluster's and nodeArgs; a repeated flag's last value wins). */
+  args?: string[];
 }
 
 export interface LocalNode {
@@ -134,9 +148,11 @@ export class LocalCluster {
     const ready: Promise<void>[] = [];
     for (let i = 0; i < n; i++) {
       const spec = formatExpertSpec(plan.nodes[i].experts);
+      const own = opts.perNode?.[i] ?? {};
       const args = [...command.slice(1), '--model', opts.modelDir, '--experts', spec, '--port', '0', '--host', host,
-        '--device', opts.device ?? 'auto', '--threads', String(threads), '--weights', weights, '--name', names[i],
-        ...(opts.dense ? ['--dense'] : [])];
+        '--device', opts.device ?? 'auto', '--threads', String(own.threads || threads), '--weights', weights, '--name', names[i],
+        ...(opts.dense ? ['--dense'] : []), ...(own.slowdown !== undefined ? ['--slowdown', String(own.slowdown)] : []),
+        ...(opts.nodeArgs ?? []), ...(own.args ?? [])];
       const env = nodeEnv(process.env, opts.env);
       const spans = nodesTraceToConsole(env);
       const child = spawn(command[0], args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env });

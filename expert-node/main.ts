@@ -10,7 +10,8 @@ import { isLoopbackAddress, loadTlsFiles } from '../core/tls-files';
 import { ModelFolder } from '../core/model-folder';
 import { native, type Device, type NativeBackend, type StoreDType } from '../core/native';
 import type { NodeStartupMessage } from '../core/node-startup-message';
-import { ExpertStore } from './expert-store';
+import { ExpertStore, pairStoredBytes } from './expert-store';
+import { selfBenchmark } from './self-benchmark';
 import { createServer, type ExpertNodeHooks, type ExpertNodeServer } from './server';
 import { createNodeTelemetry, startMetricsServer, type MetricsServer, type NodeTelemetry } from './telemetry';
 import { EXPERT_NODE_SERVICE, setupTelemetry, shutdownTelemetry } from '../core/telemetry';
@@ -32,8 +33,14 @@ export interface ExpertNodeOptions {
   graceMs: number;
   /** Request MiB that may wait in the queue before more are refused RESOURCE_EXHAUSTED (default 1024). */
   maxQueueMb?: number;
-  /** A name for log lines ("node1"). */
+  /** A name for log lines and Info's node_name ("node1"). */
   name?: string;
+  /** Memory budget for expert weights in GiB (Info's memory_budget_bytes; LoadExperts past it is refused); absent: none. */
+  memoryGib?: number;
+  /** Benchmark option: answer as a node F >= 1 times slower (waits (F - 1) x each compute's time). Default 1. */
+  slowdown?: number;
+  /** Time the FFN at start for Info's ffn_bytes_per_s (default true; false reports 0: tests that start many nodes). */
+  selfBenchmark?: boolean;
   hooks?: ExpertNodeHooks;
   /** Serve Prometheus metrics on this port (0 = any free port); absent: no metrics server. */
   metricsPort?: number;
@@ -72,6 +79,16 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
   let healthPort: number | undefined;
   try {
     const { pairs, name: entryName } = shardToHold(opts, c);
+    const slowdown = opts.slowdown ?? 1;
+    if (!(slowdown >= 1) || !Number.isFinite(slowdown)) throw new UserError(`--slowdown ${slowdown}: must be a number >= 1 (1 = full speed)`);
+    const budgetBytes = memoryBudgetBytes(opts.memoryGib);
+    if (budgetBytes > 0) {
+      const need = pairs.reduce((s, p) => s + pairStoredBytes(folder, c, opts.weights, p), 0);
+      if (need > budgetBytes) {
+        throw new UserError(`--memory-gib ${opts.memoryGib}: the ${pairs.length} experts to hold need ${(need / 2 ** 20).toFixed(1)} MiB ` +
+          `as stored (--weights ${opts.weights}), more than the ${(budgetBytes / 2 ** 20).toFixed(1)} MiB budget; give a larger --memory-gib or fewer experts`);
+      }
+    }
     const mod = native();
     if (opts.device === 'cuda' && !mod.deviceAvailable('cuda')) {
       throw new UserError('--device cuda: no usable CUDA device (or the addon was built without CUDA); use --device cpu');
@@ -83,6 +100,7 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
     nodeTel = createNodeTelemetry({ node: telName ?? `${opts.host}:${opts.port}`, intermediateSize: c.intermediateSize });
     const hooks = combineHooks(nodeTel.hooks, opts.hooks);
     server = createServer({ modelId: path.basename(path.resolve(opts.model)), version: mod.version(), hooks, log,
+      nodeName: opts.name ?? entryName ?? '', memoryBudgetBytes: budgetBytes,
       tls: tls && { cert: tls.cert!, key: tls.key!, ca: tls.ca },
       ...(opts.maxQueueMb !== undefined ? { maxQueuedBytes: opts.maxQueueMb * 2 ** 20 } : {}) });
     port = await server.listen(opts.host, opts.port);
@@ -113,6 +131,7 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
       backend,
       weights: opts.weights,
       mode: opts.dense ? 'dense' : 'sparse',
+      slowdown,
       onLoaded: (done, total) => {
         if (Date.now() - lastLog > 2000 || done === total) {
           lastLog = Date.now();
@@ -120,8 +139,15 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
         }
       },
     });
-    await folder.close();
-    server.setStore(store);
+    // The folder stays open: LoadExperts reads more pairs from it.
+    let ffnBytesPerS = 0;
+    if (opts.selfBenchmark !== false) {
+      const b = await selfBenchmark(store);
+      ffnBytesPerS = b.ffnBytesPerS;
+      log(`self-benchmark: sparse FFN reads ${(ffnBytesPerS / 1e9).toFixed(3)} GB/s of active weights (layer ${b.layer}, ` +
+        `${b.rows} experts x 1 token, ~15% active, ${b.calls} calls in ${b.ms.toFixed(0)} ms${slowdown > 1 ? `, --slowdown ${slowdown}` : ''})`);
+    }
+    server.setStore(store, { ffnBytesPerS });
     log(`SERVING ${pairs.length} experts (${store.spec}), ${(backend.weightBytes() / 1e6).toFixed(1)} MB ${store.dtype}, ` +
       `loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     process.send?.({ event: 'serving', experts: store.spec, weightBytes: backend.weightBytes() } satisfies NodeStartupMessage);
@@ -148,10 +174,18 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
         await metricsServer?.close();
         st.close();
         be.close();
+        await folder.close();
       })();
       return stopping;
     },
   };
+}
+
+/** --memory-gib G as bytes (0 = no budget). */
+function memoryBudgetBytes(gib: number | undefined): number {
+  if (gib === undefined) return 0;
+  if (!Number.isFinite(gib) || gib <= 0) throw new UserError(`--memory-gib ${gib}: must be a number of GiB > 0 (leave it out for no budget)`);
+  return Math.floor(gib * 2 ** 30);
 }
 
 /** `--experts SPEC`, or entry `--shard-index` of `--shard-map FILE` (how a StatefulSet pod picks its shard). */

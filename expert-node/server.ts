@@ -24,7 +24,9 @@ import { type ReadRequest, readExpertRequest } from '../core/wire/expert-request
 import { writeExpertResponse, writeExpertResult } from '../core/wire/expert-response-bytes';
 import { type RequestScan, scanRequest } from '../core/wire/request-scan';
 import { rowWireBytes, type WireEncoding } from '../core/wire/rows';
+import type { ExpertPair } from '../core/expert-spec';
 import type { ExpertStore } from './expert-store';
+import { readExpertsChange } from './experts-change';
 import { listenTls, type ServerTlsFiles, type TlsListener } from './tls-listener';
 
 /** gRPC server options of an expert node; see the comment on each key. */
@@ -93,6 +95,10 @@ export interface ExpertNodeServerOptions {
    * cannot exhaust its memory. A request arriving at an empty queue is always taken.
    */
   maxQueuedBytes?: number;
+  /** Info's node_name (--name). */
+  nodeName?: string;
+  /** Expert weight bytes this node may hold (--memory-gib); 0 or absent: no limit. LoadExperts past it is RESOURCE_EXHAUSTED. */
+  memoryBudgetBytes?: number;
 }
 
 /** A request failed validation: answered with this status, nothing else happens. */
@@ -123,6 +129,8 @@ interface Job {
   /** Its size on the wire, counted against maxQueuedBytes while it waits. */
   wireBytes: number;
   scope?: { end?(result: NodeRequestResult): void } | void;
+  /** Accept order (1, 2, ...): jobs run in it, so an unload waits for the seq of the last job accepted before it. */
+  seq: number;
 }
 
 const DEFAULT_MAX_QUEUED_BYTES = 2 ** 30;
@@ -143,6 +151,13 @@ export class ExpertNodeServer {
   private running = false;
   private idleWaiters: (() => void)[] = [];
   private readonly log: (line: string) => void;
+  /** Measured at start (self-benchmark.ts); 0 when skipped. */
+  private ffnBytesPerS = 0;
+  /** LoadExperts / UnloadExperts run one at a time, in arrival order. */
+  private adminChain: Promise<void> = Promise.resolve();
+  private acceptedJobs = 0;
+  private finishedJobs = 0;
+  private jobWaiters: { seq: number; resolve: () => void }[] = [];
 
   constructor(private readonly opts: ExpertNodeServerOptions = {}) {
     this.log = opts.log ?? (() => undefined);
@@ -150,10 +165,17 @@ export class ExpertNodeServer {
     const { packageDefinition, service } = expertProto();
     // Run takes and gives raw bytes: accept() scans them and reads them into a RoutedBatch (request-scan.ts,
     // expert-request-bytes.ts); responses are written as bytes (expert-response-bytes.ts).
-    const definition = { ...service, Run: { ...service.Run, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b } };
+    // The admin calls take raw bytes too: experts-change.ts bounds their size before decoding.
+    const raw = (b: Buffer) => b;
+    const definition = { ...service, Run: { ...service.Run, requestDeserialize: raw, responseSerialize: raw },
+      LoadExperts: { ...service.LoadExperts, requestDeserialize: raw }, UnloadExperts: { ...service.UnloadExperts, requestDeserialize: raw } };
     const handlers: grpc.UntypedServiceImplementation = {
       Run: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => this.handleRun(call),
       Info: (call: grpc.ServerUnaryCall<unknown, InfoResponse>, callback: grpc.sendUnaryData<InfoResponse>) => this.handleInfo(call, callback),
+      LoadExperts: (call: grpc.ServerUnaryCall<Buffer, InfoResponse>, callback: grpc.sendUnaryData<InfoResponse>) =>
+        this.handleChange('load', call, callback),
+      UnloadExperts: (call: grpc.ServerUnaryCall<Buffer, InfoResponse>, callback: grpc.sendUnaryData<InfoResponse>) =>
+        this.handleChange('unload', call, callback),
     };
     this.server.addService(definition as unknown as grpc.ServiceDefinition, handlers);
     this.health = new HealthImplementation({ '': 'NOT_SERVING', [EXPERT_SERVICE_NAME]: 'NOT_SERVING' });
@@ -198,9 +220,10 @@ export class ExpertNodeServer {
     });
   }
 
-  /** Weights are loaded: start serving (health SERVING). */
-  setStore(store: ExpertStore): void {
+  /** Weights are loaded: start serving (health SERVING). `ffnBytesPerS`: the start's self-benchmark (Info). */
+  setStore(store: ExpertStore, measured: { ffnBytesPerS?: number } = {}): void {
     this.store = store;
+    this.ffnBytesPerS = measured.ffnBytesPerS ?? 0;
     if (!this.draining) this.setHealth('SERVING');
   }
 
@@ -268,7 +291,11 @@ export class ExpertNodeServer {
       return;
     }
     if (call.cancelled) return;
-    callback(null, {
+    callback(null, this.infoOf(store));
+  }
+
+  private infoOf(store: ExpertStore): InfoResponse {
+    return {
       modelId: this.opts.modelId ?? '',
       hiddenSize: store.dims.hiddenSize,
       intermediateSize: store.dims.intermediateSize,
@@ -279,9 +306,77 @@ export class ExpertNodeServer {
       dtype: store.dtype,
       device: store.backend.device,
       kernels: store.backend.description,
-      weightBytes: store.backend.weightBytes(),
+      weightBytes: store.weightBytes,
       version: this.opts.version ?? '',
+      memoryBudgetBytes: this.opts.memoryBudgetBytes ?? 0,
+      ffnBytesPerS: this.ffnBytesPerS,
+      nodeName: this.opts.nodeName ?? '',
+    };
+  }
+
+  // ---- LoadExperts / UnloadExperts (admin; same server, so the same TLS/mTLS as Run) ----
+
+  private handleChange(kind: 'load' | 'unload', call: grpc.ServerUnaryCall<Buffer, InfoResponse>,
+    callback: grpc.sendUnaryData<InfoResponse>): void {
+    const store = this.store;
+    const fail = (code: grpc.status, details: string) => callback({ code, details });
+    if (!store) return fail(grpc.status.UNAVAILABLE, 'weights are still loading (health is NOT_SERVING until they are)');
+    if (this.draining) return fail(grpc.status.UNAVAILABLE, 'expert node is shutting down');
+    let pairs: ExpertPair[];
+    try {
+      pairs = readExpertsChange(call.request, store.dims);
+    } catch (e) {
+      const r = e instanceof WireRejection ? e : new WireRejection(grpc.status.INTERNAL, `bug: ${(e as Error).message}`);
+      return fail(r.code, r.message);
+    }
+    const run = this.adminChain.then(() => (kind === 'load' ? this.loadPairs(store, pairs, call) : this.unloadPairs(store, pairs)));
+    this.adminChain = run.catch(() => undefined);
+    run.then(() => callback(null, this.infoOf(store)), (e: Error) => {
+      const r = e instanceof WireRejection ? e
+        : e instanceof UserError ? new WireRejection(grpc.status.FAILED_PRECONDITION, e.message)
+          : new WireRejection(grpc.status.INTERNAL, `${kind} failed: ${e.message}`);
+      if (r.code === grpc.status.INTERNAL) this.log(`${kind}: ${e.stack}`);
+      fail(r.code, r.message);
     });
+  }
+
+  /** Uploads the pairs not held yet, all or nothing, within the memory budget; requests keep running meanwhile. */
+  private async loadPairs(store: ExpertStore, pairs: ExpertPair[], call: grpc.ServerUnaryCall<Buffer, InfoResponse>): Promise<void> {
+    if (this.draining) throw new WireRejection(grpc.status.UNAVAILABLE, 'expert node is shutting down');
+    const fresh = pairs.filter((p) => !store.has(p.layer, p.expert));
+    const seen = new Set<string>();
+    const unique = fresh.filter((p) => !seen.has(pairKey(p.layer, p.expert)) && seen.add(pairKey(p.layer, p.expert)));
+    if (unique.length === 0) return;
+    const budget = this.opts.memoryBudgetBytes ?? 0;
+    const need = unique.reduce((s, p) => s + store.pairBytes(p), 0);
+    if (budget > 0 && store.weightBytes + need > budget) {
+      throw new WireRejection(grpc.status.RESOURCE_EXHAUSTED, `loading ${unique.length} experts needs ${mib(need)} more, but the node ` +
+        `holds ${mib(store.weightBytes)} of its ${mib(budget)} budget (--memory-gib); nothing loaded: unload some first or raise --memory-gib`);
+    }
+    const t0 = Date.now();
+    try {
+      await store.add(unique, () => call.cancelled || this.draining);
+    } catch (e) {
+      if (call.cancelled) throw new WireRejection(grpc.status.CANCELLED, 'the caller went away; nothing loaded');
+      if (this.draining) throw new WireRejection(grpc.status.UNAVAILABLE, 'expert node is shutting down; nothing loaded');
+      throw e;
+    }
+    this.log(`loaded ${unique.length} experts in ${((Date.now() - t0) / 1000).toFixed(1)} s; holding ${store.pairs.length} (${store.spec})`);
+  }
+
+  /** Stops holding the pairs now, frees them once every request accepted before has been answered. */
+  private async unloadPairs(store: ExpertStore, pairs: ExpertPair[]): Promise<void> {
+    const gone = store.retire(pairs);
+    if (gone.length === 0) return;
+    await this.jobsFinished(this.acceptedJobs);
+    store.free(gone);
+    this.log(`unloaded ${gone.length} experts; holding ${store.pairs.length} (${store.spec || 'none'})`);
+  }
+
+  /** Resolves once job `seq` (and so every job accepted before it) has been answered. */
+  private jobsFinished(seq: number): Promise<void> {
+    if (this.finishedJobs >= seq) return Promise.resolve();
+    return new Promise((resolve) => this.jobWaiters.push({ seq, resolve }));
   }
 
   // ---- Run ----
@@ -355,6 +450,7 @@ export class ExpertNodeServer {
       });
     }
     job.wireBytes = bytes.length;
+    job.seq = ++this.acceptedJobs;
     this.queuedBytes += job.wireBytes;
     this.queue.push(job);
     void this.pump();
@@ -377,7 +473,7 @@ export class ExpertNodeServer {
       throw new WireRejection(grpc.status.INVALID_ARGUMENT, `trace_context: ${scan.traceEntries} entries, at most ${MAX_TRACE_ENTRIES} (traceparent, tracestate)`);
     }
     const decoded = readExpertRequest(bytes, store, maskBytes(store.dims.intermediateSize));
-    return { stream, id, arrival, timeoutMs: decoded.timeoutMs, decoded, wireBytes: 0 };
+    return { stream, id, arrival, timeoutMs: decoded.timeoutMs, decoded, wireBytes: 0, seq: 0 };
   }
 
   /** Runs queued jobs one at a time (the native backend serialises ops anyway; this keeps queue time honest). */
@@ -388,7 +484,11 @@ export class ExpertNodeServer {
       let job: Job | undefined;
       while ((job = this.queue.shift())) {
         this.queuedBytes -= job.wireBytes;
-        await this.runJob(job);
+        try {
+          await this.runJob(job);
+        } finally {
+          this.jobDone(job.seq);
+        }
       }
     } finally {
       this.running = false;
@@ -396,6 +496,14 @@ export class ExpertNodeServer {
       this.idleWaiters = [];
       for (const w of waiters) w();
     }
+  }
+
+  private jobDone(seq: number): void {
+    this.finishedJobs = seq;
+    if (this.jobWaiters.length === 0) return;
+    const ready = this.jobWaiters.filter((w) => w.seq <= seq);
+    this.jobWaiters = this.jobWaiters.filter((w) => w.seq > seq);
+    for (const w of ready) w.resolve();
   }
 
   private async runJob(job: Job): Promise<void> {
@@ -475,6 +583,10 @@ export class ExpertNodeServer {
 
 export function createServer(opts: ExpertNodeServerOptions = {}): ExpertNodeServer {
   return new ExpertNodeServer(opts);
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
 function sleep(ms: number): Promise<void> {
