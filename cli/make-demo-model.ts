@@ -21,6 +21,8 @@ export function registerMakeDemoModel(program: Command): void {
     .option('--dtype <t>', 'bf16 | f16 | f32', choiceOption('--dtype', ['bf16', 'f16', 'f32'] as const))
     .option('--seed <n>', 'random seed', intOption('--seed'))
     .option('--active-fraction <f>', 'fraction of neurons the predictors mark active', floatOption('--active-fraction', 0.01, 0.99))
+    .option('--router-skew <s>', 'skewed routing: 0 (default) every expert about equally hot; 1: each layer\'s hottest expert ' +
+      'gets about 2-3x the mean share of routes, more with larger S (a different expert per layer)', floatOption('--router-skew', 0, 100))
     .action(async (dir: string, o: Record<string, unknown>) => {
       const opts = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
       await makeDemoModel(dir, opts);

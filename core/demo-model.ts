@@ -28,6 +28,12 @@ export interface DemoModelOptions {
   seed: number;
   /** Fraction of expert neurons the predictors mark active for a typical token. */
   activeFraction: number;
+  /**
+   * Routing skew: 0 draws every router row alike (experts about equally hot); S > 0
+   * makes some experts of each layer hot and others cold (S = 1: the hottest about
+   * 2-3x the mean share of routes), a different order in every layer. See routerSkew().
+   */
+  routerSkew: number;
 }
 
 export const DEMO_DEFAULTS: DemoModelOptions = {
@@ -44,6 +50,7 @@ export const DEMO_DEFAULTS: DemoModelOptions = {
   dtype: 'bf16',
   seed: 42,
   activeFraction: 0.15,
+  routerSkew: 0,
 };
 
 // ---- A small seeded PRNG: splitmix32 seeding xoshiro128**, polar-method normals ----
@@ -178,6 +185,8 @@ interface TensorSpec {
   std: number;
   /** Optional factor per row (first dimension). */
   rowScale?: (row: number) => number;
+  /** Optional term added after drawing (and scaling): rows are [shape[0], values / shape[0]]. */
+  add?: (values: Float32Array) => void;
 }
 
 function checkOptions(o: DemoModelOptions): number[] {
@@ -194,6 +203,9 @@ function checkOptions(o: DemoModelOptions): number[] {
   if (!['bf16', 'f32', 'f16'].includes(o.dtype)) throw new UserError(`demo model: dtype must be bf16, f16 or f32, got ${String(o.dtype)}`);
   if (!Number.isSafeInteger(o.seed) || o.seed < 0) throw new UserError(`demo model: seed must be a non-negative integer, got ${String(o.seed)}`);
   if (!(o.activeFraction > 0 && o.activeFraction < 1)) throw new UserError(`demo model: activeFraction must be between 0 and 1, got ${String(o.activeFraction)}`);
+  if (typeof o.routerSkew !== 'number' || !Number.isFinite(o.routerSkew) || o.routerSkew < 0) {
+    throw new UserError(`demo model: routerSkew must be a number >= 0 (0 = no skew), got ${String(o.routerSkew)}`);
+  }
   const ranks = Array.isArray(o.predictorRank) ? o.predictorRank : new Array<number>(o.layers).fill(o.predictorRank);
   if (ranks.length !== o.layers) throw new UserError(`demo model: predictorRank lists ${ranks.length} values for ${o.layers} layers`);
   for (const r of ranks) {
@@ -210,11 +222,12 @@ function tensorSpecs(o: DemoModelOptions, ranks: number[]): TensorSpec[] {
   const qDim = o.heads * headDim;
   const kvDim = o.kvHeads * headDim;
   const w = (name: string, rows: number, cols: number): TensorSpec => ({ name, shape: [rows, cols], mean: 0, std: 1 / Math.sqrt(cols) });
-  const norm = (name: string): TensorSpec => ({ name, shape: [H], mean: 1, std: 0.1 });
-  const specs: TensorSpec[] = [{ name: names.embed, shape: [o.vocab, H], mean: 0, std: 0.5 }];
+  const norm = (name: string, add?: (v: Float32Array) => void): TensorSpec => ({ name, shape: [H], mean: 1, std: 0.1, add });
+  const skew = o.routerSkew > 0 ? routerSkew(o) : undefined;
+  const specs: TensorSpec[] = [{ name: names.embed, shape: [o.vocab, H], mean: 0, std: 0.5, add: skew?.embed }];
   for (let l = 0; l < o.layers; l++) {
-    specs.push(norm(names.inputNorm(l)), w(names.q(l), qDim, H), w(names.k(l), kvDim, H), w(names.v(l), kvDim, H), w(names.o(l), H, qDim));
-    specs.push(norm(names.postNorm(l)), w(names.gate(l), o.experts, H));
+    specs.push(norm(names.inputNorm(l), skew?.inputNorm), w(names.q(l), qDim, H), w(names.k(l), kvDim, H), w(names.v(l), kvDim, H), w(names.o(l), H, qDim));
+    specs.push(norm(names.postNorm(l)), { ...w(names.gate(l), o.experts, H), add: skew?.gate(l) });
     const r = ranks[l];
     // The predictor's mask is fc2(relu(fc1 n)) > 0 with no bias. With fc1 ~ N(0, 1/H) and a
     // unit-RMS input, relu(fc1 n) has r entries of mean m = 1/sqrt(2 pi) and mean square 1/2;
@@ -236,6 +249,59 @@ function tensorSpecs(o: DemoModelOptions, ranks: number[]): TensorSpec[] {
   specs.push(norm(names.finalNorm), lmHead);
   return specs;
 }
+
+/**
+ * Skewed routing through the router's weights (Mixtral's router has no bias). One
+ * hidden dimension c becomes a routing channel: every token embedding gets a large
+ * constant there, the attention does not read it (input-norm weight 0), so the
+ * residual stream carries it through every layer and each router input after its
+ * RMSNorm holds about A / rms(x_l) there for every token. Gate column c is then a
+ * bias per expert: S * SKEW_GAIN * (the normal quantile of the expert's rank) in units of
+ * the logits' token-to-token spread (~1), ranks from a per-layer permutation, so
+ * experts range from hot to cold and a different one is hottest in each layer.
+ */
+function routerSkew(o: DemoModelOptions): {
+  embed: (v: Float32Array) => void;
+  inputNorm: (v: Float32Array) => void;
+  gate: (layer: number) => (v: Float32Array) => void;
+} {
+  const H = o.hidden;
+  const E = o.experts;
+  const c = new Rng(o.seed, 'router-skew.channel').nextU32() % H;
+  const A = CHANNEL_VALUE;
+  // The router input's value at c: A over the residual's RMS, which grows with the layers'
+  // outputs (measured on the default demo model: rms(x_l)^2 ~ (A^2 + 0.25 H) / H + 0.1 l + 0.2 l^2).
+  const channelAt = (l: number) => A / Math.sqrt((A * A + 0.25 * H) / H + 0.1 * l + 0.2 * l * l);
+  return {
+    embed: (v) => {
+      for (let r = 0; r < v.length / H; r++) v[r * H + c] += A;
+    },
+    inputNorm: (v) => {
+      v[c] = 0;
+    },
+    gate: (l) => (v) => {
+      const rank = routerSkewRanks(o.seed, l, E);
+      for (let e = 0; e < E; e++) v[e * H + c] = (o.routerSkew * SKEW_GAIN * normalQuantile((E - rank[e] - 0.5) / E)) / channelAt(l);
+    },
+  };
+}
+
+/** Each expert's rank in a skewed layer (0 = hottest): a seeded Fisher-Yates shuffle, different per layer. */
+export function routerSkewRanks(seed: number, layer: number, experts: number): number[] {
+  const rank = Array.from({ length: experts }, (_, i) => i);
+  const rng = new Rng(seed, `router-skew.order.${layer}`);
+  for (let i = experts - 1; i > 0; i--) {
+    const k = rng.nextU32() % (i + 1);
+    [rank[i], rank[k]] = [rank[k], rank[i]];
+  }
+  return rank;
+}
+
+/** Logit bias per unit of S and of the rank's normal quantile (measured: S = 1 puts the hottest expert at ~2-3x the mean share). */
+const SKEW_GAIN = 0.5;
+
+/** The routing channel's constant in every token embedding (the other values have RMS 0.5). */
+const CHANNEL_VALUE = 6;
 
 const DTYPE_NAME: Record<DemoModelOptions['dtype'], TensorDType> = { bf16: 'BF16', f16: 'F16', f32: 'F32' };
 const TORCH_DTYPE: Record<DemoModelOptions['dtype'], string> = { bf16: 'bfloat16', f16: 'float16', f32: 'float32' };
@@ -303,7 +369,8 @@ export async function makeDemoModel(dir: string, opts: Partial<DemoModelOptions>
     initializer_range: 0.02,
     attention_dropout: 0.0,
     use_cache: true,
-    demo: { seed: o.seed, active_fraction: o.activeFraction },
+    // router_skew only when set: a model without skew stays byte for byte what it was.
+    demo: { seed: o.seed, active_fraction: o.activeFraction, ...(o.routerSkew > 0 ? { router_skew: o.routerSkew } : {}) },
   };
   const writeJson = (name: string, value: unknown) => fs.promises.writeFile(path.join(dir, name), `${JSON.stringify(value, null, 2)}\n`);
   await writeJson('config.json', config);
@@ -323,6 +390,7 @@ export async function makeDemoModel(dir: string, opts: Partial<DemoModelOptions>
           if (k !== 1) for (let j = r * cols; j < (r + 1) * cols; j++) values[j] *= k;
         }
       }
+      s.add?.(values);
       return fromF32(dtype, values);
     },
   });
