@@ -12,6 +12,7 @@ import { registerBatch } from './batch';
 import { registerExpertNode } from './expert-node';
 import { registerStats } from './stats';
 import { registerShardMap } from './shard-map';
+import { registerRebalance } from './rebalance';
 import { registerProfile } from './profile';
 import { explainExpertSpec, oneLineErrors } from './options';
 import { ExpertsUnavailableError } from '../coordinator/remote-experts';
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerExpertNode(program);
   registerStats(program);
   registerShardMap(program);
+  registerRebalance(program);
   registerProfile(program);
   return oneLineErrors(explainExpertSpec(program));
 }

@@ -15,6 +15,7 @@ export interface ServeFlags extends ServingFlags, ApiKeyFlags, BatchApiFlags {
   requestTimeout: number;
   maxConnections: number;
   gracePeriod: number;
+  rebalanceEvery?: number;
 }
 
 export function registerServe(program: Command): void {
@@ -33,6 +34,7 @@ export function registerServe(program: Command): void {
     .option('--max-connections <n>', 'open HTTP connections at most; more are closed at once', intOption('--max-connections', 1), 1024)
     .option('--grace-period <s>', 'on SIGTERM: /ready turns 503 and requests in flight get this long to finish', floatOption('--grace-period', 0, 86400), 30);
   addServingOptions(cmd);
+  cmd.option('--rebalance-every <min>', 'move experts between the nodes every MIN minutes to match the measured routing, when the predicted gain is 5% or more', floatOption('--rebalance-every', 0.1, 10080));
   addBatchApiOptions(cmd);
   cmd.action(async (flags: ServeFlags) => {
     await runServe(flags);
@@ -69,6 +71,8 @@ export async function runServe(flags: ServeFlags): Promise<void> {
   }
   // The Batch API (serve --redis): /v1/files and /v1/batches, requests run by `worker`s.
   const batchApi = await startBatchApi(flags, log);
+  // POST /v1/admin/rebalance (and --rebalance-every): live expert placement over the expert nodes.
+  const rebalanceRoute = await (await import('./rebalance')).serveRebalancing(serving, flags, log);
   const http = createHttpServer({
     scheduler: serving.scheduler,
     tokenizer: serving.tokenizer,
@@ -81,7 +85,7 @@ export async function runServe(flags: ServeFlags): Promise<void> {
     ready: serving.ready,
     log,
     // The status page at / and its JSON at /status.json.
-    routes: [statusRoutes(serving.observability), routingStatsRoute(serving.observability), ...(batchApi ? [batchApi.route] : [])],
+    routes: [statusRoutes(serving.observability), routingStatsRoute(serving.observability), ...(batchApi ? [batchApi.route] : []), rebalanceRoute],
     // A GenAI request span per request.
     onRequest: requestTracing(serving.observability),
   });

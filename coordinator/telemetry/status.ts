@@ -4,6 +4,7 @@
 import type { Registry } from '../../core/metrics';
 import type { ExpertStatsSnapshot, ExpertSummary, LayerSummary, NodeSummary, Throughput } from './expert-stats';
 import type { EngineObservability, NodeHealthLike } from './observe';
+import { rebalanceStatusOf, type RebalanceStatus } from '../rebalancer';
 
 export const STATUS_VERSION = 1;
 
@@ -64,6 +65,8 @@ export interface StatusJson {
     /** Tokens emitted per decode forward pass: 1 + accepted per pass. */
     tokens_per_forward_pass: number | null;
   } | null;
+  /** Live rebalancing (coordinator/rebalancer.ts): absent without expert nodes. */
+  rebalance?: RebalanceStatus;
 }
 
 /** A gauge's or counter's value summed over its series (those matching `labels`), or null when no such metric (e.g. no scheduler here). */
@@ -138,6 +141,7 @@ export function buildStatus(obs: EngineObservability, service = 'turbosparse-coo
     },
     totals: snap.totals,
     speculative: speculativeStatus(obs.engine),
+    rebalance: rebalanceStatusOf(obs.engine),
   };
 }
 
