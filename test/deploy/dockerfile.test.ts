@@ -92,6 +92,18 @@ test('the CUDA image builds on the CUDA devel image and runs on the matching run
   expect(version(final.base)?.[3]).toBe(version(build.base)?.[3]);
 });
 
+test('the READMEs name the CUDA version the image is built on (and the driver it needs)', () => {
+  const stages = parseDockerfile(read('Dockerfile.cuda'));
+  const [, full, majorMinor] = /^nvidia\/cuda:((\d+\.\d+)\.\d+)-devel-/.exec(stages.find((s) => s.name === 'build')!.base)!;
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const deployReadme = read('README.md');
+  // Where the READMEs say which CUDA, it is the image's (the recorded GPU runs used a newer one).
+  expect(readme).toContain(`CUDA ${majorMinor} or newer, as in the CUDA image`);
+  expect(deployReadme).toContain(`nvidia/cuda:${full}-devel-`);
+  expect(deployReadme).toContain(`a driver for CUDA ${majorMinor}`);
+  expect(read('Dockerfile.cuda')).toContain(`(CUDA ${majorMinor})`);
+});
+
 describe('the lint catches what it is for', () => {
   const good = [
     'FROM node:20.20.2-bookworm AS build',

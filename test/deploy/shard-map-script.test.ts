@@ -8,6 +8,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { parseShardMap } from '../../core/shard-map';
 import { K8S, ROOT, find, findKubectl, render } from './k8s-render';
+import { testUnless } from '../helpers/skip';
 
 const SCRIPT = path.join(K8S, 'scripts', 'shard-map.sh');
 const GOLDEN_MODEL = path.resolve(ROOT, '..', 'shared', 'golden', 'tiny-a', 'model');
@@ -77,11 +78,7 @@ describe('k8s/scripts/shard-map.sh', () => {
   });
 
   const kubectl = findKubectl();
-  if (!kubectl) {
-    // eslint-disable-next-line no-console
-    console.warn('test/deploy/shard-map-script: kubectl not found; skipping the render check');
-  }
-  (kubectl ? test : test.skip)('the regenerated overlay renders: one shard per pod, new map, new ConfigMap name (pods roll)', () => {
+  testUnless(kubectl ? null : 'kubectl not found on PATH (or $KUBECTL)')('the regenerated overlay renders: one shard per pod, new map, new ConfigMap name (pods roll)', () => {
     const before = find(render(kubectl!, overlay), 'ConfigMap', 'turbosparse-shard-map').metadata!.name;
     execFileSync('bash', [SCRIPT, overlay, '--model', model, '--nodes', '5'], { env, stdio: 'pipe' });
     const objects = render(kubectl!, overlay);
@@ -116,14 +113,8 @@ describe('k8s/scripts/shard-map.sh', () => {
       return false;
     }
   })();
-  const withRealCli = realCli && fs.existsSync(GOLDEN_MODEL) ? test : test.skip;
-  if (!realCli) {
-    // eslint-disable-next-line no-console
-    console.warn('test/deploy/shard-map-script: `turbosparse shard-map` is not built yet (npm run build); skipping the real-CLI run');
-  } else if (!fs.existsSync(GOLDEN_MODEL)) {
-    // eslint-disable-next-line no-console
-    console.warn(`test/deploy/shard-map-script: ${GOLDEN_MODEL} is absent; skipping the real-CLI run`);
-  }
+  const withRealCli = testUnless(!realCli ? '`turbosparse shard-map` is not built yet (npm run build)'
+    : !fs.existsSync(GOLDEN_MODEL) ? `${GOLDEN_MODEL} is absent` : null);
 
   withRealCli('with the real `turbosparse shard-map` on the golden tiny model', () => {
     const realEnv = { ...process.env, TURBOSPARSE: `${process.execPath} ${path.join(ROOT, 'bin', 'turbosparse.js')}` };

@@ -23,7 +23,9 @@ import { RemoteExperts } from '../../coordinator/remote-experts';
 import { Scheduler } from '../../coordinator/scheduler';
 import { buildStatus, observeEngine, requestTracing, statusRoutes, submitTracing, type EngineObservability, type StatusJson } from '../../coordinator/telemetry';
 import { sourceNodeCommand } from '../cluster/helpers';
+import { chromiumMissing, launchChromium } from '../helpers/chromium';
 import { histogramCounts, parsePrometheusText } from '../helpers/prometheus';
+import { testUnless } from '../helpers/skip';
 
 const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
 const dims = { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numExperts: 4 };
@@ -221,12 +223,7 @@ describe('a 2-node loopback cluster', () => {
     expect(fams.get('turbosparse_batch_sequences')!.type).toBe('gauge');
   });
 
-  test('the status page fills its layers x experts heatmap in headless chromium', async () => {
-    const CHROMIUM = '/usr/bin/chromium';
-    if (!fs.existsSync(CHROMIUM)) {
-      console.warn(`skipping the status page browser test: ${CHROMIUM} not found (apt-get install chromium)`);
-      return;
-    }
+  testUnless(chromiumMissing)('the status page fills its layers x experts heatmap in headless chromium', async () => {
     await complete('status page', 3);
     const status = (await (await fetch(`${url}/status.json`)).json()) as StatusJson;
     expect(status.version).toBe(1);
@@ -234,16 +231,9 @@ describe('a 2-node loopback cluster', () => {
     const called = status.experts.filter((e) => e.calls > 0);
     expect(called.length).toBeGreaterThan(0);
 
-    const { chromium } = await import('playwright-core');
-    const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-chromium-'));
-    const context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-        '--disable-sync', '--no-first-run'],
-    });
+    const browser = await launchChromium();
     try {
-      const page = context.pages()[0] ?? (await context.newPage());
+      const page = browser.context.pages()[0] ?? (await browser.context.newPage());
       const errors: string[] = [];
       page.on('pageerror', (e) => errors.push(e.message));
       await page.goto(`${url}/?interval=250`);
@@ -283,8 +273,7 @@ describe('a 2-node loopback cluster', () => {
       expect(await page.textContent('#kpi-spec')).toBe('off'); // no --speculative here
       expect(errors).toEqual([]);
     } finally {
-      await context.close();
-      fs.rmSync(profile, { recursive: true, force: true });
+      await browser.close();
     }
   });
 });

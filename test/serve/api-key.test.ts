@@ -9,6 +9,8 @@ import path from 'node:path';
 import { makeDemoModel } from '../../core/demo-model';
 import { observeEngine, statusRoutes } from '../../coordinator/telemetry';
 import type { StatusJson } from '../../coordinator/telemetry/status';
+import { chromiumMissing, launchChromium } from '../helpers/chromium';
+import { testUnless } from '../helpers/skip';
 import { serve, SMALL_DEMO, useDemoModel } from './helpers';
 import { spawnCli, startServe, type ServeProcess } from './serve-process';
 
@@ -53,22 +55,11 @@ test('publicMetrics opens /metrics only; without a key everything is open', asyn
   }
 });
 
-test('the status page reads its JSON with the key from its URL fragment, and says so without it', async () => {
-  const CHROMIUM = '/usr/bin/chromium';
-  if (!fs.existsSync(CHROMIUM)) {
-    console.warn(`skipping the status page browser test: ${CHROMIUM} not found (apt-get install chromium)`);
-    return;
-  }
+testUnless(chromiumMissing)('the status page reads its JSON with the key from its URL fragment, and says so without it', async () => {
   const s = await serve(ctx.engine, { apiKey: 'k 1', http: { routes: [statusRoutes(observeEngine(ctx.engine, { modelName: 'demo' }))] } });
-  const { chromium } = await import('playwright-core');
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  const browser = await launchChromium();
   try {
-    const page = context.pages()[0] ?? (await context.newPage());
+    const page = browser.context.pages()[0] ?? (await browser.context.newPage());
     await page.goto(`${s.url}/?interval=250`);
     await page.waitForFunction(() => /API key/.test(document.getElementById('conn')!.textContent ?? ''), undefined, { timeout: 15_000 });
     expect(await page.textContent('#conn')).toMatch(/needs its API key: open this page as \/#key=YOUR_KEY/);
@@ -77,8 +68,7 @@ test('the status page reads its JSON with the key from its URL fragment, and say
     await page.waitForFunction(() => Number(document.body.getAttribute('data-updates') ?? 0) >= 2, undefined, { timeout: 15_000 });
     expect(await page.textContent('#conn')).toBe('live');
   } finally {
-    await context.close();
-    fs.rmSync(profile, { recursive: true, force: true });
+    await browser.close();
     await s.close();
   }
 }, 60000);

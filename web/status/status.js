@@ -68,6 +68,9 @@
     svg.appendChild(line);
   }
 
+  // The pair notation of the experts column (core/expert-spec.ts), as its tooltip.
+  var SPEC_HELP = document.getElementById('experts-head').getAttribute('title');
+
   function drawNodes(s) {
     var body = document.querySelector('#nodes tbody');
     body.innerHTML = '';
@@ -81,7 +84,7 @@
       tr.appendChild(el('td', {}, n.node + (n.address !== n.node ? ' (' + n.address + ')' : '')));
       var st = el('td', { class: n.healthy ? 'up' : 'down', title: n.last_error || '' }, n.healthy ? 'up' : 'DOWN');
       tr.appendChild(st);
-      tr.appendChild(el('td', {}, n.experts_spec || (n.experts_seen !== undefined ? n.experts_seen + ' seen' : '–')));
+      tr.appendChild(el('td', n.experts_spec ? { title: SPEC_HELP } : {}, n.experts_spec || (n.experts_seen !== undefined ? n.experts_seen + ' seen' : '–')));
       tr.appendChild(el('td', {}, String(n.calls || 0)));
       tr.appendChild(el('td', {}, fmt(n.p50_ms, 3)));
       tr.appendChild(el('td', {}, fmt(n.p99_ms, 3)));
@@ -97,11 +100,11 @@
     var isLatency = metric === 'p50_ms' || metric === 'p99_ms';
     var vals = [];
     s.heatmap.forEach(function (row) { row.forEach(function (c) { if (c && c[metric] !== null && c[metric] !== undefined) vals.push(c[metric]); }); });
-    var lo = vals.length ? Math.min.apply(null, vals) : 0, hi = vals.length ? Math.max.apply(null, vals) : 1;
+    var range = colourRange(vals, isLatency);
+    var lo = range.lo, hi = range.hi;
     // Latency on a log scale (a slow expert is often 10x, not 10%, slower); fractions linear.
     var scale = function (v) {
-      if (hi <= lo) return 0.5;
-      if (isLatency && lo > 0) return Math.log(v / lo) / Math.log(hi / lo);
+      if (range.log) return Math.log(v / lo) / Math.log(hi / lo);
       return (v - lo) / (hi - lo);
     };
     var t = document.getElementById('heatmap');
@@ -139,11 +142,74 @@
     legend.innerHTML = '';
     var unit = isLatency ? ' ms' : '';
     var show = function (v) { return isLatency ? fmt(v, 3) + unit : pct(v); };
-    legend.appendChild(el('span', {}, vals.length ? show(lo) : ''));
+    legend.appendChild(el('span', { id: 'legend-lo' }, vals.length ? show(lo) : ''));
     var ramp = el('span', { class: 'ramp' });
     ramp.style.background = 'linear-gradient(to right,' + [0, 0.25, 0.5, 0.75, 1].map(color).join(',') + ')';
     legend.appendChild(ramp);
-    legend.appendChild(el('span', {}, vals.length ? show(hi) + (isLatency ? ' (log scale)' : '') : 'no calls yet'));
+    legend.appendChild(el('span', { id: 'legend-hi' }, vals.length ? show(hi) : 'no calls yet'));
+    if (vals.length) {
+      legend.appendChild(el('span', { id: 'legend-note' }, range.log ? '(log scale, at least ' + MIN_LATENCY_RATIO + '× wide)'
+        : isLatency ? '(at least ' + MIN_FRACTION_SPAN + ' ms wide)' : '(at least ' + Math.round(100 * MIN_FRACTION_SPAN) + ' points wide)'));
+    }
+  }
+
+  // The colour scale spans at least this much, centred on the data, so that near-equal values
+  // (1.2 vs 1.9 ms, 11% vs 14%) get near-equal colours instead of the two ends of the ramp.
+  var MIN_LATENCY_RATIO = 4;
+  var MIN_FRACTION_SPAN = 0.25;
+  function colourRange(vals, isLatency) {
+    if (!vals.length) return { lo: 0, hi: 1, log: false };
+    var lo = Math.min.apply(null, vals), hi = Math.max.apply(null, vals);
+    if (isLatency && lo > 0) {
+      if (hi / lo >= MIN_LATENCY_RATIO) return { lo: lo, hi: hi, log: true };
+      var mid = Math.sqrt(lo * hi), half = Math.sqrt(MIN_LATENCY_RATIO);
+      return { lo: mid / half, hi: mid * half, log: true };
+    }
+    if (hi - lo >= MIN_FRACTION_SPAN) return { lo: lo, hi: hi, log: false };
+    // Fractions stay within 0..1 (latencies of 0: from 0 up).
+    var top = isLatency ? Infinity : 1;
+    var from = Math.max(0, Math.min((lo + hi) / 2 - MIN_FRACTION_SPAN / 2, top - MIN_FRACTION_SPAN));
+    return { lo: from, hi: from + MIN_FRACTION_SPAN, log: false };
+  }
+
+  // Live rebalancing (status.json's `rebalance`, when the coordinator has one): state, and each
+  // pair move with its phase (loading on the new node, switching the shard map, unloading the old).
+  function drawRebalance(s) {
+    var box = document.getElementById('rebalance');
+    var r = s.rebalance;
+    box.hidden = !r;
+    if (!r) return;
+    var badge = document.getElementById('rebalance-state');
+    badge.textContent = r.state;
+    badge.className = 'badge' + (r.state === 'failed' ? ' bad' : r.state === 'done' ? ' ok' : r.state === 'idle' ? '' : ' busy');
+    var when = r.started ? 'started ' + new Date(r.started).toLocaleTimeString() : '';
+    if (r.finished) when += (when ? ', ' : '') + 'finished ' + new Date(r.finished).toLocaleTimeString();
+    document.getElementById('rebalance-when').textContent = when;
+    var err = document.getElementById('rebalance-error');
+    err.hidden = !r.error;
+    err.textContent = r.error || '';
+    var moves = r.moves || [];
+    var counts = {};
+    moves.forEach(function (m) { counts[m.phase] = (counts[m.phase] || 0) + 1; });
+    var parts = ['loading', 'switching', 'unloading', 'done', 'failed'].filter(function (p) { return counts[p]; })
+      .map(function (p) { return counts[p] + ' ' + p; });
+    document.getElementById('rebalance-summary').textContent = moves.length === 0 ? 'no moves'
+      : moves.length + ' move' + (moves.length === 1 ? '' : 's') + ': ' + parts.join(', ');
+    var body = document.querySelector('#rebalance-moves tbody');
+    body.innerHTML = '';
+    // Moves in progress first, then failed, then done; in (layer, expert) order within each.
+    var rank = { loading: 0, switching: 0, unloading: 0, failed: 1, done: 2 };
+    moves.slice().sort(function (a, b) {
+      return (rank[a.phase] - rank[b.phase]) || (a.layer - b.layer) || (a.expert - b.expert);
+    }).forEach(function (m) {
+      var tr = el('tr', { 'data-layer': String(m.layer), 'data-expert': String(m.expert), 'data-phase': m.phase });
+      tr.appendChild(el('td', {}, String(m.layer)));
+      tr.appendChild(el('td', {}, String(m.expert)));
+      var what = m.from === null ? 'new copy on ' + m.to : m.to === null ? 'copy removed from ' + m.from : m.from + ' → ' + m.to;
+      tr.appendChild(el('td', {}, what));
+      tr.appendChild(el('td', { class: 'phase-' + m.phase }, m.phase));
+      body.appendChild(tr);
+    });
   }
 
   function drawLayers(s) {
@@ -188,6 +254,7 @@
         drawNodes(s);
         drawHeatmap(s);
         drawLayers(s);
+        drawRebalance(s);
         var c = document.getElementById('conn');
         c.textContent = 'live';
         c.className = 'badge ok';
