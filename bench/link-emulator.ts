@@ -26,36 +26,9 @@ import net from 'node:net';
 import path from 'node:path';
 import { UserError } from '../core/errors';
 
-export interface LinkSpec {
-  name: string;
-  /** One-way delay, microseconds. */
-  delayUs: number;
-  /** Bandwidth per direction, megabits per second. */
-  mbit: number;
-}
-
-/** `loopback` is no link at all (connect directly, no proxy). */
-export const LINK_PRESETS: Record<string, LinkSpec | null> = {
-  loopback: null,
-  '10gbe': { name: '10gbe', delayUs: 25, mbit: 10000 },
-  '1gbe': { name: '1gbe', delayUs: 100, mbit: 1000 },
-  wifi: { name: 'wifi', delayUs: 1500, mbit: 300 },
-};
-
-/** `loopback`, `10gbe`, `1gbe`, `wifi` or `DELAY_US:MBIT` (e.g. `1000:100`); null means no proxy. */
-export function parseLink(text: string): LinkSpec | null {
-  const t = text.trim();
-  if (t in LINK_PRESETS) return LINK_PRESETS[t];
-  const m = /^(\d+(?:\.\d+)?):(\d+(?:\.\d+)?)$/.exec(t);
-  if (!m || !(Number(m[2]) > 0)) {
-    throw new UserError(`--link "${text}": expected ${Object.keys(LINK_PRESETS).join(', ')} or DELAY_US:MBIT with MBIT > 0 (e.g. 100:1000)`);
-  }
-  return { name: t, delayUs: Number(m[1]), mbit: Number(m[2]) };
-}
-
-export function describeLink(spec: LinkSpec | null): string {
-  return spec ? `${spec.name} (${spec.delayUs} us one way, ${spec.mbit} Mbit/s)` : 'loopback (no emulator)';
-}
+// The presets and their parsing live in core/ so `turbosparse plan` models the same links the benches emulate.
+import type { LinkSpec } from '../core/placement/link-presets';
+export { LINK_PRESETS, describeLink, parseLink, type LinkSpec } from '../core/placement/link-presets';
 
 /** How late releases were against their due times, microseconds. */
 export interface LatenessStats {
