@@ -365,26 +365,28 @@ export class BatchService {
     const missing: number[] = [];
     for (let i = 0; i < pending.length; i += CHUNK) {
       const chunk = pending.slice(i, i + CHUNK);
-      const pipe = this.redis.pipeline();
-      for (const index of chunk) pipe.hmget(this.queue.toKey(batchJobId(id, index)), 'timestamp', 'finishedOn', 'returnvalue', 'failedReason', 'data');
-      const rows = (await pipe.exec()) ?? [];
+      // Two small fields per pending job; the answer and the body only of the finished ones.
+      const states = await this.hmgetAll(chunk.map((index) => [this.queue.toKey(batchJobId(id, index)), ['timestamp', 'finishedOn']]));
+      const finished: number[] = [];
       for (let k = 0; k < chunk.length; k++) {
         const index = chunk[k];
-        const [err, row] = rows[k];
-        if (err) throw err;
-        const [timestamp, finishedOn, returnvalue, failedReason, data] = row as (string | null)[];
         const jobId = batchJobId(id, index);
-        if (timestamp === null) {
-          missing.push(index);
-          continue;
+        const [timestamp, finishedOn] = states[k];
+        if (timestamp === null) missing.push(index);
+        else if (finishedOn !== null) finished.push(index);
+        else if (h.status === 'cancelling') {
+          const [data] = (await this.hmgetAll([[this.queue.toKey(jobId), ['data']]]))[0];
+          // Only a job no worker holds is removed; a running one finishes and is collected.
+          if ((await this.queue.remove(jobId)) === 1) {
+            await this.redis.eval(RECORD, 2, resultsKey, this.key(id), index, cancelledLine(id, jobId, customIdOf(data)), '');
+          }
         }
-        const customId = customIdOf(data);
-        if (finishedOn !== null) {
-          const r = resultLine(id, jobId, customId, returnvalue, failedReason);
-          await this.redis.eval(RECORD, 2, resultsKey, this.key(id), index, r.line, r.ok ? 'completed' : 'failed');
-        } else if (h.status === 'cancelling' && (await this.queue.remove(jobId)) === 1) {
-          await this.redis.eval(RECORD, 2, resultsKey, this.key(id), index, cancelledLine(id, jobId, customId), '');
-        }
+      }
+      const answers = await this.hmgetAll(finished.map((index) => [this.queue.toKey(batchJobId(id, index)), ['returnvalue', 'failedReason', 'data']]));
+      for (let k = 0; k < finished.length; k++) {
+        const [returnvalue, failedReason, data] = answers[k];
+        const r = resultLine(id, batchJobId(id, finished[k]), customIdOf(data), returnvalue, failedReason);
+        await this.redis.eval(RECORD, 2, resultsKey, this.key(id), finished[k], r.line, r.ok ? 'completed' : 'failed');
       }
     }
     if (missing.length > 0) {
@@ -405,6 +407,17 @@ export class BatchService {
     return (await this.redis.hlen(resultsKey)) >= total;
   }
 
+  /** HMGET of many keys in one round trip. */
+  private async hmgetAll(reads: [string, string[]][]): Promise<(string | null)[][]> {
+    if (reads.length === 0) return [];
+    const pipe = this.redis.pipeline();
+    for (const [key, fields] of reads) pipe.hmget(key, ...fields);
+    return ((await pipe.exec()) ?? []).map(([err, row]) => {
+      if (err) throw err;
+      return row as (string | null)[];
+    });
+  }
+
   /** Writes the output and error files (fixed ids: writing them twice is writing them once) and ends the batch. */
   private async finalize(id: string): Promise<void> {
     const h = await this.redis.hgetall(this.key(id));
@@ -422,6 +435,7 @@ export class BatchService {
       ? await this.transition(id, ['cancelling'], 'cancelled', { ...fields, cancelled_at: String(now()) })
       : await this.transition(id, ['finalizing'], 'completed', { ...fields, completed_at: String(now()) });
     await this.redis.srem(this.activeKey, id);
+    await this.redis.expire(this.key(id, ':results'), JOB_TTL_S); // the files hold them now
     if (done) this.log(`batch ${id} ${cancelling ? 'cancelled' : 'completed'}: ${output.length} answered, ${errors.length} in the error file`);
   }
 

@@ -1,9 +1,9 @@
 // The OpenAI Batch API (`serve --redis`) end to end with real processes and a real Redis:
 // the official openai client uploads a JSONL file, creates a batch, polls it and reads the
 // output and error files while a `worker` process runs the requests; a worker killed with
-// SIGKILL mid-batch and a new one started still give every custom_id exactly once. A second
-// coordinator (an in-process BatchService sweeping the same Redis) races the server to
-// finalize: the batch is finalized once. Cancel, validation failures, and a bounded fuzz of
+// SIGKILL mid-batch and a new one started still give every custom_id exactly once; the
+// coordinator is killed too and restarted, and a second coordinator (an in-process
+// BatchService sweeping the same Redis) races it to finalize: the batch is finalized once. Cancel, validation failures, and a bounded fuzz of
 // malformed uploads and bodies (400/404/413, one line, the server stays up).
 import fs from 'node:fs';
 import os from 'node:os';
@@ -53,6 +53,7 @@ async function until(what: string, ms: number, cond: () => Promise<boolean>): Pr
   }
 }
 
+const serveArgs = (): string[] => ['--redis', redis.url, '--queue', queue, '--max-file-mb', '1', '--max-file-lines', '50'];
 const jsonl = (lines: unknown[]): string => lines.map((l) => JSON.stringify(l)).join('\n') + '\n';
 const parseJsonl = (text: string): any[] => text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
 
@@ -62,7 +63,7 @@ beforeAll(async () => {
   await makeDemoModel(dir, DEMO);
   queue = uniqueQueue('generation');
   conn = connectRedis(redis.url, 'producer');
-  server = await startServe(dir, ['--redis', redis.url, '--queue', queue, '--max-file-mb', '1', '--max-file-lines', '50']);
+  server = await startServe(dir, serveArgs());
   procs.push(server);
   client = new OpenAI({ apiKey: 'unused', baseURL: `${server.url}/v1`, maxRetries: 0 });
 }, 90000);
@@ -74,7 +75,7 @@ afterAll(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('files.create -> batches.create -> retrieve until completed -> files.content, a worker killed mid-batch, two coordinators', async () => {
+test('files.create -> batches.create -> retrieve until completed -> files.content; worker and coordinator killed mid-batch; two coordinators', async () => {
   const requests = [
     { custom_id: 'long', method: 'POST', url: '/v1/completions', body: { model: 'demo', prompt: [1, 30, 31], max_tokens: 600, temperature: 0, ignore_eos: true } },
     ...[0, 1, 2].map((i) => ({ custom_id: `short-${i}`, method: 'POST', url: '/v1/completions', body: { prompt: `hello ${i}`, max_tokens: 4, temperature: 0 } })),
@@ -108,7 +109,13 @@ test('files.create -> batches.create -> retrieve until completed -> files.conten
     const mid = await client.batches.retrieve(batch.id);
     expect(mid.status).toBe('in_progress');
     expect(mid.request_counts!.total).toBe(6);
-    const w2 = await startWorker();
+    // The coordinator dies too (its state is in Redis): a new worker and a restarted serve carry on.
+    await server.kill();
+    const firstLog = server.stderr();
+    const [w2, restarted] = await Promise.all([startWorker(), startServe(dir, serveArgs())]);
+    server = restarted;
+    procs.push(server);
+    client = new OpenAI({ apiKey: 'unused', baseURL: `${server.url}/v1`, maxRetries: 0 });
 
     let done = mid;
     await until('the batch to complete', 60000, async () => {
@@ -137,7 +144,7 @@ test('files.create -> batches.create -> retrieve until completed -> files.conten
 
     // Finalized exactly once between the two coordinators.
     await new Promise((r) => setTimeout(r, 300));
-    const finals = [...logB, ...server.stderr().split('\n')].filter((l) => l.includes(`batch ${batch.id} completed`));
+    const finals = [...logB, ...firstLog.split('\n'), ...server.stderr().split('\n')].filter((l) => l.includes(`batch ${batch.id} completed`));
     expect(finals).toHaveLength(1);
     // Listing: newest first, cursor pagination as the client pages it.
     const listed = [];
