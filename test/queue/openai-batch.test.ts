@@ -294,3 +294,25 @@ test('fuzz: malformed uploads and batch bodies are 4xx with one-line OpenAI erro
   expect((await fetch(`${server.url}/health`)).status).toBe(200);
   expect((await client.files.create({ file: await toFile(Buffer.from(good), 'ok.jsonl'), purpose: 'batch' })).purpose).toBe('batch');
 }, 60000);
+
+test('--files-dir: bytes in the folder (not in Redis), metadata in Redis; a fixed id keeps its first file', async () => {
+  const filesDir = path.join(dir, 'files');
+  const ns = batchNamespace(uniqueQueue('files'));
+  const store = new FileStore({ connection: conn, namespace: ns, dir: filesDir });
+  const f = await store.create('in.jsonl', 'batch', Buffer.from('{"a":1}\n'));
+  expect(fs.readFileSync(path.join(filesDir, f.id), 'utf8')).toBe('{"a":1}\n');
+  expect(await conn.exists(`${ns}:file:${f.id}:content`)).toBe(0);
+  expect(JSON.parse((await conn.get(`${ns}:file:${f.id}`))!)).toEqual(f);
+  // Another coordinator sharing the folder sees it.
+  const other = new FileStore({ connection: conn, namespace: ns, dir: filesDir });
+  expect((await other.content(f.id))!.toString()).toBe('{"a":1}\n');
+  // A finalizer writing the same fixed id again changes nothing.
+  const out1 = await store.create('out.jsonl', 'batch_output', Buffer.from('first\n'), 'file-out-x');
+  const out2 = await other.create('out.jsonl', 'batch_output', Buffer.from('second\n'), 'file-out-x');
+  expect(out2).toEqual(out1);
+  expect((await store.content('file-out-x'))!.toString()).toBe('first\n');
+  expect(fs.readdirSync(filesDir).sort()).toEqual([f.id, 'file-out-x'].sort()); // no temp files left
+  // Not there: null for the API's 404; an id that could escape the folder is never looked up.
+  expect(await store.get('file-nope')).toBeNull();
+  expect(await store.content('../etc/passwd')).toBeNull();
+});
