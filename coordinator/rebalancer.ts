@@ -55,6 +55,14 @@ export class RebalanceBusyError extends Error {
   }
 }
 
+/** The nodes cannot be planned for now (one unhealthy, or its Info does not answer): HTTP 503. */
+export class RebalanceUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RebalanceUnavailableError';
+  }
+}
+
 export interface RebalancerOptions {
   experts: RemoteExperts;
   model: PlacementInput['model'];
@@ -172,8 +180,13 @@ export class Rebalancer {
     const current = experts.shardMap();
     const replicas = req.replicas ?? fewestCopies(current);
     const down = experts.nodeList().filter((n) => !n.healthy);
-    if (down.length) throw new UserError(`rebalance: node(s) ${down.map((n) => n.name).join(', ')} are unhealthy; rebalance once every node is SERVING`);
-    const infos = await experts.nodeInfos(this.opts.localInfo ?? localInfoFrom(model));
+    if (down.length) throw new RebalanceUnavailableError(`rebalance: node(s) ${down.map((n) => n.name).join(', ')} unhealthy; rebalance once every node is SERVING`);
+    let infos: { address: string; info: InfoResponse__Output }[];
+    try {
+      infos = await experts.nodeInfos(this.opts.localInfo ?? localInfoFrom(model));
+    } catch (e) {
+      throw new RebalanceUnavailableError(`rebalance: cannot read every node's Info (${(e as Error).message}); try again once every node answers`);
+    }
     const warnings: string[] = [];
     const nodes = describeNodesFromInfo(infos, (line) => warnings.push(line));
     // The shard map's names, so moves and status name nodes the way the status page does.

@@ -5,6 +5,7 @@
 //        -> 200 the plan (moves, predicted per-layer times before/after); unless
 //           dry_run the moves run in the background. 409 while one runs.
 //   GET  /v1/admin/rebalance  -> the rebalance status (state, moves with phases)
+//   503 when a node is unhealthy or its Info does not answer (nothing moved).
 //
 // Errors are OpenAI-style error objects with one-line messages; a bad body is a 400.
 import type http from 'node:http';
@@ -12,7 +13,7 @@ import { z } from 'zod';
 import { UserError } from '../../core/errors';
 import { parseRoutingStats } from '../../core/placement/routing-stats';
 import { ApiError, methodNotAllowed, toApiError } from '../api/errors';
-import { RebalanceBusyError, type Rebalancer } from '../rebalancer';
+import { RebalanceBusyError, type Rebalancer, RebalanceUnavailableError } from '../rebalancer';
 
 export const REBALANCE_PATH = '/v1/admin/rebalance';
 
@@ -64,6 +65,7 @@ async function handleRebalance(rebalancer: Rebalancer | undefined, req: http.Inc
     send(res, 200, plan);
   } catch (e) {
     if (e instanceof RebalanceBusyError) throw new ApiError(409, e.message, 'invalid_request_error', null, 'rebalance_running');
+    if (e instanceof RebalanceUnavailableError) throw new ApiError(503, e.message, 'service_unavailable', null, 'nodes_unavailable');
     throw e;
   }
 }

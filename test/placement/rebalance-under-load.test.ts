@@ -145,8 +145,8 @@ describe('rebalance under load (serve process, 2 expert-node processes + local e
     expect(again.map((g) => g.text)).toEqual(want.map((w) => w.text));
   }, 120_000);
 
-  test('a second rebalance while one runs is a 409; the first finishes', async () => {
-    // A hung node holds the first one in planning (its Info does not answer) until it continues.
+  test('a second rebalance while one runs is a 409; a node that does not answer is a 503 and moves nothing', async () => {
+    // A hung node holds the first one in planning (its Info does not answer, 5 s) and then fails it.
     const victim = cluster.nodes[1].pid;
     process.kill(victim, 'SIGSTOP');
     try {
@@ -155,13 +155,16 @@ describe('rebalance under load (serve process, 2 expert-node processes + local e
       const second = await admin('POST', { dry_run: true });
       expect(second.status).toBe(409);
       expect(String((second.body.error as { message: string }).message)).toMatch(/already running/);
-      process.kill(victim, 'SIGCONT');
-      const done = await first;
-      expect(done.status).toBe(200);
+      const failed = await first;
+      expect(failed.status).toBe(503);
+      expect(String((failed.body.error as { message: string }).message)).toMatch(/cannot read every node's Info/);
+      expect((await admin('GET')).body).toMatchObject({ state: 'failed', moves: [] });
     } finally {
       process.kill(victim, 'SIGCONT');
     }
-    await waitFor(async () => ['done', 'failed'].includes(String((await admin('GET')).body.state)), 20_000, 'the rebalance to end');
+    // Once it answers again, a rebalance runs (nothing left to move: the map already is the plan).
+    await waitFor(async () => (await admin('POST', { dry_run: false })).status === 200, 20_000, 'a rebalance to be accepted');
+    await waitFor(async () => (await admin('GET')).body.state === 'done', 20_000, 'the rebalance to end');
   }, 60_000);
 
   test('malformed admin bodies are one-line 400s; the key guards the route; the server stays up', async () => {
