@@ -12,6 +12,7 @@ import { registerBatch } from './batch';
 import { registerExpertNode } from './expert-node';
 import { registerStats } from './stats';
 import { registerShardMap } from './shard-map';
+import { registerPlan } from './plan';
 import { registerRebalance } from './rebalance';
 import { registerProfile } from './profile';
 import { explainExpertSpec, oneLineErrors } from './options';
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerExpertNode(program);
   registerStats(program);
   registerShardMap(program);
+  registerPlan(program);
   registerRebalance(program);
   registerProfile(program);
   return oneLineErrors(explainExpertSpec(program));
