@@ -22,6 +22,9 @@ export function addBatchApiOptions(cmd: Command): Command {
     .option('--max-file-lines <n>', 'with --redis: most requests in one batch input file', intOption('--max-file-lines', 1), 50_000);
 }
 
+/** A Batch API request waits this long for Redis, then answers 503. */
+const REDIS_COMMAND_TIMEOUT_MS = 5000;
+
 export interface BatchApi {
   route: Route;
   close(): Promise<void>;
@@ -39,7 +42,7 @@ export async function startBatchApi(flags: BatchApiFlags, log: (line: string) =>
   const { FileStore } = await import('../coordinator/queue/files-store');
   const { BatchService, batchNamespace } = await import('../coordinator/queue/batches');
   const { batchRoutes } = await import('../coordinator/http/batch-routes');
-  const connection = connectRedis(flags.redis, 'producer');
+  const connection = connectRedis(flags.redis, 'producer', { commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS });
   connection.on('error', () => undefined); // a failing command answers its request with a 500
   try {
     await checkRedis(connection, flags.redis);

@@ -79,9 +79,16 @@ export function batchRoutes(opts: BatchRoutesOptions): Route {
 
   return (req, res, pathname) => {
     if (!/^\/v1\/(files|batches)(\/|$)/.test(pathname)) return false;
-    guarded((rq, rs) => handle(rq, rs, pathname))(req, res);
+    guarded((rq, rs) => handle(rq, rs, pathname).catch((e: unknown) => Promise.reject(redisDown(e) ?? e)))(req, res);
     return true;
   };
+}
+
+/** Redis not answering (ioredis's timeout, closed connection, retries used up) is a 503 to retry, not a 500. */
+function redisDown(e: unknown): ApiError | null {
+  if (!(e instanceof Error) || e instanceof ApiError) return null;
+  const down = e.name === 'MaxRetriesPerRequestError' || /^(Command timed out|Connection is closed|Stream isn't writeable)/.test(e.message);
+  return down ? new ApiError(503, `the batch store (Redis) is not answering (${e.message}); retry shortly`, 'service_unavailable', null, 'redis_unavailable') : null;
 }
 
 /** POST /v1/files: the multipart form the openai client sends (fields purpose and file). */

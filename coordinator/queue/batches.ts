@@ -116,6 +116,7 @@ export class BatchService {
   private sweeping: Promise<void> | undefined;
   private again = false;
   private closed = false;
+  private lastLog: { line: string; at: number } | undefined;
 
   constructor(opts: BatchServiceOptions) {
     const queueName = opts.queueName ?? QUEUE_NAME;
@@ -248,14 +249,22 @@ export class BatchService {
         try {
           for (const id of await this.redis.smembers(this.activeKey)) {
             if (this.closed) return;
-            await this.withLock(id, () => this.advance(id)).catch((e: Error) => this.log(`batch ${id}: ${e.message}`));
+            await this.withLock(id, () => this.advance(id)).catch((e: Error) => this.logOnce(`batch ${id}: ${e.message}`));
           }
         } catch (e) {
-          this.log(`batch sweep: ${(e as Error).message}`);
+          this.logOnce(`batch sweep: ${(e as Error).message}`);
         }
       } while (this.again && !this.closed);
     })().finally(() => (this.sweeping = undefined));
     return this.sweeping;
+  }
+
+  /** A failing sweep (Redis away) logs each distinct message once a minute, not every sweep. */
+  private logOnce(line: string): void {
+    const t = Date.now();
+    if (this.lastLog?.line === line && t - this.lastLog.at < 60_000) return;
+    this.lastLog = { line, at: t };
+    this.log(line);
   }
 
   /** Runs `fn` holding the batch's lock (renewed while it runs); skips when another coordinator holds it. */

@@ -15,12 +15,12 @@ export function redisUrlFrom(flag?: string): string {
 export type Role = 'producer' | 'worker';
 
 /**
- * A connection for one role. Workers block waiting for jobs and must ride out
+ * A connection for one role (`commandTimeoutMs`: a command unanswered this long fails). Workers block waiting for jobs and must ride out
  * Redis restarts, so their commands retry forever (BullMQ requires
  * maxRetriesPerRequest: null); producers fail a command after a few retries so a
  * CLI reports a dead Redis instead of hanging.
  */
-export function connectRedis(url: string, role: Role): Redis {
+export function connectRedis(url: string, role: Role, opts: { commandTimeoutMs?: number } = {}): Redis {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -35,6 +35,9 @@ export function connectRedis(url: string, role: Role): Redis {
     // A worker reconnects within about a second of Redis coming back, so its queued lock
     // renewals land in time (see minLockDurationMs); ioredis's default waits up to 5 s.
     ...(role === 'worker' ? { retryStrategy: workerReconnectDelay } : {}),
+    // A server answering HTTP requests from Redis must not hang on a stopped Redis (an open
+    // socket that never answers is no error to ioredis without this).
+    ...(opts.commandTimeoutMs ? { commandTimeout: opts.commandTimeoutMs } : {}),
     connectionName: `turbosparse-${role}`,
     lazyConnect: false,
   });

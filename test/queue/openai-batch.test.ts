@@ -316,3 +316,19 @@ test('--files-dir: bytes in the folder (not in Redis), metadata in Redis; a fixe
   expect(await store.get('file-nope')).toBeNull();
   expect(await store.content('../etc/passwd')).toBeNull();
 });
+
+test('Redis stopped (SIGSTOP): Batch API requests answer 503 within the command timeout, the server stays up; after SIGCONT they work', async () => {
+  if (!redis.pid) throw new Error('this test stops its own redis-server: unset REDIS_URL');
+  process.kill(redis.pid, 'SIGSTOP');
+  try {
+    const t0 = Date.now();
+    const res = await fetch(`${server.url}/v1/batches?limit=1`);
+    const body = await res.json();
+    expect([res.status, body.error.code]).toEqual([503, 'redis_unavailable']);
+    expect(Date.now() - t0).toBeLessThan(15000);
+    expect((await fetch(`${server.url}/health`)).status).toBe(200);
+  } finally {
+    process.kill(redis.pid, 'SIGCONT');
+  }
+  await until('the Batch API to answer again', 15000, async () => (await fetch(`${server.url}/v1/batches?limit=1`)).status === 200);
+}, 40000);
