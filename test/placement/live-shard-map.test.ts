@@ -10,10 +10,11 @@ import { type ExpertPair, formatExpertSpec, parseExpertSpec } from '../../core/e
 import { makeDemoModel } from '../../core/demo-model';
 import { ModelFolder } from '../../core/model-folder';
 import { native, type NativeBackend } from '../../core/native';
-import type { ShardMap } from '../../core/shard-map';
+import { type ShardMap, uniformPairs } from '../../core/shard-map';
 import { LocalExperts } from '../../coordinator/local-experts';
+import { Rebalancer } from '../../coordinator/rebalancer';
 import { type PairMove, RemoteExperts } from '../../coordinator/remote-experts';
-import { SMALL_DEMO } from '../serve/helpers';
+import { SMALL_DEMO, waitFor } from '../serve/helpers';
 import { type InProcessNode, randomBatch, rerouted, type SlotBatch, startNode } from '../cluster/helpers';
 
 const dims = { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numExperts: 4 };
@@ -150,6 +151,33 @@ describe('local node and live shard-map changes (in-process expert nodes)', () =
       next.nodes.map((n) => `${n.address}=${formatExpertSpec(n.experts)}`));
     expect(remote.ready()).toBe(true);
     for (const batch of batches(999)) expect(same((await remote.runExperts(batch)).out, (await reference.runExperts(batch)).out)).toBe(true);
+  }, 30_000);
+
+  test('periodic rebalancing applies a plan that pays and then skips (nothing left to gain)', async () => {
+    const a = await startNode(folder, spec('0-1:0-3'));
+    const b = await startNode(folder, spec('0:0'));
+    nodes.push(a, b);
+    const remote = await connect([{ address: a.address, experts: '0-1:0-3' }, { address: b.address, experts: '0:0' }]);
+    const lines: string[] = [];
+    // Pairs of 100 MB each for the cost model: compute, not the call overhead, decides (a tiny model's pairs would not pay).
+    const rebalancer = new Rebalancer({ experts: remote, model: { ...dims, topK: 2 }, pairs: uniformPairs(dims, 1e8),
+      log: (line) => void lines.push(line) });
+    expect(rebalancer.status()).toEqual({ state: 'idle', moves: [] });
+    rebalancer.startPeriodic(0.002); // every 120 ms
+    try {
+      await waitFor(() => rebalancer.status().state === 'done', 10_000, 'a periodic rebalance');
+      await waitFor(() => lines.some((l) => /skipped, predicted gain 0\.0%/.test(l)), 10_000, 'a skipped one');
+    } finally {
+      rebalancer.stopPeriodic();
+    }
+    await rebalancer.idle();
+    const status = rebalancer.status();
+    expect(status.moves.length).toBeGreaterThan(0);
+    expect(status.moves.every((m) => m.phase === 'done')).toBe(true);
+    // Both nodes work now: the one that held a single pair got a fair share.
+    const held = remote.shardMap().nodes.map((n) => n.experts.length);
+    expect(Math.min(...held)).toBeGreaterThanOrEqual(3);
+    expect(lines.find((l) => /move\(s\), predicted \d+\.\d% faster/.test(l))).toBeDefined();
   }, 30_000);
 
   test('a map naming an unknown node or missing a pair is one clear error; nothing changes', async () => {

@@ -222,4 +222,14 @@ describe('rebalance under load (serve process, 2 expert-node processes + local e
     expect(out).toMatch(/predicted per token .* ms -> .* ms \(-?\d+\.\d% (faster|slower)\)/);
     await expect(runRebalance({ url: serve.url, dryRun: true, timeout: 60 }, () => undefined)).rejects.toThrow(/needs an API key/);
   }, 30_000);
+
+  test('turbosparse rebalance --replicas 2 --wait adds a second copy of every pair and waits for it', async () => {
+    let out = '';
+    await runRebalance({ url: serve.url, replicas: 2, wait: true, apiKey: KEY, timeout: 60 }, (t) => void (out += t));
+    expect(out).toMatch(/^rebalancing: \d+ move\(s\), routing \w+, 2 copies per pair/);
+    expect(out).toMatch(/\(new copy\) ->/);
+    expect(out).toMatch(/rebalance done: (\d+) of \1 move\(s\) done/);
+    const page = await (await fetch(`${serve.url}/status.json`, { headers: auth })).json() as { nodes: { experts_held?: number }[] };
+    expect(page.nodes.reduce((sum, n) => sum + (n.experts_held ?? 0), 0)).toBeGreaterThanOrEqual(2 * 2 * 4);
+  }, 30_000);
 });
