@@ -3,6 +3,7 @@
 //
 //   POST /v1/files                 multipart form: purpose=batch, file=JSONL   -> file object
 //   GET  /v1/files/{id}            file object;  GET /v1/files/{id}/content  -> the bytes
+//   GET  /v1/files[?purpose&limit&after&order], DELETE /v1/files/{id}
 //   POST /v1/batches               {input_file_id, endpoint, completion_window, metadata}
 //   GET  /v1/batches[?after&limit] newest first; GET /v1/batches/{id}; POST /v1/batches/{id}/cancel
 //
@@ -38,12 +39,17 @@ export function batchRoutes(opts: BatchRoutesOptions): Route {
     };
     if (resource === 'files') {
       if (parts.length === 0) {
-        only('POST');
-        return sendJson(res, 200, await upload(req, files));
+        if (method === 'POST') return sendJson(res, 200, await upload(req, files));
+        only('GET');
+        return sendJson(res, 200, await listFiles(req, files));
       }
       const file = await files.get(parts[0]);
       if (!file) throw fileNotFound(parts[0]);
       if (parts.length === 1) {
+        if (method === 'DELETE') {
+          await files.delete(file.id);
+          return sendJson(res, 200, { id: file.id, object: 'file', deleted: true });
+        }
         only('GET');
         return sendJson(res, 200, file);
       }
@@ -82,6 +88,18 @@ export function batchRoutes(opts: BatchRoutesOptions): Route {
     guarded((rq, rs) => handle(rq, rs, pathname).catch((e: unknown) => Promise.reject(redisDown(e) ?? e)))(req, res);
     return true;
   };
+}
+
+/** GET /v1/files[?purpose&limit&after&order]: OpenAI's list object. */
+async function listFiles(req: http.IncomingMessage, files: FileStore): Promise<object> {
+  const q = new URL(req.url ?? '/', 'http://localhost').searchParams;
+  const limitText = q.get('limit');
+  const limit = limitText === null ? 10_000 : Number(limitText);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw badRequest(`limit: expected an integer from 1 to 10000, got ${JSON.stringify(String(limitText).slice(0, 40))}`, 'limit');
+  const order = q.get('order') ?? 'desc';
+  if (order !== 'asc' && order !== 'desc') throw badRequest(`order: expected "asc" or "desc", got ${JSON.stringify(order.slice(0, 40))}`, 'order');
+  const { data, hasMore } = await files.list({ after: q.get('after'), limit, order, purpose: q.get('purpose') });
+  return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: hasMore };
 }
 
 /** Redis not answering (ioredis's timeout, closed connection, retries used up) is a 503 to retry, not a 500. */

@@ -73,6 +73,11 @@ export class FileStore {
     return `${this.ns}:file:${id}:content`;
   }
 
+  /** Every file id by creation time (GET /v1/files). */
+  private get indexKey(): string {
+    return `${this.ns}:files`;
+  }
+
   /**
    * Stores a file under `id` (a new one unless given). With a given id an existing file is
    * kept as it is: the batch finalizer writes its output under fixed ids, and a second
@@ -101,8 +106,37 @@ export class FileStore {
       await this.redis.set(this.contentKey(id), content);
     }
     // The metadata last: a file is there once its bytes are. NX: the first writer's object stays.
-    await this.redis.set(this.metaKey(id), JSON.stringify(file), 'NX');
+    if ((await this.redis.set(this.metaKey(id), JSON.stringify(file), 'NX')) === 'OK') await this.redis.zadd(this.indexKey, Date.now(), id);
     return (await this.get(id)) ?? file;
+  }
+
+  /** GET /v1/files: by creation time (`order` desc by default), after the id `after`, of one purpose if given. */
+  async list(opts: { after: string | null; limit: number; order: 'asc' | 'desc'; purpose: string | null }): Promise<{ data: FileObject[]; hasMore: boolean }> {
+    let start = 0;
+    if (opts.after !== null) {
+      const rank = opts.order === 'desc' ? await this.redis.zrevrank(this.indexKey, opts.after) : await this.redis.zrank(this.indexKey, opts.after);
+      if (rank === null) throw new ApiError(400, `after: no such file ${JSON.stringify(opts.after.slice(0, 100))}`, 'invalid_request_error', 'after');
+      start = rank + 1;
+    }
+    const data: FileObject[] = [];
+    // Pages of ids until `limit` + 1 files of the purpose (one more: has_more) or the end.
+    for (let page = 200; ; start += page) {
+      const ids = opts.order === 'desc' ? await this.redis.zrevrange(this.indexKey, start, start + page - 1) : await this.redis.zrange(this.indexKey, String(start), String(start + page - 1));
+      for (const id of ids) {
+        const f = await this.get(id);
+        if (f && (opts.purpose === null || f.purpose === opts.purpose)) data.push(f);
+        if (data.length > opts.limit) return { data: data.slice(0, opts.limit), hasMore: true };
+      }
+      if (ids.length < page) return { data, hasMore: false };
+    }
+  }
+
+  /** DELETE /v1/files/{id}: false when there is no such file. */
+  async delete(id: string): Promise<boolean> {
+    if (!(await this.get(id))) return false;
+    await this.redis.multi().del(this.metaKey(id)).del(this.contentKey(id)).zrem(this.indexKey, id).exec();
+    if (this.dir) await fs.promises.rm(path.join(this.dir, id), { force: true });
+    return true;
   }
 
   async get(id: string): Promise<FileObject | null> {

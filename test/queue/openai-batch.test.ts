@@ -285,14 +285,25 @@ test('fuzz: malformed uploads and batch bodies are 4xx with one-line OpenAI erro
     ['cancel unknown batch', `${base}/batches/batch_nope/cancel`, { method: 'POST' }],
     ['bad limit', `${base}/batches?limit=0`, {}],
     ['bad after', `${base}/batches?after=batch_nope`, {}],
-    ['wrong method', `${base}/files/${file.id}`, { method: 'DELETE' }],
+    ['wrong method', `${base}/files/${file.id}`, { method: 'PUT' }],
+    ['bad file list limit', `${base}/files?limit=abc`, {}],
+    ['bad file list order', `${base}/files?order=up`, {}],
+    ['delete unknown file', `${base}/files/file-nope`, { method: 'DELETE' }],
   ] as [string, string, RequestInit][]) {
     await check(label, await fetch(url, init));
   }
   expect(statuses.filter((s) => s === 413).length).toBeGreaterThanOrEqual(1);
   // Still serving, and a good upload still works.
   expect((await fetch(`${server.url}/health`)).status).toBe(200);
-  expect((await client.files.create({ file: await toFile(Buffer.from(good), 'ok.jsonl'), purpose: 'batch' })).purpose).toBe('batch');
+  const ok = await client.files.create({ file: await toFile(Buffer.from(good), 'ok.jsonl'), purpose: 'batch' });
+  // files.list (newest first, every page) and files.delete, as the client calls them.
+  const listed: string[] = [];
+  for await (const f of client.files.list({ limit: 2, purpose: 'batch' })) listed.push(f.id);
+  expect(listed[0]).toBe(ok.id);
+  expect(listed).toContain(file.id);
+  expect(new Set(listed).size).toBe(listed.length);
+  expect(await client.files.delete(ok.id)).toEqual({ id: ok.id, object: 'file', deleted: true });
+  await expect(client.files.retrieve(ok.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
 }, 60000);
 
 test('--files-dir: bytes in the folder (not in Redis), metadata in Redis; a fixed id keeps its first file', async () => {
@@ -315,6 +326,15 @@ test('--files-dir: bytes in the folder (not in Redis), metadata in Redis; a fixe
   // Not there: null for the API's 404; an id that could escape the folder is never looked up.
   expect(await store.get('file-nope')).toBeNull();
   expect(await store.content('../etc/passwd')).toBeNull();
+  // Listing: creation order either way, by purpose, after a cursor; deleting removes the bytes too.
+  expect((await store.list({ after: null, limit: 10, order: 'asc', purpose: null })).data.map((x) => x.id)).toEqual([f.id, 'file-out-x']);
+  expect((await store.list({ after: null, limit: 1, order: 'desc', purpose: null }))).toEqual({ data: [out1], hasMore: true });
+  expect((await store.list({ after: 'file-out-x', limit: 1, order: 'desc', purpose: null }))).toEqual({ data: [f], hasMore: false });
+  expect((await store.list({ after: null, limit: 10, order: 'desc', purpose: 'batch' })).data).toEqual([f]);
+  expect(await store.delete(f.id)).toBe(true);
+  expect(await store.delete(f.id)).toBe(false);
+  expect(fs.existsSync(path.join(filesDir, f.id))).toBe(false);
+  expect(await other.get(f.id)).toBeNull();
 });
 
 test('Redis stopped (SIGSTOP): Batch API requests answer 503 within the command timeout, the server stays up; after SIGCONT they work', async () => {
