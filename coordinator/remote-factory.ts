@@ -45,7 +45,7 @@ export async function createRemoteExperts(choice: Exclude<ExpertsChoice, { kind:
   };
   if (choice.kind === 'file') {
     const shardMap = loadShardMap(choice.path, model);
-    const exposed = shardMap.nodes.map((n) => n.address).filter((a) => !isLoopbackAddress(a));
+    const exposed = shardMap.nodes.map((n) => n.address).filter((a) => a !== LOCAL_ADDRESS && !isLoopbackAddress(a));
     if (!setup.channelFactory && exposed.length) {
       log(`warning: plaintext gRPC to ${exposed.length} expert node(s) not on loopback (${exposed.slice(0, 3).join(', ')}` +
         `${exposed.length > 3 ? ', ...' : ''}): hidden states travel unencrypted and any client may call the nodes; ` +

@@ -105,6 +105,9 @@ describe('rebalance under load (serve process, 2 expert-node processes + local e
   };
 
   test('a rebalance in the middle of 16 streams moves pairs (also to local) and changes no token', async () => {
+    // The shard map's local pair loaded in process; "local" is no network address to warn about.
+    expect(serve.stderr()).toMatch(/local experts: 1 pair\(s\) loaded in process/);
+    expect(serve.stderr()).not.toMatch(/plaintext gRPC/);
     const want = await runAll(() => undefined);
     expect(want.every((w) => w.finish === 'length' && w.text.length > 0)).toBe(true);
 
