@@ -9,6 +9,7 @@
 //                  per input line, written only if absent: each custom_id exactly once)
 //   all in      -> finalizing -> output and error files under ids fixed by the batch id
 //                  (a second finalizer writes nothing new) -> completed
+//   past expires_at (completion_window) -> as a cancel, ending in expired ("batch_expired")
 //   cancelling  -> waiting jobs are removed (running ones finish); removed ones are
 //                  "batch_cancelled" in the error file -> cancelled
 //
@@ -59,6 +60,8 @@ export interface BatchServiceOptions {
   sweepIntervalMs?: number;
   /** A batch's sweep lock lives this long unless renewed. Default 60 s. */
   lockMs?: number;
+  /** A batch still running this long after its creation expires. Default 24 h (OpenAI's only window). */
+  completionWindowS?: number;
   /** Tries per request for transient failures (an expert node down). Default 3. */
   attempts?: number;
   backoffMs?: number;
@@ -66,7 +69,6 @@ export interface BatchServiceOptions {
 }
 
 const TIMESTAMPS = ['created_at', 'in_progress_at', 'expires_at', 'finalizing_at', 'completed_at', 'failed_at', 'expired_at', 'cancelling_at', 'cancelled_at'] as const;
-const COMPLETION_WINDOW_S = 24 * 3600;
 /** Jobs enqueued or looked up per Redis round trip. */
 const CHUNK = 500;
 /** Finished jobs and batch results are kept this long (the files stay). */
@@ -110,6 +112,7 @@ export class BatchService {
   private readonly sweepMs: number;
   private readonly lockMs: number;
   private readonly attempts: number;
+  private readonly windowS: number;
   private readonly backoffMs: number;
   private readonly log: (line: string) => void;
   private timer: NodeJS.Timeout | undefined;
@@ -127,6 +130,7 @@ export class BatchService {
     this.sweepMs = opts.sweepIntervalMs ?? 1000;
     this.lockMs = opts.lockMs ?? 60_000;
     this.attempts = opts.attempts ?? 3;
+    this.windowS = opts.completionWindowS ?? 24 * 3600;
     this.backoffMs = opts.backoffMs ?? 2000;
     this.log = opts.log ?? ((line) => process.stderr.write(line + '\n'));
   }
@@ -167,7 +171,7 @@ export class BatchService {
       completion_window: '24h',
       status: 'validating',
       created_at: String(created),
-      expires_at: String(created + COMPLETION_WINDOW_S),
+      expires_at: String(created + this.windowS),
       metadata: JSON.stringify(metadata),
       total: '0',
       completed: '0',
@@ -292,6 +296,12 @@ export class BatchService {
     const status = h.status as BatchStatus;
     if (status === 'validating') return this.validate(h);
     if (status === 'in_progress' || status === 'cancelling') {
+      if (status === 'in_progress' && h.expiring !== '1' && now() >= Number(h.expires_at)) {
+        // Out of its window: stop it as a cancel does, and end it as expired.
+        await this.redis.hset(this.key(id), 'expiring', '1');
+        h.expiring = '1';
+        this.log(`batch ${id}: past its completion window; dropping the requests still waiting`);
+      }
       if (await this.collect(h)) return this.finalize(id);
       return;
     }
@@ -368,6 +378,9 @@ export class BatchService {
     const id = h.id;
     const total = Number(h.total);
     const resultsKey = this.key(id, ':results');
+    // Cancelled or expired: waiting requests are dropped (a cancel wins over an expiry).
+    const why = h.status === 'cancelling' ? 'cancelled' : h.expiring === '1' ? 'expired' : null;
+    const stopping = why !== null;
     const have = new Set((await this.redis.hkeys(resultsKey)).map(Number));
     const pending: number[] = [];
     for (let i = 0; i < total; i++) if (!have.has(i)) pending.push(i);
@@ -383,11 +396,11 @@ export class BatchService {
         const [timestamp, finishedOn] = states[k];
         if (timestamp === null) missing.push(index);
         else if (finishedOn !== null) finished.push(index);
-        else if (h.status === 'cancelling') {
+        else if (stopping) {
           const [data] = (await this.hmgetAll([[this.queue.toKey(jobId), ['data']]]))[0];
           // Only a job no worker holds is removed; a running one finishes and is collected.
           if ((await this.queue.remove(jobId)) === 1) {
-            await this.redis.eval(RECORD, 2, resultsKey, this.key(id), index, cancelledLine(id, jobId, customIdOf(data)), '');
+            await this.redis.eval(RECORD, 2, resultsKey, this.key(id), index, droppedLine(id, jobId, customIdOf(data), why), '');
           }
         }
       }
@@ -399,12 +412,12 @@ export class BatchService {
       }
     }
     if (missing.length > 0) {
-      if (h.status === 'cancelling') {
+      if (stopping) {
         // Removed by a cancel (or never enqueued): no answer will come.
         const { requests } = await this.input(h);
         for (const index of missing) {
           const jobId = batchJobId(id, index);
-          await this.redis.eval(RECORD, 2, resultsKey, this.key(id), index, cancelledLine(id, jobId, requests[index]?.custom_id ?? null), '');
+          await this.redis.eval(RECORD, 2, resultsKey, this.key(id), index, droppedLine(id, jobId, requests[index]?.custom_id ?? null, why), '');
         }
       } else {
         // A job that should be there is not (removed by hand, or lost with Redis data): queue it again.
@@ -430,22 +443,26 @@ export class BatchService {
   /** Writes the output and error files (fixed ids: writing them twice is writing them once) and ends the batch. */
   private async finalize(id: string): Promise<void> {
     const h = await this.redis.hgetall(this.key(id));
-    const cancelling = h.status === 'cancelling';
-    if (!cancelling && h.status === 'in_progress') await this.transition(id, ['in_progress'], 'finalizing', { finalizing_at: String(now()) });
     const results = await this.redis.hgetall(this.key(id, ':results'));
     const ordered = Object.entries(results).sort((a, b) => Number(a[0]) - Number(b[0])).map(([, v]) => v);
     const output = ordered.filter((l) => l[0] === 'o').map((l) => l.slice(1));
     const errors = ordered.filter((l) => l[0] === 'e').map((l) => l.slice(1));
+    const cancelling = h.status === 'cancelling';
+    // Expired only when the window dropped a request (every one may have finished in time after all).
+    const expiring = !cancelling && h.expiring === '1' && errors.some((l) => l.includes('"code":"batch_expired"'));
+    if (!cancelling && !expiring && h.status === 'in_progress') await this.transition(id, ['in_progress'], 'finalizing', { finalizing_at: String(now()) });
     const suffix = id.replace(/^batch_/, '');
     const fields: Record<string, string> = {};
     if (output.length > 0) fields.output_file_id = (await this.files.create(`${id}_output.jsonl`, 'batch_output', Buffer.from(output.join('\n') + '\n'), `file-out-${suffix}`)).id;
     if (errors.length > 0) fields.error_file_id = (await this.files.create(`${id}_error.jsonl`, 'batch_output', Buffer.from(errors.join('\n') + '\n'), `file-err-${suffix}`)).id;
     const done = cancelling
       ? await this.transition(id, ['cancelling'], 'cancelled', { ...fields, cancelled_at: String(now()) })
-      : await this.transition(id, ['finalizing'], 'completed', { ...fields, completed_at: String(now()) });
+      : expiring
+        ? await this.transition(id, ['in_progress'], 'expired', { ...fields, expired_at: String(now()) })
+        : await this.transition(id, ['finalizing'], 'completed', { ...fields, completed_at: String(now()) });
     await this.redis.srem(this.activeKey, id);
     await this.redis.expire(this.key(id, ':results'), JOB_TTL_S); // the files hold them now
-    if (done) this.log(`batch ${id} ${cancelling ? 'cancelled' : 'completed'}: ${output.length} answered, ${errors.length} in the error file`);
+    if (done) this.log(`batch ${id} ${cancelling ? 'cancelled' : expiring ? 'expired' : 'completed'}: ${output.length} answered, ${errors.length} in the error file`);
   }
 
   /** Stops the sweep (waits for the one running). */
@@ -501,9 +518,11 @@ function resultLine(batchId: string, jobId: string, customId: string | null, ret
   return { line: (ok ? 'o' : 'e') + JSON.stringify({ id, custom_id: customId, response: { status_code: result.status_code, request_id: jobId, body: result.body }, error: null }), ok };
 }
 
-function cancelledLine(batchId: string, jobId: string, customId: string | null): string {
+/** The error-file line of a request dropped before it ran. */
+function droppedLine(batchId: string, jobId: string, customId: string | null, why: 'cancelled' | 'expired'): string {
   const id = `batch_req_${batchId.replace(/^batch_/, '')}_${jobId.slice(jobId.lastIndexOf('-') + 1)}`;
-  return 'e' + JSON.stringify({ id, custom_id: customId, response: null, error: { code: 'batch_cancelled', message: 'This request was not run: the batch was cancelled first.' } });
+  const message = why === 'cancelled' ? 'This request was not run: the batch was cancelled first.' : 'This request was not run within the batch\'s completion window.';
+  return 'e' + JSON.stringify({ id, custom_id: customId, response: null, error: { code: `batch_${why}`, message } });
 }
 
 function batchObject(h: Record<string, string>): BatchObject {

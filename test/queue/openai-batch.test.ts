@@ -352,3 +352,35 @@ test('Redis stopped (SIGSTOP): Batch API requests answer 503 within the command 
   }
   await until('the Batch API to answer again', 15000, async () => (await fetch(`${server.url}/v1/batches?limit=1`)).status === 200);
 }, 40000);
+
+test('a batch past its completion window expires: waiting requests are dropped as batch_expired, each custom_id once', async () => {
+  // Its own queue, which no worker takes from: nothing runs before the (1 s) window ends.
+  const q = uniqueQueue('expiry');
+  const connE = connectRedis(redis.url, 'producer');
+  const files = new FileStore({ connection: connE, namespace: batchNamespace(q) });
+  const service = new BatchService({ connection: connE, files, queueName: q, sweepIntervalMs: 100, completionWindowS: 1, log: () => undefined });
+  service.start();
+  try {
+    const lines = ['a', 'b', 'c'].map((c) => ({ custom_id: c, method: 'POST', url: '/v1/completions', body: { prompt: c, max_tokens: 1 } }));
+    const input = await files.create('in.jsonl', 'batch', Buffer.from(jsonl(lines)));
+    const created = await service.create({ input_file_id: input.id, endpoint: '/v1/completions', completion_window: '24h' });
+    let b = created;
+    await until('the batch to expire', 10000, async () => {
+      b = await service.retrieve(created.id);
+      return b.status === 'expired';
+    });
+    expect(b.expired_at).toBeGreaterThanOrEqual(b.expires_at);
+    expect(b.in_progress_at).not.toBeNull();
+    expect(b.completed_at).toBeNull();
+    expect(b.output_file_id).toBeNull();
+    expect(b.request_counts).toEqual({ total: 3, completed: 0, failed: 0 });
+    const errs = parseJsonl((await files.content(b.error_file_id!))!.toString());
+    expect(errs.map((l) => l.custom_id).sort()).toEqual(['a', 'b', 'c']);
+    for (const e of errs) expect(e).toMatchObject({ response: null, error: { code: 'batch_expired' } });
+    expect(await service.queue.getJobCounts('wait')).toEqual({ wait: 0 });
+  } finally {
+    await service.queue.obliterate({ force: true }).catch(() => undefined);
+    await service.close();
+    connE.disconnect();
+  }
+});
