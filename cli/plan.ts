@@ -16,6 +16,7 @@ import { COST_CONSTANTS, type CostConstants, type ModelCost, predictStep, type S
 import { describeLink, type LinkSpec, parseLink } from '../core/placement/link-presets';
 import { loadNodeDescriptions, type NodeDescription } from '../core/placement/node-descriptions';
 import { loadRoutingStats, type RoutingStats } from '../core/placement/routing-stats';
+import { placeExperts } from '../core/placement/placement';
 import { balancedShardMapWithBytes, expertBytes, type PairWithBytes, type ShardMap } from '../core/shard-map';
 import { parseWireEncoding, type WireEncoding } from '../core/wire/rows';
 import { WEIGHTS_HELP, weightsOption } from './options';
@@ -42,6 +43,7 @@ export interface PlanFlags {
   predictorRank?: number;
   /** Overrides of the measured software costs (what-if: faster machines, a leaner call path). */
   callOverheadUs?: number;
+  callNsPerByte?: number;
   coordinatorLayerUs?: number;
   json?: boolean;
 }
@@ -66,13 +68,14 @@ export interface Plan {
   };
   nodes: PlanNode[];
   fits: boolean;
-  map: { source: 'balanced'; nodes: { address: string; experts: string }[] };
+  map: { source: string; nodes: { address: string; experts: string }[] };
   link: { name: string; delayUs: number; mbit: number | null; description: string };
   wire: WireEncoding;
   coordinator: { device: string; gbps: number };
   contextTokens: number;
   /** The software costs used (µs): measured defaults unless overridden. */
   callOverheadUs: number;
+  callNsPerByte: number;
   coordinatorLayerUs: number;
   predictions: StepPrediction[];
 }
@@ -191,6 +194,7 @@ export async function makePlan(flags: PlanFlags, overrides: Partial<CostConstant
   const constants: Partial<CostConstants> = {
     ...overrides,
     ...(flags.callOverheadUs !== undefined ? { callOverheadUs: flags.callOverheadUs } : {}),
+    ...(flags.callNsPerByte !== undefined ? { callOverheadNsPerByte: flags.callNsPerByte } : {}),
     ...(flags.coordinatorLayerUs !== undefined ? { coordinatorLayerUs: flags.coordinatorLayerUs } : {}),
   };
   const link: LinkSpec | null = parseLink(flags.link);
@@ -202,12 +206,15 @@ export async function makePlan(flags: PlanFlags, overrides: Partial<CostConstant
   if (flags.replicas > nodes.length) {
     throw new UserError(`--replicas ${flags.replicas} needs at least ${flags.replicas} nodes in ${flags.nodesFile} (replicas live on different nodes), it lists ${nodes.length}`);
   }
-  const { map, bytes } = placeMap(model.pairs, nodes, flags.replicas);
+  const { map, bytes, source } = placeMap(model.pairs, nodes, flags.replicas, c, routing);
   const cost = modelCost(model);
-  const planNodes: PlanNode[] = nodes.map((n, i) => ({
-    name: n.name, address: n.address, device: n.device, gbps: n.bytesPerS / 1e9, memoryBytes: n.memoryBytes,
-    bytes: bytes[i], pairs: map.nodes[i].experts.length, experts: formatExpertSpec(map.nodes[i].experts), fits: bytes[i] <= n.memoryBytes,
-  }));
+  const planNodes: PlanNode[] = nodes.map((n, i) => {
+    const held = map.nodes.find((x) => x.address === n.address)?.experts ?? [];
+    return {
+      name: n.name, address: n.address, device: n.device, gbps: n.bytesPerS / 1e9, memoryBytes: n.memoryBytes,
+      bytes: bytes[i], pairs: held.length, experts: held.length ? formatExpertSpec(held) : '(none)', fits: bytes[i] <= n.memoryBytes,
+    };
+  });
   const predictions = flags.concurrency.map((conc) => predictStep({
     model: cost, map, nodes, link, wire: flags.wire, routing, contextTokens: flags.context,
     coordinator: { bytesPerS: flags.coordinatorGbps * 1e9, device: flags.coordinatorDevice }, constants,
@@ -223,22 +230,36 @@ export async function makePlan(flags: PlanFlags, overrides: Partial<CostConstant
     },
     nodes: planNodes,
     fits: planNodes.every((n) => n.fits),
-    map: { source: 'balanced', nodes: map.nodes.map((n) => ({ address: n.address, experts: formatExpertSpec(n.experts) })) },
+    map: { source, nodes: map.nodes.map((n) => ({ address: n.address, experts: formatExpertSpec(n.experts) })) },
     link: { name: link?.name ?? 'loopback', delayUs: link?.delayUs ?? 0, mbit: link?.mbit ?? null, description: describeLink(link) },
     wire: flags.wire,
     coordinator: { device: flags.coordinatorDevice, gbps: flags.coordinatorGbps },
     contextTokens: flags.context,
     callOverheadUs: constants.callOverheadUs ?? COST_CONSTANTS.callOverheadUs,
+    callNsPerByte: constants.callOverheadNsPerByte ?? COST_CONSTANTS.callOverheadNsPerByte,
     coordinatorLayerUs: constants.coordinatorLayerUs ?? COST_CONSTANTS.coordinatorLayerUs,
     predictions,
   };
 }
 
-/** The shard map over the described nodes (names carried over for the tables). */
-function placeMap(pairs: PairWithBytes[], nodes: NodeDescription[], replicas: number): { map: ShardMap; bytes: number[] } {
-  const { map, bytes } = balancedShardMapWithBytes(pairs, nodes.map((n) => n.address), { replicas });
-  map.nodes.forEach((n, i) => (n.name = nodes[i].name));
-  return { map, bytes };
+/**
+ * The shard map for the described nodes: core/placement's placeExperts (routing, speed and memory aware).
+ * When the experts do not fit, the byte-balanced map shows by how much each node would overflow.
+ */
+function placeMap(pairs: PairWithBytes[], nodes: NodeDescription[], replicas: number, c: ModelConfig, routing: RoutingStats | undefined):
+  { map: ShardMap; bytes: number[]; source: string } {
+  try {
+    const r = placeExperts({
+      model: { numLayers: c.numLayers, numExperts: c.numExperts, hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, topK: c.topK },
+      pairs, routing, nodes, replicas,
+    });
+    return { map: r.map, bytes: r.nodeBytes, source: 'placement (core/placement placeExperts)' };
+  } catch (e) {
+    if (!(e instanceof UserError) || !/^placement: (the experts need|one \(layer, expert\) pair is)/.test(e.message)) throw e;
+    const { map, bytes } = balancedShardMapWithBytes(pairs, nodes.map((n) => n.address), { replicas });
+    map.nodes.forEach((n, i) => (n.name = nodes[i].name));
+    return { map, bytes, source: `balanced by bytes (the placement refuses: ${e.message.replace(/^placement: /, '')})` };
+  }
 }
 
 const GiB = 2 ** 30;
@@ -262,12 +283,12 @@ export function formatPlan(p: Plan): string {
     : `DOES NOT FIT: ${p.nodes.filter((n) => !n.fits).map((n) => n.name).join(', ')} would hold more than its memory ` +
       `(${formatBytes(m.expertBytes)} of experts, ${formatBytes(total)} of node memory in all); add nodes or use --weights int8`);
   lines.push('');
-  lines.push(`map (${p.map.source}, by bytes):`);
-  p.map.nodes.forEach((n, i) => lines.push(`  ${p.nodes[i].name}: ${n.experts}`));
+  lines.push(`map: ${p.map.source}`);
+  for (const n of p.nodes) lines.push(`  ${n.name}: ${n.experts}`);
   lines.push('');
   lines.push(`link: ${p.link.description}; wire ${p.wire}; coordinator ${p.coordinator.device} at ${p.coordinator.gbps} GB/s; ` +
     `active fraction ${m.activeFraction}; context ${p.contextTokens} tokens per sequence; ` +
-    `software: ${p.callOverheadUs} µs per node call, ${p.coordinatorLayerUs} µs coordinator glue per layer`);
+    `software: ${p.callOverheadUs} µs + ${p.callNsPerByte} ns/byte per node call, ${p.coordinatorLayerUs} µs coordinator glue per layer`);
   lines.push('predicted decode (ms per step):');
   lines.push('  conc   tokens/s   step ms   coordinator   link   call overhead   experts   bytes out/back per step');
   for (const s of p.predictions) {
@@ -304,6 +325,14 @@ function nonNegativeInt(flag: string, min = 0) {
   };
 }
 
+function nonNegativeNumber(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < 0 || value.trim() === '') throw new InvalidArgumentError(`${flag} must be a number >= 0`);
+    return n;
+  };
+}
+
 function wireOption(value: string): WireEncoding {
   try {
     return parseWireEncoding(value);
@@ -332,6 +361,7 @@ export function registerPlan(program: Command): void {
     .option('--context <tokens>', 'tokens of context each sequence\'s attention reads (KV cache)', nonNegativeInt('--context'), 512)
     .option('--predictor-rank <r>', `predictor width (default: from the weights, or ${ASSUMED_PREDICTOR_RANK} for a config.json alone)`, nonNegativeInt('--predictor-rank', 1))
     .option('--call-overhead-us <us>', `software cost of one node call (default ${COST_CONSTANTS.callOverheadUs}, measured on a 2-vCPU VM)`, nonNegativeInt('--call-overhead-us'))
+    .option('--call-ns-per-byte <ns>', `software cost per byte of a node call (default ${COST_CONSTANTS.callOverheadNsPerByte}, measured on a 2-vCPU VM)`, nonNegativeNumber('--call-ns-per-byte'))
     .option('--coordinator-layer-us <us>', `coordinator glue per layer (default ${COST_CONSTANTS.coordinatorLayerUs}, measured on a 2-vCPU VM)`, nonNegativeInt('--coordinator-layer-us'))
     .option('--json', 'print the plan as one JSON object')
     .action(async (flags: PlanFlags) => {

@@ -8,6 +8,7 @@ import { CommanderError } from 'commander';
 import { buildProgram } from '../../cli/main';
 import type { Plan } from '../../cli/plan';
 import { makeDemoModel } from '../../core/demo-model';
+import { COST_CONSTANTS } from '../../core/placement/cost-model';
 import { UserError } from '../../core/errors';
 import { expertBytes } from '../../core/shard-map';
 
@@ -72,6 +73,7 @@ describe('turbosparse plan', () => {
     expect(p.model.configOnly).toBe(false);
     // Exact bytes from the folder: 2 layers x 4 experts of 3 x 64 x 128 bf16.
     expect(p.model.expertBytes).toBe(8 * expertBytes(64, 128, 'bf16'));
+    expect(p.map.source).toMatch(/^placement/);
     expect(p.nodes.map((n) => n.pairs)).toEqual([4, 4]);
     expect(p.model.activeFraction).toBe(0.2); // the demo model's own, from its config
     expect(p.predictions.map((s) => s.concurrency)).toEqual([1, 16]);
@@ -86,6 +88,12 @@ describe('turbosparse plan', () => {
     expect(loop.predictions[0].linkMs).toBe(0);
     expect(loop.predictions[0].tokensPerS).toBeGreaterThan(p.predictions[0].tokensPerS);
     expect(wifi.predictions[0].tokensPerS).toBeLessThan(p.predictions[0].tokensPerS);
+    // The software costs can be overridden (what-if: a faster host): no call overhead at all.
+    const lean = await planJson('--model', modelDir, '--nodes-file', nodes, '--link', '1gbe', '--concurrency', '1',
+      '--call-overhead-us', '0', '--call-ns-per-byte', '0', '--coordinator-layer-us', '0');
+    expect(lean.predictions[0].callOverheadMs).toBe(0);
+    expect(lean.predictions[0].linkMs).toBeCloseTo(p.predictions[0].linkMs, 9);
+    expect(p.predictions[0].coordinatorMs - lean.predictions[0].coordinatorMs).toBeCloseTo((2 * COST_CONSTANTS.coordinatorLayerUs) / 1000, 9);
     // int8 weights hold about half the bytes.
     const i8 = await planJson('--model', modelDir, '--nodes-file', nodes, '--link', '1gbe', '--weights', 'int8');
     expect(i8.model.expertBytes).toBe(8 * expertBytes(64, 128, 'i8'));
@@ -105,6 +113,7 @@ describe('turbosparse plan', () => {
     expect(bf16.model.expertBytes).toBe(256 * 3 * 4096 * 14336 * 2);
     expect(bf16.model.predictorRanks).toMatch(/1024 \(assumed/);
     expect(bf16.fits).toBe(false);
+    expect(bf16.map.source).toMatch(/^balanced by bytes \(the placement refuses: the experts need 84\.00 GiB but the nodes hold 48\.00 GiB/);
     expect(bf16.nodes[0].bytes).toBeCloseTo(bf16.model.expertBytes / 2, 0);
 
     const fits4 = await planJson('--model', path.dirname(CONFIG_47B), '--nodes-file', four, '--link', '10gbe');
@@ -150,6 +159,7 @@ describe('turbosparse plan', () => {
     await expectFlagError(/--concurrency must be positive integers/, '--model', modelDir, '--nodes-file', good, '--link', '1gbe', '--concurrency', '1,0');
     await expectFlagError(/--coordinator-gbps must be a number > 0/, '--model', modelDir, '--nodes-file', good, '--link', '1gbe', '--coordinator-gbps', 'fast');
     await expectFlagError(/--wire must be one of f32, bf16, int8/, '--model', modelDir, '--nodes-file', good, '--link', '1gbe', '--wire', 'fp8');
+    await expectFlagError(/--call-ns-per-byte must be a number >= 0/, '--model', modelDir, '--nodes-file', good, '--link', '1gbe', '--call-ns-per-byte', '-1');
     await expectFlagError(/--weights must be one of/, '--model', modelDir, '--nodes-file', good, '--link', '1gbe', '--weights', 'q4');
     await expectFlagError(/required option '--nodes-file <file>' not specified/, '--model', modelDir, '--link', '1gbe');
   });
