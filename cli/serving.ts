@@ -12,7 +12,8 @@ import { Scheduler } from '../coordinator/scheduler';
 import { addEngineOptions, engineOptionsFrom, type EngineFlags } from './engine-flags';
 import { COORDINATOR_SERVICE, currentTelemetry, setupTelemetry, shutdownTelemetry } from '../core/telemetry';
 import { observeEngine, submitTracing, type EngineObservability } from '../coordinator/telemetry';
-import { intOption } from './options';
+import { choiceOption, intOption } from './options';
+import { METRICS_DETAIL_CHOICES, type MetricsDetail } from '../coordinator/telemetry/metrics';
 
 export interface ServingFlags extends EngineFlags {
   kvBudgetMb: number;
@@ -22,6 +23,7 @@ export interface ServingFlags extends EngineFlags {
   maxRunning: number;
   prefillChunk: number;
   servedModelName?: string;
+  metricsDetail?: MetricsDetail;
 }
 
 export function addServingOptions(cmd: Command): Command {
@@ -33,7 +35,9 @@ export function addServingOptions(cmd: Command): Command {
     .option('--no-prefix-cache', 'do not keep finished sequences\' KV caches for prompts that start with the same tokens')
     .option('--max-queue <n>', 'requests that may wait for KV budget; beyond it: 429 queue full', intOption('--max-queue'), 256)
     .option('--max-running <n>', 'sequences decoded together at most', intOption('--max-running', 1), 256)
-    .option('--prefill-chunk <n>', 'prompt tokens prefilled per step (a long prompt does not stall decoding)', intOption('--prefill-chunk', 1), 256);
+    .option('--prefill-chunk <n>', 'prompt tokens prefilled per step (a long prompt does not stall decoding)', intOption('--prefill-chunk', 1), 256)
+    .option('--metrics-detail <d>', 'expert-call histograms per node, or per (layer, expert, node) with expert (~100 series per pair: ~25k at 32x8)',
+      choiceOption('--metrics-detail', METRICS_DETAIL_CHOICES), 'node');
 }
 
 export interface Serving {
@@ -57,7 +61,7 @@ export async function loadServing(flags: ServingFlags, log: (line: string) => vo
     const tokenizer = TextTokenizer.fromModel(engine.folder);
     const chatTemplate = ChatTemplate.fromModel(engine.folder.dir, engine.folder.tokenizerConfig);
     // Metrics, stats and spans through the engine's hooks and an ObservedExperts around its experts.
-    const observability = observeEngine(engine, { modelName: flags.servedModelName ?? path.basename(engine.folder.dir) });
+    const observability = observeEngine(engine, { modelName: flags.servedModelName ?? path.basename(engine.folder.dir), metricsDetail: flags.metricsDetail });
     const scheduler = new Scheduler(engine, tokenizer, {
       kvBudgetBytes: flags.kvBudgetMb * 2 ** 20,
       kvGrowTokens: flags.kvGrowTokens,

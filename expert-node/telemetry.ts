@@ -4,10 +4,11 @@
 //   - one SERVER span per request (`moe.expert_serve`), child of the coordinator's
 //     CLIENT span whose W3C context arrives in the request's `trace_context`;
 //   - Prometheus metrics on a small HTTP port of its own (`--metrics-port`):
-//     requests, queue and compute time per layer, active-neuron fraction, routed
-//     tokens per (layer, expert).
+//     requests, queue and compute time per layer, active-neuron ratio, routed
+//     tokens per (layer, expert); process_* and nodejs_* (core/runtime-metrics.ts).
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api';
 import { exponentialBuckets, linearBuckets, metrics as defaultRegistry, type Registry } from '../core/metrics';
+import { registerRuntimeMetrics } from '../core/runtime-metrics';
 import { currentTelemetry, extractTraceContext, type Telemetry } from '../core/telemetry';
 import type { ExpertNodeHooks, NodeRequestInfo, NodeRequestResult } from './server';
 
@@ -35,6 +36,7 @@ export interface NodeTelemetry {
 }
 
 export function nodeMetrics(reg: Registry = defaultRegistry) {
+  registerRuntimeMetrics(reg);
   return {
     requests: reg.counter({
       name: 'turbosparse_expert_node_requests_total',
@@ -54,7 +56,7 @@ export function nodeMetrics(reg: Registry = defaultRegistry) {
       buckets: LATENCY_BUCKETS,
     }),
     activeFraction: reg.histogram({
-      name: 'turbosparse_expert_node_active_fraction',
+      name: 'turbosparse_expert_node_active_ratio',
       help: 'Neurons computed / neurons of a dense FFN over a request\'s routes, by layer',
       labelNames: ['layer'],
       buckets: [...linearBuckets(0.025, 0.025, 20), 0.6, 0.7, 0.8, 0.9, 1],

@@ -14,6 +14,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { metrics as globalMetrics, PROMETHEUS_CONTENT_TYPE, type Registry } from '../../core/metrics';
 import { ApiError, badTarget, expertsUnavailable, methodNotAllowed, routePath, toApiError } from '../api/errors';
 import { guarded } from './guard';
+import { routeLabel } from '../telemetry/route-label';
 import { OpenAIApi, type OpenAIApiOptions } from '../api/openai-api';
 import type { Endpoint } from '../api/schemas';
 
@@ -209,13 +210,6 @@ export function createHttpServer(opts: HttpServerOptions): HttpServer {
       });
     },
   };
-}
-
-function routeLabel(url: string | undefined): string {
-  const p = routePath(url) ?? 'other';
-  return ['/v1/completions', '/v1/chat/completions', '/v1/models', '/tokenize', '/detokenize', '/health', '/ready', '/metrics'].includes(p)
-    ? p
-    : 'other';
 }
 
 function notAllowed(method: string, path: string): never {

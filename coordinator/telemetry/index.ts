@@ -5,7 +5,7 @@ export { submitTracing, requestTracing, traceJob, type JobLike, type SubmitHook,
 export { buildStatus, STATUS_VERSION, type StatusJson, type HeatCell } from './status';
 export { statusRoutes, statusPageDir, type StatusRoute } from './status-routes';
 export { formatLatencyTable } from './latency-table';
-export { coordinatorMetrics, CallMetrics, LATENCY_BUCKETS, FRACTION_BUCKETS, type CoordinatorMetrics } from './metrics';
+export { coordinatorMetrics, CallMetrics, LATENCY_BUCKETS, FRACTION_BUCKETS, METRICS_DETAIL_CHOICES, type CoordinatorMetrics, type MetricsDetail } from './metrics';
 export { ExpertStats } from './expert-stats';
 export { SampleWindow } from './sample-window';
 export type { ExpertCallRecord } from './expert-calls';

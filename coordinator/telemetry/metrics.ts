@@ -1,8 +1,10 @@
 // The coordinator's Prometheus metrics (served at /metrics by the HTTP server).
-// Per (layer, expert, node): call latency, compute time, active-neuron fraction;
-// per node: calls, bytes, errors, retries; per step: tokens, batch size, layer time.
-// Queue depth and KV-cache gauges come from the scheduler (coordinator/scheduler.ts)
-// and the batch worker, on the same registry.
+// Per node: calls, bytes, errors, retries, and call latency, compute time and active-neuron
+// ratio histograms; the same histograms per (layer, expert, node) only with
+// `--metrics-detail expert` (MetricsDetail below). Tokens per (layer, expert, node) always (one
+// series per pair); per step: tokens, batch size, layer time. Queue depth and KV-cache gauges
+// come from the scheduler (coordinator/scheduler.ts) and the batch worker, on the same
+// registry; process_* and nodejs_* from core/runtime-metrics.ts. Names end in their unit.
 import {
   exponentialBuckets,
   linearBuckets,
@@ -11,7 +13,17 @@ import {
   type HistogramChild,
   type Registry,
 } from '../../core/metrics';
+import { registerRuntimeMetrics } from '../../core/runtime-metrics';
 import type { ExpertCallRecord } from './expert-calls';
+
+/**
+ * `--metrics-detail`: which labels the expert-call histograms carry. `node` (the default): per
+ * node, a few hundred series whatever the model. `expert`: per (layer, expert, node), about 100
+ * series per pair a node holds: 32 layers x 8 experts is ~25k series (~50k with 2 replicas),
+ * more than a Prometheus should take from one process without deciding to.
+ */
+export type MetricsDetail = 'node' | 'expert';
+export const METRICS_DETAIL_CHOICES: readonly MetricsDetail[] = ['node', 'expert'];
 
 /** 50 us .. ~13 s in x1.5 steps: loopback calls are ~100 us, a Mixtral-width prefill chunk is seconds. */
 export const LATENCY_BUCKETS = exponentialBuckets(50e-6, 1.5, 32);
@@ -20,32 +32,36 @@ export const FRACTION_BUCKETS = [...linearBuckets(0.025, 0.025, 20), 0.6, 0.7, 0
 
 export type CoordinatorMetrics = ReturnType<typeof coordinatorMetrics>;
 
-export function coordinatorMetrics(reg: Registry = defaultRegistry) {
-  const expertLabels = ['layer', 'expert', 'node'];
+export function coordinatorMetrics(reg: Registry = defaultRegistry, detail: MetricsDetail = 'node') {
+  registerRuntimeMetrics(reg);
+  const pairLabels = ['layer', 'expert', 'node'];
+  const expertLabels = detail === 'expert' ? pairLabels : ['node'];
+  const per = detail === 'expert' ? 'per (layer, expert, node)' : 'per node (per (layer, expert, node) with --metrics-detail expert)';
   return {
     registry: reg,
+    detail,
     callSeconds: reg.histogram({
       name: 'turbosparse_expert_call_seconds',
-      help: 'Round trip of an expert call, per (layer, expert, node); a call covering several experts counts for each',
+      help: `Round trip of an expert call, ${per}; a call covering several experts counts for each`,
       labelNames: expertLabels,
       buckets: LATENCY_BUCKETS,
     }),
     computeSeconds: reg.histogram({
       name: 'turbosparse_expert_compute_seconds',
-      help: 'Expert compute time reported by the node, per (layer, expert, node), shared among a call\'s experts by active neurons',
+      help: `Expert compute time reported by the node, ${per}, shared among a call's experts by active neurons`,
       labelNames: expertLabels,
       buckets: LATENCY_BUCKETS,
     }),
-    activeFraction: reg.histogram({
-      name: 'turbosparse_expert_active_fraction',
-      help: 'Neurons computed / neurons of a dense FFN, per expert call slot group, per (layer, expert, node)',
+    activeRatio: reg.histogram({
+      name: 'turbosparse_expert_active_ratio',
+      help: `Neurons computed / neurons of a dense FFN, per expert call slot group, ${per}`,
       labelNames: expertLabels,
       buckets: FRACTION_BUCKETS,
     }),
     expertTokens: reg.counter({
       name: 'turbosparse_expert_tokens_total',
       help: 'Token slots routed to an expert, per (layer, expert, node)',
-      labelNames: expertLabels,
+      labelNames: pairLabels,
     }),
     nodeCallSeconds: reg.histogram({
       name: 'turbosparse_node_call_seconds',
@@ -55,12 +71,12 @@ export function coordinatorMetrics(reg: Registry = defaultRegistry) {
     }),
     nodeTokens: reg.counter({ name: 'turbosparse_node_tokens_total', help: 'Token rows sent to an expert node', labelNames: ['node'] }),
     bytesIn: reg.counter({
-      name: 'turbosparse_expert_bytes_in_total',
+      name: 'turbosparse_expert_in_bytes_total',
       help: 'Request bytes sent to an expert node (hidden rows, routes, masks)',
       labelNames: ['node'],
     }),
     bytesOut: reg.counter({
-      name: 'turbosparse_expert_bytes_out_total',
+      name: 'turbosparse_expert_out_bytes_total',
       help: 'Reply bytes received from an expert node',
       labelNames: ['node'],
     }),
@@ -141,10 +157,12 @@ export class CallMetrics {
     let e = row[expert];
     if (!e) {
       const l = { layer, expert, node };
+      // --metrics-detail node: every pair of a node shares the node's histogram series.
+      const h = this.m.detail === 'expert' ? l : { node };
       e = row[expert] = {
-        call: this.m.callSeconds.labels(l),
-        compute: this.m.computeSeconds.labels(l),
-        fraction: this.m.activeFraction.labels(l),
+        call: this.m.callSeconds.labels(h),
+        compute: this.m.computeSeconds.labels(h),
+        fraction: this.m.activeRatio.labels(h),
         tokens: this.m.expertTokens.labels(l),
       };
     }

@@ -47,7 +47,7 @@ import type { Sequence } from '../sequence';
 import { summariseBatch, type ExpertCallRecord } from './expert-calls';
 import { ExpertStats } from './expert-stats';
 import { RoutingCollector } from './routing-collector';
-import { CallMetrics, coordinatorMetrics, type CoordinatorMetrics } from './metrics';
+import { CallMetrics, coordinatorMetrics, type CoordinatorMetrics, type MetricsDetail } from './metrics';
 import { logOnce } from '../../core/log-once';
 
 /** How much of a request is traced: request spans only, + step spans, + layer and expert-call spans. */
@@ -59,6 +59,8 @@ export interface ObserveOptions {
   telemetry?: Telemetry;
   /** Default from TURBOSPARSE_TRACE_DETAIL, else 'layers'. */
   detail?: TraceDetail;
+  /** --metrics-detail: expert-call histograms per node (default) or per (layer, expert, node). */
+  metricsDetail?: MetricsDetail;
   /** Model name for GenAI attributes (default the model folder's name). */
   modelName?: string;
   /** Where a failing deferred record is reported. Default: a line on stderr. */
@@ -170,7 +172,7 @@ export class EngineObservability {
     this.tracer = tel?.enabled ? tel.tracer : undefined;
     this.detail = opts.detail ?? detailFromEnv();
     this.report = logOnce(opts.log ?? ((line) => process.stderr.write(line + '\n')));
-    this.metrics = coordinatorMetrics(opts.registry ?? defaultRegistry);
+    this.metrics = coordinatorMetrics(opts.registry ?? defaultRegistry, opts.metricsDetail);
     this.calls = new CallMetrics(this.metrics, engine.config.intermediateSize);
     this.stats = new ExpertStats(engine.config.intermediateSize);
     this.routing = new RoutingCollector(engine.config);

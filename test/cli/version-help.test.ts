@@ -73,3 +73,14 @@ test('serve with a bad model folder: one error line, no "loading" line before it
     fs.rmSync(empty, { recursive: true, force: true });
   }
 }, 60000);
+
+test('--metrics-detail takes node or expert (serve and worker document it); anything else is one line, exit 2', async () => {
+  const bad = await run(['serve', '--model', 'm', '--metrics-detail', 'layer']);
+  expect(bad.code).toBe(2);
+  expect(bad.err).toBe("error: option '--metrics-detail <d>' argument 'layer' is invalid. --metrics-detail must be one of node, expert (see turbosparse serve --help)\n");
+  for (const sub of ['serve', 'worker']) {
+    const help = await run([sub, '--help']);
+    const text = help.out.replace(/\s+/g, ' '); // commander wraps the help to the terminal width
+    expect(text).toMatch(/--metrics-detail <d> expert-call histograms per node, or per \(layer, expert, node\) with expert .*\(default: "node"\)/);
+  }
+}, 60000);

@@ -96,7 +96,8 @@ beforeAll(async () => {
     modelDir, device: 'cpu', threads: 1, log: () => undefined, experts: { kind: 'file', path: 'cluster' },
     remoteExperts: () => RemoteExperts.connect({ shardMap, model: dims, callTimeoutMs: 10_000 }),
   });
-  obs = observeEngine(engine, { registry, detail: 'layers' });
+  // Per-expert histograms (--metrics-detail expert): their counts are checked against the calls.
+  obs = observeEngine(engine, { registry, detail: 'layers', metricsDetail: 'expert' });
   (engine.experts as unknown as RemoteExperts).addObserver({
     onCallEnd: (info, r) => {
       if (!r.ok) return;
@@ -206,12 +207,12 @@ describe('a 2-node loopback cluster', () => {
     const latency = histogramCounts(fams.get('turbosparse_expert_call_seconds')!);
     expect(latency.size).toBeGreaterThan(0);
     expect(new Map([...latency].sort())).toEqual(new Map([...calls].sort()));
-    for (const name of ['turbosparse_expert_compute_seconds', 'turbosparse_expert_active_fraction']) {
+    for (const name of ['turbosparse_expert_compute_seconds', 'turbosparse_expert_active_ratio']) {
       expect(new Map([...histogramCounts(fams.get(name)!)].sort())).toEqual(new Map([...calls].sort()));
     }
     const total = [...calls.values()].reduce((a, b) => a + b, 0);
     expect(total).toBeGreaterThan(0);
-    for (const name of ['turbosparse_expert_bytes_in_total', 'turbosparse_expert_bytes_out_total']) {
+    for (const name of ['turbosparse_expert_in_bytes_total', 'turbosparse_expert_out_bytes_total']) {
       const f = fams.get(name)!;
       expect(f.type).toBe('counter');
       expect(f.samples.map((s) => s.labels.node).sort()).toEqual(['node0', 'node1']);
@@ -220,6 +221,10 @@ describe('a 2-node loopback cluster', () => {
     const decode = fams.get('turbosparse_step_tokens_total')!.samples.find((s) => s.labels.phase === 'decode')!;
     expect(decode.value).toBeGreaterThan(0);
     expect(fams.get('turbosparse_scheduler_waiting_requests')!.type).toBe('gauge');
+    // Process and runtime metrics next to ours.
+    expect(fams.get('process_cpu_seconds_total')!.samples[0].value).toBeGreaterThan(0);
+    expect(fams.get('process_resident_memory_bytes')!.samples[0].value).toBeGreaterThan(1e6);
+    expect(fams.get('nodejs_eventloop_lag_p99_seconds')!.type).toBe('gauge');
     expect(fams.get('turbosparse_batch_sequences')!.type).toBe('gauge');
   });
 

@@ -90,6 +90,12 @@ test('the metrics port serves Prometheus text matching the requests, and SERVER 
   expect(compute.type).toBe('histogram');
   expect(compute.samples.filter((s) => s.name.endsWith('_count')).reduce((a, s) => a + s.value, 0)).toBe(batches.length);
   expect(fams.get('turbosparse_expert_node_requests_in_flight')!.samples[0].value).toBe(0);
+  const ratio = fams.get('turbosparse_expert_node_active_ratio')!;
+  expect(ratio.samples.filter((s) => s.name.endsWith('_count')).reduce((a, s) => a + s.value, 0)).toBe(batches.length);
+  // The node's process and runtime metrics on the same port.
+  for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes']) {
+    expect([name, fams.get(name)?.samples.length]).toEqual([name, 1]);
+  }
 
   const servers = mem.getFinishedSpans().filter((s) => s.name === 'moe.expert_serve');
   expect(servers).toHaveLength(batches.length);
