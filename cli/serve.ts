@@ -70,7 +70,10 @@ export async function runServe(flags: ServeFlags): Promise<void> {
     await loading.close();
   }
   // The Batch API (serve --redis): /v1/files and /v1/batches, requests run by `worker`s.
-  const batchApi = await startBatchApi(flags, log);
+  const batchApi = await startBatchApi(flags, log).catch(async (e: unknown) => {
+    await serving.close(); // e.g. Redis unreachable: exit with its one line instead of hanging
+    throw e;
+  });
   // POST /v1/admin/rebalance (and --rebalance-every): live expert placement over the expert nodes.
   const rebalanceRoute = await (await import('./rebalance')).serveRebalancing(serving, flags, log);
   const http = createHttpServer({
