@@ -363,7 +363,8 @@ function improveLayer(p: Problem, s: State, l: number): void {
 
 /**
  * Redundant experts (as EPLB): with memory left, copy the hottest pairs of a layer's slowest node onto
- * nodes with room, best gain per byte over all layers first, while that lowers a layer's slowest node.
+ * nodes with room and at least the holders' speed, best gain per byte over all layers first, while that
+ * lowers a layer's slowest node.
  */
 function replicateHot(p: Problem, s: State): void {
   const n = p.speed.length;
@@ -376,8 +377,11 @@ function replicateHot(p: Problem, s: State): void {
     for (let e = 0; e < p.experts; e++) {
       if (!H[e].includes(k) || p.load[l][e] <= 0) continue;
       const b = p.bytes[l][e];
+      // The coordinator sends a replicated pair's group to the copy with the fewest routes planned so far,
+      // whatever its speed (remote-experts.ts), so an extra copy goes only where it is not slower than its holders.
+      const fastestHolder = Math.max(...H[e].map((i) => p.speed[i]));
       for (let j = 0; j < n; j++) {
-        if (H[e].includes(j) || s.used[j] + b > p.mem[j]) continue;
+        if (H[e].includes(j) || s.used[j] + b > p.mem[j] || p.speed[j] < 0.95 * fastestHolder) continue;
         addSorted(H[e], j);
         const score = layerScore(p, H, l);
         removeFrom(H[e], j);

@@ -132,6 +132,11 @@ test('replicas: every pair on R different nodes; memory left goes to copies of h
   ] };
   const before = predictLayers(unreplicated, { model: m, pairs, nodes, routing: hot });
   expect(one.layers[0].slowestMs).toBeLessThan(before[0].slowestMs * 0.7);
+  // The coordinator does not split a pair's routes by speed: an extra copy never goes to a slower node.
+  const mixed = [node('a', 2, 800 * MB), node('b', 2, 800 * MB), node('c', 1, 800 * MB)];
+  const spread = placeExperts({ model: m, pairs, nodes: mixed, routing: hot });
+  for (const [, on] of holders(spread.map)) if (on.length > 1) expect(on).not.toContain('c:50051');
+  expect([...holders(spread.map).values()].some((on) => on.length > 1)).toBe(true);
   expect(() => placeExperts({ model: m, pairs, nodes, replicas: 4 })).toThrow(/^--replicas 4 needs at least 4 nodes/);
 });
 
