@@ -136,7 +136,10 @@ describeGolden('expert-node placement info and LoadExperts / UnloadExperts (tiny
     const client = await connect(node);
     expect((await client.info(5_000)).ffnBytesPerS).toBe(0);
     const events: string[] = [];
-    const running = batchFor(0, [0, 1], 40, 4);
+    // Size the running request to ~2 s on this machine, so it is surely in flight through the steps below.
+    const probe = (await client.call(request(batchFor(0, [0, 1], 40, 3)), 60_000)).response.computeUs;
+    const rows = Math.max(40, Math.min(4000, Math.ceil((40 * 2e6) / Math.max(1, probe))));
+    const running = batchFor(0, [0, 1], rows, 4);
     const queued = batchFor(0, [1], 10, 5);
     const r1 = client.call(request(running), 120_000);
     const r2 = client.call(request(queued), 120_000);
@@ -153,7 +156,7 @@ describeGolden('expert-node placement info and LoadExperts / UnloadExperts (tiny
     await expectExact(local, queued, r2);
     const info = await unload;
     expect(events).toEqual(['r1', 'r2', 'unload']);
-    expect((await r1).response.computeUs).toBeGreaterThan(100_000); // it was really in flight during the unload
+    expect((await r1).response.computeUs).toBeGreaterThan(400_000); // it was really in flight during the unload
     expect(info.expertsSpec).toBe('0:0');
     expect(info.weightBytes).toBe(PAIR_BYTES);
     const b = batchFor(0, [0], 2, 7);
