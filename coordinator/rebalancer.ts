@@ -12,18 +12,10 @@ import type { RoutingStats } from '../core/placement/routing-stats';
 import type { PairWithBytes, ShardMap } from '../core/shard-map';
 import type { InfoResponse__Output } from '../core/wire/expert-proto';
 import type { Engine } from './engine';
-import { type PairMove, RemoteExperts } from './remote-experts';
+import { registerRebalanceStatus, type RebalanceStatus } from './rebalance-status';
+import { RemoteExperts } from './remote-experts';
 
-export type RebalanceState = 'idle' | 'planning' | 'moving' | 'done' | 'failed';
-
-/** status.json's `rebalance`. */
-export interface RebalanceStatus {
-  state: RebalanceState;
-  started?: string;
-  finished?: string;
-  error?: string;
-  moves: PairMove[];
-}
+export type { RebalanceState, RebalanceStatus } from './rebalance-status';
 
 export interface RebalanceRequest {
   /** Absent: the coordinator's own routing statistics (when it collects them), else every expert equally hot. */
@@ -276,10 +268,6 @@ export function rebalancerFor(engine: Engine, opts: Omit<RebalancerOptions, 'exp
   const r = new Rebalancer({ ...opts, experts, model: { numLayers: c.numLayers, numExperts: c.numExperts, hiddenSize: c.hiddenSize,
     intermediateSize: c.intermediateSize, topK: c.topK } });
   rebalancers.set(engine, r);
+  registerRebalanceStatus(engine, () => r.status());
   return r;
-}
-
-/** status.json's `rebalance` for an engine: absent when it has no rebalancer. */
-export function rebalanceStatusOf(engine: Engine): RebalanceStatus | undefined {
-  return rebalancers.get(engine)?.status();
 }

@@ -4,7 +4,7 @@
 import type { Registry } from '../../core/metrics';
 import type { ExpertStatsSnapshot, ExpertSummary, LayerSummary, NodeSummary, Throughput } from './expert-stats';
 import type { EngineObservability, NodeHealthLike } from './observe';
-import { rebalanceStatusOf, type RebalanceStatus } from '../rebalancer';
+import { rebalanceStatusOf, type RebalanceStatus } from '../rebalance-status';
 
 export const STATUS_VERSION = 1;
 
