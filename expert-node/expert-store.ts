@@ -83,7 +83,7 @@ export class ExpertStore {
   /** Reads and uploads each pair in turn (one expert's host copy in memory at a time). */
   static async load(opts: ExpertStoreOptions): Promise<ExpertStore> {
     const store = new ExpertStore(opts.backend, opts.dims, opts.source, opts.weights, opts.mode ?? 'sparse', opts.slowdown ?? 1);
-    const loaded = await store.upload(opts.pairs, opts.onLoaded);
+    const loaded = await store.upload(sortedUnique(opts.pairs), opts.onLoaded);
     store.commit(loaded);
     return store;
   }
