@@ -4,7 +4,7 @@
 // whole CLI.
 import { Command } from 'commander';
 import { type ExpertNodeOptions, serveUntilStopped } from '../expert-node/main';
-import { addKernelOptions, floatOption, intOption, oneLineErrors } from './options';
+import { addKernelOptions, explainExpertSpec, floatOption, intOption, oneLineErrors } from './options';
 
 /** The flags are the node's options, less what only code can pass. */
 type ExpertNodeFlags = Omit<ExpertNodeOptions, 'hooks' | 'log'>;
@@ -46,14 +46,14 @@ export function registerExpertNode(program: Command): void {
 
 /** The command on its own (`node dist/cli/expert-node.js`), as local-cluster.ts spawns it. */
 export function expertNodeProgram(): Command {
-  return oneLineErrors(configure(new Command('turbosparse expert-node')).exitOverride());
+  return oneLineErrors(explainExpertSpec(configure(new Command('turbosparse expert-node')).exitOverride()));
 }
 
 if (require.main === module) {
   expertNodeProgram().parseAsync(process.argv).catch((e: unknown) => {
     // Same rule as cli/main.ts: a user error is one line, a bug keeps its stack.
     const err = e as Error & { exitCode?: number; code?: string };
-    if (err.code?.startsWith('commander.')) process.exitCode = err.exitCode ?? 2;
+    if (err.code?.startsWith('commander.')) process.exitCode = err.exitCode === 0 ? 0 : 2; // usage errors exit 2, like cli/main.ts
     else if (err.name === 'UserError') {
       process.stderr.write(`error: ${err.message}\n`);
       process.exitCode = 2;

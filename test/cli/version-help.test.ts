@@ -84,3 +84,21 @@ test('--metrics-detail takes node or expert (serve and worker document it); anyt
     expect(text).toMatch(/--metrics-detail <d> expert-call histograms per node, or per \(layer, expert, node\) with expert .*\(default: "node"\)/);
   }
 }, 60000);
+
+test('the standalone expert-node command (as local clusters spawn it): usage errors exit 2, --help explains SPEC', async () => {
+  const node = (args: string[]) => new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+    const child = spawn(process.execPath, ['-r', path.join(ROOT, 'test', 'cluster', 'ts-register-cached.js'), path.join(ROOT, 'cli', 'expert-node.ts'), ...args],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('close', (code) => resolve({ code, out, err }));
+  });
+  const bad = await node(['--model', 'm', '--port', 'x']);
+  expect(bad.code).toBe(2);
+  expect(bad.err).toMatch(/^error: option '--port <p>' argument 'x' is invalid\. --port must be an integer >= 0 \(see turbosparse expert-node --help\)\n$/);
+  const help = await node(['--help']);
+  expect(help.code).toBe(0);
+  expect(help.out).toContain('0-3:0,0-3:2   experts 0 and 2 of layers 0..3 (8 pairs)');
+}, 60000);
