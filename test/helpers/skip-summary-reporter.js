@@ -29,7 +29,7 @@ class SkipSummaryReporter {
     const lines = ['', 'Skipped tests:'];
     for (const [why, files] of reasons) lines.push(`  ${why} (${[...files].join(', ')})`);
     for (const [file, n] of unexplained) lines.push(`  ${file}: ${n} skipped (see the file's own message)`);
-    process.stderr.write(lines.join('\n') + '\n');
+    process.stderr.write(lines.join('\n') + '\n\n');
   }
 }
 
