@@ -19,13 +19,13 @@ interface Held {
   bytes: number;
   /** moe calls running on it now: it is freed only once this is 0. */
   running: number;
+  /** Set by remove() while calls run: the last one to finish calls it. */
+  onIdle?: () => void;
 }
 
 export class LocalExperts implements ExpertBackend {
   readonly name = 'local';
   private readonly held = new Map<string, Held>();
-  /** Waiters for a pair's calls to finish (remove()). */
-  private readonly idle = new Map<string, (() => void)[]>();
   private closed = false;
 
   private constructor(
@@ -105,26 +105,20 @@ export class LocalExperts implements ExpertBackend {
       const h = this.held.get(key);
       if (!h) return;
       this.held.delete(key); // no new call finds it
-      if (h.running > 0) await new Promise<void>((resolve) => this.idle.set(key, [...(this.idle.get(key) ?? []), resolve]));
+      if (h.running > 0) await new Promise<void>((resolve) => (h.onIdle = resolve));
       h.expert.free();
     }));
   }
 
   async runExperts(batch: ExpertBatch): Promise<ExpertOutput> {
-    const using = batch.groups.map((g) => ({ key: pairKey(batch.layer, g.expert), held: this.held.get(pairKey(batch.layer, g.expert)) }));
-    for (const u of using) if (u.held) u.held.running++;
+    const using = batch.groups.map((g) => this.held.get(pairKey(batch.layer, g.expert)));
+    for (const h of using) if (h) h.running++;
     try {
-      return await runMoe(this.backend, this.mode, this.hidden, batch, (L, E) => this.held.get(pairKey(L, E))?.expert);
+      // The experts counted above, not a fresh lookup: a pair removed meanwhile is still this call's.
+      const byExpert = new Map(batch.groups.map((g, i) => [g.expert, using[i]]));
+      return await runMoe(this.backend, this.mode, this.hidden, batch, (_, E) => byExpert.get(E)?.expert);
     } finally {
-      for (const u of using) {
-        if (!u.held || --u.held.running > 0) continue;
-        const waiters = this.idle.get(u.key);
-        // Only the removed copy's waiters: a pair added again since is another Held.
-        if (waiters && this.held.get(u.key) !== u.held) {
-          this.idle.delete(u.key);
-          waiters.forEach((w) => w());
-        }
-      }
+      for (const h of using) if (h && --h.running === 0) h.onIdle?.();
     }
   }
 
