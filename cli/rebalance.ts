@@ -115,6 +115,13 @@ async function request(base: string, method: 'GET' | 'POST', body: unknown, apiK
   return parsed;
 }
 
+/** Before serve loads anything: --rebalance-every needs expert nodes to move pairs between. */
+export function checkRebalanceFlags(flags: { experts: string; rebalanceEvery?: number }): void {
+  if (flags.rebalanceEvery !== undefined && flags.experts === 'local') {
+    throw new UserError('--rebalance-every: needs expert nodes to move experts between (--experts cluster:N or a shard-map FILE)');
+  }
+}
+
 /**
  * serve's rebalancing: the rebalancer over its remote experts (none for in-process experts),
  * planning from `collected` routing by default, `--rebalance-every MIN`, and its admin route.

@@ -51,6 +51,7 @@ export async function runServe(flags: ServeFlags): Promise<void> {
   const log = (line: string) => process.stderr.write(line + '\n');
   // Before anything loads: a bad key file is one line now, not after minutes of loading.
   const apiKey = resolveApiKey(flags);
+  (await import('./rebalance')).checkRebalanceFlags(flags);
   // A bad model folder (config, tokenizer, weight files) is its one line, before any "loading" line.
   const { ModelFolder } = await import('../core/model-folder');
   await (await ModelFolder.open(flags.model)).close();

@@ -4,6 +4,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { adminRoutes, REBALANCE_PATH } from '../../coordinator/http/admin-routes';
+import { spawnCli } from '../serve/serve-process';
 
 describe('admin routes without expert nodes', () => {
   let server: http.Server;
@@ -41,3 +42,9 @@ describe('admin routes without expert nodes', () => {
     expect(res.status).toBe(400);
   });
 });
+
+test('serve --rebalance-every with in-process experts is one line before anything loads', async () => {
+  const p = spawnCli(['serve', '--model', '/nonexistent/model', '--rebalance-every', '1']);
+  expect(await p.exited).toBe(2);
+  expect(p.stderr().trim()).toBe('error: --rebalance-every: needs expert nodes to move experts between (--experts cluster:N or a shard-map FILE)');
+}, 30_000);
