@@ -118,11 +118,14 @@ test('while the expert nodes are not up, serve answers /health 200 and /ready 50
 }, 90000);
 
 test('a --port already in use is one line naming the flag, no stack trace', async () => {
+  // A real model folder: serve checks the folder before it listens.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-serve-busy-'));
+  await makeDemoModel(dir, DEMO);
   const busy = net.createServer();
   const port = await new Promise<number>((resolve) => busy.listen(0, '127.0.0.1', () => resolve((busy.address() as net.AddressInfo).port)));
   const entry = `require(${JSON.stringify(path.join(ROOT, 'cli', 'main.ts'))}).main(['node', 'turbosparse', ...process.argv.slice(1)])`;
   const child = spawn(process.execPath, ['-r', path.join(ROOT, 'test', 'cluster', 'ts-register-cached.js'), '-e', entry,
-    'serve', '--model', '/nonexistent/model', '--port', String(port)], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    'serve', '--model', dir, '--port', String(port)], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr.on('data', (d) => (err += d));
   try {
@@ -133,5 +136,6 @@ test('a --port already in use is one line naming the flag, no stack trace', asyn
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
     await new Promise((r) => busy.close(r));
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }, 60000);
