@@ -113,6 +113,18 @@ class LayerTimes {
     });
   }
 
+  /** Each node's compute over all layers, ms per step (steps = call sets of layer 0). */
+  busyPerNode(): Record<string, number> {
+    const out: Record<string, number> = {};
+    let steps = 0;
+    for (const c of this.calls.values()) {
+      if (c.layer === 0) steps++;
+      for (const [node, us] of c.compute) out[node] = (out[node] ?? 0) + us;
+    }
+    for (const k of Object.keys(out)) out[k] = out[k] / Math.max(1, steps) / 1000;
+    return out;
+  }
+
   /** Per layer: the mean over its (step, layer) call sets of the slowest and of the mean node, ms. */
   perLayer(layers: number, which: 'latency' | 'compute'): LayerPrediction[] {
     const slow = new Array<number>(layers).fill(0);
@@ -135,6 +147,8 @@ interface MapRun {
   compute: LayerPrediction[];
   /** busyPerLayer: each node's compute over the run. */
   busy: LayerPrediction[];
+  /** Node name -> its compute over all layers, ms per step. */
+  busy_per_node: Record<string, number>;
 }
 
 /** The skewed demo model (demo shape, `layers` layers), written once under the temp dir. */
@@ -247,8 +261,8 @@ async function main(): Promise<void> {
     // ---- 4. both maps, interleaved ----
     const times = { balanced: new LayerTimes(), placed: new LayerTimes() };
     const runs: Record<'balanced' | 'placed', MapRun> = {
-      balanced: { map: 'balanced', tokens_per_s: [], latency: [], compute: [], busy: [] },
-      placed: { map: 'placed', tokens_per_s: [], latency: [], compute: [], busy: [] },
+      balanced: { map: 'balanced', tokens_per_s: [], latency: [], compute: [], busy: [], busy_per_node: {} },
+      placed: { map: 'placed', tokens_per_s: [], latency: [], compute: [], busy: [], busy_per_node: {} },
     };
     const remote: Record<string, RemoteExperts> = {};
     for (const which of ['balanced', 'placed'] as const) {
@@ -268,6 +282,8 @@ async function main(): Promise<void> {
       await generate(engine, tok, conc, 2, 9000);
       times[which].clear();
     }
+    // The timed rounds' own routing: predictions with it separate the cost model's error from drift.
+    backend.collector = new RoutingCollector(dims);
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 === 0 ? (['balanced', 'placed'] as const) : (['placed', 'balanced'] as const);
       for (const which of order) {
@@ -277,10 +293,17 @@ async function main(): Promise<void> {
       }
     }
     backend.current = null;
+    const timedRouting = backend.collector.snapshot({ source: 'profile', model: { name: path.basename(dir), top_k: c.topK, hidden_size: c.hiddenSize } });
+    backend.collector = null;
+    const hindsight = { balanced: predictLayers(maps.balanced, { ...input, routing: timedRouting }), placed: predictLayers(maps.placed, { ...input, routing: timedRouting }) };
+    const shareOf = (st: RoutingStats) => st.pairs.map((p) => p.routed_tokens / Math.max(1, st.tokens * c.topK));
+    const drift = shareOf(routing).reduce((a, x, i) => a + Math.abs(x - shareOf(timedRouting)[i]), 0) / c.numLayers / 2;
     for (const which of ['balanced', 'placed'] as const) {
       runs[which].latency = times[which].perLayer(c.numLayers, 'latency');
       runs[which].compute = times[which].perLayer(c.numLayers, 'compute');
       runs[which].busy = times[which].busyPerLayer(c.numLayers);
+      const name = new Map(nodes.map((n) => [n.address, n.name]));
+      runs[which].busy_per_node = Object.fromEntries(Object.entries(times[which].busyPerNode()).map(([a, ms]) => [name.get(a) ?? a, ms]));
     }
 
     const tps = (w: 'balanced' | 'placed') => median(runs[w].tokens_per_s);
@@ -309,6 +332,10 @@ async function main(): Promise<void> {
         `(predicted): balanced ${ratio(predicted.balanced).toFixed(2)}, placed ${ratio(predicted.placed).toFixed(2)}`);
       console.log(`tokens/s (median of ${rounds}): balanced ${tps('balanced').toFixed(2)} [${runs.balanced.tokens_per_s.map((x) => x.toFixed(2)).join(', ')}], ` +
         `placed ${tps('placed').toFixed(2)} [${runs.placed.tokens_per_s.map((x) => x.toFixed(2)).join(', ')}]: ${(tps('placed') / tps('balanced')).toFixed(2)}x`);
+      console.log(`routing drift: profiled vs timed shares differ by ${(100 * drift).toFixed(1)}% of a layer's routes (total variation, mean over layers); ` +
+        `predicted with the timed routing, slowest / mean: balanced ${ratio(hindsight.balanced).toFixed(2)}, placed ${ratio(hindsight.placed).toFixed(2)}`);
+      const perNode = (w: 'balanced' | 'placed') => Object.entries(runs[w].busy_per_node).sort().map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
+      console.log(`busy per node, ms per step over all layers: balanced ${perNode('balanced')}; placed ${perNode('placed')}`);
       console.log(`placed map: ${maps.placed.nodes.map((n) => `${n.name ?? n.address} ${n.experts.length} pairs`).join(', ')}`);
     }
     console.log(JSON.stringify({
@@ -318,7 +345,8 @@ async function main(): Promise<void> {
       balanced: { ...runs.balanced, predicted: predicted.balanced, slowest_over_mean: ratio(runs.balanced.latency), busy_slowest_over_mean: ratio(runs.balanced.busy) },
       placed: { ...runs.placed, predicted: predicted.placed, slowest_over_mean: ratio(runs.placed.latency), busy_slowest_over_mean: ratio(runs.placed.busy),
         pairs_per_node: maps.placed.nodes.map((n) => n.experts.length) },
-      speedup: tps('placed') / tps('balanced'),
+      speedup: tps('placed') / tps('balanced'), routing_drift: drift,
+      hindsight_slowest_over_mean: { balanced: ratio(hindsight.balanced), placed: ratio(hindsight.placed) },
     }));
   } finally {
     for (const r of remotes) await r.close();
