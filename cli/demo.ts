@@ -18,6 +18,16 @@ export async function ensureDemoModel(dir = DEMO_MODEL_DIR): Promise<string> {
   return dir;
 }
 
+/** make-demo-model writes a `demo` block (seed, active fraction) into config.json; real checkpoints have none. */
+export function isDemoModel(dir: string): boolean {
+  try {
+    const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    return typeof config.demo === 'object' && config.demo !== null;
+  } catch {
+    return false; // the run that follows reports a missing or broken folder
+  }
+}
+
 export function registerDemo(program: Command): void {
   program
     .command('demo')
@@ -28,8 +38,8 @@ export function registerDemo(program: Command): void {
     .option('--model <dir>', 'use this model folder instead of the built-in demo model')
     .action(async (o: { nodes: number; prompt: string; maxTokens: number; model?: string }) => {
       const model = o.model ?? (await ensureDemoModel());
-      // Without a real checkpoint the output is noise: say so before it, so nobody debugs it.
-      if (o.model === undefined) {
+      // A demo model's output is noise: say so before it, so nobody debugs it.
+      if (isDemoModel(model)) {
         process.stderr.write('the demo model has random weights: the text it writes is noise; it shows the cluster at work, not a language model\n');
       }
       process.stderr.write(`prompt: ${JSON.stringify(o.prompt)}\n`);

@@ -4,7 +4,9 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { isDemoModel } from '../../cli/demo';
 import { EXPERT_SPEC_HELP } from '../../cli/options';
+import { makeDemoModel } from '../../core/demo-model';
 import { parseExpertSpec } from '../../core/expert-spec';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -102,3 +104,25 @@ test('the standalone expert-node command (as local clusters spawn it): usage err
   expect(help.code).toBe(0);
   expect(help.out).toContain('0-3:0,0-3:2   experts 0 and 2 of layers 0..3 (8 pairs)');
 }, 60000);
+
+test('demo: says a demo model\'s weights are random and prints its prompt before anything else', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-demo-cli-'));
+  try {
+    await makeDemoModel(dir, { layers: 1, hidden: 32, intermediate: 64, heads: 2, kvHeads: 1, experts: 2, topK: 1, vocab: 300, predictorRank: 8, shards: 1 });
+    expect(isDemoModel(dir)).toBe(true);
+    // From the sources cluster:N cannot start (it spawns the built node command); the lines come first either way.
+    const r = await run(['demo', '--model', dir, '--nodes', '1', '--max-tokens', '1', '--prompt', 'hello "there"']);
+    expect(r.err.split('\n').slice(0, 2)).toEqual([
+      'the demo model has random weights: the text it writes is noise; it shows the cluster at work, not a language model',
+      'prompt: "hello \\"there\\""',
+    ]);
+    // A checkpoint without make-demo-model's `demo` block in config.json is not called random.
+    const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    delete config.demo;
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+    expect(isDemoModel(dir)).toBe(false);
+    expect(isDemoModel(path.join(dir, 'nope'))).toBe(false);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}, 90000);
