@@ -34,7 +34,7 @@ describe('a command-line usage error is one line (the team rule for bad input) a
     [['generate', '--model', 'm', '--prompt', 'x', '--bogus'], /^error: unknown option '--bogus' \(see turbosparse generate --help\)\n$/],
     [['generate', '--prompt', 'x'], /^error: required option '--model <dir>' not specified \(see turbosparse generate --help\)\n$/],
     [['generate', '--model', 'm', '--weights', 'int4'], /^error: option .*--weights must be one of auto, f32, bf16, f16, i8 \(see turbosparse generate --help\)\n$/],
-    [['batch', 'status'], /^error: missing required argument 'ids' \(see turbosparse batch status --help\)\n$/],
+    [['batch', 'submit'], /^error: missing required argument 'file' \(see turbosparse batch submit --help\)\n$/],
     // commander puts its "(Did you mean ...?)" on a second line: it joins the first here.
     [['generat'], /^error: unknown command 'generat' \(Did you mean generate\?\) \(see turbosparse --help\)\n$/],
   ])('%j', async (argv, want) => {
