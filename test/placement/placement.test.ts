@@ -217,3 +217,55 @@ test('describeNodesFromInfo: name, memory budget (0 = no limit, said), measured 
   const r = placeExperts({ model: m, pairs: uniformPairs(m, 100 * MB), nodes });
   validateShardMap(r.map, m);
 });
+
+test('bounded fuzz: random models, routing, nodes and memory give a valid map within memory, or one UserError line', () => {
+  // A small seeded generator (mulberry32): the same cases every run.
+  let seed = 12345;
+  const rand = () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
+  let placed = 0;
+  let refused = 0;
+  for (let c = 0; c < 150; c++) {
+    const m = model(int(1, 4), int(1, 6), 0);
+    m.topK = int(1, m.numExperts);
+    const pairs = uniformPairs(m, 1).map((p) => ({ ...p, bytes: int(1, 5) * MB }));
+    const n = int(1, 4);
+    const nodes = Array.from({ length: n }, (_, i) => ({
+      ...node(`n${i}`, 0.5 + rand() * 4, int(1, 12) * MB * (rand() < 0.2 ? 100 : 1)),
+      ...(i === n - 1 && rand() < 0.3 ? { address: 'local' } : {}),
+    }));
+    const routed = Array.from({ length: m.numLayers }, () => Array.from({ length: m.numExperts }, () => (rand() < 0.2 ? 0 : int(0, 1000))));
+    const replicas = int(1, 3);
+    const input: PlacementInput = { model: m, pairs, nodes, replicas, ...(rand() < 0.7 ? { routing: routing(m, routed, rand()) } : {}) };
+    let r;
+    try {
+      r = placeExperts(input);
+    } catch (e) {
+      expect((e as Error).name).toBe('UserError');
+      expect((e as Error).message).not.toContain('\n');
+      refused++;
+      continue;
+    }
+    placed++;
+    validateShardMap(r.map, m);
+    r.nodeBytes.forEach((b, i) => expect(b).toBeLessThanOrEqual(nodes[i].memoryBytes));
+    const size = new Map(pairs.map((p) => [pairKey(p.layer, p.expert), p.bytes]));
+    for (const mapNode of r.map.nodes) {
+      const i = nodes.findIndex((x) => x.address === mapNode.address);
+      expect(mapNode.experts.reduce((s, p) => s + size.get(pairKey(p.layer, p.expert))!, 0)).toBe(r.nodeBytes[i]);
+    }
+    for (const [, on] of holders(r.map)) {
+      expect(on.length).toBeGreaterThanOrEqual(replicas);
+      expect(new Set(on).size).toBe(on.length);
+    }
+    for (const l of r.layers) expect(Number.isFinite(l.slowestMs) && l.slowestMs >= l.meanMs - 1e-9).toBe(true);
+  }
+  // Both outcomes occur, so the case mix tests something.
+  expect(placed).toBeGreaterThan(20);
+  expect(refused).toBeGreaterThan(20);
+});
