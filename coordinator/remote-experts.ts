@@ -15,7 +15,10 @@
 // planned there run in this process (local-experts.ts), no network; their part
 // joins the sum in plan order like any node's, so results stay bit-identical.
 // applyShardMap() changes the map live (rebalancing): loads first, routing
-// switches per node once its load answered, removals last.
+// switches per node once its load answered, removals last. A node that gained
+// pairs live and then restarted (kill -9, OOM, a pod restart) comes back with
+// only its start-up pairs: the health check loads the missing ones again
+// (reloadLostPairs) before it takes the node back.
 import * as grpc from '@grpc/grpc-js';
 import { UserError } from '../core/errors';
 import type { ExpertBackend, ExpertBatch, ExpertCallInfo, ExpertCallObserver, ExpertCallResult, ExpertOutput, StepContext } from '../core/expert-backend';
@@ -111,6 +114,8 @@ interface NodeState {
   checking: boolean;
   /** Health checks in a row that got no answer in time. */
   missedChecks: number;
+  /** The last failed reload's error, logged once (a restarted node's load is retried every health round). */
+  reloadError?: string;
   stats: NodeStatsAccumulator;
   latency: LatencyWindow;
 }
@@ -306,17 +311,51 @@ export class RemoteExperts implements ExpertBackend {
 
   /** The node must serve our model and hold at least what the shard map says. */
   private checkInfo(n: NodeState, info: InfoResponse__Output): void {
+    this.checkModel(n, info);
+    const lacking = lackingPairs(n, info);
+    if (lacking.length) {
+      throw new UserError(`expert node ${n.address} holds ${info.expertsSpec || 'nothing'}, but the shard map also gives it ` +
+        `${formatExpertSpec(lacking)}: fix the shard map or the node's --experts`);
+    }
+  }
+
+  private checkModel(n: NodeState, info: InfoResponse__Output): void {
     const m = this.opts.model;
     const theirs = `${info.numLayers} layers x ${info.numExperts} experts, hidden ${info.hiddenSize}, intermediate ${info.intermediateSize}`;
     const ours = `${m.numLayers} layers x ${m.numExperts} experts, hidden ${m.hiddenSize}, intermediate ${m.intermediateSize}`;
     if (theirs !== ours) {
       throw new UserError(`expert node ${n.address} serves a model of ${theirs}, but the coordinator's has ${ours}: start it with the same --model`);
     }
-    const held = new Set(info.experts.map((p) => pairKey(p.layer, p.expert)));
-    const lacking = n.pairs.filter((p) => !held.has(pairKey(p.layer, p.expert)));
-    if (lacking.length) {
-      throw new UserError(`expert node ${n.address} holds ${info.expertsSpec || 'nothing'}, but the shard map also gives it ` +
-        `${formatExpertSpec(lacking)}: fix the shard map or the node's --experts`);
+  }
+
+  /**
+   * An unhealthy node back SERVING without pairs the live map gives it (it gained them by
+   * LoadExperts, then restarted with its start-up pairs only): loads exactly those again, with
+   * the admin timeout, never during a shard-map change. Answers the Info to check, or null when
+   * the load failed (n.lastError says why; the next health round tries again).
+   */
+  private async reloadLostPairs(n: NodeState, client: ExpertClient, info: InfoResponse__Output): Promise<InfoResponse__Output | null> {
+    this.checkModel(n, info);
+    const lacking = lackingPairs(n, info);
+    if (lacking.length === 0) return info;
+    const spec = formatExpertSpec(lacking);
+    if (this.changing) {
+      n.lastError = `lacks ${spec} of the live shard map; loading them again once the running shard-map change ends`;
+      return null;
+    }
+    const t0 = Date.now();
+    try {
+      const loaded = await client.loadExperts(lacking, this.opts.adminTimeoutMs);
+      n.reloadError = undefined;
+      this.log(`expert node ${displayName(n)} came back without ${spec} of the live shard map: loaded them again in ${Date.now() - t0} ms`);
+      return loaded;
+    } catch (e) {
+      if (this.closed) return null;
+      const why = (e as Error).message;
+      n.lastError = `came back without ${spec} of the live shard map, and loading them failed: ${why}`;
+      if (n.reloadError !== why) this.log(`expert node ${displayName(n)} stays unhealthy: ${n.lastError} (retried every health check)`);
+      n.reloadError = why;
+      return null;
     }
   }
 
@@ -624,8 +663,9 @@ export class RemoteExperts implements ExpertBackend {
               return;
             }
             if (n.healthy) return;
-            this.checkInfo(n, await client.info(timeout));
-            if (this.closed || n.healthy) return;
+            const info = await this.reloadLostPairs(n, client, await client.info(timeout));
+            if (!info || this.closed || n.healthy) return;
+            this.checkInfo(n, info);
             n.healthy = true;
             this.log(`expert node ${n.address} is SERVING again`);
             this.observers.forEach((o) => o.onNodeHealth?.(n.address, true, 'SERVING'));
@@ -841,6 +881,12 @@ export class RemoteExperts implements ExpertBackend {
     this.opts.onClose = undefined;
     await onClose?.();
   }
+}
+
+/** The pairs the map gives `n` that its Info does not hold. */
+function lackingPairs(n: NodeState, info: InfoResponse__Output): ExpertPair[] {
+  const held = new Set(info.experts.map((p) => pairKey(p.layer, p.expert)));
+  return n.pairs.filter((p) => !held.has(pairKey(p.layer, p.expert)));
 }
 
 /** A node as tables and moves name it. */
