@@ -69,27 +69,40 @@ describe('a node restarted after a live shard-map change (2 expert-node processe
     return p;
   };
 
+  /** Nodes A (0-1:0-1) and B (0-1:2-3, on a fixed port), then 0:0 moved from A to B live: B gained it by LoadExperts. */
+  async function movedToB(adminTimeoutMs: number) {
+    const portB = await freePort();
+    const flagsB = ['--experts', '0-1:2-3', '--name', 'B', '--port', String(portB)];
+    const a = await start(['--experts', '0-1:0-1', '--name', 'A']);
+    const b = await start(flagsB);
+    expect(b.port).toBe(portB);
+    const lines: string[] = [];
+    const remote = await RemoteExperts.connect({
+      shardMap: { nodes: [{ address: a.address, name: 'A', experts: spec('0-1:0-1') }, { address: b.address, name: 'B', experts: spec('0-1:2-3') }] },
+      model: dims, callTimeoutMs: 3_000, healthCheckIntervalMs: 200, adminTimeoutMs, connectTimeoutMs: 10_000,
+      log: (line) => void lines.push(line),
+    });
+    remotes.push(remote);
+    // Nothing but B holds 0:0 afterwards.
+    const moves = await remote.applyShardMap({ nodes: [
+      { address: a.address, experts: spec('0:1,1:0-1') },
+      { address: b.address, experts: spec('0:0,0-1:2-3') },
+    ] });
+    expect(moves).toEqual([{ layer: 0, expert: 0, from: 'A', to: 'B', phase: 'done' }]);
+    const nodeB = () => remote.stats().find((n) => n.address === b.address)!;
+    return { a, b, flagsB, remote, lines, nodeB };
+  }
+
   test('the lost pair is loaded again and the node serves it bit for bit; a refused load keeps it unhealthy with the reason', async () => {
     const all = allPairs(dims);
     const local = await LocalExperts.loadPairs(folder, backend, all, { store: 'auto', mode: 'sparse' });
     const reference = await RemoteExperts.connect({ shardMap: { nodes: [{ address: 'local', experts: all }] }, model: dims, local });
     remotes.push(reference);
-
-    const portB = await freePort();
-    const flagsB = ['--experts', '0-1:2-3', '--name', 'B', '--port', String(portB)];
-    const a = await start(['--experts', '0-1:0-1', '--name', 'A']);
-    let b = await start(flagsB);
-    expect(b.port).toBe(portB);
-    const lines: string[] = [];
-    const remote = await RemoteExperts.connect({
-      shardMap: { nodes: [{ address: a.address, name: 'A', experts: spec('0-1:0-1') }, { address: b.address, name: 'B', experts: spec('0-1:2-3') }] },
-      model: dims, callTimeoutMs: 3_000, healthCheckIntervalMs: 200, adminTimeoutMs: 5_000, connectTimeoutMs: 10_000,
-      log: (line) => void lines.push(line),
-    });
-    remotes.push(remote);
+    const setup = await movedToB(5_000);
+    const { flagsB, remote, lines, nodeB } = setup;
+    let b = setup.b;
     const calls: string[] = [];
     remote.addObserver({ onCallStart: (c) => void calls.push(c.node) });
-    const nodeB = () => remote.stats().find((n) => n.address === b.address)!;
     const checkThroughB = async (seed: number) => {
       calls.length = 0;
       for (let s = seed; s < seed + 6; s++) {
@@ -100,13 +113,6 @@ describe('a node restarted after a live shard-map change (2 expert-node processe
       }
       expect(new Set(calls)).toEqual(new Set([b.address]));
     };
-
-    // 0:0 moves from A to B (B gains it by LoadExperts); nothing else holds it afterwards.
-    const moves = await remote.applyShardMap({ nodes: [
-      { address: a.address, experts: spec('0:1,1:0-1') },
-      { address: b.address, experts: spec('0:0,0-1:2-3') },
-    ] });
-    expect(moves).toEqual([{ layer: 0, expert: 0, from: 'A', to: 'B', phase: 'done' }]);
     await checkThroughB(1);
 
     // kill -9 B: 0:0 has no healthy holder, so its batches fail and the backend is not ready.
@@ -149,4 +155,33 @@ describe('a node restarted after a live shard-map change (2 expert-node processe
     await checkThroughB(200);
     console.log(`rebalance-restart: B back ${reloadMs} ms after its restart answered SERVING`);
   }, 60_000);
+
+  test('no reload while a shard-map change runs: the node waits, showing why, and is loaded right after it', async () => {
+    const { a, b, flagsB, remote, lines, nodeB } = await movedToB(3_000);
+    await b.stop();
+    await waitFor(() => !nodeB().healthy, 10_000, 'B unhealthy after kill -9');
+    // A change that cannot finish yet: A (stopped) gains a copy of 1:2; its load waits for the admin timeout.
+    a.child.kill('SIGSTOP');
+    const change = remote.applyShardMap({ nodes: [
+      { address: a.address, experts: spec('0:1,1:0-2') },
+      { address: b.address, experts: spec('0:0,0-1:2-3') },
+    ] });
+    try {
+      const restarted = await start(flagsB);
+      await waitFor(() => /once the running shard-map change ends/.test(nodeB().lastError ?? ''), 10_000, 'B waiting for the change');
+      expect(nodeB().lastError).toMatch(/^lacks 0:0 of the live shard map; loading them again once the running shard-map change ends$/);
+      const clientB = new ExpertClient(restarted.address);
+      clients.push(clientB);
+      expect((await clientB.info(5_000)).expertsSpec).toBe(formatExpertSpec(spec('0-1:2-3'))); // not loaded during the change
+      expect(nodeB().healthy).toBe(false);
+    } finally {
+      a.child.kill('SIGCONT');
+    }
+    const moves = await change;
+    // A answers once continued, within the admin timeout or past it: either way the change ends.
+    expect(moves).toEqual([expect.objectContaining({ layer: 1, expert: 2, from: null, to: 'A' })]);
+    await waitFor(() => nodeB().healthy, 15_000, 'B healthy after the change ended');
+    expect(lines.filter((l) => /expert node B came back without 0:0 of the live shard map: loaded them again/.test(l))).toHaveLength(1);
+    await waitFor(() => remote.ready(), 10_000, 'every pair served again');
+  }, 40_000);
 });
