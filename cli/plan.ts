@@ -44,6 +44,7 @@ export interface PlanFlags {
   /** Overrides of the measured software costs (what-if: faster machines, a leaner call path). */
   callOverheadUs?: number;
   callNsPerByte?: number;
+  nodeCallUs?: number;
   coordinatorLayerUs?: number;
   json?: boolean;
 }
@@ -76,6 +77,7 @@ export interface Plan {
   /** The software costs used (µs): measured defaults unless overridden. */
   callOverheadUs: number;
   callNsPerByte: number;
+  nodeCallUs: number;
   coordinatorLayerUs: number;
   predictions: StepPrediction[];
 }
@@ -195,6 +197,7 @@ export async function makePlan(flags: PlanFlags, overrides: Partial<CostConstant
     ...overrides,
     ...(flags.callOverheadUs !== undefined ? { callOverheadUs: flags.callOverheadUs } : {}),
     ...(flags.callNsPerByte !== undefined ? { callOverheadNsPerByte: flags.callNsPerByte } : {}),
+    ...(flags.nodeCallUs !== undefined ? { nodeCallUs: flags.nodeCallUs } : {}),
     ...(flags.coordinatorLayerUs !== undefined ? { coordinatorLayerUs: flags.coordinatorLayerUs } : {}),
   };
   const link: LinkSpec | null = parseLink(flags.link);
@@ -237,6 +240,7 @@ export async function makePlan(flags: PlanFlags, overrides: Partial<CostConstant
     contextTokens: flags.context,
     callOverheadUs: constants.callOverheadUs ?? COST_CONSTANTS.callOverheadUs,
     callNsPerByte: constants.callOverheadNsPerByte ?? COST_CONSTANTS.callOverheadNsPerByte,
+    nodeCallUs: constants.nodeCallUs ?? COST_CONSTANTS.nodeCallUs,
     coordinatorLayerUs: constants.coordinatorLayerUs ?? COST_CONSTANTS.coordinatorLayerUs,
     predictions,
   };
@@ -288,7 +292,8 @@ export function formatPlan(p: Plan): string {
   lines.push('');
   lines.push(`link: ${p.link.description}; wire ${p.wire}; coordinator ${p.coordinator.device} at ${p.coordinator.gbps} GB/s; ` +
     `active fraction ${m.activeFraction}; context ${p.contextTokens} tokens per sequence; ` +
-    `software: ${p.callOverheadUs} µs + ${p.callNsPerByte} ns/byte per node call, ${p.coordinatorLayerUs} µs coordinator glue per layer`);
+    `software: ${p.callOverheadUs} µs + ${p.callNsPerByte} ns/byte per node call on the coordinator, ${p.nodeCallUs} µs per call on the node, ` +
+    `${p.coordinatorLayerUs} µs coordinator glue per layer`);
   lines.push('predicted decode (ms per step):');
   lines.push('  conc   tokens/s   step ms   coordinator   link   call overhead   experts   bytes out/back per step');
   for (const s of p.predictions) {
@@ -362,6 +367,7 @@ export function registerPlan(program: Command): void {
     .option('--predictor-rank <r>', `predictor width (default: from the weights, or ${ASSUMED_PREDICTOR_RANK} for a config.json alone)`, nonNegativeInt('--predictor-rank', 1))
     .option('--call-overhead-us <us>', `software cost of one node call (default ${COST_CONSTANTS.callOverheadUs}, measured on a 2-vCPU VM)`, nonNegativeInt('--call-overhead-us'))
     .option('--call-ns-per-byte <ns>', `software cost per byte of a node call (default ${COST_CONSTANTS.callOverheadNsPerByte}, measured on a 2-vCPU VM)`, nonNegativeNumber('--call-ns-per-byte'))
+    .option('--node-call-us <us>', `a node's own time per call beyond its kernel (default ${COST_CONSTANTS.nodeCallUs}, measured on a 2-vCPU VM)`, nonNegativeInt('--node-call-us'))
     .option('--coordinator-layer-us <us>', `coordinator glue per layer (default ${COST_CONSTANTS.coordinatorLayerUs}, measured on a 2-vCPU VM)`, nonNegativeInt('--coordinator-layer-us'))
     .option('--json', 'print the plan as one JSON object')
     .action(async (flags: PlanFlags) => {

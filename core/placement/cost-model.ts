@@ -31,6 +31,16 @@ export interface CostConstants {
   /** Per byte of a call (out + back): copies, framing, JS on both sides, ns. From the same two points. */
   callOverheadNsPerByte: number;
   /**
+   * A remote node's own time per call beyond its kernel (decode, queue hop, the native call's thread handoff,
+   * encode), µs, plus per route. Measured as the node-reported queue + compute of bench/cluster.ts cluster:2 on a
+   * 16-layer model of hidden 64 (kernel time negligible; RESULTS.md "Capacity planner"): 560 µs per call at
+   * concurrency 1 (~1.4 routes per call); 1681 µs at 16 (~16 routes per call): 70 µs per further route.
+   */
+  nodeCallUs: number;
+  nodeRouteUs: number;
+  /** The same for the coordinator's own experts (in process, no queue): 180 µs per layer, same model, `local`. */
+  localCallUs: number;
+  /**
    * Coordinator glue per layer that does not scale with weight bytes (norms, rope, attention over a short
    * context, router top-k, grouping, JS between native calls), µs. Measured: bench/cluster.ts `local` on a
    * 16-layer model of hidden 64 (weights negligible), step time minus expert time, per layer (see RESULTS.md
@@ -62,6 +72,9 @@ export interface CostConstants {
 export const COST_CONSTANTS: CostConstants = {
   callOverheadUs: 1368,
   callOverheadNsPerByte: 15.2,
+  nodeCallUs: 560,
+  nodeRouteUs: 70,
+  localCallUs: 180,
   coordinatorLayerUs: 900,
   coordinatorStepUs: 500,
   cpuExtraRowFraction: 0.27,
@@ -267,6 +280,7 @@ export function predictStep(input: CostInput, concurrency: number): StepPredicti
       for (let n = 0; n < nNodes; n++) {
         if (nodeRoutes[n] === 0) continue;
         const local = nodes[n].address === LOCAL_ADDRESS;
+        nodeCompute[n] += local ? k.localCallUs : k.nodeCallUs + k.nodeRouteUs * Math.max(0, nodeRoutes[n] - 1);
         let ov = 0;
         if (!local) {
           const o = REQUEST_FIXED_BYTES + nodeTokens[n] * rowBytes + nodeOut[n];

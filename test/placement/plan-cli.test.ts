@@ -90,8 +90,9 @@ describe('turbosparse plan', () => {
     expect(wifi.predictions[0].tokensPerS).toBeLessThan(p.predictions[0].tokensPerS);
     // The software costs can be overridden (what-if: a faster host): no call overhead at all.
     const lean = await planJson('--model', modelDir, '--nodes-file', nodes, '--link', '1gbe', '--concurrency', '1',
-      '--call-overhead-us', '0', '--call-ns-per-byte', '0', '--coordinator-layer-us', '0');
+      '--call-overhead-us', '0', '--call-ns-per-byte', '0', '--coordinator-layer-us', '0', '--node-call-us', '0');
     expect(lean.predictions[0].callOverheadMs).toBe(0);
+    expect(lean.predictions[0].expertMs).toBeLessThan(p.predictions[0].expertMs);
     expect(lean.predictions[0].linkMs).toBeCloseTo(p.predictions[0].linkMs, 9);
     expect(p.predictions[0].coordinatorMs - lean.predictions[0].coordinatorMs).toBeCloseTo((2 * COST_CONSTANTS.coordinatorLayerUs) / 1000, 9);
     // int8 weights hold about half the bytes.

@@ -15,7 +15,7 @@ const EXPERT = 3 * H * I * 2;
 
 /** Round numbers: every rate is in bytes per microsecond x 1e6. */
 const K: Partial<CostConstants> = {
-  callOverheadUs: 100, callOverheadNsPerByte: 0, coordinatorLayerUs: 10, coordinatorStepUs: 50,
+  callOverheadUs: 100, callOverheadNsPerByte: 0, nodeCallUs: 0, nodeRouteUs: 0, localCallUs: 0, coordinatorLayerUs: 10, coordinatorStepUs: 50,
   cpuExtraRowFraction: 0, cudaExtraRowFraction: 0, cudaCallUs: 20, samples: 8,
 };
 
@@ -121,6 +121,19 @@ describe('cost model', () => {
     for (const c of [1, 4]) {
       const p = predictStep(oneExpert({ nodes: [node('a:1', 1, 'cuda')] }), c);
       expect(p.expertMs).toBeCloseTo((L * ((1 - (1 - F) ** c) * EXPERT / 1000 + 20)) / 1000, 9);
+    }
+  });
+
+  test('a node\'s own time per call and per further route, or the in-process experts\' per layer', () => {
+    const with_ = (c: Partial<CostConstants>) => ({ ...K, nodeCallUs: 300, nodeRouteUs: 40, localCallUs: 70, ...c });
+    for (const c of [1, 5]) {
+      const base = predictStep(oneExpert(), c);
+      const p = predictStep(oneExpert({ constants: with_({}) }), c);
+      expect(p.expertMs - base.expertMs).toBeCloseTo((L * (300 + 40 * (c - 1))) / 1000, 9);
+      expect(p.callOverheadMs).toBeCloseTo(base.callOverheadMs, 9);
+      const localMap = { nodes: [{ address: 'local', experts: Array.from({ length: L }, (_, layer) => ({ layer, expert: 0 })) }] };
+      const local = predictStep(oneExpert({ map: localMap, nodes: [node('local', 1)], constants: with_({}) }), c);
+      expect(local.expertMs - base.expertMs).toBeCloseTo((L * 70) / 1000, 9);
     }
   });
 
