@@ -337,7 +337,10 @@ export class RemoteExperts implements ExpertBackend {
   private async reloadLostPairs(n: NodeState, client: ExpertClient, info: InfoResponse__Output): Promise<InfoResponse__Output | null> {
     this.checkModel(n, info);
     const lacking = lackingPairs(n, info);
-    if (lacking.length === 0) return info;
+    if (lacking.length === 0) {
+      n.reloadError = undefined;
+      return info;
+    }
     const spec = formatExpertSpec(lacking);
     if (this.changing) {
       n.lastError = `lacks ${spec} of the live shard map; loading them again once the running shard-map change ends`;
