@@ -83,6 +83,16 @@ export function modelPairs(folder: ModelFolder, weights: StoreDType | 'auto' = '
   return pairs;
 }
 
+/** The model's config and its pairs with their bytes (only the tensor headers are read). */
+async function readModelPairs(dir: string, weights: StoreDType | 'auto'): Promise<{ pairs: PairWithBytes[]; config: ModelFolder['config'] }> {
+  const folder = await ModelFolder.open(dir);
+  try {
+    return { pairs: modelPairs(folder, weights), config: folder.config };
+  } finally {
+    await folder.close();
+  }
+}
+
 /** The node's address and name from the template ({i} = the entry's index). */
 function addressesFrom(template: string, n: number): string[] {
   if (n > 1 && !template.includes('{i}')) {
@@ -114,14 +124,7 @@ export async function makeShardMap(flags: ShardMapFlags): Promise<ShardMapResult
   if (flags.nodes === undefined) throw new UserError('shard-map: give --nodes N (a byte-balanced map) or --nodes-file FILE (placed for those nodes)');
   const nodeCount = flags.nodes;
   const format = outputFormat(flags.out);
-  const folder = await ModelFolder.open(flags.model);
-  let pairs: PairWithBytes[];
-  try {
-    pairs = modelPairs(folder, flags.weights);
-  } finally {
-    await folder.close();
-  }
-  const c = folder.config;
+  const { pairs, config: c } = await readModelPairs(flags.model, flags.weights);
   const { map, bytes } = balancedShardMapWithBytes(pairs, addressesFrom(flags.addressTemplate, nodeCount), { replicas: flags.replicas });
   validateShardMap(map, c, '--address-template');
   // Checked here rather than with BalanceOptions.maxBytesPerNode: the error names the flag and the node count that fits.
@@ -162,14 +165,7 @@ export async function makePlacedShardMap(flags: ShardMapFlags): Promise<PlacedSh
         `(list it in --nodes-file as address "${LOCAL_ADDRESS}" with its gbps to say otherwise)`);
     }
   }
-  const folder = await ModelFolder.open(flags.model);
-  let pairs: PairWithBytes[];
-  try {
-    pairs = modelPairs(folder, flags.weights);
-  } finally {
-    await folder.close();
-  }
-  const c = folder.config;
+  const { pairs, config: c } = await readModelPairs(flags.model, flags.weights);
   const routing = flags.routing === undefined ? undefined : loadRoutingStats(flags.routing, c);
   const input: PlacementInput = {
     model: { numLayers: c.numLayers, numExperts: c.numExperts, hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, topK: c.topK },
