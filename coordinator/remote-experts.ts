@@ -26,7 +26,7 @@ import { type ExpertPair, type ModelDims, formatExpertSpec, pairKey } from '../c
 import { LOCAL_ADDRESS } from '../core/placement/node-descriptions';
 import { missingPairs, replicaTable, type ShardMap, validateShardMap } from '../core/shard-map';
 import type { InfoResponse__Output } from '../core/wire/expert-proto';
-import { routeCount, routedRowCount, routeOffsets } from '../core/routed-batch';
+import { type ExpertGroup, routeCount, routedRowCount, routeOffsets } from '../core/routed-batch';
 import { decodeExpertResponse } from '../core/wire/expert-messages';
 import { planExpertRequest } from '../core/wire/expert-request-bytes';
 import type { WireEncoding } from '../core/wire/rows';
@@ -526,6 +526,36 @@ export class RemoteExperts implements ExpertBackend {
     return new Map([...plan].sort((a, b) => a[0] - b[0]));
   }
 
+  /**
+   * The observers' view of one call: its info, their trace context, the time since it started, and how
+   * it ends (in-flight bookkeeping included, so an unload waits for it).
+   */
+  private startCall(run: LayerRun, nodeIndex: number, groups: ExpertGroup[], attempt: number, hedge: boolean) {
+    const { batch, ctx } = run;
+    const node = this.nodes[nodeIndex];
+    const info: ExpertCallInfo = {
+      callId: this.nextCallId++, stepId: ctx?.stepId, layer: batch.layer, ...(ctx?.microBatch === undefined ? {} : { microBatch: ctx.microBatch }),
+      node: node.address, nodeIndex, nodeName: node.name,
+      experts: groups.map((g) => g.expert),
+      tokens: routedRowCount(groups, batch.nRows), routes: routeCount(groups), wire: this.wire, attempt, bytesOut: 0, ...(hedge ? { hedge } : {}),
+    };
+    const scopes = this.observers.map((o) => o.onCallStart?.(info));
+    const traceContext = Object.assign({}, ...scopes.map((s) => (s && s.traceContext) || {})) as Record<string, string>;
+    const t0 = process.hrtime.bigint();
+    const elapsedUs = () => Number((process.hrtime.bigint() - t0) / 1000n);
+    node.inflight.set(info.callId, { layer: batch.layer, experts: info.experts });
+    const finish = (result: ExpertCallResult) => {
+      node.inflight.delete(info.callId);
+      scopes.forEach((s) => s && s.end?.(result));
+      this.observers.forEach((o) => o.onCallEnd?.(info, result));
+    };
+    const fail = (e: Error) => {
+      node.stats.addFailure();
+      finish({ ok: false, error: e, latencyUs: elapsedUs(), queueUs: 0, computeUs: 0, activeNeurons: 0, bytesIn: 0 });
+    };
+    return { info, traceContext, elapsedUs, finish, fail };
+  }
+
   /** One message to one node for `unit` (group indices, ascending). */
   private async callNode(run: LayerRun, nodeIndex: number, unit: number[], attempt: number, deadlineMs: number,
     hedge: boolean): Promise<Part> {
@@ -534,28 +564,14 @@ export class RemoteExperts implements ExpertBackend {
     const { hiddenSize: H, intermediateSize: I } = this.opts.model;
     const groups = unit.map((gi) => batch.groups[gi]);
     const nRoutes = routeCount(groups);
-    const info: ExpertCallInfo = {
-      callId: this.nextCallId++, stepId: ctx?.stepId, layer: batch.layer, ...(ctx?.microBatch === undefined ? {} : { microBatch: ctx.microBatch }),
-      node: node.address, nodeIndex, nodeName: node.name,
-      experts: groups.map((g) => g.expert),
-      tokens: routedRowCount(groups, batch.nRows), routes: nRoutes, wire: this.wire, attempt, bytesOut: 0, ...(hedge ? { hedge } : {}),
-    };
-    const scopes = this.observers.map((o) => o.onCallStart?.(info));
-    const traceContext = Object.assign({}, ...scopes.map((s) => (s && s.traceContext) || {})) as Record<string, string>;
-    const t0 = process.hrtime.bigint();
-    const finish = (result: ExpertCallResult) => {
-      node.inflight.delete(info.callId);
-      scopes.forEach((s) => s && s.end?.(result));
-      this.observers.forEach((o) => o.onCallEnd?.(info, result));
-    };
-    node.inflight.set(info.callId, { layer: batch.layer, experts: info.experts });
+    const call = this.startCall(run, nodeIndex, groups, attempt, hedge);
     try {
       if (!node.client) throw new Error('callNode: the local node has no client');
       const plan = planExpertRequest(batch, groups, { stepId: ctx?.stepId ?? 0, wire: this.wire,
-        timeoutMs: deadlineMs, traceContext, hiddenSize: H, intermediateSize: I });
+        timeoutMs: deadlineMs, traceContext: call.traceContext, hiddenSize: H, intermediateSize: I });
       const { rows } = plan;
       const reply = await node.client.callBytes(plan.encode, deadlineMs);
-      info.bytesOut = reply.bytesSent;
+      call.info.bytesOut = reply.bytesSent;
       const res = reply.response;
       let decoded: { out: Float32Array; active: Int32Array };
       try {
@@ -570,17 +586,15 @@ export class RemoteExperts implements ExpertBackend {
         throw new NodeCallError(node.address, grpc.status.INTERNAL, `layer ${batch.layer}: non-finite value (${out[bad]}) in output row ` +
           `${rows[Math.floor(bad / H)]}`);
       }
-      const latencyUs = Number((process.hrtime.bigint() - t0) / 1000n);
+      const latencyUs = call.elapsedUs();
       node.latency.add(rows.length, latencyUs / 1000);
       const activeNeurons = active.reduce((a, b) => a + b, 0);
       node.stats.addCall({ tokens: rows.length, routes: nRoutes, activeNeurons, bytesSent: reply.bytesSent,
         bytesReceived: reply.bytesReceived });
-      finish({ ok: true, latencyUs, queueUs: res.queueUs, computeUs: res.computeUs, activeNeurons, bytesIn: reply.bytesReceived });
+      call.finish({ ok: true, latencyUs, queueUs: res.queueUs, computeUs: res.computeUs, activeNeurons, bytesIn: reply.bytesReceived });
       return { groups: unit, rows, out, active };
     } catch (e) {
-      node.stats.addFailure();
-      finish({ ok: false, error: e as Error, latencyUs: Number((process.hrtime.bigint() - t0) / 1000n), queueUs: 0, computeUs: 0,
-        activeNeurons: 0, bytesIn: 0 });
+      call.fail(e as Error);
       throw e;
     }
   }
@@ -591,42 +605,27 @@ export class RemoteExperts implements ExpertBackend {
    * rows), cut to the routed rows like a node's answer, so the sum over parts is the same.
    */
   private async callLocal(run: LayerRun, nodeIndex: number, unit: number[], attempt: number): Promise<Part> {
-    const { batch, ctx } = run;
+    const { batch } = run;
     const node = this.nodes[nodeIndex];
     const H = this.opts.model.hiddenSize;
     const groups = unit.map((gi) => batch.groups[gi]);
-    const nRoutes = routeCount(groups);
-    const info: ExpertCallInfo = {
-      callId: this.nextCallId++, stepId: ctx?.stepId, layer: batch.layer, ...(ctx?.microBatch === undefined ? {} : { microBatch: ctx.microBatch }),
-      node: node.address, nodeIndex, nodeName: node.name, experts: groups.map((g) => g.expert),
-      tokens: routedRowCount(groups, batch.nRows), routes: nRoutes, wire: this.wire, attempt, bytesOut: 0,
-    };
-    const scopes = this.observers.map((o) => o.onCallStart?.(info));
-    const t0 = process.hrtime.bigint();
-    const finish = (result: ExpertCallResult) => {
-      node.inflight.delete(info.callId);
-      scopes.forEach((s) => s && s.end?.(result));
-      this.observers.forEach((o) => o.onCallEnd?.(info, result));
-    };
-    node.inflight.set(info.callId, { layer: batch.layer, experts: info.experts });
+    const call = this.startCall(run, nodeIndex, groups, attempt, false);
     try {
       const res = await node.local!.runExperts({ ...batch, groups });
       const seen = new Uint8Array(batch.nRows);
       for (const g of groups) for (const r of g.rows) seen[r] = 1;
-      const rows = new Int32Array(info.tokens);
+      const rows = new Int32Array(call.info.tokens);
       let k = 0;
       for (let r = 0; r < batch.nRows; r++) if (seen[r]) rows[k++] = r;
       const out = new Float32Array(rows.length * H);
       rows.forEach((r, j) => out.set(res.out.subarray(r * H, (r + 1) * H), j * H));
-      const latencyUs = Number((process.hrtime.bigint() - t0) / 1000n);
+      const latencyUs = call.elapsedUs();
       const activeNeurons = res.active.reduce((a, b) => a + b, 0);
-      node.stats.addCall({ tokens: rows.length, routes: nRoutes, activeNeurons, bytesSent: 0, bytesReceived: 0 });
-      finish({ ok: true, latencyUs, queueUs: 0, computeUs: latencyUs, activeNeurons, bytesIn: 0 });
+      node.stats.addCall({ tokens: rows.length, routes: call.info.routes, activeNeurons, bytesSent: 0, bytesReceived: 0 });
+      call.finish({ ok: true, latencyUs, queueUs: 0, computeUs: latencyUs, activeNeurons, bytesIn: 0 });
       return { groups: unit, rows, out, active: res.active };
     } catch (e) {
-      node.stats.addFailure();
-      finish({ ok: false, error: e as Error, latencyUs: Number((process.hrtime.bigint() - t0) / 1000n), queueUs: 0, computeUs: 0,
-        activeNeurons: 0, bytesIn: 0 });
+      call.fail(e as Error);
       throw e;
     }
   }
