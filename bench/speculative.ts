@@ -53,6 +53,7 @@ import type { DraftProposer } from '../coordinator/speculative/proposer';
 import { benchModelDir } from './bench-shapes';
 import { arg } from './models';
 import { LinkProcess, describeLink, parseLink } from './link-emulator';
+import { mulberry32 as prng } from '../core/mulberry32';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -74,17 +75,6 @@ class SwitchedExperts implements ExpertBackend {
   }
 }
 
-/** A small seeded PRNG (mulberry32): the same prompts and oracle misses every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Always proposes k tokens (a fixed guess): a decode step then has k+1 rows, whatever is accepted. */
 class FixedProposer implements DraftProposer {

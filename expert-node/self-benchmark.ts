@@ -9,6 +9,7 @@ import type { ExpertPair } from '../core/expert-spec';
 import { maskBytes } from '../core/native';
 import type { RoutedBatch } from '../core/routed-batch';
 import type { ExpertStore } from './expert-store';
+import { mulberry32 } from '../core/mulberry32';
 
 export interface SelfBenchmarkOptions {
   /** Keep calling until this much time has passed (default 150 ms; at least one timed call). */
@@ -90,14 +91,3 @@ function popcount8(b: number): number {
   return n;
 }
 
-/** Deterministic floats in [0, 1): the benchmark does the same work on every start. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
