@@ -22,6 +22,8 @@ export class RoutingCollector {
   private readonly routed: Float64Array;
   /** [layer * experts + expert]: neurons computed over those routes. */
   private readonly neurons: Float64Array;
+  /** [layer * experts + expert]: layer calls (micro-batches) with >= 1 route to the pair: routes per call. */
+  private readonly calls: Float64Array;
   /** [layer]: token rows through the layer's router. */
   private readonly rows: Float64Array;
 
@@ -29,6 +31,7 @@ export class RoutingCollector {
     const n = dims.numLayers * dims.numExperts;
     this.routed = new Float64Array(n);
     this.neurons = new Float64Array(n);
+    this.calls = new Float64Array(n);
     this.rows = new Float64Array(dims.numLayers);
   }
 
@@ -51,6 +54,7 @@ export class RoutingCollector {
       if (expert < 0 || expert >= E) continue;
       this.routed[base + expert] += k;
       this.neurons[base + expert] += sum;
+      if (k > 0) this.calls[base + expert] += 1;
     }
   }
 
@@ -67,6 +71,7 @@ export class RoutingCollector {
   reset(): void {
     this.routed.fill(0);
     this.neurons.fill(0);
+    this.calls.fill(0);
     this.rows.fill(0);
   }
 
@@ -86,7 +91,8 @@ export class RoutingCollector {
     for (let l = 0; l < L; l++) {
       for (let e = 0; e < E; e++) {
         const r = this.routed[l * E + e];
-        pairs.push({ layer: l, expert: e, routed_tokens: r, active_fraction: r > 0 ? Math.min(1, this.neurons[l * E + e] / (r * I)) : null });
+        pairs.push({ layer: l, expert: e, routed_tokens: r, active_fraction: r > 0 ? Math.min(1, this.neurons[l * E + e] / (r * I)) : null,
+          calls: this.calls[l * E + e] });
       }
     }
     const nodes: RoutingNodeStats[] = (opts.nodes ?? []).map((n) => ({

@@ -3,8 +3,13 @@
 // memory and speed. Used by `shard-map --nodes-file`, `rebalance` and `plan`.
 //
 // The cost model, per token routed through a layer:
-//   a pair's load   = topK x routedShare x activeFraction x its stored bytes
-//                     (the weight bytes of its active neurons the sparse FFN reads);
+//   a pair's load   = callsPerToken x union(r) x its stored bytes, r = routes per call
+//                     (routing.json's routed_tokens / calls), union(r) = 1 - (1 - activeFraction)^r:
+//                     the weight bytes of the neurons any of one call's r rows needs, read once per
+//                     call (the rows of a call share them in cache: bench/route-cost.ts measured a call's
+//                     time proportional to that union, 1 route 0.70 ms, 16 routes 3.4 ms, not 11);
+//                     without `calls` in the file (or costModel 'routes'): topK x routedShare x
+//                     activeFraction x bytes, every route paying its own active bytes (r = 1);
 //   a node's time   = its pairs' loads / its bytes per second (a replicated pair's
 //                     load is split over its copies in proportion to their speed),
 //                     plus REMOTE_CALL_MS when it is a remote node with work in that layer;
@@ -15,7 +20,7 @@ import { UserError } from '../errors';
 import { type ExpertPair, pairKey } from '../expert-spec';
 import type { PairWithBytes, ShardMap } from '../shard-map';
 import { LOCAL_ADDRESS, type NodeDescription } from './node-descriptions';
-import { activeFractions, routedShares, type RoutingStats } from './routing-stats';
+import { activeFractions, routedShares, routesPerCall, type RoutingStats } from './routing-stats';
 
 export interface PlacementInput {
   model: { numLayers: number; numExperts: number; hiddenSize: number; intermediateSize: number; topK: number };
@@ -27,6 +32,11 @@ export interface PlacementInput {
   nodes: NodeDescription[];
   /** Minimum copies of every pair, each on a different node (default 1). */
   replicas?: number;
+  /**
+   * 'calls' (default): a pair costs per call the union of its routes' neurons, from routing.json's
+   * `calls`; 'routes': every route its own active bytes (the model before `calls`; bench comparisons).
+   */
+  costModel?: 'calls' | 'routes';
 }
 
 /** Per token routed through the layer. */
@@ -129,6 +139,11 @@ function removeFrom(list: number[], i: number): void {
   list.splice(list.indexOf(i), 1);
 }
 
+/** The fraction of an expert's neurons one call with `routes` rows touches, each row's mask `fraction` of them at random. */
+export function callUnion(fraction: number, routes: number): number {
+  return 1 - Math.pow(1 - fraction, routes);
+}
+
 function buildProblem(input: PlacementInput): Problem {
   const { model, nodes } = input;
   const replicas = input.replicas ?? 1;
@@ -179,7 +194,13 @@ function buildProblem(input: PlacementInput): Problem {
     shares = Array.from({ length: L }, () => new Array<number>(E).fill(1 / E));
     fractions = Array.from({ length: L }, () => new Array<number>(E).fill(DEFAULT_ACTIVE_FRACTION));
   }
-  const load = bytes.map((row, l) => row.map((b, e) => model.topK * shares[l][e] * fractions[l][e] * b));
+  const perCall = r && input.costModel !== 'routes' ? routesPerCall(r) : null;
+  const load = bytes.map((row, l) => row.map((b, e) => {
+    const routes = model.topK * shares[l][e]; // per token through the layer
+    const k = perCall?.[l][e] ?? null;
+    // r routes per call: routes / r calls, each reading the union of r masks (independent rows).
+    return k !== null && k > 0 ? (routes / k) * callUnion(fractions[l][e], k) * b : routes * fractions[l][e] * b;
+  }));
   return {
     layers: L, experts: E, replicas,
     speed: nodes.map((n) => n.bytesPerS),

@@ -7,9 +7,12 @@
 //     "created": "2026-12-03T15:00:00.000Z",
 //     "model": { "name": "...", "layers": 16, "experts": 8, "top_k": 2, "hidden_size": 1024, "intermediate_size": 2048 },
 //     "tokens": 12345,          // token rows that went through each layer's router
-//     "pairs": [ { "layer": 0, "expert": 0, "routed_tokens": 3100, "active_fraction": 0.12 }, ... ],
+//     "pairs": [ { "layer": 0, "expert": 0, "routed_tokens": 3100, "active_fraction": 0.12, "calls": 400 }, ... ],
 //     "nodes": [ { "node": "expert-0", "address": "10.0.0.5:50051", "calls": 900, "tokens": 4000,
 //                  "p50_ms": 1.2, "p99_ms": 3.4, "mean_ms": 1.4 } ] }
+// `calls` (optional: files written before it still parse) = layer calls that routed at least one
+// token to the pair, so routed_tokens / calls = routes per call: the rows of one call share the
+// expert's weights, so a call costs its masks' union of neurons, not the sum (placement.ts).
 import fs from 'node:fs';
 import { z } from 'zod';
 import { UserError } from '../errors';
@@ -24,6 +27,8 @@ export interface RoutingPairStats {
   routed_tokens: number;
   /** Neurons computed / intermediate size over its routes; null when never routed. */
   active_fraction: number | null;
+  /** Layer calls (micro-batches) that routed >= 1 token here; absent in older files. */
+  calls?: number;
 }
 
 export interface RoutingNodeStats {
@@ -74,6 +79,7 @@ const fileSchema = z.strictObject({
   tokens: count,
   pairs: z.array(z.strictObject({
     layer: count, expert: count, routed_tokens: count, active_fraction: z.number().min(0).max(1).nullable(),
+    calls: count.optional(),
   })),
   nodes: z.array(z.strictObject({
     node: z.string(), address: z.string(), calls: count, tokens: count, p50_ms: msOrNull, p99_ms: msOrNull, mean_ms: msOrNull,
@@ -111,6 +117,10 @@ export function parseRoutingStats(text: string, source: string, model?: ModelDim
   for (const [i, p] of stats.pairs.entries()) {
     if (p.layer >= m.layers || p.expert >= m.experts) {
       throw new UserError(`routing stats ${source}: pairs.${i} names layer ${p.layer} expert ${p.expert}, outside its model (${m.layers} x ${m.experts})`);
+    }
+    if (p.calls !== undefined && (p.calls > p.routed_tokens || (p.calls === 0) !== (p.routed_tokens === 0))) {
+      throw new UserError(`routing stats ${source}: pairs.${i}.calls ${p.calls} with routed_tokens ${p.routed_tokens}: ` +
+        'a pair routed to has 1..routed_tokens calls (write the file again with `turbosparse stats --export` or `turbosparse profile`)');
     }
   }
   if (model && (model.numLayers !== m.layers || model.numExperts !== m.experts)) {
@@ -163,4 +173,17 @@ export function activeFractions(stats: RoutingStats, fallback = 0.15): number[][
   for (let l = 0; l < layers; l++) if (weights[l] > 0) layerMean[l] = sums[l] / weights[l];
   const global = allW > 0 ? allSum / allW : fallback;
   return out.map((row, l) => row.map((f) => (Number.isNaN(f) ? (Number.isNaN(layerMean[l]) ? global : layerMean[l]) : f)));
+}
+
+/**
+ * routesPerCall[layer][expert]: routed_tokens / calls, the rows one call to the pair carries on
+ * average; null where the file has no `calls` for the pair (older files) or it was never routed.
+ */
+export function routesPerCall(stats: RoutingStats): (number | null)[][] {
+  const { layers, experts } = stats.model;
+  const out: (number | null)[][] = Array.from({ length: layers }, () => new Array<number | null>(experts).fill(null));
+  for (const p of stats.pairs) {
+    if (p.calls !== undefined && p.calls > 0) out[p.layer][p.expert] = p.routed_tokens / p.calls;
+  }
+  return out;
 }

@@ -4,7 +4,7 @@
 import { pairKey } from '../../core/expert-spec';
 import type { NodeDescription } from '../../core/placement/node-descriptions';
 import {
-  describeNodesFromInfo, placeExperts, type PlacementInput, predictLayers, REMOTE_CALL_MS,
+  callUnion, describeNodesFromInfo, placeExperts, type PlacementInput, predictLayers, REMOTE_CALL_MS,
 } from '../../core/placement/placement';
 import { ROUTING_FORMAT, type RoutingStats } from '../../core/placement/routing-stats';
 import { balancedShardMap, type ShardMap, uniformPairs, validateShardMap } from '../../core/shard-map';
@@ -62,6 +62,36 @@ test('the cost model: load = topK x share x active x bytes; a node = its load / 
   expect(r.meanMs).toBeCloseTo((3.75 + 5 + 3.75) / 2 + REMOTE_CALL_MS, 9);
   // A node the map names but the input does not describe is an error.
   expect(() => predictLayers({ nodes: [{ address: 'x:1', experts: [{ layer: 0, expert: 0 }] }] }, input)).toThrow(/x:1 is not among the described nodes/);
+});
+
+test('calls: a pair routed in many small calls costs more than one with the same routes in few large calls (its rows share the weights)', () => {
+  const m = model(1, 2, 1);
+  const stats = routing(m, [[400, 400]], 0.2);
+  stats.pairs[0].calls = 400; // 1 route per call
+  stats.pairs[1].calls = 100; // 4 routes per call
+  const input: PlacementInput = { model: m, pairs: uniformPairs(m, 100 * MB), routing: stats, nodes: [node('a', 1), node('b', 1)] };
+  const map: ShardMap = { nodes: [{ address: 'a:50051', experts: [{ layer: 0, expert: 0 }] }, { address: 'b:50051', experts: [{ layer: 0, expert: 1 }] }] };
+  // Per token: 0.5 routes to each. Expert 0: 0.5 calls x 0.2 x 100 MB = 10 MB -> 10 ms at 1 GB/s.
+  // Expert 1: 0.125 calls x (1 - 0.8^4 = 0.5904) x 100 MB = 7.38 MB -> 7.38 ms.
+  expect(callUnion(0.2, 4)).toBeCloseTo(0.5904, 12);
+  const [layer] = predictLayers(map, input);
+  expect(layer.slowestMs).toBeCloseTo(10 + REMOTE_CALL_MS, 9);
+  expect(layer.meanMs).toBeCloseTo((10 + 7.38) / 2 + REMOTE_CALL_MS, 9);
+  // The old model (and a file without calls) charges every route alike: both 10 ms.
+  const [old] = predictLayers(map, { ...input, costModel: 'routes' });
+  expect(old.meanMs).toBeCloseTo(10 + REMOTE_CALL_MS, 9);
+  delete stats.pairs[0].calls;
+  delete stats.pairs[1].calls;
+  expect(predictLayers(map, input)[0].meanMs).toBeCloseTo(10 + REMOTE_CALL_MS, 9);
+  // Placement follows: with a 2x faster node and four pairs of equal routes, the fast node takes the
+  // pairs of many small calls (the costly ones) and both nodes end up within 20% of each other.
+  const m4 = model(1, 4, 1);
+  const st4 = routing(m4, [[250, 250, 250, 250]], 0.2);
+  st4.pairs.forEach((p, e) => { p.calls = e < 2 ? 250 : 25; });
+  const placed = placeExperts({ model: m4, pairs: uniformPairs(m4, 100 * MB), routing: st4, nodes: [node('fast', 2), node('slow', 1)] });
+  expect(holdings(placed.map).get('fast:50051')).toEqual(expect.arrayContaining([pairKey(0, 0), pairKey(0, 1)]));
+  const [pl] = placed.layers;
+  expect(pl.slowestMs / pl.meanMs).toBeLessThan(1.2);
 });
 
 test('skewed shares move the hot pairs apart (never two hot pairs on one node) and beat the byte-balanced map', () => {

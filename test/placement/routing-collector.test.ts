@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { makeDemoModel } from '../../core/demo-model';
 import { Registry } from '../../core/metrics';
-import { parseRoutingStats, formatRoutingStats } from '../../core/placement/routing-stats';
+import { parseRoutingStats, formatRoutingStats, routesPerCall } from '../../core/placement/routing-stats';
 import { routedBatchFromSlots, routeOffsets } from '../../core/routed-batch';
 import type { Engine } from '../../coordinator/engine';
 import { loadEngine } from '../../coordinator/load-engine';
@@ -33,16 +33,32 @@ test('a small batch: routes and active fractions per (layer, expert), exact', ()
   expect(s.tokens).toBe(0); // layer 0 never ran
   expect(c.layerTokens()).toEqual([0, 6]);
   const pair = (l: number, e: number) => s.pairs.find((p) => p.layer === l && p.expert === e)!;
-  expect(pair(1, 0)).toEqual({ layer: 1, expert: 0, routed_tokens: 4, active_fraction: (2 * (1 + 3)) / (4 * 10) });
-  expect(pair(1, 1)).toEqual({ layer: 1, expert: 1, routed_tokens: 0, active_fraction: null });
-  expect(pair(1, 2)).toEqual({ layer: 1, expert: 2, routed_tokens: 4, active_fraction: (2 * 10) / 40 });
-  expect(pair(1, 3)).toEqual({ layer: 1, expert: 3, routed_tokens: 4, active_fraction: (2 * 2) / 40 });
+  expect(pair(1, 0)).toEqual({ layer: 1, expert: 0, routed_tokens: 4, active_fraction: (2 * (1 + 3)) / (4 * 10), calls: 2 });
+  expect(pair(1, 1)).toEqual({ layer: 1, expert: 1, routed_tokens: 0, active_fraction: null, calls: 0 });
+  expect(pair(1, 2)).toEqual({ layer: 1, expert: 2, routed_tokens: 4, active_fraction: (2 * 10) / 40, calls: 2 });
+  expect(pair(1, 3)).toEqual({ layer: 1, expert: 3, routed_tokens: 4, active_fraction: (2 * 2) / 40, calls: 2 });
   expect(s.pairs).toHaveLength(8);
   expect(s.model).toEqual({ name: 'm', layers: 2, experts: 4, top_k: 2, hidden_size: 1, intermediate_size: 10 });
   // The object is a valid routing.json.
   expect(parseRoutingStats(formatRoutingStats(s), 'mem').pairs).toEqual(s.pairs);
+  // Routes per call: 4 routes in 2 calls; never routed: null.
+  expect(routesPerCall(s)[1]).toEqual([2, null, 2, 2]);
   c.reset();
   expect(c.snapshot({ source: 'serve', model: { name: 'm', top_k: 2, hidden_size: 1 } }).pairs.every((p) => p.routed_tokens === 0)).toBe(true);
+});
+
+test('calls: optional (a file without them parses, routes per call unknown); inconsistent counts are one clear line', () => {
+  const file = (pair: Record<string, unknown>) => JSON.stringify({
+    format: 'turbosparse-routing', version: 1, source: 'serve', created: 'x',
+    model: { name: 'm', layers: 1, experts: 2, top_k: 1, hidden_size: 4, intermediate_size: 8 }, tokens: 6,
+    pairs: [{ layer: 0, expert: 0, routed_tokens: 6, active_fraction: 0.5, ...pair }, { layer: 0, expert: 1, routed_tokens: 0, active_fraction: null }],
+    nodes: [],
+  });
+  expect(routesPerCall(parseRoutingStats(file({}), 'old.json'))).toEqual([[null, null]]);
+  expect(routesPerCall(parseRoutingStats(file({ calls: 4 }), 'new.json'))).toEqual([[1.5, null]]);
+  expect(() => parseRoutingStats(file({ calls: 7 }), 'r.json')).toThrow(/^routing stats r\.json: pairs\.0\.calls 7 with routed_tokens 6: a pair routed to has 1\.\.routed_tokens calls/);
+  expect(() => parseRoutingStats(file({ calls: 0 }), 'r.json')).toThrow(/pairs\.0\.calls 0 with routed_tokens 6/);
+  expect(() => parseRoutingStats(file({ calls: -1 }), 'r.json')).toThrow(/pairs\.0\.calls/);
 });
 
 describe('inside the engine', () => {
@@ -63,6 +79,8 @@ describe('inside the engine', () => {
     const cfg = engine.config;
     const want = new Float64Array(cfg.numLayers * cfg.numExperts);
     const neurons = new Float64Array(cfg.numLayers * cfg.numExperts);
+    // Steps in which a pair had routes: its calls are that (one batch) to twice that (two lanes).
+    const stepsWith = new Float64Array(cfg.numLayers * cfg.numExperts);
     let rows = 0;
     for (const overlap of ['off', 'on'] as const) {
       engine.overlap = overlap;
@@ -71,10 +89,13 @@ describe('inside the engine', () => {
       while (seqs.some((s) => !s.finished)) {
         const r = await engine.step(seqs.filter((s) => !s.finished), { prefillChunk: 4, record: true });
         rows += r.rows;
-        r.layers!.forEach((rec, L) => rec.experts.forEach((e, slot) => {
-          want[L * cfg.numExperts + e]++;
-          neurons[L * cfg.numExperts + e] += rec.active[slot];
-        }));
+        r.layers!.forEach((rec, L) => {
+          rec.experts.forEach((e, slot) => {
+            want[L * cfg.numExperts + e]++;
+            neurons[L * cfg.numExperts + e] += rec.active[slot];
+          });
+          for (const e of new Set(rec.experts)) stepsWith[L * cfg.numExperts + e]++;
+        });
       }
       for (const s of seqs) engine.release(s);
     }
@@ -86,7 +107,11 @@ describe('inside the engine', () => {
       expect(p.routed_tokens).toBe(want[k]);
       if (want[k] > 0) expect(p.active_fraction).toBeCloseTo(neurons[k] / (want[k] * cfg.intermediateSize), 12);
       else expect(p.active_fraction).toBeNull();
+      expect(p.calls).toBeGreaterThanOrEqual(stepsWith[k]);
+      expect(p.calls).toBeLessThanOrEqual(Math.min(2 * stepsWith[k], want[k]));
     }
+    // Some pair carried several routes in one call (prefill chunks of 4 rows, top-2 of 4 experts).
+    expect(s.pairs.some((p) => p.routed_tokens > p.calls!)).toBe(true);
     for (let L = 0; L < cfg.numLayers; L++) {
       const sum = s.pairs.filter((p) => p.layer === L).reduce((a, p) => a + p.routed_tokens, 0);
       expect(sum).toBe(rows * cfg.topK);
