@@ -15,7 +15,11 @@
 //   node -r test/cluster/ts-register-cached.js bench/placement.ts [--layers 8] [--nodes 3]
 //        [--slowdown 1,1,3] [--router-skew 1.5] [--concurrency 16] [--tokens 16] [--rounds 3]
 //        [--profile-requests 32] [--memory-factor 1.25] [--speeds nominal|info] [--link loopback|1gbe|...]
-//        [--model DIR] [--routing-out FILE] [--json]
+//        [--model DIR] [--routing-out FILE] [--cost-model calls|routes] [--baseline balanced|routes] [--json]
+// --cost-model: the placed map's cost model (placement.ts: calls = a pair pays per call the union of
+// its routes' neurons, the default; routes = every route its active bytes, the model before calls).
+// --baseline routes: the map compared against is the routes-model placement instead of the byte-balanced
+// one (labelled "routes" in the output), to see the two cost models against each other in one run.
 // --speeds nominal (default): node i's speed = the median over nodes of (measured speed x slowdown),
 // divided by its --slowdown: the nodes' self-benchmarks run at start, all at once, ~150 ms each, and
 // on a small shared machine they measured 0.06 to 3.4 GB/s for identical nodes. --speeds info: as
@@ -180,6 +184,10 @@ async function main(): Promise<void> {
   const speeds = arg('speeds', 'nominal');
   const link = parseLink(arg('link', 'loopback'));
   const json = process.argv.includes('--json');
+  const costModel = arg('cost-model', 'calls');
+  const baseline = arg('baseline', 'balanced');
+  if (costModel !== 'calls' && costModel !== 'routes') throw new UserError(`--cost-model ${costModel}: calls or routes`);
+  if (baseline !== 'balanced' && baseline !== 'routes') throw new UserError(`--baseline ${baseline}: balanced or routes`);
   for (const [name, v] of [['layers', layers], ['nodes', nodeCount], ['concurrency', conc], ['tokens', tokens], ['rounds', rounds],
     ['profile-requests', profileRequests]] as const) {
     if (!Number.isInteger(v) || v < 1) throw new UserError(`--${name} must be a positive integer, got ${v}`);
@@ -252,11 +260,13 @@ async function main(): Promise<void> {
       model: { numLayers: c.numLayers, numExperts: c.numExperts, hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, topK: c.topK },
       pairs, routing, nodes,
     };
+    // Internally the baseline keeps the key "balanced"; printed as `base`.
     const maps: Record<'balanced' | 'placed', ShardMap> = {
-      balanced: balancedShardMap(pairs, addresses),
-      placed: placeExperts(input).map,
+      balanced: baseline === 'routes' ? placeExperts({ ...input, costModel: 'routes' }).map : balancedShardMap(pairs, addresses),
+      placed: placeExperts({ ...input, costModel }).map,
     };
-    const predicted = { balanced: predictLayers(maps.balanced, input), placed: predictLayers(maps.placed, input) };
+    // Predictions with the chosen model (the same for both maps, so they compare).
+    const predicted = { balanced: predictLayers(maps.balanced, { ...input, costModel }), placed: predictLayers(maps.placed, { ...input, costModel }) };
 
     // ---- 4. both maps, interleaved ----
     const times = { balanced: new LayerTimes(), placed: new LayerTimes() };
@@ -295,7 +305,7 @@ async function main(): Promise<void> {
     backend.current = null;
     const timedRouting = backend.collector.snapshot({ source: 'profile', model: { name: path.basename(dir), top_k: c.topK, hidden_size: c.hiddenSize } });
     backend.collector = null;
-    const hindsight = { balanced: predictLayers(maps.balanced, { ...input, routing: timedRouting }), placed: predictLayers(maps.placed, { ...input, routing: timedRouting }) };
+    const hindsight = { balanced: predictLayers(maps.balanced, { ...input, costModel, routing: timedRouting }), placed: predictLayers(maps.placed, { ...input, costModel, routing: timedRouting }) };
     const shareOf = (st: RoutingStats) => st.pairs.map((p) => p.routed_tokens / Math.max(1, st.tokens * c.topK));
     const drift = shareOf(routing).reduce((a, x, i) => a + Math.abs(x - shareOf(timedRouting)[i]), 0) / c.numLayers / 2;
     for (const which of ['balanced', 'placed'] as const) {
@@ -310,38 +320,41 @@ async function main(): Promise<void> {
     const ratio = (ls: LayerPrediction[]) => sum(ls, 'slowestMs') / Math.max(1e-12, sum(ls, 'meanMs'));
     const machine = `${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`;
     if (!json) {
-      console.log(`placement bench ${new Date().toISOString()}: ${c.numLayers} layers hidden ${c.hiddenSize} x intermediate ${c.intermediateSize}, ` +
+      // The baseline's label: the byte-balanced map, or the routes-model placement (--baseline routes).
+      const say = (line: string) => console.log(baseline === 'routes' ? line.replaceAll('balanced', 'routes') : line);
+      say(`cost model of the placed map and of the predictions: ${costModel}; baseline: ${baseline === 'routes' ? 'placement with the routes model' : 'byte-balanced map'}`);
+      say(`placement bench ${new Date().toISOString()}: ${c.numLayers} layers hidden ${c.hiddenSize} x intermediate ${c.intermediateSize}, ` +
         `${c.numExperts} experts top-${c.topK}, router skew ${skew}; ${nodeCount} nodes, slowdown ${slowdowns.join(',')}; ` +
         `${describeLink(link)}; concurrency ${conc} x ${tokens} tokens, ${rounds} interleaved rounds; ${machine}`);
       const hottest = routing.pairs.reduce((m, p) => Math.max(m, p.routed_tokens), 0) / Math.max(1, routing.tokens * c.topK / c.numExperts);
-      console.log(`routing: ${routing.tokens} profiled tokens; hottest pair ${hottest.toFixed(2)}x the mean share`);
-      console.log('slowest / mean node, ms: per (step, layer) call latency and node compute; node compute summed over the run (busy, per step); predicted per token');
-      console.log('layer  balanced latency  placed latency  balanced compute  placed compute     balanced busy       placed busy  predicted balanced  predicted placed');
+      say(`routing: ${routing.tokens} profiled tokens; hottest pair ${hottest.toFixed(2)}x the mean share`);
+      say('slowest / mean node, ms: per (step, layer) call latency and node compute; node compute summed over the run (busy, per step); predicted per token');
+      say('layer  balanced latency  placed latency  balanced compute  placed compute     balanced busy       placed busy  predicted balanced  predicted placed');
       const f = (l: LayerPrediction) => `${l.slowestMs.toFixed(2)} / ${l.meanMs.toFixed(2)}`;
       for (let l = 0; l < c.numLayers; l++) {
-        console.log(`${String(l).padEnd(5)}  ${f(runs.balanced.latency[l]).padStart(16)}  ${f(runs.placed.latency[l]).padStart(14)}  ` +
+        say(`${String(l).padEnd(5)}  ${f(runs.balanced.latency[l]).padStart(16)}  ${f(runs.placed.latency[l]).padStart(14)}  ` +
           `${f(runs.balanced.compute[l]).padStart(16)}  ${f(runs.placed.compute[l]).padStart(14)}  ${f(runs.balanced.busy[l]).padStart(16)}  ${f(runs.placed.busy[l]).padStart(16)}  ` +
           `${f(predicted.balanced[l]).padStart(18)}  ${f(predicted.placed[l]).padStart(16)}`);
       }
       const t = (ls: LayerPrediction[]) => `${sum(ls, 'slowestMs').toFixed(2)} / ${sum(ls, 'meanMs').toFixed(2)}`;
-      console.log(`${'sum'.padEnd(5)}  ${t(runs.balanced.latency).padStart(16)}  ${t(runs.placed.latency).padStart(14)}  ${t(runs.balanced.compute).padStart(16)}  ` +
+      say(`${'sum'.padEnd(5)}  ${t(runs.balanced.latency).padStart(16)}  ${t(runs.placed.latency).padStart(14)}  ${t(runs.balanced.compute).padStart(16)}  ` +
         `${t(runs.placed.compute).padStart(14)}  ${t(runs.balanced.busy).padStart(16)}  ${t(runs.placed.busy).padStart(16)}  ${t(predicted.balanced).padStart(18)}  ${t(predicted.placed).padStart(16)}`);
-      console.log(`slowest / mean (latency): balanced ${ratio(runs.balanced.latency).toFixed(2)}, placed ${ratio(runs.placed.latency).toFixed(2)}; ` +
+      say(`slowest / mean (latency): balanced ${ratio(runs.balanced.latency).toFixed(2)}, placed ${ratio(runs.placed.latency).toFixed(2)}; ` +
         `(compute): balanced ${ratio(runs.balanced.compute).toFixed(2)}, placed ${ratio(runs.placed.compute).toFixed(2)}; ` +
         `(busy): balanced ${ratio(runs.balanced.busy).toFixed(2)}, placed ${ratio(runs.placed.busy).toFixed(2)}; ` +
         `(predicted): balanced ${ratio(predicted.balanced).toFixed(2)}, placed ${ratio(predicted.placed).toFixed(2)}`);
-      console.log(`tokens/s (median of ${rounds}): balanced ${tps('balanced').toFixed(2)} [${runs.balanced.tokens_per_s.map((x) => x.toFixed(2)).join(', ')}], ` +
+      say(`tokens/s (median of ${rounds}): balanced ${tps('balanced').toFixed(2)} [${runs.balanced.tokens_per_s.map((x) => x.toFixed(2)).join(', ')}], ` +
         `placed ${tps('placed').toFixed(2)} [${runs.placed.tokens_per_s.map((x) => x.toFixed(2)).join(', ')}]: ${(tps('placed') / tps('balanced')).toFixed(2)}x`);
-      console.log(`routing drift: profiled vs timed shares differ by ${(100 * drift).toFixed(1)}% of a layer's routes (total variation, mean over layers); ` +
+      say(`routing drift: profiled vs timed shares differ by ${(100 * drift).toFixed(1)}% of a layer's routes (total variation, mean over layers); ` +
         `predicted with the timed routing, slowest / mean: balanced ${ratio(hindsight.balanced).toFixed(2)}, placed ${ratio(hindsight.placed).toFixed(2)}`);
       const perNode = (w: 'balanced' | 'placed') => Object.entries(runs[w].busy_per_node).sort().map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
-      console.log(`busy per node, ms per step over all layers: balanced ${perNode('balanced')}; placed ${perNode('placed')}`);
-      console.log(`placed map: ${maps.placed.nodes.map((n) => `${n.name ?? n.address} ${n.experts.length} pairs`).join(', ')}`);
+      say(`busy per node, ms per step over all layers: balanced ${perNode('balanced')}; placed ${perNode('placed')}`);
+      say(`placed map: ${maps.placed.nodes.map((n) => `${n.name ?? n.address} ${n.experts.length} pairs`).join(', ')}`);
     }
     console.log(JSON.stringify({
       bench: 'placement', date: new Date().toISOString(), machine, layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize,
       experts: c.numExperts, top_k: c.topK, router_skew: skew, nodes: nodes.map((n, i) => ({ name: n.name, slowdown: slowdowns[i], gbps: n.bytesPerS / 1e9 })),
-      speeds, link: link ? { delay_us: link.delayUs, mbit: link.mbit } : 'loopback', concurrency: conc, tokens, rounds, profiled_tokens: routing.tokens,
+      speeds, cost_model: costModel, baseline, link: link ? { delay_us: link.delayUs, mbit: link.mbit } : 'loopback', concurrency: conc, tokens, rounds, profiled_tokens: routing.tokens,
       balanced: { ...runs.balanced, predicted: predicted.balanced, slowest_over_mean: ratio(runs.balanced.latency), busy_slowest_over_mean: ratio(runs.balanced.busy) },
       placed: { ...runs.placed, predicted: predicted.placed, slowest_over_mean: ratio(runs.placed.latency), busy_slowest_over_mean: ratio(runs.placed.busy),
         pairs_per_node: maps.placed.nodes.map((n) => n.experts.length) },
