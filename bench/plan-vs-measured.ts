@@ -14,7 +14,9 @@
 // steps. The planner predicts decode steps; the "bench workload" prediction adds one step of c x 8 rows
 // (the same cost model, more rows) so like is compared with like. Both are printed.
 //   node -r ./test/cluster/ts-register-cached.js bench/plan-vs-measured.ts [--shape demo] [--layers 16]
-//        [--tokens 32] [--link loopback,1gbe] [--concurrency 1,16] [--rounds 3] [--reps 40] [--json]
+//        [--tokens 32] [--link loopback,1gbe] [--concurrency 1,16] [--rounds 3] [--reps 40] [--calibration FILE] [--json]
+// --calibration FILE (bench/coordinator-cost.ts --out): the planner uses that file's coordinator costs and
+// coordinator GB/s (they were fitted together) instead of the built-in constants and the GB/s measured here.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -176,6 +178,7 @@ async function main(): Promise<void> {
   const reps = Number(arg('reps', '40'));
   const nRounds = Number(arg('rounds', '3'));
   const json = process.argv.includes('--json');
+  const calibration = arg('calibration', '') || undefined;
   const dir = await benchModelDir(shape, layers, log);
   const config = await readModelConfig(dir);
   const rawConfig = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as { demo?: { active_fraction?: number } };
@@ -215,7 +218,7 @@ async function main(): Promise<void> {
       const c = r.concurrency;
       const plan: Plan = await makePlan({
         model: dir, nodesFile, link: r.link, weights: 'auto', concurrency: [c, c * PROMPT_TOKENS], wire: 'f32', replicas: 1,
-        coordinatorGbps: machine.coordinatorGbps, coordinatorDevice: 'cpu', context: PROMPT_TOKENS + Math.round(tokens / 2),
+        coordinatorGbps: calibration ? undefined : machine.coordinatorGbps, coordinatorDevice: 'cpu', calibration, context: PROMPT_TOKENS + Math.round(tokens / 2),
       });
       const [decode, prefill] = plan.predictions;
       const benchMs = prefill.stepMs + (tokens - 1) * decode.stepMs;
@@ -239,7 +242,7 @@ async function main(): Promise<void> {
     console.log(`plan vs measured: ${shape} shape, ${layers} layers, cluster:${NODES}, wire f32, overlap off, ${tokens} tokens per request; ` +
       `${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
     console.log(`machine per round: node sparse FFN ${measurements.map((m) => m.nodeGbps.toFixed(2)).join(', ')} GB/s (used ${machine.nodeGbps.toFixed(2)}), ` +
-      `coordinator dense ${measurements.map((m) => m.coordinatorGbps.toFixed(2)).join(', ')} GB/s (used ${machine.coordinatorGbps.toFixed(2)})`);
+      `coordinator dense ${measurements.map((m) => m.coordinatorGbps.toFixed(2)).join(', ')} GB/s (used ${calibration ? `the calibration's, from ${calibration}` : machine.coordinatorGbps.toFixed(2)})`);
     console.log('link      conc  measured tok/s (rounds)     best  predicted tok/s  ratio  | plan (decode only): tok/s  coordinator ms  link ms  overhead ms  experts ms' +
       '  | measured per step: coordinator ms  link + overhead ms  experts ms');
     for (const r of rows) {
@@ -252,7 +255,7 @@ async function main(): Promise<void> {
     console.log(`${within} of ${rows.length} configurations within 25%`);
   }
   console.log(JSON.stringify({ bench: 'plan-vs-measured', started, shape, layers, tokens, nodes: NODES, cpus: os.cpus().length,
-    loadavg: os.loadavg(), rounds: nRounds, machine_rounds: measurements, machine, rows }));
+    loadavg: os.loadavg(), rounds: nRounds, calibration: calibration ? JSON.parse(fs.readFileSync(calibration, 'utf8')) as unknown : null, machine_rounds: measurements, machine, rows }));
 }
 
 main().catch((e) => {

@@ -12,7 +12,7 @@ import { UserError } from '../core/errors';
 import { formatExpertSpec } from '../core/expert-spec';
 import { ModelFolder } from '../core/model-folder';
 import type { StoreDType } from '../core/native';
-import { COST_CONSTANTS, type CostConstants, type ModelCost, predictStep, type StepPrediction } from '../core/placement/cost-model';
+import { type Calibration, COST_CONSTANTS, type CostConstants, type ModelCost, parseCalibration, predictStep, type StepPrediction } from '../core/placement/cost-model';
 import { describeLink, type LinkSpec, parseLink } from '../core/placement/link-presets';
 import { loadNodeDescriptions, type NodeDescription } from '../core/placement/node-descriptions';
 import { loadRoutingStats, type RoutingStats } from '../core/placement/routing-stats';
@@ -35,8 +35,11 @@ export interface PlanFlags {
   weights: StoreDType | 'auto';
   concurrency: number[];
   routing?: string;
-  coordinatorGbps: number;
+  /** Default: the calibration's, else DEFAULT_COORDINATOR_GBPS. */
+  coordinatorGbps?: number;
   coordinatorDevice: 'cpu' | 'cuda';
+  /** A calibration file (bench/coordinator-cost.ts --out): the coordinator's measured software costs and GB/s. */
+  calibration?: string;
   wire: WireEncoding;
   replicas: number;
   context: number;
@@ -79,7 +82,32 @@ export interface Plan {
   callNsPerByte: number;
   nodeCallUs: number;
   coordinatorLayerUs: number;
+  coordinatorStepUs: number;
+  coordinatorRowUs: number;
+  coordinatorRowLayerUs: number;
+  /** The calibration file applied, if any. */
+  calibration: string | null;
   predictions: StepPrediction[];
+}
+
+/** --coordinator-gbps without a calibration file. */
+export const DEFAULT_COORDINATOR_GBPS = 20;
+
+/** A calibration file, read and checked (one UserError line naming the file). */
+export function loadCalibration(file: string): Calibration {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UserError(`--calibration ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`--calibration ${file}: not JSON (${(e as Error).message.split('\n')[0]}); write it with bench/coordinator-cost.ts --out ${file}`);
+  }
+  return parseCalibration(raw, file);
 }
 
 /** Bytes of a rows x cols matrix stored as `dtype` (i8: one f32 scale per row, as the kernels store it). */
@@ -193,7 +221,11 @@ function coordinatorBytes(cost: ModelCost, m: LoadedModel): number {
 
 /** The plan for the flags: loads what it needs, predicts, returns everything the output shows. */
 export async function makePlan(flags: PlanFlags, overrides: Partial<CostConstants> = {}): Promise<Plan> {
+  // Precedence: explicit flags, then the caller's overrides, then the calibration file, then COST_CONSTANTS.
+  const calibration = flags.calibration ? loadCalibration(flags.calibration) : null;
+  const coordinatorGbps = flags.coordinatorGbps ?? calibration?.coordinatorGbps ?? DEFAULT_COORDINATOR_GBPS;
   const constants: Partial<CostConstants> = {
+    ...calibration?.constants,
     ...overrides,
     ...(flags.callOverheadUs !== undefined ? { callOverheadUs: flags.callOverheadUs } : {}),
     ...(flags.callNsPerByte !== undefined ? { callOverheadNsPerByte: flags.callNsPerByte } : {}),
@@ -220,7 +252,7 @@ export async function makePlan(flags: PlanFlags, overrides: Partial<CostConstant
   });
   const predictions = flags.concurrency.map((conc) => predictStep({
     model: cost, map, nodes, link, wire: flags.wire, routing, contextTokens: flags.context,
-    coordinator: { bytesPerS: flags.coordinatorGbps * 1e9, device: flags.coordinatorDevice }, constants,
+    coordinator: { bytesPerS: coordinatorGbps * 1e9, device: flags.coordinatorDevice }, constants,
   }, conc));
   const ranks = [...new Set(model.predictorRanks)];
   return {
@@ -236,12 +268,16 @@ export async function makePlan(flags: PlanFlags, overrides: Partial<CostConstant
     map: { source, nodes: map.nodes.map((n) => ({ address: n.address, experts: formatExpertSpec(n.experts) })) },
     link: { name: link?.name ?? 'loopback', delayUs: link?.delayUs ?? 0, mbit: link?.mbit ?? null, description: describeLink(link) },
     wire: flags.wire,
-    coordinator: { device: flags.coordinatorDevice, gbps: flags.coordinatorGbps },
+    coordinator: { device: flags.coordinatorDevice, gbps: coordinatorGbps },
     contextTokens: flags.context,
     callOverheadUs: constants.callOverheadUs ?? COST_CONSTANTS.callOverheadUs,
     callNsPerByte: constants.callOverheadNsPerByte ?? COST_CONSTANTS.callOverheadNsPerByte,
     nodeCallUs: constants.nodeCallUs ?? COST_CONSTANTS.nodeCallUs,
     coordinatorLayerUs: constants.coordinatorLayerUs ?? COST_CONSTANTS.coordinatorLayerUs,
+    coordinatorStepUs: constants.coordinatorStepUs ?? COST_CONSTANTS.coordinatorStepUs,
+    coordinatorRowUs: constants.coordinatorRowUs ?? COST_CONSTANTS.coordinatorRowUs,
+    coordinatorRowLayerUs: constants.coordinatorRowLayerUs ?? COST_CONSTANTS.coordinatorRowLayerUs,
+    calibration: flags.calibration ?? null,
     predictions,
   };
 }
@@ -293,7 +329,8 @@ export function formatPlan(p: Plan): string {
   lines.push(`link: ${p.link.description}; wire ${p.wire}; coordinator ${p.coordinator.device} at ${p.coordinator.gbps} GB/s; ` +
     `active fraction ${m.activeFraction}; context ${p.contextTokens} tokens per sequence; ` +
     `software: ${p.callOverheadUs} µs + ${p.callNsPerByte} ns/byte per node call on the coordinator, ${p.nodeCallUs} µs per call on the node, ` +
-    `${p.coordinatorLayerUs} µs coordinator glue per layer`);
+    `coordinator ${p.coordinatorStepUs} µs + ${p.coordinatorRowUs} µs per row per step, ${p.coordinatorLayerUs} µs + ${p.coordinatorRowLayerUs} µs per row per layer ` +
+    `(${p.calibration ? `calibration ${p.calibration}` : 'measured on a 2-vCPU VM'})`);
   lines.push('predicted decode (ms per step):');
   lines.push('  conc   tokens/s   step ms   coordinator   link   call overhead   experts   bytes out/back per step');
   for (const s of p.predictions) {
@@ -356,7 +393,8 @@ export function registerPlan(program: Command): void {
     .option('--weights <dtype>', `how weights are stored (bf16, int8, f32; default: as in the checkpoint or config); ${WEIGHTS_HELP}`, weightsOption, 'auto')
     .option('--concurrency <list>', 'concurrent sequences to predict, e.g. 1,16', concurrencyOption, [1, 16])
     .option('--routing <file>', 'routing.json (measured routing and active fractions; default: every expert equally hot)')
-    .option('--coordinator-gbps <G>', 'GB/s of dense weights the coordinator\'s kernels read (one row)', positiveNumber('--coordinator-gbps'), 20)
+    .option('--coordinator-gbps <G>', `GB/s of dense weights the coordinator's kernels read (one row; default: the calibration's, else ${DEFAULT_COORDINATOR_GBPS})`, positiveNumber('--coordinator-gbps'))
+    .option('--calibration <file>', 'the coordinator\'s software costs and GB/s measured on it by bench/coordinator-cost.ts --out FILE')
     .option('--coordinator-device <d>', 'cpu | cuda (a GPU coordinator batches rows almost for free)', (v: string) => {
       if (v !== 'cpu' && v !== 'cuda') throw new InvalidArgumentError('--coordinator-device must be cpu or cuda');
       return v;

@@ -11,6 +11,7 @@
 // The constants (COST_CONSTANTS) were measured in this project's benchmarks; each says where.
 // They describe this project's software (the per-call overhead of gRPC + our codec, the
 // coordinator's per-layer glue) on the 2-vCPU build VM, so on bigger machines they err on the slow side.
+import { UserError } from '../errors';
 import type { ShardMap } from '../shard-map';
 import type { WireEncoding } from '../wire/rows';
 import { rowWireBytes } from '../wire/rows';
@@ -50,6 +51,17 @@ export interface CostConstants {
   /** Coordinator per step (scheduler, sampling, embedding), µs. Same measurement, the part not per layer. */
   coordinatorStepUs: number;
   /**
+   * Coordinator software cost per row (sequence) per step beyond weight reads (sampling, the scheduler's
+   * per-sequence work, embedding), µs, and per row per layer (attention over the cache, rope, norms, the
+   * router's top-k, grouping, JS per row), µs. Measured by bench/coordinator-cost.ts (zero-cost experts, the
+   * scheduler driving decode steps at 1, 4, 16 rows, 4 and 16 layers, contexts 8 and 64; step time minus the
+   * weight reads above, least squares; RESULTS.md "Coordinator cost per row"). On the shared 2-vCPU VM that fit
+   * swung several-fold between runs, so the built-in default is 0 (the per-layer glue above as before) and
+   * `plan --calibration FILE` sets all four coordinator terms from the bench run on the user's own coordinator.
+   */
+  coordinatorRowUs: number;
+  coordinatorRowLayerUs: number;
+  /**
    * Cost of each extra row of a dense matmul over the first, as a fraction of the first row's weight
    * read, on a CPU: the kernels are compute-bound per row (AVX2 bf16 -> f32 FMA). Measured with
    * core/native matmul 4096 x 4096 bf16, 1 and 16 rows: 10.7 ms and 57.5 ms (1 thread) -> 0.29; the
@@ -77,6 +89,8 @@ export const COST_CONSTANTS: CostConstants = {
   localCallUs: 180,
   coordinatorLayerUs: 900,
   coordinatorStepUs: 500,
+  coordinatorRowUs: 0,
+  coordinatorRowLayerUs: 0,
   cpuExtraRowFraction: 0.27,
   cudaExtraRowFraction: 0.01,
   cudaCallUs: 28,
@@ -202,7 +216,7 @@ export function predictStep(input: CostInput, concurrency: number): StepPredicti
   const linkBytesPerUs = input.link ? (input.link.mbit * 1e6) / 8 / 1e6 : Infinity;
   const context = input.contextTokens ?? 0;
 
-  let coordinator = k.coordinatorStepUs + coordUs(m.lmHeadBytes, c);
+  let coordinator = k.coordinatorStepUs + k.coordinatorRowUs * c + coordUs(m.lmHeadBytes, c);
   let link = 0;
   let overhead = 0;
   let expert = 0;
@@ -218,7 +232,7 @@ export function predictStep(input: CostInput, concurrency: number): StepPredicti
   const nodeCompute = new Array<number>(nNodes);
   const expertNode = new Array<number>(m.numExperts);
   for (let layer = 0; layer < m.numLayers; layer++) {
-    coordinator += k.coordinatorLayerUs + coordUs(m.layerDenseBytes[layer], c) +
+    coordinator += k.coordinatorLayerUs + k.coordinatorRowLayerUs * c + coordUs(m.layerDenseBytes[layer], c) +
       (c * context * m.kvBytesPerToken / input.coordinator.bytesPerS) * 1e6;
     const share = shares ? shares[layer] : new Array<number>(m.numExperts).fill(1);
     const rand = rng(0x9e3779b1 ^ (layer * 7919 + c));
@@ -321,5 +335,48 @@ export function predictStep(input: CostInput, concurrency: number): StepPredicti
     expertMs: expert / 1000,
     bytesOutPerStep: bytesOut,
     bytesBackPerStep: bytesBack,
+  };
+}
+
+/** The `kind` of a calibration file (bench/coordinator-cost.ts --out). */
+export const CALIBRATION_KIND = 'turbosparse-coordinator-calibration';
+
+/**
+ * The coordinator's software costs measured on the user's own machine by bench/coordinator-cost.ts, with the
+ * dense GB/s they were fitted against (the residual is step time minus weight reads at that speed, so the two
+ * belong together). `plan --calibration FILE` applies it.
+ */
+export interface Calibration {
+  kind: typeof CALIBRATION_KIND;
+  measured: string;
+  machine: string;
+  model: string;
+  coordinatorGbps: number;
+  constants: Pick<CostConstants, 'coordinatorStepUs' | 'coordinatorRowUs' | 'coordinatorLayerUs' | 'coordinatorRowLayerUs'>;
+}
+
+const CALIBRATED_KEYS = ['coordinatorStepUs', 'coordinatorRowUs', 'coordinatorLayerUs', 'coordinatorRowLayerUs'] as const;
+
+/**
+ * A calibration file's JSON, checked; `file` names it in errors. A fit may come out slightly negative for a
+ * term the machine does not show (noise): that is kept (the sum is what was measured), but the total per row
+ * must not be, or the model would predict faster steps for more rows.
+ */
+export function parseCalibration(raw: unknown, file: string): Calibration {
+  const fail = (what: string) => new UserError(`--calibration ${file}: ${what}; write it with bench/coordinator-cost.ts --out ${file}`);
+  if (typeof raw !== 'object' || raw === null) throw fail('not a JSON object');
+  const o = raw as Record<string, unknown>;
+  if (o.kind !== CALIBRATION_KIND) throw fail(`"kind" must be "${CALIBRATION_KIND}"`);
+  if (typeof o.coordinatorGbps !== 'number' || !(o.coordinatorGbps > 0)) throw fail('"coordinatorGbps" must be a number > 0');
+  const k = o.constants as Record<string, unknown> | undefined;
+  if (typeof k !== 'object' || k === null) throw fail('"constants" must be an object');
+  for (const key of CALIBRATED_KEYS) {
+    if (typeof k[key] !== 'number' || !Number.isFinite(k[key])) throw fail(`"constants.${key}" must be a number (µs)`);
+  }
+  const c = k as Calibration['constants'];
+  if (c.coordinatorRowUs + c.coordinatorRowLayerUs < 0) throw fail('the per-row costs sum below 0 (a noisy fit: rerun the bench)');
+  return {
+    kind: CALIBRATION_KIND, measured: String(o.measured ?? ''), machine: String(o.machine ?? ''), model: String(o.model ?? ''),
+    coordinatorGbps: o.coordinatorGbps, constants: { ...c },
   };
 }

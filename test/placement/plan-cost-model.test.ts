@@ -16,6 +16,7 @@ const EXPERT = 3 * H * I * 2;
 /** Round numbers: every rate is in bytes per microsecond x 1e6. */
 const K: Partial<CostConstants> = {
   callOverheadUs: 100, callOverheadNsPerByte: 0, nodeCallUs: 0, nodeRouteUs: 0, localCallUs: 0, coordinatorLayerUs: 10, coordinatorStepUs: 50,
+  coordinatorRowUs: 0, coordinatorRowLayerUs: 0,
   cpuExtraRowFraction: 0, cudaExtraRowFraction: 0, cudaCallUs: 20, samples: 8,
 };
 
@@ -68,6 +69,16 @@ describe('cost model', () => {
       expect(p.stepMs).toBeCloseTo((coordinator + compute + L * 100) / 1000, 9);
       expect(p.tokensPerS).toBeCloseTo(c / (p.stepMs / 1000), 6);
       expect(p.bytesOutPerStep + p.bytesBackPerStep).toBeCloseTo(L * callBytes(c), 6);
+    }
+  });
+
+  test('the coordinator\'s per-row software terms: rowUs per row per step, rowLayerUs per row per layer', () => {
+    for (const c of [1, 3, 16]) {
+      const without = predictStep(oneExpert(), c);
+      const withRows = predictStep(oneExpert({ constants: { ...K, coordinatorRowUs: 30, coordinatorRowLayerUs: 7 } }), c);
+      expect(withRows.coordinatorMs - without.coordinatorMs).toBeCloseTo((30 * c + L * 7 * c) / 1000, 9);
+      expect(withRows.expertMs).toBeCloseTo(without.expertMs, 9);
+      expect(withRows.callOverheadMs).toBeCloseTo(without.callOverheadMs, 9);
     }
   });
 
