@@ -191,6 +191,8 @@ describeGolden('remote experts vs local (tiny-a, in-process nodes)', () => {
         hiddenSize: info.hiddenSize ?? 64, intermediateSize: 160, numLayers: 2, numExperts: 4,
         experts: allPairs(dims), expertsSpec: formatExpertSpec(allPairs(dims)),
       }),
+      LoadExperts: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'a black hole loads nothing' }),
+      UnloadExperts: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'a black hole unloads nothing' }),
     };
     server.addService(expertProto().service as unknown as grpc.ServiceDefinition, handlers);
     new HealthImplementation({ '': 'SERVING', [EXPERT_SERVICE_NAME]: 'SERVING' }).addToServer(server);

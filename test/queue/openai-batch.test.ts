@@ -343,7 +343,7 @@ test('Redis stopped (SIGSTOP): Batch API requests answer 503 within the command 
   try {
     const t0 = Date.now();
     const res = await fetch(`${server.url}/v1/batches?limit=1`);
-    const body = await res.json();
+    const body = (await res.json()) as { error: { code: string } };
     expect([res.status, body.error.code]).toEqual([503, 'redis_unavailable']);
     expect(Date.now() - t0).toBeLessThan(15000);
     expect((await fetch(`${server.url}/health`)).status).toBe(200);
