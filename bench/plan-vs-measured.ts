@@ -167,6 +167,8 @@ interface Row {
   call_overhead_ms: number;
   expert_ms: number;
   ratio: number;
+  /** The same prediction with the built-in constants and this machine's GB/s (= ratio without --calibration). */
+  ratio_builtin: number;
 }
 
 async function main(): Promise<void> {
@@ -216,13 +218,18 @@ async function main(): Promise<void> {
       const same = rounds.map((rs) => rs.find((x) => x.link === r0.link && x.concurrency === r0.concurrency)!);
       const r = same.reduce((a, b) => (b.tokens_per_s > a.tokens_per_s ? b : a));
       const c = r.concurrency;
-      const plan: Plan = await makePlan({
-        model: dir, nodesFile, link: r.link, weights: 'auto', concurrency: [c, c * PROMPT_TOKENS], wire: 'f32', replicas: 1,
-        coordinatorGbps: calibration ? undefined : machine.coordinatorGbps, coordinatorDevice: 'cpu', calibration, context: PROMPT_TOKENS + Math.round(tokens / 2),
-      });
-      const [decode, prefill] = plan.predictions;
-      const benchMs = prefill.stepMs + (tokens - 1) * decode.stepMs;
-      const predicted = (c * tokens) / (benchMs / 1000);
+      // The bench's workload as the planner sees it, with the calibration file or the built-in constants.
+      const predict = async (cal: string | undefined) => {
+        const plan: Plan = await makePlan({
+          model: dir, nodesFile, link: r.link, weights: 'auto', concurrency: [c, c * PROMPT_TOKENS], wire: 'f32', replicas: 1,
+          coordinatorGbps: cal ? undefined : machine.coordinatorGbps, coordinatorDevice: 'cpu', calibration: cal, context: PROMPT_TOKENS + Math.round(tokens / 2),
+        });
+        const [decode, prefill] = plan.predictions;
+        const benchMs = prefill.stepMs + (tokens - 1) * decode.stepMs;
+        return { decode, benchMs, predicted: (c * tokens) / (benchMs / 1000) };
+      };
+      const { decode, benchMs, predicted } = await predict(calibration);
+      const builtin = calibration ? (await predict(undefined)).predicted : predicted;
       rows.push({
         link: r.link, concurrency: c, measured_tokens_per_s: r.tokens_per_s, measured_step_ms: r.step_ms,
         predicted_tokens_per_s: predicted, predicted_decode_tokens_per_s: decode.tokensPerS, predicted_step_ms: benchMs / tokens,
@@ -232,6 +239,7 @@ async function main(): Promise<void> {
         measured_expert_ms: (layers * (r.layer_us_mean - (r.overhead_us_mean ?? 0))) / 1000,
         coordinator_ms: decode.coordinatorMs, link_ms: decode.linkMs, call_overhead_ms: decode.callOverheadMs, expert_ms: decode.expertMs,
         ratio: predicted / r.tokens_per_s,
+        ratio_builtin: builtin / r.tokens_per_s,
       });
     }
   } finally {
@@ -252,7 +260,10 @@ async function main(): Promise<void> {
         `  | ${r.measured_coordinator_ms.toFixed(1).padStart(32)}  ${r.measured_overhead_ms.toFixed(1).padStart(17)}  ${r.measured_expert_ms.toFixed(1).padStart(10)}`);
     }
     const within = rows.filter((r) => Math.abs(r.ratio - 1) <= 0.25).length;
-    console.log(`${within} of ${rows.length} configurations within 25%`);
+    console.log(`${within} of ${rows.length} configurations within 25%` + (calibration
+      ? `; with the built-in constants instead: ratios ${rows.map((r) => r.ratio_builtin.toFixed(2)).join(', ')}, ` +
+        `${rows.filter((r) => Math.abs(r.ratio_builtin - 1) <= 0.25).length} within 25%`
+      : ''));
   }
   console.log(JSON.stringify({ bench: 'plan-vs-measured', started, shape, layers, tokens, nodes: NODES, cpus: os.cpus().length,
     loadavg: os.loadavg(), rounds: nRounds, calibration: calibration ? JSON.parse(fs.readFileSync(calibration, 'utf8')) as unknown : null, machine_rounds: measurements, machine, rows }));
