@@ -32,7 +32,7 @@ import { type DemoModelOptions, makeDemoModel } from '../core/demo-model';
 import { UserError } from '../core/errors';
 import { Registry } from '../core/metrics';
 import type { NodeDescription } from '../core/placement/node-descriptions';
-import { describeNodesFromInfo, type LayerPrediction, placeExperts, type PlacementInput, predictLayers } from '../core/placement/placement';
+import { describeNodesFromInfo, type LayerPrediction, placeExperts, type PlacementInput, predictLayers, predictNodes } from '../core/placement/placement';
 import { formatRoutingStats, type RoutingStats } from '../core/placement/routing-stats';
 import { balancedShardMap, expertBytes, type ShardMap, uniformPairs } from '../core/shard-map';
 import { TextTokenizer } from '../core/tokenizer';
@@ -349,6 +349,15 @@ async function main(): Promise<void> {
         `predicted with the timed routing, slowest / mean: balanced ${ratio(hindsight.balanced).toFixed(2)}, placed ${ratio(hindsight.placed).toFixed(2)}`);
       const perNode = (w: 'balanced' | 'placed') => Object.entries(runs[w].busy_per_node).sort().map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
       say(`busy per node, ms per step over all layers: balanced ${perNode('balanced')}; placed ${perNode('placed')}`);
+      // Each node's share of the summed busy time, measured vs predicted: who the model under- or overcharges.
+      const shares = (w: 'balanced' | 'placed') => {
+        const pred = predictNodes(maps[w], { ...input, costModel });
+        const predSum = pred.reduce((a, b) => a + b, 0);
+        const meas = nodes.map((n) => runs[w].busy_per_node[n.name] ?? 0);
+        const measSum = meas.reduce((a, b) => a + b, 0);
+        return nodes.map((n, i) => `${n.name} ${(100 * meas[i] / Math.max(1e-12, measSum)).toFixed(0)}% / ${(100 * pred[i] / Math.max(1e-12, predSum)).toFixed(0)}%`).join(', ');
+      };
+      say(`busy share per node, measured / predicted: balanced ${shares('balanced')}; placed ${shares('placed')}`);
       say(`placed map: ${maps.placed.nodes.map((n) => `${n.name ?? n.address} ${n.experts.length} pairs`).join(', ')}`);
     }
     console.log(JSON.stringify({

@@ -482,6 +482,22 @@ export function placeExperts(input: PlacementInput): PlacementResult {
 
 /** The predicted per-layer times of any map of this model over these nodes (e.g. the byte-balanced one). */
 export function predictLayers(map: ShardMap, input: PlacementInput): LayerPrediction[] {
+  const { p, s } = mapState(map, input);
+  return predictFrom(p, s);
+}
+
+/**
+ * Each input node's predicted time summed over the layers, ms per token (0 for a node without pairs):
+ * against measured per-node busy time it says whose speed or cost the model gets wrong (bench/placement.ts).
+ */
+export function predictNodes(map: ShardMap, input: PlacementInput): number[] {
+  const { p, s } = mapState(map, input);
+  const total = new Array<number>(p.speed.length).fill(0);
+  for (let l = 0; l < p.layers; l++) layerTimes(p, s.holders[l], l).times.forEach((t, i) => { total[i] += t; });
+  return total;
+}
+
+function mapState(map: ShardMap, input: PlacementInput): { p: Problem; s: State } {
   const p = buildProblem({ ...input, replicas: 1 });
   const index = new Map(input.nodes.map((n, i) => [n.address, i]));
   const s: State = {
@@ -505,7 +521,7 @@ export function predictLayers(map: ShardMap, input: PlacementInput): LayerPredic
       addSorted(s.holders[pr.layer][pr.expert], i);
     }
   }
-  return predictFrom(p, s);
+  return { p, s };
 }
 
 /**
