@@ -55,9 +55,11 @@ export interface CostConstants {
    * per-sequence work, embedding), µs, and per row per layer (attention over the cache, rope, norms, the
    * router's top-k, grouping, JS per row), µs. Measured by bench/coordinator-cost.ts (zero-cost experts, the
    * scheduler driving decode steps at 1, 4, 16 rows, 4 and 16 layers, contexts 8 and 64; step time minus the
-   * weight reads above, least squares; RESULTS.md "Coordinator cost per row"). On the shared 2-vCPU VM that fit
-   * swung several-fold between runs, so the built-in default is 0 (the per-layer glue above as before) and
-   * `plan --calibration FILE` sets all four coordinator terms from the bench run on the user's own coordinator.
+   * weight reads above, least squares; RESULTS.md "Coordinator cost per row"). Its quietest run (load 4.0,
+   * 16:57, experts waiting 2 ms per layer) fitted 164 µs per step, 0 per row, 986 µs + 63 µs per row per layer:
+   * the per-layer and per-step glue above agree with it within its noise, so they stay; 63 µs per row per layer
+   * is the missing term (0 per row per step). Noisier runs fitted 158-471 µs per row per layer: on a shared VM
+   * calibrate with `plan --calibration FILE`, which sets all four coordinator terms from the bench.
    */
   coordinatorRowUs: number;
   coordinatorRowLayerUs: number;
@@ -90,7 +92,7 @@ export const COST_CONSTANTS: CostConstants = {
   coordinatorLayerUs: 900,
   coordinatorStepUs: 500,
   coordinatorRowUs: 0,
-  coordinatorRowLayerUs: 0,
+  coordinatorRowLayerUs: 63,
   cpuExtraRowFraction: 0.27,
   cudaExtraRowFraction: 0.01,
   cudaCallUs: 28,
