@@ -14,7 +14,7 @@
 // Prints a table and one JSON line.
 //   node -r test/cluster/ts-register-cached.js bench/placement.ts [--layers 8] [--nodes 3]
 //        [--slowdown 1,1,3] [--router-skew 1.5] [--concurrency 16] [--tokens 16] [--rounds 3]
-//        [--profile-requests 32] [--memory-factor 1.25] [--speeds nominal|info] [--link loopback|1gbe|...]
+//        [--profile-requests 32] [--memory-factor 1.25] [--speeds nominal|info|calibrated] [--link loopback|1gbe|...]
 //        [--model DIR] [--routing-out FILE] [--cost-model calls|routes] [--baseline balanced|routes] [--json]
 // --cost-model: the placed map's cost model (placement.ts: calls = a pair pays per call the union of
 // its routes' neurons, the default; routes = every route its active bytes, the model before calls).
@@ -23,7 +23,8 @@
 // --speeds nominal (default): node i's speed = the median over nodes of (measured speed x slowdown),
 // divided by its --slowdown: the nodes' self-benchmarks run at start, all at once, ~150 ms each, and
 // on a small shared machine they measured 0.06 to 3.4 GB/s for identical nodes. --speeds info: as
-// measured (what `rebalance` uses on real machines).
+// measured (what `rebalance` uses on real machines). --speeds calibrated: nominal, then one untimed round
+// with the placed map corrects each node's speed by its measured busy time over the model's, and re-places.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -197,7 +198,7 @@ async function main(): Promise<void> {
   }
   if (!(skew >= 0)) throw new UserError(`--router-skew ${skew}: a number >= 0`);
   if (!(memoryFactor >= 1)) throw new UserError(`--memory-factor ${memoryFactor}: at least 1 (the nodes must hold the model)`);
-  if (speeds !== 'info' && speeds !== 'nominal') throw new UserError(`--speeds ${speeds}: info or nominal`);
+  if (speeds !== 'info' && speeds !== 'nominal' && speeds !== 'calibrated') throw new UserError(`--speeds ${speeds}: info, nominal or calibrated`);
   const dir = arg('model', '') || await skewedModelDir(layers, skew);
   const nodeCommand = __filename.endsWith('.ts')
     ? [process.execPath, '-r', path.resolve(__dirname, '..', 'test', 'cluster', 'ts-register-cached.js'), path.resolve(__dirname, '..', 'cli', 'expert-node.ts')]
@@ -249,14 +250,14 @@ async function main(): Promise<void> {
     // Memory comes from --memory-factor below, so the nodes' missing budgets are no news here.
     const speedWarnings = (line: string) => { if (!line.includes('no memory budget')) log(line); };
     let nodes: NodeDescription[] = describeNodesFromInfo(infos, speedWarnings).map((n) => ({ ...n, memoryBytes: (memoryFactor * total) / nodeCount }));
-    if (speeds === 'nominal') {
+    if (speeds === 'nominal' || speeds === 'calibrated') {
       const base = median(nodes.map((n, i) => n.bytesPerS * slowdowns[i]));
       nodes = nodes.map((n, i) => ({ ...n, bytesPerS: base / slowdowns[i] }));
     }
     for (const n of nodes) log(`node ${n.name} ${n.address}: ${(n.bytesPerS / 1e9).toFixed(3)} GB/s, ${(n.memoryBytes / 2 ** 30).toFixed(2)} GiB for experts`);
 
     // ---- 3. both maps, predicted ----
-    const input: PlacementInput = {
+    let input: PlacementInput = {
       model: { numLayers: c.numLayers, numExperts: c.numExperts, hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, topK: c.topK },
       pairs, routing, nodes,
     };
@@ -266,6 +267,35 @@ async function main(): Promise<void> {
       placed: placeExperts({ ...input, costModel }).map,
     };
     // Predictions with the chosen model (the same for both maps, so they compare).
+    if (speeds === 'calibrated') {
+      // One untimed round with the placed map: each node's measured busy time / the model's time for it
+      // says how much slower (or faster) it really is than its nominal speed; re-place with those speeds.
+      const probe = new LayerTimes();
+      const r = await RemoteExperts.connect({
+        shardMap: maps.placed, model: dims, hedge: false, name: 'calibrate',
+        observers: [{ onCallEnd: (call, res) => {
+          if (res.ok) probe.record(`${call.stepId}:${call.layer}:${call.microBatch ?? ''}`, call.layer, call.node, res.latencyUs, res.computeUs + res.queueUs);
+        } }],
+      });
+      try {
+        backend.current = r;
+        await generate(engine, tok, conc, 2, 8000);
+        probe.clear();
+        await generate(engine, tok, conc, tokens, 8500);
+      } finally {
+        backend.current = null;
+        await r.close();
+      }
+      const busy = probe.busyPerNode();
+      const pred = predictNodes(maps.placed, { ...input, costModel });
+      const slow = nodes.map((n, i) => (pred[i] > 0 && busy[n.address] > 0 ? busy[n.address] / pred[i] : Number.NaN));
+      const known = slow.filter((x) => !Number.isNaN(x));
+      const ref = known.reduce((a, b) => a + b, 0) / Math.max(1, known.length);
+      nodes = nodes.map((n, i) => ({ ...n, bytesPerS: Number.isNaN(slow[i]) ? n.bytesPerS : (n.bytesPerS * ref) / slow[i] }));
+      for (const n of nodes) log(`calibrated: node ${n.name} ${(n.bytesPerS / 1e9).toFixed(3)} GB/s`);
+      input = { ...input, nodes };
+      maps.placed = placeExperts({ ...input, costModel }).map;
+    }
     const predicted = { balanced: predictLayers(maps.balanced, { ...input, costModel }), placed: predictLayers(maps.placed, { ...input, costModel }) };
 
     // ---- 4. both maps, interleaved ----
