@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ExpertBackend, ExpertBatch, ExpertOutput } from '../core/expert-backend';
+import { UserError } from '../core/errors';
 import { Registry } from '../core/metrics';
 import { type HostMatrix, native } from '../core/native';
 import { routeCount } from '../core/routed-batch';
@@ -162,6 +163,15 @@ async function main(): Promise<void> {
   const out = arg('out', '');
   const json = process.argv.includes('--json');
   const started = new Date().toISOString();
+  for (const [name, v] of [['steps', steps], ['rounds', nRounds], ['reps', reps], ...layerCounts.map((x) => ['layers', x] as const),
+    ...levels.map((x) => ['concurrency', x] as const), ...contexts.map((x) => ['context', x] as const)] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new UserError(`--${name} must be positive integers, got ${v}`);
+  }
+  if (!Number.isFinite(waitUs) || waitUs < 0) throw new UserError(`--expert-wait-us must be a number >= 0, got ${waitUs}`);
+  // The fit separates per-step from per-layer and fixed from per-row terms: it needs two of each.
+  if (new Set(layerCounts).size < 2 || new Set(levels).size < 2) {
+    throw new UserError(`--layers and --concurrency need at least two different values each for the fit (got ${layerCounts.join(',')} and ${levels.join(',')})`);
+  }
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'coordinator-cost-'));
   const nodesFile = path.join(tmp, 'nodes.yaml');
@@ -227,6 +237,7 @@ async function main(): Promise<void> {
     },
   };
   if (out) fs.writeFileSync(out, `${JSON.stringify(calibration, null, 2)}\n`);
+  if (rowUs + rowLayerUs < 0) log('warning: the fitted per-row cost is below 0 (noise from other work on the machine): `plan` refuses this file; rerun with more --steps and --rounds when the machine is quieter');
   if (!json) {
     console.log(`coordinator cost: ${shape} shape, zero-cost experts${waitUs > 0 ? ` waiting ${waitUs} µs per layer (subtracted)` : ''}, scheduler-driven decode steps (fast quartile of ${steps}, best of ${nRounds} rounds); ` +
       `${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}; coordinator dense ${gbps.toFixed(2)} GB/s`);
@@ -245,7 +256,7 @@ async function main(): Promise<void> {
 
 if (require.main === module) {
   main().catch((e) => {
-    process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+    process.stderr.write(`${e instanceof UserError ? e.message : e instanceof Error ? e.stack : String(e)}\n`);
     process.exitCode = 1;
   });
 }
