@@ -76,8 +76,17 @@ export function formatPlan(plan: RebalancePlan): string {
   lines.push(`predicted per token (sum over layers of the slowest node): ${plan.predicted.before_ms.toFixed(3)} ms -> ` +
     `${plan.predicted.after_ms.toFixed(3)} ms (${pct}% ${plan.predicted.gain >= 0 ? 'faster' : 'slower'})`);
   for (const w of plan.warnings) lines.push(`warning: ${w}`);
+  for (const n of plan.speeds ?? []) {
+    lines.push(`  node ${n.name}: Info ${gbps(n.info_bytes_per_s)} GB/s, measured ` +
+      `${n.measured_bytes_per_s === null ? `- (too little traffic: ${n.calls} calls, ${n.compute_s.toFixed(2)} s)` : `${gbps(n.measured_bytes_per_s)} GB/s (${n.calls} calls, ${n.compute_s.toFixed(2)} s)`}` +
+      `, used ${gbps(n.used_bytes_per_s)} GB/s`);
+  }
   for (const m of plan.moves) lines.push(`  layer ${m.layer} expert ${m.expert}: ${m.from ?? '(new copy)'} -> ${m.to ?? '(removed)'}`);
   return `${lines.join('\n')}\n`;
+}
+
+function gbps(bytesPerS: number): string {
+  return (bytesPerS / 1e9).toFixed(3);
 }
 
 async function request(base: string, method: 'GET' | 'POST', body: unknown, apiKey: string | undefined): Promise<unknown> {

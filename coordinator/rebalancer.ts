@@ -7,6 +7,7 @@
 import { UserError } from '../core/errors';
 import type { ExpertBackend } from '../core/expert-backend';
 import { pairKey } from '../core/expert-spec';
+import { measuredSpeeds, type NodeSpeed, type NodeTraffic } from '../core/placement/measured-speeds';
 import { describeNodesFromInfo, type LayerPrediction, placeExperts, type PlacementInput, predictLayers } from '../core/placement/placement';
 import type { RoutingStats } from '../core/placement/routing-stats';
 import type { PairWithBytes, ShardMap } from '../core/shard-map';
@@ -37,6 +38,8 @@ export interface RebalancePlan {
   predicted: { before_ms: number; after_ms: number; gain: number };
   /** Lines the planner had to say (a node without a memory budget or a measured speed). */
   warnings: string[];
+  /** Each node's speed: Info's, measured from the traffic served since the current map took effect, and the one used. */
+  speeds: NodeSpeed[];
 }
 
 /** A rebalance is already running (HTTP 409). */
@@ -76,9 +79,20 @@ export class Rebalancer {
   private busy = false;
   private timer: NodeJS.Timeout | null = null;
   private readonly log: (line: string) => void;
+  /** Per-node counters when the current map took effect (start: none), so speeds are measured under it. */
+  private baseline = new Map<string, NodeTraffic>();
 
   constructor(private readonly opts: RebalancerOptions) {
     this.log = opts.log ?? (() => undefined);
+  }
+
+  /** Traffic per node since the baseline (counters reset elsewhere: since then). */
+  private traffic(): NodeTraffic[] {
+    return this.opts.experts.stats().map((n) => {
+      const b = this.baseline.get(n.address);
+      const since = b && n.calls >= b.calls ? b : { calls: 0, routes: 0, computeUs: 0 };
+      return { address: n.address, calls: n.calls - since.calls, routes: n.routes - since.routes, computeUs: n.computeUs - since.computeUs };
+    });
   }
 
   status(): RebalanceStatus {
@@ -149,6 +163,8 @@ export class Rebalancer {
       const moves = await this.opts.experts.applyShardMap(map, (moves) => {
         this.current = { ...this.current, moves };
       });
+      // Measure the next plan's speeds under the new map only.
+      this.baseline = new Map(this.opts.experts.stats().map((n) => [n.address, { address: n.address, calls: n.calls, routes: n.routes, computeUs: n.computeUs }]));
       const failed = moves.filter((m) => m.phase === 'failed');
       this.current = {
         ...this.current, state: failed.length ? 'failed' : 'done', finished: new Date().toISOString(), moves,
@@ -180,10 +196,12 @@ export class Rebalancer {
       throw new RebalanceUnavailableError(`rebalance: cannot read every node's Info (${(e as Error).message}); try again once every node answers`);
     }
     const warnings: string[] = [];
-    const nodes = describeNodesFromInfo(infos, (line) => warnings.push(line));
+    const described = describeNodesFromInfo(infos, (line) => warnings.push(line));
     // The shard map's names, so moves and status name nodes the way the status page does.
     const names = new Map(experts.nodeList().map((n) => [n.address, n.name]));
-    for (const n of nodes) n.name = names.get(n.address) ?? n.name;
+    for (const n of described) n.name = names.get(n.address) ?? n.name;
+    // Info's speeds corrected by what each node's served traffic measured (where there was enough).
+    const { nodes, speeds } = measuredSpeeds(current, { model, pairs: this.opts.pairs, routing, nodes: described, replicas }, this.traffic());
     const input: PlacementInput = { model, pairs: this.opts.pairs, routing, nodes, replicas };
     const result = placeExperts(input);
     const before = predictLayers(current, input);
@@ -198,6 +216,7 @@ export class Rebalancer {
       after: result.layers,
       predicted: { before_ms: beforeMs, after_ms: afterMs, gain: beforeMs > 0 ? 1 - afterMs / beforeMs : 0 },
       warnings,
+      speeds,
     };
     return { plan, map: result.map };
   }

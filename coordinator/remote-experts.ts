@@ -607,7 +607,7 @@ export class RemoteExperts implements ExpertBackend {
       const latencyUs = call.elapsedUs();
       node.latency.add(rows.length, latencyUs / 1000);
       const activeNeurons = active.reduce((a, b) => a + b, 0);
-      node.stats.addCall({ tokens: rows.length, routes: nRoutes, activeNeurons, bytesSent: reply.bytesSent,
+      node.stats.addCall({ tokens: rows.length, routes: nRoutes, activeNeurons, computeUs: res.computeUs, bytesSent: reply.bytesSent,
         bytesReceived: reply.bytesReceived });
       call.finish({ ok: true, latencyUs, queueUs: res.queueUs, computeUs: res.computeUs, activeNeurons, bytesIn: reply.bytesReceived });
       return { groups: unit, rows, out, active };
@@ -639,7 +639,7 @@ export class RemoteExperts implements ExpertBackend {
       rows.forEach((r, j) => out.set(res.out.subarray(r * H, (r + 1) * H), j * H));
       const latencyUs = call.elapsedUs();
       const activeNeurons = res.active.reduce((a, b) => a + b, 0);
-      node.stats.addCall({ tokens: rows.length, routes: call.info.routes, activeNeurons, bytesSent: 0, bytesReceived: 0 });
+      node.stats.addCall({ tokens: rows.length, routes: call.info.routes, activeNeurons, computeUs: latencyUs, bytesSent: 0, bytesReceived: 0 });
       call.finish({ ok: true, latencyUs, queueUs: 0, computeUs: latencyUs, activeNeurons, bytesIn: 0 });
       return { groups: unit, rows, out, active: res.active };
     } catch (e) {

@@ -295,6 +295,8 @@ export interface NodeStats {
   routes: number;
   /** Mean over routes of (neurons computed / intermediate size). */
   activeFraction: number;
+  /** Compute time the node reported for its successful calls, summed (us): the rebalancer's measured speeds. */
+  computeUs: number;
   bytesSent: number;
   bytesReceived: number;
 }
@@ -307,11 +309,13 @@ export class NodeStatsAccumulator {
   tokens = 0;
   routes = 0;
   activeNeurons = 0;
+  computeUs = 0;
   bytesSent = 0;
   bytesReceived = 0;
 
-  addCall(c: { tokens: number; routes: number; activeNeurons: number; bytesSent: number; bytesReceived: number }): void {
+  addCall(c: { tokens: number; routes: number; activeNeurons: number; computeUs: number; bytesSent: number; bytesReceived: number }): void {
     this.calls++;
+    this.computeUs += c.computeUs;
     this.tokens += c.tokens;
     this.routes += c.routes;
     this.activeNeurons += c.activeNeurons;
@@ -328,7 +332,7 @@ export class NodeStatsAccumulator {
   }
 
   snapshot(intermediateSize: number): Pick<NodeStats, 'calls' | 'failures' | 'hedged' | 'tokens' | 'routes' | 'activeFraction' |
-    'bytesSent' | 'bytesReceived'> {
+    'computeUs' | 'bytesSent' | 'bytesReceived'> {
     return {
       calls: this.calls,
       failures: this.failures,
@@ -336,6 +340,7 @@ export class NodeStatsAccumulator {
       tokens: this.tokens,
       routes: this.routes,
       activeFraction: this.routes ? this.activeNeurons / (this.routes * intermediateSize) : 0,
+      computeUs: this.computeUs,
       bytesSent: this.bytesSent,
       bytesReceived: this.bytesReceived,
     };
