@@ -68,6 +68,8 @@ export interface RebalancerOptions {
   /** The local node's Info (no RPC for it): its bytes per second may be unknown (0). */
   localInfo?: (pairs: { layer: number; expert: number }[]) => InfoResponse__Output;
   log?: (line: string) => void;
+  /** How much traffic a node must have served for a measured speed (default measured-speeds.ts's minimums; tests lower them). */
+  calibration?: { minCalls?: number; minComputeS?: number };
 }
 
 /** Periodic rebalances skip a plan that gains less than this (predicted). */
@@ -201,7 +203,8 @@ export class Rebalancer {
     const names = new Map(experts.nodeList().map((n) => [n.address, n.name]));
     for (const n of described) n.name = names.get(n.address) ?? n.name;
     // Info's speeds corrected by what each node's served traffic measured (where there was enough).
-    const { nodes, speeds } = measuredSpeeds(current, { model, pairs: this.opts.pairs, routing, nodes: described, replicas }, this.traffic());
+    const { nodes, speeds } = measuredSpeeds(current, { model, pairs: this.opts.pairs, routing, nodes: described, replicas }, this.traffic(),
+      this.opts.calibration);
     const input: PlacementInput = { model, pairs: this.opts.pairs, routing, nodes, replicas };
     const result = placeExperts(input);
     const before = predictLayers(current, input);

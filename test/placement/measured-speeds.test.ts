@@ -1,12 +1,23 @@
 // measuredSpeeds: the rebalancer's node speeds from served traffic (bytes the cost model says a
 // node read under the current map / its reported compute seconds), Info's speed kept where a node
-// served too little, and `turbosparse rebalance`'s printout of both.
+// served too little, `turbosparse rebalance`'s printout of both, and the rebalancer's plan on
+// real expert-node processes (compute time summed per node from their answers).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { formatPlan } from '../../cli/rebalance';
-import type { RebalancePlan } from '../../coordinator/rebalancer';
+import { modelPairs } from '../../cli/shard-map';
+import { LocalCluster } from '../../coordinator/local-cluster';
+import { Rebalancer, type RebalancePlan } from '../../coordinator/rebalancer';
+import { RemoteExperts } from '../../coordinator/remote-experts';
+import { makeDemoModel } from '../../core/demo-model';
+import { ModelFolder } from '../../core/model-folder';
 import { measuredSpeeds, type NodeTraffic } from '../../core/placement/measured-speeds';
 import type { NodeDescription } from '../../core/placement/node-descriptions';
 import { DEFAULT_ACTIVE_FRACTION, placeExperts, type PlacementInput } from '../../core/placement/placement';
 import { balancedShardMap, type ShardMap, uniformPairs } from '../../core/shard-map';
+import { randomBatch, sourceNodeCommand } from '../cluster/helpers';
+import { SMALL_DEMO } from '../serve/helpers';
 
 const GB = 1e9;
 const MB = 1e6;
@@ -100,4 +111,55 @@ test('turbosparse rebalance prints each node\'s Info, measured and used speed', 
   const text = formatPlan(plan);
   expect(text).toContain('node a: Info 2.000 GB/s, measured 1.250 GB/s (900 calls, 3.50 s), used 1.250 GB/s');
   expect(text).toContain('node b: Info 2.000 GB/s, measured - (too little traffic: 12 calls, 0.01 s), used 2.000 GB/s');
+});
+
+describe('the rebalancer measures speeds from real expert-node processes (2 nodes)', () => {
+  const dims = { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numExperts: 4 };
+  let dir: string;
+  let folder: ModelFolder;
+  let cluster: LocalCluster;
+  let remote: RemoteExperts | undefined;
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-measured-speeds-'));
+    await makeDemoModel(dir, SMALL_DEMO);
+    folder = await ModelFolder.open(dir);
+    cluster = await LocalCluster.start({ modelDir: dir, dims, nodes: 2, nodeCommand: sourceNodeCommand(), device: 'cpu', threads: 1 });
+  }, 60_000);
+  afterAll(async () => {
+    await remote?.close();
+    await cluster?.stop();
+    await folder?.close();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('compute time is summed per node; a dry run shows each node\'s Info and measured speed; fresh counters keep Info\'s', async () => {
+    remote = await RemoteExperts.connect({ shardMap: cluster.shardMap, model: dims });
+    const rebalancer = new Rebalancer({
+      experts: remote, model: { ...dims, topK: folder.config.topK }, pairs: modelPairs(folder), calibration: { minCalls: 40, minComputeS: 0 },
+    });
+    // Before any traffic: nothing measured, Info's speeds used.
+    const fresh = await rebalancer.start({ dryRun: true });
+    expect(fresh.speeds).toHaveLength(2);
+    expect(fresh.speeds.every((s) => s.measured_bytes_per_s === null && s.used_bytes_per_s === s.info_bytes_per_s && s.calls === 0)).toBe(true);
+
+    for (let seed = 1; seed <= 120; seed++) await remote.runExperts(randomBatch(dims, seed % 2, 1 + (seed % 7), seed));
+    const stats = remote.stats();
+    for (const n of stats) {
+      expect(n.calls).toBeGreaterThanOrEqual(40);
+      expect(n.computeUs).toBeGreaterThan(0);
+    }
+    const plan = await rebalancer.start({ dryRun: true });
+    expect(plan.speeds.map((s) => s.address).sort()).toEqual(stats.map((n) => n.address).sort());
+    for (const s of plan.speeds) {
+      const n = stats.find((x) => x.address === s.address)!;
+      expect(s.calls).toBe(n.calls);
+      expect(s.compute_s).toBeCloseTo(n.computeUs / 1e6, 9);
+      expect(s.measured_bytes_per_s).not.toBeNull();
+      expect(Number.isFinite(s.measured_bytes_per_s!) && s.measured_bytes_per_s! > 0).toBe(true);
+      expect(s.used_bytes_per_s).toBe(s.measured_bytes_per_s);
+    }
+    if (process.env.SHOW_SPEEDS) console.log(formatPlan(plan));
+    expect(formatPlan(plan)).toMatch(/node \S+: Info [\d.]+ GB\/s, measured [\d.]+ GB\/s \(\d+ calls, [\d.]+ s\), used/);
+  }, 30_000);
 });
