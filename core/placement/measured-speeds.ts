@@ -25,7 +25,10 @@ export interface NodeSpeed {
   info_bytes_per_s: number;
   /** null: too little traffic measured (fewer than minCalls calls or minComputeS seconds). */
   measured_bytes_per_s: number | null;
-  /** What placement used: measured when known, else Info's. */
+  /**
+   * What placement used: measured when known (divided by the measured nodes' mean measured/Info ratio
+   * when other nodes keep Info's speed, so both are on one scale), else Info's.
+   */
   used_bytes_per_s: number;
   calls: number;
   compute_s: number;
@@ -56,16 +59,23 @@ export function measuredSpeeds(current: ShardMap, input: PlacementInput, traffic
   const at1 = mapped.length ? predictNodes(current, mapInput) : [];
   const at2 = mapped.length ? predictNodes(current, { ...mapInput, nodes: mapped.map((n) => ({ ...n, bytesPerS: 2 * n.bytesPerS })) }) : [];
   const bytesPerToken = new Map(mapped.map((n, i) => [n.address, ((at1[i] - at2[i]) / 1000) * 2 * n.bytesPerS]));
-  const speeds: NodeSpeed[] = input.nodes.map((n) => {
+  const measured = input.nodes.map((n) => {
     const t = byAddress.get(n.address);
     const computeS = t ? t.computeUs / 1e6 : 0;
     const bytes = (bytesPerToken.get(n.address) ?? 0) * tokens;
     const enough = t !== undefined && t.calls >= minCalls && computeS >= minComputeS && bytes > 0;
-    const measured = enough ? bytes / computeS : null;
-    const usable = measured !== null && Number.isFinite(measured) && measured > 0 ? measured : null;
+    const speed = enough ? bytes / computeS : null;
+    return { t, computeS, speed: speed !== null && Number.isFinite(speed) && speed > 0 ? speed : null };
+  });
+  // Measured speeds carry each call's fixed cost, so they sit below self-benchmarks: when some nodes
+  // keep Info's speed, the measured ones keep Info's scale and only their ratios to each other change.
+  const ratios = measured.flatMap((m, i) => (m.speed === null ? [] : [m.speed / input.nodes[i].bytesPerS]));
+  const scale = measured.some((m) => m.speed === null) && ratios.length > 0 ? ratios.reduce((a, b) => a + b, 0) / ratios.length : 1;
+  const speeds: NodeSpeed[] = input.nodes.map((n, i) => {
+    const { t, computeS, speed } = measured[i];
     return {
-      name: n.name, address: n.address, info_bytes_per_s: n.bytesPerS, measured_bytes_per_s: usable,
-      used_bytes_per_s: usable ?? n.bytesPerS, calls: t?.calls ?? 0, compute_s: computeS,
+      name: n.name, address: n.address, info_bytes_per_s: n.bytesPerS, measured_bytes_per_s: speed,
+      used_bytes_per_s: speed === null ? n.bytesPerS : speed / scale, calls: t?.calls ?? 0, compute_s: computeS,
     };
   });
   return { nodes: input.nodes.map((n, i) => ({ ...n, bytesPerS: speeds[i].used_bytes_per_s })), speeds };

@@ -86,6 +86,11 @@ test('a node with too little traffic keeps Info speed; the others are still meas
   expect(speeds[2].measured_bytes_per_s).toBeNull();
   expect(nodes[2].bytesPerS).toBe(GB);
   expect(speeds[1].measured_bytes_per_s! / GB).toBeCloseTo(0.5, 2);
+  // With c on Info's scale, a and b keep their measured ratio (b half as fast) on that scale too:
+  // divided by their mean measured/Info ratio (0.75), so measured per-call overhead does not make them look slow next to c.
+  expect(speeds[1].used_bytes_per_s / speeds[0].used_bytes_per_s).toBeCloseTo(0.5, 2);
+  expect((speeds[0].used_bytes_per_s + speeds[1].used_bytes_per_s) / 2 / GB).toBeCloseTo(1, 2);
+  expect(nodes[1].bytesPerS).toBe(speeds[1].used_bytes_per_s);
 
   // Nobody served enough (a fresh coordinator): every speed is Info's and the plan is Info's plan.
   const none = measuredSpeeds(current, input, t.map((x) => ({ ...x, calls: 5 })));
