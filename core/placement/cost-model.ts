@@ -12,6 +12,7 @@
 // They describe this project's software (the per-call overhead of gRPC + our codec, the
 // coordinator's per-layer glue) on the 2-vCPU build VM, so on bigger machines they err on the slow side.
 import { UserError } from '../errors';
+import { mulberry32 as rng } from '../mulberry32';
 import type { ShardMap } from '../shard-map';
 import type { WireEncoding } from '../wire/rows';
 import { rowWireBytes } from '../wire/rows';
@@ -159,17 +160,6 @@ export interface StepPrediction {
   bytesBackPerStep: number;
 }
 
-/** A small seeded PRNG (mulberry32): the same plan every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** k distinct experts drawn in proportion to `share` (the router's top-k, as a distribution). */
 function drawExperts(share: number[], k: number, rand: () => number, out: number[]): void {
