@@ -8,21 +8,11 @@ import { isDemoModel } from '../../cli/demo';
 import { EXPERT_SPEC_HELP } from '../../cli/options';
 import { makeDemoModel } from '../../core/demo-model';
 import { parseExpertSpec } from '../../core/expert-spec';
+import { runCliProcess } from '../helpers/cli';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
-/** Runs `turbosparse ARGS` from the sources; resolves with its exit code and output. */
-function run(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  const entry = `require(${JSON.stringify(path.join(ROOT, 'cli', 'main.ts'))}).main(['node', 'turbosparse', ...process.argv.slice(1)])`;
-  // '--': node would take --version, --help and unknown options as its own.
-  const child = spawn(process.execPath, ['-r', path.join(ROOT, 'test', 'cluster', 'ts-register-cached.js'), '-e', entry, '--', ...args],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (err += d));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, out, err })));
-}
+const run = runCliProcess;
 
 test('--version prints package.json\'s version and exits 0; -V too', async () => {
   const { version } = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };

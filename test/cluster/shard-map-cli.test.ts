@@ -6,29 +6,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildProgram } from '../../cli/main';
 import { nodesNeeded } from '../../cli/shard-map';
 import { pairKey } from '../../core/expert-spec';
 import { ModelFolder, names } from '../../core/model-folder';
 import { balancedShardMap, parseShardMap, type ShardMap, uniformPairs } from '../../core/shard-map';
 import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
+import { runCliOrThrow } from '../helpers/cli';
 
 const GiB = 2 ** 30;
 
-/** Runs `turbosparse shard-map ARGS` in process; returns what it wrote to stdout and stderr. */
-async function shardMap(...args: string[]): Promise<{ stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const out = jest.spyOn(process.stdout, 'write').mockImplementation((s) => ((stdout += String(s)), true));
-  const err = jest.spyOn(process.stderr, 'write').mockImplementation((s) => ((stderr += String(s)), true));
-  try {
-    await buildProgram().parseAsync(['node', 'turbosparse', 'shard-map', ...args]);
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-  return { stdout, stderr };
-}
+const shardMap = (...args: string[]) => runCliOrThrow(['shard-map', ...args]);
 
 describeGolden('turbosparse shard-map (tiny-a)', () => {
   let dir: string;

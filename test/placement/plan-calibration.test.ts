@@ -5,27 +5,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CommanderError } from 'commander';
-import { buildProgram } from '../../cli/main';
 import { DEFAULT_COORDINATOR_GBPS, type Plan } from '../../cli/plan';
 import { makeDemoModel } from '../../core/demo-model';
 import { CALIBRATION_KIND, COST_CONSTANTS, parseCalibration } from '../../core/placement/cost-model';
 import { UserError } from '../../core/errors';
+import { runCliInProcess } from '../helpers/cli';
 
-async function plan(...args: string[]): Promise<{ stdout: string; error?: unknown }> {
-  let stdout = '';
-  const out = jest.spyOn(process.stdout, 'write').mockImplementation((s) => ((stdout += String(s)), true));
-  const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  let error: unknown;
-  try {
-    await buildProgram().parseAsync(['node', 'turbosparse', 'plan', ...args]);
-  } catch (e) {
-    error = e;
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-  return { stdout, error };
-}
+const plan = (...args: string[]) => runCliInProcess(['plan', ...args]);
 
 async function planJson(...args: string[]): Promise<Plan> {
   const r = await plan(...args, '--json');

@@ -5,33 +5,17 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CommanderError } from 'commander';
-import { buildProgram } from '../../cli/main';
 import type { Plan } from '../../cli/plan';
 import { makeDemoModel } from '../../core/demo-model';
 import { COST_CONSTANTS } from '../../core/placement/cost-model';
 import { UserError } from '../../core/errors';
 import { expertBytes } from '../../core/shard-map';
+import { runCliInProcess } from '../helpers/cli';
 
 const CONFIG_47B = path.resolve(__dirname, '..', '..', 'docs', 'models', 'turbosparse-mixtral-47b', 'config.json');
 const GiB = 2 ** 30;
 
-/** Runs `turbosparse plan ARGS` in process; what it wrote to stdout and stderr, and the error it threw. */
-async function plan(...args: string[]): Promise<{ stdout: string; stderr: string; error?: unknown }> {
-  let stdout = '';
-  let stderr = '';
-  const out = jest.spyOn(process.stdout, 'write').mockImplementation((s) => ((stdout += String(s)), true));
-  const err = jest.spyOn(process.stderr, 'write').mockImplementation((s) => ((stderr += String(s)), true));
-  let error: unknown;
-  try {
-    await buildProgram().parseAsync(['node', 'turbosparse', 'plan', ...args]);
-  } catch (e) {
-    error = e;
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-  return { stdout, stderr, error };
-}
+const plan = (...args: string[]) => runCliInProcess(['plan', ...args]);
 
 async function planJson(...args: string[]): Promise<Plan> {
   const r = await plan(...args, '--json');

@@ -3,45 +3,21 @@
 // memory respected, whole layers on the coordinator), the per-layer summary against the
 // byte-balanced map, and one-line errors for flags that do not go together. One real process
 // checks the exit codes and the streams; the rest run in process like shard-map-cli.test.ts.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildProgram } from '../../cli/main';
 import { pairKey } from '../../core/expert-spec';
 import { ROUTING_FORMAT } from '../../core/placement/routing-stats';
 import { parseShardMap } from '../../core/shard-map';
 import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
+import { runCliOrThrow, runCliProcess } from '../helpers/cli';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const PAIR = 3 * 64 * 160 * 4; // tiny-a: w1, w2, w3 of 64 x 160 in f32 = 120 KiB
 const GiB = 2 ** 30;
 
-async function shardMap(...args: string[]): Promise<{ stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const out = jest.spyOn(process.stdout, 'write').mockImplementation((s) => ((stdout += String(s)), true));
-  const err = jest.spyOn(process.stderr, 'write').mockImplementation((s) => ((stderr += String(s)), true));
-  try {
-    await buildProgram().parseAsync(['node', 'turbosparse', 'shard-map', ...args]);
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-  return { stdout, stderr };
-}
+const shardMap = (...args: string[]) => runCliOrThrow(['shard-map', ...args]);
 
-/** `turbosparse ARGS` in a real process from the sources. */
-function run(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  const entry = `require(${JSON.stringify(path.join(ROOT, 'cli', 'main.ts'))}).main(['node', 'turbosparse', ...process.argv.slice(1)])`;
-  const child = spawn(process.execPath, ['-r', path.join(ROOT, 'test', 'cluster', 'ts-register-cached.js'), '-e', entry, '--', ...args],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (err += d));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, out, err })));
-}
+const run = runCliProcess;
 
 describeGolden('turbosparse shard-map --nodes-file (tiny-a)', () => {
   let dir: string;
