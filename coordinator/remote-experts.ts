@@ -176,13 +176,6 @@ function rejected(layer: number, e: Error): Error {
 const DEFAULTS = { wire: 'f32' as WireEncoding, callTimeoutMs: 30_000, connectTimeoutMs: 120_000, healthCheckIntervalMs: 1_000, hedge: true,
   adminTimeoutMs: 600_000 };
 
-/**
- * plan() prefers a replica by its expected finish time only when it is this much sooner: a node that
- * is clearly slower (placement splits a replicated pair by node speed) gets fewer routes, while
- * equal nodes keep the deterministic fewest-routes split (p99s of equal nodes differ by noise).
- */
-const CLEARLY_FASTER = 2;
-
 export class RemoteExperts implements ExpertBackend {
   readonly name: string;
   readonly wire: WireEncoding;
@@ -486,15 +479,12 @@ export class RemoteExperts implements ExpertBackend {
 
   /**
    * Chooses a node for each routed expert among its healthy replicas not
-   * excluded (failed in this step): the one that would clearly finish first (its
-   * measured p99 latency for the rows planned there plus these, CLEARLY_FASTER
-   * apart), when every candidate is measured; else the fewest routes planned so
+   * excluded (failed in this step): the one with the fewest routes planned so
    * far, then the one already receiving most of its tokens, then shard-map order.
    */
   private plan(batch: ExpertBatch, unit: number[], excluded: Set<number>, nodeErrors: string[]): Map<number, number[]> {
     const load = new Map<number, number>();
     const rowsAt = new Map<number, Uint8Array>();
-    const rowCount = new Map<number, number>();
     const plan = new Map<number, number[]>();
     const missing: ExpertPair[] = [];
     for (const gi of unit) {
@@ -506,28 +496,20 @@ export class RemoteExperts implements ExpertBackend {
         continue;
       }
       let best = -1;
-      let bestMs = 0;
       let bestLoad = 0;
       let bestOverlap = 0;
-      // Finish times only when every candidate has them: an unmeasured node is not "free".
-      const timed = candidates.length > 1 && candidates.every((c) => this.nodes[c].latency.expectedMs(1) !== null);
       for (const c of candidates) {
         const l = load.get(c) ?? 0;
         const rows = rowsAt.get(c);
         let overlap = 0;
         if (rows) for (const r of g.rows) overlap += rows[r];
-        const ms = timed ? this.nodes[c].latency.expectedMs((rowCount.get(c) ?? 0) + g.rows.length - overlap)! : 0;
-        const faster = timed && best >= 0 && ms * CLEARLY_FASTER < bestMs;
-        const slower = timed && best >= 0 && bestMs * CLEARLY_FASTER < ms;
-        if (best < 0 || faster || (!slower && (l < bestLoad || (l === bestLoad && overlap > bestOverlap)))) {
+        if (best < 0 || l < bestLoad || (l === bestLoad && overlap > bestOverlap)) {
           best = c;
-          bestMs = ms;
           bestLoad = l;
           bestOverlap = overlap;
         }
       }
       load.set(best, (load.get(best) ?? 0) + g.rows.length);
-      rowCount.set(best, (rowCount.get(best) ?? 0) + g.rows.length - bestOverlap);
       let rows = rowsAt.get(best);
       if (!rows) rowsAt.set(best, (rows = new Uint8Array(batch.nRows)));
       for (const r of g.rows) rows[r] = 1;
