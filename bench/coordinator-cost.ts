@@ -49,7 +49,8 @@ class ZeroExperts implements ExpertBackend {
   async close(): Promise<void> {}
 }
 
-function randomBf16(rows: number, cols: number, seed: number): HostMatrix {
+/** Seeded bf16 weights, small values (also bench/plan-vs-measured's). */
+export function randomBf16(rows: number, cols: number, seed: number): HostMatrix {
   const d = new Uint16Array(rows * cols);
   let s = seed >>> 0;
   for (let i = 0; i < d.length; i++) {
@@ -62,7 +63,7 @@ function randomBf16(rows: number, cols: number, seed: number): HostMatrix {
 /**
  * Dense weight bytes the coordinator's kernels read per second, one row, every core: [4H, H] bf16 matrices
  * (about one layer's attention) streamed through 320 MB (past the caches, as a model's weights are); the
- * fastest quartile of `reps` calls. The same measurement as bench/plan-vs-measured's coordinator figure.
+ * fastest quartile of `reps` calls. bench/plan-vs-measured's coordinator figure too.
  */
 export async function measureCoordinatorGbps(H: number, reps: number): Promise<number> {
   const cb = native().createBackend('cpu', 0);

@@ -24,24 +24,14 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { makePlan, type Plan } from '../cli/plan';
 import { readModelConfig } from '../core/model-folder';
-import { type HostMatrix, maskBytes, native } from '../core/native';
-import { f32ToBf16 } from '../core/wire/rows';
+import { maskBytes, native } from '../core/native';
 import { benchModelDir } from './bench-shapes';
+import { measureCoordinatorGbps, randomBf16 } from './coordinator-cost';
 import { arg } from './models';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const PROMPT_TOKENS = 8;
 const NODES = 2;
-
-function randomBf16(rows: number, cols: number, seed: number): HostMatrix {
-  const d = new Uint16Array(rows * cols);
-  let s = seed >>> 0;
-  for (let i = 0; i < d.length; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    d[i] = f32ToBf16(((s >>> 8) / 2 ** 24 - 0.5) * 0.05);
-  }
-  return { dtype: 'bf16', rows, cols, data: new Uint8Array(d.buffer) };
-}
 
 /** The fastest quartile's boundary of rates: the kernel's speed with as little of the neighbours' load as the run saw. */
 function fastQuartileRate(xs: number[]): number {
@@ -64,7 +54,7 @@ const STREAM_BYTES = 320 << 20;
  * fraction, each call on the next expert (the set is larger than the caches: a node reads its experts from
  * memory, and one expert's active neurons alone would fit in L3), the fastest quartile of `reps` calls;
  * bytes = active neurons x 3 rows of H (what the sparse kernel reads).
- * The coordinator figure: one row through [4H, H] matrices (about one layer's attention), likewise rotated.
+ * The coordinator figure: bench/coordinator-cost's measureCoordinatorGbps (one row through [4H, H] matrices).
  */
 async function measureMachine(H: number, I: number, activeFraction: number, reps: number): Promise<Machine> {
   const nodeThreads = Math.max(1, Math.floor(os.availableParallelism() / NODES));
@@ -102,25 +92,7 @@ async function measureMachine(H: number, I: number, activeFraction: number, reps
   } finally {
     nb.close();
   }
-  const cb = native().createBackend('cpu', 0);
-  let coordinatorGbps: number;
-  try {
-    const count = Math.max(2, Math.ceil(STREAM_BYTES / (4 * H * H * 2)));
-    const ws = [];
-    for (let i = 0; i < count; i++) ws.push(await cb.createWeight(randomBf16(4 * H, H, 100 + i), 'bf16'));
-    const x = Float32Array.from({ length: H }, (_, i) => Math.cos(i));
-    const y = new Float32Array(4 * H);
-    const perSecond: number[] = [];
-    for (let r = 0; r < reps + 3; r++) {
-      const t0 = performance.now();
-      await cb.matmul(ws[r % count], 1, x, y);
-      if (r >= 3) perSecond.push((4 * H * H * 2) / ((performance.now() - t0) / 1000));
-    }
-    coordinatorGbps = fastQuartileRate(perSecond) / 1e9;
-  } finally {
-    cb.close();
-  }
-  return { nodeGbps, coordinatorGbps };
+  return { nodeGbps, coordinatorGbps: await measureCoordinatorGbps(H, reps) };
 }
 
 interface BenchResult {
