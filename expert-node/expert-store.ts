@@ -8,7 +8,7 @@
 // once (requests decoded after it are refused) but keeps their native memory
 // until free(), which the server calls once the requests already queued have run.
 import type { ExpertBatch, ExpertOutput } from '../core/expert-backend';
-import { type ExpertPair, formatExpertSpec, pairKey } from '../core/expert-spec';
+import { type ExpertPair, formatExpertSpec, pairKey, uniquePairs } from '../core/expert-spec';
 import { names } from '../core/model-folder';
 import { type FfnMode, type HostMatrix, type NativeBackend, type NativeExpert, type StoreDType, storeFor } from '../core/native';
 import { runMoe } from '../core/run-moe';
@@ -47,13 +47,6 @@ export interface ExpertStoreOptions {
 
 const STORE_DTYPES: readonly string[] = ['f32', 'f16', 'bf16', 'i8'] satisfies StoreDType[];
 
-/** Pairs sorted by (layer, expert), each once. */
-function sortedUnique(pairs: readonly ExpertPair[]): ExpertPair[] {
-  const seen = new Map<string, ExpertPair>();
-  for (const p of pairs) seen.set(pairKey(p.layer, p.expert), { layer: p.layer, expert: p.expert });
-  return [...seen.values()].sort((a, b) => a.layer - b.layer || a.expert - b.expert);
-}
-
 export class ExpertStore {
   readonly mode: FfnMode;
   readonly slowdown: number;
@@ -83,7 +76,7 @@ export class ExpertStore {
   /** Reads and uploads each pair in turn (one expert's host copy in memory at a time). */
   static async load(opts: ExpertStoreOptions): Promise<ExpertStore> {
     const store = new ExpertStore(opts.backend, opts.dims, opts.source, opts.weights, opts.mode ?? 'sparse', opts.slowdown ?? 1);
-    const loaded = await store.upload(sortedUnique(opts.pairs), opts.onLoaded);
+    const loaded = await store.upload(uniquePairs(opts.pairs), opts.onLoaded);
     store.commit(loaded);
     return store;
   }
@@ -133,7 +126,7 @@ export class ExpertStore {
    * freed and nothing changes. Returns the pairs newly held.
    */
   async add(pairs: readonly ExpertPair[], cancelled: () => boolean = () => false): Promise<ExpertPair[]> {
-    const fresh = sortedUnique(pairs).filter((p) => !this.has(p.layer, p.expert));
+    const fresh = uniquePairs(pairs).filter((p) => !this.has(p.layer, p.expert));
     // A retired pair whose memory is not freed yet is held again as it is.
     const loaded = await this.upload(fresh.filter((p) => !this.experts.has(pairKey(p.layer, p.expert))), undefined, cancelled);
     for (const p of fresh) {
@@ -150,14 +143,14 @@ export class ExpertStore {
    * returns the retired ones; their memory stays until free(). Pairs not held are ignored.
    */
   retire(pairs: readonly ExpertPair[]): ExpertPair[] {
-    const gone = sortedUnique(pairs).filter((p) => this.has(p.layer, p.expert));
+    const gone = uniquePairs(pairs).filter((p) => this.has(p.layer, p.expert));
     for (const p of gone) {
       this.held.delete(pairKey(p.layer, p.expert));
       const n = (this.layers.get(p.layer) ?? 0) - 1;
       if (n > 0) this.layers.set(p.layer, n);
       else this.layers.delete(p.layer);
     }
-    if (gone.length > 0) this.sortedPairs = sortedUnique([...this.held.values()]);
+    if (gone.length > 0) this.sortedPairs = uniquePairs([...this.held.values()]);
     return gone;
   }
 
@@ -229,7 +222,7 @@ export class ExpertStore {
       this.layers.set(pair.layer, (this.layers.get(pair.layer) ?? 0) + 1);
       if (dtype) this.dtypes.add(dtype);
     }
-    this.sortedPairs = sortedUnique([...this.held.values()]);
+    this.sortedPairs = uniquePairs([...this.held.values()]);
   }
 }
 
