@@ -22,7 +22,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { UserError } from '../core/errors';
 import type { ExpertBackend, ExpertBatch, ExpertCallInfo, ExpertCallObserver, ExpertCallResult, ExpertOutput, StepContext } from '../core/expert-backend';
-import { type ExpertPair, type ModelDims, formatExpertSpec, pairKey } from '../core/expert-spec';
+import { type ExpertPair, type ModelDims, formatExpertSpec, pairKey, uniquePairs } from '../core/expert-spec';
 import { LOCAL_ADDRESS } from '../core/placement/node-descriptions';
 import { missingPairs, replicaTable, type ShardMap, validateShardMap } from '../core/shard-map';
 import type { InfoResponse__Output } from '../core/wire/expert-proto';
@@ -898,8 +898,7 @@ function displayName(n: NodeState): string {
 
 /** Sets a node's pairs (sorted, unique) and its spec. */
 function setPairs(n: NodeState, pairs: ExpertPair[]): void {
-  const byKey = new Map(pairs.map((p) => [pairKey(p.layer, p.expert), { layer: p.layer, expert: p.expert }]));
-  n.pairs = [...byKey.values()].sort((a, b) => a.layer - b.layer || a.expert - b.expert);
+  n.pairs = uniquePairs(pairs);
   n.spec = formatExpertSpec(n.pairs);
 }
 
