@@ -147,7 +147,8 @@ export class GenerationWorker {
     try {
       prepared = await this.opts.api.prepareAsync(data.endpoint, data); // long prompts off the event loop (lock renewals, progress)
     } catch (e) {
-      if (batch && clientError(e)) return this.finished(job, batch, 0, t0, clientError(e)!);
+      const answer = batch && clientError(e);
+      if (batch && answer) return this.finished(job, batch, 0, t0, answer);
       throw unrecoverableIfBadInput(e);
     }
     prepared.stream = false;
@@ -171,7 +172,8 @@ export class GenerationWorker {
       await job.updateProgress(tokens);
       return this.finished(job, batch, tokens, t0, batch ? { status_code: 200, body: out } : out);
     } catch (e) {
-      if (batch && !run.lockLost && !run.release && clientError(e)) return this.finished(job, batch, tokens, t0, clientError(e)!);
+      const answer = batch && !run.lockLost && !run.release ? clientError(e) : null;
+      if (batch && answer) return this.finished(job, batch, tokens, t0, answer);
       if (run.lockLost) {
         // Not ours any more: no retry bookkeeping, no state change (Redis would refuse it without the lock).
         this.log(`job ${job.id}: its lock expired while Redis was away; stopped here, a stall check returns it to the queue`);
