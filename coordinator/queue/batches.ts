@@ -20,7 +20,8 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { ApiError, badRequest } from '../api/errors';
 import { BATCH_ENDPOINTS, parseBatchInput, shown, type BatchLineError, type BatchRequestLine } from './batch-input';
-import { BATCH_FIELD, batchJobId, type BatchJobResult, type BatchRequestRef } from './batch-job';
+import { BATCH_FIELD, batchJobId, batchRefOf, type BatchJobResult, type BatchRequestRef } from './batch-job';
+import type { JobData } from './job';
 import { QUEUE_NAME } from './connection';
 import { ID_PATTERN, type FileStore } from './files-store';
 
@@ -505,11 +506,15 @@ function parseMetadata(v: unknown): Record<string, string> | null {
 
 function customIdOf(data: string | null): string | null {
   try {
-    const ref = (JSON.parse(data ?? 'null') as Record<string, unknown> | null)?.[BATCH_FIELD] as BatchRequestRef | undefined;
-    return typeof ref?.custom_id === 'string' ? ref.custom_id : null;
+    return batchRefOf(JSON.parse(data ?? 'null') as JobData | null)?.custom_id ?? null;
   } catch {
     return null;
   }
+}
+
+/** A request's id in the output and error files: the batch's suffix and the request's job index. */
+function requestId(batchId: string, jobId: string): string {
+  return `batch_req_${batchId.replace(/^batch_/, '')}_${jobId.slice(jobId.lastIndexOf('-') + 1)}`;
 }
 
 /** A finished job's line of the output ('o') or error ('e') file, in OpenAI's format. */
@@ -521,7 +526,7 @@ function resultLine(batchId: string, jobId: string, customId: string | null, ret
   } catch {
     /* a failed job has no return value */
   }
-  const id = `batch_req_${batchId.replace(/^batch_/, '')}_${jobId.slice(jobId.lastIndexOf('-') + 1)}`;
+  const id = requestId(batchId, jobId);
   if (!result) {
     const body = { error: { message: failedReason ?? 'the request failed', type: 'server_error', param: null, code: 'generation_failed' } };
     return { line: 'e' + JSON.stringify({ id, custom_id: customId, response: { status_code: 500, request_id: jobId, body }, error: null }), ok: false };
@@ -532,7 +537,7 @@ function resultLine(batchId: string, jobId: string, customId: string | null, ret
 
 /** The error-file line of a request dropped before it ran. */
 function droppedLine(batchId: string, jobId: string, customId: string | null, why: 'cancelled' | 'expired'): string {
-  const id = `batch_req_${batchId.replace(/^batch_/, '')}_${jobId.slice(jobId.lastIndexOf('-') + 1)}`;
+  const id = requestId(batchId, jobId);
   const message = why === 'cancelled' ? 'This request was not run: the batch was cancelled first.' : 'This request was not run within the batch\'s completion window.';
   return 'e' + JSON.stringify({ id, custom_id: customId, response: null, error: { code: `batch_${why}`, message } });
 }
