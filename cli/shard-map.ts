@@ -14,7 +14,7 @@ import { UserError } from '../core/errors';
 import { ModelFolder, names } from '../core/model-folder';
 import type { StoreDType } from '../core/native';
 import { LOCAL_ADDRESS, loadNodeDescriptions, type NodeDescription } from '../core/placement/node-descriptions';
-import { type LayerPrediction, placeExperts, type PlacementInput, predictLayers } from '../core/placement/placement';
+import { formatBytes, type LayerPrediction, placeExperts, type PlacementInput, predictLayers } from '../core/placement/placement';
 import { loadRoutingStats, type RoutingStats } from '../core/placement/routing-stats';
 import {
   balancedShardMap, balancedShardMapWithBytes, expertBytes, formatShardMap, overfullNode, type PairWithBytes, type ShardMap, validateShardMap,
@@ -23,12 +23,7 @@ import { intOption, WEIGHTS_HELP, weightsOption } from './options';
 
 const GiB = 2 ** 30;
 
-/** 21.00 GiB, 336.0 MiB, 240.0 KiB. */
-export function formatBytes(n: number): string {
-  if (n >= GiB) return `${(n / GiB).toFixed(2)} GiB`;
-  if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
-  return `${(n / 1024).toFixed(1)} KiB`;
-}
+export { formatBytes };
 export const DEFAULT_ADDRESS_TEMPLATE = 'turbosparse-expert-{i}.turbosparse-expert:50051';
 
 export interface ShardMapFlags {

@@ -60,8 +60,8 @@ export const DEFAULT_ACTIVE_FRACTION = 0.15;
 export const REMOTE_CALL_MS = 0.3;
 
 const GiB = 2 ** 30;
-/** 21.00 GiB, 336.0 MiB, 240.0 KiB (as cli/shard-map.ts's formatBytes). */
-function gib(n: number): string {
+/** 21.00 GiB, 336.0 MiB, 240.0 KiB (also the CLI's, through cli/shard-map.ts). */
+export function formatBytes(n: number): string {
   if (n >= GiB) return `${(n / GiB).toFixed(2)} GiB`;
   if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
   return `${(n / 1024).toFixed(1)} KiB`;
@@ -218,14 +218,14 @@ function checkFits(p: Problem, nodes: NodeDescription[]): void {
   const have = p.mem.reduce((a, b) => a + b, 0);
   const copies = p.replicas > 1 ? ` (${p.replicas} copies of every pair)` : '';
   if (need > have) {
-    throw new UserError(`placement: the experts need ${gib(need)}${copies} but the nodes hold ${gib(have)}: ` +
-      `${gib(need - have)} missing; add a node or raise memory_gib in --nodes-file${p.replicas > 1 ? ' (or lower --replicas)' : ''}`);
+    throw new UserError(`placement: the experts need ${formatBytes(need)}${copies} but the nodes hold ${formatBytes(have)}: ` +
+      `${formatBytes(need - have)} missing; add a node or raise memory_gib in --nodes-file${p.replicas > 1 ? ' (or lower --replicas)' : ''}`);
   }
   const roomy = p.mem.filter((m) => m >= largest).length;
   if (roomy < p.replicas) {
     const biggest = Math.max(...nodes.map((n) => n.memoryBytes));
-    throw new UserError(`placement: one (layer, expert) pair is ${gib(largest)} but ${roomy === 0
-      ? `the largest node holds ${gib(biggest)}: ${gib(largest - biggest)} missing`
+    throw new UserError(`placement: one (layer, expert) pair is ${formatBytes(largest)} but ${roomy === 0
+      ? `the largest node holds ${formatBytes(biggest)}: ${formatBytes(largest - biggest)} missing`
       : `only ${roomy} node(s) have room for it and --replicas is ${p.replicas}`}; raise memory_gib in --nodes-file`);
   }
 }
@@ -326,8 +326,8 @@ function placeAll(p: Problem, s: State, skip: Set<number>): void {
     if (stuck) {
       const b = p.bytes[stuck.layer][stuck.expert];
       const most = Math.max(...p.mem.map((m, i) => m - s.used[i]));
-      throw new UserError(`placement: no node has room left for layer ${stuck.layer} expert ${stuck.expert} (${gib(b)}; ` +
-        `the most any node has left is ${gib(most)}): about ${gib(b - most)} missing on one node (pairs do not split); ` +
+      throw new UserError(`placement: no node has room left for layer ${stuck.layer} expert ${stuck.expert} (${formatBytes(b)}; ` +
+        `the most any node has left is ${formatBytes(most)}): about ${formatBytes(b - most)} missing on one node (pairs do not split); ` +
         'add a node or raise memory_gib in --nodes-file');
     }
     remaining -= layerBytes;
