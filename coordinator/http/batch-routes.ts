@@ -14,6 +14,7 @@ import { checkUpload } from '../queue/batch-input';
 import type { BatchService } from '../queue/batches';
 import { fileNotFound, type FileStore } from '../queue/files-store';
 import { guarded } from './guard';
+import { readBody, readJson, sendJson } from './server';
 
 export interface BatchRoutesOptions {
   batches: BatchService;
@@ -66,7 +67,7 @@ export function batchRoutes(opts: BatchRoutesOptions): Route {
       }
     } else {
       if (parts.length === 0) {
-        if (method === 'POST') return sendJson(res, 200, await batches.create(await readJson(req)));
+        if (method === 'POST') return sendJson(res, 200, await batches.create(await readJson(req, JSON_LIMIT, 'a batch request is a small JSON object')));
         only('GET');
         const q = new URL(req.url ?? '/', 'http://localhost').searchParams;
         return sendJson(res, 200, await batches.list(q.get('after'), q.get('limit')));
@@ -131,34 +132,4 @@ async function upload(req: http.IncomingMessage, files: FileStore): Promise<obje
   const content = Buffer.from(await file.arrayBuffer());
   checkUpload(content, files.limits);
   return files.create((file.name || 'upload.jsonl').slice(0, 255), 'batch', content);
-}
-
-async function readBody(req: http.IncomingMessage, limit: number, why: string): Promise<Buffer> {
-  const declared = Number(req.headers['content-length'] ?? NaN);
-  const tooLarge = () => new ApiError(413, `the request body is larger than ${limit} bytes: ${why}`, 'invalid_request_error', null, 'request_too_large');
-  if (declared > limit) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw tooLarge();
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
-}
-
-async function readJson(req: http.IncomingMessage): Promise<unknown> {
-  const text = (await readBody(req, JSON_LIMIT, 'a batch request is a small JSON object')).toString('utf8');
-  if (text.trim() === '') throw badRequest('the request body is empty: send a JSON object');
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw badRequest(`the request body is not valid JSON (${(e as Error).message})`);
-  }
-}
-
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
 }

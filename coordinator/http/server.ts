@@ -216,24 +216,29 @@ function notAllowed(method: string, path: string): never {
   throw methodNotAllowed(method, path);
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
 
-/** Reads and parses a JSON body: 413 beyond `limit` bytes, 400 when it is not JSON. */
-async function readJson(req: http.IncomingMessage, limit: number): Promise<unknown> {
+/** Reads a body: 413 beyond `limit` bytes (`why`, when given, says what the limit is for). */
+export async function readBody(req: http.IncomingMessage, limit: number, why?: string): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? NaN);
-  if (declared > limit) throw tooLarge(limit);
+  if (declared > limit) throw tooLarge(limit, why);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > limit) throw tooLarge(limit);
+    if (size > limit) throw tooLarge(limit, why);
     chunks.push(chunk as Buffer);
   }
-  const text = Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
+}
+
+/** Reads and parses a JSON body: 413 beyond `limit` bytes, 400 when it is not JSON. */
+export async function readJson(req: http.IncomingMessage, limit: number, why?: string): Promise<unknown> {
+  const text = (await readBody(req, limit, why)).toString('utf8');
   if (text.trim() === '') throw new ApiError(400, 'the request body is empty: send a JSON object', 'invalid_request_error');
   try {
     return JSON.parse(text);
@@ -242,6 +247,6 @@ async function readJson(req: http.IncomingMessage, limit: number): Promise<unkno
   }
 }
 
-function tooLarge(limit: number): ApiError {
-  return new ApiError(413, `the request body is larger than ${limit} bytes`, 'invalid_request_error', null, 'request_too_large');
+function tooLarge(limit: number, why?: string): ApiError {
+  return new ApiError(413, `the request body is larger than ${limit} bytes${why ? `: ${why}` : ''}`, 'invalid_request_error', null, 'request_too_large');
 }
