@@ -14,7 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import { UserError } from '../core/errors';
-import { pairKey } from '../core/expert-spec';
+import { uniquePairs } from '../core/expert-spec';
 import { maskBytes } from '../core/native';
 import {
   EXPERT_MAX_MESSAGE_BYTES, EXPERT_SERVICE_NAME, expertProto, type ExpertResponse, type InfoResponse,
@@ -343,9 +343,7 @@ export class ExpertNodeServer {
   /** Uploads the pairs not held yet, all or nothing, within the memory budget; requests keep running meanwhile. */
   private async loadPairs(store: ExpertStore, pairs: ExpertPair[], call: grpc.ServerUnaryCall<Buffer, InfoResponse>): Promise<void> {
     if (this.draining) throw new WireRejection(grpc.status.UNAVAILABLE, 'expert node is shutting down');
-    const fresh = pairs.filter((p) => !store.has(p.layer, p.expert));
-    const seen = new Set<string>();
-    const unique = fresh.filter((p) => !seen.has(pairKey(p.layer, p.expert)) && seen.add(pairKey(p.layer, p.expert)));
+    const unique = uniquePairs(pairs).filter((p) => !store.has(p.layer, p.expert));
     if (unique.length === 0) return;
     const budget = this.opts.memoryBudgetBytes ?? 0;
     const need = unique.reduce((s, p) => s + store.pairBytes(p), 0);
