@@ -19,6 +19,7 @@ import { rowWireBytes } from '../wire/rows';
 import { maskWireBytes } from '../wire/masks';
 import type { LinkSpec } from './link-presets';
 import { LOCAL_ADDRESS, type NodeDescription } from './node-descriptions';
+import { callUnion } from './placement';
 import { type RoutingStats, activeFractions, routedShares } from './routing-stats';
 
 export interface CostConstants {
@@ -274,7 +275,7 @@ export function predictStep(input: CostInput, concurrency: number): StepPredicti
         // A CPU node walks each row's own active neurons (measured per-row cost); a GPU reads the union of
         // the group's neurons once (memory-bound), plus one kernel call's latency per group.
         nodeCompute[n] += node.device === 'cuda'
-          ? (1 - (1 - f) ** rows[e]) * bytes / node.bytesPerS * 1e6 + k.cudaCallUs
+          ? callUnion(f, rows[e]) * bytes / node.bytesPerS * 1e6 + k.cudaCallUs
           : rows[e] * f * bytes / node.bytesPerS * 1e6;
         nodeOut[n] += rows[e] * (ROUTE_FIXED_BYTES + maskWireBytes(m.intermediateSize, Math.round(f * m.intermediateSize)).bytes);
       }
