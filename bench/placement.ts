@@ -337,7 +337,8 @@ async function main(): Promise<void> {
     backend.collector = null;
     const hindsight = { balanced: predictLayers(maps.balanced, { ...input, costModel, routing: timedRouting }), placed: predictLayers(maps.placed, { ...input, costModel, routing: timedRouting }) };
     const shareOf = (st: RoutingStats) => st.pairs.map((p) => p.routed_tokens / Math.max(1, st.tokens * c.topK));
-    const drift = shareOf(routing).reduce((a, x, i) => a + Math.abs(x - shareOf(timedRouting)[i]), 0) / c.numLayers / 2;
+    const timedShares = shareOf(timedRouting);
+    const drift = shareOf(routing).reduce((a, x, i) => a + Math.abs(x - timedShares[i]), 0) / c.numLayers / 2;
     for (const which of ['balanced', 'placed'] as const) {
       runs[which].latency = times[which].perLayer(c.numLayers, 'latency');
       runs[which].compute = times[which].perLayer(c.numLayers, 'compute');
