@@ -2,7 +2,7 @@
 // and the coordinator's own `local` node of a shard map (RemoteExperts runs the
 // pairs planned there through one of these; rebalancing adds and removes pairs).
 import type { ExpertBackend, ExpertBatch, ExpertOutput } from '../core/expert-backend';
-import { type ExpertPair, allPairs, pairKey } from '../core/expert-spec';
+import { type ExpertPair, allPairs, comparePairs, pairKey } from '../core/expert-spec';
 import { type FfnMode, type NativeBackend, type NativeExpert, type StoreDType, type HostMatrix, storeFor } from '../core/native';
 import type { ModelFolder } from '../core/model-folder';
 import { names } from '../core/model-folder';
@@ -63,7 +63,7 @@ export class LocalExperts implements ExpertBackend {
     return [...this.held.keys()].map((k) => {
       const [layer, expert] = k.split(':').map(Number);
       return { layer, expert };
-    }).sort((a, b) => a.layer - b.layer || a.expert - b.expert);
+    }).sort(comparePairs);
   }
 
   /** Expert weight bytes held. */

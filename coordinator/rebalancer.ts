@@ -6,7 +6,7 @@
 // rebalance`, and `serve --rebalance-every MIN` (periodic, only when it pays).
 import { UserError } from '../core/errors';
 import type { ExpertBackend } from '../core/expert-backend';
-import { pairKey } from '../core/expert-spec';
+import { comparePairs, pairKey } from '../core/expert-spec';
 import { measuredSpeeds, type NodeSpeed, type NodeTraffic } from '../core/placement/measured-speeds';
 import { describeNodesFromInfo, type LayerPrediction, placeExperts, type PlacementInput, predictLayers } from '../core/placement/placement';
 import type { RoutingStats } from '../core/placement/routing-stats';
@@ -249,7 +249,7 @@ export function diffShardMaps(a: ShardMap, b: ShardMap, name: (address: string) 
       moves.push({ layer, expert, from: lost[j] === undefined ? null : name(lost[j]), to: gained[j] === undefined ? null : name(gained[j]) });
     }
   }
-  return moves.sort((x, y) => x.layer - y.layer || x.expert - y.expert);
+  return moves.sort(comparePairs);
 }
 
 function fewestCopies(map: ShardMap): number {

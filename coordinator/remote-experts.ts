@@ -22,7 +22,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { UserError } from '../core/errors';
 import type { ExpertBackend, ExpertBatch, ExpertCallInfo, ExpertCallObserver, ExpertCallResult, ExpertOutput, StepContext } from '../core/expert-backend';
-import { type ExpertPair, type ModelDims, formatExpertSpec, pairKey, uniquePairs } from '../core/expert-spec';
+import { type ExpertPair, type ModelDims, comparePairs, formatExpertSpec, pairKey, uniquePairs } from '../core/expert-spec';
 import { LOCAL_ADDRESS } from '../core/placement/node-descriptions';
 import { missingPairs, replicaTable, type ShardMap, validateShardMap } from '../core/shard-map';
 import type { InfoResponse__Output } from '../core/wire/expert-proto';
@@ -769,7 +769,7 @@ export class RemoteExperts implements ExpertBackend {
           to: toIndex === null ? null : displayName(this.nodes[toIndex]), phase: toIndex === null ? 'switching' : 'loading' });
       }
     }
-    moves.sort((a, b) => a.layer - b.layer || a.expert - b.expert);
+    moves.sort(comparePairs);
     const report = () => onMoves(moves.map(({ fromIndex, toIndex, ...m }) => ({ ...m })));
     const fail = (m: Move, error: string) => Object.assign(m, { phase: 'failed' as const, error });
     report();
