@@ -122,8 +122,10 @@ export class FileStore {
     // Pages of ids until `limit` + 1 files of the purpose (one more: has_more) or the end.
     for (let page = 200; ; start += page) {
       const ids = opts.order === 'desc' ? await this.redis.zrevrange(this.indexKey, start, start + page - 1) : await this.redis.zrange(this.indexKey, String(start), String(start + page - 1));
-      for (const id of ids) {
-        const f = await this.get(id);
+      // A page's metadata in one round trip (a file deleted meanwhile reads as null).
+      const metas = ids.length > 0 ? await this.redis.mget(ids.map((id) => this.metaKey(id))) : [];
+      for (const text of metas) {
+        const f = text ? (JSON.parse(text) as FileObject) : null;
         if (f && (opts.purpose === null || f.purpose === opts.purpose)) data.push(f);
         if (data.length > opts.limit) return { data: data.slice(0, opts.limit), hasMore: true };
       }
