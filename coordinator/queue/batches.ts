@@ -206,9 +206,13 @@ export class BatchService {
     }
     const ids = await this.redis.zrevrange(this.indexKey, start, start + limit); // one more: has_more
     const page = ids.slice(0, limit);
-    const data: BatchObject[] = [];
-    for (const id of page) data.push(await this.retrieve(id).catch(() => null as never));
-    const found = data.filter(Boolean);
+    // The page's batches in one round trip; one gone meanwhile (or unreadable) is left out.
+    const pipe = this.redis.pipeline();
+    for (const id of page) pipe.hgetall(this.key(id));
+    const found = ((await pipe.exec()) ?? [])
+      .map(([err, h]) => (err ? null : (h as Record<string, string>)))
+      .filter((h): h is Record<string, string> => h !== null && h.id !== undefined)
+      .map(batchObject);
     return { object: 'list', data: found, first_id: found[0]?.id ?? null, last_id: found.at(-1)?.id ?? null, has_more: ids.length > limit };
   }
 
