@@ -2,7 +2,7 @@
 // and the coordinator's own `local` node of a shard map (RemoteExperts runs the
 // pairs planned there through one of these; rebalancing adds and removes pairs).
 import type { ExpertBackend, ExpertBatch, ExpertOutput } from '../core/expert-backend';
-import { type ExpertPair, allPairs, comparePairs, pairKey } from '../core/expert-spec';
+import { type ExpertPair, allPairs, comparePairs } from '../core/expert-spec';
 import { type FfnMode, type NativeBackend, type NativeExpert, type StoreDType, type HostMatrix, storeFor } from '../core/native';
 import type { ModelFolder } from '../core/model-folder';
 import { names } from '../core/model-folder';
@@ -25,7 +25,8 @@ interface Held {
 
 export class LocalExperts implements ExpertBackend {
   readonly name = 'local';
-  private readonly held = new Map<string, Held>();
+  /** By slot(layer, expert): numbers, not "L:E" strings, since runExperts looks them up per layer. */
+  private readonly held = new Map<number, Held>();
   private closed = false;
 
   private constructor(
@@ -58,12 +59,14 @@ export class LocalExperts implements ExpertBackend {
     return le;
   }
 
+  private slot(layer: number, expert: number): number {
+    return layer * this.folder.config.numExperts + expert;
+  }
+
   /** The pairs held, by layer then expert. */
   pairs(): ExpertPair[] {
-    return [...this.held.keys()].map((k) => {
-      const [layer, expert] = k.split(':').map(Number);
-      return { layer, expert };
-    }).sort(comparePairs);
+    const E = this.folder.config.numExperts;
+    return [...this.held.keys()].map((k) => ({ layer: Math.floor(k / E), expert: k % E })).sort(comparePairs);
   }
 
   /** Expert weight bytes held. */
@@ -79,7 +82,7 @@ export class LocalExperts implements ExpertBackend {
     for (const { layer: L, expert: E } of pairs) {
       if (this.closed) throw new Error('local experts: closed');
       if (L < 0 || L >= c.numLayers || E < 0 || E >= c.numExperts) throw new Error(`local experts: layer ${L} expert ${E} is outside the model`);
-      const key = pairKey(L, E);
+      const key = this.slot(L, E);
       if (this.held.has(key)) continue;
       let bytes = 0;
       const read = async (name: string, rows: number, cols: number): Promise<HostMatrix> => {
@@ -101,7 +104,7 @@ export class LocalExperts implements ExpertBackend {
   /** Stops holding the pairs: each is freed once the calls running on it have finished. */
   async remove(pairs: ExpertPair[]): Promise<void> {
     await Promise.all(pairs.map(async ({ layer, expert }) => {
-      const key = pairKey(layer, expert);
+      const key = this.slot(layer, expert);
       const h = this.held.get(key);
       if (!h) return;
       this.held.delete(key); // no new call finds it
@@ -111,12 +114,13 @@ export class LocalExperts implements ExpertBackend {
   }
 
   async runExperts(batch: ExpertBatch): Promise<ExpertOutput> {
-    const using = batch.groups.map((g) => this.held.get(pairKey(batch.layer, g.expert)));
+    // The experts counted here, not a fresh lookup in the moe call: a pair removed meanwhile is still this call's.
+    const byExpert: (Held | undefined)[] = [];
+    for (const g of batch.groups) byExpert[g.expert] = this.held.get(this.slot(batch.layer, g.expert));
+    const using = batch.groups.map((g) => byExpert[g.expert]);
     for (const h of using) if (h) h.running++;
     try {
-      // The experts counted above, not a fresh lookup: a pair removed meanwhile is still this call's.
-      const byExpert = new Map(batch.groups.map((g, i) => [g.expert, using[i]]));
-      return await runMoe(this.backend, this.mode, this.hidden, batch, (_, E) => byExpert.get(E)?.expert);
+      return await runMoe(this.backend, this.mode, this.hidden, batch, (_, E) => byExpert[E]?.expert);
     } finally {
       for (const h of using) if (h && --h.running === 0) h.onIdle?.();
     }
