@@ -421,10 +421,15 @@ export class BatchService {
         }
       }
       const answers = await this.hmgetAll(finished.map((index) => [this.queue.toKey(batchJobId(id, index)), ['returnvalue', 'failedReason', 'data']]));
+      // The chunk's results recorded in one round trip (each RECORD is still its own atomic script).
+      const record = this.redis.pipeline();
       for (let k = 0; k < finished.length; k++) {
         const [returnvalue, failedReason, data] = answers[k];
         const r = resultLine(id, batchJobId(id, finished[k]), customIdOf(data), returnvalue, failedReason);
-        await this.redis.eval(RECORD, 2, resultsKey, this.key(id), finished[k], r.line, r.ok ? 'completed' : 'failed');
+        record.eval(RECORD, 2, resultsKey, this.key(id), finished[k], r.line, r.ok ? 'completed' : 'failed');
+      }
+      if (finished.length > 0) {
+        for (const [err] of (await record.exec()) ?? []) if (err) throw err;
       }
     }
     if (missing.length > 0) {
