@@ -14,6 +14,7 @@ import { UserError } from '../../core/errors';
 import { parseRoutingStats } from '../../core/placement/routing-stats';
 import { ApiError, methodNotAllowed, toApiError } from '../api/errors';
 import { RebalanceBusyError, type Rebalancer, RebalanceUnavailableError } from '../rebalancer';
+import { readBody } from './server';
 
 export const REBALANCE_PATH = '/v1/admin/rebalance';
 
@@ -51,7 +52,7 @@ async function handleRebalance(rebalancer: Rebalancer | undefined, req: http.Inc
       null, 'no_expert_nodes');
   }
   if (method === 'GET') return send(res, 200, rebalancer.status());
-  const body = await readBody(req);
+  const body = await readAdminBody(req);
   const parsed = bodySchema.safeParse(body);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -70,19 +71,9 @@ async function handleRebalance(rebalancer: Rebalancer | undefined, req: http.Inc
   }
 }
 
-/** The JSON body: 413 past the limit, 400 when empty or not JSON (an empty body is {}: a default rebalance). */
-async function readBody(req: http.IncomingMessage): Promise<unknown> {
-  const declared = Number(req.headers['content-length'] ?? NaN);
-  const tooLarge = () => new ApiError(413, `the request body is larger than ${MAX_BODY_BYTES} bytes`, 'invalid_request_error', null, 'request_too_large');
-  if (declared > MAX_BODY_BYTES) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw tooLarge();
-    chunks.push(chunk as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+/** The JSON body: 413 past the limit, 400 when not JSON (an empty body is {}: a default rebalance). */
+async function readAdminBody(req: http.IncomingMessage): Promise<unknown> {
+  const text = (await readBody(req, MAX_BODY_BYTES)).toString('utf8');
   if (text.trim() === '') return {};
   try {
     return JSON.parse(text);
