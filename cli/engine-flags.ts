@@ -1,7 +1,7 @@
 // Flags every command that runs the model shares: where experts run, device, threads, weights,
 // and the client side of mTLS to expert nodes.
 import type { Command } from 'commander';
-import { tlsChannel } from '../coordinator/expert-client';
+import { RUN_TRANSPORTS, type RunTransport, tlsChannel } from '../coordinator/expert-client';
 import { DEFAULT_SPECULATIVE_MAX_BATCH, OVERLAP_MODES, type OverlapMode } from '../coordinator/engine';
 import { parseSpeculativeChoice } from '../coordinator/speculative/parse';
 import { parseExpertsChoice, type EngineOptions } from '../coordinator/load-engine';
@@ -26,6 +26,8 @@ export interface EngineFlags extends TlsFlags {
   callTimeoutMs?: number;
   /** Send a late node call to a replica too; absent: on. */
   hedge?: 'on' | 'off';
+  /** How node calls travel; absent: auto. */
+  expertTransport?: RunTransport;
   /** Two pipelined micro-batches per step; absent: auto (when the experts are remote). */
   overlap?: OverlapMode;
   /** Speculative decoding proposer: ngram[:K[:N]] | suffix[:K] | draft:DIR[:K]; absent: off. */
@@ -42,6 +44,9 @@ export function addEngineOptions(cmd: Command): Command {
       'or when no replica can take over); measured: 4 x its p99, at least 500 ms', intOption('--call-timeout-ms', 1), 30_000)
     .option('--hedge <on|off>', 'a node call still unanswered past its p99 also goes to a replica; the first answer wins',
       choiceOption('--hedge', ['on', 'off'] as const), 'on')
+    .option('--expert-transport <auto|socket|grpc>', 'how expert-node calls travel: socket (the same messages over plain TCP/TLS ' +
+      'on the node\'s port, without HTTP/2: less per-call cost) | grpc | auto (socket where the node serves it)',
+      choiceOption('--expert-transport', RUN_TRANSPORTS), 'auto')
     .option('--overlap <auto|on|off>', 'split each step in two micro-batches pipelined layer by layer, so one\'s expert calls are ' +
       'on the wire while the other computes (same tokens); auto: with remote experts, whichever measures faster per batch size',
       choiceOption('--overlap', OVERLAP_MODES), 'auto')
@@ -74,6 +79,6 @@ export function engineOptionsFrom(flags: EngineFlags): EngineOptions {
     // cluster:N nodes inherit this command's weights/device/threads/FFN choices.
     remoteExperts: remoteExpertsFactory({ wire: flags.wire, weights: flags.weights, device: flags.device, threads: flags.threads, dense: flags.dense,
       callTimeoutMs: flags.callTimeoutMs, hedge: flags.hedge === undefined ? undefined : flags.hedge === 'on',
-      channelFactory: tls && tlsChannel(tls) }),
+      transport: flags.expertTransport, channelFactory: tls && tlsChannel(tls) }),
   };
 }

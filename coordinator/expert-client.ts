@@ -1,6 +1,8 @@
-// One coordinator -> expert-node connection: a gRPC channel, one persistent
-// bidirectional `Run` stream that carries every call (matched by request id,
-// answered in any order), unary `Info`, and the standard health `Check`.
+// One coordinator -> expert-node connection: a gRPC channel for unary `Info`, the
+// admin calls and the standard health `Check`, and one persistent Run stream that
+// carries every call (matched by request id, answered in any order). The Run
+// stream is a run socket (run-socket.ts: the same messages over plain TCP/TLS,
+// without HTTP/2) when the node serves one, else grpc-js's bidirectional `Run`.
 // Requests are serialised here (not inside grpc-js) so their exact wire size
 // is known for the per-node byte counts; responses are read without protobufjs
 // (core/wire/expert-response-bytes.ts).
@@ -12,6 +14,7 @@ import {
 } from '../core/wire/expert-proto';
 import { UserError } from '../core/errors';
 import { readExpertResponse } from '../core/wire/expert-response-bytes';
+import { hostPort, RunSocket, RunSocketUnsupported } from './run-socket';
 import { type ChannelTls, diagnoseConnectFailure } from './tls-diagnosis';
 
 /** Channel options for expert-node connections; see the comment on each key. */
@@ -54,13 +57,22 @@ export interface ChannelSetup {
   credentials: grpc.ChannelCredentials;
   /** Merged over EXPERT_CHANNEL_OPTIONS. */
   options?: grpc.ChannelOptions;
-  /** What TLS credentials were made of, to name the cause of a failed handshake (tls-diagnosis.ts). */
+  /** What TLS credentials were made of, to name the cause of a failed handshake (tls-diagnosis.ts), and for the run socket. */
   tls?: ChannelTls;
+  /** The credentials are plaintext: the run socket may be plain TCP. (Neither this nor `tls`: gRPC only.) */
+  plaintext?: boolean;
 }
 export type ChannelFactory = (address: string) => ChannelSetup;
 
 /** Plaintext, for loopback and trusted networks. */
-export const insecureChannel: ChannelFactory = () => ({ credentials: grpc.credentials.createInsecure() });
+export const insecureChannel: ChannelFactory = () => ({ credentials: grpc.credentials.createInsecure(), plaintext: true });
+
+/**
+ * How Run's calls travel: `auto` a run socket when the node serves one, else gRPC; `socket` a run
+ * socket or the node counts as down; `grpc` always grpc-js's Run stream.
+ */
+export const RUN_TRANSPORTS = ['auto', 'socket', 'grpc'] as const;
+export type RunTransport = (typeof RUN_TRANSPORTS)[number];
 
 /**
  * TLS to every node (PEM bytes, see core/tls-files.ts): the node's certificate
@@ -113,15 +125,66 @@ export type HealthStatus = 'SERVING' | 'NOT_SERVING' | 'UNKNOWN' | 'SERVICE_UNKN
 export class ExpertClient {
   private readonly client: grpc.Client;
   private stream: RunStream | null = null;
+  private socket: RunSocket | null = null;
+  /** Which Run stream calls use: `unknown` until prepareRun() found out (gRPC meanwhile). */
+  private runMode: 'unknown' | 'socket' | 'grpc';
+  /** TLS files for the run socket; null: plaintext; undefined: no run socket possible (a custom channel). */
+  private readonly socketTls: ChannelTls | null | undefined;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closed = false;
   private readonly tls: ChannelTls | null;
 
-  constructor(readonly address: string, factory: ChannelFactory = insecureChannel) {
+  constructor(readonly address: string, factory: ChannelFactory = insecureChannel, readonly transport: RunTransport = 'auto') {
     const setup = factory(address);
     this.client = new grpc.Client(address, setup.credentials, { ...EXPERT_CHANNEL_OPTIONS, ...setup.options });
     this.tls = setup.tls ?? null;
+    this.socketTls = setup.tls ?? (setup.plaintext ? null : undefined);
+    this.runMode = transport === 'grpc' ? 'grpc' : 'unknown';
+  }
+
+  /** The Run stream calls take now (bench, tests, logs). */
+  get runTransport(): 'socket' | 'grpc' {
+    return this.runMode === 'socket' ? 'socket' : 'grpc';
+  }
+
+  /**
+   * Finds out whether the node serves a run socket and opens it (once; again after a node that did not
+   * was restarted). Transport `auto`: a node that does not keeps gRPC; `socket`: rejects then, with a
+   * UserError when the node is older or the channel allows no socket, with UNAVAILABLE when it fails.
+   */
+  async prepareRun(timeoutMs: number): Promise<void> {
+    if (this.runMode !== 'unknown' || this.closed) return;
+    const target = hostPort(this.address);
+    if (!target || this.socketTls === undefined) {
+      if (this.transport === 'socket') {
+        throw new UserError(`expert node ${this.address}: --expert-transport socket needs a host:port address and plaintext or --tls-* credentials`);
+      }
+      this.runMode = 'grpc';
+      return;
+    }
+    const socket = this.openSocket(target);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([socket.ready, new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      })]);
+      if (this.closed) return socket.destroy();
+      this.socket?.destroy();
+      this.socket = socket;
+      this.runMode = 'socket';
+    } catch (e) {
+      socket.destroy();
+      if (e instanceof RunSocketUnsupported) {
+        if (this.transport === 'socket') throw new UserError(`${e.message}: start it from this version, or use --expert-transport auto`);
+        this.runMode = 'grpc';
+        return;
+      }
+      if (this.transport === 'socket') throw new NodeCallError(this.address, grpc.status.UNAVAILABLE, `run socket: ${(e as Error).message}`);
+      // auto: gRPC until the next prepareRun (the health check calls it when the node is back).
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -245,7 +308,8 @@ export class ExpertClient {
       }), timeoutMs);
       this.pending.set(id, { resolve, reject, timer, bytesSent: bytes.length });
       try {
-        this.runStream().write(bytes);
+        if (this.runMode === 'socket') this.runSocket().write(bytes);
+        else this.runStream().write(bytes);
       } catch (e) {
         this.fail(grpc.status.UNAVAILABLE, `cannot write to the stream: ${(e as Error).message}`);
       }
@@ -267,23 +331,56 @@ export class ExpertClient {
     this.client.close();
   }
 
+  /** The open run socket, or a new one (a node restarted since; writes wait in it until connected). */
+  private runSocket(): RunSocket {
+    if (this.socket && !this.socket.closed) return this.socket;
+    this.socket = this.openSocket(hostPort(this.address)!);
+    return this.socket;
+  }
+
+  private openSocket(target: { host: string; port: number }): RunSocket {
+    const socket: RunSocket = new RunSocket(this.address, target, this.socketTls ?? null, {
+      response: (bytes) => {
+        let message: ExpertResponse__Output;
+        try {
+          message = readExpertResponse(bytes);
+        } catch (e) {
+          if (this.socket === socket) this.fail(grpc.status.INTERNAL, `a response that does not parse: ${(e as Error).message}`);
+          return;
+        }
+        this.answer(message, bytes.length);
+      },
+      closed: (code, detail) => {
+        if (this.socket === socket) this.fail(code, detail);
+      },
+    });
+    // Restarted as a node without it (auto): back to gRPC; what was in flight fails over as for any restart.
+    socket.ready.catch((e: unknown) => {
+      if (e instanceof RunSocketUnsupported && this.transport === 'auto' && this.socket === socket) this.runMode = 'grpc';
+    });
+    return socket;
+  }
+
+  /** A response on either transport settles its call. */
+  private answer(message: ExpertResponse__Output, size: number): void {
+    const id = Number(message.id);
+    const p = this.pending.get(id);
+    if (!p) return; // timed out earlier: the late answer is dropped
+    this.pending.delete(id);
+    clearTimeout(p.timer);
+    if (message.error) {
+      p.reject(new NodeCallError(this.address, message.error.code, message.error.message));
+    } else {
+      p.resolve({ response: message, bytesSent: p.bytesSent, bytesReceived: size });
+    }
+  }
+
   private runStream(): RunStream {
     if (this.stream) return this.stream;
     const m = expertProto().service.Run;
     const stream: RunStream = this.client.makeBidiStreamRequest<Buffer, Sized>(m.path, (b) => b,
       (buf) => ({ size: buf.length, message: readExpertResponse(buf) }));
-    stream.on('data', ({ size, message }: Sized) => {
-      const id = Number(message.id);
-      const p = this.pending.get(id);
-      if (!p) return; // timed out earlier: the late answer is dropped
-      this.pending.delete(id);
-      clearTimeout(p.timer);
-      if (message.error) {
-        p.reject(new NodeCallError(this.address, message.error.code, message.error.message));
-      } else {
-        p.resolve({ response: message, bytesSent: p.bytesSent, bytesReceived: size });
-      }
-    });
+    stream.on('data', ({ size, message }: Sized) => this.answer(message, size));
     stream.on('error', (err: grpc.ServiceError) => {
       if (this.stream === stream) this.fail(err.code ?? grpc.status.UNAVAILABLE, err.details || err.message);
     });
@@ -296,6 +393,9 @@ export class ExpertClient {
   }
 
   private fail(code: grpc.status, detail: string): void {
+    const socket = this.socket;
+    this.socket = null;
+    socket?.destroy();
     const stream = this.stream;
     this.stream = null;
     if (stream) {

@@ -31,7 +31,7 @@ import { decodeExpertResponse } from '../core/wire/expert-messages';
 import { planExpertRequest } from '../core/wire/expert-request-bytes';
 import type { WireEncoding } from '../core/wire/rows';
 import { type CallPolicy, callDeadlineMs, DEFAULT_CALL_POLICY, hedgeDelayMs, LatencyWindow } from './call-latency';
-import { type ChannelFactory, ExpertClient, insecureChannel, NodeCallError } from './expert-client';
+import { type ChannelFactory, ExpertClient, insecureChannel, NodeCallError, type RunTransport } from './expert-client';
 import { firstNonFinite } from './finite';
 import type { LocalExperts } from './local-experts';
 import { type NodeStats, NodeStatsAccumulator } from './telemetry/expert-stats';
@@ -66,6 +66,8 @@ export interface RemoteExpertsOptions {
   healthCheckIntervalMs?: number;
   /** Credentials and channel options per node (mTLS plugs in here). */
   channelFactory?: ChannelFactory;
+  /** How Run's calls travel (expert-client.ts RunTransport; default auto: a run socket where the node serves one). */
+  transport?: RunTransport;
   observers?: ExpertCallObserver[];
   /** For logs ("cluster:2", a shard-map file name). */
   name?: string;
@@ -218,7 +220,7 @@ export class RemoteExperts implements ExpertBackend {
       index,
       address: n.address,
       name: n.name,
-      client: n.address === LOCAL_ADDRESS ? null : new ExpertClient(n.address, factory),
+      client: n.address === LOCAL_ADDRESS ? null : new ExpertClient(n.address, factory, opts.transport ?? 'auto'),
       ...(n.address === LOCAL_ADDRESS ? { local: opts.local } : {}),
       inflight: new Map(),
       pairs: n.experts,
@@ -300,6 +302,7 @@ export class RemoteExperts implements ExpertBackend {
       await sleep(100);
     }
     this.checkInfo(n, await n.client.info(left()));
+    await n.client.prepareRun(Math.min(left(), 5_000));
   }
 
   /** The coordinator's own experts must hold what the shard map gives "local". */
@@ -668,6 +671,8 @@ export class RemoteExperts implements ExpertBackend {
             const info = await this.reloadLostPairs(n, client, await client.info(timeout));
             if (!info || this.closed || n.healthy) return;
             this.checkInfo(n, info);
+            await client.prepareRun(timeout);
+            if (this.closed || n.healthy) return;
             n.healthy = true;
             this.log(`expert node ${n.address} is SERVING again`);
             this.observers.forEach((o) => o.onNodeHealth?.(n.address, true, 'SERVING'));
@@ -697,8 +702,8 @@ export class RemoteExperts implements ExpertBackend {
   }
 
   /** Every node's address, name and health (held pairs or not), in node order. */
-  nodeList(): { address: string; name: string; healthy: boolean }[] {
-    return this.nodes.map((n) => ({ address: n.address, name: displayName(n), healthy: n.healthy }));
+  nodeList(): { address: string; name: string; healthy: boolean; transport: 'socket' | 'grpc' | 'local' }[] {
+    return this.nodes.map((n) => ({ address: n.address, name: displayName(n), healthy: n.healthy, transport: n.client?.runTransport ?? 'local' }));
   }
 
   /** Each node's Info (placement reads memory budget and measured speed from it); the local node's is `localInfo`. */

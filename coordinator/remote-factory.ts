@@ -5,7 +5,7 @@ import type { ModelFolder } from '../core/model-folder';
 import type { Device, StoreDType } from '../core/native';
 import { loadShardMap } from '../core/shard-map';
 import { isLoopbackAddress } from '../core/tls-files';
-import type { ChannelFactory } from './expert-client';
+import type { ChannelFactory, RunTransport } from './expert-client';
 import { UserError } from '../core/errors';
 import { LOCAL_ADDRESS } from '../core/placement/node-descriptions';
 import type { ExpertsChoice, LocalExpertsSetup, RemoteExpertsFactory } from './load-engine';
@@ -32,6 +32,8 @@ export interface RemoteSetup
    * nodes listen on loopback only and are always reached in plaintext.
    */
   channelFactory?: ChannelFactory;
+  /** How Run's calls travel (default auto: a run socket where the node serves one, else gRPC). */
+  transport?: RunTransport;
 }
 
 /** A backend for a shard-map file or a local cluster (whose nodes stop when it closes). */
@@ -42,6 +44,7 @@ export async function createRemoteExperts(choice: Exclude<ExpertsChoice, { kind:
   const common = {
     model, log, wire: setup.wire, callTimeoutMs: setup.callTimeoutMs, hedge: setup.hedge, connectTimeoutMs: setup.connectTimeoutMs,
     healthCheckIntervalMs: setup.healthCheckIntervalMs, channelFactory: setup.channelFactory, observers: setup.observers,
+    transport: setup.transport,
   };
   if (choice.kind === 'file') {
     const shardMap = loadShardMap(choice.path, model);

@@ -27,7 +27,8 @@ import { rowWireBytes, type WireEncoding } from '../core/wire/rows';
 import type { ExpertPair } from '../core/expert-spec';
 import type { ExpertStore } from './expert-store';
 import { readExpertsChange } from './experts-change';
-import { listenTls, type ServerTlsFiles, type TlsListener } from './tls-listener';
+import { type RunPeer, type RunStreamEvents, serveRunSocket } from './run-socket-peer';
+import { listenService, type ServerTlsFiles, type ServiceListener } from './service-listener';
 
 /** gRPC server options of an expert node; see the comment on each key. */
 export const EXPERT_SERVER_OPTIONS: grpc.ServerOptions = {
@@ -83,7 +84,7 @@ export interface ExpertNodeServerOptions {
   modelId?: string;
   /** Kernel library version reported by Info. */
   version?: string;
-  /** TLS on the service port (mTLS with `ca`; see tls-listener.ts); plaintext when absent. */
+  /** TLS on the service port (mTLS with `ca`; see service-listener.ts); plaintext when absent. */
   tls?: ServerTlsFiles;
   /** Merged over EXPERT_SERVER_OPTIONS. */
   grpcOptions?: grpc.ServerOptions;
@@ -106,8 +107,9 @@ export interface ExpertNodeServerOptions {
 /** Trace context is a traceparent and a tracestate; a few more entries are tolerated. */
 const MAX_TRACE_ENTRIES = 64;
 
+/** A Run stream: a gRPC one or a run socket (run-socket-peer.ts). */
 interface OpenStream {
-  call: grpc.ServerDuplexStream<Buffer, Buffer>;
+  peer: RunPeer;
   open: boolean;
   ended: boolean;
   pending: number;
@@ -142,7 +144,7 @@ export class ExpertNodeServer {
   readonly health: HealthImplementation;
   /** The plaintext health-only server, once listenHealth() bound it. */
   private healthServer: grpc.Server | null = null;
-  private tlsListener: TlsListener | null = null;
+  private listener: ServiceListener | null = null;
   private store: ExpertStore | null = null;
   private draining = false;
   private readonly streams = new Set<OpenStream>();
@@ -185,17 +187,9 @@ export class ExpertNodeServer {
 
   /** Binds host:port (port 0 = any free port) and returns the port. */
   async listen(host: string, port: number): Promise<number> {
-    if (this.opts.tls) {
-      this.tlsListener = await listenTls(this.server, host, port, this.opts.tls, this.log);
-      return this.tlsListener.port;
-    }
-    const addr = grpcAddress(host, port);
-    return new Promise((resolve, reject) => {
-      this.server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, bound) => {
-        if (err) reject(new UserError(`--port ${port}: cannot listen on ${addr}: ${err.message}`));
-        else resolve(bound);
-      });
-    });
+    this.listener = await listenService(this.server, host, port, this.opts.tls,
+      (socket) => serveRunSocket(socket, (peer) => this.openStream(peer)), this.log);
+    return this.listener.port;
   }
 
   /**
@@ -242,11 +236,11 @@ export class ExpertNodeServer {
     this.setHealth('NOT_SERVING');
     await Promise.race([this.idle(), sleep(graceMs)]);
     for (const s of this.streams) {
-      if (s.open) s.call.end();
+      if (s.open) s.peer.end();
       s.open = false;
     }
     this.streams.clear();
-    this.tlsListener?.close();
+    this.listener?.close();
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         this.server.forceShutdown();
@@ -266,7 +260,7 @@ export class ExpertNodeServer {
   /** Stops at once (tests, fatal errors). */
   forceShutdown(): void {
     this.draining = true;
-    this.tlsListener?.destroy();
+    this.listener?.destroy();
     this.server.forceShutdown();
     this.healthServer?.forceShutdown();
     this.healthServer = null;
@@ -380,21 +374,34 @@ export class ExpertNodeServer {
   // ---- Run ----
 
   private handleRun(call: grpc.ServerDuplexStream<Buffer, Buffer>): void {
-    const stream: OpenStream = { call, open: true, ended: false, pending: 0, ids: new Map() };
-    this.streams.add(stream);
-    const close = () => {
-      stream.open = false;
-      this.streams.delete(stream);
-    };
-    call.on('data', (bytes: Buffer) => this.accept(stream, bytes));
-    call.on('end', () => {
-      stream.ended = true;
-      this.finishIfDone(stream);
+    const events = this.openStream({
+      write: (bytes) => call.write(bytes),
+      end: () => call.end(),
+      fail: (code, details) => call.emit('error', { code, details }),
     });
+    call.on('data', events.data);
+    call.on('end', events.ended);
     // The coordinator went away or cancelled: drop its queued work's replies.
-    call.on('cancelled', close);
-    call.on('error', close);
-    call.on('close', close);
+    call.on('cancelled', events.closed);
+    call.on('error', events.closed);
+    call.on('close', events.closed);
+  }
+
+  /** A new Run stream (gRPC or run socket) answering through `peer`. */
+  private openStream(peer: RunPeer): RunStreamEvents {
+    const stream: OpenStream = { peer, open: true, ended: false, pending: 0, ids: new Map() };
+    this.streams.add(stream);
+    return {
+      data: (bytes) => this.accept(stream, bytes),
+      ended: () => {
+        stream.ended = true;
+        this.finishIfDone(stream);
+      },
+      closed: () => {
+        stream.open = false;
+        this.streams.delete(stream);
+      },
+    };
   }
 
   private accept(stream: OpenStream, bytes: Buffer): void {
@@ -540,7 +547,7 @@ export class ExpertNodeServer {
   private respond(stream: OpenStream, res: ExpertResponse | { id: number; bytes: Buffer }, queued = false): void {
     if (stream.open) {
       try {
-        stream.call.write('bytes' in res ? res.bytes : writeExpertResponse(res));
+        stream.peer.write('bytes' in res ? res.bytes : writeExpertResponse(res));
       } catch (e) {
         this.log(`cannot write response ${String(res.id)}: ${(e as Error).message}`);
       }
@@ -561,7 +568,7 @@ export class ExpertNodeServer {
     if (!stream.open) return;
     stream.open = false;
     this.streams.delete(stream);
-    stream.call.emit('error', { code, details });
+    stream.peer.fail(code, details);
   }
 
   private settle(stream: OpenStream): void {
@@ -574,7 +581,7 @@ export class ExpertNodeServer {
     if (stream.ended && stream.pending === 0 && stream.open) {
       stream.open = false;
       this.streams.delete(stream);
-      stream.call.end();
+      stream.peer.end();
     }
   }
 }

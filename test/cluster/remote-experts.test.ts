@@ -53,12 +53,16 @@ describeGolden('remote experts vs local (tiny-a, in-process nodes)', () => {
   }
 
   test.each([
-    [1, 1],
-    [2, 1],
-    [3, 1],
-    [3, 2],
-  ])('f32 wire, %i node(s) x %i replica(s): same outputs and active counts as local', async (count, replicas) => {
-    const { remote } = await cluster(count, replicas);
+    [1, 1, 'auto'],
+    [2, 1, 'auto'],
+    [3, 1, 'auto'],
+    [3, 2, 'auto'],
+    [2, 1, 'grpc'],
+    [3, 2, 'grpc'],
+  ] as const)('f32 wire, %i node(s) x %i replica(s), transport %s: same outputs and active counts as local', async (count, replicas, transport) => {
+    const { remote } = await cluster(count, replicas, { transport });
+    // auto finds the run socket every node of this version serves.
+    expect(remote.nodeList().map((n) => n.transport)).toEqual(Array(count).fill(transport === 'auto' ? 'socket' : 'grpc'));
     for (const b of batches()) {
       const want = await local.runExperts(b);
       const got = await remote.runExperts(b, { stepId: 1 });
@@ -106,11 +110,11 @@ describeGolden('remote experts vs local (tiny-a, in-process nodes)', () => {
     expect(n0.activeFraction).toBeCloseTo(Array.from(want.active).reduce((a, x) => a + x, 0) / (12 * 160), 6);
   });
 
-  test('one persistent Run stream per node carries every layer of every step (no stream per call)', async () => {
-    // Counted where the node accepts a Run stream; spied before the nodes exist.
-    const opened = jest.spyOn(ExpertNodeServer.prototype as unknown as { handleRun: (call: unknown) => void }, 'handleRun');
+  test.each(['socket', 'grpc'] as const)('one persistent Run stream per node carries every layer of every step (no stream per call), transport %s', async (transport) => {
+    // Counted where the node opens a Run stream (either transport); spied before the nodes exist.
+    const opened = jest.spyOn(ExpertNodeServer.prototype as unknown as { openStream: (peer: unknown) => unknown }, 'openStream');
     try {
-      const { remote } = await cluster(2, 1);
+      const { remote } = await cluster(2, 1, { transport });
       for (let step = 0; step < 4; step++) {
         for (const layer of [0, 1]) await remote.runExperts(randomBatch(dims, layer, 3, 200 + step * 2 + layer), { stepId: step });
       }

@@ -2,7 +2,7 @@
 // line it names them in), and the rate limit of the node's refused-connection log lines.
 import { diagnoseConnectFailure } from '../../coordinator/tls-diagnosis';
 import { rateLimitedLog } from '../../core/rate-limited-log';
-import { handshakeFailure } from '../../expert-node/tls-listener';
+import { handshakeFailure } from '../../expert-node/service-listener';
 
 describe('diagnoseConnectFailure', () => {
   const tls = { ca: Buffer.from('ca'), cert: Buffer.from('c'), key: Buffer.from('k') };

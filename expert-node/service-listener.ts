@@ -1,18 +1,20 @@
-// The TLS port of an expert node. grpc-js's own secure server hides its
-// handshakes (a refused client certificate is silent), so the node terminates
-// TLS itself with node:tls and hands each verified connection to the gRPC
-// server through its public connection injector (Server.createConnectionInjector).
-// Every refused handshake is logged, naming the peer and the cause, at most
-// once per peer address per 10 s.
+// The service port of an expert node, plaintext or TLS. Each connection is handed on by the
+// first byte its client sends: HTTP/2 (gRPC: Run, Info, health, admin) goes to the gRPC server
+// through its public connection injector (Server.createConnectionInjector); the run socket's
+// magic (core/wire/run-frames.ts) goes to `onRunSocket`. One port serves both, so shard maps,
+// k8s Services and proxies need nothing new.
 //
-// Client certificates are checked here, after the handshake, not by OpenSSL
-// (rejectUnauthorized): node drops a connection whose certificate fails
-// verification without any event, so the cause could not be logged.
+// TLS: grpc-js's own secure server hides its handshakes (a refused client certificate is silent),
+// so the node terminates TLS itself with node:tls. Every refused handshake is logged, naming the
+// peer and the cause, at most once per peer address per 10 s. Client certificates are checked
+// here, after the handshake, not by OpenSSL (rejectUnauthorized): node drops a connection whose
+// certificate fails verification without any event, so the cause could not be logged.
 import net from 'node:net';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { UserError } from '../core/errors';
 import { rateLimitedLog } from '../core/rate-limited-log';
+import { RUN_SOCKET_ALPN, RUN_SOCKET_MAGIC } from '../core/wire/run-frames';
 
 /** PEM bytes (core/tls-files.ts): our certificate and key; with `ca`, clients must present a certificate it signed. */
 export interface ServerTlsFiles {
@@ -21,9 +23,9 @@ export interface ServerTlsFiles {
   ca?: Buffer;
 }
 
-export interface TlsListener {
+export interface ServiceListener {
   port: number;
-  /** Stops accepting connections (those handed to gRPC are the gRPC server's to close). */
+  /** Stops accepting connections (those handed on are the gRPC server's or the run socket's to close). */
   close(): void;
   /** close(), and drops every connection (handshakes in progress too). */
   destroy(): void;
@@ -58,30 +60,81 @@ function reason(msg: string): string {
   return (ssl ? ssl[1] : msg).trim();
 }
 
-/** Listens on host:port with TLS, passing verified connections to `server`; port 0 = any free port. */
-export function listenTls(server: grpc.Server, host: string, port: number, files: ServerTlsFiles,
-  log: (line: string) => void): Promise<TlsListener> {
+/** A connection that says nothing this long after connecting (after its TLS handshake) is closed. */
+const FIRST_BYTE_TIMEOUT_MS = 10_000;
+
+/**
+ * Listens on host:port (port 0 = any free port), with TLS when `files` is given; gRPC connections go to
+ * `server`, run-socket connections to `onRunSocket` (the socket paused, its first bytes unread).
+ */
+export function listenService(server: grpc.Server, host: string, port: number, files: ServerTlsFiles | undefined,
+  onRunSocket: (socket: net.Socket) => void, log: (line: string) => void): Promise<ServiceListener> {
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-  const logRefused = rateLimitedLog(log);
   // Every TCP connection, for destroy() (forceShutdown).
   const sockets = new Set<net.Socket>();
-  const tlsServer = tls.createServer({
+  const track = (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  };
+  const handOn = (socket: net.Socket) => {
+    // Errors after this point are the gRPC session's or the run socket's; never an uncaught 'error'.
+    socket.on('error', () => undefined);
+    const timer = setTimeout(() => socket.destroy(), FIRST_BYTE_TIMEOUT_MS);
+    socket.once('close', () => clearTimeout(timer));
+    socket.once('data', (chunk: Buffer) => {
+      clearTimeout(timer);
+      socket.pause();
+      socket.unshift(chunk);
+      if (chunk[0] === RUN_SOCKET_MAGIC[0]) onRunSocket(socket);
+      else injector.injectConnection(socket);
+    });
+  };
+  const listener: net.Server = files ? tlsServer(files, track, handOn, log) : net.createServer((socket) => {
+    track(socket);
+    handOn(socket);
+  });
+  const close = () => {
+    if (listener.listening) listener.close();
+  };
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => reject(new UserError(`--port ${port}: cannot listen on ${host}:${port}: ${err.message}`));
+    listener.once('error', onError);
+    listener.listen(port, host, () => {
+      listener.off('error', onError);
+      listener.on('error', (err) => log(`listener: ${err.message}`));
+      resolve({
+        port: (listener.address() as net.AddressInfo).port,
+        close,
+        destroy: () => {
+          close();
+          for (const s of sockets) s.destroy();
+          sockets.clear();
+        },
+      });
+    });
+  });
+}
+
+/** The TLS server: verified connections (client certificate checked when `files.ca`) go to `handOn`. */
+function tlsServer(files: ServerTlsFiles, track: (socket: net.Socket) => void, handOn: (socket: net.Socket) => void,
+  log: (line: string) => void): tls.Server {
+  const logRefused = rateLimitedLog(log);
+  const server = tls.createServer({
     cert: files.cert,
     key: files.key,
     ca: files.ca,
     requestCert: files.ca !== undefined,
     rejectUnauthorized: false,
-    ALPNProtocols: ['h2'],
+    ALPNProtocols: ['h2', RUN_SOCKET_ALPN],
     minVersion: 'TLSv1.2',
     // A peer that connects and says nothing must not hold a socket forever.
     handshakeTimeout: 10_000,
   });
   // Each TCP peer as it connected (see refused()).
   const peers = new WeakMap<net.Socket, { address?: string; port?: number }>();
-  tlsServer.on('connection', (socket: net.Socket) => {
+  server.on('connection', (socket: net.Socket) => {
     peers.set(socket, { address: socket.remoteAddress, port: socket.remotePort });
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
+    track(socket);
   });
   const refused = (socket: tls.TLSSocket, err: { code?: string; message: string }) => {
     // A peer that reset the connection has left the TLS socket without an address: use the one its
@@ -92,8 +145,7 @@ export function listenTls(server: grpc.Server, host: string, port: number, files
     const at = port !== undefined ? `${peer.includes(':') ? `[${peer}]` : peer}:${port}` : peer;
     logRefused(peer, `refused a TLS connection from ${at}: ${handshakeFailure(err)}`);
   };
-  tlsServer.on('secureConnection', (socket: tls.TLSSocket) => {
-    // Errors after the handshake (a peer resetting) are the gRPC session's; never an uncaught 'error'.
+  server.on('secureConnection', (socket: tls.TLSSocket) => {
     socket.on('error', () => undefined);
     if (files.ca !== undefined && !socket.authorized) {
       const cert = socket.getPeerCertificate();
@@ -103,28 +155,8 @@ export function listenTls(server: grpc.Server, host: string, port: number, files
       socket.destroy();
       return;
     }
-    injector.injectConnection(socket);
+    handOn(socket);
   });
-  tlsServer.on('tlsClientError', (err: Error & { code?: string }, socket: tls.TLSSocket) => refused(socket, err));
-  // The injected sessions belong to `server`: its tryShutdown/forceShutdown closes them.
-  const close = () => {
-    if (tlsServer.listening) tlsServer.close();
-  };
-  return new Promise((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => reject(new UserError(`--port ${port}: cannot listen on ${host}:${port}: ${err.message}`));
-    tlsServer.once('error', onError);
-    tlsServer.listen(port, host, () => {
-      tlsServer.off('error', onError);
-      tlsServer.on('error', (err) => log(`TLS listener: ${err.message}`));
-      resolve({
-        port: (tlsServer.address() as net.AddressInfo).port,
-        close,
-        destroy: () => {
-          close();
-          for (const s of sockets) s.destroy();
-          sockets.clear();
-        },
-      });
-    });
-  });
+  server.on('tlsClientError', (err: Error & { code?: string }, socket: tls.TLSSocket) => refused(socket, err));
+  return server;
 }

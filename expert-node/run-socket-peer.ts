@@ -1,0 +1,95 @@
+// The node's side of one run socket (core/wire/run-frames.ts): checks the magic, answers it,
+// splits REQUEST frames out for the server's Run handling, answers pings, and writes responses,
+// END and ERROR frames. The server sees it as a RunPeer, the same as a gRPC Run stream.
+import type net from 'node:net';
+import {
+  errorPayload, FrameError, FrameReader, frameHeader, FrameType, RUN_SOCKET_IDLE_MS, RUN_SOCKET_MAGIC,
+} from '../core/wire/run-frames';
+
+/** Where a Run stream's answers go (a gRPC stream or a run socket). */
+export interface RunPeer {
+  write(bytes: Buffer): void;
+  /** No more answers: end the stream. */
+  end(): void;
+  /** Ends the stream with a status; the requests on it are dropped. */
+  fail(code: number, detail: string): void;
+}
+
+/** What the server does with a stream's events. */
+export interface RunStreamEvents {
+  data(bytes: Buffer): void;
+  /** The client will send no more (it may still read answers). */
+  ended(): void;
+  /** The connection is gone. */
+  closed(): void;
+}
+
+const INVALID_ARGUMENT = 3;
+/** After an ERROR or END frame, a client that keeps the connection open is dropped this much later. */
+const LINGER_MS = 5_000;
+
+/** Serves one run socket; `attach` makes the stream once the magic checked out. */
+export function serveRunSocket(socket: net.Socket, attach: (peer: RunPeer) => RunStreamEvents,
+  opts: { idleMs?: number } = {}): void {
+  socket.setNoDelay(true);
+  let magic = Buffer.alloc(0);
+  let events: RunStreamEvents | null = null;
+  let finished = false;
+  const reader = new FrameReader([FrameType.REQUEST, FrameType.PING, FrameType.PONG]);
+
+  const send = (type: FrameType, payload?: Buffer) => {
+    if (socket.destroyed || !socket.writable) return;
+    socket.cork();
+    socket.write(frameHeader(type, payload?.length ?? 0));
+    if (payload && payload.length) socket.write(payload);
+    socket.uncork();
+  };
+  const finish = (type: FrameType, payload?: Buffer) => {
+    if (finished) return;
+    finished = true;
+    send(type, payload);
+    socket.end();
+    setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  };
+  const peer: RunPeer = {
+    write: (bytes) => {
+      if (!finished) send(FrameType.RESPONSE, bytes);
+    },
+    end: () => finish(FrameType.END),
+    fail: (code, detail) => finish(FrameType.ERROR, errorPayload(code, detail)),
+  };
+
+  const onFrame = (type: FrameType, payload: Buffer) => {
+    if (finished) return;
+    if (type === FrameType.REQUEST) events!.data(payload);
+    else if (type === FrameType.PING) send(FrameType.PONG);
+  };
+  socket.on('data', (chunk: Buffer) => {
+    if (finished) return;
+    if (!events) {
+      // The magic, possibly split over chunks; frames may follow it in the same chunk.
+      const need = RUN_SOCKET_MAGIC.length - magic.length;
+      magic = Buffer.concat([magic, chunk.subarray(0, need)]);
+      if (!RUN_SOCKET_MAGIC.subarray(0, magic.length).equals(magic)) {
+        socket.destroy(); // neither HTTP/2 nor this protocol: nothing to answer in
+        return;
+      }
+      if (magic.length < RUN_SOCKET_MAGIC.length) return;
+      socket.write(RUN_SOCKET_MAGIC);
+      events = attach(peer);
+      chunk = chunk.subarray(need);
+    }
+    try {
+      reader.push(chunk, onFrame);
+    } catch (e) {
+      if (!(e instanceof FrameError)) throw e;
+      peer.fail(INVALID_ARGUMENT, `run socket: ${e.message}`);
+      events.closed();
+    }
+  });
+  socket.on('end', () => events?.ended());
+  socket.on('close', () => events?.closed());
+  // The client pings an idle connection (RUN_SOCKET_PING_MS): silence this long means it is gone.
+  socket.setTimeout(opts.idleMs ?? RUN_SOCKET_IDLE_MS, () => socket.destroy());
+  socket.resume();
+}
