@@ -11,7 +11,11 @@
 //   --shape demo     hidden 1024, intermediate 3584, 8 experts top-2, predictor rank 256 (default 16 layers)
 //   node dist/bench/cluster.js [--shape mixtral|demo] [--layers N] [--model DIR] [--tokens 16] [--nodes 2,4]
 //        [--link loopback|10gbe|1gbe|wifi|DELAY_US:MBIT[,...]] [--concurrency 1,8,16] [--wire f32,bf16,...]
-//        [--echo-rounds 200] [--device cpu] [--replicas 1] [--hedge on|off] [--overlap off,on] [--json]
+//        [--echo-rounds 200] [--device cpu] [--replicas 1] [--hedge on|off] [--overlap off,on]
+//        [--transport socket,grpc] [--rounds 1] [--json]
+// --transport: how node calls travel (coordinator/expert-client.ts RunTransport: the run socket or grpc-js's Run
+// stream), each listed one in turn on the same nodes; --rounds repeats the wire x transport runs, alternating, so
+// a before/after of the two transports is measured in one window.
 // --overlap: the cluster runs with each listed mode (engine overlap: two pipelined micro-batches per
 // step; `auto` measures both ways per batch size and keeps the faster), in the same window; local runs without.
 // --wire defaults to every encoding for the first node count and f32 for the others. Requests of
@@ -29,6 +33,7 @@ import type { Engine, OverlapMode } from '../coordinator/engine';
 import { loadEngine } from '../coordinator/load-engine';
 import { LocalCluster } from '../coordinator/local-cluster';
 import { LocalExperts } from '../coordinator/local-experts';
+import { RUN_TRANSPORTS, type RunTransport } from '../coordinator/expert-client';
 import { RemoteExperts } from '../coordinator/remote-experts';
 import { GREEDY } from '../coordinator/sampler';
 import { Scheduler } from '../coordinator/scheduler';
@@ -99,6 +104,12 @@ async function measure(engine: Engine, tok: TextTokenizer, c: number, tokens: nu
   }
 }
 
+/** The transport the first remote node's calls took (every node of one run takes the same here). */
+function via0(remote: RemoteExperts): 'socket' | 'grpc' {
+  const t = remote.nodeList().find((x) => x.transport !== 'local')?.transport;
+  return t === 'socket' ? 'socket' : 'grpc';
+}
+
 function pct(sorted: number[], q: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] : 0;
 }
@@ -109,6 +120,10 @@ interface ModeResult {
   wire?: WireEncoding;
   /** cluster only: the engine's overlap mode (two pipelined micro-batches per step). */
   overlap?: OverlapMode;
+  /** cluster only: how node calls travelled (the run socket or gRPC). */
+  transport?: 'socket' | 'grpc';
+  /** cluster only: which of --rounds. */
+  round?: number;
   concurrency: number;
   tokens_per_s: number;
   /** cluster only: tokens/s over local's at the same concurrency. */
@@ -151,13 +166,19 @@ async function main(): Promise<void> {
     if (v !== 'auto' && v !== 'on' && v !== 'off') throw new UserError(`--overlap ${o}: use auto, on, off or a list such as off,on,auto`);
     return v as OverlapMode;
   });
+  const transports = arg('transport', 'auto').split(',').map((t) => {
+    const v = t.trim();
+    if (!(RUN_TRANSPORTS as readonly string[]).includes(v)) throw new UserError(`--transport ${t}: use ${RUN_TRANSPORTS.join(', ')} or a list such as socket,grpc`);
+    return v as RunTransport;
+  });
+  const rounds = Number(arg('rounds', '1'));
   const links = arg('link', 'loopback').split(',').map((t) => ({ label: t.trim(), spec: parseLink(t) }));
   const levels = arg('concurrency', '1').split(',').map(Number);
   const wireArg = arg('wire', '');
   const wires = wireArg ? wireArg.split(',').map((w) => w.trim() as WireEncoding) : null;
   for (const w of wires ?? []) if (!WIRE_ENCODINGS.includes(w)) throw new UserError(`--wire "${w}": expected ${WIRE_ENCODINGS.join(', ')}`);
   const echoRounds = Number(arg('echo-rounds', '200'));
-  for (const [name, v] of [['layers', layers], ['tokens', tokens], ['echo-rounds', echoRounds], ...levels.map((c) => ['concurrency', c] as const), ...nodeCounts.map((n) => ['nodes', n] as const)] as const) {
+  for (const [name, v] of [['layers', layers], ['tokens', tokens], ['echo-rounds', echoRounds], ['rounds', rounds], ...levels.map((c) => ['concurrency', c] as const), ...nodeCounts.map((n) => ['nodes', n] as const)] as const) {
     if (!Number.isInteger(v) || v < 1) throw new UserError(`--${name} must be a positive integer, got ${v}`);
   }
   const dir = arg('model', '') || await benchModelDir(shape, layers, log);
@@ -204,11 +225,11 @@ async function main(): Promise<void> {
           const shardMap: ShardMap = { nodes: await Promise.all(cluster.shardMap.nodes.map(async (node) => ({ ...node, address: await via(node.address) }))) };
           const echoGrpc = await Promise.all(cluster.nodes.map(() => via(echo!.grpcAddress)));
           const echoTcp = await Promise.all(cluster.nodes.map(() => via(echo!.tcpAddress)));
-          for (const wire of wires ?? (n === nodeCounts[0] ? WIRE_ENCODINGS : (['f32'] as const))) {
+          for (let round = 1; round <= rounds; round++) for (const wire of wires ?? (n === nodeCounts[0] ? WIRE_ENCODINGS : (['f32'] as const))) for (const transport of transports) {
             // compute per (step, layer): the slowest node call, to separate transport from kernels.
             const computeUs = new Map<string, number>();
             const remote = await RemoteExperts.connect({
-              shardMap, model: dims, wire, hedge, name: `cluster:${n}`,
+              shardMap, model: dims, wire, hedge, name: `cluster:${n}`, transport,
               observers: [{ onCallEnd: (call, r) => {
                 const key = callKey(call.stepId, call.layer, call);
                 computeUs.set(key, Math.max(computeUs.get(key) ?? 0, r.computeUs + r.queueUs));
@@ -218,7 +239,7 @@ async function main(): Promise<void> {
             try {
               for (const overlap of overlaps) for (const conc of levels) {
                 engine.overlap = overlap;
-                log(`cluster:${n} link ${l.label} wire ${wire} overlap ${overlap} concurrency ${conc}`);
+                log(`cluster:${n} link ${l.label} wire ${wire} transport ${via0(remote)} overlap ${overlap} concurrency ${conc}${rounds > 1 ? ` round ${round}` : ''}`);
                 let linkReset: Promise<void> = Promise.resolve();
                 const run = await measure(engine, tok, conc, tokens, () => {
                   remote.resetStats();
@@ -235,7 +256,7 @@ async function main(): Promise<void> {
                 const generated = run.tokensPerS * run.seconds;
                 const stepMs = (run.seconds * 1000) / run.steps;
                 const r: ModeResult = {
-                  mode: `cluster:${n}`, link: l.label, wire, overlap, concurrency: conc, tokens_per_s: run.tokensPerS,
+                  mode: `cluster:${n}`, link: l.label, wire, overlap, transport: via0(remote), ...(rounds > 1 ? { round } : {}), concurrency: conc, tokens_per_s: run.tokensPerS,
                   vs_local: run.tokensPerS / results.find((x) => x.mode === 'local' && x.concurrency === conc)!.tokens_per_s,
                   step_ms: stepMs, layer_us_mean: layerMean(),
                   overhead_us_mean: overhead.reduce((a, b) => a + b, 0) / Math.max(1, overhead.length),
@@ -280,13 +301,13 @@ async function main(): Promise<void> {
     console.log(`decode, ${c.numLayers} layer(s) at hidden ${c.hiddenSize} x intermediate ${c.intermediateSize}, ${c.numExperts} experts top-${c.topK}, ` +
       `${description}, ${os.cpus().length} CPUs, ${tokens} tokens per request, ${replicas} replica(s), hedge ${hedge ? 'on' : 'off'}`);
     console.log(`links: ${links.map((l) => describeLink(l.spec)).join('; ')}`);
-    console.log('mode        link      wire  ovl   conc  tokens/s  vs local  step ms  floor ms  vs floor+local  layer ms  overhead us (mean/p50/p99)' +
+    console.log('mode        link      wire  tr      ovl   conc  tokens/s  vs local  step ms  floor ms  vs floor+local  layer ms  overhead us (mean/p50/p99)' +
       '  grpc echo p50  tcp echo p50  x grpc  x tcp  B/token/layer sent   recv');
     const f = (v: number | undefined, d: number, w: number) => (v === undefined ? '-' : v.toFixed(d)).padStart(w);
     for (const r of results) {
       const o = r.overhead_us_mean === undefined ? '-'
         : `${r.overhead_us_mean.toFixed(0)}/${r.overhead_us_p50!.toFixed(0)}/${r.overhead_us_p99!.toFixed(0)}`;
-      console.log(`${r.mode.padEnd(10)}  ${r.link.padEnd(8)}  ${(r.wire ?? '-').padEnd(4)}  ${(r.overlap ?? '-').padEnd(4)}  ${String(r.concurrency).padStart(4)}  ` +
+      console.log(`${r.mode.padEnd(10)}  ${r.link.padEnd(8)}  ${(r.wire ?? '-').padEnd(4)}  ${(r.transport ?? '-').padEnd(6)}  ${(r.overlap ?? '-').padEnd(4)}  ${String(r.concurrency).padStart(4)}  ` +
         `${f(r.tokens_per_s, 2, 8)}  ${f(r.vs_local, 2, 8)}  ${f(r.step_ms, 2, 7)}  ${f(r.floor_step_ms, 2, 8)}  ${f(r.vs_floor_plus_local, 2, 14)}  ` +
         `${f(r.layer_us_mean / 1000, 2, 8)}  ${o.padStart(26)}  ${f(r.grpc_echo?.p50_us, 0, 13)}  ${f(r.tcp_echo?.p50_us, 0, 12)}  ` +
         `${f(r.overhead_vs_grpc_echo, 2, 6)}  ${f(r.overhead_vs_tcp_echo, 2, 5)}  ${f(r.bytes_sent_per_token_layer, 0, 18)}  ${f(r.bytes_received_per_token_layer, 0, 5)}`);

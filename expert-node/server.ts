@@ -1,4 +1,4 @@
-// The ExpertNode gRPC service: typed handlers, validation of every request,
+// The ExpertNode service (gRPC, and the run socket for Run): handlers, validation of every request,
 // one FIFO of work per node, health and reflection, graceful drain.
 // `createServer(opts)` is apart from main.ts so tests bind port 0 in process.
 // The health service is also offered alone on a plaintext port (listenHealth):

@@ -56,6 +56,9 @@ export interface ExpertNodeClient extends grpc.Client {
    * with `error` set; the stream stays open for the next request. Bytes that
    * are not a readable request and name no id (or an id above 2^53 - 1) end the
    * stream with INVALID_ARGUMENT.
+   * The same stream is also served without HTTP/2 on the same port (the "run
+   * socket": length-prefixed ExpertRequest/ExpertResponse frames over TCP/TLS,
+   * see core/wire/run-frames.ts), which our coordinator uses when it can.
    */
   Run(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
   Run(options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
@@ -66,6 +69,9 @@ export interface ExpertNodeClient extends grpc.Client {
    * with `error` set; the stream stays open for the next request. Bytes that
    * are not a readable request and name no id (or an id above 2^53 - 1) end the
    * stream with INVALID_ARGUMENT.
+   * The same stream is also served without HTTP/2 on the same port (the "run
+   * socket": length-prefixed ExpertRequest/ExpertResponse frames over TCP/TLS,
+   * see core/wire/run-frames.ts), which our coordinator uses when it can.
    */
   run(metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
   run(options?: grpc.CallOptions): grpc.ClientDuplexStream<_turbosparse_expert_v1_ExpertRequest, _turbosparse_expert_v1_ExpertResponse__Output>;
@@ -104,6 +110,9 @@ export interface ExpertNodeHandlers extends grpc.UntypedServiceImplementation {
    * with `error` set; the stream stays open for the next request. Bytes that
    * are not a readable request and name no id (or an id above 2^53 - 1) end the
    * stream with INVALID_ARGUMENT.
+   * The same stream is also served without HTTP/2 on the same port (the "run
+   * socket": length-prefixed ExpertRequest/ExpertResponse frames over TCP/TLS,
+   * see core/wire/run-frames.ts), which our coordinator uses when it can.
    */
   Run: grpc.handleBidiStreamingCall<_turbosparse_expert_v1_ExpertRequest__Output, _turbosparse_expert_v1_ExpertResponse>;
   
