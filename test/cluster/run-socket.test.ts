@@ -1,0 +1,226 @@
+// The run socket as the coordinator uses it (coordinator/run-socket.ts, expert-client.ts):
+// transport auto against an older node (gRPC only) falls back to gRPC and its calls work, while
+// transport socket refuses it at connect, naming the node; against real expert-node processes
+// (a small demo model, 2 nodes x 2 replicas) a node killed -9 mid-run over the socket fails over
+// to its replica with unchanged outputs, a SIGSTOPped one is hedged/timed out and used again
+// after SIGCONT, and a node restarted on the same port is reached again over a new socket.
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import { makeDemoModel } from '../../core/demo-model';
+import { UserError } from '../../core/errors';
+import { allPairs, formatExpertSpec } from '../../core/expert-spec';
+import { ModelFolder } from '../../core/model-folder';
+import { native, type NativeBackend } from '../../core/native';
+import { EXPERT_SERVICE_NAME, expertProto, type ExpertNodeHandlers } from '../../core/wire/expert-proto';
+import { encodeRows, toProtoEncoding } from '../../core/wire/rows';
+import { ExpertClient, insecureChannel } from '../../coordinator/expert-client';
+import { LocalCluster } from '../../coordinator/local-cluster';
+import { LocalExperts } from '../../coordinator/local-experts';
+import { RemoteExperts } from '../../coordinator/remote-experts';
+import { waitFor } from '../serve/helpers';
+import { maxAbsDiff, randomBatch, sourceNodeCommand } from './helpers';
+
+const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
+const dims = { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numExperts: 4 };
+
+let tmp: string;
+let folder: ModelFolder;
+
+beforeAll(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-run-socket-'));
+  await makeDemoModel(tmp, DEMO);
+  folder = await ModelFolder.open(tmp);
+}, 60_000);
+
+afterAll(async () => {
+  await folder?.close();
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('an older node (gRPC only, no run socket)', () => {
+  let server: grpc.Server;
+  let address: string;
+  let runStreams = 0;
+
+  beforeAll(async () => {
+    server = new grpc.Server();
+    const handlers: ExpertNodeHandlers = {
+      // An echo: each request's hidden rows come back as its output, 7 active neurons per route.
+      Run: (call) => {
+        runStreams++;
+        call.on('data', (req) => call.write({ id: req.id, out: req.hidden, active: req.routes.map(() => 7) }));
+        call.on('end', () => call.end());
+      },
+      Info: (_call, cb) => cb(null, {
+        hiddenSize: dims.hiddenSize, intermediateSize: dims.intermediateSize, numLayers: dims.numLayers, numExperts: dims.numExperts,
+        experts: allPairs(dims), expertsSpec: formatExpertSpec(allPairs(dims)),
+      }),
+      LoadExperts: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'old' }),
+      UnloadExperts: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'old' }),
+    };
+    server.addService(expertProto().service as unknown as grpc.ServiceDefinition, handlers);
+    new HealthImplementation({ '': 'SERVING', [EXPERT_SERVICE_NAME]: 'SERVING' }).addToServer(server);
+    const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    address = `127.0.0.1:${port}`;
+  });
+  afterAll(() => server?.forceShutdown());
+
+  test('auto: prepareRun falls back to gRPC, and calls go over the Run stream', async () => {
+    const client = new ExpertClient(address, insecureChannel, 'auto');
+    try {
+      await client.waitForReady(5000);
+      const t0 = Date.now();
+      await client.prepareRun(5000);
+      expect(Date.now() - t0).toBeLessThan(3000); // the refusal is seen at once, not after the timeout
+      expect(client.runTransport).toBe('grpc');
+      const before = runStreams;
+      const hidden = encodeRows(Float32Array.from({ length: 2 * dims.hiddenSize }, (_, i) => i / 10), dims.hiddenSize, null, 'f32');
+      const { response } = await client.call({ layer: 1, hidden, routes: [{ row: 0, expert: 1, weight: 1 }, { row: 1, expert: 2, weight: 1 }],
+        replyEncoding: toProtoEncoding('f32') }, 5000);
+      expect(response.error).toBeNull();
+      expect(response.active).toEqual([7, 7]);
+      expect(Buffer.from(response.out!.data)).toEqual(Buffer.from(hidden.data as Uint8Array));
+      expect(runStreams).toBe(before + 1);
+    } finally {
+      client.close();
+    }
+  });
+
+  test('auto through RemoteExperts: nodeList says grpc and runExperts works', async () => {
+    const remote = await RemoteExperts.connect({ shardMap: { nodes: [{ address, experts: allPairs(dims) }] }, model: dims, connectTimeoutMs: 10_000 });
+    try {
+      expect(remote.nodeList().map((n) => n.transport)).toEqual(['grpc']);
+      const b = randomBatch(dims, 0, 3, 1);
+      const got = await remote.runExperts(b);
+      // One node, the echo: each row's output is its hidden row.
+      expect(maxAbsDiff(got.out, b.hidden)).toBe(0);
+    } finally {
+      await remote.close();
+    }
+  });
+
+  test('transport socket: connect fails with a UserError naming the node', async () => {
+    const t0 = Date.now();
+    const err = await RemoteExperts.connect({
+      shardMap: { nodes: [{ address, experts: allPairs(dims) }] }, model: dims, connectTimeoutMs: 10_000, transport: 'socket',
+    }).then(() => null, (e: Error) => e);
+    expect(err).toBeInstanceOf(UserError);
+    expect(err!.message).toContain(address);
+    expect(err!.message).toMatch(/does not serve the run socket/);
+    expect(err!.message).toMatch(/--expert-transport auto/);
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
+});
+
+describe('real expert-node processes over the run socket (2 nodes x 2 replicas)', () => {
+  let cluster: LocalCluster;
+  let backend: NativeBackend;
+  let local: LocalExperts;
+  let remote: RemoteExperts;
+  let restarted: ChildProcess | undefined;
+
+  beforeAll(async () => {
+    backend = native().createBackend('cpu', 1);
+    [cluster, local] = await Promise.all([
+      LocalCluster.start({ modelDir: tmp, dims, nodes: 2, replicas: 2, nodeCommand: sourceNodeCommand(), device: 'cpu', threads: 1,
+        nodeArgs: ['--no-self-benchmark'], startTimeoutMs: 60_000 }),
+      LocalExperts.load(folder, backend, { store: 'auto', mode: 'sparse' }),
+    ]);
+    remote = await RemoteExperts.connect({ shardMap: cluster.shardMap, model: dims, connectTimeoutMs: 20_000, callTimeoutMs: 3000,
+      healthCheckIntervalMs: 200 });
+  }, 90_000);
+
+  afterAll(async () => {
+    for (let i = 0; i < 2; i++) cluster?.kill(i, 'SIGCONT');
+    await remote?.close();
+    if (restarted && restarted.exitCode === null && restarted.signalCode === null) {
+      const exited = new Promise((r) => restarted!.once('exit', r));
+      restarted.kill('SIGKILL');
+      await exited;
+    }
+    await cluster?.stop();
+    await local?.close();
+    backend?.close();
+  });
+
+  /** `count` batches (4 at a time) through the remote backend, each equal to local experts; `during(i)` runs while batch i's calls are in flight. */
+  async function runAndCompare(count: number, seed: number, during?: (i: number) => void): Promise<void> {
+    for (let i = 0; i < count; i += 4) {
+      const bs = [0, 1, 2, 3].map((k) => randomBatch(dims, (i + k) % 2, 8 + ((i + k) % 5) * 4, seed + i + k));
+      const calls = bs.map((b) => remote.runExperts(b));
+      during?.(i);
+      const got = await Promise.all(calls);
+      for (let k = 0; k < bs.length; k++) {
+        const want = await local.runExperts(bs[k]);
+        expect(maxAbsDiff(got[k].out, want.out)).toBeLessThanOrEqual(1e-6);
+        expect(got[k].active).toEqual(want.active);
+      }
+    }
+  }
+
+  test('every node is reached over the run socket; outputs equal local experts', async () => {
+    expect(remote.nodeList().map((n) => n.transport)).toEqual(['socket', 'socket']);
+    await runAndCompare(16, 100);
+    expect(remote.stats().every((n) => n.calls > 0 && n.failures === 0)).toBe(true);
+  });
+
+  test('SIGSTOP a node: its calls go to the replica (deadline or hedge), outputs unchanged; after SIGCONT it is used again', async () => {
+    const victim = 1;
+    try {
+      const t0 = Date.now();
+      await runAndCompare(24, 200, (i) => {
+        if (i === 8) cluster.kill(victim, 'SIGSTOP');
+      });
+      const n = remote.stats()[victim];
+      expect(n.failures + n.hedged).toBeGreaterThan(0);
+      expect(Date.now() - t0).toBeLessThan(15_000);
+      await waitFor(() => !remote.stats()[victim].healthy, 5000, 'the stopped node to be marked unhealthy');
+    } finally {
+      cluster.kill(victim, 'SIGCONT');
+    }
+    await waitFor(() => remote.stats()[victim].healthy, 10_000, 'the continued node to be healthy again');
+    const before = remote.stats()[victim].calls;
+    await runAndCompare(16, 300);
+    expect(remote.stats()[victim].calls).toBeGreaterThan(before);
+    expect(remote.nodeList()[victim].transport).toBe('socket');
+  }, 40_000);
+
+  test('kill -9 a node mid-run: calls fail over to the replica, outputs unchanged; restarted on its port it is reached over a new socket', async () => {
+    const victim = 0;
+    const address = cluster.shardMap.nodes[victim].address;
+    const spec = cluster.nodes[victim].spec;
+    await runAndCompare(24, 400, (i) => {
+      if (i === 8) cluster.kill(victim, 'SIGKILL');
+    });
+    await waitFor(() => !remote.stats()[victim].healthy, 5000, 'the killed node to be marked unhealthy');
+    // It was in the plan when it died: calls on its socket failed and moved to the replica.
+    expect(remote.stats()[victim].failures).toBeGreaterThan(0);
+    expect(remote.stats()[victim].lastError).toBeDefined();
+    // Alone on the replica, every call still right.
+    await runAndCompare(8, 500);
+
+    // The same node again, on the same port.
+    const port = Number(address.split(':').at(-1));
+    const [exe, ...args] = sourceNodeCommand();
+    restarted = spawn(exe, [...args, '--model', tmp, '--experts', spec, '--port', String(port), '--host', '127.0.0.1', '--device', 'cpu',
+      '--threads', '1', '--no-self-benchmark'], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    const stderr: string[] = [];
+    restarted.stderr!.setEncoding('utf8').on('data', (d: string) => stderr.push(d));
+    await new Promise<void>((resolve, reject) => {
+      restarted!.on('message', (m: { event: string; message?: string }) => {
+        if (m.event === 'serving') resolve();
+        else if (m.event === 'failed') reject(new Error(m.message));
+      });
+      restarted!.on('exit', (code) => reject(new Error(`restarted node exited (${code}): ${stderr.join('')}`)));
+    });
+    await waitFor(() => remote.stats()[victim].healthy, 10_000, 'the restarted node to be healthy');
+    const before = remote.stats()[victim].calls;
+    await runAndCompare(16, 600);
+    expect(remote.stats()[victim].calls).toBeGreaterThan(before);
+    expect(remote.nodeList()[victim].transport).toBe('socket');
+  }, 60_000);
+});
