@@ -128,6 +128,7 @@ export class ExpertClient {
   private socket: RunSocket | null = null;
   /** Which Run stream calls use: `unknown` until prepareRun() found out (gRPC meanwhile). */
   private runMode: 'unknown' | 'socket' | 'grpc';
+  private preparing: Promise<void> | null = null;
   /** TLS files for the run socket; null: plaintext; undefined: no run socket possible (a custom channel). */
   private readonly socketTls: ChannelTls | null | undefined;
   private readonly pending = new Map<number, Pending>();
@@ -153,8 +154,16 @@ export class ExpertClient {
    * was restarted). Transport `auto`: a node that does not keeps gRPC; `socket`: rejects then, with a
    * UserError when the node is older or the channel allows no socket, with UNAVAILABLE when it fails.
    */
-  async prepareRun(timeoutMs: number): Promise<void> {
-    if (this.runMode !== 'unknown' || this.closed) return;
+  prepareRun(timeoutMs: number): Promise<void> {
+    if (this.runMode !== 'unknown' || this.closed) return Promise.resolve();
+    // One at a time: the health check may ask again while a first try still waits.
+    this.preparing ??= this.tryRunSocket(timeoutMs).finally(() => {
+      this.preparing = null;
+    });
+    return this.preparing;
+  }
+
+  private async tryRunSocket(timeoutMs: number): Promise<void> {
     const target = hostPort(this.address);
     if (!target || this.socketTls === undefined) {
       if (this.transport === 'socket') {
@@ -170,7 +179,6 @@ export class ExpertClient {
         timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
       })]);
       if (this.closed) return socket.destroy();
-      this.socket?.destroy();
       this.socket = socket;
       this.runMode = 'socket';
     } catch (e) {

@@ -667,7 +667,8 @@ export class RemoteExperts implements ExpertBackend {
               this.markUnhealthy(n, `health check: ${status}`);
               return;
             }
-            if (n.healthy) return;
+            // auto: a run socket that failed for a passing reason at connect is tried again (a no-op once known).
+            if (n.healthy) return void client.prepareRun(timeout).catch(() => undefined);
             const info = await this.reloadLostPairs(n, client, await client.info(timeout));
             if (!info || this.closed || n.healthy) return;
             this.checkInfo(n, info);
