@@ -11,6 +11,7 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { parseExpertSpec } from '../../core/expert-spec';
@@ -18,9 +19,11 @@ import { ModelFolder } from '../../core/model-folder';
 import { native, type NativeBackend } from '../../core/native';
 import { isLoopbackAddress, loadTlsFiles } from '../../core/tls-files';
 import { EXPERT_SERVICE_NAME } from '../../core/wire/expert-proto';
+import { RUN_SOCKET_ALPN, RUN_SOCKET_MAGIC } from '../../core/wire/run-frames';
 import { type ChannelFactory, ExpertClient, insecureChannel, tlsChannel } from '../../coordinator/expert-client';
 import { LocalExperts } from '../../coordinator/local-experts';
 import { createRemoteExperts } from '../../coordinator/remote-factory';
+import type { RemoteExperts } from '../../coordinator/remote-experts';
 import { engineOptionsFrom } from '../../cli/engine-flags';
 import { ExpertStore } from '../../expert-node/expert-store';
 import { runExpertNode } from '../../expert-node/main';
@@ -142,6 +145,8 @@ describeTls('mTLS between coordinator and expert nodes (tiny-a, loopback)', () =
     const lines: string[] = [];
     expect(opts.experts).toEqual({ kind: 'file', path: mapFile });
     const remote = await opts.remoteExperts!({ kind: 'file', path: mapFile }, folder, (l) => lines.push(l));
+    // Run's calls take the run socket, over the same mTLS.
+    expect((remote as RemoteExperts).nodeList().map((n) => n.transport)).toEqual(['socket']);
     const backend: NativeBackend = native().createBackend('cpu', 1);
     let local: LocalExperts | undefined;
     try {
@@ -228,6 +233,45 @@ describeTls('mTLS between coordinator and expert nodes (tiny-a, loopback)', () =
     } finally {
       client.close();
     }
+  });
+
+  /** A raw connection sends the run socket's magic: what came back, and whether the node closed it within 5 s. */
+  function rawMagic(connect: () => net.Socket): Promise<{ received: Buffer; closed: boolean; alpn?: string | false | null }> {
+    return new Promise((resolve) => {
+      const socket = connect();
+      const chunks: Buffer[] = [];
+      let alpn: string | false | null | undefined;
+      const done = (closed: boolean) => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve({ received: Buffer.concat(chunks), closed, alpn });
+      };
+      const timer = setTimeout(() => done(false), 5000);
+      socket.on('secureConnect', () => (alpn = (socket as tls.TLSSocket).alpnProtocol));
+      socket.on('data', (c: Buffer) => {
+        chunks.push(c);
+        if (Buffer.concat(chunks).length >= RUN_SOCKET_MAGIC.length) done(false);
+      });
+      socket.on('error', () => undefined);
+      socket.on('close', () => done(true));
+      socket.write(RUN_SOCKET_MAGIC);
+    });
+  }
+
+  test('the run socket under mTLS: ALPN turbosparse-run/1 with a client certificate is answered; without one, or in plaintext, nothing is', async () => {
+    const viaTls = (withCert: boolean) => () => tls.connect({ host: '127.0.0.1', port, ca: fs.readFileSync(certs.ca), ALPNProtocols: [RUN_SOCKET_ALPN],
+      ...(withCert ? { cert: fs.readFileSync(certs.clientCert), key: fs.readFileSync(certs.clientKey) } : {}) });
+    const good = await rawMagic(viaTls(true));
+    expect(good.alpn).toBe(RUN_SOCKET_ALPN);
+    expect(good.received).toEqual(RUN_SOCKET_MAGIC);
+    // No client certificate: the handshake may complete (TLS 1.3), but the node closes without answering.
+    const noCert = await rawMagic(viaTls(false));
+    expect(noCert.closed).toBe(true);
+    expect(noCert.received.length).toBe(0);
+    // The magic in plaintext to the TLS port: not TLS, no answer.
+    const plain = await rawMagic(() => net.connect(port, '127.0.0.1'));
+    expect(plain.closed).toBe(true);
+    expect(plain.received.includes(RUN_SOCKET_MAGIC)).toBe(false);
   });
 });
 
