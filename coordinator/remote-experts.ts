@@ -109,6 +109,8 @@ interface NodeState {
   local?: LocalExperts;
   /** Calls running on the node now, by call id: a pair is unloaded only once none of them uses it. */
   inflight: Map<number, { layer: number; experts: number[] }>;
+  /** Called when one of `inflight` ends, while an unload waits for it (drained()); empty otherwise. */
+  drainWaiters: (() => void)[];
   pairs: ExpertPair[];
   spec: string;
   healthy: boolean;
@@ -223,6 +225,7 @@ export class RemoteExperts implements ExpertBackend {
       client: n.address === LOCAL_ADDRESS ? null : new ExpertClient(n.address, factory, opts.transport ?? 'auto'),
       ...(n.address === LOCAL_ADDRESS ? { local: opts.local } : {}),
       inflight: new Map(),
+      drainWaiters: [],
       pairs: n.experts,
       spec: formatExpertSpec(n.experts),
       healthy: false,
@@ -549,6 +552,7 @@ export class RemoteExperts implements ExpertBackend {
     node.inflight.set(info.callId, { layer: batch.layer, experts: info.experts });
     const finish = (result: ExpertCallResult) => {
       node.inflight.delete(info.callId);
+      if (node.drainWaiters.length) for (const w of node.drainWaiters.splice(0)) w();
       scopes.forEach((s) => s && s.end?.(result));
       this.observers.forEach((o) => o.onCallEnd?.(info, result));
     };
@@ -854,12 +858,20 @@ export class RemoteExperts implements ExpertBackend {
   private async drained(n: NodeState, pairs: ExpertPair[]): Promise<void> {
     const keys = new Set(pairs.map((p) => pairKey(p.layer, p.expert)));
     const busy = () => [...n.inflight.values()].some((c) => c.experts.some((e) => keys.has(pairKey(c.layer, e))));
-    const deadline = Date.now() + this.opts.callTimeoutMs;
-    while (busy() && !this.closed) {
-      // A call cannot outlive its deadline (the ceiling): past it, something else is wrong.
-      if (Date.now() > deadline) throw new Error(`calls using ${formatExpertSpec(pairs)} still run after ${this.opts.callTimeoutMs} ms`);
-      await sleep(5);
-    }
+    if (!busy() || this.closed) return;
+    // Woken by each call's end; a call cannot outlive its deadline (the ceiling): past it, something else is wrong.
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        n.drainWaiters = n.drainWaiters.filter((w) => w !== check);
+        reject(new Error(`calls using ${formatExpertSpec(pairs)} still run after ${this.opts.callTimeoutMs} ms`));
+      }, this.opts.callTimeoutMs);
+      const check = () => {
+        if (busy() && !this.closed) return void n.drainWaiters.push(check);
+        clearTimeout(timer);
+        resolve();
+      };
+      n.drainWaiters.push(check);
+    });
   }
 
   /** Per-node numbers since start (or the last resetStats). */
