@@ -1,8 +1,7 @@
 // The `turbosparse` command: one file per subcommand, registered here.
-import fs from 'node:fs';
-import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../core/errors';
+import { packageVersion } from '../core/package-version';
 import { registerGenerate } from './generate';
 import { registerMakeDemoModel } from './make-demo-model';
 import { registerDemo } from './demo';
@@ -36,18 +35,6 @@ export function buildProgram(): Command {
   registerRebalance(program);
   registerProfile(program);
   return oneLineErrors(explainExpertSpec(program));
-}
-
-/** package.json's version: the nearest package.json named turbosparse above this file (cli/ in ts, dist/cli/ built). */
-export function packageVersion(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    const file = path.join(dir, 'package.json');
-    if (fs.existsSync(file)) {
-      const pkg = JSON.parse(fs.readFileSync(file, 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'turbosparse' && pkg.version) return pkg.version;
-    }
-    if (path.dirname(dir) === dir) return 'unknown';
-  }
 }
 
 /**

@@ -9,9 +9,7 @@
 // false, so callers skip their tracing wrappers entirely (tracing off costs
 // nothing on the token path). Spans are flushed on `beforeExit`, and by
 // `flushTelemetry()`/`shutdownTelemetry()` from shutdown paths (SIGTERM, Ctrl-C).
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { context, propagation, trace, type Tracer } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
@@ -28,6 +26,7 @@ import {
   type SpanExporter,
   type SpanProcessor,
 } from '@opentelemetry/sdk-trace-base';
+import { packageVersion } from '../package-version';
 import { traceConfigFromEnv, type TraceConfig } from './config';
 import { JsonLinesSpanExporter } from './jsonl-exporter';
 
@@ -60,19 +59,6 @@ export interface Telemetry {
 }
 
 let current: { tel: Telemetry; provider?: BasicTracerProvider; onExit?: () => void } | undefined;
-
-function packageVersion(): string {
-  for (const up of ['../..', '../../..']) {
-    const file = path.resolve(__dirname, up, 'package.json');
-    try {
-      const pkg = JSON.parse(fs.readFileSync(file, 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'turbosparse') return pkg.version ?? '0.0.0';
-    } catch {
-      /* try the next candidate */
-    }
-  }
-  return '0.0.0';
-}
 
 export function samplerFor(cfg: TraceConfig): Sampler {
   const ratio = new TraceIdRatioBasedSampler(cfg.samplerArg);
