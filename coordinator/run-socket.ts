@@ -56,7 +56,11 @@ export class RunSocket {
     this.socket.setNoDelay(true);
     this.socket.write(RUN_SOCKET_MAGIC);
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    this.socket.on('error', (e: Error) => this.close(UNAVAILABLE, e.message));
+    this.socket.on('error', (e: Error) => {
+      // An older node under TLS offers ALPN h2 only: the handshake ends with this alert, never an answer.
+      if (!this.magicDone && /no application protocol/i.test(e.message)) this.unsupported();
+      this.close(UNAVAILABLE, e.message);
+    });
     this.socket.on('close', () => this.close(UNAVAILABLE, this.magicDone ? 'the node closed the connection' : 'connection closed before the node answered'));
     // Idle for a while: ask the node whether it is still there.
     this.socket.setTimeout(RUN_SOCKET_PING_MS, () => {
@@ -99,7 +103,7 @@ export class RunSocket {
       const need = RUN_SOCKET_MAGIC.length - this.magic.length;
       this.magic = Buffer.concat([this.magic, chunk.subarray(0, need)]);
       if (!RUN_SOCKET_MAGIC.subarray(0, this.magic.length).equals(this.magic)) {
-        this.settleReady.reject(new RunSocketUnsupported(`${this.address} does not serve the run socket (an older node?)`));
+        this.unsupported();
         this.close(UNAVAILABLE, 'the node does not serve the run socket');
         return;
       }
@@ -123,6 +127,10 @@ export class RunSocket {
       if (!(e instanceof FrameError)) throw e;
       this.close(INTERNAL, `bad frame from the node: ${e.message}`);
     }
+  }
+
+  private unsupported(): void {
+    this.settleReady.reject(new RunSocketUnsupported(`${this.address} does not serve the run socket (an older node?)`));
   }
 
   private clearPing(): void {
