@@ -6,6 +6,7 @@
 // after SIGCONT, and a node restarted on the same port is reached again over a new socket.
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -17,10 +18,12 @@ import { ModelFolder } from '../../core/model-folder';
 import { native, type NativeBackend } from '../../core/native';
 import { EXPERT_SERVICE_NAME, expertProto, type ExpertNodeHandlers } from '../../core/wire/expert-proto';
 import { encodeRows, toProtoEncoding } from '../../core/wire/rows';
-import { ExpertClient, insecureChannel } from '../../coordinator/expert-client';
+import { type ChannelFactory, ExpertClient, insecureChannel, tlsChannel } from '../../coordinator/expert-client';
 import { LocalCluster } from '../../coordinator/local-cluster';
 import { LocalExperts } from '../../coordinator/local-experts';
 import { RemoteExperts } from '../../coordinator/remote-experts';
+import { loadTlsFiles } from '../../core/tls-files';
+import { haveOpenssl, makeTestCerts, type TestCerts } from '../security/certs';
 import { waitFor } from '../serve/helpers';
 import { maxAbsDiff, randomBatch, sourceNodeCommand } from './helpers';
 
@@ -41,31 +44,43 @@ afterAll(async () => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
+/** An older node: a plain grpc-js server with the ExpertNode service (Run echoes), plaintext or TLS (ALPN h2 only). */
+async function olderNode(tls?: TestCerts): Promise<{ server: grpc.Server; port: number; runStreams: () => number }> {
+  let runStreams = 0;
+  const server = new grpc.Server();
+  const handlers: ExpertNodeHandlers = {
+    // An echo: each request's hidden rows come back as its output, 7 active neurons per route.
+    Run: (call) => {
+      runStreams++;
+      call.on('data', (req) => call.write({ id: req.id, out: req.hidden, active: req.routes.map(() => 7) }));
+      call.on('end', () => call.end());
+    },
+    Info: (_call, cb) => cb(null, {
+      hiddenSize: dims.hiddenSize, intermediateSize: dims.intermediateSize, numLayers: dims.numLayers, numExperts: dims.numExperts,
+      experts: allPairs(dims), expertsSpec: formatExpertSpec(allPairs(dims)),
+    }),
+    LoadExperts: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'old' }),
+    UnloadExperts: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'old' }),
+  };
+  server.addService(expertProto().service as unknown as grpc.ServiceDefinition, handlers);
+  new HealthImplementation({ '': 'SERVING', [EXPERT_SERVICE_NAME]: 'SERVING' }).addToServer(server);
+  const creds = tls
+    ? grpc.ServerCredentials.createSsl(fs.readFileSync(tls.ca), [{ cert_chain: fs.readFileSync(tls.serverCert), private_key: fs.readFileSync(tls.serverKey) }], true)
+    : grpc.ServerCredentials.createInsecure();
+  const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', creds, (e, p) => (e ? rej(e) : res(p))));
+  return { server, port, runStreams: () => runStreams };
+}
+
 describe('an older node (gRPC only, no run socket)', () => {
   let server: grpc.Server;
   let address: string;
-  let runStreams = 0;
+  let runStreams: () => number;
 
   beforeAll(async () => {
-    server = new grpc.Server();
-    const handlers: ExpertNodeHandlers = {
-      // An echo: each request's hidden rows come back as its output, 7 active neurons per route.
-      Run: (call) => {
-        runStreams++;
-        call.on('data', (req) => call.write({ id: req.id, out: req.hidden, active: req.routes.map(() => 7) }));
-        call.on('end', () => call.end());
-      },
-      Info: (_call, cb) => cb(null, {
-        hiddenSize: dims.hiddenSize, intermediateSize: dims.intermediateSize, numLayers: dims.numLayers, numExperts: dims.numExperts,
-        experts: allPairs(dims), expertsSpec: formatExpertSpec(allPairs(dims)),
-      }),
-      LoadExperts: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'old' }),
-      UnloadExperts: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: 'old' }),
-    };
-    server.addService(expertProto().service as unknown as grpc.ServiceDefinition, handlers);
-    new HealthImplementation({ '': 'SERVING', [EXPERT_SERVICE_NAME]: 'SERVING' }).addToServer(server);
-    const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
-    address = `127.0.0.1:${port}`;
+    const old = await olderNode();
+    server = old.server;
+    runStreams = old.runStreams;
+    address = `127.0.0.1:${old.port}`;
   });
   afterAll(() => server?.forceShutdown());
 
@@ -77,14 +92,14 @@ describe('an older node (gRPC only, no run socket)', () => {
       await client.prepareRun(5000);
       expect(Date.now() - t0).toBeLessThan(3000); // the refusal is seen at once, not after the timeout
       expect(client.runTransport).toBe('grpc');
-      const before = runStreams;
+      const before = runStreams();
       const hidden = encodeRows(Float32Array.from({ length: 2 * dims.hiddenSize }, (_, i) => i / 10), dims.hiddenSize, null, 'f32');
       const { response } = await client.call({ layer: 1, hidden, routes: [{ row: 0, expert: 1, weight: 1 }, { row: 1, expert: 2, weight: 1 }],
         replyEncoding: toProtoEncoding('f32') }, 5000);
       expect(response.error).toBeNull();
       expect(response.active).toEqual([7, 7]);
       expect(Buffer.from(response.out!.data)).toEqual(Buffer.from(hidden.data as Uint8Array));
-      expect(runStreams).toBe(before + 1);
+      expect(runStreams()).toBe(before + 1);
     } finally {
       client.close();
     }
@@ -113,6 +128,64 @@ describe('an older node (gRPC only, no run socket)', () => {
     expect(err!.message).toMatch(/does not serve the run socket/);
     expect(err!.message).toMatch(/--expert-transport auto/);
     expect(Date.now() - t0).toBeLessThan(5000);
+  });
+});
+
+(haveOpenssl ? describe : describe.skip)('an older node under mTLS (grpc-js TLS, ALPN h2 only)', () => {
+  let certs: TestCerts;
+  let server: grpc.Server;
+  let proxy: net.Server;
+  /** TCP connections to the node (through a counting proxy): the gRPC channel's and each run-socket try. */
+  let connections = 0;
+  let address: string;
+  let factory: ChannelFactory;
+
+  beforeAll(async () => {
+    certs = makeTestCerts();
+    const old = await olderNode(certs);
+    server = old.server;
+    proxy = net.createServer((c) => {
+      connections++;
+      const up = net.connect(old.port, '127.0.0.1');
+      c.on('error', () => up.destroy());
+      up.on('error', () => c.destroy());
+      c.pipe(up).pipe(c);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    address = `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    factory = tlsChannel(loadTlsFiles({ tlsCert: certs.clientCert, tlsKey: certs.clientKey, tlsCa: certs.ca }, 'client')!);
+  });
+  afterAll(async () => {
+    server?.forceShutdown();
+    await new Promise((r) => (proxy ? proxy.close(r) : r(undefined)));
+    certs?.remove();
+  });
+
+  test('transport socket: connect fails at once with a UserError saying the node does not serve the run socket', async () => {
+    const t0 = Date.now();
+    const err = await RemoteExperts.connect({
+      shardMap: { nodes: [{ address, experts: allPairs(dims) }] }, model: dims, connectTimeoutMs: 10_000, transport: 'socket', channelFactory: factory,
+    }).then(() => null, (e: Error) => e);
+    expect(err).toBeInstanceOf(UserError);
+    expect(err!.message).toContain(address);
+    expect(err!.message).toMatch(/does not serve the run socket/);
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
+
+  test('auto: gRPC, and the health checks do not try the run socket again and again', async () => {
+    const remote = await RemoteExperts.connect({ shardMap: { nodes: [{ address, experts: allPairs(dims) }] }, model: dims,
+      connectTimeoutMs: 10_000, healthCheckIntervalMs: 100, channelFactory: factory });
+    try {
+      expect(remote.nodeList().map((n) => n.transport)).toEqual(['grpc']);
+      const b = randomBatch(dims, 1, 2, 3);
+      expect(maxAbsDiff((await remote.runExperts(b)).out, b.hidden)).toBe(0);
+      const before = connections;
+      await new Promise((r) => setTimeout(r, 1500)); // ~15 health checks
+      expect(connections - before).toBeLessThanOrEqual(1);
+      expect(remote.stats()[0].healthy).toBe(true);
+    } finally {
+      await remote.close();
+    }
   });
 });
 
