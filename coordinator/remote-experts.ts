@@ -883,6 +883,7 @@ export class RemoteExperts implements ExpertBackend {
       ...(n.lastError && !n.healthy ? { lastError: n.lastError } : {}),
       expertsHeld: n.pairs.length,
       expertsSpec: n.spec,
+      ...(n.client ? { transport: n.client.runTransport } : {}),
       ...n.stats.snapshot(this.opts.model.intermediateSize),
     }));
   }

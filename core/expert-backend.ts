@@ -33,6 +33,8 @@ export interface ExpertNodeHealth {
   lastError?: string;
   expertsHeld?: number;
   expertsSpec?: string;
+  /** How Run's calls reach the node: the run socket or gRPC (remote nodes only). */
+  transport?: 'socket' | 'grpc';
 }
 
 export interface ExpertBackend {

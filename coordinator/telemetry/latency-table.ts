@@ -1,6 +1,6 @@
 // The per-expert latency table printed after `generate`/`demo` and by
 // `turbosparse stats --url`: per node (experts held, calls, p50/p99/mean latency,
-// active fraction, wire bytes per token, errors, health), per expert p50/p99, and
+// active fraction, wire bytes per token, errors, health, transport), per expert p50/p99, and
 // the hottest experts. Built from the status JSON so both print exactly the same thing.
 import type { StatusJson, StatusNode } from './status';
 
@@ -38,7 +38,7 @@ export function formatLatencyTable(s: StatusJson, opts: LatencyTableOptions = {}
   else {
     out.push(
       table(
-        ['node', 'experts', 'calls', 'p50 ms', 'p99 ms', 'mean ms', 'compute p50', 'active', 'sent B/tok', 'recv B/tok', 'errors', 'state'],
+        ['node', 'experts', 'calls', 'p50 ms', 'p99 ms', 'mean ms', 'compute p50', 'active', 'sent B/tok', 'recv B/tok', 'errors', 'state', 'via'],
         nodes.map((n) => [
           n.address !== n.node ? `${n.node} ${n.address}` : n.node,
           heldExperts(n),
@@ -52,6 +52,7 @@ export function formatLatencyTable(s: StatusJson, opts: LatencyTableOptions = {}
           perToken(n.bytes_in, n.tokens),
           String((n.errors ?? 0) + (n.retries ? ` (${n.retries} retried)` : '')),
           n.healthy ? 'up' : 'DOWN',
+          n.transport ?? '-',
         ]),
         2,
       ),

@@ -15,6 +15,8 @@ export interface StatusNode extends Partial<NodeSummary> {
   last_error?: string;
   experts_held?: number;
   experts_spec?: string;
+  /** How Run's calls reach the node (remote nodes). */
+  transport?: 'socket' | 'grpc';
 }
 
 /** One heatmap cell (layer, expert): recent latency and sparsity; null when never called. */
@@ -99,6 +101,7 @@ export function buildStatus(obs: EngineObservability, service = 'turbosparse-coo
       ...(h.lastError ? { last_error: h.lastError } : {}),
       ...(h.expertsHeld !== undefined ? { experts_held: h.expertsHeld } : {}),
       ...(h.expertsSpec !== undefined ? { experts_spec: h.expertsSpec } : {}),
+      ...(h.transport ? { transport: h.transport } : {}),
     };
   });
   // Nodes seen in calls but not reported by the backend (e.g. "local").

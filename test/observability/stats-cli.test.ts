@@ -27,7 +27,7 @@ function fakeObservability(): EngineObservability {
     modelName: 'demo',
     flush: () => {},
     nodes: () => [
-      { address: '127.0.0.1:5001', name: 'node0', healthy: true, expertsHeld: 2, expertsSpec: '0:0-1' },
+      { address: '127.0.0.1:5001', name: 'node0', healthy: true, expertsHeld: 2, expertsSpec: '0:0-1', transport: 'socket' },
       { address: '127.0.0.1:5002', name: 'node1', healthy: false, lastError: 'connection refused', expertsHeld: 1, expertsSpec: '1:2' },
     ],
   } as unknown as EngineObservability;
@@ -98,10 +98,10 @@ test('stats --url prints p50/p99 per node and per expert and the hottest experts
   // Per node: name and address, experts held, calls, p50/p99/mean ms, compute p50, active,
   // request/reply bytes per token row (node1: 9000 / 301 and 12040 / 301), errors, health.
   expect(lines.find((l) => l.startsWith('node '))).toMatch(
-    /^node\s+experts\s+calls\s+p50 ms\s+p99 ms\s+mean ms\s+compute p50\s+active\s+sent B\/tok\s+recv B\/tok\s+errors\s+state$/);
+    /^node\s+experts\s+calls\s+p50 ms\s+p99 ms\s+mean ms\s+compute p50\s+active\s+sent B\/tok\s+recv B\/tok\s+errors\s+state\s+via$/);
   const node1 = lines.find((l) => l.startsWith('node1'))!;
-  expect(node1).toMatch(/^node1 127\.0\.0\.1:5002\s+1 \(1:2\)\s+101\s+50\.000\s+99\.000\s+50\.500\s+0\.900\s+5\.0%\s+30\s+40\s+1\s+DOWN$/);
-  expect(lines.find((l) => l.startsWith('node0'))).toMatch(/^node0 127\.0\.0\.1:5001\s+2 \(0:0-1\)\s+100\s.*\s40\s+50\s+0\s+up$/);
+  expect(node1).toMatch(/^node1 127\.0\.0\.1:5002\s+1 \(1:2\)\s+101\s+50\.000\s+99\.000\s+50\.500\s+0\.900\s+5\.0%\s+30\s+40\s+1\s+DOWN\s+-$/);
+  expect(lines.find((l) => l.startsWith('node0'))).toMatch(/^node0 127\.0\.0\.1:5001\s+2 \(0:0-1\)\s+100\s.*\s40\s+50\s+0\s+up\s+socket$/);
   const e10 = text.split('\n').find((l) => l.startsWith('0:1 '))!;
   expect(e10).toMatch(/^0:1\s+100\s+100\s+5\.000\s+9\.900\s/);
   expect(text).toMatch(/hottest experts: 1:2 \(50\.0%\), 0:0 \(33\.3%\), 0:1 \(16\.7%\)/);
