@@ -12,6 +12,7 @@ import type { Command } from 'commander';
 import { UserError } from '../core/errors';
 import type { JobData } from '../coordinator/queue/job';
 import type { GenerationProducer, JobStatus, ProducerOptions } from '../coordinator/queue/producer';
+import { readJobLines } from './job-lines';
 import { intOption } from './options';
 
 interface CommonFlags {
@@ -73,26 +74,12 @@ function rejectUnknown(statuses: JobStatus[], queue: string): void {
 
 /** Parses and validates every line first, so a bad line submits nothing. */
 export async function readJobsFile(file: string): Promise<JobData[]> {
-  const { jobDataFrom } = await import('../coordinator/queue/job');
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new UserError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  const jobs: JobData[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    let v: unknown;
-    try {
-      v = JSON.parse(line);
-    } catch (e) {
-      throw new UserError(`${file}:${i + 1}: not valid JSON (${(e as Error).message})`);
-    }
-    jobs.push(jobDataFrom(v, `${file}:${i + 1}`));
+  const lines = await readJobLines(file, {
+    cannotRead: (reason) => `${file}: cannot read (${reason})`,
+    notJson: (where, reason) => `${where}: not valid JSON (${reason})`,
+    noLines: `${file}: no requests (expected one JSON request per line)`,
   });
-  if (jobs.length === 0) throw new UserError(`${file}: no requests (expected one JSON request per line)`);
-  return jobs;
+  return lines.map((l) => l.data);
 }
 
 export function registerBatch(program: Command): void {

@@ -14,6 +14,7 @@ import type { Command } from 'commander';
 import { UserError } from '../core/errors';
 import { formatRoutingStats, routedShares, type RoutingStats } from '../core/placement/routing-stats';
 import type { JobData } from '../coordinator/queue/job';
+import { readJobLines, type JobLine } from './job-lines';
 import { addKernelOptions, intOption } from './options';
 import type { ServingFlags } from './serving';
 
@@ -48,31 +49,17 @@ export function registerProfile(program: Command): void {
 }
 
 /** Every line of the prompts file as a request body with its endpoint; `file:line` in every error. */
-export async function readPromptLines(file: string): Promise<{ where: string; data: JobData }[]> {
-  const { jobDataFrom } = await import('../coordinator/queue/job');
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new UserError(`--prompts ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  const out: { where: string; data: JobData }[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    const where = `${file}:${i + 1}`;
-    let v: unknown;
-    try {
-      v = JSON.parse(line);
-    } catch (e) {
-      throw new UserError(`${where}: not valid JSON (${(e as Error).message}); expected {"prompt": "..."} or {"messages": [...]}`);
-    }
-    if (typeof v === 'object' && v !== null && !Array.isArray(v) && !('url' in v) && !('prompt' in v) && !('messages' in v)) {
-      throw new UserError(`${where}: no "prompt" or "messages"; expected {"prompt": "..."} or {"messages": [...]}`);
-    }
-    out.push({ where, data: jobDataFrom(v, where) });
+export async function readPromptLines(file: string): Promise<JobLine[]> {
+  const expected = 'expected {"prompt": "..."} or {"messages": [...]}';
+  return readJobLines(file, {
+    cannotRead: (reason) => `--prompts ${file}: cannot read it (${reason})`,
+    notJson: (where, reason) => `${where}: not valid JSON (${reason}); ${expected}`,
+    noLines: `--prompts ${file}: no prompts (expected one JSON object per line)`,
+    check: (v, where) =>
+      typeof v === 'object' && v !== null && !Array.isArray(v) && !('url' in v) && !('prompt' in v) && !('messages' in v)
+        ? `${where}: no "prompt" or "messages"; ${expected}`
+        : undefined,
   });
-  if (out.length === 0) throw new UserError(`--prompts ${file}: no prompts (expected one JSON object per line)`);
-  return out;
 }
 
 /** --out FILE must be a file in a folder that exists and can be written (checked before loading the model). */
