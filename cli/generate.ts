@@ -1,6 +1,4 @@
 // `turbosparse generate`: one prompt through the engine, text streamed to stdout.
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Command } from 'commander';
 import { UserError } from '../core/errors';
 import { readModelConfig } from '../core/model-folder';
@@ -10,6 +8,7 @@ import { generate, type GenerateResult } from '../coordinator/generate';
 import { loadEngine } from '../coordinator/load-engine';
 import type { Engine } from '../coordinator/engine';
 import { floatOption, idsOption, intOption } from './options';
+import { checkOutputFile } from './output-file';
 import { engineOptionsFrom, addEngineOptions, type EngineFlags } from './engine-flags';
 import { COORDINATOR_SERVICE, currentTelemetry, setupTelemetry } from '../core/telemetry';
 import { buildStatus, engineObservability, formatLatencyTable, observeEngine } from '../coordinator/telemetry';
@@ -56,7 +55,7 @@ export async function runGenerate(flags: GenerateFlags): Promise<GenerateResult>
   // From config.json alone: a wrong id is one line before weights load or expert nodes start.
   if (flags.ids) checkIds(flags.ids, (await readModelConfig(flags.model)).vocabSize);
   // A bad --dump-logits path is found now, not after a 100 GB load and the whole generation.
-  if (flags.dumpLogits !== undefined) checkDumpPath(flags.dumpLogits);
+  if (flags.dumpLogits !== undefined) checkOutputFile('--dump-logits', flags.dumpLogits, 'logits.safetensors');
   // Tracing from OTEL_* (off when unset), unless the caller already set it up.
   if (!currentTelemetry()) setupTelemetry({ serviceName: COORDINATOR_SERVICE });
   const engine = await loadEngine(engineOptionsFrom(flags));
@@ -73,26 +72,6 @@ export function checkIds(ids: readonly number[], vocabSize: number): void {
   const bad = ids.find((id) => id >= vocabSize);
   if (bad !== undefined) {
     throw new UserError(`--ids: token id ${bad} is outside the model's vocabulary; valid ids are 0..${vocabSize - 1} (config.json vocab_size ${vocabSize})`);
-  }
-}
-
-/** --dump-logits FILE must name a file (not a folder) in a folder that exists and can be written. */
-export function checkDumpPath(file: string): void {
-  const dir = path.dirname(path.resolve(file));
-  let dirStat: fs.Stats;
-  try {
-    dirStat = fs.statSync(dir);
-  } catch {
-    throw new UserError(`--dump-logits ${file}: folder ${dir} does not exist; create it or give another path`);
-  }
-  if (!dirStat.isDirectory()) throw new UserError(`--dump-logits ${file}: ${dir} is not a folder; give a path to a new file`);
-  try {
-    fs.accessSync(dir, fs.constants.W_OK);
-  } catch {
-    throw new UserError(`--dump-logits ${file}: folder ${dir} is not writable; give another path`);
-  }
-  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) {
-    throw new UserError(`--dump-logits ${file}: is a folder; give a file name such as ${path.join(file, 'logits.safetensors')}`);
   }
 }
 

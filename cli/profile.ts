@@ -9,13 +9,13 @@
 // with "endpoint", or an OpenAI Batch line {"url", "body"}), so the prompts users
 // serve can be profiled as they are.
 import fs from 'node:fs';
-import path from 'node:path';
 import type { Command } from 'commander';
 import { UserError } from '../core/errors';
 import { formatRoutingStats, routedShares, type RoutingStats } from '../core/placement/routing-stats';
 import type { JobData } from '../coordinator/queue/job';
 import { readJobLines, type JobLine } from './job-lines';
 import { addKernelOptions, intOption } from './options';
+import { checkOutputFile } from './output-file';
 import type { ServingFlags } from './serving';
 
 export interface ProfileFlags {
@@ -62,18 +62,6 @@ export async function readPromptLines(file: string): Promise<JobLine[]> {
   });
 }
 
-/** --out FILE must be a file in a folder that exists and can be written (checked before loading the model). */
-function checkOutPath(file: string): void {
-  const dir = path.dirname(path.resolve(file));
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new UserError(`--out ${file}: folder ${dir} does not exist; create it or give another path`);
-  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new UserError(`--out ${file}: is a folder; give a file name such as ${path.join(file, 'routing.json')}`);
-  try {
-    fs.accessSync(dir, fs.constants.W_OK);
-  } catch {
-    throw new UserError(`--out ${file}: folder ${dir} is not writable; give another path`);
-  }
-}
-
 /** The body with at most `maxTokens` generated and nothing that only matters to a client. */
 function capped(data: JobData, maxTokens: number): JobData {
   const body: JobData = { ...data };
@@ -87,7 +75,7 @@ function capped(data: JobData, maxTokens: number): JobData {
 export async function runProfile(flags: ProfileFlags): Promise<RoutingStats> {
   // File mistakes are one line before the model loads.
   const lines = await readPromptLines(flags.prompts);
-  checkOutPath(flags.out);
+  checkOutputFile('--out', flags.out, 'routing.json');
   const { loadServing } = await import('./serving');
   const { OpenAIApi } = await import('../coordinator/api/openai-api');
   const { ApiError } = await import('../coordinator/api/errors');
