@@ -19,15 +19,23 @@ export const BENCH_SHAPES: Record<string, { opts: Partial<DemoModelOptions>; dir
   },
 };
 
-/** The folder of a `shape` model with `layers` layers, written (atomically) the first time. */
-export async function benchModelDir(shape: string, layers: number, log: (line: string) => void): Promise<string> {
+/** Options of a bench model beyond its shape and layer count. */
+export interface BenchModelOptions {
+  /** Router skew (DemoModelOptions.routerSkew): a few hot experts per layer; 0 (the default) is the plain model. */
+  routerSkew?: number;
+}
+
+/** The folder of a `shape` model with `layers` layers (and its router skew), written (atomically) the first time. */
+export async function benchModelDir(shape: string, layers: number, log: (line: string) => void, opts: BenchModelOptions = {}): Promise<string> {
   const s = BENCH_SHAPES[shape];
   if (!s) throw new UserError(`--shape "${shape}": expected ${Object.keys(BENCH_SHAPES).join(' or ')}`);
-  const dir = path.join(os.tmpdir(), `${s.dir}-${layers}l`);
+  const skew = opts.routerSkew ?? 0;
+  // Skew 0 writes the same bytes as no skew, so it shares the plain model's folder.
+  const dir = path.join(os.tmpdir(), skew > 0 ? `${s.dir}-skew${skew}-${layers}l` : `${s.dir}-${layers}l`);
   if (!fs.existsSync(path.join(dir, 'config.json'))) {
-    log(`writing a ${shape}-shaped ${layers}-layer random bf16 model to ${dir} (once)`);
+    log(`writing a ${shape}-shaped ${layers}-layer random bf16 model${skew > 0 ? ` with router skew ${skew}` : ''} to ${dir} (once)`);
     const partial = `${dir}.partial-${process.pid}`;
-    await makeDemoModel(partial, { ...s.opts, layers });
+    await makeDemoModel(partial, { ...s.opts, layers, ...(skew > 0 ? { routerSkew: skew } : {}) });
     fs.renameSync(partial, dir);
   }
   return dir;

@@ -29,7 +29,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ExpertBackend, ExpertBatch, ExpertNodeHealth, ExpertOutput, StepContext } from '../core/expert-backend';
-import { type DemoModelOptions, makeDemoModel } from '../core/demo-model';
 import { UserError } from '../core/errors';
 import { Registry } from '../core/metrics';
 import type { NodeDescription } from '../core/placement/node-descriptions';
@@ -46,7 +45,7 @@ import { RemoteExperts } from '../coordinator/remote-experts';
 import { GREEDY } from '../coordinator/sampler';
 import { Scheduler } from '../coordinator/scheduler';
 import { RoutingCollector } from '../coordinator/telemetry/routing-collector';
-import { BENCH_SHAPES } from './bench-shapes';
+import { benchModelDir } from './bench-shapes';
 import { LinkProcess, describeLink, parseLink } from './link-emulator';
 import { arg } from './models';
 
@@ -156,19 +155,6 @@ interface MapRun {
   busy_per_node: Record<string, number>;
 }
 
-/** The skewed demo model (demo shape, `layers` layers), written once under the temp dir. */
-async function skewedModelDir(layers: number, skew: number): Promise<string> {
-  const dir = path.join(os.tmpdir(), `${BENCH_SHAPES.demo.dir}-skew${skew}-${layers}l`);
-  if (!fs.existsSync(path.join(dir, 'config.json'))) {
-    log(`writing a demo-shaped ${layers}-layer random bf16 model with router skew ${skew} to ${dir} (once)`);
-    const partial = `${dir}.partial-${process.pid}`;
-    const opts: Partial<DemoModelOptions> = { ...BENCH_SHAPES.demo.opts, layers, routerSkew: skew };
-    await makeDemoModel(partial, opts);
-    fs.renameSync(partial, dir);
-  }
-  return dir;
-}
-
 const sum = (ls: LayerPrediction[], k: 'slowestMs' | 'meanMs') => ls.reduce((s, l) => s + l[k], 0);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 
@@ -199,7 +185,7 @@ async function main(): Promise<void> {
   if (!(skew >= 0)) throw new UserError(`--router-skew ${skew}: a number >= 0`);
   if (!(memoryFactor >= 1)) throw new UserError(`--memory-factor ${memoryFactor}: at least 1 (the nodes must hold the model)`);
   if (speeds !== 'info' && speeds !== 'nominal' && speeds !== 'calibrated') throw new UserError(`--speeds ${speeds}: info, nominal or calibrated`);
-  const dir = arg('model', '') || await skewedModelDir(layers, skew);
+  const dir = arg('model', '') || await benchModelDir('demo', layers, log, { routerSkew: skew });
   const nodeCommand = __filename.endsWith('.ts')
     ? [process.execPath, '-r', path.resolve(__dirname, '..', 'test', 'cluster', 'ts-register-cached.js'), path.resolve(__dirname, '..', 'cli', 'expert-node.ts')]
     : undefined;
