@@ -17,7 +17,7 @@
 // coordinators, or one and its restarted self, never both make the same move.
 import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import { ApiError, badRequest } from '../api/errors';
 import { BATCH_ENDPOINTS, parseBatchInput, shown, type BatchLineError, type BatchRequestLine } from './batch-input';
 import { BATCH_FIELD, batchJobId, batchRefOf, type BatchJobResult, type BatchRequestRef } from './batch-job';
@@ -406,39 +406,51 @@ export class BatchService {
       // Two small fields per pending job; the answer and the body only of the finished ones.
       const states = await this.hmgetAll(chunk.map((index) => [this.queue.toKey(batchJobId(id, index)), ['timestamp', 'finishedOn']]));
       const finished: number[] = [];
+      const waiting: number[] = [];
       for (let k = 0; k < chunk.length; k++) {
-        const index = chunk[k];
-        const jobId = batchJobId(id, index);
         const [timestamp, finishedOn] = states[k];
-        if (timestamp === null) missing.push(index);
-        else if (finishedOn !== null) finished.push(index);
-        else if (stopping) {
-          const [data] = (await this.hmgetAll([[this.queue.toKey(jobId), ['data']]]))[0];
-          // Only a job no worker holds is removed; a running one finishes and is collected.
-          if ((await this.queue.remove(jobId)) === 1) {
-            await this.redis.eval(RECORD, 2, resultsKey, this.key(id), index, droppedLine(id, jobId, customIdOf(data), why), '');
-          }
-        }
+        if (timestamp === null) missing.push(chunk[k]);
+        else if (finishedOn !== null) finished.push(chunk[k]);
+        else if (stopping) waiting.push(chunk[k]);
       }
-      const answers = await this.hmgetAll(finished.map((index) => [this.queue.toKey(batchJobId(id, index)), ['returnvalue', 'failedReason', 'data']]));
-      // The chunk's results recorded in one round trip (each RECORD is still its own atomic script).
+      // One round trip for the finished jobs' answers and the waiting jobs' bodies (their custom_id).
+      const reads = await this.hmgetAll([
+        ...finished.map((index): [string, string[]] => [this.queue.toKey(batchJobId(id, index)), ['returnvalue', 'failedReason', 'data']]),
+        ...waiting.map((index): [string, string[]] => [this.queue.toKey(batchJobId(id, index)), ['data']]),
+      ]);
+      // Only a job no worker holds is removed (1); a running one finishes and is collected by a later sweep.
+      // Issued together, the removals share a round trip (BullMQ's own removeJob, each still atomic).
+      const removed = await Promise.all(waiting.map((index) => this.queue.remove(batchJobId(id, index))));
+      // The chunk's results and dropped lines recorded in one round trip (each RECORD is still its own atomic script).
       const record = this.redis.pipeline();
+      let recorded = 0;
       for (let k = 0; k < finished.length; k++) {
-        const [returnvalue, failedReason, data] = answers[k];
+        const [returnvalue, failedReason, data] = reads[k];
         const r = resultLine(id, batchJobId(id, finished[k]), customIdOf(data), returnvalue, failedReason);
         record.eval(RECORD, 2, resultsKey, this.key(id), finished[k], r.line, r.ok ? 'completed' : 'failed');
+        recorded++;
       }
-      if (finished.length > 0) {
-        for (const [err] of (await record.exec()) ?? []) if (err) throw err;
+      if (why !== null) {
+        for (let k = 0; k < waiting.length; k++) {
+          if (removed[k] !== 1) continue;
+          const [data] = reads[finished.length + k];
+          record.eval(RECORD, 2, resultsKey, this.key(id), waiting[k], droppedLine(id, batchJobId(id, waiting[k]), customIdOf(data), why), '');
+          recorded++;
+        }
       }
+      if (recorded > 0) await execAll(record);
     }
     if (missing.length > 0) {
       if (stopping) {
         // Removed by a cancel (or never enqueued): no answer will come.
         const { requests } = await this.input(h);
-        for (const index of missing) {
-          const jobId = batchJobId(id, index);
-          await this.redis.eval(RECORD, 2, resultsKey, this.key(id), index, droppedLine(id, jobId, requests[index]?.custom_id ?? null, why), '');
+        for (let i = 0; i < missing.length; i += CHUNK) {
+          const record = this.redis.pipeline();
+          for (const index of missing.slice(i, i + CHUNK)) {
+            const jobId = batchJobId(id, index);
+            record.eval(RECORD, 2, resultsKey, this.key(id), index, droppedLine(id, jobId, requests[index]?.custom_id ?? null, why), '');
+          }
+          await execAll(record);
         }
       } else {
         // A job that should be there is not (removed by hand, or lost with Redis data): queue it again.
@@ -511,6 +523,11 @@ function parseMetadata(v: unknown): Record<string, string> | null {
     if (typeof val !== 'string' || val.length > 512) throw badRequest(`metadata: the value of ${shown(k)}: expected a string of at most 512 characters`, 'metadata');
   }
   return Object.fromEntries(entries) as Record<string, string>;
+}
+
+/** Runs a pipeline; the first command's error, if any, is thrown. */
+async function execAll(pipe: ChainableCommander): Promise<void> {
+  for (const [err] of (await pipe.exec()) ?? []) if (err) throw err;
 }
 
 function customIdOf(data: string | null): string | null {

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI, { toFile } from 'openai';
+import { Worker as BullWorker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { makeDemoModel } from '../../core/demo-model';
 import { Rng } from '../../coordinator/sampler';
@@ -384,3 +385,58 @@ test('a batch past its completion window expires: waiting requests are dropped a
     connE.disconnect();
   }
 });
+
+test('cancel over several chunks: every waiting request dropped with its own custom_id, held jobs kept and answered', async () => {
+  // Its own queue; jobs are taken by hand (a BullMQ worker without a processor) so which ones run is known.
+  const q = uniqueQueue('cancel-chunks');
+  const connC = connectRedis(redis.url, 'producer');
+  const connW = connectRedis(redis.url, 'worker');
+  const files = new FileStore({ connection: connC, namespace: batchNamespace(q) });
+  const service = new BatchService({ connection: connC, files, queueName: q, sweepIntervalMs: 100, log: () => undefined });
+  const taker = new BullWorker(q, null, { connection: connW, autorun: false });
+  service.start();
+  try {
+    const N = 1100; // over two sweep chunks (500) of waiting requests
+    const lines = Array.from({ length: N }, (_, i) => ({ custom_id: `r${i}`, method: 'POST', url: '/v1/completions', body: { prompt: `p${i}`, max_tokens: 1 } }));
+    const input = await files.create('in.jsonl', 'batch', Buffer.from(jsonl(lines)));
+    const created = await service.create({ input_file_id: input.id, endpoint: '/v1/completions', completion_window: '24h' });
+    await until('the requests to be queued', 20000, async () => (await service.queue.getJobCounts('wait')).wait === N);
+    // Request 0 finishes before the cancel; request 1 is running through it (its lock held, so not removable).
+    const token = 'test-token';
+    const first = (await taker.getNextJob(token))!;
+    const second = (await taker.getNextJob(token))!;
+    expect([first.id, second.id]).toEqual([`${created.id}-0`, `${created.id}-1`]);
+    await first.moveToCompleted({ status_code: 200, body: { answer: 'first' } }, token, false);
+
+    expect(['cancelling', 'cancelled']).toContain((await service.cancel(created.id)).status);
+    await until('the waiting requests to be dropped', 20000, async () => (await service.queue.getJobCounts('wait')).wait === 0);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await service.retrieve(created.id)).status).toBe('cancelling'); // request 1 still runs
+    await second.moveToCompleted({ status_code: 200, body: { answer: 'second' } }, token, false);
+    let b = created;
+    await until('the batch to be cancelled', 20000, async () => {
+      b = await service.retrieve(created.id);
+      return b.status === 'cancelled';
+    });
+
+    expect(b.request_counts).toEqual({ total: N, completed: 2, failed: 0 });
+    const suffix = created.id.replace(/^batch_/, '');
+    const out = parseJsonl((await files.content(b.output_file_id!))!.toString());
+    expect(out.map((l) => [l.custom_id, l.id, l.response.body.answer])).toEqual([
+      ['r0', `batch_req_${suffix}_0`, 'first'],
+      ['r1', `batch_req_${suffix}_1`, 'second'],
+    ]);
+    const errs = parseJsonl((await files.content(b.error_file_id!))!.toString());
+    // In request order, each once, each line's id the request its custom_id names.
+    expect(errs.map((l) => l.custom_id)).toEqual(lines.slice(2).map((l) => l.custom_id));
+    for (const e of errs) {
+      expect(e).toMatchObject({ id: `batch_req_${suffix}_${String(e.custom_id).slice(1)}`, response: null, error: { code: 'batch_cancelled' } });
+    }
+  } finally {
+    await taker.close().catch(() => undefined);
+    await service.queue.obliterate({ force: true }).catch(() => undefined);
+    await service.close();
+    connC.disconnect();
+    connW.disconnect();
+  }
+}, 60000);
