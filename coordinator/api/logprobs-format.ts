@@ -13,6 +13,11 @@ export interface TokenTexts {
   after(prev: number | undefined): (id: number) => string;
   /** What a token adds to the returned text after `prev`: like after(), special tokens skipped. */
   shownAfter(prev: number | undefined): (id: number) => string;
+  /**
+   * shownAfter(prev)(id) given `text` = after(prev)(id): the same string unless `prev` or `id` is a
+   * special token (the only ones skipping drops), so it is decoded again only then.
+   */
+  shown(prev: number | undefined, id: number, text: string): string;
   bytes(id: number, text: string): number[];
 }
 
@@ -26,9 +31,12 @@ export function tokenTexts(tok: TextTokenizer): TokenTexts {
       return both.startsWith(before) ? both.slice(before.length) : decode([id]);
     };
   };
+  const after = textsAfter(false);
+  const shownAfter = textsAfter(true);
   return {
-    after: textsAfter(false),
-    shownAfter: textsAfter(true),
+    after,
+    shownAfter,
+    shown: (prev, id, text) => (tok.isControl(id) || (prev !== undefined && tok.isControl(prev)) ? shownAfter(prev)(id) : text),
     bytes(id, text) {
       const b = tok.byteValue(id);
       return b !== null ? [b] : [...Buffer.from(text, 'utf8')];
@@ -71,7 +79,7 @@ export function completionLogprobs(
       out.top_logprobs.push(top);
     } else out.top_logprobs.push(null);
     out.text_offset.push(offset);
-    offset += texts.shownAfter(before)(id).length;
+    offset += texts.shown(before, id, text).length;
   });
   return { logprobs: out, end: offset };
 }
