@@ -47,7 +47,7 @@ test('generate ends with the one per-node and per-expert latency table', async (
   const { stderr } = await capture(() => runGenerate(flags()));
   const tail = stderr.slice(stderr.lastIndexOf('\n\nexpert latency per node'));
   expect(tail).toMatch(/^\n\nexpert latency per node /);
-  expect(tail).toMatch(/\nnode\s+experts\s+calls\s+p50 ms\s+p99 ms\s+mean ms\s+compute p50\s+active\s+sent B\/tok\s+recv B\/tok\s+errors\s+state\n/);
+  expect(tail).toMatch(/\nnode\s+experts\s+calls\s+p50 ms\s+p99 ms\s+mean ms\s+compute p50\s+active\s+sent B\/tok\s+recv B\/tok\s+errors\s+state\s+via\n/);
   expect(tail).toMatch(/\nlocal\s+-\s+\d+\s/); // experts in process: no shard map, no wire
   expect(tail).toMatch(/\nper expert \(layer:expert\):\nexpert\s+calls\s+tokens\s+p50 ms\s+p99 ms/);
   expect(tail).toMatch(/\nhottest experts: \d+:\d+ \(/);
