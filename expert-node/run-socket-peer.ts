@@ -32,6 +32,9 @@ const LINGER_MS = 5_000;
 export function serveRunSocket(socket: net.Socket, attach: (peer: RunPeer) => RunStreamEvents,
   opts: { idleMs?: number } = {}): void {
   socket.setNoDelay(true);
+  // A client that half-closes after its requests still reads their answers (as a gRPC stream it ended
+  // itself): the node ends its side after END, not on the client's FIN (the listener's default).
+  socket.allowHalfOpen = true;
   let magic = Buffer.alloc(0);
   let events: RunStreamEvents | null = null;
   let finished = false;
@@ -87,7 +90,10 @@ export function serveRunSocket(socket: net.Socket, attach: (peer: RunPeer) => Ru
       events.closed();
     }
   });
-  socket.on('end', () => events?.ended());
+  socket.on('end', () => {
+    if (events) events.ended();
+    else socket.destroy(); // closed before its magic: nothing to answer
+  });
   socket.on('close', () => events?.closed());
   // The client pings an idle connection (RUN_SOCKET_PING_MS): silence this long means it is gone.
   socket.setTimeout(opts.idleMs ?? RUN_SOCKET_IDLE_MS, () => socket.destroy());
