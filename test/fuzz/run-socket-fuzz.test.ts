@@ -490,6 +490,37 @@ test('a frame cut short (header, payload) and a magic cut short, then close: not
   await stillServing();
 });
 
+test('a client that half-closes after its requests still gets every answer, then END (as a gRPC stream ended by the client)', async () => {
+  // Big enough to be queued, so the answers come after the client's FIN has arrived.
+  const ids = [51, 52, 53];
+  const bytes = withMagic(...ids.map((id) => request(bytesOf(validRequest(id, 300)))));
+  const conn = new RawConn(node.port);
+  conn.socket.end(bytes); // FIN after the requests
+  await conn.until(() => false, 'close');
+  const answers = conn.responses();
+  expect(answers.map((r) => [Number(r.id), r.error])).toEqual(ids.map((id) => [id, null]));
+  expect(answers.every((r) => r.out!.count === 300)).toBe(true);
+  expect(conn.frames.at(-1)!.type).toBe(FrameType.END);
+  expect(conn.frameError).toBeNull();
+  // The gRPC Run stream ended by its client the same way answers all three, then OK.
+  const viaGrpc = await new Promise<{ ids: number[]; code: number }>((resolve) => {
+    const got: number[] = [];
+    const call = grpcClient.makeBidiStreamRequest<Buffer, ExpertResponse__Output>(Run().path, (b) => b, (b) => Run().responseDeserialize(b));
+    call.on('data', (r: ExpertResponse__Output) => got.push(Number(r.id)));
+    call.on('status', (st: grpc.StatusObject) => resolve({ ids: got, code: st.code }));
+    call.on('error', () => undefined);
+    for (const id of ids) call.write(bytesOf(validRequest(id, 300)));
+    call.end();
+  });
+  expect(viaGrpc).toEqual({ ids, code: grpc.status.OK });
+  // A client that closes its side in the middle of the magic is dropped.
+  const early = new RawConn(node.port);
+  early.socket.end(RUN_SOCKET_MAGIC.subarray(0, 3));
+  await early.until(() => false, 'close');
+  expect(early.closedAt).toBeGreaterThan(0);
+  expect(early.received).toBe(0);
+});
+
 test('serveRunSocket closes a connection silent for idleMs; pings keep one open', async () => {
   const closedAfter: number[] = [];
   const server = net.createServer((socket) => {
