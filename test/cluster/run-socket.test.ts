@@ -1,6 +1,8 @@
 // The run socket as the coordinator uses it (coordinator/run-socket.ts, expert-client.ts):
 // transport auto against an older node (gRPC only) falls back to gRPC and its calls work, while
-// transport socket refuses it at connect, naming the node; against real expert-node processes
+// transport socket refuses it at connect, naming the node (plaintext, and under mTLS, where an older
+// node's ALPN h2 refuses the handshake); the client RunSocket against a scripted node (frames, ERROR,
+// END, bad frames, no answer, PING) closes once with a status; against real expert-node processes
 // (a small demo model, 2 nodes x 2 replicas) a node killed -9 mid-run over the socket fails over
 // to its replica with unchanged outputs, a SIGSTOPped one is hedged/timed out and used again
 // after SIGCONT, and a node restarted on the same port is reached again over a new socket.
@@ -18,8 +20,10 @@ import { ModelFolder } from '../../core/model-folder';
 import { native, type NativeBackend } from '../../core/native';
 import { EXPERT_SERVICE_NAME, expertProto, type ExpertNodeHandlers } from '../../core/wire/expert-proto';
 import { encodeRows, toProtoEncoding } from '../../core/wire/rows';
+import { errorPayload, frameHeader, FrameReader, FrameType, RUN_SOCKET_MAGIC } from '../../core/wire/run-frames';
 import { type ChannelFactory, ExpertClient, insecureChannel, tlsChannel } from '../../coordinator/expert-client';
 import { LocalCluster } from '../../coordinator/local-cluster';
+import { RunSocket, RunSocketUnsupported } from '../../coordinator/run-socket';
 import { LocalExperts } from '../../coordinator/local-experts';
 import { RemoteExperts } from '../../coordinator/remote-experts';
 import { loadTlsFiles } from '../../core/tls-files';
@@ -185,6 +189,124 @@ describe('an older node (gRPC only, no run socket)', () => {
       expect(remote.stats()[0].healthy).toBe(true);
     } finally {
       await remote.close();
+    }
+  });
+});
+
+describe('RunSocket (the client) against a scripted node', () => {
+  /** A one-connection server: `script` gets what the client sent so far and the socket, on every chunk. */
+  async function scripted(script: (sent: Buffer, socket: net.Socket) => void) {
+    const server = net.createServer((socket) => {
+      let sent = Buffer.alloc(0);
+      socket.on('error', () => undefined);
+      socket.on('data', (c: Buffer) => {
+        sent = Buffer.concat([sent, c]);
+        script(sent, socket);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const responses: Buffer[] = [];
+    let closed: { code: number; detail: string } | undefined;
+    let onClosed!: () => void;
+    const gotClosed = new Promise<void>((resolve) => (onClosed = resolve));
+    const socket = new RunSocket(`127.0.0.1:${port}`, { host: '127.0.0.1', port }, null, {
+      response: (b) => responses.push(Buffer.from(b)),
+      closed: (code, detail) => {
+        expect(closed).toBeUndefined(); // once
+        closed = { code, detail };
+        onClosed();
+      },
+    });
+    return {
+      socket, responses, gotClosed, closed: () => closed,
+      stop: () => {
+        socket.destroy();
+        return new Promise((r) => server.close(r));
+      },
+    };
+  }
+  const frame = (type: FrameType, payload: Buffer = Buffer.alloc(0)) => Buffer.concat([frameHeader(type, payload.length), payload]);
+  const afterMagic = (sent: Buffer) => sent.length >= RUN_SOCKET_MAGIC.length && sent.subarray(0, RUN_SOCKET_MAGIC.length).equals(RUN_SOCKET_MAGIC);
+
+  test('requests written before the connection are sent after the magic; responses come in order; an ERROR ends it with its code', async () => {
+    let requests: string[] = [];
+    const t = await scripted((sent, socket) => {
+      if (!afterMagic(sent)) return;
+      requests = [];
+      new FrameReader([FrameType.REQUEST]).push(sent.subarray(RUN_SOCKET_MAGIC.length), (_type, p) => requests.push(p.toString()));
+      if (requests.length === 2) {
+        // The magic split, then two responses in one chunk, then an ERROR.
+        socket.write(RUN_SOCKET_MAGIC.subarray(0, 3));
+        setTimeout(() => socket.write(Buffer.concat([RUN_SOCKET_MAGIC.subarray(3), frame(FrameType.RESPONSE, Buffer.from('one')),
+          frame(FrameType.RESPONSE, Buffer.from('two')), frame(FrameType.ERROR, errorPayload(8, 'queue full'))])), 20);
+      }
+    });
+    try {
+      t.socket.write(Buffer.from('first'));
+      t.socket.write(Buffer.from('second'));
+      await t.socket.ready;
+      await t.gotClosed;
+      expect(requests).toEqual(['first', 'second']);
+      expect(t.responses.map(String)).toEqual(['one', 'two']);
+      expect(t.closed()).toEqual({ code: 8, detail: 'queue full' });
+      expect(t.socket.closed).toBe(true);
+    } finally {
+      await t.stop();
+    }
+  });
+
+  test.each([
+    ['an HTTP/2 answer (an older node)', Buffer.from([0, 0, 8, 7, 0, 0, 0, 0, 0]), 14, /does not serve the run socket/, true],
+    ['END after the magic (a draining node)', Buffer.concat([RUN_SOCKET_MAGIC, frame(FrameType.END)]), 14, /shutting down/, false],
+    ['an unknown frame type', Buffer.concat([RUN_SOCKET_MAGIC, frame(9 as FrameType)]), 13, /bad frame from the node: unknown frame type 9/, false],
+    ['a REQUEST from the node', Buffer.concat([RUN_SOCKET_MAGIC, frame(FrameType.REQUEST, Buffer.from('x'))]), 13, /unknown frame type 1/, false],
+    ['a frame over the limit', Buffer.concat([RUN_SOCKET_MAGIC, frameHeader(FrameType.RESPONSE, 0xffffffff)]), 13, /above the/, false],
+    ['a short ERROR', Buffer.concat([RUN_SOCKET_MAGIC, frame(FrameType.ERROR, Buffer.from([1]))]), 13, /an ERROR frame of 1 bytes/, false],
+  ] as const)('%s: closed once with a status', async (_what, answer, code, detail, unsupported) => {
+    const t = await scripted((sent, socket) => {
+      if (afterMagic(sent)) socket.write(answer);
+    });
+    try {
+      const ready = t.socket.ready.then(() => 'ready', (e: Error) => e);
+      await t.gotClosed;
+      expect(t.closed()!.code).toBe(code);
+      expect(t.closed()!.detail).toMatch(detail);
+      const r = await ready;
+      if (unsupported) expect(r).toBeInstanceOf(RunSocketUnsupported);
+      else expect(r).toBe('ready');
+      expect(() => t.socket.write(Buffer.from('late'))).toThrow('run socket closed');
+    } finally {
+      await t.stop();
+    }
+  });
+
+  test('a node that closes without answering: ready rejects (not as unsupported), closed UNAVAILABLE; PING is answered with PONG', async () => {
+    const t = await scripted((_sent, socket) => socket.destroy());
+    try {
+      const r = await t.socket.ready.then(() => 'ready', (e: Error) => e);
+      expect(r).toBeInstanceOf(Error);
+      expect(r).not.toBeInstanceOf(RunSocketUnsupported);
+      await t.gotClosed;
+      expect(t.closed()).toEqual({ code: 14, detail: 'connection closed before the node answered' });
+    } finally {
+      await t.stop();
+    }
+    let pongs = 0;
+    const p = await scripted((sent, socket) => {
+      if (sent.length === RUN_SOCKET_MAGIC.length && afterMagic(sent)) socket.write(Buffer.concat([RUN_SOCKET_MAGIC, frame(FrameType.PING), frame(FrameType.PING)]));
+      else if (sent.length > RUN_SOCKET_MAGIC.length) {
+        pongs = 0;
+        new FrameReader([FrameType.PONG]).push(sent.subarray(RUN_SOCKET_MAGIC.length), () => pongs++);
+      }
+    });
+    try {
+      await p.socket.ready;
+      for (let i = 0; i < 50 && pongs < 2; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(pongs).toBe(2);
+      expect(p.closed()).toBeUndefined();
+    } finally {
+      await p.stop();
     }
   });
 });
