@@ -29,7 +29,7 @@ import { RemoteExperts } from '../../coordinator/remote-experts';
 import { loadTlsFiles } from '../../core/tls-files';
 import { haveOpenssl, makeTestCerts, type TestCerts } from '../security/certs';
 import { waitFor } from '../serve/helpers';
-import { maxAbsDiff, randomBatch, sourceNodeCommand } from './helpers';
+import { maxAbsDiff, randomBatch, sourceNodeCommand, startNode } from './helpers';
 
 const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
 const dims = { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numExperts: 4 };
@@ -49,7 +49,7 @@ afterAll(async () => {
 });
 
 /** An older node: a plain grpc-js server with the ExpertNode service (Run echoes), plaintext or TLS (ALPN h2 only). */
-async function olderNode(tls?: TestCerts): Promise<{ server: grpc.Server; port: number; runStreams: () => number }> {
+async function olderNode(tls?: TestCerts, port = 0): Promise<{ server: grpc.Server; port: number; runStreams: () => number }> {
   let runStreams = 0;
   const server = new grpc.Server();
   const handlers: ExpertNodeHandlers = {
@@ -71,8 +71,8 @@ async function olderNode(tls?: TestCerts): Promise<{ server: grpc.Server; port: 
   const creds = tls
     ? grpc.ServerCredentials.createSsl(fs.readFileSync(tls.ca), [{ cert_chain: fs.readFileSync(tls.serverCert), private_key: fs.readFileSync(tls.serverKey) }], true)
     : grpc.ServerCredentials.createInsecure();
-  const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', creds, (e, p) => (e ? rej(e) : res(p))));
-  return { server, port, runStreams: () => runStreams };
+  const bound = await new Promise<number>((res, rej) => server.bindAsync(`127.0.0.1:${port}`, creds, (e, p) => (e ? rej(e) : res(p))));
+  return { server, port: bound, runStreams: () => runStreams };
 }
 
 describe('an older node (gRPC only, no run socket)', () => {
@@ -119,6 +119,38 @@ describe('an older node (gRPC only, no run socket)', () => {
       expect(maxAbsDiff(got.out, b.hidden)).toBe(0);
     } finally {
       await remote.close();
+    }
+  });
+
+  // KNOWN BUG (coordinator/expert-client.ts, openSocket): the RunSocket's `closed` runs ExpertClient.fail(), which
+  // clears this.socket before `ready`'s rejection handler checks `this.socket === socket`, so runMode stays 'socket'
+  // and every call opens a run socket the older node refuses (the node flaps healthy/unhealthy, no call succeeds).
+  // test.failing passes while the bug is there: once fixed, make it `test`.
+  test.failing('auto: a node replaced on its port by an older one is used over gRPC from then on', async () => {
+    const real = await startNode(folder, allPairs(dims));
+    const port = real.port;
+    let old: Awaited<ReturnType<typeof olderNode>> | undefined;
+    const remote = await RemoteExperts.connect({ shardMap: { nodes: [{ address: real.address, experts: allPairs(dims) }] }, model: dims,
+      connectTimeoutMs: 10_000, callTimeoutMs: 3000, healthCheckIntervalMs: 100 });
+    try {
+      expect(remote.nodeList()[0].transport).toBe('socket');
+      const b = randomBatch(dims, 0, 3, 9);
+      expect(maxAbsDiff((await remote.runExperts(b)).out, b.hidden)).toBeGreaterThan(0); // the real experts, not an echo
+      await real.stop();
+      await waitFor(() => !remote.stats()[0].healthy, 5000, 'the stopped node to be unhealthy');
+      old = await olderNode(undefined, port);
+      // The first call may fail (it went out on a run socket the older node refused); then gRPC.
+      await waitFor(async () => remote.stats()[0].healthy && (await remote.runExperts(b).then(() => true, () => false)), 4000, 'a call to the older node');
+      expect(remote.nodeList()[0].transport).toBe('grpc');
+      const before = old.runStreams();
+      const got = await remote.runExperts(b);
+      expect(maxAbsDiff(got.out, b.hidden)).toBe(0);
+      expect(old.runStreams()).toBeGreaterThanOrEqual(before);
+      expect(old.runStreams()).toBeGreaterThan(0);
+    } finally {
+      await remote.close();
+      await real.stop();
+      old?.server.forceShutdown();
     }
   });
 
