@@ -324,9 +324,13 @@ export class ExpertClient {
     });
   }
 
-  /** Drops the stream and fails every call in flight (a node marked unhealthy). */
+  /**
+   * Drops the stream and fails every call in flight (a node marked unhealthy). The run socket is negotiated
+   * again by the next prepareRun (the node may come back as another version).
+   */
   reset(reason: string): void {
     this.fail(grpc.status.UNAVAILABLE, reason);
+    if (this.transport !== 'grpc') this.runMode = 'unknown';
   }
 
   get inFlight(): number {
@@ -362,9 +366,12 @@ export class ExpertClient {
         if (this.socket === socket) this.fail(code, detail);
       },
     });
-    // Restarted as a node without it (auto): back to gRPC; what was in flight fails over as for any restart.
+    // Restarted as a node without it: auto goes back to gRPC, socket asks again at the next prepareRun (which
+    // then fails naming why, so the node stays unhealthy); what was in flight fails over as for any restart.
+    // (The failed socket's `closed` has already cleared this.socket when this runs.)
     socket.ready.catch((e: unknown) => {
-      if (e instanceof RunSocketUnsupported && this.transport === 'auto' && this.socket === socket) this.runMode = 'grpc';
+      if (!(e instanceof RunSocketUnsupported) || (this.socket !== socket && this.socket !== null) || this.runMode !== 'socket') return;
+      this.runMode = this.transport === 'auto' ? 'grpc' : 'unknown';
     });
     return socket;
   }

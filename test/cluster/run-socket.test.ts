@@ -122,11 +122,9 @@ describe('an older node (gRPC only, no run socket)', () => {
     }
   });
 
-  // KNOWN BUG (coordinator/expert-client.ts, openSocket): the RunSocket's `closed` runs ExpertClient.fail(), which
-  // clears this.socket before `ready`'s rejection handler checks `this.socket === socket`, so runMode stays 'socket'
-  // and every call opens a run socket the older node refuses (the node flaps healthy/unhealthy, no call succeeds).
-  // test.failing passes while the bug is there: once fixed, make it `test`.
-  test.failing('auto: a node replaced on its port by an older one is used over gRPC from then on', async () => {
+  // Once a bug: the failed socket's `closed` cleared ExpertClient.socket before `ready`'s rejection was seen, so
+  // runMode stayed 'socket' and every call opened a run socket the older node refused.
+  test('auto: a node replaced on its port by an older one is used over gRPC from then on', async () => {
     const real = await startNode(folder, allPairs(dims));
     const port = real.port;
     let old: Awaited<ReturnType<typeof olderNode>> | undefined;
@@ -147,6 +145,31 @@ describe('an older node (gRPC only, no run socket)', () => {
       expect(maxAbsDiff(got.out, b.hidden)).toBe(0);
       expect(old.runStreams()).toBeGreaterThanOrEqual(before);
       expect(old.runStreams()).toBeGreaterThan(0);
+    } finally {
+      await remote.close();
+      await real.stop();
+      old?.server.forceShutdown();
+    }
+  });
+
+  test('transport socket: a node replaced on its port by an older one stays unhealthy, saying why', async () => {
+    const real = await startNode(folder, allPairs(dims));
+    const port = real.port;
+    let old: Awaited<ReturnType<typeof olderNode>> | undefined;
+    const remote = await RemoteExperts.connect({ shardMap: { nodes: [{ address: real.address, experts: allPairs(dims) }] }, model: dims,
+      connectTimeoutMs: 10_000, callTimeoutMs: 3000, healthCheckIntervalMs: 100, transport: 'socket' });
+    try {
+      const b = randomBatch(dims, 0, 3, 9);
+      await remote.runExperts(b);
+      await real.stop();
+      await waitFor(() => !remote.stats()[0].healthy, 5000, 'the stopped node to be unhealthy');
+      old = await olderNode(undefined, port);
+      await remote.runExperts(b).catch(() => undefined);
+      // Each health round asks the node for the socket again, and the answer keeps it out.
+      await waitFor(() => /does not serve the run socket/.test(remote.stats()[0].lastError ?? ''), 4000, 'the reason as lastError');
+      await new Promise((r) => setTimeout(r, 500));
+      expect(remote.stats()[0].healthy).toBe(false);
+      expect(old.runStreams()).toBe(0);
     } finally {
       await remote.close();
       await real.stop();
