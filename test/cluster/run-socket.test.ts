@@ -21,7 +21,7 @@ import { native, type NativeBackend } from '../../core/native';
 import { EXPERT_SERVICE_NAME, expertProto, type ExpertNodeHandlers } from '../../core/wire/expert-proto';
 import { encodeRows, toProtoEncoding } from '../../core/wire/rows';
 import { errorPayload, frameHeader, FrameReader, FrameType, RUN_SOCKET_MAGIC } from '../../core/wire/run-frames';
-import { type ChannelFactory, ExpertClient, insecureChannel, tlsChannel } from '../../coordinator/expert-client';
+import { type ChannelFactory, ExpertClient, insecureChannel, type RunTransport, tlsChannel } from '../../coordinator/expert-client';
 import { LocalCluster } from '../../coordinator/local-cluster';
 import { RunSocket, RunSocketUnsupported } from '../../coordinator/run-socket';
 import { LocalExperts } from '../../coordinator/local-experts';
@@ -29,7 +29,7 @@ import { RemoteExperts } from '../../coordinator/remote-experts';
 import { loadTlsFiles } from '../../core/tls-files';
 import { haveOpenssl, makeTestCerts, type TestCerts } from '../security/certs';
 import { waitFor } from '../serve/helpers';
-import { maxAbsDiff, randomBatch, sourceNodeCommand, startNode } from './helpers';
+import { maxAbsDiff, randomBatch, type SlotBatch, sourceNodeCommand, startNode } from './helpers';
 
 const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
 const dims = { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numExperts: 4 };
@@ -49,7 +49,8 @@ afterAll(async () => {
 });
 
 /** An older node: a plain grpc-js server with the ExpertNode service (Run echoes), plaintext or TLS (ALPN h2 only). */
-async function olderNode(tls?: TestCerts, port = 0): Promise<{ server: grpc.Server; port: number; runStreams: () => number }> {
+type OlderNode = { server: grpc.Server; port: number; runStreams: () => number };
+async function olderNode(tls?: TestCerts, port = 0): Promise<OlderNode> {
   let runStreams = 0;
   const server = new grpc.Server();
   const handlers: ExpertNodeHandlers = {
@@ -122,60 +123,51 @@ describe('an older node (gRPC only, no run socket)', () => {
     }
   });
 
-  // Once a bug: the failed socket's `closed` cleared ExpertClient.socket before `ready`'s rejection was seen, so
-  // runMode stayed 'socket' and every call opened a run socket the older node refused.
-  test('auto: a node replaced on its port by an older one is used over gRPC from then on', async () => {
+  /**
+   * A real node serving `b` over a run socket, then stopped and replaced on its port by an older (gRPC-only)
+   * one: runs `then` with the backend and the older node, and cleans up.
+   */
+  async function replacedByOlder(transport: RunTransport, then: (remote: RemoteExperts, old: OlderNode, b: SlotBatch) => Promise<void>) {
     const real = await startNode(folder, allPairs(dims));
-    const port = real.port;
-    let old: Awaited<ReturnType<typeof olderNode>> | undefined;
+    let old: OlderNode | undefined;
     const remote = await RemoteExperts.connect({ shardMap: { nodes: [{ address: real.address, experts: allPairs(dims) }] }, model: dims,
-      connectTimeoutMs: 10_000, callTimeoutMs: 3000, healthCheckIntervalMs: 100 });
+      connectTimeoutMs: 10_000, callTimeoutMs: 3000, healthCheckIntervalMs: 100, transport });
     try {
       expect(remote.nodeList()[0].transport).toBe('socket');
       const b = randomBatch(dims, 0, 3, 9);
       expect(maxAbsDiff((await remote.runExperts(b)).out, b.hidden)).toBeGreaterThan(0); // the real experts, not an echo
       await real.stop();
       await waitFor(() => !remote.stats()[0].healthy, 5000, 'the stopped node to be unhealthy');
-      old = await olderNode(undefined, port);
-      // The first call may fail (it went out on a run socket the older node refused); then gRPC.
-      await waitFor(async () => remote.stats()[0].healthy && (await remote.runExperts(b).then(() => true, () => false)), 4000, 'a call to the older node');
-      expect(remote.nodeList()[0].transport).toBe('grpc');
-      const before = old.runStreams();
-      const got = await remote.runExperts(b);
-      expect(maxAbsDiff(got.out, b.hidden)).toBe(0);
-      expect(old.runStreams()).toBeGreaterThanOrEqual(before);
-      expect(old.runStreams()).toBeGreaterThan(0);
+      old = await olderNode(undefined, real.port);
+      await then(remote, old, b);
     } finally {
       await remote.close();
       await real.stop();
       old?.server.forceShutdown();
     }
-  });
+  }
 
-  test('transport socket: a node replaced on its port by an older one stays unhealthy, saying why', async () => {
-    const real = await startNode(folder, allPairs(dims));
-    const port = real.port;
-    let old: Awaited<ReturnType<typeof olderNode>> | undefined;
-    const remote = await RemoteExperts.connect({ shardMap: { nodes: [{ address: real.address, experts: allPairs(dims) }] }, model: dims,
-      connectTimeoutMs: 10_000, callTimeoutMs: 3000, healthCheckIntervalMs: 100, transport: 'socket' });
-    try {
-      const b = randomBatch(dims, 0, 3, 9);
-      await remote.runExperts(b);
-      await real.stop();
-      await waitFor(() => !remote.stats()[0].healthy, 5000, 'the stopped node to be unhealthy');
-      old = await olderNode(undefined, port);
-      await remote.runExperts(b).catch(() => undefined);
-      // Each health round asks the node for the socket again, and the answer keeps it out.
-      await waitFor(() => /does not serve the run socket/.test(remote.stats()[0].lastError ?? ''), 4000, 'the reason as lastError');
-      await new Promise((r) => setTimeout(r, 500));
-      expect(remote.stats()[0].healthy).toBe(false);
-      expect(old.runStreams()).toBe(0);
-    } finally {
-      await remote.close();
-      await real.stop();
-      old?.server.forceShutdown();
-    }
-  });
+  // Once a bug: the failed socket's `closed` cleared ExpertClient.socket before `ready`'s rejection was seen, so
+  // runMode stayed 'socket' and every call opened a run socket the older node refused.
+  test('auto: a node replaced on its port by an older one is used over gRPC from then on', () => replacedByOlder('auto', async (remote, old, b) => {
+    // The first call may fail (it went out on a run socket the older node refused); then gRPC.
+    await waitFor(async () => remote.stats()[0].healthy && (await remote.runExperts(b).then(() => true, () => false)), 4000, 'a call to the older node');
+    expect(remote.nodeList()[0].transport).toBe('grpc');
+    const before = old.runStreams();
+    const got = await remote.runExperts(b);
+    expect(maxAbsDiff(got.out, b.hidden)).toBe(0);
+    expect(old.runStreams()).toBeGreaterThanOrEqual(before);
+    expect(old.runStreams()).toBeGreaterThan(0);
+  }));
+
+  test('transport socket: a node replaced on its port by an older one stays unhealthy, saying why', () => replacedByOlder('socket', async (remote, old, b) => {
+    await remote.runExperts(b).catch(() => undefined);
+    // Each health round asks the node for the socket again, and the answer keeps it out.
+    await waitFor(() => /does not serve the run socket/.test(remote.stats()[0].lastError ?? ''), 4000, 'the reason as lastError');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(remote.stats()[0].healthy).toBe(false);
+    expect(old.runStreams()).toBe(0);
+  }));
 
   test('transport socket: connect fails with a UserError naming the node', async () => {
     const t0 = Date.now();

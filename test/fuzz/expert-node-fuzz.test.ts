@@ -18,6 +18,7 @@ import { encodeMask } from '../../core/wire/masks';
 import { encodeRows, toProtoEncoding, type WireEncoding } from '../../core/wire/rows';
 import { sourceNodeCommand } from '../cluster/helpers';
 import { describeGolden, TINY_A_MODEL } from '../helpers/golden';
+import { grpcRunExchange, type RunExchange } from '../helpers/grpc-run-exchange';
 
 const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const RANDOM_CASES = 120;
@@ -29,11 +30,7 @@ const VALID_ID = 4_000_000_000;
 
 const Run = () => expertProto().service.Run;
 
-interface Outcome {
-  responses: ExpertResponse__Output[];
-  /** The stream's final status when it failed. */
-  status?: grpc.StatusObject;
-}
+type Outcome = RunExchange;
 
 describeGolden('expert-node fuzz (tiny-a, a real process)', () => {
   let node: ChildProcess;
@@ -90,34 +87,7 @@ describeGolden('expert-node fuzz (tiny-a, a real process)', () => {
   const bytesOf = (req: ExpertRequest) => Run().requestSerialize(req);
 
   /** Sends `messages` then a valid request on a new stream; resolves when that one is answered or the stream ends. */
-  function exchange(messages: Buffer[]): Promise<Outcome> {
-    return new Promise((resolve, reject) => {
-      const out: Outcome = { responses: [] };
-      const call = client.makeBidiStreamRequest<Buffer, ExpertResponse__Output>(Run().path, (b) => b, (b) => Run().responseDeserialize(b));
-      const timer = setTimeout(() => {
-        call.cancel();
-        reject(new Error(`no answer within ${ANSWER_MS} ms (responses: ${JSON.stringify(out.responses.map((r) => [r.id, r.error]))})`));
-      }, ANSWER_MS);
-      const done = () => {
-        clearTimeout(timer);
-        call.removeAllListeners();
-        call.on('error', () => undefined);
-        call.cancel();
-        resolve(out);
-      };
-      call.on('data', (r: ExpertResponse__Output) => {
-        out.responses.push(r);
-        if (Number(r.id) === VALID_ID) done();
-      });
-      call.on('status', (s: grpc.StatusObject) => {
-        if (s.code !== grpc.status.OK) out.status = s;
-        done();
-      });
-      call.on('error', () => undefined);
-      for (const m of messages) call.write(m);
-      call.write(bytesOf(validRequest(VALID_ID)));
-    });
-  }
+  const exchange = (messages: Buffer[]): Promise<Outcome> => grpcRunExchange(client, messages, bytesOf(validRequest(VALID_ID)), VALID_ID, ANSWER_MS);
 
   /** The process is up and a valid request on a fresh stream is answered correctly. */
   async function stillServing(): Promise<void> {

@@ -25,6 +25,7 @@ import {
 } from '../../core/wire/run-frames';
 import { serveRunSocket } from '../../expert-node/run-socket-peer';
 import { type InProcessNode, startNode } from '../cluster/helpers';
+import { grpcRunExchange } from '../helpers/grpc-run-exchange';
 
 const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const DEMO = { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, experts: 4, topK: 2, vocab: 300, predictorRank: 16, shards: 1 };
@@ -172,33 +173,9 @@ async function stillServing(): Promise<void> {
 }
 
 /** `messages` then a valid request on a new gRPC Run stream (as test/fuzz/expert-node-fuzz.test.ts does). */
-function grpcExchange(messages: Buffer[]): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    const out: Outcome = { responses: [] };
-    const call = grpcClient.makeBidiStreamRequest<Buffer, ExpertResponse__Output>(Run().path, (b) => b, (b) => Run().responseDeserialize(b));
-    const timer = setTimeout(() => {
-      call.cancel();
-      reject(new Error(`gRPC: no outcome within ${ANSWER_MS} ms`));
-    }, ANSWER_MS);
-    const done = () => {
-      clearTimeout(timer);
-      call.removeAllListeners();
-      call.on('error', () => undefined);
-      call.cancel();
-      resolve(out);
-    };
-    call.on('data', (r: ExpertResponse__Output) => {
-      out.responses.push(norm(r));
-      if (Number(r.id) === VALID_ID) done();
-    });
-    call.on('status', (s: grpc.StatusObject) => {
-      if (s.code !== grpc.status.OK) out.status = { code: s.code, details: s.details };
-      done();
-    });
-    call.on('error', () => undefined);
-    for (const m of messages) call.write(m);
-    call.write(bytesOf(validRequest(VALID_ID)));
-  });
+async function grpcExchange(messages: Buffer[]): Promise<Outcome> {
+  const r = await grpcRunExchange(grpcClient, messages, bytesOf(validRequest(VALID_ID)), VALID_ID, ANSWER_MS);
+  return { responses: r.responses.map(norm), ...(r.status ? { status: { code: r.status.code, details: r.status.details } } : {}) };
 }
 
 /** The same on a new run socket: REQUEST frames, then the valid request. */
