@@ -27,10 +27,16 @@ export interface RunStreamEvents {
 const INVALID_ARGUMENT = 3;
 /** After an ERROR or END frame, a client that keeps the connection open is dropped this much later. */
 const LINGER_MS = 5_000;
+/**
+ * Answers a client has not read yet, past which the node stops reading its requests until they drain: a client
+ * that sends and never reads cannot make the node buffer answers without bound (TCP then holds the client back).
+ */
+export const MAX_UNREAD_ANSWER_BYTES = 64 * 1024 * 1024;
 
 /** Serves one run socket; `attach` makes the stream once the magic checked out. */
 export function serveRunSocket(socket: net.Socket, attach: (peer: RunPeer) => RunStreamEvents,
-  opts: { idleMs?: number } = {}): void {
+  opts: { idleMs?: number; maxUnreadBytes?: number } = {}): void {
+  const maxUnread = opts.maxUnreadBytes ?? MAX_UNREAD_ANSWER_BYTES;
   socket.setNoDelay(true);
   // A client that half-closes after its requests still reads their answers (as a gRPC stream it ended
   // itself): the node ends its side after END, not on the client's FIN (the listener's default).
@@ -38,6 +44,7 @@ export function serveRunSocket(socket: net.Socket, attach: (peer: RunPeer) => Ru
   let magic = Buffer.alloc(0);
   let events: RunStreamEvents | null = null;
   let finished = false;
+  let heldBack = false;
   const reader = new FrameReader([FrameType.REQUEST, FrameType.PING, FrameType.PONG]);
 
   const send = (type: FrameType, payload?: Buffer) => {
@@ -46,6 +53,14 @@ export function serveRunSocket(socket: net.Socket, attach: (peer: RunPeer) => Ru
     socket.write(frameHeader(type, payload?.length ?? 0));
     if (payload && payload.length) socket.write(payload);
     socket.uncork();
+    if (!heldBack && socket.writableLength > maxUnread) {
+      heldBack = true;
+      socket.pause();
+      socket.once('drain', () => {
+        heldBack = false;
+        socket.resume();
+      });
+    }
   };
   const finish = (type: FrameType, payload?: Buffer) => {
     if (finished) return;

@@ -21,7 +21,7 @@ import { expertProto, type ExpertRequest, type ExpertResponse__Output } from '..
 import { encodeMask } from '../../core/wire/masks';
 import { encodeRows, toProtoEncoding } from '../../core/wire/rows';
 import {
-  errorPayload, FrameError, frameHeader, FrameReader, FrameType, readErrorPayload, RUN_SOCKET_MAGIC,
+  errorPayload, FRAME_HEADER_BYTES, FrameError, frameHeader, FrameReader, FrameType, readErrorPayload, RUN_SOCKET_MAGIC,
 } from '../../core/wire/run-frames';
 import { serveRunSocket } from '../../expert-node/run-socket-peer';
 import { type InProcessNode, startNode } from '../cluster/helpers';
@@ -529,6 +529,62 @@ test('serveRunSocket closes a connection silent for idleMs; pings keep one open'
       pinging.destroy();
     }
   } finally {
+    await new Promise((r) => server.close(r));
+  }
+});
+
+test('a client that sends and never reads holds back its own requests, not the node\'s memory; reading again gets every answer', async () => {
+  const ANSWER = 256 * 1024;
+  const SENT = 200; // 50 MiB of answers: more than the kernel's socket buffers hold
+  let taken = 0;
+  const server = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    // Each request is answered at once with a 256 KiB frame; at most 1 MiB may wait unread in the node.
+    serveRunSocket(socket, (peer) => ({
+      data: () => {
+        taken++;
+        peer.write(Buffer.alloc(ANSWER, 1));
+      },
+      ended: () => peer.end(), // as the node's stream does once every answer is out
+      closed: () => undefined,
+    }), { maxUnreadBytes: 1024 * 1024 });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  const client = net.connect(port, '127.0.0.1');
+  client.on('error', () => undefined);
+  client.pause(); // reads nothing for now
+  try {
+    client.setNoDelay(true);
+    client.write(RUN_SOCKET_MAGIC);
+    // One request at a time (a chunk's frames are all taken: the hold applies from the next chunk on).
+    for (let i = 0; i < SENT; i++) {
+      client.write(request(Buffer.alloc(16, i)));
+      await new Promise((r) => setTimeout(r, 3));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    // About 1 MiB in the node plus what the kernel's socket buffers hold, nowhere near 50 MiB.
+    const whileStuck = taken;
+    expect(whileStuck).toBeGreaterThan(0);
+    expect(whileStuck).toBeLessThan(SENT / 2);
+    // Reading again lets the node go on: every request is answered.
+    const want = RUN_SOCKET_MAGIC.length + SENT * (FRAME_HEADER_BYTES + ANSWER);
+    let got = 0;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${got} of ${want} bytes after 10 s (${taken} requests taken)`)), 10_000);
+      client.on('data', (c: Buffer) => {
+        got += c.length;
+        if (got >= want) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      client.resume();
+    });
+    expect(got).toBe(want);
+    expect(taken).toBe(SENT);
+  } finally {
+    client.destroy();
     await new Promise((r) => server.close(r));
   }
 });
