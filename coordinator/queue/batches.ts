@@ -403,22 +403,26 @@ export class BatchService {
     const missing: number[] = [];
     for (let i = 0; i < pending.length; i += CHUNK) {
       const chunk = pending.slice(i, i + CHUNK);
-      // Two small fields per pending job; the answer and the body only of the finished ones.
-      const states = await this.hmgetAll(chunk.map((index) => [this.queue.toKey(batchJobId(id, index)), ['timestamp', 'finishedOn']]));
+      // Two small fields and the lock of each pending job, read at one instant; the answer and the body only
+      // of the finished ones.
+      const states = await this.jobStates(chunk.map((index) => this.queue.toKey(batchJobId(id, index))));
       const finished: number[] = [];
       const waiting: number[] = [];
       for (let k = 0; k < chunk.length; k++) {
-        const [timestamp, finishedOn] = states[k];
+        const { timestamp, finishedOn, locked } = states[k];
         if (timestamp === null) missing.push(chunk[k]);
         else if (finishedOn !== null) finished.push(chunk[k]);
-        else if (stopping) waiting.push(chunk[k]);
+        // A job a worker holds is not removed (BullMQ would refuse), nor even tried: it may finish before
+        // the removal, and removing it then would drop its answer; a later sweep collects it.
+        else if (stopping && !locked) waiting.push(chunk[k]);
       }
       // One round trip for the finished jobs' answers and the waiting jobs' bodies (their custom_id).
       const reads = await this.hmgetAll([
         ...finished.map((index): [string, string[]] => [this.queue.toKey(batchJobId(id, index)), ['returnvalue', 'failedReason', 'data']]),
         ...waiting.map((index): [string, string[]] => [this.queue.toKey(batchJobId(id, index)), ['data']]),
       ]);
-      // Only a job no worker holds is removed (1); a running one finishes and is collected by a later sweep.
+      // Only a job no worker holds is removed (1): one taken since the read is refused and collected later.
+      // (One taken *and* finished since the read is removed all the same, and reported cancelled, once.)
       // Issued together, the removals share a round trip (BullMQ's own removeJob, each still atomic).
       const removed = await Promise.all(waiting.map((index) => this.queue.remove(batchJobId(id, index))));
       // The chunk's results and dropped lines recorded in one round trip (each RECORD is still its own atomic script).
@@ -463,6 +467,21 @@ export class BatchService {
   }
 
   /** HMGET of many keys in one round trip. */
+  /** Each job's creation and finish times and whether a worker holds its lock, read atomically (MULTI). */
+  private async jobStates(jobKeys: string[]): Promise<{ timestamp: string | null; finishedOn: string | null; locked: boolean }[]> {
+    if (jobKeys.length === 0) return [];
+    const multi = this.redis.multi();
+    for (const key of jobKeys) multi.hmget(key, 'timestamp', 'finishedOn').exists(`${key}:lock`);
+    const replies = (await multi.exec()) ?? [];
+    return jobKeys.map((_, k) => {
+      const [[e1, row], [e2, lock]] = [replies[2 * k], replies[2 * k + 1]];
+      if (e1) throw e1;
+      if (e2) throw e2;
+      const [timestamp, finishedOn] = row as (string | null)[];
+      return { timestamp, finishedOn, locked: lock === 1 };
+    });
+  }
+
   private async hmgetAll(reads: [string, string[]][]): Promise<(string | null)[][]> {
     if (reads.length === 0) return [];
     const pipe = this.redis.pipeline();
