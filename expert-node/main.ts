@@ -111,7 +111,7 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
       log(`metrics on ${metricsServer.url}`);
     }
     const security = !tls ? 'plaintext' : tls.ca ? `mTLS, clients verified against ${opts.tlsCa}` : 'TLS, no client certificates checked';
-    log(`listening on ${opts.host}:${port} (${security}; NOT_SERVING until weights load); device ${backend.description}`);
+    log(`listening on ${opts.host}:${port} (gRPC and the run socket, ${security}; NOT_SERVING until weights load); device ${backend.description}`);
     if (healthPort !== undefined) log(`gRPC health (plaintext) on ${opts.host}:${healthPort}`);
     if (!tls?.ca && !isLoopbackAddress(opts.host)) {
       log(!tls
