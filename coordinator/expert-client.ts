@@ -14,7 +14,8 @@ import {
 } from '../core/wire/expert-proto';
 import { UserError } from '../core/errors';
 import { readExpertResponse } from '../core/wire/expert-response-bytes';
-import { hostPort, RunSocket, RunSocketUnsupported } from './run-socket';
+import { hostPort } from '../core/host-port';
+import { RunSocket, RunSocketUnsupported } from './run-socket';
 import { type ChannelTls, diagnoseConnectFailure } from './tls-diagnosis';
 
 /** Channel options for expert-node connections; see the comment on each key. */

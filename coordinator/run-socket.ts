@@ -6,7 +6,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import {
-  FrameError, FrameReader, frameHeader, FrameType, readErrorPayload, RUN_SOCKET_ALPN, RUN_SOCKET_MAGIC,
+  FrameError, FrameReader, frameHeader, FrameType, MagicReader, readErrorPayload, RUN_SOCKET_ALPN, RUN_SOCKET_MAGIC,
   RUN_SOCKET_PING_MS, RUN_SOCKET_PING_TIMEOUT_MS,
 } from '../core/wire/run-frames';
 import type { ChannelTls } from './tls-diagnosis';
@@ -24,20 +24,11 @@ export interface RunSocketEvents {
 const UNAVAILABLE = 14;
 const INTERNAL = 13;
 
-/** host and port of "host:port" / "[v6]:port"; null for anything else (a gRPC target scheme). */
-export function hostPort(address: string): { host: string; port: number } | null {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]/]+)):(\d{1,5})$/.exec(address);
-  if (!m) return null;
-  const port = Number(m[3]);
-  return port > 0 && port < 65536 ? { host: m[1] ?? m[2], port } : null;
-}
-
 export class RunSocket {
   readonly ready: Promise<void>;
   private readonly socket: net.Socket;
   private readonly reader = new FrameReader([FrameType.RESPONSE, FrameType.ERROR, FrameType.END, FrameType.PING, FrameType.PONG]);
-  private magic = Buffer.alloc(0);
-  private magicDone = false;
+  private readonly magic = new MagicReader();
   private done = false;
   private pingTimer: NodeJS.Timeout | null = null;
   private settleReady!: { resolve: () => void; reject: (e: Error) => void };
@@ -58,10 +49,10 @@ export class RunSocket {
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('error', (e: Error) => {
       // An older node under TLS offers ALPN h2 only: the handshake ends with this alert, never an answer.
-      if (!this.magicDone && /no application protocol/i.test(e.message)) this.unsupported();
+      if (!this.magic.done && /no application protocol/i.test(e.message)) this.unsupported();
       this.close(UNAVAILABLE, e.message);
     });
-    this.socket.on('close', () => this.close(UNAVAILABLE, this.magicDone ? 'the node closed the connection' : 'connection closed before the node answered'));
+    this.socket.on('close', () => this.close(UNAVAILABLE, this.magic.done ? 'the node closed the connection' : 'connection closed before the node answered'));
     // Idle for a while: ask the node whether it is still there.
     this.socket.setTimeout(RUN_SOCKET_PING_MS, () => {
       if (this.pingTimer || this.done) return;
@@ -99,18 +90,16 @@ export class RunSocket {
   private onData(chunk: Buffer): void {
     if (this.done) return;
     this.clearPing();
-    if (!this.magicDone) {
-      const need = RUN_SOCKET_MAGIC.length - this.magic.length;
-      this.magic = Buffer.concat([this.magic, chunk.subarray(0, need)]);
-      if (!RUN_SOCKET_MAGIC.subarray(0, this.magic.length).equals(this.magic)) {
+    if (!this.magic.done) {
+      const rest = this.magic.push(chunk);
+      if (rest === 'bad') {
         this.unsupported();
         this.close(UNAVAILABLE, 'the node does not serve the run socket');
         return;
       }
-      if (this.magic.length < RUN_SOCKET_MAGIC.length) return;
-      this.magicDone = true;
+      if (rest === 'more') return;
       this.settleReady.resolve();
-      chunk = chunk.subarray(need);
+      chunk = rest;
     }
     try {
       this.reader.push(chunk, (type, payload) => {

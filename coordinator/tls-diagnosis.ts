@@ -9,6 +9,7 @@
 // fix; null for anything else (a node still starting is retried as before).
 import net from 'node:net';
 import tls from 'node:tls';
+import { hostPort } from '../core/host-port';
 
 /** What the channel's credentials were made of (PEM bytes); null for a plaintext channel. */
 export interface ChannelTls {
@@ -30,12 +31,6 @@ const EXPIRED = /certificate (has )?expired|not yet valid|CERT_HAS_EXPIRED|CERT_
 const CERT_REQUIRED = /alert certificate required/i;
 const CERT_REFUSED = /alert (unknown ca|bad certificate|certificate unknown|unsupported certificate|certificate revoked|certificate expired|access denied)/i;
 const CLOSED = /Failed to connect|Socket closed|Connection closed|ECONNRESET|socket hang up/i;
-
-/** host and port of "host:port" / "[v6]:port"; null for other target forms. */
-function hostPort(address: string): { host: string; port: number } | null {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(address) ?? /^([^:[\]]+):(\d+)$/.exec(address);
-  return m ? { host: m[1], port: Number(m[2]) } : null;
-}
 
 /** One TLS connection to the node with our certificates, as grpc-js would make it, but not verifying the node. */
 function probe(host: string, port: number, creds: ChannelTls, timeoutMs: number): Promise<Probe> {

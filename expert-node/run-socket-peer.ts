@@ -3,7 +3,7 @@
 // END and ERROR frames. The server sees it as a RunPeer, the same as a gRPC Run stream.
 import type net from 'node:net';
 import {
-  errorPayload, FrameError, FrameReader, frameHeader, FrameType, RUN_SOCKET_IDLE_MS, RUN_SOCKET_MAGIC,
+  errorPayload, FrameError, FrameReader, frameHeader, FrameType, MagicReader, RUN_SOCKET_IDLE_MS, RUN_SOCKET_MAGIC,
 } from '../core/wire/run-frames';
 
 /** Where a Run stream's answers go (a gRPC stream or a run socket). */
@@ -41,7 +41,7 @@ export function serveRunSocket(socket: net.Socket, attach: (peer: RunPeer) => Ru
   // A client that half-closes after its requests still reads their answers (as a gRPC stream it ended
   // itself): the node ends its side after END, not on the client's FIN (the listener's default).
   socket.allowHalfOpen = true;
-  let magic = Buffer.alloc(0);
+  const magic = new MagicReader();
   let events: RunStreamEvents | null = null;
   let finished = false;
   let heldBack = false;
@@ -85,17 +85,16 @@ export function serveRunSocket(socket: net.Socket, attach: (peer: RunPeer) => Ru
   socket.on('data', (chunk: Buffer) => {
     if (finished) return;
     if (!events) {
-      // The magic, possibly split over chunks; frames may follow it in the same chunk.
-      const need = RUN_SOCKET_MAGIC.length - magic.length;
-      magic = Buffer.concat([magic, chunk.subarray(0, need)]);
-      if (!RUN_SOCKET_MAGIC.subarray(0, magic.length).equals(magic)) {
+      // The magic; frames may follow it in the same chunk.
+      const rest = magic.push(chunk);
+      if (rest === 'bad') {
         socket.destroy(); // neither HTTP/2 nor this protocol: nothing to answer in
         return;
       }
-      if (magic.length < RUN_SOCKET_MAGIC.length) return;
+      if (rest === 'more') return;
       socket.write(RUN_SOCKET_MAGIC);
       events = attach(peer);
-      chunk = chunk.subarray(need);
+      chunk = rest;
     }
     try {
       reader.push(chunk, onFrame);

@@ -52,6 +52,22 @@ export function readErrorPayload(p: Buffer): { code: number; detail: string } {
   return { code: p.readUInt32LE(0), detail: p.toString('utf8', 4) };
 }
 
+/** Reads the peer's magic, which may come split over chunks (both sides open with it). */
+export class MagicReader {
+  private got = 0;
+  done = false;
+
+  /** The rest of `chunk` once the magic is complete; 'more' while it is not; 'bad' when the bytes differ. */
+  push(chunk: Buffer): Buffer | 'more' | 'bad' {
+    const n = Math.min(RUN_SOCKET_MAGIC.length - this.got, chunk.length);
+    if (!chunk.subarray(0, n).equals(RUN_SOCKET_MAGIC.subarray(this.got, this.got + n))) return 'bad';
+    this.got += n;
+    if (this.got < RUN_SOCKET_MAGIC.length) return 'more';
+    this.done = true;
+    return chunk.subarray(n);
+  }
+}
+
 /** A frame the reader cannot accept; the connection ends with this. */
 export class FrameError extends Error {}
 
