@@ -16,10 +16,10 @@ import { type Calibration, COST_CONSTANTS, type CostConstants, type ModelCost, p
 import { describeLink, type LinkSpec, parseLink } from '../core/placement/link-presets';
 import { loadNodeDescriptions, type NodeDescription } from '../core/placement/node-descriptions';
 import { loadRoutingStats, type RoutingStats } from '../core/placement/routing-stats';
-import { placeExperts } from '../core/placement/placement';
-import { balancedShardMapWithBytes, expertBytes, type PairWithBytes, type ShardMap } from '../core/shard-map';
-import { parseWireEncoding, type WireEncoding } from '../core/wire/rows';
-import { WEIGHTS_HELP, weightsOption } from './options';
+import { PlacementDoesNotFitError, placeExperts } from '../core/placement/placement';
+import { balancedShardMapWithBytes, expertBytes, type PairWithBytes, type ShardMap, uniformPairs } from '../core/shard-map';
+import { WIRE_ENCODINGS, type WireEncoding } from '../core/wire/rows';
+import { choiceOption, intOption, WEIGHTS_HELP, weightsOption } from './options';
 import { formatBytes, modelPairs } from './shard-map';
 
 /**
@@ -183,8 +183,7 @@ async function loadModel(model: string, weights: StoreDType | 'auto', predictorR
   }
   const dtype = weights === 'auto' ? configDtype(config) : weights;
   const per = expertBytes(config.hiddenSize, config.intermediateSize, dtype);
-  const pairs: PairWithBytes[] = [];
-  for (let layer = 0; layer < config.numLayers; layer++) for (let expert = 0; expert < config.numExperts; expert++) pairs.push({ layer, expert, bytes: per });
+  const pairs = uniformPairs(config, per);
   return {
     config, configOnly: true, predictorRanks: new Array<number>(config.numLayers).fill(predictorRank ?? ASSUMED_PREDICTOR_RANK),
     pairs, dtype, activeFraction: recordedActiveFraction(raw), source: configFile,
@@ -295,7 +294,7 @@ function placeMap(pairs: PairWithBytes[], nodes: NodeDescription[], replicas: nu
     });
     return { map: r.map, bytes: r.nodeBytes, source: 'placement (core/placement placeExperts)' };
   } catch (e) {
-    if (!(e instanceof UserError) || !/^placement: (the experts need|one \(layer, expert\) pair is)/.test(e.message)) throw e;
+    if (!(e instanceof PlacementDoesNotFitError)) throw e;
     const { map, bytes } = balancedShardMapWithBytes(pairs, nodes.map((n) => n.address), { replicas });
     map.nodes.forEach((n, i) => (n.name = nodes[i].name));
     return { map, bytes, source: `balanced by bytes (the placement refuses: ${e.message.replace(/^placement: /, '')})` };
@@ -359,28 +358,12 @@ function positiveNumber(flag: string) {
   };
 }
 
-function nonNegativeInt(flag: string, min = 0) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${flag} must be an integer >= ${min}`);
-    return n;
-  };
-}
-
 function nonNegativeNumber(flag: string) {
   return (value: string): number => {
     const n = Number(value);
     if (!Number.isFinite(n) || n < 0 || value.trim() === '') throw new InvalidArgumentError(`${flag} must be a number >= 0`);
     return n;
   };
-}
-
-function wireOption(value: string): WireEncoding {
-  try {
-    return parseWireEncoding(value);
-  } catch {
-    throw new InvalidArgumentError('--wire must be one of f32, bf16, int8');
-  }
 }
 
 /** Adds the `plan` subcommand to the `turbosparse` program. */
@@ -399,14 +382,14 @@ export function registerPlan(program: Command): void {
       if (v !== 'cpu' && v !== 'cuda') throw new InvalidArgumentError('--coordinator-device must be cpu or cuda');
       return v;
     }, 'cpu')
-    .option('--wire <enc>', 'hidden rows on the wire: f32 | bf16 | int8', wireOption, 'f32')
-    .option('--replicas <r>', 'copies of every (layer, expert) pair, each on a different node', nonNegativeInt('--replicas', 1), 1)
-    .option('--context <tokens>', 'tokens of context each sequence\'s attention reads (KV cache)', nonNegativeInt('--context'), 512)
-    .option('--predictor-rank <r>', `predictor width (default: from the weights, or ${ASSUMED_PREDICTOR_RANK} for a config.json alone)`, nonNegativeInt('--predictor-rank', 1))
-    .option('--call-overhead-us <us>', `software cost of one node call (default ${COST_CONSTANTS.callOverheadUs}, measured on a 2-vCPU VM)`, nonNegativeInt('--call-overhead-us'))
+    .option('--wire <enc>', 'hidden rows on the wire: f32 | bf16 | int8', choiceOption('--wire', WIRE_ENCODINGS), 'f32')
+    .option('--replicas <r>', 'copies of every (layer, expert) pair, each on a different node', intOption('--replicas', 1), 1)
+    .option('--context <tokens>', 'tokens of context each sequence\'s attention reads (KV cache)', intOption('--context'), 512)
+    .option('--predictor-rank <r>', `predictor width (default: from the weights, or ${ASSUMED_PREDICTOR_RANK} for a config.json alone)`, intOption('--predictor-rank', 1))
+    .option('--call-overhead-us <us>', `software cost of one node call (default ${COST_CONSTANTS.callOverheadUs}, measured on a 2-vCPU VM)`, intOption('--call-overhead-us'))
     .option('--call-ns-per-byte <ns>', `software cost per byte of a node call (default ${COST_CONSTANTS.callOverheadNsPerByte}, measured on a 2-vCPU VM)`, nonNegativeNumber('--call-ns-per-byte'))
-    .option('--node-call-us <us>', `a node's own time per call beyond its kernel (default ${COST_CONSTANTS.nodeCallUs}, measured on a 2-vCPU VM)`, nonNegativeInt('--node-call-us'))
-    .option('--coordinator-layer-us <us>', `coordinator glue per layer (default ${COST_CONSTANTS.coordinatorLayerUs}, measured on a 2-vCPU VM)`, nonNegativeInt('--coordinator-layer-us'))
+    .option('--node-call-us <us>', `a node's own time per call beyond its kernel (default ${COST_CONSTANTS.nodeCallUs}, measured on a 2-vCPU VM)`, intOption('--node-call-us'))
+    .option('--coordinator-layer-us <us>', `coordinator glue per layer (default ${COST_CONSTANTS.coordinatorLayerUs}, measured on a 2-vCPU VM)`, intOption('--coordinator-layer-us'))
     .option('--json', 'print the plan as one JSON object')
     .action(async (flags: PlanFlags) => {
       const plan = await makePlan(flags);

@@ -8,7 +8,7 @@
 // once (requests decoded after it are refused) but keeps their native memory
 // until free(), which the server calls once the requests already queued have run.
 import type { ExpertBatch, ExpertOutput } from '../core/expert-backend';
-import { type ExpertPair, formatExpertSpec, pairKey, uniquePairs } from '../core/expert-spec';
+import { type ExpertPair, formatExpertSpec, uniquePairs } from '../core/expert-spec';
 import { names } from '../core/model-folder';
 import { type FfnMode, type HostMatrix, type NativeBackend, type NativeExpert, type StoreDType, storeFor } from '../core/native';
 import { runMoe } from '../core/run-moe';
@@ -51,9 +51,9 @@ export class ExpertStore {
   readonly mode: FfnMode;
   readonly slowdown: number;
   /** Every native expert not yet freed: the held ones and retired ones still in use by queued requests. */
-  private readonly experts = new Map<string, NativeExpert>();
+  private readonly experts = new Map<number, NativeExpert>();
   /** The pairs served: what requests are checked against and Info lists. */
-  private readonly held = new Map<string, ExpertPair>();
+  private readonly held = new Map<number, ExpertPair>();
   /** Experts held per layer. */
   private readonly layers = new Map<number, number>();
   private readonly dtypes = new Set<string>();
@@ -105,13 +105,19 @@ export class ExpertStore {
     return this.layers.has(layer);
   }
 
+  /** A pair's key in the maps: a number, not an "L:E" string (requests look pairs up per route); -1 outside the model. */
+  private slot(layer: number, expert: number): number {
+    const { numLayers, numExperts } = this.dims;
+    return layer >= 0 && layer < numLayers && expert >= 0 && expert < numExperts ? layer * numExperts + expert : -1;
+  }
+
   /** How many experts of `layer` this node holds. */
   expertsInLayer(layer: number): number {
     return this.layers.get(layer) ?? 0;
   }
 
   has(layer: number, expert: number): boolean {
-    return this.held.has(pairKey(layer, expert));
+    return this.held.has(this.slot(layer, expert));
   }
 
   /** The stored bytes `pair` takes once loaded (its dtype read from the source's header when it can tell). */
@@ -128,9 +134,9 @@ export class ExpertStore {
   async add(pairs: readonly ExpertPair[], cancelled: () => boolean = () => false): Promise<ExpertPair[]> {
     const fresh = uniquePairs(pairs).filter((p) => !this.has(p.layer, p.expert));
     // A retired pair whose memory is not freed yet is held again as it is.
-    const loaded = await this.upload(fresh.filter((p) => !this.experts.has(pairKey(p.layer, p.expert))), undefined, cancelled);
+    const loaded = await this.upload(fresh.filter((p) => !this.experts.has(this.slot(p.layer, p.expert))), undefined, cancelled);
     for (const p of fresh) {
-      const key = pairKey(p.layer, p.expert);
+      const key = this.slot(p.layer, p.expert);
       const kept = this.experts.get(key);
       if (kept && !loaded.has(key)) loaded.set(key, { pair: p, expert: kept, dtype: '' });
     }
@@ -145,7 +151,7 @@ export class ExpertStore {
   retire(pairs: readonly ExpertPair[]): ExpertPair[] {
     const gone = uniquePairs(pairs).filter((p) => this.has(p.layer, p.expert));
     for (const p of gone) {
-      this.held.delete(pairKey(p.layer, p.expert));
+      this.held.delete(this.slot(p.layer, p.expert));
       const n = (this.layers.get(p.layer) ?? 0) - 1;
       if (n > 0) this.layers.set(p.layer, n);
       else this.layers.delete(p.layer);
@@ -157,7 +163,7 @@ export class ExpertStore {
   /** Frees retired pairs' native memory (no request that could use them may still be queued). */
   free(pairs: readonly ExpertPair[]): void {
     for (const p of pairs) {
-      const key = pairKey(p.layer, p.expert);
+      const key = this.slot(p.layer, p.expert);
       if (this.held.has(key)) continue; // held again since: still in use
       this.experts.get(key)?.free();
       this.experts.delete(key);
@@ -170,7 +176,7 @@ export class ExpertStore {
    */
   async run(batch: ExpertBatch): Promise<ExpertOutput> {
     const t0 = process.hrtime.bigint();
-    const r = await runMoe(this.backend, this.mode, this.dims.hiddenSize, batch, (L, E) => this.experts.get(pairKey(L, E)));
+    const r = await runMoe(this.backend, this.mode, this.dims.hiddenSize, batch, (L, E) => this.experts.get(this.slot(L, E)));
     if (this.slowdown > 1) {
       // Timers wait at least ~1 ms, more than a small model's compute: the wait is owed and paid once it
       // reaches a millisecond, what a timer overslept is taken off the next, so the average is F x.
@@ -193,10 +199,10 @@ export class ExpertStore {
   }
 
   private async upload(pairs: readonly ExpertPair[], onLoaded?: ExpertStoreOptions['onLoaded'],
-    cancelled: () => boolean = () => false): Promise<Map<string, { pair: ExpertPair; expert: NativeExpert; dtype: string }>> {
+    cancelled: () => boolean = () => false): Promise<Map<number, { pair: ExpertPair; expert: NativeExpert; dtype: string }>> {
     const H = this.dims.hiddenSize;
     const I = this.dims.intermediateSize;
-    const out = new Map<string, { pair: ExpertPair; expert: NativeExpert; dtype: string }>();
+    const out = new Map<number, { pair: ExpertPair; expert: NativeExpert; dtype: string }>();
     try {
       let done = 0;
       for (const p of pairs) {
@@ -205,7 +211,7 @@ export class ExpertStore {
         const w3 = await this.source.readMatrix(names.w3(p.layer, p.expert), I, H);
         const w2 = await this.source.readMatrix(names.w2(p.layer, p.expert), H, I);
         const dtype = storeFor(this.weights, [w1, w3, w2]);
-        out.set(pairKey(p.layer, p.expert), { pair: p, expert: await this.backend.createExpert(w1, w3, w2, dtype), dtype });
+        out.set(this.slot(p.layer, p.expert), { pair: p, expert: await this.backend.createExpert(w1, w3, w2, dtype), dtype });
         onLoaded?.(++done, pairs.length, p, w1.data.byteLength + w2.data.byteLength + w3.data.byteLength);
       }
     } catch (e) {
@@ -215,7 +221,7 @@ export class ExpertStore {
     return out;
   }
 
-  private commit(loaded: Map<string, { pair: ExpertPair; expert: NativeExpert; dtype: string }>): void {
+  private commit(loaded: Map<number, { pair: ExpertPair; expert: NativeExpert; dtype: string }>): void {
     for (const [key, { pair, expert, dtype }] of loaded) {
       this.experts.set(key, expert);
       this.held.set(key, pair);

@@ -13,7 +13,7 @@
 // coordinator's per-layer glue) on the 2-vCPU build VM, so on bigger machines they err on the slow side.
 import { UserError } from '../errors';
 import { mulberry32 as rng } from '../mulberry32';
-import type { ShardMap } from '../shard-map';
+import { replicaTable, type ShardMap } from '../shard-map';
 import type { WireEncoding } from '../wire/rows';
 import { rowWireBytes } from '../wire/rows';
 import { maskWireBytes } from '../wire/masks';
@@ -196,10 +196,7 @@ export function predictStep(input: CostInput, concurrency: number): StepPredicti
     if (!d) throw new Error(`cost model: no description for node ${n.address}`);
     return d;
   });
-  const holders: number[][][] = Array.from({ length: m.numLayers }, () => Array.from({ length: m.numExperts }, () => [] as number[]));
-  input.map.nodes.forEach((n, i) => {
-    for (const p of n.experts) holders[p.layer]?.[p.expert]?.push(i);
-  });
+  const holders = replicaTable(input.map, m);
   const shares = input.routing ? routedShares(input.routing) : null;
   const fractions = input.routing ? activeFractions(input.routing, m.activeFraction ?? k.defaultActiveFraction) : null;
   const coordBeta = input.coordinator.device === 'cuda' ? k.cudaExtraRowFraction : k.cpuExtraRowFraction;

@@ -211,6 +211,9 @@ function buildProblem(input: PlacementInput): Problem {
 }
 
 /** One clear error when the copies cannot fit in the nodes' memory at all. */
+/** The experts do not fit the nodes' memory (`plan` then shows the byte-balanced map and says so). */
+export class PlacementDoesNotFitError extends UserError {}
+
 function checkFits(p: Problem, nodes: NodeDescription[]): void {
   let need = 0;
   let largest = 0;
@@ -218,13 +221,13 @@ function checkFits(p: Problem, nodes: NodeDescription[]): void {
   const have = p.mem.reduce((a, b) => a + b, 0);
   const copies = p.replicas > 1 ? ` (${p.replicas} copies of every pair)` : '';
   if (need > have) {
-    throw new UserError(`placement: the experts need ${formatBytes(need)}${copies} but the nodes hold ${formatBytes(have)}: ` +
+    throw new PlacementDoesNotFitError(`placement: the experts need ${formatBytes(need)}${copies} but the nodes hold ${formatBytes(have)}: ` +
       `${formatBytes(need - have)} missing; add a node or raise memory_gib in --nodes-file${p.replicas > 1 ? ' (or lower --replicas)' : ''}`);
   }
   const roomy = p.mem.filter((m) => m >= largest).length;
   if (roomy < p.replicas) {
     const biggest = Math.max(...nodes.map((n) => n.memoryBytes));
-    throw new UserError(`placement: one (layer, expert) pair is ${formatBytes(largest)} but ${roomy === 0
+    throw new PlacementDoesNotFitError(`placement: one (layer, expert) pair is ${formatBytes(largest)} but ${roomy === 0
       ? `the largest node holds ${formatBytes(biggest)}: ${formatBytes(largest - biggest)} missing`
       : `only ${roomy} node(s) have room for it and --replicas is ${p.replicas}`}; raise memory_gib in --nodes-file`);
   }
