@@ -466,7 +466,6 @@ export class BatchService {
     return (await this.redis.hlen(resultsKey)) >= total;
   }
 
-  /** HMGET of many keys in one round trip. */
   /** Each job's creation and finish times and whether a worker holds its lock, read atomically (MULTI). */
   private async jobStates(jobKeys: string[]): Promise<{ timestamp: string | null; finishedOn: string | null; locked: boolean }[]> {
     if (jobKeys.length === 0) return [];
@@ -482,6 +481,7 @@ export class BatchService {
     });
   }
 
+  /** HMGET of many keys in one round trip. */
   private async hmgetAll(reads: [string, string[]][]): Promise<(string | null)[][]> {
     if (reads.length === 0) return [];
     const pipe = this.redis.pipeline();

@@ -4,6 +4,7 @@ import { Queue, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { UserError } from '../../core/errors';
 import { injectTraceContext } from '../../core/telemetry/propagation';
+import { batchRefOf } from './batch-job';
 import { QUEUE_NAME } from './connection';
 import { attemptsOf, jobIdFor, type JobData } from './job';
 
@@ -128,7 +129,8 @@ export class GenerationProducer {
 async function outcome(id: string, job: Job | undefined): Promise<JobOutcome> {
   if (!job) return { id, state: 'unknown', error: 'no such job (never submitted, or removed after its results TTL)' };
   const state = (await job.getState()) as JobState;
-  const customId = (job.data as Record<string, unknown> | undefined)?.custom_id;
+  // A CLI job carries it at the top; a Batch API request (batches.ts) in its batch reference.
+  const customId = (job.data as Record<string, unknown> | undefined)?.custom_id ?? batchRefOf(job.data)?.custom_id;
   const named = { id, ...(typeof customId === 'string' ? { custom_id: customId } : {}), state };
   if (state === 'completed') return { ...named, response: job.returnvalue };
   if (state === 'failed') return { ...named, error: job.failedReason };

@@ -3,11 +3,11 @@
 // template here; anything else is `other`.
 import { routePath } from '../api/errors';
 
-/** Exact paths: the OpenAI API, vLLM's extras, probes, metrics, and the status page's files and JSON. */
+/** Exact paths: the OpenAI API, vLLM's extras, probes, metrics, the status page's files and JSON, admin and stats. */
 const EXACT = new Set([
   '/v1/completions', '/v1/chat/completions', '/v1/models', '/tokenize', '/detokenize', '/health', '/ready', '/metrics',
   '/', '/index.html', '/status.js', '/status.css', '/status.json', '/v1/status',
-  '/v1/files', '/v1/batches',
+  '/v1/files', '/v1/batches', '/v1/admin/rebalance', '/v1/stats/routing',
 ]);
 
 /** Paths with an id in them, as templates ({id} = one path segment). */
