@@ -65,7 +65,7 @@ function readIds(args: string[], idsFile?: string): string[] {
 }
 
 /** Exit 2 with one line when an id is not on the queue: a typo or an expired result is not a result. */
-function rejectUnknown(statuses: JobStatus[], queue: string): void {
+function rejectUnknown(statuses: { id: string; state: string }[], queue: string): void {
   const unknown = statuses.filter((s) => s.state === 'unknown').map((s) => s.id);
   if (unknown.length === 0) return;
   const named = unknown.slice(0, 3).join(', ') + (unknown.length > 3 ? ` and ${unknown.length - 3} more` : '');
@@ -147,9 +147,14 @@ export function registerBatch(program: Command): void {
     const { SingleBar } = await import('cli-progress');
     const { openaiBatchLine } = await import('../coordinator/queue/producer');
     await withProducer(flags, {}, async (p) => {
-      rejectUnknown(await p.status(ids), p.queue.name);
       let bar: SingleBar | null = null;
+      // The first poll also checks the ids (one status read, not two): an unknown one exits before the bar.
+      let checked = false;
       const onUpdate = (s: JobStatus[]) => {
+        if (!checked) {
+          checked = true;
+          rejectUnknown(s, p.queue.name);
+        }
         const done = s.filter((x) => x.state === 'completed' || x.state === 'failed' || x.state === 'unknown').length;
         const payload = { tokens: s.reduce((a, x) => a + x.progress, 0), failed: s.filter((x) => x.state === 'failed').length };
         if (!bar) {
@@ -164,6 +169,7 @@ export function registerBatch(program: Command): void {
       let outcomes;
       try {
         outcomes = flags.wait ? await p.waitFor(ids, onUpdate) : await p.results(ids);
+        if (!flags.wait) rejectUnknown(outcomes, p.queue.name);
       } finally {
         (bar as SingleBar | null)?.stop();
       }

@@ -31,6 +31,11 @@ export async function runCliOrThrow(args: string[]): Promise<{ stdout: string; s
   return { stdout: r.stdout, stderr: r.stderr };
 }
 
+/** runCliOrThrow, its stdout parsed as JSON (a command run with --json). */
+export async function runCliJson<T>(args: string[]): Promise<T> {
+  return JSON.parse((await runCliOrThrow(args)).stdout) as T;
+}
+
 /** `turbosparse ARGS` in a real process from the sources; resolves with its exit code and output. */
 export function runCliProcess(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
   const entry = `require(${JSON.stringify(path.join(ROOT, 'cli', 'main.ts'))}).main(['node', 'turbosparse', ...process.argv.slice(1)])`;

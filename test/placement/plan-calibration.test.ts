@@ -9,15 +9,11 @@ import { DEFAULT_COORDINATOR_GBPS, type Plan } from '../../cli/plan';
 import { makeDemoModel } from '../../core/demo-model';
 import { CALIBRATION_KIND, COST_CONSTANTS, parseCalibration } from '../../core/placement/cost-model';
 import { UserError } from '../../core/errors';
-import { runCliInProcess } from '../helpers/cli';
+import { runCliInProcess, runCliJson } from '../helpers/cli';
 
 const plan = (...args: string[]) => runCliInProcess(['plan', ...args]);
 
-async function planJson(...args: string[]): Promise<Plan> {
-  const r = await plan(...args, '--json');
-  if (r.error) throw r.error;
-  return JSON.parse(r.stdout) as Plan;
-}
+const planJson = (...args: string[]) => runCliJson<Plan>(['plan', ...args, '--json']);
 
 const calibration = (constants: Record<string, unknown>, gbps: unknown = 8) => ({
   kind: CALIBRATION_KIND, measured: '2026-12-03T16:45:00Z', machine: 'test', model: 'test', coordinatorGbps: gbps, constants,

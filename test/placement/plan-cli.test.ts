@@ -10,18 +10,14 @@ import { makeDemoModel } from '../../core/demo-model';
 import { COST_CONSTANTS } from '../../core/placement/cost-model';
 import { UserError } from '../../core/errors';
 import { expertBytes } from '../../core/shard-map';
-import { runCliInProcess } from '../helpers/cli';
+import { runCliInProcess, runCliJson } from '../helpers/cli';
 
 const CONFIG_47B = path.resolve(__dirname, '..', '..', 'docs', 'models', 'turbosparse-mixtral-47b', 'config.json');
 const GiB = 2 ** 30;
 
 const plan = (...args: string[]) => runCliInProcess(['plan', ...args]);
 
-async function planJson(...args: string[]): Promise<Plan> {
-  const r = await plan(...args, '--json');
-  if (r.error) throw r.error;
-  return JSON.parse(r.stdout) as Plan;
-}
+const planJson = (...args: string[]) => runCliJson<Plan>(['plan', ...args, '--json']);
 
 function nodesYaml(dir: string, name: string, nodes: { gib: number; gbps: number; device?: string; address?: string }[]): string {
   const file = path.join(dir, name);
