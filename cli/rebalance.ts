@@ -11,6 +11,7 @@ import type { AdminRoute } from '../coordinator/http/admin-routes';
 import type { RebalancePlan, RebalanceStatus } from '../coordinator/rebalancer';
 import type { Serving } from './serving';
 import { resolveApiKey, type ApiKeyFlags } from './api-key';
+import { coordinatorFetch } from './coordinator-http';
 import { floatOption, intOption } from './options';
 
 interface RebalanceFlags extends ApiKeyFlags {
@@ -90,33 +91,16 @@ function gbps(bytesPerS: number): string {
 }
 
 async function request(base: string, method: 'GET' | 'POST', body: unknown, apiKey: string | undefined): Promise<unknown> {
-  let url: URL;
-  try {
-    url = new URL('v1/admin/rebalance', new URL(base.endsWith('/') ? base : `${base}/`));
-  } catch {
-    throw new UserError(`--url ${base} is not a URL; use e.g. http://127.0.0.1:8000`);
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UserError(`--url ${base}: use an http:// or https:// URL`);
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method,
-      headers: { ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(60_000),
-    });
-  } catch (e) {
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new UserError(`cannot reach ${url.href} (${cause?.code ?? cause?.message ?? (e as Error).message}): is \`turbosparse serve\` running there?`);
-  }
+  const { url, res } = await coordinatorFetch(base, 'v1/admin/rebalance', apiKey, { method, body, timeoutMs: 60_000 });
   const text = await res.text();
+  // Before the JSON: a proxy's 401 page is still "needs an API key".
+  if (res.status === 401) throw new UserError(`${url.href} needs an API key: pass --api-key KEY or --api-key-file FILE (or set TURBOSPARSE_API_KEY)`);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch {
     throw new UserError(`${url.href} answered HTTP ${res.status} without JSON: is this a turbosparse coordinator?`);
   }
-  if (res.status === 401) throw new UserError(`${url.href} needs an API key: pass --api-key KEY or --api-key-file FILE (or set TURBOSPARSE_API_KEY)`);
   if (!res.ok) {
     const message = (parsed as { error?: { message?: string } }).error?.message ?? text.slice(0, 200);
     throw new UserError(`${url.href}: HTTP ${res.status}: ${message}`);

@@ -10,6 +10,7 @@ import { formatRoutingStats, parseRoutingStats, type RoutingStats } from '../cor
 import { formatLatencyTable } from '../coordinator/telemetry/latency-table';
 import type { StatusJson } from '../coordinator/telemetry/status';
 import { resolveApiKey, type ApiKeyFlags } from './api-key';
+import { coordinatorFetch } from './coordinator-http';
 import { intOption } from './options';
 
 interface StatsFlags extends ApiKeyFlags {
@@ -55,21 +56,7 @@ export async function fetchRoutingStats(base: string, apiKey?: string): Promise<
 
 /** GET `rel` under the base URL; one-line errors for an unreachable server, a missing key, a non-JSON answer. */
 async function getJson(base: string, rel: string, apiKey?: string): Promise<{ url: URL; text: string; body: unknown }> {
-  let root: URL;
-  try {
-    root = new URL(base.endsWith('/') ? base : `${base}/`);
-  } catch {
-    throw new UserError(`--url ${base} is not a URL; use e.g. http://127.0.0.1:8000`);
-  }
-  if (root.protocol !== 'http:' && root.protocol !== 'https:') throw new UserError(`--url ${base}: use an http:// or https:// URL`);
-  const url = new URL(rel, root);
-  let res: Response;
-  try {
-    res = await fetch(url, { headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {}, signal: AbortSignal.timeout(10_000) });
-  } catch (e) {
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new UserError(`cannot reach ${url.href} (${cause?.code ?? cause?.message ?? (e as Error).message}): is \`turbosparse serve\` running there?`);
-  }
+  const { url, res } = await coordinatorFetch(base, rel, apiKey, { timeoutMs: 10_000 });
   if (res.status === 401) {
     const refused = apiKey ? '; the key given was refused' : '';
     throw new UserError(`${url.href} needs an API key: pass --api-key KEY or --api-key-file FILE (or set TURBOSPARSE_API_KEY)${refused}`);
