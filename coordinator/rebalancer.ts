@@ -101,26 +101,31 @@ export class Rebalancer {
     return { ...this.current, moves: this.current.moves.map((m) => ({ ...m })) };
   }
 
-  /** Plans and, unless a dry run, starts moving in the background; resolves with the plan. */
-  async start(req: RebalanceRequest = {}): Promise<RebalancePlan> {
+  /**
+   * Plans and, unless a dry run, starts moving in the background; resolves with the plan. With `proceed`
+   * (the periodic check) it moves only if `proceed(plan)` says so, and shows nothing in status() until then.
+   */
+  async start(req: RebalanceRequest = {}, proceed?: (plan: RebalancePlan) => boolean): Promise<RebalancePlan> {
     if (this.busy) throw new RebalanceBusyError();
     this.busy = true;
     const dry = req.dryRun === true;
-    if (!dry) this.current = { state: 'planning', started: new Date().toISOString(), moves: [] };
+    const started = new Date().toISOString();
+    const shown = !dry && !proceed;
+    if (shown) this.current = { state: 'planning', started, moves: [] };
     let plan: RebalancePlan;
     let map: ShardMap;
     try {
       ({ plan, map } = await this.plan(req));
     } catch (e) {
       this.busy = false;
-      if (!dry) this.current = { ...this.current, state: 'failed', finished: new Date().toISOString(), error: (e as Error).message };
+      if (shown) this.current = { ...this.current, state: 'failed', finished: new Date().toISOString(), error: (e as Error).message };
       throw e;
     }
-    if (dry) {
+    if (dry || (proceed && !proceed(plan))) {
       this.busy = false;
       return plan;
     }
-    this.current = { ...this.current, state: 'moving', moves: plan.moves.map((m) => ({ ...m, phase: 'loading' as const })) };
+    this.current = { state: 'moving', started, moves: plan.moves.map((m) => ({ ...m, phase: 'loading' as const })) };
     this.running = this.move(map).finally(() => {
       this.busy = false;
       this.running = null;
@@ -148,12 +153,13 @@ export class Rebalancer {
   private async periodic(): Promise<void> {
     if (this.busy) return;
     try {
-      const dry = await this.start({ dryRun: true });
-      if (dry.moves.length === 0 || dry.predicted.gain < MIN_PERIODIC_GAIN) {
-        this.log(`rebalance: skipped, predicted gain ${(dry.predicted.gain * 100).toFixed(1)}% (< ${MIN_PERIODIC_GAIN * 100}%)`);
+      // One plan: moved on only when it pays.
+      const pays = (p: RebalancePlan) => p.moves.length > 0 && p.predicted.gain >= MIN_PERIODIC_GAIN;
+      const plan = await this.start({}, pays);
+      if (!pays(plan)) {
+        this.log(`rebalance: skipped, predicted gain ${(plan.predicted.gain * 100).toFixed(1)}% (< ${MIN_PERIODIC_GAIN * 100}%)`);
         return;
       }
-      const plan = await this.start({});
       this.log(`rebalance: ${plan.moves.length} move(s), predicted ${(plan.predicted.gain * 100).toFixed(1)}% faster per token`);
     } catch (e) {
       if (!(e instanceof RebalanceBusyError)) this.log(`rebalance: ${(e as Error).message}`);
