@@ -5,6 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { type DemoModelOptions, makeDemoModel } from '../core/demo-model';
 import { UserError } from '../core/errors';
+import type { HostMatrix } from '../core/native';
+import { f32ToBf16 } from '../core/wire/rows';
 
 export const BENCH_SHAPES: Record<string, { opts: Partial<DemoModelOptions>; dir: string }> = {
   // Mixtral width: hidden 4096, intermediate 14336, 8 experts top-2, predictor rank 1024.
@@ -39,4 +41,15 @@ export async function benchModelDir(shape: string, layers: number, log: (line: s
     fs.renameSync(partial, dir);
   }
   return dir;
+}
+
+/** Seeded bf16 weights, small values (the benches that time kernels on made-up weights). */
+export function randomBf16(rows: number, cols: number, seed: number): HostMatrix {
+  const d = new Uint16Array(rows * cols);
+  let s = seed >>> 0;
+  for (let i = 0; i < d.length; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    d[i] = f32ToBf16(((s >>> 8) / 2 ** 24 - 0.5) * 0.05);
+  }
+  return { dtype: 'bf16', rows, cols, data: new Uint8Array(d.buffer) };
 }

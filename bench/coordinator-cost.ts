@@ -15,10 +15,9 @@ import path from 'node:path';
 import type { ExpertBackend, ExpertBatch, ExpertOutput } from '../core/expert-backend';
 import { UserError } from '../core/errors';
 import { Registry } from '../core/metrics';
-import { type HostMatrix, native } from '../core/native';
+import { native } from '../core/native';
 import { routeCount } from '../core/routed-batch';
 import { TextTokenizer } from '../core/tokenizer';
-import { f32ToBf16 } from '../core/wire/rows';
 import { loadEngine } from '../coordinator/load-engine';
 import { GREEDY } from '../coordinator/sampler';
 import { Scheduler } from '../coordinator/scheduler';
@@ -49,16 +48,6 @@ class ZeroExperts implements ExpertBackend {
   async close(): Promise<void> {}
 }
 
-/** Seeded bf16 weights, small values (also bench/plan-vs-measured's). */
-export function randomBf16(rows: number, cols: number, seed: number): HostMatrix {
-  const d = new Uint16Array(rows * cols);
-  let s = seed >>> 0;
-  for (let i = 0; i < d.length; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    d[i] = f32ToBf16(((s >>> 8) / 2 ** 24 - 0.5) * 0.05);
-  }
-  return { dtype: 'bf16', rows, cols, data: new Uint8Array(d.buffer) };
-}
 
 /**
  * Dense weight bytes the coordinator's kernels read per second, one row, every core: [4H, H] bf16 matrices

@@ -39,6 +39,7 @@ import { TextTokenizer } from '../core/tokenizer';
 import type { Engine } from '../coordinator/engine';
 import { ExpertClient } from '../coordinator/expert-client';
 import { loadEngine } from '../coordinator/load-engine';
+import { quantile } from '../coordinator/call-latency';
 import { LocalCluster } from '../coordinator/local-cluster';
 import { LocalExperts } from '../coordinator/local-experts';
 import { RemoteExperts } from '../coordinator/remote-experts';
@@ -156,7 +157,7 @@ interface MapRun {
 }
 
 const sum = (ls: LayerPrediction[], k: 'slowestMs' | 'meanMs') => ls.reduce((s, l) => s + l[k], 0);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+const median = (xs: number[]) => quantile(xs, 0.5);
 
 async function main(): Promise<void> {
   const layers = Number(arg('layers', '8'));

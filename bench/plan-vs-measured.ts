@@ -25,8 +25,8 @@ import { promisify } from 'node:util';
 import { makePlan, type Plan } from '../cli/plan';
 import { readModelConfig } from '../core/model-folder';
 import { maskBytes, native } from '../core/native';
-import { benchModelDir } from './bench-shapes';
-import { measureCoordinatorGbps, randomBf16 } from './coordinator-cost';
+import { benchModelDir, randomBf16 } from './bench-shapes';
+import { measureCoordinatorGbps } from './coordinator-cost';
 import { arg } from './models';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);

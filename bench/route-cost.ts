@@ -6,21 +6,12 @@
 // Per k: the median call time, the union of the call's masks (neurons touched at least once) and the
 // routes' summed active neurons, and the fits time = a + b x k and time = c x union bytes.
 //   node -r test/cluster/ts-register-cached.js bench/route-cost.ts [--reps 40] [--active 0.15]
-import { type HostMatrix, maskBytes, native } from '../core/native';
-import { f32ToBf16 } from '../core/wire/rows';
+import { maskBytes, native } from '../core/native';
+import { quantile } from '../coordinator/call-latency';
+import { randomBf16 } from './bench-shapes';
 import { arg } from './models';
 
-function randomBf16(rows: number, cols: number, seed: number): HostMatrix {
-  const d = new Uint16Array(rows * cols);
-  let s = seed >>> 0;
-  for (let i = 0; i < d.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    d[i] = f32ToBf16(((s >>> 8) / 2 ** 24 - 0.5) * 0.05);
-  }
-  return { dtype: 'bf16', rows, cols, data: new Uint8Array(d.buffer) };
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+const median = (xs: number[]) => quantile(xs, 0.5);
 
 async function main(): Promise<void> {
   const H = Number(arg('hidden', '1024'));
