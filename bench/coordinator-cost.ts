@@ -23,7 +23,7 @@ import { GREEDY } from '../coordinator/sampler';
 import { Scheduler } from '../coordinator/scheduler';
 import { makePlan } from '../cli/plan';
 import { type Calibration, CALIBRATION_KIND } from '../core/placement/cost-model';
-import { benchModelDir } from './bench-shapes';
+import { benchModelDir, randomBf16 } from './bench-shapes';
 import { arg } from './models';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
