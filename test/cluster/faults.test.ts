@@ -78,7 +78,9 @@ describeGolden('expert-node process faults (tiny-a, 3 nodes x 2 replicas)', () =
         `SIGSTOP: max gap ${got.maxGap} ms, ${after} deltas over ${got.times.at(-1)! - stoppedAt} ms after it\n`);
       expect(stoppedAt).toBeGreaterThan(0);
       expect(got.tokens).toEqual(want.tokens);
-      expect(got.maxGap).toBeLessThan(2000);
+      // Under 2 s more than the undisturbed stream's worst gap just before (a loaded CI machine's stalls
+      // show there too): a deadline or a hedge, not the 30 s call timeout or missed health checks.
+      expect(got.maxGap).toBeLessThan(2000 + want.maxGap);
       // The stopped node was in the plan (its calls failed over or were hedged) and is out now.
       const n = remote.stats()[victim];
       expect(n.failures + n.hedged).toBeGreaterThan(0);
