@@ -25,6 +25,8 @@
 #include <random>
 #include <string>
 #include <vector>
+#include <thread>
+#include "../src/cpu/thread_pool.h"  // checked in test_thread_pool
 #include "../src/dtype.h"  // the library's conversions (checked in test_conversions)
 #include "op_cases.h"
 #include "test_util.h"
@@ -671,6 +673,41 @@ void test_golden(ts_backend* b, const char* arg, const std::vector<std::string>&
 
 }  // namespace
 
+// The pool runs every share of every region exactly once, whoever claims it, with the
+// share's writes visible to the caller when run returns; also with more threads than
+// cores and workers that the OS deschedules mid-region (the yields), where the caller
+// takes the shares of workers that have not started.
+void test_thread_pool() {
+  bool ok = true;
+  std::string why;
+  for (int threads : {2, 3, 5, 9}) {
+    ts_cpu::ThreadPool pool(threads);
+    std::vector<int> runs(size_t(threads), 0);  // plain ints: the pool's ordering must publish them
+    std::vector<std::thread::id> who(static_cast<size_t>(threads));
+    int by_caller_only = 0;
+    const int regions = 20000;
+    for (int r = 0; r < regions && ok; r++) {
+      auto job = [&](int share) {
+        runs[size_t(share)]++;
+        who[size_t(share)] = std::this_thread::get_id();
+        if ((r + share) % 97 == 0) std::this_thread::yield();
+      };
+      pool.run(job);
+      int mine = 0;
+      for (int s = 0; s < threads; s++) {
+        if (runs[size_t(s)] != r + 1) {
+          ok = false;
+          why = fmt("%d threads, region %d: share %d ran %d times in all", threads, r, s, runs[size_t(s)]);
+        }
+        mine += who[size_t(s)] == std::this_thread::get_id();
+      }
+      by_caller_only += mine == threads;
+    }
+    if (ok && threads == 2) why = fmt("2 threads: the caller ran both shares in %d of %d regions", by_caller_only, regions);
+  }
+  check(ok, "thread pool: every share once per region, 2-9 threads", why);
+}
+
 int main(int argc, char** argv) {
   ts_backend* b = ts_backend_create("cpu", 3);
   if (!b) {
@@ -695,6 +732,7 @@ int main(int argc, char** argv) {
   check(ts_kvcache_create_typed(b, 1, 4, 1, 2, TS_I8) == nullptr && std::strstr(ts_last_error(), "not one of F32, BF16, F16"),
         "an i8 kv cache is refused");
   test_variants_vs_scalar(b, rng, variants);
+  test_thread_pool();
   test_threads(rng);
   test_no_alloc(rng);
   test_errors(b, rng);

@@ -35,7 +35,7 @@ ThreadPool::ThreadPool(int threads) {
   size_ = threads > 0 ? threads : available_cores();
   if (size_ > 256) size_ = 256;
   workers_.reserve(size_ - 1);
-  for (int t = 1; t < size_; t++) workers_.emplace_back([this, t] { worker(t); });
+  for (int t = 1; t < size_; t++) workers_.emplace_back([this] { worker(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -47,7 +47,7 @@ ThreadPool::~ThreadPool() {
   for (auto& w : workers_) w.join();
 }
 
-void ThreadPool::worker(int tid) {
+void ThreadPool::worker() {
   uint64_t seen = 0;
   for (;;) {
     uint64_t g;
@@ -70,8 +70,24 @@ void ThreadPool::worker(int tid) {
     }
     if (stop_.load()) return;
     seen = g;
-    job_(ctx_, tid);
+    // the region now current (claim_ is published before generation_ moves), which may
+    // be later than g if this thread was not scheduled for a while: then it helps that one
+    run_shares(claim_.load(std::memory_order_acquire) >> kShareBits);
+  }
+}
+
+void ThreadPool::run_shares(uint64_t region) {
+  uint64_t c = claim_.load(std::memory_order_acquire);
+  for (;;) {
+    if ((c >> kShareBits) != region) return;
+    int share = int(c & ((uint64_t(1) << kShareBits) - 1));
+    if (share >= size_) return;
+    // acquire: job_/ctx_ were written before the region was published; they stay until
+    // every claimed share is finished (pending_), so this share's run reads them safely
+    if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    job_(ctx_, share);
     pending_.fetch_sub(1, std::memory_order_release);
+    c = claim_.load(std::memory_order_acquire);
   }
 }
 
@@ -82,15 +98,17 @@ void ThreadPool::run_raw(Job job, void* ctx) {
   }
   job_ = job;
   ctx_ = ctx;
-  pending_.store(size_ - 1);
+  pending_.store(size_, std::memory_order_relaxed);
+  region_++;
+  claim_.store(region_ << kShareBits, std::memory_order_release);
   generation_.fetch_add(1);  // seq_cst: pairs with the sleepers' check (see worker)
   if (sleeping_.load() > 0) {
     std::lock_guard<std::mutex> lk(mu_);
     wake_.notify_all();
   }
-  job(ctx, 0);
-  // wait for the workers: spin briefly, then yield so that a worker sharing
-  // this core (a busy machine) gets to run instead of waiting out our slice
+  run_shares(region_);
+  // wait for the shares other threads claimed: spin briefly, then yield so that a
+  // worker sharing this core (a busy machine) gets to finish instead of waiting out our slice
   for (unsigned spins = 0; pending_.load(std::memory_order_acquire) != 0; spins++) {
     if (spins < 2048) TS_CPU_RELAX();
     else std::this_thread::yield();

@@ -1,8 +1,12 @@
-// thread_pool.h — the CPU backend's own workers. run(f) calls f(tid) once on
-// every thread (the caller is tid 0) and returns when all are done; an op is a
-// few such parallel regions. Workers spin briefly between regions (an op is
-// ~1 ms, a sleep/wake is tens of microseconds), then sleep. No allocation per
-// region: the job is a function pointer and a context pointer.
+// thread_pool.h — the CPU backend's own workers. run(f) calls f(share) once for
+// every share 0..size()-1 and returns when all are done; an op is a few such
+// parallel regions. A share goes to whichever thread claims it first (the caller
+// claims too), so a worker that the OS has not scheduled yet (nodes and the
+// coordinator sharing a machine's cores) delays nothing: the running threads take
+// its share. The split is by share, not by thread, so results do not depend on who
+// ran what. Workers spin briefly between regions (an op is ~1 ms, a sleep/wake is
+// tens of microseconds), then sleep. No allocation per region: the job is a
+// function pointer and a context pointer.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -28,7 +32,7 @@ class ThreadPool {
   }
 
   // Like run(f), but a region of little work (`macs` multiply-adds, about) runs every
-  // tid's share on the caller: waking the workers costs more than such a region
+  // share on the caller: waking the workers costs more than such a region
   // (tens of microseconds under load). Same split, so the same results.
   template <class F>
   void run(F& f, double macs) {
@@ -46,14 +50,21 @@ class ThreadPool {
  private:
   using Job = void (*)(void* ctx, int tid);
   void run_raw(Job job, void* ctx);
-  void worker(int tid);
+  void worker();
+  // Claims and runs shares of region `region` until none is left (or a later region began).
+  void run_shares(uint64_t region);
 
   int size_;
   std::vector<std::thread> workers_;
   Job job_ = nullptr;
   void* ctx_ = nullptr;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};  // bumped per region; sleepers wait on it
+  // The current region in the high bits, the next unclaimed share in the low kShareBits:
+  // one compare-and-swap claims a share of exactly that region.
+  static constexpr int kShareBits = 16;
+  std::atomic<uint64_t> claim_{0};
+  uint64_t region_ = 0;  // the caller's count of regions
+  std::atomic<int> pending_{0};  // shares of the current region not finished yet
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable wake_;
