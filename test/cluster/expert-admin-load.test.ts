@@ -71,7 +71,15 @@ describeGolden('LoadExperts with slow weight reads (tiny-a, in process)', () => 
       const t = Date.now();
       await client.call(request(0, 0, served.length), 5_000);
       served.push(Date.now() - t);
-      expect(await codeOf(client.call(request(1, 0, 1), 5_000))).toBe('FAILED_PRECONDITION');
+      // Refused while the load runs. The last try may meet its end on a loaded CI machine (the pair
+      // serves from the load's answer on): then that answer is on its way, here a moment later.
+      const code = await codeOf(client.call(request(1, 0, 1), 5_000));
+      if (code === 'ok') {
+        await Promise.race([first, sleep(200)]);
+        expect(order).toContain('first');
+      } else {
+        expect(code).toBe('FAILED_PRECONDITION');
+      }
       await sleep(50);
     }
     // Several requests answered during the load, each quickly (not after it).
