@@ -154,7 +154,8 @@ describe('rebalance under load (serve process, 2 expert-node processes + local e
     process.kill(victim, 'SIGSTOP');
     try {
       const first = admin('POST', { dry_run: false });
-      await new Promise((r) => setTimeout(r, 300));
+      // Running (not a fixed 300 ms, which a loaded CI machine may not give the POST to arrive).
+      await waitFor(async () => (await admin('GET')).body.state === 'planning', 4000, 'the first rebalance to be planning');
       const second = await admin('POST', { dry_run: true });
       expect(second.status).toBe(409);
       expect(String((second.body.error as { message: string }).message)).toMatch(/already running/);
