@@ -12,7 +12,8 @@
 //   node dist/bench/cluster.js [--shape mixtral|demo] [--layers N] [--model DIR] [--tokens 16] [--nodes 2,4]
 //        [--link loopback|10gbe|1gbe|wifi|DELAY_US:MBIT[,...]] [--concurrency 1,8,16] [--wire f32,bf16,...]
 //        [--echo-rounds 200] [--device cpu] [--replicas 1] [--hedge on|off] [--overlap off,on]
-//        [--transport socket,grpc] [--rounds 1] [--json]
+//        [--transport socket,grpc] [--rounds 1] [--node-threads 0] [--json]
+// --node-threads: CPU threads per expert node (0: the cores shared evenly between the nodes, as LocalCluster does).
 // --transport: how node calls travel (coordinator/expert-client.ts RunTransport: the run socket or grpc-js's Run
 // stream), each listed one in turn on the same nodes; --rounds repeats the wire x transport runs, alternating, so
 // a before/after of the two transports is measured in one window.
@@ -172,6 +173,7 @@ async function main(): Promise<void> {
     return v as RunTransport;
   });
   const rounds = Number(arg('rounds', '1'));
+  const nodeThreads = Number(arg('node-threads', '0'));
   const links = arg('link', 'loopback').split(',').map((t) => ({ label: t.trim(), spec: parseLink(t) }));
   const levels = arg('concurrency', '1').split(',').map(Number);
   const wireArg = arg('wire', '');
@@ -217,7 +219,7 @@ async function main(): Promise<void> {
     // ---- clusters ----
     for (const n of nodeCounts) {
       log(`cluster:${n}: starting ${n} expert nodes`);
-      const cluster = await LocalCluster.start({ modelDir: dir, dims, nodes: n, replicas: Math.min(replicas, n), device, nodeCommand, log });
+      const cluster = await LocalCluster.start({ modelDir: dir, dims, nodes: n, replicas: Math.min(replicas, n), device, threads: nodeThreads, nodeCommand, log });
       try {
         for (const l of links) {
           const proc = linkProcs.get(l.label) ?? null;
