@@ -29,7 +29,10 @@
 //   node dist/bench/speculative.js [--shape mixtral|demo] [--layers N] [--model DIR] [--tokens 32]
 //        [--k 1,2,4,8] [--steps 8] [--spec-k 4] [--experts local,cluster:2] [--link loopback|10gbe|1gbe|wifi|DELAY_US:MBIT]
 //        [--proposers oracle,ngram,suffix] [--oracle-miss 0,0.4] [--prompts 2] [--span 24] [--parts a,b]
-//        [--concurrency 1,2,4,8,16] [--wire f32|bf16|...] [--device cpu] [--json]
+//        [--concurrency 1,2,4,8,16] [--wire f32|bf16|...] [--device cpu] [--node-threads 0] [--rounds 1] [--json]
+// --rounds N: (b)'s one-sequence runs N times in turn (baseline, proposers, baseline, ...); each ratio is taken
+// against its own round's baseline and the table shows the medians (the JSON also each round's).
+// --node-threads: CPU threads per expert node (0: the cores shared evenly between the nodes, as LocalCluster does).
 // The engine runs with overlap off (one sequence: nothing to pipeline). Target (issue 15): with --link 1gbe,
 // one sequence, K = 4 and acceptance >= 60%, decode tokens/s >= 2x without speculation.
 import os from 'node:os';
@@ -46,6 +49,7 @@ import { LocalExperts } from '../coordinator/local-experts';
 import { RemoteExperts } from '../coordinator/remote-experts';
 import { GREEDY } from '../coordinator/sampler';
 import { Scheduler } from '../coordinator/scheduler';
+import { quantile } from '../coordinator/call-latency';
 import { Registry } from '../core/metrics';
 import { TextTokenizer } from '../core/tokenizer';
 import { parseSpeculative } from '../coordinator/speculative/parse';
@@ -212,6 +216,9 @@ interface WorkloadResult {
   vs_none: number;
   /** Greedy output equal to the baseline's, every prompt. */
   identical: boolean;
+  /** With --rounds: each round's tokens/s and ratio (the fields above are their medians). */
+  tokens_per_s_rounds: number[];
+  vs_none_rounds: number[];
 }
 
 /** (a): mean decode step time with k+1 rows, for k = 0 and each of `ks`; `steps` timed steps after 2 warm-up ones. */
@@ -244,12 +251,15 @@ function copyPrompts(count: number, span: number, vocab: number): number[][] {
   });
 }
 
-/** (b): the baseline, then each proposer, over every prompt. */
+/**
+ * (b): the baseline, then each proposer, over every prompt; `rounds` times in turn (baseline, proposers,
+ * baseline, ...), each proposer's ratio taken against its own round's baseline, then the median, so that a
+ * shared machine's drift between runs falls on both sides of each ratio.
+ */
 async function copyWorkload(engine: Engine, mode: string, link: string, prompts: number[][], tokens: number,
-  proposers: string[], specK: number, misses: number[]): Promise<WorkloadResult[]> {
+  proposers: string[], specK: number, misses: number[], rounds: number): Promise<WorkloadResult[]> {
   const V = engine.config.vocabSize;
   const L = engine.config.numLayers;
-  const out: WorkloadResult[] = [];
   const summarise = (proposer: string, runs: Decoded[], identical: boolean, baseTps: number, miss?: number): WorkloadResult => {
     const tokensOut = runs.reduce((s, d) => s + d.decodeTokens, 0);
     const passes = runs.reduce((s, d) => s + d.passes, 0);
@@ -257,41 +267,56 @@ async function copyWorkload(engine: Engine, mode: string, link: string, prompts:
     const draft = runs.reduce((s, d) => s + d.draftTokens, 0);
     const accepted = runs.reduce((s, d) => s + d.acceptedTokens, 0);
     const tps = tokensOut / seconds;
-    const r: WorkloadResult = {
+    return {
       experts: mode, link, proposer, k: proposer === 'none' ? 0 : specK, ...(miss !== undefined ? { oracle_miss: miss } : {}),
       decode_tokens: tokensOut, forward_passes: passes, tokens_per_pass: tokensOut / passes,
       round_trips_per_token: (passes * L) / tokensOut, draft_tokens: draft, accepted_tokens: accepted,
       acceptance: draft > 0 ? accepted / draft : null, tokens_per_s: tps, vs_none: baseTps > 0 ? tps / baseTps : 1, identical,
+      tokens_per_s_rounds: [tps], vs_none_rounds: [baseTps > 0 ? tps / baseTps : 1],
     };
-    log(`${mode} ${link} (b) ${proposer}${miss !== undefined ? ` miss ${miss}` : ''}: ${r.tokens_per_pass.toFixed(2)} tokens/pass, ` +
-      `${tps.toFixed(2)} tokens/s (${r.vs_none.toFixed(2)}x), acceptance ${r.acceptance === null ? '-' : r.acceptance.toFixed(2)}, identical ${identical}`);
-    return r;
   };
-
-  const baseline: Decoded[] = [];
-  for (const p of prompts) baseline.push(await decode(engine, p, tokens, null));
-  const base = summarise('none', baseline, true, 0);
-  out.push(base);
-  const same = (runs: Decoded[]) => runs.every((d, i) => d.tokenIds.length === baseline[i].tokenIds.length && d.tokenIds.every((t, j) => t === baseline[i].tokenIds[j]));
-
-  for (const name of proposers) {
-    if (name === 'oracle') {
-      for (const miss of misses) {
-        const oracle = new OracleProposer(specK, miss, V);
-        const runs: Decoded[] = [];
-        for (const [i, p] of prompts.entries()) {
-          runs.push(await decode(engine, p, tokens, oracle, (id) => oracle.learn(id, p.length, baseline[i].tokenIds)));
+  // Per setting (in order), its result of each round.
+  const byRound = new Map<string, WorkloadResult[]>();
+  const record = (key: string, r: WorkloadResult, round: number) => {
+    byRound.set(key, [...(byRound.get(key) ?? []), r]);
+    log(`${mode} ${link} (b) round ${round} ${key}: ${r.tokens_per_pass.toFixed(2)} tokens/pass, ${r.tokens_per_s.toFixed(2)} tokens/s ` +
+      `(${r.vs_none.toFixed(2)}x), acceptance ${r.acceptance === null ? '-' : r.acceptance.toFixed(2)}, identical ${r.identical}`);
+  };
+  let first: Decoded[] | null = null; // the first baseline: the oracle's continuation and the reference tokens
+  for (let round = 1; round <= rounds; round++) {
+    const baseline: Decoded[] = [];
+    for (const p of prompts) baseline.push(await decode(engine, p, tokens, null));
+    const reference = (first ??= baseline);
+    const same = (runs: Decoded[]) => runs.every((d, i) => d.tokenIds.length === reference[i].tokenIds.length && d.tokenIds.every((t, j) => t === reference[i].tokenIds[j]));
+    const base = summarise('none', baseline, same(baseline), 0);
+    record('none', base, round);
+    for (const name of proposers) {
+      if (name === 'oracle') {
+        for (const miss of misses) {
+          const oracle = new OracleProposer(specK, miss, V);
+          const runs: Decoded[] = [];
+          for (const [i, p] of prompts.entries()) {
+            runs.push(await decode(engine, p, tokens, oracle, (id) => oracle.learn(id, p.length, reference[i].tokenIds)));
+          }
+          record(`oracle miss ${miss}`, summarise('oracle', runs, same(runs), base.tokens_per_s, miss), round);
         }
-        out.push(summarise('oracle', runs, same(runs), base.tokens_per_s, miss));
+      } else {
+        const proposer = parseSpeculative(`${name}:${specK}`); // fresh per round: suffix learns only within it
+        const runs: Decoded[] = [];
+        for (const p of prompts) runs.push(await decode(engine, p, tokens, proposer));
+        record(proposer.name, summarise(proposer.name, runs, same(runs), base.tokens_per_s), round);
       }
-    } else {
-      const proposer = parseSpeculative(`${name}:${specK}`); // fresh per mode: suffix learns only within this run
-      const runs: Decoded[] = [];
-      for (const p of prompts) runs.push(await decode(engine, p, tokens, proposer));
-      out.push(summarise(proposer.name, runs, same(runs), base.tokens_per_s));
     }
   }
-  return out;
+  // One row per setting: counts from the first round (each round decodes alike), speeds the median of the rounds.
+  return [...byRound.values()].map((rs) => ({
+    ...rs[0],
+    tokens_per_s: quantile(rs.map((r) => r.tokens_per_s), 0.5),
+    vs_none: quantile(rs.map((r) => r.vs_none), 0.5),
+    identical: rs.every((r) => r.identical),
+    tokens_per_s_rounds: rs.map((r) => r.tokens_per_s),
+    vs_none_rounds: rs.map((r) => r.vs_none),
+  }));
 }
 
 interface BatchedRun {
@@ -439,6 +464,8 @@ async function main(): Promise<void> {
   const linkLabel = arg('link', 'loopback').trim();
   const linkSpec = parseLink(linkLabel);
   const wire = arg('wire', 'f32') as WireEncoding;
+  const nodeThreads = Number(arg('node-threads', '0'));
+  const rounds = Number(arg('rounds', '1'));
   if (!WIRE_ENCODINGS.includes(wire)) throw new UserError(`--wire "${wire}": expected ${WIRE_ENCODINGS.join(', ')}`);
   const proposers = arg('proposers', 'oracle,ngram,suffix').split(',').map((p) => p.trim());
   for (const p of proposers) if (!['oracle', 'ngram', 'suffix'].includes(p)) throw new UserError(`--proposers ${p}: use oracle, ngram, suffix or a list`);
@@ -446,7 +473,7 @@ async function main(): Promise<void> {
   const concArg = arg('concurrency', '');
   const levels = concArg ? concArg.split(',').map(Number) : [];
   for (const q of misses) if (!(q >= 0 && q < 1)) throw new UserError(`--oracle-miss must be in [0, 1), got ${q}`);
-  for (const [name, v] of [['layers', layers], ['tokens', tokens], ['steps', steps], ['spec-k', specK], ['prompts', promptCount], ['span', span],
+  for (const [name, v] of [['layers', layers], ['tokens', tokens], ['steps', steps], ['spec-k', specK], ['prompts', promptCount], ['span', span], ['rounds', rounds],
     ...ks.map((k) => ['k', k] as const), ...levels.map((l) => ['concurrency', l] as const), ...[...nodeCounts.values()].map((n) => ['experts cluster:N', n] as const)] as const) {
     if (!Number.isInteger(v) || v < 1) throw new UserError(`--${name} must be a positive integer, got ${v}`);
   }
@@ -471,7 +498,7 @@ async function main(): Promise<void> {
   const run = async (mode: string, link: string) => {
     await decode(engine, prompts[0].slice(0, 8), 3, null); // warm-up: connections, first-call allocations
     if (parts.includes('a')) cost.push(...await verificationCost(engine, mode, link, ks, steps));
-    if (parts.includes('b')) work.push(...await copyWorkload(engine, mode, link, prompts, tokens, proposers, specK, misses));
+    if (parts.includes('b')) work.push(...await copyWorkload(engine, mode, link, prompts, tokens, proposers, specK, misses, rounds));
     if (parts.includes('b') && levels.length) conc.push(...await concurrencySweep(engine, tok, mode, link, span, tokens, levels, proposers, specK, misses));
   };
   try {
@@ -490,7 +517,7 @@ async function main(): Promise<void> {
       const n = nodeCounts.get(mode)!;
       if (linkSpec && !linkProc) linkProc = await LinkProcess.start(linkSpec);
       log(`${mode}: starting ${n} expert nodes`);
-      const cluster = await LocalCluster.start({ modelDir: dir, dims, nodes: n, device, nodeCommand, log });
+      const cluster = await LocalCluster.start({ modelDir: dir, dims, nodes: n, device, threads: nodeThreads, nodeCommand, log });
       try {
         const via = async (address: string) => (linkProc ? linkProc.proxy(address) : address);
         const shardMap: ShardMap = { nodes: await Promise.all(cluster.shardMap.nodes.map(async (node) => ({ ...node, address: await via(node.address) }))) };
@@ -520,7 +547,8 @@ async function main(): Promise<void> {
       for (const r of cost) console.log(`${r.experts.padEnd(10)}  ${r.link.padEnd(8)}  ${String(r.k).padStart(1)}  ${f(r.rows, 1, 4)}  ${f(r.step_ms, 2, 7)}  ${f(r.vs_one_row, 2, 8)}`);
     }
     if (work.length) {
-      console.log(`\n(b) copy-heavy workload: ${promptCount} prompt(s) of BOS + a ${span}-token random span twice, ${tokens} tokens each (decode only), K=${specK}`);
+      console.log(`\n(b) copy-heavy workload: ${promptCount} prompt(s) of BOS + a ${span}-token random span twice, ${tokens} tokens each (decode only), K=${specK}` +
+        `${rounds > 1 ? `; tokens/s and vs none: medians of ${rounds} rounds` : ''}`);
       console.log('experts     link      proposer          miss  tokens  passes  tok/pass  RT/token  accept  tokens/s  vs none  identical');
       for (const r of work) {
         console.log(`${r.experts.padEnd(10)}  ${r.link.padEnd(8)}  ${r.proposer.padEnd(16)}  ${f(r.oracle_miss, 1, 4)}  ${String(r.decode_tokens).padStart(6)}  ` +
@@ -530,7 +558,8 @@ async function main(): Promise<void> {
       const target = work.filter((r) => r.link === '1gbe' && r.k === 4 && r.acceptance !== null && r.acceptance >= 0.6);
       if (target.length) {
         console.log('\ntarget (1gbe, one sequence, K=4, acceptance >= 60%: tokens/s >= 2x without speculation):');
-        for (const r of target) console.log(`  ${r.experts} ${r.proposer}${r.oracle_miss !== undefined ? ` miss ${r.oracle_miss}` : ''}: acceptance ${r.acceptance!.toFixed(2)}, ${r.vs_none.toFixed(2)}x -> ${r.vs_none >= 2 ? 'met' : 'not met'}`);
+        for (const r of target) console.log(`  ${r.experts} ${r.proposer}${r.oracle_miss !== undefined ? ` miss ${r.oracle_miss}` : ''}: acceptance ${r.acceptance!.toFixed(2)}, ${r.vs_none.toFixed(2)}x` +
+          `${r.vs_none_rounds.length > 1 ? ` (median of ${r.vs_none_rounds.map((v) => v.toFixed(2)).join(', ')})` : ''} -> ${r.vs_none >= 2 ? 'met' : 'not met'}`);
       }
     }
     if (conc.length) {
