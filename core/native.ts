@@ -100,6 +100,13 @@ export interface NativeBackend {
   /** y [nRows, hidden] is overwritten; active (optional) gets one count per (call, row) in call order. */
   moe(mode: FfnMode, nRows: number, hidden: number, x: Float32Array, calls: ExpertCall[], y: Float32Array,
     active: Int32Array | null): Promise<void>;
+  /**
+   * moe calls of at most `rows` rows that find the backend idle run on the calling (JS) thread and are
+   * settled when they return, skipping the libuv pool's two thread hand-offs; 0 (the default): never.
+   * For a process whose JS thread has nothing to do meanwhile (an expert node), not for one that
+   * overlaps other work with its native calls.
+   */
+  setInlineRows(rows: number): void;
   /** Frees every handle and the backend. */
   close(): void;
 }

@@ -94,6 +94,10 @@ export async function runExpertNode(opts: ExpertNodeOptions): Promise<RunningExp
       throw new UserError('--device cuda: no usable CUDA device (or the addon was built without CUDA); use --device cpu');
     }
     backend = mod.createBackend(opts.device, opts.threads);
+    // A one-row call (one sequence decoding) runs on this thread: its compute is shorter than the libuv pool's
+    // two thread hand-offs, and a node's JS thread has nothing else to do meanwhile. Larger batches stay on the
+    // pool, so the next request is read and decoded while one computes.
+    backend.setInlineRows(1);
     // Spans (when tracing is set up) and Prometheus metrics of every request; see telemetry.ts.
     // Spans and labels name the node as the coordinator does: --name, else its shard-map entry's name.
     const telName = opts.name ?? entryName;

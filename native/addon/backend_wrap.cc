@@ -14,6 +14,7 @@ Napi::Function BackendWrap::Define(Napi::Env env) {
                          InstanceAccessor("description", &BackendWrap::Description, nullptr, napi_enumerable),
                          InstanceMethod("weightBytes", &BackendWrap::WeightBytes),
                          InstanceMethod("setVariant", &BackendWrap::SetVariant),
+                         InstanceMethod("setInlineRows", &BackendWrap::SetInlineRows),
                          InstanceMethod("createWeight", &BackendWrap::Async<CreateWeight>),
                          InstanceMethod("createExpert", &BackendWrap::Async<CreateExpert>),
                          InstanceMethod("createPredictor", &BackendWrap::Async<CreatePredictor>),
@@ -100,6 +101,13 @@ Napi::Value BackendWrap::SetVariant(const Napi::CallbackInfo& info) {
   // The chosen kernel variant is part of the description.
   const char* desc = ts_backend_describe(state_->backend);
   if (desc) state_->description = desc;
+  return info.Env().Undefined();
+}
+
+Napi::Value BackendWrap::SetInlineRows(const Napi::CallbackInfo& info) {
+  Args a(info, "setInlineRows");
+  RequireOpen(a);
+  state_->inline_rows = a.Int(info[0], "rows", 0);
   return info.Env().Undefined();
 }
 

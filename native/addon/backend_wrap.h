@@ -33,6 +33,7 @@ class BackendWrap : public Napi::ObjectWrap<BackendWrap> {
   Napi::Value Description(const Napi::CallbackInfo& info);
   Napi::Value WeightBytes(const Napi::CallbackInfo& info);
   Napi::Value SetVariant(const Napi::CallbackInfo& info);
+  Napi::Value SetInlineRows(const Napi::CallbackInfo& info);
   Napi::Value CreateKvCache(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 

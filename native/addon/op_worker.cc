@@ -12,13 +12,20 @@ OpWorker::OpWorker(Napi::Env env, const char* op, std::shared_ptr<BackendState> 
       backend_(state_->backend),
       deferred_(Napi::Promise::Deferred::New(env)) {}
 
-Napi::Promise OpWorker::Start(std::unique_ptr<OpWorker> worker) {
+Napi::Promise OpWorker::Start(std::unique_ptr<OpWorker> worker, int64_t rows) {
   OpWorker* w = worker.release();
   BackendState& s = *w->state_;
   s.BeginOp(w->used_);
   Napi::Promise promise = w->deferred_.Promise();
   if (s.worker_running) {
     s.waiting.push_back(w);
+  } else if (rows >= 0 && rows <= s.inline_rows) {
+    // What the pool would do, on this thread: Execute, then OnOK/OnError (which
+    // settle the Promise and hand the backend on), then delete.
+    s.worker_running = true;
+    Napi::Env env = w->Env();
+    w->OnExecute(env);
+    w->OnWorkComplete(env, napi_ok);
   } else {
     s.worker_running = true;
     w->Queue();

@@ -30,8 +30,10 @@ class OpWorker : public Napi::AsyncWorker {
   void Use(std::shared_ptr<HandleRecord> rec) { used_.push_back(std::move(rec)); }
 
   // Marks the op in flight, queues it (behind the backend's running call, if
-  // any) and returns its Promise. The worker deletes itself when done.
-  static Napi::Promise Start(std::unique_ptr<OpWorker> worker);
+  // any) and returns its Promise. The worker deletes itself when done. An op of
+  // `rows` rows (>= 0) within the backend's inline_rows that finds the backend
+  // idle runs on the JS thread now instead; its Promise is settled on return.
+  static Napi::Promise Start(std::unique_ptr<OpWorker> worker, int64_t rows = -1);
 
  protected:
   // Worker thread: the ts_* call. Return nonzero on failure.

@@ -84,7 +84,7 @@ Napi::Value Moe(const Args& a, const StatePtr& s) {
     wk->active = active.data;
     wk->Keep(active);
   }
-  return OpWorker::Start(std::move(wk));
+  return OpWorker::Start(std::move(wk), n_rows);
 }
 
 }  // namespace tsaddon

@@ -62,6 +62,10 @@ struct BackendState {
   // than parking pool threads (shared with fs, dns, zlib) on the backend lock.
   bool worker_running = false;
   std::deque<OpWorker*> waiting;
+  // Ops of at most this many rows that find the backend idle run right here on
+  // the JS thread (backend.setInlineRows): a one-row op is shorter than the two
+  // thread hand-offs of the pool. 0: every op goes to the pool.
+  int64_t inline_rows = 0;
 
   // Takes ownership of a freshly created native handle.
   std::shared_ptr<HandleRecord> Adopt(HandleKind kind, void* ptr);

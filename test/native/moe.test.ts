@@ -138,3 +138,30 @@ test('no calls: y becomes all zeros', async () => {
   await backend.moe('sparse', N_ROWS, H, x, [], y, new Int32Array(0));
   expect(maxAbs(y)).toBe(0);
 });
+
+test('setInlineRows: a one-row call on an idle backend runs before moe returns, with the pool\'s bits; behind a running call it waits its turn', async () => {
+  const experts = await createExperts();
+  const x1 = x.slice(0, H);
+  const one = [{ expert: experts[1], rows: Int32Array.of(0), weight: Float32Array.of(0.6), masks: randomMasks(1, 900) }];
+  const pooled = new Float32Array(H).fill(NaN);
+  await backend.moe('sparse', 1, H, x1, one, pooled, null);
+  expect(maxAbs(pooled)).toBeGreaterThan(0);
+  backend.setInlineRows(1);
+  try {
+    const inline = new Float32Array(H).fill(NaN);
+    const done = backend.moe('sparse', 1, H, x1, one, inline, null);
+    expect(Array.from(inline)).toEqual(Array.from(pooled)); // already computed when moe returned
+    await done;
+    // Over the bound: the pool. A one-row call made meanwhile queues behind it, in call order.
+    const order: string[] = [];
+    const big = backend.moe('sparse', N_ROWS, H, x, buildCalls(experts), new Float32Array(N_ROWS * H), null).then(() => order.push('big'));
+    const behind = new Float32Array(H).fill(NaN);
+    const small = backend.moe('sparse', 1, H, x1, one, behind, null).then(() => order.push('small'));
+    expect(Number.isNaN(behind[0])).toBe(true); // not run inline: the backend was busy
+    await Promise.all([big, small]);
+    expect(order).toEqual(['big', 'small']);
+    expect(Array.from(behind)).toEqual(Array.from(pooled));
+  } finally {
+    backend.setInlineRows(0);
+  }
+});
