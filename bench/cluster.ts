@@ -317,7 +317,8 @@ async function main(): Promise<void> {
     for (const r of results) {
       if (r.link_lateness) {
         const s = r.link_lateness;
-        console.log(`emulator ${r.mode} ${r.link} ${r.wire} overlap ${r.overlap} c${r.concurrency}: ${s.chunks} chunks released late by mean ${s.mean_us.toFixed(0)} / p50 ${s.p50_us.toFixed(0)} / p99 ${s.p99_us.toFixed(0)} us`);
+        console.log(`emulator ${r.mode} ${r.link} ${r.wire} overlap ${r.overlap} c${r.concurrency}: ${s.chunks} chunks released late by mean ${s.mean_us.toFixed(0)} / p50 ${s.p50_us.toFixed(0)} / p99 ${s.p99_us.toFixed(0)} us; ` +
+          `the emulator used ${(s.cpu_ms / s.window_ms * 100).toFixed(0)}% of one core`);
       }
     }
   }

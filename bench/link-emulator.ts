@@ -9,6 +9,9 @@
 // Timers: Node's setTimeout has 1 ms granularity and fires late, so a due time closer than SPIN_MS is
 // waited for by polling with setImmediate (the event loop keeps serving I/O between polls, but the
 // process burns CPU while a chunk is pending); farther ones sleep with setTimeout until SPIN_MS before.
+// That polling is most of the ~20% of one core the emulator takes during the 16-layer cluster bench on 1gbe
+// (stats() reports it); sleeping on a worker thread's sub-ms futex wait instead was tried and not kept
+// (bench/RESULTS.md, 2026-12-04: its wakes are ~110 us late, so 1gbe's short waits must poll anyway).
 // Run it in its own process (LinkProcess) when the other side of the bench does blocking work on its
 // event loop, or that work delays the releases. Every release records how late it was against its due
 // time (stats()), so a bench prints the accuracy it got.
@@ -38,6 +41,11 @@ export interface LatenessStats {
   p50_us: number;
   p99_us: number;
   max_us: number;
+  /** CPU time (user + system) of the emulator's process since the stats were reset, and the wall time it
+   * covers: the share of a core the emulator took from the processes it sits between (a real link takes
+   * none). Meaningful when the emulator has its own process (LinkProcess); in process it counts the rest too. */
+  cpu_ms: number;
+  window_ms: number;
 }
 
 /** Due times closer than this are polled for with setImmediate rather than slept for. */
@@ -146,6 +154,8 @@ export class LinkEmulator {
   private bytes = 0;
   private lateSum = 0;
   private lateMax = 0;
+  private cpuFrom = process.cpuUsage();
+  private wallFrom = performance.now();
 
   constructor(readonly spec: LinkSpec) {
     if (!(spec.mbit > 0) || !(spec.delayUs >= 0)) throw new UserError(`link ${spec.name}: needs a delay >= 0 and a bandwidth > 0`);
@@ -192,7 +202,9 @@ export class LinkEmulator {
   stats(): LatenessStats {
     const s = [...this.samples].sort((a, b) => a - b);
     const q = (p: number) => (s.length ? s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)] : 0);
-    return { chunks: this.chunks, bytes: this.bytes, mean_us: this.chunks ? this.lateSum / this.chunks : 0, p50_us: q(0.5), p99_us: q(0.99), max_us: this.lateMax };
+    const cpu = process.cpuUsage(this.cpuFrom);
+    return { chunks: this.chunks, bytes: this.bytes, mean_us: this.chunks ? this.lateSum / this.chunks : 0, p50_us: q(0.5), p99_us: q(0.99), max_us: this.lateMax,
+      cpu_ms: (cpu.user + cpu.system) / 1000, window_ms: performance.now() - this.wallFrom };
   }
 
   resetStats(): void {
@@ -201,6 +213,8 @@ export class LinkEmulator {
     this.bytes = 0;
     this.lateSum = 0;
     this.lateMax = 0;
+    this.cpuFrom = process.cpuUsage();
+    this.wallFrom = performance.now();
   }
 
   async close(): Promise<void> {
