@@ -924,7 +924,7 @@ inline std::vector<OpCase> op_cases() {
                    (long long)c.I, (long long)c.n_rows, rows_str(c.rows).c_str(), c.density * 100),
         2e-5, [=](ts_backend* b, Rng& r, Outcome& o) { case_moe_calls(b, r, o, c.H, c.I, c.n_rows, c.stores, c.rows, c.density); });
 
-  // small batches (1-2 tokens) at hidden <= 4096: the CUDA backend's streaming and
+  // small batches (1-8 tokens) at hidden <= 4096: the CUDA backend's streaming and
   // fused kernels, from one block to hundreds (several reduce groups); test_cuda
   // runs these (names starting "moe small batch") on each FFN path
   std::vector<MC> small;
@@ -936,6 +936,12 @@ inline std::vector<OpCase> op_cases() {
   small.push_back({"bf16 top-2 (a dozen reduce groups)", 4096, 7168, 1, {TS_BF16, TS_BF16}, {{0}, {0}}, 0.1f});
   small.push_back({"f16 empty masks", 64, 100, 2, {TS_F16}, {{1}}, 0.f});
   small.push_back({"bf16 (too wide to fuse)", 4112, 300, 1, {TS_BF16}, {{0}}, 0.5f});
+  // 3-8 tokens: split into calls of 1-2 tokens for the streaming kernel (TS_CUDA_STREAM_SPLIT)
+  for (ts_dtype dt : kDtypes)
+    small.push_back({std::string(dname(dt)) + " five tokens", 333, 1000, 6, {dt, dt}, {{0, 1, 2, 3, 5}, {5, 4, 1}}, 0.3f});
+  small.push_back({"bf16 eight tokens (hundreds of blocks)", 2048, 2048, 9, {TS_BF16, TS_BF16, TS_BF16},
+                   {{0, 1, 2, 3, 4, 5, 6, 7}, {8, 1}, {2, 3, 4, 5}}, 0.2f});
+  small.push_back({"f16 four tokens, empty masks", 64, 100, 4, {TS_F16}, {{0, 1, 2, 3}}, 0.f});
   for (const MC& c : small)
     add("moe", fmt("moe small batch %s [H %lld, I %lld] %lld rows, %s, %.0f%% masks", c.what.c_str(), (long long)c.H,
                          (long long)c.I, (long long)c.n_rows, rows_str(c.rows).c_str(), c.density * 100),

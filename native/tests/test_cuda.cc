@@ -4,7 +4,9 @@
 // dtype, sparse and dense-with-mask, outputs poisoned with NaN first so an
 // element the GPU never writes fails) on the default CUDA backend; the table's
 // small-batch moe cases once more on backends forced onto each FFN path
-// (TS_CUDA_FUSED / TS_CUDA_STREAM); and weight bytes tracking.
+// (TS_CUDA_FUSED / TS_CUDA_STREAM; the streaming kernel with either reduce tail,
+// larger batches split for it or not: TS_CUDA_STREAM_CLUSTER / _SPLIT); and
+// weight bytes tracking.
 //
 // Ends with "N passed, M failed"; exits non-zero on failure. Without a usable
 // GPU (or a library built without CUDA) it prints a skip line and exits 0.
@@ -55,16 +57,22 @@ int main() {
   const auto cases = tsops::op_cases();
   tsops::run_cases(gpu, "cuda", cases, seed);
   // the small-batch cases once more on each of the other FFN paths
-  struct Path { const char *fused, *stream, *what; };
-  for (Path path : {Path{"1", "0", "the fused kernel for sparse and dense"},
-                    Path{"0", "1", "the streaming kernel for sparse and dense"},
-                    Path{"0", "0", "the three kernels for sparse and dense"}}) {
+  struct Path { const char *fused, *stream, *cluster, *split, *what; };
+  for (Path path : {Path{"1", "0", "-1", "2", "the fused kernel for sparse and dense"},
+                    Path{"0", "1", "-1", "2", "the streaming kernel for sparse and dense"},
+                    Path{"0", "0", "-1", "2", "the three kernels for sparse and dense"},
+                    Path{"0", "1", "0", "1", "the streaming kernel, group tail, larger batches split in ones"},
+                    Path{"0", "1", "8", "2", "the streaming kernel, clusters of 8"},
+                    Path{"0", "1", "2", "1", "the streaming kernel, clusters of 2, larger batches split in ones"},
+                    Path{"0", "1", "-1", "0", "the streaming kernel, larger batches not split"}}) {
     setenv("TS_CUDA_FUSED", path.fused, 1);
     setenv("TS_CUDA_STREAM", path.stream, 1);
+    setenv("TS_CUDA_STREAM_CLUSTER", path.cluster, 1);
+    setenv("TS_CUDA_STREAM_SPLIT", path.split, 1);
     ts_backend* forced = ts_backend_create("cuda", 0);
-    unsetenv("TS_CUDA_FUSED");
-    unsetenv("TS_CUDA_STREAM");
-    const std::string env = fmt("TS_CUDA_FUSED=%s TS_CUDA_STREAM=%s", path.fused, path.stream);
+    for (const char* v : {"TS_CUDA_FUSED", "TS_CUDA_STREAM", "TS_CUDA_STREAM_CLUSTER", "TS_CUDA_STREAM_SPLIT"}) unsetenv(v);
+    const std::string env = fmt("TS_CUDA_FUSED=%s TS_CUDA_STREAM=%s TS_CUDA_STREAM_CLUSTER=%s TS_CUDA_STREAM_SPLIT=%s",
+                                path.fused, path.stream, path.cluster, path.split);
     if (!forced) {
       check(false, "cuda backend with " + env, ts_last_error());
     } else {

@@ -196,6 +196,11 @@ ts_backend* ts_cuda_backend_create() {
   if (const char* fz = std::getenv("TS_CUDA_FUSED"); fz && *fz) b->tuning.fused = std::atoi(fz) > 0 ? 1 : std::atoi(fz) == 0 ? 0 : -1;
   // TS_CUDA_STREAM: the streaming FFN kernel for batches of 1-2: 1 always, 0 never, -1 (default) sparse only
   if (const char* st = std::getenv("TS_CUDA_STREAM"); st && *st) b->tuning.stream = std::atoi(st) > 0 ? 1 : std::atoi(st) == 0 ? 0 : -1;
+  // TS_CUDA_STREAM_SPLIT: larger small batches split into calls of this many tokens (1 or 2) for the streaming
+  // kernel, 0: off
+  if (const char* st = std::getenv("TS_CUDA_STREAM_SPLIT"); st && *st) b->tuning.stream_split = std::atoi(st);
+  // TS_CUDA_STREAM_CLUSTER: blocks per cluster of the streaming kernel's cluster tail, 0: the group tail, -1: auto
+  if (const char* st = std::getenv("TS_CUDA_STREAM_CLUSTER"); st && *st) b->tuning.stream_cluster = std::atoi(st);
   // a first small arena so the first call does not pay for growth of tiny buffers
   if (b->ensure(size_t(1) << 20, size_t(1) << 20, size_t(8) << 20) != 0) {
     delete b;

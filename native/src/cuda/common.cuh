@@ -131,24 +131,36 @@ int run_staged(Backend* b, const Layout& L, Pack&& pack, Enqueue&& enqueue, Unpa
 }
 
 // Launch with the backend's stream; `dependent`: the kernel starts with
-// griddepcontrol.wait and may be launched before the previous kernel ends.
+// griddepcontrol.wait and may be launched before the previous kernel ends;
+// `cluster` > 0: blocks per thread-block cluster (sm_90+).
 template <typename... KArgs, typename... Args>
-cudaError_t launch(Backend* b, bool dependent, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
-                   Args... args) {
+cudaError_t launch_clustered(Backend* b, bool dependent, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                             int cluster, Args... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = b->stream;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
+  cfg.attrs = attr;
   cfg.numAttrs = 0;
   if (dependent && b->pdl()) {
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[cfg.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+    cfg.numAttrs++;
+  }
+  if (cluster > 0) {
+    attr[cfg.numAttrs].id = cudaLaunchAttributeClusterDimension;
+    attr[cfg.numAttrs].val.clusterDim.x = unsigned(cluster);
+    attr[cfg.numAttrs].val.clusterDim.y = attr[cfg.numAttrs].val.clusterDim.z = 1;
+    cfg.numAttrs++;
   }
   return cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
+}
+template <typename... KArgs, typename... Args>
+cudaError_t launch(Backend* b, bool dependent, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                   Args... args) {
+  return launch_clustered(b, dependent, kernel, grid, block, smem, 0, args...);
 }
 
 // Raise a kernel's dynamic shared memory limit (once per kernel and size) and

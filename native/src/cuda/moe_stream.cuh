@@ -1,5 +1,6 @@
-// moe_stream.cuh — the streaming expert FFN for batches of 1-2 tokens (the
-// decode case), included by moe.cu after its call descriptors.
+// moe_stream.cuh — the streaming expert FFN for calls of 1-2 tokens (the
+// decode case; moe.cu splits larger small batches into such calls), included
+// by moe.cu after its call descriptors.
 //
 // Why: at batch 1 an expert at 10% active reads ~35 MB, about 8.5 us of an
 // H200's bandwidth. The three-kernel path and the fused kernel both spend most
@@ -22,7 +23,17 @@
 // that are not last exit at once and free their SM for the next call. Counters
 // are left at 0 for the next launch; no float atomics, so the output is
 // bitwise repeatable.
+//
+// Cluster tail (sm_90, Tuning::stream_cluster = blocks per thread-block
+// cluster; by default clusters of 4 for one-token calls, where it measured
+// 3-7% faster on an H200, and slower for two): the blocks of a cluster sum
+// their partial rows through distributed shared memory instead, each block one
+// slice of the columns in rank order, so a cluster writes one row where its
+// blocks wrote one each, and every reduce level after it is spread over the
+// columns of a whole cluster instead of one block summing rows one by one.
 #pragma once
+#include <cooperative_groups.h>
+#include <algorithm>
 
 namespace tscuda {
 
@@ -53,7 +64,21 @@ struct MoeStreamArgs {
   int* active;              // [pairs]
   int ldH, H, gxs, gs, ngs, n_rows, ncalls, slots;
   int stages;               // bench breakdown (Tuning::ffn_stages): 1 = copies and compute only, 2 = + partial rows, 3 = all
+  int cluster;              // blocks per cluster of the cluster tail (gpart: [pairs][ngs][ldH], one row per cluster); 0: groups
 };
+
+// Shared memory of the kernel: the ring, the I8 scales, the block's list; at the end the cluster tail
+// reuses it from the start for the block's partial rows (tok x ldH floats).
+inline size_t stream_smem(int tok, int slots, size_t rowb, int64_t ldH, int maxP, bool cluster) {
+  const size_t body = size_t(slots) * (3 * rowb + 16) + size_t(maxP) * 4;
+  return cluster ? std::max(body, size_t(tok) * size_t(ldH) * 4) : body;
+}
+
+// The kernel's dynamic shared memory.
+__device__ __forceinline__ float4* smem_moe_base() {
+  extern __shared__ float4 smem_moe[];
+  return smem_moe;
+}
 
 // Block-wide: the last block to arrive at counter c (of `expected`) gets true; it resets the counter.
 // The barrier orders the block's writes before thread 0's release; its acquire (then the barrier)
@@ -112,12 +137,120 @@ __device__ __forceinline__ void sum_rows(const float* src, size_t stride, int q0
   }
 }
 
+// The cluster tail: the blocks of this block's cluster sum their partial rows (staged at the start of
+// shared memory) through distributed shared memory, then the last cluster of each call and the last call
+// finish the levels as the group tail does, each block of the cluster on its slice of the columns.
+// Returns when this block has nothing more to do.
+template <int TOK>
+__device__ __forceinline__ void stream_cluster_tail(const MoeStreamArgs& a, const MoeCall& d, int act,
+                                                    unsigned* s_flag) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  cg::cluster_group cl = cg::this_cluster();
+  const int CS = int(cl.num_blocks()), rank = int(cl.block_rank());
+  const int tid = threadIdx.x, bx = blockIdx.x, nt = d.n, ldH = a.ldH, q4 = ldH / 4;
+  const int cidx = bx / CS, ncl = d.gx / CS;
+  const int c0 = rank * q4 / CS, w = (rank + 1) * q4 / CS - c0;  // this block's float4 columns
+  const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+  const float4* stage = reinterpret_cast<const float4*>(smem_moe_base());
+  if (tid < nt) a.blk_active[size_t(d.q0 + tid) * a.gxs + bx] = act;
+  cl.sync();  // every block of the cluster staged its rows
+  // level 1: the cluster's row, this block's slice, summed in rank order
+  for (int i = tid; i < nt * w; i += kStreamThreads) {
+    const int t = i / w, c = c0 + (i - t * w);
+    float4 v[8];
+#pragma unroll
+    for (int r = 0; r < 8; ++r) v[r] = r < CS ? cl.map_shared_rank(stage, r)[size_t(t) * q4 + c] : zero;
+    float4 s = v[0];
+#pragma unroll
+    for (int r = 1; r < 8; ++r)
+      if (r < CS) s = make_float4(s.x + v[r].x, s.y + v[r].y, s.z + v[r].z, s.w + v[r].w);
+    reinterpret_cast<float4*>(a.gpart + (size_t(d.q0 + t) * a.ngs + cidx) * ldH)[c] = s;
+  }
+  __threadfence();  // the slice is visible GPU-wide before this cluster reports in
+  cl.sync();        // ... and no block's staged rows are read any more
+  if (a.stages < 3) return;  // bench breakdown only
+  // level 2: rank 0 counts the call's clusters; the last one sums the cluster rows in order
+  unsigned* cnt_call = a.cnt + size_t(blockIdx.y) * (a.ngs + 1);
+  if (rank == 0 && tid == 0) {
+    unsigned old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(cnt_call + a.ngs) : "memory");
+    const unsigned last = old == unsigned(ncl) - 1;
+    if (last) atomicExch(cnt_call + a.ngs, 0u);
+    for (int r = 0; r < CS; ++r) *cl.map_shared_rank(s_flag, r) = last;
+  }
+  cl.sync();
+  if (!*s_flag) return;
+  constexpr int RU = 8;
+  for (int i = tid; i < nt * w; i += kStreamThreads) {
+    const int t = i / w, c = c0 + (i - t * w);
+    const float* base = a.gpart + size_t(d.q0 + t) * a.ngs * ldH + size_t(c) * 4;
+    float4 s = zero;
+    for (int g = 0; g < ncl; g += RU) {
+      float4 v[RU];
+#pragma unroll
+      for (int u = 0; u < RU; ++u)
+        v[u] = g + u < ncl ? __ldcg(reinterpret_cast<const float4*>(base + size_t(g + u) * ldH)) : zero;
+#pragma unroll
+      for (int u = 0; u < RU; ++u)
+        if (g + u < ncl) s = make_float4(s.x + v[u].x, s.y + v[u].y, s.z + v[u].z, s.w + v[u].w);
+    }
+    reinterpret_cast<float4*>(a.e + size_t(d.q0 + t) * ldH)[c] = s;
+  }
+  // the call's active counts: integer sums, so any order gives the same result
+  __shared__ int s_count[TOK];
+  if (rank == 0) {
+    if (tid < TOK) s_count[tid] = 0;
+    __syncthreads();
+    for (int i = tid; i < nt * d.gx; i += kStreamThreads) {
+      const int t = i / d.gx;
+      atomicAdd(&s_count[t], __ldcg(a.blk_active + size_t(d.q0 + t) * a.gxs + (i - t * d.gx)));
+    }
+    __syncthreads();
+  }
+  __threadfence();
+  cl.sync();  // the call's expert output is written
+  // level 3: rank 0 of each call's last cluster counts the calls; the last call writes y[r] = sum over r's
+  // (call, token) pairs in call order of w * e, each block its slice
+  if (rank == 0 && tid == 0) {
+    unsigned* cnt_all = a.cnt + size_t(a.ncalls) * (a.ngs + 1);
+    unsigned old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(cnt_all) : "memory");
+    const unsigned last = old == unsigned(a.ncalls) - 1;
+    if (last) atomicExch(cnt_all, 0u);
+    for (int r = 0; r < CS; ++r) *cl.map_shared_rank(s_flag, r) = last;
+  }
+  pdl_wait();  // outputs from here on
+  if (rank == 0 && tid < nt) a.active[d.q0 + tid] = s_count[tid];
+  cl.sync();
+  if (!*s_flag) return;
+  for (int i = tid; i < a.n_rows * w; i += kStreamThreads) {
+    const int r = i / w, c = c0 + (i - r * w);
+    float4 y = zero;
+    for (int k = a.row_start[r]; k < a.row_start[r + 1]; ++k) {
+      const MoeContrib ct = a.contribs[k];
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(a.e + size_t(ct.q) * ldH) + c);
+      y = make_float4(y.x + ct.w * v.x, y.y + ct.w * v.y, y.z + ct.w * v.z, y.w + ct.w * v.w);
+    }
+    float* yr = a.y + size_t(r) * a.H;
+    const float yv[4] = {y.x, y.y, y.z, y.w};
+#pragma unroll
+    for (int v = 0; v < 4; ++v)
+      if (c * 4 + v < a.H) yr[c * 4 + v] = yv[v];
+  }
+#else
+  (void)a, (void)d, (void)act, (void)s_flag;
+  __trap();  // the host launches the cluster tail on sm_90 and newer only
+#endif
+}
+
 template <int DT, int TOK>
 __global__ void __launch_bounds__(kStreamThreads, TOK == 1 ? 3 : 2) k_ffn_stream(MoeStreamArgs a) {
+  static_assert(TOK == 1 || TOK == 2, "x and the accumulators of a call's tokens live in registers");
   constexpr int V = Vec<DT>::n, CJ = StreamCJ<DT>::n, NW = kStreamThreads / 32;
   pdl_launch_next();  // no block ever waits for another: the next call may take SMs as they free up
   const MoeCall d = a.calls[blockIdx.y];
-  if (int(blockIdx.x) >= d.gx) return;
+  if (int(blockIdx.x) >= d.gx) return;  // whole clusters: every gx is a multiple of the cluster
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int ldH = a.ldH, nt = d.n, slots = a.slots;
   const int nch = ldH / V;  // 16-byte chunks per row
@@ -126,8 +259,7 @@ __global__ void __launch_bounds__(kStreamThreads, TOK == 1 ? 3 : 2) k_ffn_stream
   const int pos0 = int(blockIdx.x) * P;
   const int cnt = max(0, min(P, d.K - pos0));
 
-  extern __shared__ float4 smem_moe[];
-  char* ring = reinterpret_cast<char*>(smem_moe);                              // [slots][gate | up | down]
+  char* ring = reinterpret_cast<char*>(smem_moe_base());                      // [slots][gate | up | down]
   float* scales = reinterpret_cast<float*>(ring + size_t(slots) * 3 * rowb);  // [slots][4]: I8 s_gate, s_up, s_down
   uint32_t* list = reinterpret_cast<uint32_t*>(scales + 4 * slots);           // [P]
   __shared__ float red[NW][2 * TOK];
@@ -191,6 +323,8 @@ __global__ void __launch_bounds__(kStreamThreads, TOK == 1 ? 3 : 2) k_ffn_stream
     }
     const int s = k % slots;
     const char* sg = ring + size_t(s) * 3 * rowb;
+    const uint32_t ent = list[k];
+    const unsigned bits = ent >> 24;  // the tokens that want neuron k (the same in every thread)
     float pg[TOK], pu[TOK];
 #pragma unroll
     for (int t = 0; t < TOK; ++t) pg[t] = pu[t] = 0.f;
@@ -219,7 +353,6 @@ __global__ void __launch_bounds__(kStreamThreads, TOK == 1 ? 3 : 2) k_ffn_stream
         red[warp][2 * t + 1] = pu[t];
       }
     __syncthreads();  // red is read below and next written after the next iteration's first barrier
-    const uint32_t ent = list[k];
     float sgt = 1.f, sut = 1.f, sdn = 1.f;
     if (DT == TS_I8) {
       sgt = scales[4 * s];
@@ -227,7 +360,7 @@ __global__ void __launch_bounds__(kStreamThreads, TOK == 1 ? 3 : 2) k_ffn_stream
       sdn = scales[4 * s + 2];
     }
     float h[TOK];
-    bool any = false;
+    unsigned on_bits = 0;
 #pragma unroll
     for (int t = 0; t < TOK; ++t) {
       float gg = 0.f, uu = 0.f;
@@ -238,12 +371,12 @@ __global__ void __launch_bounds__(kStreamThreads, TOK == 1 ? 3 : 2) k_ffn_stream
       }
       gg *= sgt;
       uu *= sut;
-      const bool on = t < nt && ((ent >> (24 + t)) & 1u) && gg > 0.f && uu > 0.f;
+      const bool on = t < nt && ((bits >> t) & 1u) && gg > 0.f && uu > 0.f;
       h[t] = on ? gg * uu * sdn : 0.f;
-      any |= on;
+      on_bits |= unsigned(on) << t;
       if (t == tid) act += on;
     }
-    if (any) {
+    if (on_bits) {
 #pragma unroll
       for (int j = 0; j < CJ; ++j) {
         const int c = tid + kStreamThreads * j;
@@ -274,8 +407,27 @@ __global__ void __launch_bounds__(kStreamThreads, TOK == 1 ? 3 : 2) k_ffn_stream
   // ---- tail. The partial rows, group sums and counters are this launch's own scratch (an op's
   // launches have the arena to themselves; bench frames own theirs), so levels 1-2 run before
   // pdl_wait too: only level 3, which writes the outputs, waits for the previous kernel.
-  const unsigned call = blockIdx.y;
   const int bx = blockIdx.x;
+  if (a.cluster > 0) {
+    __syncthreads();  // every thread is done with the ring, x and the list: the partial rows go there
+    float* stage = reinterpret_cast<float*>(smem_moe_base());
+#pragma unroll
+    for (int t = 0; t < TOK; ++t) {
+      if (t >= nt) break;
+#pragma unroll
+      for (int j = 0; j < CJ; ++j) {
+        const int c = tid + kStreamThreads * j;
+        if (c < nch)
+#pragma unroll
+          for (int v = 0; v < V; v += 4)
+            *reinterpret_cast<float4*>(stage + size_t(t) * ldH + size_t(c) * V + v) =
+                make_float4(acc[t][j][v], acc[t][j][v + 1], acc[t][j][v + 2], acc[t][j][v + 3]);
+      }
+    }
+    stream_cluster_tail<TOK>(a, d, act, &s_flag);
+    return;
+  }
+  const unsigned call = blockIdx.y;
 #pragma unroll
   for (int t = 0; t < TOK; ++t) {
     if (t >= nt) break;
@@ -292,7 +444,6 @@ __global__ void __launch_bounds__(kStreamThreads, TOK == 1 ? 3 : 2) k_ffn_stream
   }
   if (tid < nt) a.blk_active[size_t(d.q0 + tid) * a.gxs + bx] = act;
   if (a.stages < 3) return;  // bench breakdown only
-
   // level 1: the last block of each group of gs blocks sums the group in block order
   const int g = bx / a.gs, b0 = g * a.gs, b1 = min(d.gx, b0 + a.gs);
   const int ng = (d.gx + a.gs - 1) / a.gs;
