@@ -484,8 +484,9 @@ int main(int argc, char** argv) {
     // splits, and without PDL; the fused kernel (the dense-with-mask default) and the three-kernel path for both
     // modes; where the time goes (stage1: copies and compute / only gate_up; stage2: + partial rows)
     const tscuda::Tuning def = tscuda::get_tuning(b);
-    // cl: blocks per cluster of the cluster tail (0: group tail, -1: the default); split: tokens per split call
-    struct V { const char* name; int stream, slots, sbps, fused; bool pdl; int stages; bool b2, b8, dense; int cl, split; };
+    // cl: blocks per cluster of the cluster tail (0: group tail, -1: the default); split: tokens per split call;
+    // blocks: blocks per launch (0: the default, one per SM)
+    struct V { const char* name; int stream, slots, sbps, fused; bool pdl; int stages; bool b2, b8, dense; int cl, split, blocks = 0; };
     for (V v : {V{"stream", 1, 3, 1, 0, true, 3, true, false, true, -1, 2},
                 V{"stream-slots2", 1, 2, 1, 0, true, 3, true, false, false, -1, 2},
                 V{"stream-slots4", 1, 4, 1, 0, true, 3, true, false, false, -1, 2},
@@ -499,6 +500,11 @@ int main(int argc, char** argv) {
                 V{"stream-cluster8", 1, 3, 1, 0, true, 3, true, true, false, 8, 2},
                 V{"stream-cluster2", 1, 3, 1, 0, true, 3, false, false, false, 2, 2},
                 V{"stream-split1", 1, 3, 1, 0, true, 3, false, true, false, -1, 1},
+                V{"stream-blocks96", 1, 3, 1, 0, true, 3, true, true, false, -1, 2, 96},
+                V{"stream-blocks64", 1, 3, 1, 0, true, 3, true, true, false, -1, 2, 64},
+                V{"stream-blocks44", 1, 3, 1, 0, true, 3, true, false, false, -1, 2, 44},
+                V{"stream-blocks64-group-tail", 1, 3, 1, 0, true, 3, false, false, false, 0, 2, 64},
+                V{"stream-blocks64-slots2", 1, 2, 1, 0, true, 3, false, false, false, -1, 2, 64},
                 V{"stream-split1-group-tail", 1, 3, 1, 0, true, 3, false, true, false, 0, 1},
                 V{"fused", 0, 3, 1, 1, true, 3, true, false, true, -1, 2},
                 V{"unfused", 0, 3, 1, 0, true, 3, true, true, true, -1, 2},
@@ -513,6 +519,7 @@ int main(int argc, char** argv) {
       t.ffn_stages = v.stages;
       t.stream_cluster = v.cl;
       t.stream_split = v.split;
+      t.stream_blocks = v.blocks;
       tscuda::set_tuning(b, t);
       time_moe(b, ex, TS_BF16, TS_FFN_SPARSE, 1, 0.10, d, v.name);
       if (v.b2) time_moe(b, ex, TS_BF16, TS_FFN_SPARSE, 2, 0.10, d, v.name);

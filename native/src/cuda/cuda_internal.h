@@ -27,6 +27,7 @@ struct Tuning {
                           // moe_stream.cuh): 1 always, 0 never, -1 sparse only; it goes before the fused kernel
   int stream_slots = 3;   // streaming FFN: neurons (gate, up and down rows) in flight per block
   int stream_bps = 1;     // streaming FFN: blocks per SM per call (1 leaves room for the next call's blocks)
+  int stream_blocks = 0;  // streaming FFN: blocks per launch instead (bench: fewer, longer blocks; 0: stream_bps per SM)
   int stream_split = 2;   // streaming FFN of calls of more tokens (batches of <= 16 rows): every call split into calls
                           // of this many tokens (1 or 2), all in one launch; 0: such batches take the three kernels.
                           // H200, bf16, 10%, batch 8: 2.50x the floor with three kernels, 1.41x split in twos

@@ -104,7 +104,8 @@ int plan_stream(Backend* b, bool dense, MoeFrame& f) {
   const int cs = b->cc_major >= 9 ? std::min(want_cs, 8) : 0;
   const int unit = std::max(cs, 1);
   const size_t rowb = size_t(f.ldH) * dtype_bytes(g.dt);
-  const double budget = double(b->sms) * std::max(1, b->tuning.stream_bps);
+  const double budget =
+      b->tuning.stream_blocks > 0 ? double(b->tuning.stream_blocks) : double(b->sms) * std::max(1, b->tuning.stream_bps);
   double work = 0;
   for (int i = g.first; i < g.first + g.count; ++i) work += double(std::max(f.desc[size_t(i)].K, 1));
   std::vector<int> gx(size_t(g.count));
