@@ -199,6 +199,8 @@ ts_backend* ts_cuda_backend_create() {
   // TS_CUDA_STREAM_SPLIT: larger small batches split into calls of this many tokens (1 or 2) for the streaming
   // kernel, 0: off
   if (const char* st = std::getenv("TS_CUDA_STREAM_SPLIT"); st && *st) b->tuning.stream_split = std::atoi(st);
+  // TS_CUDA_STREAM_BLOCKS: blocks per streaming launch (0: one per SM per call)
+  if (const char* st = std::getenv("TS_CUDA_STREAM_BLOCKS"); st && *st) b->tuning.stream_blocks = std::atoi(st);
   // TS_CUDA_STREAM_CLUSTER: blocks per cluster of the streaming kernel's cluster tail, 0: the group tail, -1: auto
   if (const char* st = std::getenv("TS_CUDA_STREAM_CLUSTER"); st && *st) b->tuning.stream_cluster = std::atoi(st);
   // a first small arena so the first call does not pay for growth of tiny buffers
