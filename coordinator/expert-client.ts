@@ -12,6 +12,7 @@ import {
   EXPERT_MAX_MESSAGE_BYTES, EXPERT_SERVICE_NAME, expertProto, type ExpertRequest, type ExpertResponse__Output,
   type InfoResponse__Output,
 } from '../core/wire/expert-proto';
+import { DueTimers, type Due } from '../core/due-timers';
 import { UserError } from '../core/errors';
 import { readExpertResponse } from '../core/wire/expert-response-bytes';
 import { hostPort } from '../core/host-port';
@@ -114,7 +115,7 @@ export interface CallReply {
 interface Pending {
   resolve: (r: CallReply) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
+  deadline: Due;
   bytesSent: number;
 }
 
@@ -133,6 +134,8 @@ export class ExpertClient {
   /** TLS files for the run socket; null: plaintext; undefined: no run socket possible (a custom channel). */
   private readonly socketTls: ChannelTls | null | undefined;
   private readonly pending = new Map<number, Pending>();
+  /** The calls' deadlines, on one timer. */
+  private readonly deadlines = new DueTimers();
   private nextId = 1;
   private closed = false;
   private readonly tls: ChannelTls | null;
@@ -309,13 +312,12 @@ export class ExpertClient {
     const id = this.nextId++;
     const bytes = encode(id);
     return new Promise<CallReply>((resolve, reject) => {
-      // After a busy spell of this process, timers run before the socket is read: an answer
-      // that arrived in time is still waiting there. setImmediate lets it in before giving up.
-      const timer = setTimeout(() => setImmediate(() => {
+      // (an answer that arrived in time and waits on the socket goes first: DueTimers)
+      const deadline = this.deadlines.after(timeoutMs, () => {
         if (!this.pending.delete(id)) return;
         reject(new NodeCallError(this.address, grpc.status.DEADLINE_EXCEEDED, `no answer within ${timeoutMs} ms`));
-      }), timeoutMs);
-      this.pending.set(id, { resolve, reject, timer, bytesSent: bytes.length });
+      });
+      this.pending.set(id, { resolve, reject, deadline, bytesSent: bytes.length });
       try {
         if (this.runMode === 'socket') this.runSocket().write(bytes);
         else this.runStream().write(bytes);
@@ -341,6 +343,7 @@ export class ExpertClient {
   close(): void {
     this.closed = true;
     this.fail(grpc.status.CANCELLED, 'client closed');
+    this.deadlines.clear();
     this.client.close();
   }
 
@@ -383,7 +386,7 @@ export class ExpertClient {
     const p = this.pending.get(id);
     if (!p) return; // timed out earlier: the late answer is dropped
     this.pending.delete(id);
-    clearTimeout(p.timer);
+    this.deadlines.cancel(p.deadline);
     if (message.error) {
       p.reject(new NodeCallError(this.address, message.error.code, message.error.message));
     } else {
@@ -422,7 +425,7 @@ export class ExpertClient {
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) {
-      clearTimeout(p.timer);
+      this.deadlines.cancel(p.deadline);
       p.reject(new NodeCallError(this.address, code, detail));
     }
   }
