@@ -12,7 +12,6 @@ import {
   EXPERT_MAX_MESSAGE_BYTES, EXPERT_SERVICE_NAME, expertProto, type ExpertRequest, type ExpertResponse__Output,
   type InfoResponse__Output,
 } from '../core/wire/expert-proto';
-import { DueTimers, type Due } from '../core/due-timers';
 import { UserError } from '../core/errors';
 import { readExpertResponse } from '../core/wire/expert-response-bytes';
 import { hostPort } from '../core/host-port';
@@ -115,7 +114,7 @@ export interface CallReply {
 interface Pending {
   resolve: (r: CallReply) => void;
   reject: (e: Error) => void;
-  deadline: Due;
+  timer: NodeJS.Timeout;
   bytesSent: number;
 }
 
@@ -134,8 +133,6 @@ export class ExpertClient {
   /** TLS files for the run socket; null: plaintext; undefined: no run socket possible (a custom channel). */
   private readonly socketTls: ChannelTls | null | undefined;
   private readonly pending = new Map<number, Pending>();
-  /** The calls' deadlines, on one timer. */
-  private readonly deadlines = new DueTimers();
   private nextId = 1;
   private closed = false;
   private readonly tls: ChannelTls | null;
@@ -312,12 +309,13 @@ export class ExpertClient {
     const id = this.nextId++;
     const bytes = encode(id);
     return new Promise<CallReply>((resolve, reject) => {
-      // (an answer that arrived in time and waits on the socket goes first: DueTimers)
-      const deadline = this.deadlines.after(timeoutMs, () => {
+      // After a busy spell of this process, timers run before the socket is read: an answer
+      // that arrived in time is still waiting there. setImmediate lets it in before giving up.
+      const timer = setTimeout(() => setImmediate(() => {
         if (!this.pending.delete(id)) return;
         reject(new NodeCallError(this.address, grpc.status.DEADLINE_EXCEEDED, `no answer within ${timeoutMs} ms`));
-      });
-      this.pending.set(id, { resolve, reject, deadline, bytesSent: bytes.length });
+      }), timeoutMs);
+      this.pending.set(id, { resolve, reject, timer, bytesSent: bytes.length });
       try {
         if (this.runMode === 'socket') this.runSocket().write(bytes);
         else this.runStream().write(bytes);
@@ -343,7 +341,6 @@ export class ExpertClient {
   close(): void {
     this.closed = true;
     this.fail(grpc.status.CANCELLED, 'client closed');
-    this.deadlines.clear();
     this.client.close();
   }
 
@@ -386,7 +383,7 @@ export class ExpertClient {
     const p = this.pending.get(id);
     if (!p) return; // timed out earlier: the late answer is dropped
     this.pending.delete(id);
-    this.deadlines.cancel(p.deadline);
+    clearTimeout(p.timer);
     if (message.error) {
       p.reject(new NodeCallError(this.address, message.error.code, message.error.message));
     } else {
@@ -425,7 +422,7 @@ export class ExpertClient {
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) {
-      this.deadlines.cancel(p.deadline);
+      clearTimeout(p.timer);
       p.reject(new NodeCallError(this.address, code, detail));
     }
   }

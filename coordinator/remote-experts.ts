@@ -20,7 +20,6 @@
 // only its start-up pairs: the health check loads the missing ones again
 // (reloadLostPairs) before it takes the node back.
 import * as grpc from '@grpc/grpc-js';
-import { type Due, DueTimers } from '../core/due-timers';
 import { UserError } from '../core/errors';
 import type { ExpertBackend, ExpertBatch, ExpertCallInfo, ExpertCallObserver, ExpertCallResult, ExpertOutput, StepContext } from '../core/expert-backend';
 import { type ExpertPair, type ModelDims, comparePairs, formatExpertSpec, pairKey, uniquePairs } from '../core/expert-spec';
@@ -193,8 +192,6 @@ export class RemoteExperts implements ExpertBackend {
   private readonly log: (line: string) => void;
   private readonly observers: ExpertCallObserver[];
   private readonly policy: CallPolicy;
-  /** The calls' hedge times, on one timer. */
-  private readonly hedgeTimers = new DueTimers();
   private healthTimer: NodeJS.Timeout | null = null;
   private nextCallId = 1;
   private closed = false;
@@ -433,11 +430,11 @@ export class RemoteExperts implements ExpertBackend {
       const race: Race = { done: false, parent: t.race };
       let primaryFailed = false;
       let hedge: 'none' | 'pending' | 'failed' = 'none';
-      let timer: Due | undefined;
+      let timer: NodeJS.Timeout | undefined;
       const finish = (settle: () => void) => {
         if (race.done) return;
         race.done = true;
-        this.hedgeTimers.cancel(timer);
+        clearTimeout(timer);
         settle();
       };
       const retry = () => {
@@ -448,12 +445,12 @@ export class RemoteExperts implements ExpertBackend {
         if (isRejection(e)) return finish(() => reject(rejected(batch.layer, e)));
         this.nodeFailed(run, node, e);
         primaryFailed = true;
-        this.hedgeTimers.cancel(timer);
+        clearTimeout(timer);
         if (!race.done && hedge !== 'pending') retry();
       });
       if (hedgeAfter !== null && hedgeAfter < deadline) {
-        // (after a stall of this process, an answer waiting on the socket goes first: DueTimers)
-        timer = this.hedgeTimers.after(hedgeAfter, () => {
+        // setImmediate: after a stall of this process, an answer waiting on the socket goes first.
+        timer = setTimeout(() => setImmediate(() => {
           if (isDone(race) || primaryFailed) return;
           hedge = 'pending';
           n.stats.addHedge();
@@ -463,7 +460,7 @@ export class RemoteExperts implements ExpertBackend {
               // A request rejected as malformed would be by every node; otherwise the primary may still answer.
               if (primaryFailed || e.name === REJECTED) finish(() => reject(e));
             });
-        });
+        }), hedgeAfter);
       }
     });
   }
@@ -900,7 +897,6 @@ export class RemoteExperts implements ExpertBackend {
     if (this.healthTimer) clearInterval(this.healthTimer);
     this.healthTimer = null;
     for (const n of this.nodes) n.client?.close();
-    this.hedgeTimers.clear();
     await this.opts.local?.close();
     const onClose = this.opts.onClose;
     this.opts.onClose = undefined;
