@@ -137,6 +137,20 @@ __device__ __forceinline__ void sum_rows(const float* src, size_t stride, int q0
   }
 }
 
+// Block-wide: the call's active counts per token, summed over its blocks' counts into s_count (integer sums,
+// so any order gives the same result).
+template <int TOK>
+__device__ __forceinline__ void sum_active(const MoeStreamArgs& a, const MoeCall& d, int* s_count) {
+  const int tid = threadIdx.x;
+  if (tid < TOK) s_count[tid] = 0;
+  __syncthreads();
+  for (int i = tid; i < d.n * d.gx; i += kStreamThreads) {
+    const int t = i / d.gx;
+    atomicAdd(&s_count[t], __ldcg(a.blk_active + size_t(d.q0 + t) * a.gxs + (i - t * d.gx)));
+  }
+  __syncthreads();
+}
+
 // The cluster tail: the blocks of this block's cluster sum their partial rows (staged at the start of
 // shared memory) through distributed shared memory, then the last cluster of each call and the last call
 // finish the levels as the group tail does, each block of the cluster on its slice of the columns.
@@ -197,17 +211,8 @@ __device__ __forceinline__ void stream_cluster_tail(const MoeStreamArgs& a, cons
     }
     reinterpret_cast<float4*>(a.e + size_t(d.q0 + t) * ldH)[c] = s;
   }
-  // the call's active counts: integer sums, so any order gives the same result
   __shared__ int s_count[TOK];
-  if (rank == 0) {
-    if (tid < TOK) s_count[tid] = 0;
-    __syncthreads();
-    for (int i = tid; i < nt * d.gx; i += kStreamThreads) {
-      const int t = i / d.gx;
-      atomicAdd(&s_count[t], __ldcg(a.blk_active + size_t(d.q0 + t) * a.gxs + (i - t * d.gx)));
-    }
-    __syncthreads();
-  }
+  if (rank == 0) sum_active<TOK>(a, d, s_count);
   __threadfence();
   cl.sync();  // the call's expert output is written
   // level 3: rank 0 of each call's last cluster counts the calls; the last call writes y[r] = sum over r's
@@ -408,40 +413,32 @@ __global__ void __launch_bounds__(kStreamThreads, TOK == 1 ? 3 : 2) k_ffn_stream
   // launches have the arena to themselves; bench frames own theirs), so levels 1-2 run before
   // pdl_wait too: only level 3, which writes the outputs, waits for the previous kernel.
   const int bx = blockIdx.x;
+  // this block's partial rows: into its shared memory for the cluster tail, else into the launch's scratch
+  float* rows = a.partials + (size_t(d.q0) * a.gxs + bx) * ldH;
+  size_t row_stride = size_t(a.gxs) * ldH;
   if (a.cluster > 0) {
-    __syncthreads();  // every thread is done with the ring, x and the list: the partial rows go there
-    float* stage = reinterpret_cast<float*>(smem_moe_base());
-#pragma unroll
-    for (int t = 0; t < TOK; ++t) {
-      if (t >= nt) break;
-#pragma unroll
-      for (int j = 0; j < CJ; ++j) {
-        const int c = tid + kStreamThreads * j;
-        if (c < nch)
-#pragma unroll
-          for (int v = 0; v < V; v += 4)
-            *reinterpret_cast<float4*>(stage + size_t(t) * ldH + size_t(c) * V + v) =
-                make_float4(acc[t][j][v], acc[t][j][v + 1], acc[t][j][v + 2], acc[t][j][v + 3]);
-      }
-    }
-    stream_cluster_tail<TOK>(a, d, act, &s_flag);
-    return;
+    __syncthreads();  // every thread is done with the ring and the list: the partial rows go there
+    rows = reinterpret_cast<float*>(smem_moe_base());
+    row_stride = size_t(ldH);
   }
-  const unsigned call = blockIdx.y;
 #pragma unroll
   for (int t = 0; t < TOK; ++t) {
     if (t >= nt) break;
-    float* dst = a.partials + (size_t(d.q0 + t) * a.gxs + bx) * ldH;
 #pragma unroll
     for (int j = 0; j < CJ; ++j) {
       const int c = tid + kStreamThreads * j;
       if (c < nch)
 #pragma unroll
         for (int v = 0; v < V; v += 4)
-          *reinterpret_cast<float4*>(dst + size_t(c) * V + v) =
+          *reinterpret_cast<float4*>(rows + size_t(t) * row_stride + size_t(c) * V + v) =
               make_float4(acc[t][j][v], acc[t][j][v + 1], acc[t][j][v + 2], acc[t][j][v + 3]);
     }
   }
+  if (a.cluster > 0) {
+    stream_cluster_tail<TOK>(a, d, act, &s_flag);
+    return;
+  }
+  const unsigned call = blockIdx.y;
   if (tid < nt) a.blk_active[size_t(d.q0 + tid) * a.gxs + bx] = act;
   if (a.stages < 3) return;  // bench breakdown only
   // level 1: the last block of each group of gs blocks sums the group in block order
@@ -457,15 +454,8 @@ __global__ void __launch_bounds__(kStreamThreads, TOK == 1 ? 3 : 2) k_ffn_stream
     if (!last_to_arrive(cnt_call + a.ngs, unsigned(ng), &s_flag)) return;
     sum_rows(a.gpart, a.ngs, d.q0, nt, 0, ng, ldH, a.e, ldH);
   }
-  // the call's active counts: integer sums, so any order gives the same result
   __shared__ int s_count[TOK];
-  if (tid < TOK) s_count[tid] = 0;
-  __syncthreads();
-  for (int i = tid; i < nt * d.gx; i += kStreamThreads) {
-    const int t = i / d.gx;
-    atomicAdd(&s_count[t], __ldcg(a.blk_active + size_t(d.q0 + t) * a.gxs + (i - t * d.gx)));
-  }
-  __syncthreads();
+  sum_active<TOK>(a, d, s_count);
   pdl_wait();  // outputs from here on
   if (tid < nt) a.active[d.q0 + tid] = s_count[tid];
   // level 3: the last call writes y[r] = sum over r's (call, token) pairs in call order of w * e
