@@ -195,15 +195,17 @@ bool split_for_stream(const Backend* b, bool dense, int64_t n_rows, int64_t H, i
   if (maxn <= kStreamMaxTok) return false;  // it takes the batch whole
   for (int64_t c = 0; c < n_calls; ++c) {
     const ts_expert_call& ec = calls[c];
+    if (ec.n == 0) {  // kept, so the calls keep their order (nothing to split)
+      out.push_back(ec);
+      continue;
+    }
     const int64_t words = ts_mask_words(ec.expert->intermediate);
-    for (int64_t j = 0; j < std::max<int64_t>(ec.n, 1); j += S) {
+    for (int64_t j = 0; j < ec.n; j += S) {
       ts_expert_call part = ec;
       part.n = std::min<int64_t>(S, ec.n - j);
-      if (ec.n > 0) {
-        part.rows = ec.rows + j;
-        part.weight = ec.weight + j;
-        part.masks = ec.masks + j * words;
-      }
+      part.rows = ec.rows + j;
+      part.weight = ec.weight + j;
+      part.masks = ec.masks + j * words;
       out.push_back(part);
     }
   }
