@@ -28,6 +28,7 @@
 #include <thread>
 #include "../src/cpu/thread_pool.h"  // checked in test_thread_pool
 #include "../src/dtype.h"  // the library's conversions (checked in test_conversions)
+#include "../src/split_calls.h"  // the CUDA backend's split of small batches (checked in test_split_calls)
 #include "op_cases.h"
 #include "test_util.h"
 #include "turbosparse.h"
@@ -677,6 +678,66 @@ void test_golden(ts_backend* b, const char* arg, const std::vector<std::string>&
 // share's writes visible to the caller when run returns; also with more threads than
 // cores and workers that the OS deschedules mid-region (the yields), where the caller
 // takes the shares of workers that have not started.
+// The CUDA backend cuts a small batch's calls into calls of 1-2 tokens (split_calls.h): host code, checked here
+// where no GPU is. Parts in order, each pointing into its call's rows, weights and masks; empty calls kept.
+void test_split_calls() {
+  ts_expert e;
+  e.intermediate = 130;  // 3 mask words
+  const int64_t W = ts_mask_words(e.intermediate);
+  const std::vector<int64_t> ns = {5, 0, 2, 1, 3};
+  std::vector<std::vector<int32_t>> rows;
+  std::vector<std::vector<float>> weights;
+  std::vector<std::vector<uint64_t>> masks;
+  std::vector<ts_expert_call> calls;
+  int32_t next_row = 0;
+  for (int64_t n : ns) {
+    rows.emplace_back();
+    weights.emplace_back();
+    masks.emplace_back(size_t(n * W));
+    for (int64_t j = 0; j < n; ++j) {
+      rows.back().push_back(next_row++);
+      weights.back().push_back(0.5f + float(j));
+      for (int64_t w = 0; w < W; ++w) masks.back()[size_t(j * W + w)] = uint64_t(next_row) << w;
+    }
+  }
+  for (size_t c = 0; c < ns.size(); ++c)
+    calls.push_back({&e, ns[c], rows[c].data(), weights[c].data(), masks[c].data()});
+  for (int64_t S : {1, 2, 3, 5}) {
+    std::vector<ts_expert_call> parts;
+    ts::split_calls(calls.data(), int64_t(calls.size()), S, parts);
+    bool ok = true;
+    std::string why;
+    std::vector<int32_t> order;  // the rows of every part, in order: the original (call, token) pairs
+    size_t want_parts = 0;
+    for (int64_t n : ns) want_parts += n == 0 ? 1 : size_t((n + S - 1) / S);
+    if (parts.size() != want_parts) ok = false, why = fmt("%zu parts, want %zu", parts.size(), want_parts);
+    for (const ts_expert_call& p : parts) {
+      if (p.expert != &e || p.n > S || p.n < 0) ok = false, why = "a part's expert or size";
+      for (int64_t j = 0; j < p.n; ++j) {
+        order.push_back(p.rows[j]);
+        // the part's own token j: its weight and its mask words travel with its row
+        const int32_t r = p.rows[j];
+        if (p.masks[j * W] != uint64_t(r + 1) || p.masks[j * W + W - 1] != uint64_t(r + 1) << (W - 1))
+          ok = false, why = fmt("row %d: mask words of another token", r);
+      }
+    }
+    for (int32_t r = 0; r < next_row; ++r)
+      if (size_t(r) >= order.size() || order[size_t(r)] != r) ok = false, why = "the pairs out of order";
+    // weights: the part starting at token j of a call points at that call's weight j
+    size_t k = 0;
+    for (size_t c = 0; c < ns.size() && ok; ++c) {
+      if (ns[c] == 0) {
+        if (parts[k].n != 0 || parts[k].rows != calls[c].rows) ok = false, why = "an empty call not passed through";
+        ++k;
+        continue;
+      }
+      for (int64_t j = 0; j < ns[c]; j += S, ++k)
+        if (parts[k].weight != weights[c].data() + j) ok = false, why = fmt("call %zu part at %lld: weight", c, (long long)j);
+    }
+    check(ok, fmt("split_calls: calls of 5, 0, 2, 1, 3 tokens into parts of %lld", (long long)S), why);
+  }
+}
+
 void test_thread_pool() {
   bool ok = true;
   std::string why;
@@ -733,6 +794,7 @@ int main(int argc, char** argv) {
         "an i8 kv cache is refused");
   test_variants_vs_scalar(b, rng, variants);
   test_thread_pool();
+  test_split_calls();
   test_threads(rng);
   test_no_alloc(rng);
   test_errors(b, rng);

@@ -43,6 +43,7 @@
 #include <new>
 #include <string>
 #include <vector>
+#include "../split_calls.h"
 #include "moe.cuh"
 
 namespace tscuda {
@@ -193,22 +194,7 @@ bool split_for_stream(const Backend* b, bool dense, int64_t n_rows, int64_t H, i
     dt = int(calls[c].expert->dtype);
   }
   if (maxn <= kStreamMaxTok) return false;  // it takes the batch whole
-  for (int64_t c = 0; c < n_calls; ++c) {
-    const ts_expert_call& ec = calls[c];
-    if (ec.n == 0) {  // kept, so the calls keep their order (nothing to split)
-      out.push_back(ec);
-      continue;
-    }
-    const int64_t words = ts_mask_words(ec.expert->intermediate);
-    for (int64_t j = 0; j < ec.n; j += S) {
-      ts_expert_call part = ec;
-      part.n = std::min<int64_t>(S, ec.n - j);
-      part.rows = ec.rows + j;
-      part.weight = ec.weight + j;
-      part.masks = ec.masks + j * words;
-      out.push_back(part);
-    }
-  }
+  ts::split_calls(calls, n_calls, S, out);
   return true;
 }
 
