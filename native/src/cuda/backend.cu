@@ -112,6 +112,28 @@ int prepare_kernel(Backend* b, const void* kernel, int threads, size_t smem, int
   return 0;
 }
 
+bool cluster_fits(Backend* b, const void* kernel, int threads, size_t smem, int cluster) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, int, size_t, int>, bool> fits;
+  std::lock_guard<std::mutex> lk(mu);
+  const auto key = std::make_tuple(b->device, kernel, threads, smem, cluster);
+  if (auto it = fits.find(key); it != fits.end()) return it->second;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(cluster));
+  cfg.blockDim = dim3(unsigned(threads));
+  cfg.dynamicSmemBytes = smem;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = unsigned(cluster);
+  attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  int clusters = 0;
+  const bool ok = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters >= 1;
+  if (!ok) cudaGetLastError();  // a refused query is an answer, not a sticky error
+  return fits[key] = ok;
+}
+
 Tuning get_tuning(ts_backend* b) { return as_cuda(b)->tuning; }
 void set_tuning(ts_backend* b, const Tuning& t) { as_cuda(b)->tuning = t; }
 cudaStream_t backend_stream(ts_backend* b) { return as_cuda(b)->stream; }

@@ -166,6 +166,9 @@ cudaError_t launch(Backend* b, bool dependent, void (*kernel)(KArgs...), dim3 gr
 // Raise a kernel's dynamic shared memory limit (once per kernel and size) and
 // return how many of its blocks fit on one SM.
 int prepare_kernel(Backend* b, const void* kernel, int threads, size_t smem, int* blocks_per_sm);
+// Whether a cluster of `cluster` such blocks fits on the device at all (asked once per kernel, size and cluster;
+// after prepare_kernel raised the kernel's shared memory limit).
+bool cluster_fits(Backend* b, const void* kernel, int threads, size_t smem, int cluster);
 
 // Row index of the largest group sizes: tokens handled per pass of a weight.
 inline int tokens_per_pass(int64_t n) { return n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : 8; }

@@ -89,6 +89,9 @@ struct MoeFrame {
 
 namespace {
 
+// Sparse batches take the streaming kernel unless Tuning::stream says otherwise (1 always, 0 never).
+bool wants_stream(const Tuning& t, bool dense) { return t.stream > 0 || (t.stream < 0 && !dense); }
+
 constexpr int64_t kStreamMaxRows = 16;  // its last block writes every output row
 constexpr int kStreamMaxTok = 2;        // tokens of one call: x and the accumulators live in registers
 
@@ -132,23 +135,7 @@ int plan_stream(Backend* b, bool dense, MoeFrame& f) {
     }
   }
   if (slots < 2) return 0;
-  if (cs > 0) {  // a cluster of cs such blocks must fit on the GPU at all
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(unsigned(gmax), unsigned(g.count));
-    cfg.blockDim = dim3(kStreamThreads);
-    cfg.dynamicSmemBytes = g.smem;
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = unsigned(cs);
-    attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess || clusters < 1) {
-      cudaGetLastError();
-      return 0;
-    }
-  }
+  if (cs > 0 && !cluster_fits(b, kernel, kStreamThreads, g.smem, cs)) return 0;
   f.stream = true;
   f.slots = slots;
   f.cluster = cs;
@@ -183,8 +170,7 @@ bool split_for_stream(const Backend* b, bool dense, int64_t n_rows, int64_t H, i
                       const ts_expert_call* calls, std::vector<ts_expert_call>& out) {
   const Tuning& t = b->tuning;
   const int S = t.stream_split;
-  const bool want_stream = t.stream > 0 || (t.stream < 0 && !dense);
-  if (S < 1 || S > kStreamMaxTok || !want_stream || n_rows > kStreamMaxRows || padded(H) > kStreamMaxLd) return false;
+  if (S < 1 || S > kStreamMaxTok || !wants_stream(t, dense) || n_rows > kStreamMaxRows || padded(H) > kStreamMaxLd) return false;
   int64_t maxn = 0;
   int dt = -1;
   for (int64_t c = 0; c < n_calls; ++c) {
@@ -315,8 +301,7 @@ int moe_build(Backend* b, ts_ffn_mode mode, int64_t n_rows, int64_t H, int64_t n
   }
   // batch <= 2 of one dtype (also a larger one split above): plan the streaming kernel, else the fused
   // kernel, else the three kernels
-  const bool want_stream = b->tuning.stream > 0 || (b->tuning.stream < 0 && !dense);
-  if (want_stream && f.groups.size() == 1 && f.groups[0].tok <= kStreamMaxTok && f.groups[0].passes == 1 &&
+  if (wants_stream(b->tuning, dense) && f.groups.size() == 1 && f.groups[0].tok <= kStreamMaxTok && f.groups[0].passes == 1 &&
       f.ldH <= kStreamMaxLd && n_rows <= kStreamMaxRows)
     TS_TRY(plan_stream(b, dense, f));
   const bool want_fused = b->tuning.fused > 0 || (b->tuning.fused < 0 && dense);

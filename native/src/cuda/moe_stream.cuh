@@ -151,6 +151,20 @@ __device__ __forceinline__ void sum_active(const MoeStreamArgs& a, const MoeCall
   __syncthreads();
 }
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+// One thread of a cluster (rank 0's thread 0) reports the cluster at counter c (of `expected` arrivals) and
+// tells every block of the cluster whether it was the last, in each block's s_flag; a cluster.sync() after
+// it publishes the flags. The last resets the counter for the next launch.
+__device__ __forceinline__ void cluster_arrive(cooperative_groups::cluster_group& cl, unsigned* c, unsigned expected,
+                                               unsigned* s_flag) {
+  unsigned old;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(c) : "memory");
+  const unsigned last = old == expected - 1;
+  if (last) atomicExch(c, 0u);
+  for (int r = 0; r < int(cl.num_blocks()); ++r) *cl.map_shared_rank(s_flag, r) = last;
+}
+#endif
+
 // The cluster tail: the blocks of this block's cluster sum their partial rows (staged at the start of
 // shared memory) through distributed shared memory, then the last cluster of each call and the last call
 // finish the levels as the group tail does, each block of the cluster on its slice of the columns.
@@ -186,13 +200,7 @@ __device__ __forceinline__ void stream_cluster_tail(const MoeStreamArgs& a, cons
   if (a.stages < 3) return;  // bench breakdown only
   // level 2: rank 0 counts the call's clusters; the last one sums the cluster rows in order
   unsigned* cnt_call = a.cnt + size_t(blockIdx.y) * (a.ngs + 1);
-  if (rank == 0 && tid == 0) {
-    unsigned old;
-    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(cnt_call + a.ngs) : "memory");
-    const unsigned last = old == unsigned(ncl) - 1;
-    if (last) atomicExch(cnt_call + a.ngs, 0u);
-    for (int r = 0; r < CS; ++r) *cl.map_shared_rank(s_flag, r) = last;
-  }
+  if (rank == 0 && tid == 0) cluster_arrive(cl, cnt_call + a.ngs, unsigned(ncl), s_flag);
   cl.sync();
   if (!*s_flag) return;
   constexpr int RU = 8;
@@ -217,14 +225,7 @@ __device__ __forceinline__ void stream_cluster_tail(const MoeStreamArgs& a, cons
   cl.sync();  // the call's expert output is written
   // level 3: rank 0 of each call's last cluster counts the calls; the last call writes y[r] = sum over r's
   // (call, token) pairs in call order of w * e, each block its slice
-  if (rank == 0 && tid == 0) {
-    unsigned* cnt_all = a.cnt + size_t(a.ncalls) * (a.ngs + 1);
-    unsigned old;
-    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(cnt_all) : "memory");
-    const unsigned last = old == unsigned(a.ncalls) - 1;
-    if (last) atomicExch(cnt_all, 0u);
-    for (int r = 0; r < CS; ++r) *cl.map_shared_rank(s_flag, r) = last;
-  }
+  if (rank == 0 && tid == 0) cluster_arrive(cl, a.cnt + size_t(a.ncalls) * (a.ngs + 1), unsigned(a.ncalls), s_flag);
   pdl_wait();  // outputs from here on
   if (rank == 0 && tid < nt) a.active[d.q0 + tid] = s_count[tid];
   cl.sync();
