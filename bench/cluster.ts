@@ -12,8 +12,11 @@
 //   node dist/bench/cluster.js [--shape mixtral|demo] [--layers N] [--model DIR] [--tokens 16] [--nodes 2,4]
 //        [--link loopback|10gbe|1gbe|wifi|DELAY_US:MBIT[,...]] [--concurrency 1,8,16] [--wire f32,bf16,...]
 //        [--echo-rounds 200] [--device cpu] [--replicas 1] [--hedge on|off] [--overlap off,on]
-//        [--transport socket,grpc] [--rounds 1] [--node-threads 0] [--json]
-// --node-threads: CPU threads per expert node (0: the cores shared evenly between the nodes, as LocalCluster does).
+//        [--transport socket,grpc] [--rounds 1] [--node-threads 0] [--machine-cpus 0] [--json]
+// --node-threads: CPU threads per expert node (0: the cores shared evenly between the nodes, as LocalCluster does;
+// with --machine-cpus N, N).
+// --machine-cpus N: each process on its own N CPUs, as if on its own machine (bench/machines.ts); needs
+// N x (1 + nodes) CPUs, plus one for the link emulator. Without it every process shares every core.
 // --transport: how node calls travel (coordinator/expert-client.ts RunTransport: the run socket or grpc-js's Run
 // stream), each listed one in turn on the same nodes; --rounds repeats the wire x transport runs, alternating, so
 // a before/after of the two transports is measured in one window.
@@ -42,6 +45,7 @@ import { EchoServer, grpcEcho, tcpEcho, type EchoResult, type EchoSize } from '.
 import { benchModelDir } from './bench-shapes';
 import { arg } from './models';
 import { LinkProcess, describeLink, parseLink, type LatenessStats } from './link-emulator';
+import { Machines } from './machines';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -173,8 +177,9 @@ async function main(): Promise<void> {
     return v as RunTransport;
   });
   const rounds = Number(arg('rounds', '1'));
-  const nodeThreads = Number(arg('node-threads', '0'));
   const links = arg('link', 'loopback').split(',').map((t) => ({ label: t.trim(), spec: parseLink(t) }));
+  const machines = Machines.fromArgs(Math.max(...nodeCounts), links.some((l) => l.spec !== null));
+  const nodeThreads = Number(arg('node-threads', '0')) || (machines?.perMachine ?? 0);
   const levels = arg('concurrency', '1').split(',').map(Number);
   const wireArg = arg('wire', '');
   const wires = wireArg ? wireArg.split(',').map((w) => w.trim() as WireEncoding) : null;
@@ -184,6 +189,7 @@ async function main(): Promise<void> {
     if (!Number.isInteger(v) || v < 1) throw new UserError(`--${name} must be a positive integer, got ${v}`);
   }
   const dir = arg('model', '') || await benchModelDir(shape, layers, log);
+  machines?.pinSelf();
   // From sources (node -r test/cluster/ts-register-cached.js bench/cluster.ts) the nodes run from sources too.
   const nodeCommand = __filename.endsWith('.ts')
     ? [process.execPath, '-r', path.resolve(__dirname, '..', 'test', 'cluster', 'ts-register-cached.js'), path.resolve(__dirname, '..', 'cli', 'expert-node.ts')]
@@ -214,13 +220,20 @@ async function main(): Promise<void> {
     timed.current = null;
 
     echo = await EchoServer.start();
-    for (const l of links) if (l.spec) linkProcs.set(l.label, await LinkProcess.start(l.spec));
+    machines?.pinEcho(echo.pid);
+    for (const l of links) {
+      if (!l.spec) continue;
+      const proc = await LinkProcess.start(l.spec);
+      linkProcs.set(l.label, proc);
+      machines?.pinLink(proc.pid);
+    }
 
     // ---- clusters ----
     for (const n of nodeCounts) {
       log(`cluster:${n}: starting ${n} expert nodes`);
       const cluster = await LocalCluster.start({ modelDir: dir, dims, nodes: n, replicas: Math.min(replicas, n), device, threads: nodeThreads, nodeCommand, log });
       try {
+        machines?.pinNodes(cluster.nodes.map((node) => node.pid));
         for (const l of links) {
           const proc = linkProcs.get(l.label) ?? null;
           const via = async (address: string) => (proc ? proc.proxy(address) : address);
@@ -303,6 +316,7 @@ async function main(): Promise<void> {
     console.log(`decode, ${c.numLayers} layer(s) at hidden ${c.hiddenSize} x intermediate ${c.intermediateSize}, ${c.numExperts} experts top-${c.topK}, ` +
       `${description}, ${os.cpus().length} CPUs, ${tokens} tokens per request, ${replicas} replica(s), hedge ${hedge ? 'on' : 'off'}`);
     console.log(`links: ${links.map((l) => describeLink(l.spec)).join('; ')}`);
+    console.log(machines ? `machines: ${machines.describe()}` : 'machines: every process shares every CPU (--machine-cpus N pins each to its own)');
     console.log('mode        link      wire  tr      ovl   conc  tokens/s  vs local  step ms  floor ms  vs floor+local  layer ms  overhead us (mean/p50/p99)' +
       '  grpc echo p50  tcp echo p50  x grpc  x tcp  B/token/layer sent   recv');
     const f = (v: number | undefined, d: number, w: number) => (v === undefined ? '-' : v.toFixed(d)).padStart(w);
@@ -324,7 +338,7 @@ async function main(): Promise<void> {
   }
   console.log(JSON.stringify({ bench: 'cluster', layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, experts: c.numExperts, tokens, replicas, hedge,
     links: links.map((l) => ({ name: l.label, delay_us: l.spec?.delayUs ?? 0, mbit: l.spec?.mbit ?? null })),
-    cpus: os.cpus().length, device: description, results }));
+    cpus: os.cpus().length, machine_cpus: machines?.perMachine ?? null, device: description, results }));
 }
 
 main().catch((e) => {

@@ -103,6 +103,10 @@ export class EchoServer {
     return new EchoServer(child, m.grpc, m.tcp);
   }
 
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
   async close(): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));

@@ -264,6 +264,10 @@ export class LinkProcess {
     });
   }
 
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
   async proxy(target: string): Promise<string> {
     return (await this.call({ op: 'proxy', target })).address!;
   }

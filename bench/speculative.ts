@@ -29,10 +29,12 @@
 //   node dist/bench/speculative.js [--shape mixtral|demo] [--layers N] [--model DIR] [--tokens 32]
 //        [--k 1,2,4,8] [--steps 8] [--spec-k 4] [--experts local,cluster:2] [--link loopback|10gbe|1gbe|wifi|DELAY_US:MBIT]
 //        [--proposers oracle,ngram,suffix] [--oracle-miss 0,0.4] [--prompts 2] [--span 24] [--parts a,b]
-//        [--concurrency 1,2,4,8,16] [--wire f32|bf16|...] [--device cpu] [--node-threads 0] [--rounds 1] [--json]
+//        [--concurrency 1,2,4,8,16] [--wire f32|bf16|...] [--device cpu] [--node-threads 0] [--machine-cpus 0] [--rounds 1] [--json]
 // --rounds N: (b)'s one-sequence runs N times in turn (baseline, proposers, baseline, ...); each ratio is taken
 // against its own round's baseline and the table shows the medians (the JSON also each round's).
-// --node-threads: CPU threads per expert node (0: the cores shared evenly between the nodes, as LocalCluster does).
+// --node-threads: CPU threads per expert node (0: the cores shared evenly between the nodes, as LocalCluster does;
+// with --machine-cpus N, N).
+// --machine-cpus N: each process on its own N CPUs, as if on its own machine (bench/machines.ts).
 // The engine runs with overlap off (one sequence: nothing to pipeline). Target (issue 15): with --link 1gbe,
 // one sequence, K = 4 and acceptance >= 60%, decode tokens/s >= 2x without speculation.
 import os from 'node:os';
@@ -57,6 +59,7 @@ import type { DraftProposer } from '../coordinator/speculative/proposer';
 import { benchModelDir } from './bench-shapes';
 import { arg } from './models';
 import { LinkProcess, describeLink, parseLink } from './link-emulator';
+import { Machines } from './machines';
 import { mulberry32 as prng } from '../core/mulberry32';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -464,7 +467,8 @@ async function main(): Promise<void> {
   const linkLabel = arg('link', 'loopback').trim();
   const linkSpec = parseLink(linkLabel);
   const wire = arg('wire', 'f32') as WireEncoding;
-  const nodeThreads = Number(arg('node-threads', '0'));
+  const machines = Machines.fromArgs(Math.max(0, ...nodeCounts.values()), linkSpec !== null);
+  const nodeThreads = Number(arg('node-threads', '0')) || (machines?.perMachine ?? 0);
   const rounds = Number(arg('rounds', '1'));
   if (!WIRE_ENCODINGS.includes(wire)) throw new UserError(`--wire "${wire}": expected ${WIRE_ENCODINGS.join(', ')}`);
   const proposers = arg('proposers', 'oracle,ngram,suffix').split(',').map((p) => p.trim());
@@ -478,6 +482,7 @@ async function main(): Promise<void> {
     if (!Number.isInteger(v) || v < 1) throw new UserError(`--${name} must be a positive integer, got ${v}`);
   }
   const dir = arg('model', '') || await benchModelDir(shape, layers, log);
+  machines?.pinSelf();
   // From sources (node -r test/cluster/ts-register-cached.js bench/speculative.ts) the nodes run from sources too.
   const nodeCommand = __filename.endsWith('.ts')
     ? [process.execPath, '-r', path.resolve(__dirname, '..', 'test', 'cluster', 'ts-register-cached.js'), path.resolve(__dirname, '..', 'cli', 'expert-node.ts')]
@@ -515,10 +520,14 @@ async function main(): Promise<void> {
         continue;
       }
       const n = nodeCounts.get(mode)!;
-      if (linkSpec && !linkProc) linkProc = await LinkProcess.start(linkSpec);
+      if (linkSpec && !linkProc) {
+        linkProc = await LinkProcess.start(linkSpec);
+        machines?.pinLink(linkProc.pid);
+      }
       log(`${mode}: starting ${n} expert nodes`);
       const cluster = await LocalCluster.start({ modelDir: dir, dims, nodes: n, device, threads: nodeThreads, nodeCommand, log });
       try {
+        machines?.pinNodes(cluster.nodes.map((node) => node.pid));
         const via = async (address: string) => (linkProc ? linkProc.proxy(address) : address);
         const shardMap: ShardMap = { nodes: await Promise.all(cluster.shardMap.nodes.map(async (node) => ({ ...node, address: await via(node.address) }))) };
         switched.current = await RemoteExperts.connect({ shardMap, model: dims, wire, name: mode });
@@ -541,6 +550,7 @@ async function main(): Promise<void> {
   if (!json) {
     console.log(`speculative decoding, one sequence, greedy: ${c.numLayers} layer(s) at hidden ${c.hiddenSize} x intermediate ${c.intermediateSize}, ` +
       `${c.numExperts} experts top-${c.topK}, ${description}, ${os.cpus().length} CPUs; cluster link ${describeLink(linkSpec)}, wire ${wire}`);
+    if (machines) console.log(`machines: ${machines.describe()}`);
     if (cost.length) {
       console.log(`\n(a) verification cost: mean decode step with K+1 rows vs 1 row (${steps} timed steps each)`);
       console.log('experts     link      K  rows  step ms  vs 1 row');
@@ -578,7 +588,7 @@ async function main(): Promise<void> {
   }
   console.log(JSON.stringify({ bench: 'speculative', layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, experts: c.numExperts,
     tokens, steps, spec_k: specK, prompts: promptCount, span, wire, link: { name: linkLabel, delay_us: linkSpec?.delayUs ?? 0, mbit: linkSpec?.mbit ?? null },
-    cpus: os.cpus().length, device: description, verification_cost: cost, workload: work,
+    cpus: os.cpus().length, machine_cpus: machines?.perMachine ?? null, device: description, verification_cost: cost, workload: work,
     ...(conc.length ? { concurrency: conc, crossover: crossovers(conc) } : {}) }));
 }
 
