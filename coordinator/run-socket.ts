@@ -22,6 +22,8 @@ export interface RunSocketEvents {
 }
 
 const UNAVAILABLE = 14;
+/** A plaintext socket's read buffer: one read takes at most this much (the kernel keeps the rest). */
+const READ_BUFFER_BYTES = 256 * 1024;
 const INTERNAL = 13;
 
 export class RunSocket {
@@ -43,10 +45,18 @@ export class RunSocket {
         host: target.host, port: target.port, ca: tlsFiles.ca, cert: tlsFiles.cert, key: tlsFiles.key,
         servername: net.isIP(target.host) ? undefined : target.host, ALPNProtocols: [RUN_SOCKET_ALPN], minVersion: 'TLSv1.2',
       })
-      : net.connect({ host: target.host, port: target.port });
+      // Plaintext reads land in one reused buffer (net's onread) instead of going through the Readable
+      // stream: that skips the stream's per-chunk work and the tick it takes before the awaiting call
+      // resumes (20-30 us of each response on the 2-vCPU VM). Each chunk is copied out, since frames
+      // split over reads keep views of it.
+      : net.connect({ host: target.host, port: target.port,
+        onread: { buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), callback: (n, buf) => {
+          this.onData(Buffer.from(buf.subarray(0, n)));
+          return true;
+        } } });
     this.socket.setNoDelay(true);
     this.socket.write(RUN_SOCKET_MAGIC);
-    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (tlsFiles) this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('error', (e: Error) => {
       // An older node under TLS offers ALPN h2 only: the handshake ends with this alert, never an answer.
       if (!this.magic.done && /no application protocol/i.test(e.message)) this.unsupported();

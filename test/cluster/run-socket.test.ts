@@ -303,6 +303,36 @@ describe('RunSocket (the client) against a scripted node', () => {
     }
   });
 
+  test('a response split over many reads, with other responses between, arrives whole (the read buffer is reused)', async () => {
+    // Distinct bytes per response, so a part read into the reused buffer and then overwritten would show.
+    const big = (seed: number, n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff));
+    const payloads = [big(1, 300_000), Buffer.from('small'), big(2, 70_000), big(3, 5)];
+    const stream = Buffer.concat([RUN_SOCKET_MAGIC, ...payloads.map((p) => frame(FrameType.RESPONSE, p))]);
+    let started = false;
+    const t = await scripted((sent, socket) => {
+      if (!afterMagic(sent) || started) return;
+      started = true;
+      // Uneven pieces, each its own read: frame boundaries fall inside pieces and pieces inside frames.
+      const cuts = [3, 4000, 70_000, 260_000, 300_020, 300_030, 330_000, stream.length];
+      let from = 0;
+      const next = (i: number) => {
+        if (i >= cuts.length) return;
+        socket.write(stream.subarray(from, cuts[i]));
+        from = cuts[i];
+        setTimeout(() => next(i + 1), 5);
+      };
+      next(0);
+    });
+    try {
+      for (let i = 0; i < 200 && t.responses.length < payloads.length; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(t.responses.length).toBe(payloads.length);
+      t.responses.forEach((r, i) => expect(r.equals(payloads[i])).toBe(true));
+      expect(t.closed()).toBeUndefined();
+    } finally {
+      await t.stop();
+    }
+  });
+
   test.each([
     ['an HTTP/2 answer (an older node)', Buffer.from([0, 0, 8, 7, 0, 0, 0, 0, 0]), 14, /does not serve the run socket/, true],
     ['END after the magic (a draining node)', Buffer.concat([RUN_SOCKET_MAGIC, frame(FrameType.END)]), 14, /shutting down/, false],
