@@ -21,6 +21,13 @@ test('quantile is nearest-rank', () => {
   expect(quantile(v, 0.99)).toBe(99);
   expect(quantile(v, 0.5)).toBe(50);
   expect(quantile([7], 0.99)).toBe(7);
+  // The top rank (the maximum) and a lower one agree with a full sort, also with negative values and ties.
+  const r = Array.from({ length: 64 }, (_, i) => ((i * 37) % 64) - 20.5);
+  const sorted = [...r].sort((a, b) => a - b);
+  expect(quantile(r, 0.99)).toBe(sorted[63]);
+  expect(quantile(r, 1)).toBe(sorted[63]);
+  expect(quantile(r, 0.9)).toBe(sorted[Math.ceil(0.9 * 64) - 1]);
+  expect(quantile([3, 3, 3], 0.99)).toBe(3);
 });
 
 test('nothing known: no expectation, the ceiling is the deadline and there is no hedge', () => {
