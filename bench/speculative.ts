@@ -29,13 +29,16 @@
 //   node dist/bench/speculative.js [--shape mixtral|demo] [--layers N] [--model DIR] [--tokens 32]
 //        [--k 1,2,4,8] [--steps 8] [--spec-k 4] [--experts local,cluster:2] [--link loopback|10gbe|1gbe|wifi|DELAY_US:MBIT]
 //        [--proposers oracle,ngram,suffix] [--oracle-miss 0,0.4] [--prompts 2] [--span 24] [--parts a,b]
-//        [--concurrency 1,2,4,8,16] [--wire f32|bf16|...] [--device cpu] [--node-threads 0] [--machine-cpus 0] [--rounds 1] [--json]
+//        [--concurrency 1,2,4,8,16] [--wire f32|bf16|...] [--device cpu] [--node-threads 0] [--machine-cpus 0] [--overlap off] [--rounds 1] [--json]
 // --rounds N: (b)'s one-sequence runs N times in turn (baseline, proposers, baseline, ...); each ratio is taken
 // against its own round's baseline and the table shows the medians (the JSON also each round's).
 // --node-threads: CPU threads per expert node (0: the cores shared evenly between the nodes, as LocalCluster does;
 // with --machine-cpus N, N).
 // --machine-cpus N: each process on its own N CPUs, as if on its own machine (bench/machines.ts).
-// The engine runs with overlap off (one sequence: nothing to pipeline). Target (issue 15): with --link 1gbe,
+// --overlap off|on|auto (default off): the engine's overlap. A verification pass has K+1 rows of the one
+// sequence, which `on` runs as two pipelined micro-batches (the second lane's attention waits for the first's per
+// layer), so one lane's expert calls are on the wire while the other computes; 1-row steps never split.
+// Target (issue 15): with --link 1gbe,
 // one sequence, K = 4 and acceptance >= 60%, decode tokens/s >= 2x without speculation.
 import os from 'node:os';
 import path from 'node:path';
@@ -44,7 +47,7 @@ import type { Device } from '../core/native';
 import type { ShardMap } from '../core/shard-map';
 import { UserError } from '../core/errors';
 import { WIRE_ENCODINGS, type WireEncoding } from '../core/wire/rows';
-import type { Engine } from '../coordinator/engine';
+import { OVERLAP_MODES, type Engine, type OverlapMode } from '../coordinator/engine';
 import { loadEngine } from '../coordinator/load-engine';
 import { LocalCluster } from '../coordinator/local-cluster';
 import { LocalExperts } from '../coordinator/local-experts';
@@ -470,6 +473,8 @@ async function main(): Promise<void> {
   const machines = Machines.fromArgs(Math.max(0, ...nodeCounts.values()), linkSpec !== null);
   const nodeThreads = Number(arg('node-threads', '0')) || (machines?.perMachine ?? 0);
   const rounds = Number(arg('rounds', '1'));
+  const overlap = arg('overlap', 'off') as OverlapMode;
+  if (!(OVERLAP_MODES as readonly string[]).includes(overlap)) throw new UserError(`--overlap ${overlap}: use ${OVERLAP_MODES.join(', ')}`);
   if (!WIRE_ENCODINGS.includes(wire)) throw new UserError(`--wire "${wire}": expected ${WIRE_ENCODINGS.join(', ')}`);
   const proposers = arg('proposers', 'oracle,ngram,suffix').split(',').map((p) => p.trim());
   for (const p of proposers) if (!['oracle', 'ngram', 'suffix'].includes(p)) throw new UserError(`--proposers ${p}: use oracle, ngram, suffix or a list`);
@@ -490,7 +495,7 @@ async function main(): Promise<void> {
 
   const switched = new SwitchedExperts();
   const engine = await loadEngine({ modelDir: dir, device, log, experts: { kind: 'file', path: 'bench' }, remoteExperts: async () => switched });
-  engine.overlap = 'off';
+  engine.overlap = overlap;
   const tok = TextTokenizer.fromModel(engine.folder);
   const c = engine.config;
   const dims = { hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, numLayers: c.numLayers, numExperts: c.numExperts };
@@ -551,6 +556,7 @@ async function main(): Promise<void> {
     console.log(`speculative decoding, one sequence, greedy: ${c.numLayers} layer(s) at hidden ${c.hiddenSize} x intermediate ${c.intermediateSize}, ` +
       `${c.numExperts} experts top-${c.topK}, ${description}, ${os.cpus().length} CPUs; cluster link ${describeLink(linkSpec)}, wire ${wire}`);
     if (machines) console.log(`machines: ${machines.describe()}`);
+    if (overlap !== 'off') console.log(`overlap ${overlap} (verification passes as two pipelined micro-batches)`);
     if (cost.length) {
       console.log(`\n(a) verification cost: mean decode step with K+1 rows vs 1 row (${steps} timed steps each)`);
       console.log('experts     link      K  rows  step ms  vs 1 row');
@@ -588,7 +594,7 @@ async function main(): Promise<void> {
   }
   console.log(JSON.stringify({ bench: 'speculative', layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, experts: c.numExperts,
     tokens, steps, spec_k: specK, prompts: promptCount, span, wire, link: { name: linkLabel, delay_us: linkSpec?.delayUs ?? 0, mbit: linkSpec?.mbit ?? null },
-    cpus: os.cpus().length, machine_cpus: machines?.perMachine ?? null, device: description, verification_cost: cost, workload: work,
+    cpus: os.cpus().length, machine_cpus: machines?.perMachine ?? null, overlap, device: description, verification_cost: cost, workload: work,
     ...(conc.length ? { concurrency: conc, crossover: crossovers(conc) } : {}) }));
 }
 
