@@ -38,8 +38,8 @@
 // --overlap off|on|auto (default off): the engine's overlap. A verification pass has K+1 rows of the one
 // sequence, which `on` runs as two pipelined micro-batches (the second lane's attention waits for the first's per
 // layer), so one lane's expert calls are on the wire while the other computes; 1-row steps never split.
-// Target (issue 15): with --link 1gbe,
-// one sequence, K = 4 and acceptance >= 60%, decode tokens/s >= 2x without speculation.
+// Target (issue 15): with --link 1gbe, one sequence, K = 4 and acceptance >= 60%, decode tokens/s >= 2x without
+// speculation.
 import os from 'node:os';
 import path from 'node:path';
 import type { ExpertBackend, ExpertBatch, ExpertNodeHealth, ExpertOutput, StepContext } from '../core/expert-backend';

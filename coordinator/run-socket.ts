@@ -22,9 +22,9 @@ export interface RunSocketEvents {
 }
 
 const UNAVAILABLE = 14;
+const INTERNAL = 13;
 /** A plaintext socket's read buffer: one read takes at most this much (the kernel keeps the rest). */
 const READ_BUFFER_BYTES = 256 * 1024;
-const INTERNAL = 13;
 
 export class RunSocket {
   readonly ready: Promise<void>;
